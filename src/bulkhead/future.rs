@@ -1,0 +1,92 @@
+//! The response future of [`Bulkhead`](super::Bulkhead).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::error::{BoxError, BulkheadFull};
+use crate::name::Name;
+
+pin_project! {
+    /// The response future of [`Bulkhead`](super::Bulkhead).
+    ///
+    /// An admitted call holds its slot until this future completes or is
+    /// dropped, whichever comes first; cancellation and a panic in the inner
+    /// service both drop it.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Admitted {
+            #[pin]
+            inner: F,
+            permit: Option<OwnedSemaphorePermit>,
+        },
+        Rejected {
+            error: BulkheadFull,
+        },
+        // `call` without a `poll_ready` that returned `Ready(Ok(()))`.
+        NotReady {
+            name: Name,
+        },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn admitted(inner: F, permit: OwnedSemaphorePermit) -> Self {
+        ResponseFuture {
+            kind: Kind::Admitted {
+                inner,
+                permit: Some(permit),
+            },
+        }
+    }
+
+    pub(crate) fn rejected(error: BulkheadFull) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { error },
+        }
+    }
+
+    pub(crate) fn not_ready(name: Name) -> Self {
+        ResponseFuture {
+            kind: Kind::NotReady { name },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Admitted { inner, permit } => {
+                let result = ready!(inner.poll(cx));
+                // Free the slot as soon as the answer is in, not when the
+                // caller gets round to dropping this future.
+                drop(permit.take());
+                Poll::Ready(result.map_err(Into::into))
+            }
+            KindProj::Rejected { error } => Poll::Ready(Err(error.clone().into())),
+            KindProj::NotReady { name } => Poll::Ready(Err(format!(
+                "bulkhead `{name}`: `call` was made without a successful `poll_ready`, \
+                 so no slot was reserved and the call was not sent"
+            )
+            .into())),
+        }
+    }
+}

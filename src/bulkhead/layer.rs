@@ -1,0 +1,180 @@
+//! [`BulkheadLayer`], its builder and its configuration.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tower_layer::Layer;
+
+use super::Bulkhead;
+use super::handle::{Handle, Shared};
+use crate::error::ConfigError;
+
+const LAYER: &str = "bulkhead";
+const DEFAULT_NAME: &str = "bulkhead";
+
+/// Applies a [`Bulkhead`] to a service.
+///
+/// One layer value is one set of slots: every service it builds, and every
+/// clone of those, draws from the same `max_concurrent` slots. Build separate
+/// layers for separate limits.
+#[derive(Clone, Debug)]
+pub struct BulkheadLayer {
+    shared: Arc<Shared>,
+}
+
+impl BulkheadLayer {
+    /// A fail-fast bulkhead: at most `max_concurrent` calls in flight, and a
+    /// call that finds no free slot fails at once with
+    /// [`BulkheadFull`](crate::error::BulkheadFull).
+    ///
+    /// # Errors
+    ///
+    /// As [`BulkheadBuilder::build`].
+    pub fn new(max_concurrent: usize) -> Result<Self, ConfigError> {
+        Self::builder().max_concurrent(max_concurrent).build()
+    }
+
+    /// A builder for a named bulkhead, or one that waits for a slot.
+    pub fn builder() -> BulkheadBuilder {
+        BulkheadBuilder::default()
+    }
+
+    /// Builds a layer from a [`BulkheadConfig`] (loaded from a file, say).
+    ///
+    /// # Errors
+    ///
+    /// As [`BulkheadBuilder::build`].
+    pub fn from_config(config: BulkheadConfig) -> Result<Self, ConfigError> {
+        let mut builder = Self::builder()
+            .max_concurrent(config.max_concurrent)
+            .max_wait(config.max_wait);
+        if let Some(name) = config.name {
+            builder = builder.name(name);
+        }
+        builder.build()
+    }
+
+    /// A handle on the shared state: slots in use, waiters, rejections.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.shared.clone())
+    }
+}
+
+impl<S> Layer<S> for BulkheadLayer {
+    type Service = Bulkhead<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Bulkhead::new(inner, self.shared.clone())
+    }
+}
+
+/// Builds a [`BulkheadLayer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::bulkhead::BulkheadLayer;
+///
+/// let layer = BulkheadLayer::builder()
+///     .name("database")
+///     .max_concurrent(16)
+///     .max_wait(Duration::from_millis(50))
+///     .build()?;
+/// assert_eq!(layer.handle().max_concurrent(), 16);
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct BulkheadBuilder {
+    name: Option<Cow<'static, str>>,
+    max_concurrent: Option<usize>,
+    max_wait: Duration,
+}
+
+impl BulkheadBuilder {
+    /// The name used in errors, events and the handle (default `"bulkhead"`).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The most calls in flight at once (required, at least 1).
+    pub fn max_concurrent(mut self, max_concurrent: usize) -> Self {
+        self.max_concurrent = Some(max_concurrent);
+        self
+    }
+
+    /// How long a call may wait for a free slot before it fails with
+    /// [`BulkheadFull`](crate::error::BulkheadFull). Zero, the default, fails
+    /// at once. While waiting, `poll_ready` returns `Pending`; waiters are
+    /// served in the order they arrived.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when `max_concurrent` is not set, is zero (every call
+    /// would be refused), or is larger than the semaphore can count.
+    pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
+        let max_concurrent = self
+            .max_concurrent
+            .ok_or_else(|| ConfigError::new(LAYER, "max_concurrent", "must be set"))?;
+        if max_concurrent == 0 {
+            return Err(ConfigError::new(
+                LAYER,
+                "max_concurrent",
+                "must be at least 1, got 0 (a bulkhead with no slots refuses every call)",
+            ));
+        }
+        if max_concurrent > Semaphore::MAX_PERMITS {
+            return Err(ConfigError::new(
+                LAYER,
+                "max_concurrent",
+                format!(
+                    "must be at most {}, got {max_concurrent}",
+                    Semaphore::MAX_PERMITS
+                ),
+            ));
+        }
+        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        Ok(BulkheadLayer {
+            shared: Arc::new(Shared::new(name, max_concurrent, self.max_wait)),
+        })
+    }
+}
+
+/// A [`BulkheadLayer`]'s settings as plain data, for loading from a file.
+///
+/// With the `serde` feature it implements `Deserialize`; durations are
+/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds, and
+/// `max_wait` may be left out (fail fast).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[non_exhaustive]
+pub struct BulkheadConfig {
+    /// See [`BulkheadBuilder::name`].
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub name: Option<String>,
+    /// See [`BulkheadBuilder::max_concurrent`].
+    pub max_concurrent: usize,
+    /// See [`BulkheadBuilder::max_wait`].
+    #[cfg_attr(feature = "serde", serde(default, with = "crate::serde_duration"))]
+    pub max_wait: Duration,
+}
+
+impl BulkheadConfig {
+    /// A fail-fast configuration with the given limit and no name.
+    pub fn new(max_concurrent: usize) -> Self {
+        BulkheadConfig {
+            name: None,
+            max_concurrent,
+            max_wait: Duration::ZERO,
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Limit the calls in flight, so one slow dependency cannot take every
+//! connection, thread or socket with it.
+//!
+//! [`BulkheadLayer`] lets at most `max_concurrent` calls run at once. A call
+//! that finds every slot taken either fails at once with [`BulkheadFull`]
+//! (the default, `max_wait` zero) or waits up to `max_wait` for a slot, in the
+//! order the callers arrived, and then fails with `BulkheadFull`.
+//!
+//! [`BulkheadFull`]: crate::error::BulkheadFull
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::bulkhead::BulkheadLayer;
+//! use palisade::{BoxError, ErrorKind};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = BulkheadLayer::builder().name("reports").max_concurrent(1).build()?;
+//! let handle = layer.handle();
+//! let mut svc = ServiceBuilder::new().layer(layer).service(service_fn(|_: ()| async {
+//!     tokio::time::sleep(Duration::from_secs(1)).await;
+//!     Ok::<_, BoxError>("report")
+//! }));
+//!
+//! let first = svc.ready().await?.call(()); // takes the only slot
+//! assert_eq!(handle.in_flight(), 1);
+//! let err = svc.ready().await?.call(()).await.unwrap_err();
+//! assert!(matches!(ErrorKind::of(&err), ErrorKind::BulkheadFull(_)));
+//! assert_eq!(first.await?, "report"); // the slot comes back
+//! assert_eq!(handle.in_flight(), 0);
+//! assert_eq!(handle.rejected(), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The tower contract
+//!
+//! A full bulkhead is a temporary refusal, so it is never an error from
+//! `poll_ready` (that would tell the caller to discard the service, and
+//! `tower::buffer` would make it permanent). In fail-fast mode `poll_ready`
+//! takes a slot or, finding none, returns `Ready(Ok(()))` without polling the
+//! inner service, and `call` returns a future that fails with
+//! [`BulkheadFull`]. In waiting mode `poll_ready` returns `Pending` while it
+//! waits (it wakes itself when a slot frees or the wait runs out).
+//!
+//! The slot is taken in `poll_ready`, kept in the service, and moved into the
+//! [`ResponseFuture`] by `call`. It comes back when that future completes, is
+//! dropped or cancelled, or the inner service panics; when the inner service's
+//! readiness fails; and when a service holding an unused slot is dropped. A
+//! clone starts with no slot, so a clone that is never called holds none.
+//!
+//! # Sharing
+//!
+//! One layer value is one set of slots, shared by every service it builds and
+//! all their clones (hyper clones the whole stack for each request, so a
+//! per-instance limit would limit nothing). Use one layer per dependency. The
+//! [`Handle`] reports the slots in use, the callers waiting, the calls refused
+//! and the configured limit.
+//!
+//! # Configuration
+//!
+//! | option | default | rule |
+//! |---|---|---|
+//! | `max_concurrent` | none, required | 1 ..= `Semaphore::MAX_PERMITS` |
+//! | `max_wait` | zero: fail fast | any; waiting allocates one box per wait |
+//! | `name` | `"bulkhead"` | any string |
+//!
+//! A zero `max_concurrent` is a [`ConfigError`](crate::ConfigError) rather
+//! than a bulkhead that refuses (or, as tower's `ConcurrencyLimit` does,
+//! stalls) every call.
+
+mod future;
+mod handle;
+mod layer;
+
+pub use future::ResponseFuture;
+pub use handle::Handle;
+pub use layer::{BulkheadBuilder, BulkheadConfig, BulkheadLayer};
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::OwnedSemaphorePermit;
+use tower_service::Service;
+
+use crate::error::BoxError;
+use handle::{Admission, Shared, WaitForSlot, WaitingGuard};
+
+/// A service that allows at most a fixed number of calls in flight.
+///
+/// Built by [`BulkheadLayer`]; see the [module docs](self).
+pub struct Bulkhead<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    slot: Slot,
+}
+
+/// Where this service stands between `poll_ready` and `call`.
+enum Slot {
+    /// Nothing decided yet.
+    Empty,
+    /// Waiting for a slot, bounded by `max_wait`.
+    Waiting {
+        wait: WaitForSlot,
+        _counted: WaitingGuard,
+    },
+    /// Holding a slot for the next call.
+    Reserved(OwnedSemaphorePermit),
+    /// No slot: the next call fails without reaching the inner service.
+    Refused,
+}
+
+impl<S> Bulkhead<S> {
+    fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Bulkhead {
+            inner,
+            shared,
+            slot: Slot::Empty,
+        }
+    }
+
+    /// A handle on the shared state.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.shared.clone())
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service, giving back any slot this service holds.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for Bulkhead<S> {
+    /// The clone shares the slots but holds none of its own.
+    fn clone(&self) -> Self {
+        Bulkhead::new(self.inner.clone(), self.shared.clone())
+    }
+}
+
+impl<S, Request> Service<Request> for Bulkhead<S>
+where
+    S: Service<Request>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        loop {
+            match &mut self.slot {
+                Slot::Empty => {
+                    self.slot = match self.shared.admit() {
+                        Admission::Admitted(permit) => Slot::Reserved(permit),
+                        Admission::Wait(wait, guard) => Slot::Waiting {
+                            wait,
+                            _counted: guard,
+                        },
+                        Admission::Rejected => Slot::Refused,
+                    }
+                }
+                Slot::Waiting { wait, .. } => {
+                    self.slot = match std::task::ready!(wait.as_mut().poll(cx)) {
+                        Some(permit) => Slot::Reserved(permit),
+                        None => Slot::Refused,
+                    }
+                }
+                // Decided without touching the inner service's readiness.
+                Slot::Refused => return Poll::Ready(Ok(())),
+                Slot::Reserved(_) => {
+                    return match self.inner.poll_ready(cx) {
+                        Poll::Ready(Err(err)) => {
+                            // A failed service gets no call: give the slot back.
+                            self.slot = Slot::Empty;
+                            Poll::Ready(Err(err.into()))
+                        }
+                        other => other.map_err(Into::into),
+                    };
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match std::mem::replace(&mut self.slot, Slot::Empty) {
+            Slot::Reserved(permit) => ResponseFuture::admitted(self.inner.call(request), permit),
+            Slot::Refused => ResponseFuture::rejected(self.shared.reject()),
+            unready => {
+                self.slot = unready;
+                ResponseFuture::not_ready(self.shared.name().clone())
+            }
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Bulkhead<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slot = match self.slot {
+            Slot::Empty => "empty",
+            Slot::Waiting { .. } => "waiting",
+            Slot::Reserved(_) => "reserved",
+            Slot::Refused => "refused",
+        };
+        f.debug_struct("Bulkhead")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .field("slot", &slot)
+            .finish()
+    }
+}

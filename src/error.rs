@@ -1,0 +1,464 @@
+//! Errors: palisade's rejections, the helper that tells them apart, and
+//! [`ConfigError`].
+//!
+//! palisade follows tower's convention: a layer that adds a failure mode
+//! returns [`BoxError`]. Its own rejections are small concrete types
+//! ([`CircuitOpen`], [`RateLimited`], [`BulkheadFull`], [`Elapsed`]) that carry
+//! what a caller needs to act: the layer's name and, where it is known, how
+//! long to wait before trying again. An error from the inner service is passed
+//! through as it is: a `BoxError` from below is not boxed a second time, so a
+//! downcast to the inner service's own error type still works.
+//!
+//! [`ErrorKind::of`] tells which of these an error is, in one call:
+//!
+//! ```
+//! use palisade::{BoxError, ErrorKind};
+//!
+//! fn describe(err: &BoxError) -> String {
+//!     match ErrorKind::of(err) {
+//!         ErrorKind::Elapsed(e) => format!("too slow: {e}"),
+//!         ErrorKind::BulkheadFull(_) | ErrorKind::RateLimited(_) | ErrorKind::CircuitOpen(_) => {
+//!             "shed locally, the upstream never saw it".to_string()
+//!         }
+//!         ErrorKind::Inner(e) => format!("upstream failed: {e}"),
+//!     }
+//! }
+//! # let err: BoxError = "connection reset".into();
+//! # assert_eq!(describe(&err), "upstream failed: connection reset");
+//! ```
+
+use std::borrow::Cow;
+use std::error::Error;
+use std::fmt;
+use std::time::Duration;
+
+use crate::name::Name;
+
+/// The error type of every palisade layer: tower's `BoxError`.
+///
+/// This is the same type as `tower::BoxError`; it is restated here so that
+/// palisade does not need `tower` itself, only `tower-service` and
+/// `tower-layer`.
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// How deep [`ErrorKind::of`] follows [`Error::source`] looking for one of
+/// palisade's rejections inside a wrapping error (tower's `Buffer` wraps a
+/// failed service this way). Bounded so a cyclic chain cannot loop forever.
+const MAX_SOURCE_DEPTH: usize = 8;
+
+/// A call was refused because a circuit breaker is open.
+///
+/// The call never reached the inner service.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CircuitOpen {
+    name: Name,
+    retry_after: Option<Duration>,
+}
+
+impl CircuitOpen {
+    #[allow(dead_code)] // built by the circuit breaker layer
+    pub(crate) fn new(name: Name, retry_after: Option<Duration>) -> Self {
+        CircuitOpen { name, retry_after }
+    }
+
+    /// The name of the circuit breaker that refused the call.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// How long until the breaker lets a probe call through, if that is known
+    /// (it is not while the breaker is forced open or waiting on probes).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "circuit breaker `{}` is open, so the call was not sent",
+            self.name
+        )?;
+        match self.retry_after {
+            Some(after) => write!(f, "; it lets a trial call through in {after:?}"),
+            None => f.write_str("; it is held open or waiting on trial calls"),
+        }
+    }
+}
+
+impl Error for CircuitOpen {}
+
+/// A call was refused by a rate limiter.
+///
+/// The call never reached the inner service.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RateLimited {
+    name: Name,
+    retry_after: Option<Duration>,
+}
+
+impl RateLimited {
+    #[allow(dead_code)] // built by the rate limiting layers
+    pub(crate) fn new(name: Name, retry_after: Option<Duration>) -> Self {
+        RateLimited { name, retry_after }
+    }
+
+    /// The name of the rate limiter that refused the call.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The exact time until the limiter would admit this call, if known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limiter `{}` refused the call", self.name)?;
+        match self.retry_after {
+            Some(after) => write!(f, "; a permit frees up in {after:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Error for RateLimited {}
+
+/// A call was refused because a bulkhead had no free slot.
+///
+/// The call never reached the inner service.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct BulkheadFull {
+    name: Name,
+    max_concurrent: usize,
+    waited: Duration,
+}
+
+impl BulkheadFull {
+    pub(crate) fn new(name: Name, max_concurrent: usize, waited: Duration) -> Self {
+        BulkheadFull {
+            name,
+            max_concurrent,
+            waited,
+        }
+    }
+
+    /// The name of the bulkhead that refused the call.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The bulkhead's limit on calls in flight.
+    pub fn max_concurrent(&self) -> usize {
+        self.max_concurrent
+    }
+
+    /// How long the call waited for a slot before it was refused (zero for a
+    /// fail-fast bulkhead).
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+impl fmt::Display for BulkheadFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "bulkhead `{}` is full ({} calls in flight), so the call was not sent",
+            self.name, self.max_concurrent
+        )?;
+        if !self.waited.is_zero() {
+            write!(f, "; no slot freed up within {:?}", self.waited)?;
+        }
+        Ok(())
+    }
+}
+
+impl Error for BulkheadFull {}
+
+/// A call, or the wait for the inner service to become ready, took longer
+/// than a timeout allowed.
+///
+/// When the call timed out, its future was dropped, which cancels the work.
+/// When the wait for readiness timed out, the inner service was not called.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Elapsed {
+    name: Name,
+    timeout: Duration,
+    waiting_for_readiness: bool,
+}
+
+impl Elapsed {
+    pub(crate) fn new(name: Name, timeout: Duration, waiting_for_readiness: bool) -> Self {
+        Elapsed {
+            name,
+            timeout,
+            waiting_for_readiness,
+        }
+    }
+
+    /// The name of the timeout layer that fired.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The limit that was exceeded.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `true` when the inner service did not become ready in time (and so was
+    /// never called); `false` when the call itself ran too long.
+    pub fn waiting_for_readiness(&self) -> bool {
+        self.waiting_for_readiness
+    }
+}
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.waiting_for_readiness {
+            write!(
+                f,
+                "timeout `{}`: the service was not ready within {:?}, so the call was not sent",
+                self.name, self.timeout
+            )
+        } else {
+            write!(
+                f,
+                "timeout `{}`: the call did not complete within {:?} and was cancelled",
+                self.name, self.timeout
+            )
+        }
+    }
+}
+
+impl Error for Elapsed {}
+
+/// Which kind of error a [`BoxError`] from a palisade stack is.
+///
+/// Built by [`ErrorKind::of`]; each variant borrows the error it describes.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum ErrorKind<'a> {
+    /// A circuit breaker refused the call.
+    CircuitOpen(&'a CircuitOpen),
+    /// A rate limiter refused the call.
+    RateLimited(&'a RateLimited),
+    /// A bulkhead refused the call.
+    BulkheadFull(&'a BulkheadFull),
+    /// A timeout fired.
+    Elapsed(&'a Elapsed),
+    /// Not one of palisade's: the inner service's own error, unchanged.
+    Inner(&'a (dyn Error + Send + Sync + 'static)),
+}
+
+impl<'a> ErrorKind<'a> {
+    /// Tells which kind of error `err` is.
+    ///
+    /// Looks at `err` itself, then along its [`Error::source`] chain (a few
+    /// levels deep), so a rejection wrapped by another layer (such as
+    /// `tower::buffer`) is still recognised. Costs a handful of type-id
+    /// comparisons and never allocates.
+    pub fn of(err: &'a BoxError) -> Self {
+        Self::of_dyn(&**err)
+    }
+
+    /// As [`ErrorKind::of`], for an error that is not boxed.
+    pub fn of_dyn(err: &'a (dyn Error + Send + Sync + 'static)) -> Self {
+        let mut current: Option<&'a (dyn Error + 'static)> = Some(err);
+        for _ in 0..MAX_SOURCE_DEPTH {
+            let Some(e) = current else { break };
+            if let Some(kind) = Self::rejection(e) {
+                return kind;
+            }
+            current = e.source();
+        }
+        ErrorKind::Inner(err)
+    }
+
+    fn rejection(e: &'a (dyn Error + 'static)) -> Option<Self> {
+        if let Some(e) = e.downcast_ref::<Elapsed>() {
+            Some(ErrorKind::Elapsed(e))
+        } else if let Some(e) = e.downcast_ref::<BulkheadFull>() {
+            Some(ErrorKind::BulkheadFull(e))
+        } else if let Some(e) = e.downcast_ref::<CircuitOpen>() {
+            Some(ErrorKind::CircuitOpen(e))
+        } else {
+            e.downcast_ref::<RateLimited>().map(ErrorKind::RateLimited)
+        }
+    }
+
+    /// `true` when a palisade layer refused the call before it reached the
+    /// service below it (open circuit, rate limited, bulkhead full, or the
+    /// service never became ready in time). Such a call did no work, so it is
+    /// always safe to send again.
+    pub fn is_rejected_before_call(&self) -> bool {
+        match self {
+            ErrorKind::CircuitOpen(_) | ErrorKind::RateLimited(_) | ErrorKind::BulkheadFull(_) => {
+                true
+            }
+            ErrorKind::Elapsed(e) => e.waiting_for_readiness(),
+            ErrorKind::Inner(_) => false,
+        }
+    }
+
+    /// `true` for any of palisade's own errors, `false` for an inner error.
+    pub fn is_palisade(&self) -> bool {
+        !matches!(self, ErrorKind::Inner(_))
+    }
+
+    /// The name of the palisade layer that produced the error, if it is one.
+    pub fn layer_name(&self) -> Option<&'a str> {
+        match *self {
+            ErrorKind::CircuitOpen(e) => Some(e.name()),
+            ErrorKind::RateLimited(e) => Some(e.name()),
+            ErrorKind::BulkheadFull(e) => Some(e.name()),
+            ErrorKind::Elapsed(e) => Some(e.name()),
+            ErrorKind::Inner(_) => None,
+        }
+    }
+
+    /// How long to wait before trying again, when the rejecting layer knows.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ErrorKind::CircuitOpen(e) => e.retry_after(),
+            ErrorKind::RateLimited(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// A layer's configuration broke a rule; the layer was not built.
+///
+/// Names the layer, the field and the rule, for example
+/// ``invalid bulkhead configuration: `max_concurrent` must be at least 1, got 0``.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigError {
+    layer: &'static str,
+    field: &'static str,
+    rule: Cow<'static, str>,
+}
+
+impl ConfigError {
+    pub(crate) fn new(
+        layer: &'static str,
+        field: &'static str,
+        rule: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        ConfigError {
+            layer,
+            field,
+            rule: rule.into(),
+        }
+    }
+
+    /// The kind of layer being configured, such as `"bulkhead"`.
+    pub fn layer(&self) -> &'static str {
+        self.layer
+    }
+
+    /// The configuration field at fault, such as `"max_concurrent"`.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// The rule the field broke, such as `"must be at least 1, got 0"`.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} configuration: `{}` {}",
+            self.layer, self.field, self.rule
+        )
+    }
+}
+
+impl Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(BoxError);
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+    impl Error for Wrapper {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn kind_of_each_rejection() {
+        let name = || Name::Static("n");
+        let errors: Vec<BoxError> = vec![
+            Box::new(CircuitOpen::new(name(), Some(Duration::from_secs(3)))),
+            Box::new(RateLimited::new(name(), Some(Duration::from_millis(5)))),
+            Box::new(BulkheadFull::new(name(), 4, Duration::ZERO)),
+            Box::new(Elapsed::new(name(), Duration::from_secs(1), false)),
+            "boom".into(),
+        ];
+        let kinds: Vec<_> = errors.iter().map(|e| ErrorKind::of(e)).collect();
+        assert!(matches!(kinds[0], ErrorKind::CircuitOpen(_)));
+        assert_eq!(kinds[0].retry_after(), Some(Duration::from_secs(3)));
+        assert!(matches!(kinds[1], ErrorKind::RateLimited(_)));
+        assert_eq!(kinds[1].retry_after(), Some(Duration::from_millis(5)));
+        assert!(matches!(kinds[2], ErrorKind::BulkheadFull(_)));
+        assert!(matches!(kinds[3], ErrorKind::Elapsed(_)));
+        assert!(!kinds[3].is_rejected_before_call());
+        assert!(matches!(kinds[4], ErrorKind::Inner(_)));
+        assert!(kinds[..3].iter().all(|k| k.is_rejected_before_call()));
+        assert!(kinds[..4].iter().all(|k| k.layer_name() == Some("n")));
+        assert_eq!(kinds[4].layer_name(), None);
+        assert!(!kinds[4].is_palisade());
+    }
+
+    #[test]
+    fn kind_of_follows_the_source_chain() {
+        let inner: BoxError = Box::new(BulkheadFull::new(Name::Static("b"), 1, Duration::ZERO));
+        let wrapped: BoxError = Box::new(Wrapper(Box::new(Wrapper(inner))));
+        match ErrorKind::of(&wrapped) {
+            ErrorKind::BulkheadFull(e) => assert_eq!(e.name(), "b"),
+            other => panic!("expected BulkheadFull, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn messages_say_what_happened_and_what_to_do() {
+        let open = CircuitOpen::new(Name::Static("payments"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            open.to_string(),
+            "circuit breaker `payments` is open, so the call was not sent; it lets a trial call through in 2s"
+        );
+        let full = BulkheadFull::new(Name::Shared("db".into()), 8, Duration::from_millis(50));
+        assert_eq!(
+            full.to_string(),
+            "bulkhead `db` is full (8 calls in flight), so the call was not sent; no slot freed up within 50ms"
+        );
+        let ready = Elapsed::new(Name::Static("t"), Duration::from_millis(10), true);
+        assert!(ready.to_string().contains("not ready within 10ms"));
+        let cfg = ConfigError::new("bulkhead", "max_concurrent", "must be at least 1, got 0");
+        assert_eq!(
+            cfg.to_string(),
+            "invalid bulkhead configuration: `max_concurrent` must be at least 1, got 0"
+        );
+        assert_eq!(cfg.field(), "max_concurrent");
+    }
+}

@@ -1,0 +1,194 @@
+//! [`TimeoutLayer`], its builder and its configuration.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::Timeout;
+use crate::error::ConfigError;
+use crate::name::Name;
+
+const LAYER: &str = "timeout";
+const DEFAULT_NAME: &str = "timeout";
+
+/// What every [`Timeout`] built from one layer shares; cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) name: Name,
+    pub(crate) timeout: Duration,
+    pub(crate) ready_timeout: Option<Duration>,
+}
+
+/// Applies a [`Timeout`] to a service.
+///
+/// Build one with [`TimeoutLayer::new`] or [`TimeoutLayer::builder`].
+#[derive(Clone, Debug)]
+pub struct TimeoutLayer {
+    settings: Settings,
+}
+
+impl TimeoutLayer {
+    /// A layer that fails any call taking longer than `timeout` with
+    /// [`Elapsed`](crate::error::Elapsed).
+    ///
+    /// # Errors
+    ///
+    /// A zero `timeout` is a [`ConfigError`]: it would fail every call.
+    pub fn new(timeout: Duration) -> Result<Self, ConfigError> {
+        Self::builder().timeout(timeout).build()
+    }
+
+    /// A builder for a named timeout, or one that also bounds readiness.
+    pub fn builder() -> TimeoutBuilder {
+        TimeoutBuilder::default()
+    }
+
+    /// Builds a layer from a [`TimeoutConfig`] (loaded from a file, say).
+    ///
+    /// # Errors
+    ///
+    /// As [`TimeoutBuilder::build`].
+    pub fn from_config(config: TimeoutConfig) -> Result<Self, ConfigError> {
+        let mut builder = Self::builder().timeout(config.timeout);
+        if let Some(name) = config.name {
+            builder = builder.name(name);
+        }
+        if let Some(ready_timeout) = config.ready_timeout {
+            builder = builder.ready_timeout(ready_timeout);
+        }
+        builder.build()
+    }
+}
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timeout::new(inner, self.settings.clone())
+    }
+}
+
+/// Builds a [`TimeoutLayer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::timeout::TimeoutLayer;
+///
+/// let layer = TimeoutLayer::builder()
+///     .name("inventory")
+///     .timeout(Duration::from_millis(800))
+///     .ready_timeout(Duration::from_millis(200))
+///     .build()?;
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TimeoutBuilder {
+    name: Option<Cow<'static, str>>,
+    timeout: Option<Duration>,
+    ready_timeout: Option<Duration>,
+}
+
+impl TimeoutBuilder {
+    /// The name used in errors and `tracing` events (default `"timeout"`).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The longest a call may run, from the first time its response future
+    /// has to wait (required).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Also bound the wait for the inner service to become ready (off by
+    /// default, as in tower). When the inner service is not ready within
+    /// `ready_timeout`, `poll_ready` reports ready and the call fails at once
+    /// with an [`Elapsed`](crate::error::Elapsed) whose
+    /// [`waiting_for_readiness`](crate::error::Elapsed::waiting_for_readiness)
+    /// is `true`; the inner service is not called.
+    pub fn ready_timeout(mut self, ready_timeout: Duration) -> Self {
+        self.ready_timeout = Some(ready_timeout);
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when `timeout` is not set or is zero, or when
+    /// `ready_timeout` is zero.
+    pub fn build(self) -> Result<TimeoutLayer, ConfigError> {
+        let timeout = self
+            .timeout
+            .ok_or_else(|| ConfigError::new(LAYER, "timeout", "must be set"))?;
+        if timeout.is_zero() {
+            return Err(ConfigError::new(
+                LAYER,
+                "timeout",
+                "must be greater than zero (a zero timeout would fail every call)",
+            ));
+        }
+        if self.ready_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                LAYER,
+                "ready_timeout",
+                "must be greater than zero (leave it unset to not bound readiness)",
+            ));
+        }
+        Ok(TimeoutLayer {
+            settings: Settings {
+                name: self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into(),
+                timeout,
+                ready_timeout: self.ready_timeout,
+            },
+        })
+    }
+}
+
+/// A [`TimeoutLayer`]'s settings as plain data, for loading from a file.
+///
+/// With the `serde` feature it implements `Deserialize`; durations are
+/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::timeout::{TimeoutConfig, TimeoutLayer};
+///
+/// let mut config = TimeoutConfig::new(Duration::from_secs(2));
+/// config.name = Some("users".to_string());
+/// let layer = TimeoutLayer::from_config(config)?;
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[non_exhaustive]
+pub struct TimeoutConfig {
+    /// See [`TimeoutBuilder::name`].
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub name: Option<String>,
+    /// See [`TimeoutBuilder::timeout`].
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration"))]
+    pub timeout: Duration,
+    /// See [`TimeoutBuilder::ready_timeout`].
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, with = "crate::serde_duration::option")
+    )]
+    pub ready_timeout: Option<Duration>,
+}
+
+impl TimeoutConfig {
+    /// A configuration with the given call timeout and nothing else set.
+    pub fn new(timeout: Duration) -> Self {
+        TimeoutConfig {
+            name: None,
+            timeout,
+            ready_timeout: None,
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Fail calls that take too long.
+//!
+//! [`TimeoutLayer`] gives every call a deadline. When the deadline passes, the
+//! inner call's future is dropped, which cancels its work, and the caller gets
+//! an [`Elapsed`] error naming the layer and the limit. A call that finishes in
+//! time returns its own result unchanged; an inner error passes through as it
+//! is (a `BoxError` from below is not boxed again).
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::timeout::TimeoutLayer;
+//! use palisade::{BoxError, ErrorKind};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let slow = service_fn(|_: ()| async {
+//!     tokio::time::sleep(Duration::from_secs(10)).await;
+//!     Ok::<_, BoxError>("done")
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::builder().name("search").timeout(Duration::from_secs(1)).build()?)
+//!     .service(slow);
+//!
+//! let err = svc.oneshot(()).await.unwrap_err();
+//! let ErrorKind::Elapsed(elapsed) = ErrorKind::of(&err) else { panic!("{err}") };
+//! assert_eq!(elapsed.name(), "search");
+//! assert_eq!(elapsed.timeout(), Duration::from_secs(1));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # When the clock starts
+//!
+//! The response future polls the inner call first. Only if that first poll is
+//! not ready does it arm the timer, with the deadline `timeout` from that
+//! moment. A call that completes at once therefore never reads the clock or
+//! touches tokio's timer wheel, which makes the layer nearly free on cache
+//! hits and other immediate answers. The price, compared with
+//! `tower::timeout::Timeout` (whose clock starts inside `call`), is that time
+//! before the response future is first polled, and the time spent inside that
+//! first poll, are not counted. Response futures are normally polled as soon
+//! as they are made, so the two agree in practice.
+//!
+//! # Readiness
+//!
+//! By default, like tower's, this layer does not bound the wait for the inner
+//! service to become ready: `poll_ready` passes the inner readiness through,
+//! and time spent waiting there does not count against the call. With
+//! [`TimeoutBuilder::ready_timeout`] it does bound it, without breaking the
+//! tower contract: when the wait runs out, `poll_ready` returns `Ready(Ok(()))`
+//! (an error there would tell the caller to discard the service for good) and
+//! the next `call` fails at once with an `Elapsed` whose
+//! [`waiting_for_readiness`](Elapsed::waiting_for_readiness) is `true`. The
+//! inner service is not called. The readiness bound and the call timeout are
+//! separate budgets.
+//!
+//! # Configuration
+//!
+//! | option | default | rule |
+//! |---|---|---|
+//! | `timeout` | none, required | greater than zero |
+//! | `ready_timeout` | unset (readiness not bounded) | greater than zero |
+//! | `name` | `"timeout"` | any string |
+//!
+//! A zero timeout is a [`ConfigError`](crate::ConfigError): it would fail every
+//! call, and Polly and tower disagree on whether it means "fail at once" or "no
+//! limit". To run without a limit, leave the layer out.
+//!
+//! # Placement
+//!
+//! Outside a retry layer a timeout bounds the whole call, retries and backoff
+//! included; inside it, each attempt. The crate docs show both in the
+//! recommended stack.
+//!
+//! The timer comes from `tokio::time`, so the layer needs a tokio runtime with
+//! time enabled (as tower's does), and it follows tokio's paused clock in
+//! tests.
+
+mod future;
+mod layer;
+
+pub use future::ResponseFuture;
+pub use layer::{TimeoutBuilder, TimeoutConfig, TimeoutLayer};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::error::{BoxError, Elapsed};
+use layer::Settings;
+
+/// A service that fails calls taking longer than a limit with [`Elapsed`].
+///
+/// Built by [`TimeoutLayer`]; see the [module docs](self).
+#[derive(Debug)]
+pub struct Timeout<S> {
+    inner: S,
+    settings: Settings,
+    ready_wait: ReadyWait,
+}
+
+/// The bounded wait for the inner service's readiness. Each clone starts with
+/// its own, unarmed: a wait belongs to the clone that is waiting.
+#[derive(Debug, Default)]
+struct ReadyWait {
+    // Boxed because a `Sleep` is `!Unpin` and a service is not pinned; made
+    // on the first wait and reused (reset) after that.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+    expired: bool,
+}
+
+impl ReadyWait {
+    /// Arms the timer if this is the start of a wait, then reports whether
+    /// the wait has run out (registering the waker if not).
+    fn poll_expired(&mut self, limit: Duration, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            let Some(deadline) = Instant::now().checked_add(limit) else {
+                // A limit beyond the clock's range never runs out.
+                return false;
+            };
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        let expired = self
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if expired {
+            self.armed = false;
+            self.expired = true;
+        }
+        expired
+    }
+}
+
+impl<S> Timeout<S> {
+    fn new(inner: S, settings: Settings) -> Self {
+        Timeout {
+            inner,
+            settings,
+            ready_wait: ReadyWait::default(),
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for Timeout<S> {
+    fn clone(&self) -> Self {
+        Timeout::new(self.inner.clone(), self.settings.clone())
+    }
+}
+
+impl<S, Request> Service<Request> for Timeout<S>
+where
+    S: Service<Request>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.ready_wait.expired {
+            // Already decided: the next call fails without reaching `inner`.
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(result) => {
+                self.ready_wait.armed = false;
+                Poll::Ready(result.map_err(Into::into))
+            }
+            Poll::Pending => match self.settings.ready_timeout {
+                Some(limit) if self.ready_wait.poll_expired(limit, cx) => Poll::Ready(Ok(())),
+                _ => Poll::Pending,
+            },
+        }
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if std::mem::take(&mut self.ready_wait.expired) {
+            let limit = self.settings.ready_timeout.unwrap_or(self.settings.timeout);
+            tracing::debug!(
+                target: "palisade::timeout",
+                name = %self.settings.name,
+                timeout = ?limit,
+                "service not ready in time; call not sent"
+            );
+            return ResponseFuture::not_ready(Elapsed::new(
+                self.settings.name.clone(),
+                limit,
+                true,
+            ));
+        }
+        ResponseFuture::new(
+            self.inner.call(request),
+            self.settings.timeout,
+            self.settings.name.clone(),
+        )
+    }
+}
