@@ -56,6 +56,7 @@
 //!
 //! [tower]: https://docs.rs/tower
 
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod classify;

@@ -2,13 +2,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::error::{BoxError, BulkheadFull};
-use crate::name::Name;
+use super::handle::Shared;
+use crate::error::BoxError;
 
 pin_project! {
     /// The response future of [`Bulkhead`](super::Bulkhead).
@@ -32,12 +33,14 @@ pin_project! {
             inner: F,
             permit: Option<OwnedSemaphorePermit>,
         },
+        // The error is built when polled, from the shared state, so this
+        // rare variant does not make every response future bigger.
         Rejected {
-            error: BulkheadFull,
+            shared: Arc<Shared>,
         },
         // `call` without a `poll_ready` that returned `Ready(Ok(()))`.
         NotReady {
-            name: Name,
+            shared: Arc<Shared>,
         },
     }
 }
@@ -52,15 +55,15 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn rejected(error: BulkheadFull) -> Self {
+    pub(crate) fn rejected(shared: Arc<Shared>) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { error },
+            kind: Kind::Rejected { shared },
         }
     }
 
-    pub(crate) fn not_ready(name: Name) -> Self {
+    pub(crate) fn not_ready(shared: Arc<Shared>) -> Self {
         ResponseFuture {
-            kind: Kind::NotReady { name },
+            kind: Kind::NotReady { shared },
         }
     }
 }
@@ -81,10 +84,11 @@ where
                 drop(permit.take());
                 Poll::Ready(result.map_err(Into::into))
             }
-            KindProj::Rejected { error } => Poll::Ready(Err(error.clone().into())),
-            KindProj::NotReady { name } => Poll::Ready(Err(format!(
-                "bulkhead `{name}`: `call` was made without a successful `poll_ready`, \
-                 so no slot was reserved and the call was not sent"
+            KindProj::Rejected { shared } => Poll::Ready(Err(shared.rejection().into())),
+            KindProj::NotReady { shared } => Poll::Ready(Err(format!(
+                "bulkhead `{}`: `call` was made without a successful `poll_ready`, \
+                 so no slot was reserved and the call was not sent",
+                shared.name()
             )
             .into())),
         }

@@ -28,11 +28,10 @@ pub(crate) struct Shared {
 pub(crate) type WaitForSlot =
     Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send + Sync>>;
 
-/// What one attempt to take a slot came to.
-pub(crate) enum Admission {
-    Admitted(OwnedSemaphorePermit),
+/// What to do when every slot is taken.
+pub(crate) enum WhenFull {
     Wait(WaitForSlot, WaitingGuard),
-    Rejected,
+    Refuse,
 }
 
 impl Shared {
@@ -47,32 +46,38 @@ impl Shared {
         }
     }
 
-    /// Takes a free slot, or starts a bounded wait for one, or refuses.
+    /// Takes a free slot if there is one: the fast path, kept small so it
+    /// inlines into `poll_ready`.
     ///
     /// tokio's semaphore hands released permits to queued waiters first, so a
     /// newcomer cannot take a slot ahead of the queue: waiters are served in
     /// FIFO order.
-    pub(crate) fn admit(self: &Arc<Self>) -> Admission {
-        match self.semaphore.clone().try_acquire_owned() {
-            Ok(permit) => Admission::Admitted(permit),
-            Err(_) if self.max_wait.is_zero() => Admission::Rejected,
-            Err(_) => {
-                let semaphore = self.semaphore.clone();
-                let max_wait = self.max_wait;
-                // One allocation per wait, never on the fast path.
-                let wait = Box::pin(async move {
-                    match tokio::time::timeout(max_wait, semaphore.acquire_owned()).await {
-                        Ok(Ok(permit)) => Some(permit),
-                        // Timed out; the semaphore is never closed.
-                        _ => None,
-                    }
-                });
-                Admission::Wait(wait, WaitingGuard::new(self.clone()))
-            }
-        }
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.semaphore.clone().try_acquire_owned().ok()
     }
 
-    pub(crate) fn reject(&self) -> BulkheadFull {
+    /// No free slot: refuse at once, or start a wait bounded by `max_wait`.
+    #[cold]
+    pub(crate) fn when_full(self: &Arc<Self>) -> WhenFull {
+        if self.max_wait.is_zero() {
+            return WhenFull::Refuse;
+        }
+        let semaphore = self.semaphore.clone();
+        let max_wait = self.max_wait;
+        // One allocation per wait, never on the fast path.
+        let wait = Box::pin(async move {
+            match tokio::time::timeout(max_wait, semaphore.acquire_owned()).await {
+                Ok(Ok(permit)) => Some(permit),
+                // Timed out; the semaphore is never closed.
+                _ => None,
+            }
+        });
+        WhenFull::Wait(wait, WaitingGuard::new(self.clone()))
+    }
+
+    #[cold]
+    pub(crate) fn count_rejection(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             target: "palisade::bulkhead",
@@ -81,6 +86,10 @@ impl Shared {
             waited = ?self.max_wait,
             "bulkhead full; call rejected"
         );
+    }
+
+    /// The error a refused call resolves to.
+    pub(crate) fn rejection(&self) -> BulkheadFull {
         BulkheadFull::new(self.name.clone(), self.max_concurrent, self.max_wait)
     }
 

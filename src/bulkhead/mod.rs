@@ -86,7 +86,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tower_service::Service;
 
 use crate::error::BoxError;
-use handle::{Admission, Shared, WaitForSlot, WaitingGuard};
+use handle::{Shared, WaitForSlot, WaitingGuard, WhenFull};
 
 /// A service that allows at most a fixed number of calls in flight.
 ///
@@ -94,22 +94,19 @@ use handle::{Admission, Shared, WaitForSlot, WaitingGuard};
 pub struct Bulkhead<S> {
     inner: S,
     shared: Arc<Shared>,
-    slot: Slot,
+    // The slot reserved for the next call. Kept apart from the rarer states
+    // below so the fast path moves one small `Option`, as tower's
+    // `ConcurrencyLimit` does.
+    permit: Option<OwnedSemaphorePermit>,
+    // Waiting for a slot, bounded by `max_wait`.
+    waiting: Option<Waiting>,
+    // No slot: the next call fails without reaching the inner service.
+    refused: bool,
 }
 
-/// Where this service stands between `poll_ready` and `call`.
-enum Slot {
-    /// Nothing decided yet.
-    Empty,
-    /// Waiting for a slot, bounded by `max_wait`.
-    Waiting {
-        wait: WaitForSlot,
-        _counted: WaitingGuard,
-    },
-    /// Holding a slot for the next call.
-    Reserved(OwnedSemaphorePermit),
-    /// No slot: the next call fails without reaching the inner service.
-    Refused,
+struct Waiting {
+    wait: WaitForSlot,
+    _counted: WaitingGuard,
 }
 
 impl<S> Bulkhead<S> {
@@ -117,7 +114,9 @@ impl<S> Bulkhead<S> {
         Bulkhead {
             inner,
             shared,
-            slot: Slot::Empty,
+            permit: None,
+            waiting: None,
+            refused: false,
         }
     }
 
@@ -140,6 +139,42 @@ impl<S> Bulkhead<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// Decides this call's slot: reserved, or refused. `Pending` while waiting.
+    fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.permit.is_some() || self.refused {
+            return Poll::Ready(());
+        }
+        if self.waiting.is_none() {
+            match self.shared.try_acquire() {
+                Some(permit) => {
+                    self.permit = Some(permit);
+                    return Poll::Ready(());
+                }
+                None => match self.shared.when_full() {
+                    WhenFull::Refuse => {
+                        self.refused = true;
+                        return Poll::Ready(());
+                    }
+                    WhenFull::Wait(wait, counted) => {
+                        self.waiting = Some(Waiting {
+                            wait,
+                            _counted: counted,
+                        })
+                    }
+                },
+            }
+        }
+        if let Some(waiting) = &mut self.waiting {
+            let permit = std::task::ready!(waiting.wait.as_mut().poll(cx));
+            self.waiting = None;
+            match permit {
+                Some(permit) => self.permit = Some(permit),
+                None => self.refused = true,
+            }
+        }
+        Poll::Ready(())
+    }
 }
 
 impl<S: Clone> Clone for Bulkhead<S> {
@@ -159,64 +194,41 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        loop {
-            match &mut self.slot {
-                Slot::Empty => {
-                    self.slot = match self.shared.admit() {
-                        Admission::Admitted(permit) => Slot::Reserved(permit),
-                        Admission::Wait(wait, guard) => Slot::Waiting {
-                            wait,
-                            _counted: guard,
-                        },
-                        Admission::Rejected => Slot::Refused,
-                    }
-                }
-                Slot::Waiting { wait, .. } => {
-                    self.slot = match std::task::ready!(wait.as_mut().poll(cx)) {
-                        Some(permit) => Slot::Reserved(permit),
-                        None => Slot::Refused,
-                    }
-                }
-                // Decided without touching the inner service's readiness.
-                Slot::Refused => return Poll::Ready(Ok(())),
-                Slot::Reserved(_) => {
-                    return match self.inner.poll_ready(cx) {
-                        Poll::Ready(Err(err)) => {
-                            // A failed service gets no call: give the slot back.
-                            self.slot = Slot::Empty;
-                            Poll::Ready(Err(err.into()))
-                        }
-                        other => other.map_err(Into::into),
-                    };
-                }
+        std::task::ready!(self.poll_slot(cx));
+        if self.permit.is_none() {
+            // Refused, decided without touching the inner service's readiness.
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Err(err)) => {
+                // A failed service gets no call: give the slot back.
+                self.permit = None;
+                Poll::Ready(Err(err.into()))
             }
+            other => other.map_err(Into::into),
         }
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        match std::mem::replace(&mut self.slot, Slot::Empty) {
-            Slot::Reserved(permit) => ResponseFuture::admitted(self.inner.call(request), permit),
-            Slot::Refused => ResponseFuture::rejected(self.shared.reject()),
-            unready => {
-                self.slot = unready;
-                ResponseFuture::not_ready(self.shared.name().clone())
-            }
+        if let Some(permit) = self.permit.take() {
+            return ResponseFuture::admitted(self.inner.call(request), permit);
         }
+        if std::mem::take(&mut self.refused) {
+            self.shared.count_rejection();
+            return ResponseFuture::rejected(self.shared.clone());
+        }
+        ResponseFuture::not_ready(self.shared.clone())
     }
 }
 
 impl<S: fmt::Debug> fmt::Debug for Bulkhead<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let slot = match self.slot {
-            Slot::Empty => "empty",
-            Slot::Waiting { .. } => "waiting",
-            Slot::Reserved(_) => "reserved",
-            Slot::Refused => "refused",
-        };
         f.debug_struct("Bulkhead")
             .field("inner", &self.inner)
             .field("shared", &self.shared)
-            .field("slot", &slot)
+            .field("reserved", &self.permit.is_some())
+            .field("waiting", &self.waiting.is_some())
+            .field("refused", &self.refused)
             .finish()
     }
 }

@@ -1,0 +1,206 @@
+//! Proves the success paths allocate nothing: a counting global allocator
+//! counts this thread's allocations while a layer handles calls.
+
+// A global allocator must be an `unsafe impl`; the crate itself forbids
+// unsafe code, only this test binary needs it.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use palisade::bulkhead::BulkheadLayer;
+use palisade::timeout::TimeoutLayer;
+use tower::{Layer, Service};
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const CALLS: u64 = 1_000;
+
+/// Allocations made on this thread while `f` runs.
+fn allocations(f: impl FnOnce()) -> u64 {
+    ALLOCATIONS.with(|n| n.set(0));
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// Always ready, answers on the first poll, allocates nothing.
+#[derive(Clone)]
+struct Noop;
+
+impl Service<u64> for Noop {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<u64, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        std::future::ready(Ok(request))
+    }
+}
+
+/// Always ready; its answer is pending on the first poll and ready on the
+/// second, so a timeout must arm its timer.
+#[derive(Clone)]
+struct SecondPoll;
+
+struct ReadyOnSecondPoll(u64, bool);
+
+impl Future for ReadyOnSecondPoll {
+    type Output = Result<u64, Infallible>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        if std::mem::replace(&mut self.1, true) {
+            Poll::Ready(Ok(self.0))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Service<u64> for SecondPoll {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = ReadyOnSecondPoll;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        ReadyOnSecondPoll(request, false)
+    }
+}
+
+/// Drives one call to completion by hand, with a no-op waker.
+fn call_once<S>(svc: &mut S, request: u64)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let mut future = pin!(svc.call(request));
+    loop {
+        if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+            assert_eq!(result.unwrap(), request);
+            return;
+        }
+    }
+}
+
+/// Runs `CALLS` calls inside a tokio runtime (a timeout needs its timer) and
+/// returns the allocations they made, after one warm-up call.
+fn allocations_per_run<S>(mut svc: S) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    call_once(&mut svc, 0);
+    allocations(|| {
+        for i in 0..CALLS {
+            call_once(&mut svc, i);
+        }
+    })
+}
+
+fn timeout() -> TimeoutLayer {
+    TimeoutLayer::builder()
+        .name("alloc")
+        .timeout(Duration::from_secs(1))
+        .ready_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+}
+
+fn bulkhead() -> BulkheadLayer {
+    BulkheadLayer::new(8).unwrap()
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let n = allocations(|| drop(std::hint::black_box(Box::new(1u64))));
+    assert_eq!(n, 1, "the counting allocator must count, or the tests below prove nothing");
+}
+
+#[test]
+fn timeout_success_path_allocates_nothing() {
+    assert_eq!(allocations_per_run(timeout().layer(Noop)), 0);
+}
+
+#[test]
+fn timeout_with_an_armed_timer_allocates_nothing() {
+    assert_eq!(allocations_per_run(timeout().layer(SecondPoll)), 0);
+}
+
+#[test]
+fn bulkhead_success_path_allocates_nothing() {
+    assert_eq!(allocations_per_run(bulkhead().layer(Noop)), 0);
+}
+
+#[test]
+fn both_layers_stacked_allocate_nothing() {
+    let svc = timeout().layer(bulkhead().layer(Noop));
+    assert_eq!(allocations_per_run(svc), 0);
+}
+
+/// hyper clones the whole stack for every request.
+#[test]
+fn a_fresh_clone_per_call_allocates_nothing() {
+    let svc = timeout().layer(bulkhead().layer(Noop));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let n = allocations(|| {
+        for i in 0..CALLS {
+            call_once(&mut svc.clone(), i);
+        }
+    });
+    assert_eq!(n, 0);
+}
