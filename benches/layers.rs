@@ -115,7 +115,11 @@ fn layers(c: &mut Criterion) {
 
     row(c, "bare", Noop);
 
-    row(c, "timeout/tower", tower::timeout::Timeout::new(Noop, TIMEOUT));
+    row(
+        c,
+        "timeout/tower",
+        tower::timeout::Timeout::new(Noop, TIMEOUT),
+    );
     row(c, "timeout/palisade", palisade_timeout().layer(Noop));
     // The inner call has to wait once, so both must arm a timer.
     row(c, "timeout_armed/bare", SecondPoll);
@@ -124,7 +128,11 @@ fn layers(c: &mut Criterion) {
         "timeout_armed/tower",
         tower::timeout::Timeout::new(SecondPoll, TIMEOUT),
     );
-    row(c, "timeout_armed/palisade", palisade_timeout().layer(SecondPoll));
+    row(
+        c,
+        "timeout_armed/palisade",
+        palisade_timeout().layer(SecondPoll),
+    );
 
     row(
         c,

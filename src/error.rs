@@ -17,10 +17,9 @@
 //! fn describe(err: &BoxError) -> String {
 //!     match ErrorKind::of(err) {
 //!         ErrorKind::Elapsed(e) => format!("too slow: {e}"),
-//!         ErrorKind::BulkheadFull(_) | ErrorKind::RateLimited(_) | ErrorKind::CircuitOpen(_) => {
-//!             "shed locally, the upstream never saw it".to_string()
-//!         }
 //!         ErrorKind::Inner(e) => format!("upstream failed: {e}"),
+//!         // Open circuit, rate limited, bulkhead full, and kinds added later.
+//!         refusal => format!("refused by `{}`", refusal.layer_name().unwrap_or("?")),
 //!     }
 //! }
 //! # let err: BoxError = "connection reset".into();
@@ -415,7 +414,7 @@ mod tests {
             Box::new(Elapsed::new(name(), Duration::from_secs(1), false)),
             "boom".into(),
         ];
-        let kinds: Vec<_> = errors.iter().map(|e| ErrorKind::of(e)).collect();
+        let kinds: Vec<_> = errors.iter().map(ErrorKind::of).collect();
         assert!(matches!(kinds[0], ErrorKind::CircuitOpen(_)));
         assert_eq!(kinds[0].retry_after(), Some(Duration::from_secs(3)));
         assert!(matches!(kinds[1], ErrorKind::RateLimited(_)));

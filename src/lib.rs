@@ -64,6 +64,7 @@ pub mod error;
 mod name;
 #[cfg(feature = "serde")]
 mod serde_duration;
+mod sync;
 
 #[cfg(feature = "bulkhead")]
 pub mod bulkhead;

@@ -164,7 +164,10 @@ fn bulkhead() -> BulkheadLayer {
 #[test]
 fn the_counter_sees_allocations() {
     let n = allocations(|| drop(std::hint::black_box(Box::new(1u64))));
-    assert_eq!(n, 1, "the counting allocator must count, or the tests below prove nothing");
+    assert_eq!(
+        n, 1,
+        "the counting allocator must count, or the tests below prove nothing"
+    );
 }
 
 #[test]

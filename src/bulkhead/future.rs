@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::handle::Shared;
+use super::handle::{Permit, Shared};
 use crate::error::BoxError;
 
 pin_project! {
@@ -31,7 +30,7 @@ pin_project! {
         Admitted {
             #[pin]
             inner: F,
-            permit: Option<OwnedSemaphorePermit>,
+            permit: Option<Permit>,
         },
         // The error is built when polled, from the shared state, so this
         // rare variant does not make every response future bigger.
@@ -46,7 +45,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn admitted(inner: F, permit: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn admitted(inner: F, permit: Permit) -> Self {
         ResponseFuture {
             kind: Kind::Admitted {
                 inner,

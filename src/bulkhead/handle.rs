@@ -1,79 +1,92 @@
-//! The state every [`Bulkhead`](super::Bulkhead) from one layer shares, and
-//! the [`Handle`] that reads it.
+//! The state every [`Bulkhead`](super::Bulkhead) from one layer shares, the
+//! permit a call holds, the wait for a slot, and the [`Handle`] that reads
+//! the state.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 
+use super::slots::{Slots, Waiter};
 use crate::error::BulkheadFull;
 use crate::name::Name;
 
 /// The slots and the counters, behind one `Arc` per layer value.
 pub(crate) struct Shared {
-    // Its own `Arc` so that a permit keeps only the semaphore alive.
-    semaphore: Arc<Semaphore>,
+    slots: Slots,
     name: Name,
     max_concurrent: usize,
     max_wait: Duration,
-    waiting: AtomicUsize,
     rejected: AtomicU64,
 }
 
-/// A wait for a slot, bounded by `max_wait`; `None` when it ran out.
-pub(crate) type WaitForSlot =
-    Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send + Sync>>;
+/// One slot, held by a call; gives the slot back when dropped.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    shared: Arc<Shared>,
+}
 
-/// What to do when every slot is taken.
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.shared.slots.release();
+    }
+}
+
+/// What to do when no slot was free at the first look.
 pub(crate) enum WhenFull {
-    Wait(WaitForSlot, WaitingGuard),
+    /// One freed up after all.
+    Admit(Permit),
+    /// Wait for one, up to `max_wait`.
+    Wait(Pin<Box<WaitForSlot>>),
     Refuse,
 }
 
 impl Shared {
     pub(crate) fn new(name: Name, max_concurrent: usize, max_wait: Duration) -> Self {
         Shared {
-            semaphore: Arc::new(Semaphore::new(max_concurrent)),
+            slots: Slots::new(max_concurrent),
             name,
             max_concurrent,
             max_wait,
-            waiting: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
         }
     }
 
     /// Takes a free slot if there is one: the fast path, kept small so it
     /// inlines into `poll_ready`.
-    ///
-    /// tokio's semaphore hands released permits to queued waiters first, so a
-    /// newcomer cannot take a slot ahead of the queue: waiters are served in
-    /// FIFO order.
     #[inline]
-    pub(crate) fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
-        self.semaphore.clone().try_acquire_owned().ok()
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        self.slots.try_acquire().then(|| Permit {
+            shared: self.clone(),
+        })
     }
 
-    /// No free slot: refuse at once, or start a wait bounded by `max_wait`.
+    /// No free slot at the first look: refuse at once, or queue for one.
     #[cold]
     pub(crate) fn when_full(self: &Arc<Self>) -> WhenFull {
         if self.max_wait.is_zero() {
             return WhenFull::Refuse;
         }
-        let semaphore = self.semaphore.clone();
-        let max_wait = self.max_wait;
-        // One allocation per wait, never on the fast path.
-        let wait = Box::pin(async move {
-            match tokio::time::timeout(max_wait, semaphore.acquire_owned()).await {
-                Ok(Ok(permit)) => Some(permit),
-                // Timed out; the semaphore is never closed.
-                _ => None,
-            }
-        });
-        WhenFull::Wait(wait, WaitingGuard::new(self.clone()))
+        match self.slots.acquire_or_enqueue() {
+            Ok(()) => WhenFull::Admit(Permit {
+                shared: self.clone(),
+            }),
+            // One allocation per wait (two with the waiter), never on the
+            // fast path.
+            Err(waiter) => WhenFull::Wait(Box::pin(WaitForSlot {
+                queued: Queued {
+                    shared: self.clone(),
+                    waiter: Some(waiter),
+                },
+                deadline: tokio::time::sleep(self.max_wait),
+            })),
+        }
     }
 
     #[cold]
@@ -98,19 +111,61 @@ impl Shared {
     }
 }
 
-/// Counts a service as waiting for as long as it is alive.
-pub(crate) struct WaitingGuard(Arc<Shared>);
-
-impl WaitingGuard {
-    fn new(shared: Arc<Shared>) -> Self {
-        shared.waiting.fetch_add(1, Ordering::Relaxed);
-        WaitingGuard(shared)
+pin_project! {
+    /// A place in the queue for a slot, given up after `max_wait`.
+    pub(crate) struct WaitForSlot {
+        queued: Queued,
+        #[pin]
+        deadline: Sleep,
     }
 }
 
-impl Drop for WaitingGuard {
+/// Leaves the queue when dropped, handing on a slot it was given but never
+/// collected, so a cancelled waiter consumes nothing.
+struct Queued {
+    shared: Arc<Shared>,
+    waiter: Option<crate::sync::Arc<Waiter>>,
+}
+
+impl Drop for Queued {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        if let Some(waiter) = self.waiter.take() {
+            if self.shared.slots.cancel(&waiter) {
+                self.shared.slots.release();
+            }
+        }
+    }
+}
+
+impl Future for WaitForSlot {
+    /// The slot, or `None` when `max_wait` ran out first.
+    type Output = Option<Permit>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(waiter) = &this.queued.waiter else {
+            return Poll::Ready(None);
+        };
+        let shared = this.queued.shared.clone();
+        if Slots::poll_granted(waiter, cx).is_ready() {
+            this.queued.waiter = None;
+            return Poll::Ready(Some(Permit { shared }));
+        }
+        std::task::ready!(this.deadline.poll(cx));
+        let granted = this
+            .queued
+            .waiter
+            .take()
+            .is_some_and(|waiter| shared.slots.cancel(&waiter));
+        // A slot handed over at the deadline is used, not thrown back. (Lazy
+        // `then`: a `Permit` built and dropped would release a slot.)
+        Poll::Ready(granted.then(|| Permit { shared }))
+    }
+}
+
+impl fmt::Debug for WaitForSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitForSlot").finish_non_exhaustive()
     }
 }
 
@@ -153,12 +208,12 @@ impl Handle {
 
     /// Free slots.
     pub fn available(&self) -> usize {
-        self.shared.semaphore.available_permits()
+        self.shared.slots.available()
     }
 
-    /// Callers waiting for a slot right now.
+    /// Callers queued for a slot right now.
     pub fn waiting(&self) -> usize {
-        self.shared.waiting.load(Ordering::Relaxed)
+        self.shared.slots.queued()
     }
 
     /// Calls refused since the layer was built.

@@ -4,11 +4,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
 use super::Bulkhead;
 use super::handle::{Handle, Shared};
+use super::slots::MAX_SLOTS;
 use crate::error::ConfigError;
 
 const LAYER: &str = "bulkhead";
@@ -119,7 +119,7 @@ impl BulkheadBuilder {
     /// # Errors
     ///
     /// A [`ConfigError`] when `max_concurrent` is not set, is zero (every call
-    /// would be refused), or is larger than the semaphore can count.
+    /// would be refused), or is larger than `usize::MAX >> 3`.
     pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
         let max_concurrent = self
             .max_concurrent
@@ -131,14 +131,11 @@ impl BulkheadBuilder {
                 "must be at least 1, got 0 (a bulkhead with no slots refuses every call)",
             ));
         }
-        if max_concurrent > Semaphore::MAX_PERMITS {
+        if max_concurrent > MAX_SLOTS {
             return Err(ConfigError::new(
                 LAYER,
                 "max_concurrent",
-                format!(
-                    "must be at most {}, got {max_concurrent}",
-                    Semaphore::MAX_PERMITS
-                ),
+                format!("must be at most {MAX_SLOTS}, got {max_concurrent}"),
             ));
         }
         let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();

@@ -15,7 +15,7 @@
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), BoxError> {
 //! let layer = BulkheadLayer::builder().name("reports").max_concurrent(1).build()?;
 //! let handle = layer.handle();
 //! let mut svc = ServiceBuilder::new().layer(layer).service(service_fn(|_: ()| async {
@@ -62,8 +62,8 @@
 //!
 //! | option | default | rule |
 //! |---|---|---|
-//! | `max_concurrent` | none, required | 1 ..= `Semaphore::MAX_PERMITS` |
-//! | `max_wait` | zero: fail fast | any; waiting allocates one box per wait |
+//! | `max_concurrent` | none, required | 1 ..= `usize::MAX >> 3` |
+//! | `max_wait` | zero: fail fast | any; a wait allocates twice (its future and its place in the queue) |
 //! | `name` | `"bulkhead"` | any string |
 //!
 //! A zero `max_concurrent` is a [`ConfigError`](crate::ConfigError) rather
@@ -73,20 +73,21 @@
 mod future;
 mod handle;
 mod layer;
+mod slots;
 
 pub use future::ResponseFuture;
 pub use handle::Handle;
 pub use layer::{BulkheadBuilder, BulkheadConfig, BulkheadLayer};
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::OwnedSemaphorePermit;
 use tower_service::Service;
 
 use crate::error::BoxError;
-use handle::{Shared, WaitForSlot, WaitingGuard, WhenFull};
+use handle::{Permit, Shared, WaitForSlot, WhenFull};
 
 /// A service that allows at most a fixed number of calls in flight.
 ///
@@ -97,16 +98,11 @@ pub struct Bulkhead<S> {
     // The slot reserved for the next call. Kept apart from the rarer states
     // below so the fast path moves one small `Option`, as tower's
     // `ConcurrencyLimit` does.
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Permit>,
     // Waiting for a slot, bounded by `max_wait`.
-    waiting: Option<Waiting>,
+    waiting: Option<Pin<Box<WaitForSlot>>>,
     // No slot: the next call fails without reaching the inner service.
     refused: bool,
-}
-
-struct Waiting {
-    wait: WaitForSlot,
-    _counted: WaitingGuard,
 }
 
 impl<S> Bulkhead<S> {
@@ -152,21 +148,20 @@ impl<S> Bulkhead<S> {
                     return Poll::Ready(());
                 }
                 None => match self.shared.when_full() {
+                    WhenFull::Admit(permit) => {
+                        self.permit = Some(permit);
+                        return Poll::Ready(());
+                    }
                     WhenFull::Refuse => {
                         self.refused = true;
                         return Poll::Ready(());
                     }
-                    WhenFull::Wait(wait, counted) => {
-                        self.waiting = Some(Waiting {
-                            wait,
-                            _counted: counted,
-                        })
-                    }
+                    WhenFull::Wait(wait) => self.waiting = Some(wait),
                 },
             }
         }
         if let Some(waiting) = &mut self.waiting {
-            let permit = std::task::ready!(waiting.wait.as_mut().poll(cx));
+            let permit = std::task::ready!(waiting.as_mut().poll(cx));
             self.waiting = None;
             match permit {
                 Some(permit) => self.permit = Some(permit),

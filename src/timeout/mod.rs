@@ -13,7 +13,7 @@
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), BoxError> {
 //! let slow = service_fn(|_: ()| async {
 //!     tokio::time::sleep(Duration::from_secs(10)).await;
 //!     Ok::<_, BoxError>("done")
