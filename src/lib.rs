@@ -11,20 +11,26 @@
 //! | [`bulkhead`] | cap the calls in flight, so one slow dependency cannot take every resource | `bulkhead` |
 //!
 //! ```
+//! # #[cfg(all(feature = "timeout", feature = "bulkhead"))]
+//! # fn main() -> Result<(), palisade::BoxError> {
 //! use std::time::Duration;
 //! use palisade::{bulkhead::BulkheadLayer, timeout::TimeoutLayer};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), palisade::BoxError> {
 //! let inventory = service_fn(|sku: u32| async move { Ok::<_, palisade::BoxError>(sku * 2) });
 //! let client = ServiceBuilder::new()
-//!     .layer(TimeoutLayer::new(Duration::from_secs(1))?)   // outermost: bounds the whole call
+//!     .layer(TimeoutLayer::new(Duration::from_secs(1))?) // outermost: bounds the call
 //!     .layer(BulkheadLayer::builder().name("inventory").max_concurrent(64).build()?)
 //!     .service(inventory);
+//! # let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+//! # runtime.block_on(async {
 //! assert_eq!(client.oneshot(21).await?, 42);
+//! # Ok::<_, palisade::BoxError>(())
+//! # })?;
 //! # Ok(())
 //! # }
+//! # #[cfg(not(all(feature = "timeout", feature = "bulkhead")))]
+//! # fn main() {}
 //! ```
 //!
 //! # Principles
@@ -57,6 +63,9 @@
 //! [tower]: https://docs.rs/tower
 
 #![forbid(unsafe_code)]
+// Shared pieces (error constructors, config parsing) go unused when only
+// some layers are compiled in; tokio does the same.
+#![cfg_attr(not(all(feature = "timeout", feature = "bulkhead")), allow(dead_code))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod classify;
@@ -64,6 +73,7 @@ pub mod error;
 mod name;
 #[cfg(feature = "serde")]
 mod serde_duration;
+#[cfg(feature = "bulkhead")]
 mod sync;
 
 #[cfg(feature = "bulkhead")]
