@@ -8,84 +8,17 @@
 //!
 //! Run with `cargo bench --bench layers`; later layers add their rows here.
 
-use std::convert::Infallible;
-use std::future::Future;
+#[path = "../tests/support/noop.rs"]
+mod noop;
+
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::timeout::TimeoutLayer;
 use tower::{Layer, Service};
-
-/// Always ready, answers on the first poll.
-#[derive(Clone)]
-struct Noop;
-
-impl Service<u64> for Noop {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        std::future::ready(Ok(request))
-    }
-}
-
-/// Always ready; the answer is pending on the first poll, ready on the second,
-/// so a timeout has to arm its timer.
-#[derive(Clone)]
-struct SecondPoll;
-
-struct ReadyOnSecondPoll(u64, bool);
-
-impl Future for ReadyOnSecondPoll {
-    type Output = Result<u64, Infallible>;
-    fn poll(mut self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
-        if std::mem::replace(&mut self.1, true) {
-            Poll::Ready(Ok(self.0))
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-impl Service<u64> for SecondPoll {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = ReadyOnSecondPoll;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        ReadyOnSecondPoll(request, false)
-    }
-}
-
-fn call_once<S>(svc: &mut S, request: u64) -> u64
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) else {
-        panic!("benchmark services are always ready");
-    };
-    let mut future = pin!(svc.call(request));
-    loop {
-        if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
-            return result.expect("benchmark calls succeed");
-        }
-    }
-}
 
 fn row<S>(c: &mut Criterion, name: &str, mut svc: S)
 where

@@ -5,14 +5,14 @@
 // unsafe code, only this test binary needs it.
 #![allow(unsafe_code)]
 
+#[path = "support/noop.rs"]
+mod noop;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::timeout::TimeoutLayer;
 use tower::{Layer, Service};
@@ -61,73 +61,6 @@ fn allocations(f: impl FnOnce()) -> u64 {
     ALLOCATIONS.with(Cell::get)
 }
 
-/// Always ready, answers on the first poll, allocates nothing.
-#[derive(Clone)]
-struct Noop;
-
-impl Service<u64> for Noop {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        std::future::ready(Ok(request))
-    }
-}
-
-/// Always ready; its answer is pending on the first poll and ready on the
-/// second, so a timeout must arm its timer.
-#[derive(Clone)]
-struct SecondPoll;
-
-struct ReadyOnSecondPoll(u64, bool);
-
-impl Future for ReadyOnSecondPoll {
-    type Output = Result<u64, Infallible>;
-    fn poll(mut self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
-        if std::mem::replace(&mut self.1, true) {
-            Poll::Ready(Ok(self.0))
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-impl Service<u64> for SecondPoll {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = ReadyOnSecondPoll;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        ReadyOnSecondPoll(request, false)
-    }
-}
-
-/// Drives one call to completion by hand, with a no-op waker.
-fn call_once<S>(svc: &mut S, request: u64)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-    let mut future = pin!(svc.call(request));
-    loop {
-        if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
-            assert_eq!(result.unwrap(), request);
-            return;
-        }
-    }
-}
-
 /// Runs `CALLS` calls inside a tokio runtime (a timeout needs its timer) and
 /// returns the allocations they made, after one warm-up call.
 fn allocations_per_run<S>(mut svc: S) -> u64
@@ -140,7 +73,7 @@ where
         .build()
         .unwrap();
     let _guard = runtime.enter();
-    call_once(&mut svc, 0);
+    call_once(&mut svc, 0); // warm-up
     allocations(|| {
         for i in 0..CALLS {
             call_once(&mut svc, i);

@@ -418,6 +418,21 @@ async fn a_full_bulkhead_stays_ready_and_fails_in_the_call() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn polling_again_after_a_refusal_takes_a_slot_that_freed_up() {
+    let probe = Probe::new(Answer::Gated);
+    let (mut svc, handle) = fail_fast(1, &probe);
+    let mut held = start(&mut svc, 1).await;
+    let mut other = svc.clone();
+    other.ready().await.unwrap(); // refused: the slot is taken
+    probe.release(1);
+    assert_eq!(answered(held.poll()), 1);
+    other.ready().await.unwrap(); // a fresh look finds the free slot
+    probe.set_answer(Answer::Now);
+    assert_eq!(other.call(2).await.unwrap(), 2);
+    assert_eq!(handle.rejected(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_call_without_readiness_is_an_error_not_a_panic() {
     let probe = Probe::new(Answer::Now);
     let (mut svc, handle) = fail_fast(1, &probe);

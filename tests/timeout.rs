@@ -22,6 +22,16 @@ fn timeout(limit: Duration, probe: Probe) -> Timeout<Probe> {
     TimeoutLayer::new(limit).unwrap().layer(probe)
 }
 
+/// A 5 s call timeout that also bounds readiness to 1 s.
+fn ready_bounded(probe: &Probe) -> Timeout<Probe> {
+    TimeoutLayer::builder()
+        .timeout(secs(5))
+        .ready_timeout(secs(1))
+        .build()
+        .unwrap()
+        .layer(probe.clone())
+}
+
 fn elapsed(err: &BoxError) -> &palisade::error::Elapsed {
     match ErrorKind::of(err) {
         ErrorKind::Elapsed(e) => e,
@@ -200,12 +210,7 @@ async fn a_readiness_bound_fails_the_call_without_calling_the_inner_service() {
 async fn readiness_that_arrives_in_time_resets_the_bound() {
     let probe = Probe::new(Answer::Now);
     probe.set_readiness(Readiness::Pending);
-    let mut svc = TimeoutLayer::builder()
-        .timeout(secs(5))
-        .ready_timeout(secs(1))
-        .build()
-        .unwrap()
-        .layer(probe.clone());
+    let mut svc = ready_bounded(&probe);
     let mut ready = tokio_test::task::spawn(async {
         svc.ready().await.unwrap();
     });
@@ -223,6 +228,17 @@ async fn readiness_that_arrives_in_time_resets_the_bound() {
     assert_eq!(start.elapsed(), secs(1));
 }
 
+#[tokio::test(start_paused = true)]
+async fn readiness_that_arrives_after_the_bound_but_before_the_call_is_used() {
+    let probe = Probe::new(Answer::Now);
+    probe.set_readiness(Readiness::Pending);
+    let mut svc = ready_bounded(&probe);
+    svc.ready().await.unwrap(); // the wait ran out
+    probe.set_readiness(Readiness::Ready);
+    svc.ready().await.unwrap(); // a fresh look finds the inner service ready
+    assert_eq!(svc.call(1).await.unwrap(), 1);
+}
+
 /// Behind a `Buffer`, a readiness error would be permanent for every handle.
 /// The readiness bound reports through the call instead, so the buffer
 /// survives an outage of its inner service.
@@ -230,12 +246,7 @@ async fn readiness_that_arrives_in_time_resets_the_bound() {
 async fn a_readiness_bound_does_not_poison_a_buffer() {
     let probe = Probe::new(Answer::Now);
     probe.set_readiness(Readiness::Pending);
-    let svc = TimeoutLayer::builder()
-        .timeout(secs(5))
-        .ready_timeout(secs(1))
-        .build()
-        .unwrap()
-        .layer(probe.clone());
+    let svc = ready_bounded(&probe);
     let buffer = tower::buffer::Buffer::new(svc, 4);
     let err = buffer.clone().oneshot(1).await.unwrap_err();
     assert!(elapsed(&err).waiting_for_readiness());
@@ -268,12 +279,7 @@ async fn inner_errors_are_not_timeouts() {
 async fn a_clone_does_not_inherit_an_expired_readiness_wait() {
     let probe = Probe::new(Answer::Now);
     probe.set_readiness(Readiness::Pending);
-    let mut svc = TimeoutLayer::builder()
-        .timeout(secs(5))
-        .ready_timeout(secs(1))
-        .build()
-        .unwrap()
-        .layer(probe.clone());
+    let mut svc = ready_bounded(&probe);
     svc.ready().await.unwrap(); // expired: svc's next call will fail
     let mut clone = svc.clone();
     probe.set_readiness(Readiness::Ready);

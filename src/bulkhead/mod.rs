@@ -42,7 +42,9 @@
 //! takes a slot or, finding none, returns `Ready(Ok(()))` without polling the
 //! inner service, and `call` returns a future that fails with
 //! [`BulkheadFull`]. In waiting mode `poll_ready` returns `Pending` while it
-//! waits (it wakes itself when a slot frees or the wait runs out).
+//! waits (it wakes itself when a slot frees or the wait runs out). A refusal
+//! is not final: polling readiness again before calling takes a slot that has
+//! freed up since.
 //!
 //! The slot is taken in `poll_ready`, kept in the service, and moved into the
 //! [`ResponseFuture`] by `call`. It comes back when that future completes, is
@@ -138,7 +140,16 @@ impl<S> Bulkhead<S> {
 
     /// Decides this call's slot: reserved, or refused. `Pending` while waiting.
     fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.permit.is_some() || self.refused {
+        if self.permit.is_some() {
+            return Poll::Ready(());
+        }
+        if self.refused {
+            // The refusal stands until `call` reports it, unless a slot has
+            // freed up since: a caller that polls again gets a fresh look.
+            if let Some(permit) = self.shared.try_acquire() {
+                self.refused = false;
+                self.permit = Some(permit);
+            }
             return Poll::Ready(());
         }
         if self.waiting.is_none() {

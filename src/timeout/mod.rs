@@ -52,7 +52,8 @@
 //! (an error there would tell the caller to discard the service for good) and
 //! the next `call` fails at once with an `Elapsed` whose
 //! [`waiting_for_readiness`](Elapsed::waiting_for_readiness) is `true`. The
-//! inner service is not called. The readiness bound and the call timeout are
+//! inner service is not called (unless it has become ready by the time
+//! readiness is polled again). The readiness bound and the call timeout are
 //! separate budgets.
 //!
 //! # Configuration
@@ -183,15 +184,17 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.ready_wait.expired {
-            // Already decided: the next call fails without reaching `inner`.
-            return Poll::Ready(Ok(()));
-        }
         match self.inner.poll_ready(cx) {
             Poll::Ready(result) => {
+                // Ready after all, even if the wait had run out: the call goes
+                // through.
                 self.ready_wait.armed = false;
+                self.ready_wait.expired = false;
                 Poll::Ready(result.map_err(Into::into))
             }
+            // The wait ran out earlier: the next call fails without reaching
+            // `inner`.
+            Poll::Pending if self.ready_wait.expired => Poll::Ready(Ok(())),
             Poll::Pending => match self.settings.ready_timeout {
                 Some(limit) if self.ready_wait.poll_expired(limit, cx) => Poll::Ready(Ok(())),
                 _ => Poll::Pending,
