@@ -78,6 +78,8 @@ mod sync;
 
 #[cfg(feature = "bulkhead")]
 pub mod bulkhead;
+#[cfg(feature = "circuit-breaker")]
+pub mod circuit_breaker;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 
