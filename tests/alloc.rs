@@ -119,6 +119,22 @@ fn bulkhead_success_path_allocates_nothing() {
 }
 
 #[test]
+fn a_waiting_bulkhead_with_free_slots_allocates_nothing() {
+    let waiting = || {
+        BulkheadLayer::builder()
+            .max_concurrent(8)
+            .max_wait(Duration::from_millis(50))
+            .build()
+            .unwrap()
+    };
+    assert_eq!(allocations_per_run(waiting().layer(Noop)), 0);
+    assert_eq!(
+        allocations_per_run(timeout().layer(waiting().layer(Noop))),
+        0
+    );
+}
+
+#[test]
 fn both_layers_stacked_allocate_nothing() {
     let svc = timeout().layer(bulkhead().layer(Noop));
     assert_eq!(allocations_per_run(svc), 0);

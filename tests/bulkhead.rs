@@ -264,6 +264,41 @@ async fn a_readiness_error_gives_the_reserved_slot_back() {
     assert_eq!(handle.available(), 1);
 }
 
+// scenario BH-2: one service, one wait after another
+#[tokio::test(start_paused = true)]
+async fn a_service_waits_again_after_each_wait() {
+    let probe = Probe::new(Answer::After(ms(30)));
+    let (mut svc, handle) = waiting(1, ms(100), &probe);
+    for round in 0..3 {
+        let holder = tokio::spawn(svc.clone().oneshot(100 + round));
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        assert_eq!(svc.ready().await.unwrap().call(round).await.unwrap(), round);
+        assert_eq!(
+            start.elapsed(),
+            ms(60),
+            "admitted at 30 ms, answered at 60 ms"
+        );
+        holder.await.unwrap().unwrap();
+    }
+    assert_eq!(handle.rejected(), 0);
+}
+
+// scenario BH-2: a rejection does not stick to the service
+#[tokio::test(start_paused = true)]
+async fn after_a_rejection_the_next_call_waits_the_full_max_wait_again() {
+    let probe = Probe::new(Answer::Gated);
+    let (mut svc, handle) = waiting(1, ms(50), &probe);
+    let _held = start(&mut svc.clone(), 1).await;
+    for _ in 0..2 {
+        let start = Instant::now();
+        let err = svc.ready().await.unwrap().call(2).await.unwrap_err();
+        full(&err);
+        assert_eq!(start.elapsed(), ms(50));
+    }
+    assert_eq!(handle.rejected(), 2);
+}
+
 // scenario BH-4
 #[tokio::test(start_paused = true)]
 async fn waiters_are_served_first_come_first_served() {

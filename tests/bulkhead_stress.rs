@@ -76,13 +76,13 @@ struct Tally {
 
 /// A leaked slot would leave waiters stuck forever; this turns that hang
 /// into a failure. It bounds the run, it does not time it.
-async fn hammer(max_wait: Duration, seed: u64) {
+async fn hammer(max_wait: Duration, seed: u64) -> Tally {
     tokio::time::timeout(Duration::from_secs(120), run(max_wait, seed))
         .await
-        .expect("the stress run stalled: a slot was probably leaked");
+        .expect("the stress run stalled: a slot was probably leaked")
 }
 
-async fn run(max_wait: Duration, seed: u64) {
+async fn run(max_wait: Duration, seed: u64) -> Tally {
     let counters = Arc::new(Counters::default());
     let layer = BulkheadLayer::builder()
         .max_concurrent(MAX_CONCURRENT)
@@ -154,6 +154,7 @@ async fn run(max_wait: Duration, seed: u64) {
     let finished = counters.finished.load(Ordering::SeqCst) as u64;
     assert!(finished >= total.answered);
     assert!(calls - finished <= total.cancelled);
+    total
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -164,7 +165,8 @@ async fn fail_fast_slots_all_come_back_under_cancellation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiting_slots_all_come_back_under_cancellation() {
     // Long enough that no wait runs out: every waiter is admitted or cancelled.
-    hammer(Duration::from_secs(3600), 2).await;
+    let total = hammer(Duration::from_secs(3600), 2).await;
+    assert_eq!(total.rejected, 0, "no wait ran out, so nothing was refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

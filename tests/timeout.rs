@@ -153,6 +153,33 @@ async fn the_timed_out_work_is_dropped_at_the_limit() {
     );
 }
 
+// scenario TO-4: dropped at the deadline even while the caller keeps the future
+#[tokio::test(start_paused = true)]
+async fn the_inner_future_is_dropped_at_the_deadline_not_when_the_caller_lets_go() {
+    let probe = Probe::new(Answer::After(ms(200)));
+    let mut svc = timeout(ms(50), probe.clone());
+    let mut call = tokio_test::task::spawn(svc.ready().await.unwrap().call(1));
+    assert!(call.poll().is_pending());
+    tokio::time::advance(ms(50)).await;
+    match call.poll() {
+        std::task::Poll::Ready(Err(err)) => {
+            elapsed(&err);
+        }
+        other => panic!("expected Elapsed, got {other:?}"),
+    }
+    assert_eq!(
+        probe.in_flight(),
+        0,
+        "dropped before the caller drops the future"
+    );
+    assert_eq!(probe.dropped_unfinished(), 1);
+    tokio::time::advance(ms(500)).await;
+    assert!(
+        matches!(call.poll(), std::task::Poll::Ready(Err(_))),
+        "a timed-out call never turns into a success"
+    );
+}
+
 // scenario TO-5: baseline, readiness is not bounded and does not count
 #[tokio::test(start_paused = true)]
 async fn waiting_for_readiness_does_not_count_against_the_call() {
@@ -286,6 +313,31 @@ async fn a_clone_does_not_inherit_an_expired_readiness_wait() {
     assert_eq!(clone.ready().await.unwrap().call(7).await.unwrap(), 7);
     elapsed(&svc.call(8).await.unwrap_err());
     assert_eq!(probe.seen(), vec![7]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_readiness_wait_stays_expired_while_the_inner_service_is_pending() {
+    let probe = Probe::new(Answer::Now);
+    probe.set_readiness(Readiness::Pending);
+    let mut svc = ready_bounded(&probe);
+    svc.ready().await.unwrap();
+    let start = Instant::now();
+    svc.ready().await.unwrap(); // polled again: still decided, no new wait
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    elapsed(&svc.call(1).await.unwrap_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clone_of_an_expired_service_waits_its_own_full_bound() {
+    let probe = Probe::new(Answer::Now);
+    probe.set_readiness(Readiness::Pending);
+    let mut svc = ready_bounded(&probe);
+    svc.ready().await.unwrap();
+    let mut clone = svc.clone();
+    let start = Instant::now();
+    clone.ready().await.unwrap();
+    assert_eq!(start.elapsed(), secs(1), "the clone started its own wait");
+    elapsed(&clone.call(1).await.unwrap_err());
 }
 
 #[cfg(feature = "serde")]

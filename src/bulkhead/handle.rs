@@ -201,9 +201,11 @@ impl Handle {
     }
 
     /// Slots in use: calls in flight, plus slots reserved by services that
-    /// are ready but have not been called yet.
+    /// are ready but have not been called yet (their inner service may still
+    /// be pending), plus slots handed to waiters that have not collected
+    /// them yet.
     pub fn in_flight(&self) -> usize {
-        self.shared.max_concurrent - self.available()
+        self.shared.max_concurrent.saturating_sub(self.available())
     }
 
     /// Free slots.

@@ -108,7 +108,9 @@ impl BulkheadBuilder {
     /// How long a call may wait for a free slot before it fails with
     /// [`BulkheadFull`](crate::error::BulkheadFull). Zero, the default, fails
     /// at once. While waiting, `poll_ready` returns `Pending`; waiters are
-    /// served in the order they arrived.
+    /// served in the order they arrived. Waiting uses `tokio::time`, so a
+    /// bulkhead with a `max_wait` must be polled inside a tokio runtime with
+    /// time enabled (a fail-fast bulkhead needs no runtime at all).
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self

@@ -33,8 +33,9 @@ pin_project! {
             timeout: Duration,
             name: Name,
         },
-        // The inner service did not become ready in time and was not called.
-        NotReady {
+        // Timed out: the inner service was never called (it did not become
+        // ready in time), or its call ran too long and has been dropped.
+        Failed {
             error: Elapsed,
         },
     }
@@ -68,7 +69,7 @@ impl<F> ResponseFuture<F> {
 
     pub(crate) fn not_ready(error: Elapsed) -> Self {
         ResponseFuture {
-            kind: Kind::NotReady { error },
+            kind: Kind::Failed { error },
         }
     }
 }
@@ -82,8 +83,9 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::NotReady { error } => Poll::Ready(Err(error.clone().into())),
+        let mut kind = self.project().kind;
+        let error = match kind.as_mut().project() {
+            KindProj::Failed { error } => return Poll::Ready(Err(error.clone().into())),
             KindProj::Call {
                 inner,
                 mut timer,
@@ -112,8 +114,15 @@ where
                     timeout = ?timeout,
                     "call timed out and was cancelled"
                 );
-                Poll::Ready(Err(Elapsed::new(name.clone(), *timeout, false).into()))
+                Elapsed::new(name.clone(), *timeout, false)
             }
-        }
+        };
+        // Drop the inner future now, not when the caller drops this one: the
+        // work is cancelled and whatever it holds (a bulkhead slot, a
+        // connection) is released at the deadline.
+        kind.set(Kind::Failed {
+            error: error.clone(),
+        });
+        Poll::Ready(Err(error.into()))
     }
 }
