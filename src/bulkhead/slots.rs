@@ -194,6 +194,21 @@ impl Slots {
     pub(crate) fn queued(&self) -> usize {
         lock(&self.queue).len()
     }
+
+    /// Checks the invariants in the module docs, under the queue's lock.
+    #[cfg(test)]
+    fn assert_invariants(&self) {
+        let queue = lock(&self.queue);
+        let state = self.state.load(Ordering::Acquire);
+        assert_eq!(
+            state & QUEUED != 0,
+            !queue.is_empty(),
+            "QUEUED iff queue not empty"
+        );
+        if !queue.is_empty() {
+            assert!(state < ONE, "a slot is free while callers queue");
+        }
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -223,6 +238,7 @@ mod tests {
         let first = slots.acquire_or_enqueue().unwrap_err();
         let second = slots.acquire_or_enqueue().unwrap_err();
         assert_eq!(slots.queued(), 2);
+        slots.assert_invariants();
         assert!(poll(&first).is_pending());
 
         slots.release();
@@ -250,6 +266,7 @@ mod tests {
         let granted = slots.acquire_or_enqueue().unwrap_err();
         assert!(!slots.cancel(&gives_up));
         assert_eq!(slots.queued(), 1);
+        slots.assert_invariants();
         slots.release();
         assert!(slots.cancel(&granted), "it owned a slot it never collected");
         slots.release();
@@ -353,6 +370,54 @@ mod loom_tests {
             other.join().unwrap();
             assert_eq!(slots.available(), 1);
             assert_eq!(slots.queued(), 0);
+            slots.assert_invariants();
+        });
+    }
+
+    /// A fast-path acquire racing a slow-path acquire: the releasing thread
+    /// takes the slot back at once, while the main thread queues for it.
+    #[test]
+    fn loom_a_fast_path_acquire_racing_the_slow_path_never_doubles_a_slot() {
+        model(|| {
+            let slots = Arc::new(Slots::new(1));
+            let holders = Arc::new(AtomicUsize::new(0));
+            assert!(slots.try_acquire());
+            let other = {
+                let (slots, holders) = (slots.clone(), holders.clone());
+                thread::spawn(move || {
+                    slots.release();
+                    if slots.try_acquire() {
+                        assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                        thread::yield_now();
+                        holders.fetch_sub(1, Ordering::SeqCst);
+                        slots.release();
+                    }
+                })
+            };
+            hold(&slots, &holders);
+            other.join().unwrap();
+            assert_eq!(slots.available(), 1);
+            slots.assert_invariants();
+        });
+    }
+
+    /// The waiter parks on a real waker: a grant that forgets to wake it
+    /// deadlocks the model.
+    #[test]
+    fn loom_a_granted_waiter_is_woken() {
+        model(|| {
+            let slots = Arc::new(Slots::new(1));
+            assert!(slots.try_acquire());
+            let waiter = slots.acquire_or_enqueue().unwrap_err();
+            let releaser = {
+                let slots = slots.clone();
+                thread::spawn(move || slots.release())
+            };
+            loom::future::block_on(std::future::poll_fn(|cx| Slots::poll_granted(&waiter, cx)));
+            releaser.join().unwrap();
+            slots.release();
+            assert_eq!(slots.available(), 1);
+            slots.assert_invariants();
         });
     }
 
@@ -372,6 +437,7 @@ mod loom_tests {
             releaser.join().unwrap();
             assert_eq!(slots.available(), 1);
             assert_eq!(slots.queued(), 0);
+            slots.assert_invariants();
         });
     }
 
@@ -390,11 +456,12 @@ mod loom_tests {
             slots.release();
             assert_eq!(slots.available(), 1);
             assert_eq!(slots.queued(), 0);
+            slots.assert_invariants();
         });
     }
 
     #[test]
-    fn loom_a_waiter_cancelled_while_another_queues_keeps_the_order() {
+    fn loom_a_waiter_cancelled_while_another_queues_loses_no_slot() {
         model(|| {
             let slots = Arc::new(Slots::new(1));
             assert!(slots.try_acquire());
@@ -415,6 +482,7 @@ mod loom_tests {
             second.join().unwrap();
             assert_eq!(slots.available(), 1);
             assert_eq!(slots.queued(), 0);
+            slots.assert_invariants();
         });
     }
 }
