@@ -346,6 +346,12 @@ mod loom_tests {
         }
     }
 
+    /// Releases one slot from another thread.
+    fn release_in_thread(slots: &Arc<Slots>) -> thread::JoinHandle<()> {
+        let slots = slots.clone();
+        thread::spawn(move || slots.release())
+    }
+
     fn hold(slots: &Slots, holders: &AtomicUsize) {
         acquire(slots);
         assert_eq!(
@@ -409,10 +415,7 @@ mod loom_tests {
             let slots = Arc::new(Slots::new(1));
             assert!(slots.try_acquire());
             let waiter = slots.acquire_or_enqueue().unwrap_err();
-            let releaser = {
-                let slots = slots.clone();
-                thread::spawn(move || slots.release())
-            };
+            let releaser = release_in_thread(&slots);
             loom::future::block_on(std::future::poll_fn(|cx| Slots::poll_granted(&waiter, cx)));
             releaser.join().unwrap();
             slots.release();
@@ -427,10 +430,7 @@ mod loom_tests {
             let slots = Arc::new(Slots::new(1));
             assert!(slots.try_acquire());
             let waiter = slots.acquire_or_enqueue().unwrap_err();
-            let releaser = {
-                let slots = slots.clone();
-                thread::spawn(move || slots.release())
-            };
+            let releaser = release_in_thread(&slots);
             if slots.cancel(&waiter) {
                 slots.release();
             }
@@ -446,10 +446,7 @@ mod loom_tests {
         model(|| {
             let slots = Arc::new(Slots::new(1));
             assert!(slots.try_acquire());
-            let releaser = {
-                let slots = slots.clone();
-                thread::spawn(move || slots.release())
-            };
+            let releaser = release_in_thread(&slots);
             acquire(&slots);
             releaser.join().unwrap();
             assert_eq!(slots.available(), 0);
