@@ -56,7 +56,6 @@ pub struct CircuitOpen {
 }
 
 impl CircuitOpen {
-    #[allow(dead_code)] // built by the circuit breaker layer
     pub(crate) fn new(name: Name, retry_after: Option<Duration>) -> Self {
         CircuitOpen { name, retry_after }
     }

@@ -73,7 +73,7 @@ pub mod error;
 mod name;
 #[cfg(feature = "serde")]
 mod serde_duration;
-#[cfg(feature = "bulkhead")]
+#[cfg(any(feature = "bulkhead", feature = "circuit-breaker"))]
 mod sync;
 
 #[cfg(feature = "bulkhead")]

@@ -1,13 +1,17 @@
 //! The synchronisation primitives palisade's own concurrent state uses,
 //! swapped for loom's model-checked versions under `--cfg loom`.
 
+// Each layer uses a part of this; with one layer's feature alone, the rest
+// goes unused.
+#![allow(unused_imports)]
+
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 

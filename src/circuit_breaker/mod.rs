@@ -1,27 +1,281 @@
-//! Circuit breaker (in progress: the sliding windows).
+//! Stop calling a dependency that is failing, give it time to recover, and
+//! probe it carefully before trusting it again.
+//!
+//! [`CircuitBreakerLayer`] watches the outcomes of the calls through it. When
+//! too many fail (or are too slow), it opens: calls fail at once with
+//! [`CircuitOpen`] instead of piling onto a struggling service. After a
+//! while it lets a few probe calls through, and closes again when they
+//! succeed.
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::circuit_breaker::{CircuitBreakerLayer, State};
+//! use palisade::{BoxError, ErrorKind};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let layer = CircuitBreakerLayer::builder()
+//!     .name("inventory")
+//!     .count_window(10)
+//!     .minimum_calls(4)
+//!     .failure_rate(0.5)
+//!     .open_for(Duration::from_secs(5))
+//!     .half_open_probes(1)
+//!     .build()?;
+//! let handle = layer.handle();
+//! let mut svc = ServiceBuilder::new().layer(layer).service(service_fn(|fail: bool| async move {
+//!     if fail { Err::<&str, BoxError>("upstream down".into()) } else { Ok("stock: 7") }
+//! }));
+//!
+//! for fail in [false, true, false, true] {
+//!     let _ = svc.ready().await?.call(fail).await;
+//! }
+//! assert_eq!(handle.state(), State::Open); // 2 of 4 failed: 50 %
+//!
+//! let err = svc.ready().await?.call(false).await.unwrap_err();
+//! let ErrorKind::CircuitOpen(open) = ErrorKind::of(&err) else { panic!("{err}") };
+//! assert_eq!(open.retry_after(), Some(Duration::from_secs(5)));
+//!
+//! tokio::time::advance(Duration::from_secs(5)).await;
+//! assert_eq!(svc.ready().await?.call(false).await?, "stock: 7"); // the probe
+//! assert_eq!(handle.state(), State::Closed);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # States
+//!
+//! - **Closed.** Calls go through; their outcomes go into a sliding window.
+//!   Once the window holds `minimum_calls`, a failure rate at or above
+//!   `failure_rate`, or a slow-call rate at or above the slow-call threshold,
+//!   opens the breaker. So do `consecutive_failures` failures in a row, if
+//!   set, however few calls the window holds.
+//! - **Open.** Calls fail at once with [`CircuitOpen`], whose `retry_after`
+//!   says how long until probes may go; the inner service is not touched,
+//!   not even its readiness. The open duration is fixed, or grows with each
+//!   reopening ([`open_backoff`](CircuitBreakerBuilder::open_backoff)), with
+//!   optional jitter. There is no background task: the first call after the
+//!   open duration moves the breaker to HalfOpen.
+//! - **HalfOpen.** Exactly `half_open_probes` calls go through, never more
+//!   however many callers race for them; the rest fail with `CircuitOpen`
+//!   (no `retry_after`). The breaker closes, with an empty window, when all
+//!   probes have reported below both thresholds, and reopens as soon as the
+//!   probes' outcomes reach a threshold over all of them (with 4 probes at
+//!   50 %, the second failure reopens it; resilience4j would wait for all
+//!   four, tower-resilience reopens on a rate over the probes so far). A
+//!   probe that is cancelled, or whose outcome is ignored, gives its slot
+//!   back. If the probes have not settled within `half_open_max_wait` (a
+//!   probe hangs), the next call reopens the breaker.
+//! - **ForcedOpen, Disabled, MetricsOnly** are set by hand through the
+//!   [`Handle`]: refuse everything; let everything through and record
+//!   nothing; record everything and report thresholds reached (as
+//!   [`Event::ThresholdExceeded`], once each) but never open.
+//!
+//! Each state, from one transition to the next, is its own period with its
+//! own counts. A call's outcome counts against the period it was admitted
+//! in: a slow call admitted while Closed that fails after the breaker went
+//! HalfOpen does not reopen it.
+//!
+//! # What counts
+//!
+//! A [`Classify`] implementation decides whether
+//! each result is a success, a failure, or ignored (counted neither way);
+//! by default [`DefaultClassifier`]:
+//! errors are failures, except calls a palisade layer below refused (an open
+//! circuit, a rate limit, a full bulkhead), which are ignored. A call that
+//! is cancelled (its future dropped) is ignored; a call whose inner future
+//! panics is a failure. With slow-call detection on, a call strictly longer
+//! than the threshold is slow, whether it succeeded or failed.
+//!
+//! # Where to put it
+//!
+//! Inside retry (`retry(breaker(service))`), the breaker sees every attempt:
+//! three failed attempts of one request count three times, and once it
+//! opens, retry's attempts fail fast with `CircuitOpen`, which retry does
+//! not retry. Outside retry (`breaker(retry(service))`), it sees one outcome
+//! per request, after retries: it opens later, and retries keep hitting a
+//! failing service in the meantime. Inside is the usual choice. Put a
+//! per-attempt timeout inside the breaker, so that hung calls count as
+//! failures.
+//!
+//! # Configuration
+//!
+//! | option | default | rule |
+//! |---|---|---|
+//! | `count_window` / `time_window` | last 100 calls | window ≥ 1; a time window has one bucket per second unless told, buckets ≥ 1 ms, at most 10 000, dividing it exactly |
+//! | `minimum_calls` | 20 (or the count window, if smaller) | ≥ 1, ≤ a count window's size |
+//! | `failure_rate` | 0.5 | in (0, 1] |
+//! | `slow_calls` | off | duration > 0, rate in (0, 1] |
+//! | `consecutive_failures` | off | ≥ 1 |
+//! | `open_for` | 30 s | > 0 |
+//! | `open_backoff` | off (fixed) | multiplier ≥ 1, max ≥ `open_for` |
+//! | `open_jitter` | 0 | in [0, 1) |
+//! | `half_open_probes` | 3 | 1 ..= 2 097 151 |
+//! | `half_open_max_wait` | 60 s | > 0 |
+//! | `name` | `"circuit_breaker"` | any string |
+//!
+//! A bad value is a [`ConfigError`](crate::ConfigError) naming the field.
+//!
+//! # Cost
+//!
+//! Closed, with a count window and no slow-call detection, a call costs a
+//! lock-free load of the current period, an atomic reference count, and a
+//! few atomic operations on the window; no clock read, no lock, no
+//! allocation. A time window reads the clock when a call ends; slow-call
+//! detection, when it starts and ends. Transitions take a short lock.
+//!
+//! # The tower contract
+//!
+//! An open breaker is a temporary refusal, so it is never an error from
+//! `poll_ready`: `poll_ready` returns `Ready(Ok(()))` without polling the
+//! inner service, and the response future fails with [`CircuitOpen`]. Polling
+//! readiness again before calling takes a fresh look. An admitted call's
+//! ticket (a probe slot, in HalfOpen) is taken in `poll_ready`, kept in the
+//! service (a clone starts without one), and moved into the response future
+//! by `call`; if the inner service stays pending until the breaker has moved
+//! on, the next `poll_ready` asks again.
+//!
+//! [`CircuitOpen`]: crate::error::CircuitOpen
 
-#![allow(dead_code)] // the windows are used by the breaker as it lands
-
-// Design of the rest (issue 3), for the sessions that build it:
-//
-// - Each state period (Closed, Open, HalfOpen, ForcedOpen, Disabled,
-//   MetricsOnly) is its own `Period` with its own window and probe tally. The
-//   breaker holds the current one in an `ArcSwap` (arc-swap: a lock-free load
-//   per call, a store per transition), and every admitted call holds an `Arc`
-//   to the period it was admitted under. A late result lands in a detached
-//   period, so generations are exact by construction (principle 5), and a
-//   window is never reset while other threads write to it.
-// - A period reaches its breaker through a `Weak`, upgraded only to make a
-//   transition. Transitions take a mutex and re-check that the period is
-//   still current (`Arc::ptr_eq`), so no two threads make the same one.
-// - HalfOpen probes: a compare-and-swap slot counter capped at the probe
-//   limit; a probe dropped or ignored gives its slot back through `Drop`. The
-//   breaker reopens as soon as the probes' rate is certain to reach the
-//   threshold over all N probes, and closes when all N report below it.
-// - Open -> HalfOpen happens lazily, on the first call after the open
-//   duration; the half-open wait bound is checked the same way.
-// - The closed path, count window, no slow-call detection: one `ArcSwap`
-//   load and an `Arc` clone to admit, a `fetch_add` and a `swap` to record,
-//   no clock read.
-
+mod breaker;
+mod future;
+mod handle;
+mod layer;
+mod period;
+mod probes;
 mod window;
+
+pub use future::ResponseFuture;
+pub use handle::{Event, Handle, Reason, Snapshot, State, ThresholdExceeded, Transition};
+pub use layer::{CircuitBreakerBuilder, CircuitBreakerConfig, CircuitBreakerLayer};
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+use crate::classify::{Classify, DefaultClassifier};
+use crate::error::{BoxError, CircuitOpen};
+use breaker::{Admission, Breaker};
+
+/// A service that stops calling its inner service while that keeps failing.
+///
+/// Built by [`CircuitBreakerLayer`]; see the [module docs](self).
+pub struct CircuitBreaker<S, C = DefaultClassifier> {
+    inner: S,
+    breaker: Arc<Breaker>,
+    classifier: C,
+    // Decided in `poll_ready`, consumed by `call`.
+    admission: Option<Admission>,
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    fn new(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
+        CircuitBreaker {
+            inner,
+            breaker,
+            classifier,
+            admission: None,
+        }
+    }
+
+    /// A handle on the shared breaker.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.breaker.clone())
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service, giving back any probe slot this service
+    /// holds.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Decides whether the next call may go ahead, unless that is already
+    /// decided and still holds.
+    fn decide(&mut self) {
+        let ask = match &self.admission {
+            None => true,
+            // A refusal gets a fresh look: probes may be allowed by now.
+            Some(Admission::Refused(_)) => true,
+            // Admitted under a period that has ended while the inner service
+            // was becoming ready: the call would count for nothing.
+            Some(Admission::Admitted(ticket)) => ticket.is_stale(),
+        };
+        if ask {
+            self.admission = Some(self.breaker.admit());
+        }
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    /// The clone shares the breaker but holds no admission of its own.
+    fn clone(&self) -> Self {
+        CircuitBreaker::new(
+            self.inner.clone(),
+            self.breaker.clone(),
+            self.classifier.clone(),
+        )
+    }
+}
+
+impl<S, C, Request> Service<Request> for CircuitBreaker<S, C>
+where
+    S: Service<Request>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.decide();
+        if !matches!(self.admission, Some(Admission::Admitted(_))) {
+            // Refused, decided without touching the inner service.
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Err(err)) => {
+                // No call will follow: give a probe slot back.
+                self.admission = None;
+                Poll::Ready(Err(err.into()))
+            }
+            other => other.map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.admission.take() {
+            Some(Admission::Admitted(ticket)) => {
+                ResponseFuture::admitted(self.inner.call(request), ticket, self.classifier.clone())
+            }
+            Some(Admission::Refused(retry_after)) => {
+                self.breaker.count_not_permitted();
+                ResponseFuture::rejected(CircuitOpen::new(self.breaker.name().clone(), retry_after))
+            }
+            None => ResponseFuture::not_ready(self.breaker.name().clone()),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("breaker", &self.breaker)
+            .field("admission", &self.admission)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,430 @@
+//! The breaker's shared state: the current period, admission, and the
+//! transitions between periods.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, Guard};
+use tokio::time::Instant;
+
+use super::handle::{Event, Reason, Snapshot, State, ThresholdExceeded, Transition};
+use super::period::{Crossed, Period, Start, Thresholds, Ticket};
+use super::window::{Totals, WindowKind};
+use crate::name::Name;
+
+/// A user's callback for the breaker's events.
+pub(crate) type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// The breaker's clock: tokio's, so paused-clock tests drive it, turned into
+/// nanoseconds since the breaker was built for the time windows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// How long each opening lasts: `base`, times `multiplier` for each opening
+/// since the breaker last closed, at most `max`, then spread by ±`jitter`
+/// (and still at most `max`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct OpenSchedule {
+    pub(crate) base: Duration,
+    pub(crate) multiplier: f64,
+    pub(crate) max: Duration,
+    pub(crate) jitter: f64,
+}
+
+impl OpenSchedule {
+    /// The length of the `opening`-th opening since the breaker last closed
+    /// (1 for the first); `draw` is uniform in [0, 1).
+    pub(crate) fn duration(&self, opening: u32, draw: f64) -> Duration {
+        let exponent = opening.saturating_sub(1);
+        // Integer arithmetic where it is exact, so a fixed 100 ms stays 100 ms.
+        let grown = if exponent == 0 || self.multiplier == 1.0 {
+            self.base.min(self.max)
+        } else {
+            let secs = self.base.as_secs_f64() * self.multiplier.powi(exponent.min(4096) as i32);
+            Duration::try_from_secs_f64(secs)
+                .unwrap_or(self.max)
+                .min(self.max)
+        };
+        if self.jitter == 0.0 {
+            return grown;
+        }
+        let factor = 1.0 + self.jitter * (2.0 * draw - 1.0);
+        Duration::try_from_secs_f64(grown.as_secs_f64() * factor)
+            .unwrap_or(grown)
+            .min(self.max)
+    }
+}
+
+/// A breaker's configuration, checked by the builder.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Settings {
+    pub(crate) window: WindowKind,
+    pub(crate) thresholds: Thresholds,
+    pub(crate) open: OpenSchedule,
+    pub(crate) half_open_probes: u32,
+    pub(crate) half_open_max_wait: Duration,
+}
+
+/// Where a transition may start from.
+#[derive(Clone, Copy)]
+enum From<'a> {
+    /// Only from this period: an automatic transition, which a racing one
+    /// may have made already.
+    Period(&'a Period),
+    /// From whatever is current: a manual transition.
+    Current,
+}
+
+/// Where a transition goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    Closed,
+    /// Open for the given time, or for the schedule's next duration.
+    Open(Option<Duration>),
+    HalfOpen,
+    ForcedOpen,
+    Disabled,
+    MetricsOnly,
+}
+
+impl Target {
+    fn state(self) -> State {
+        match self {
+            Target::Closed => State::Closed,
+            Target::Open(_) => State::Open,
+            Target::HalfOpen => State::HalfOpen,
+            Target::ForcedOpen => State::ForcedOpen,
+            Target::Disabled => State::Disabled,
+            Target::MetricsOnly => State::MetricsOnly,
+        }
+    }
+}
+
+/// Whether a call may go ahead.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    Admitted(Ticket),
+    /// Refused; how long until a probe may go, where known.
+    Refused(Option<Duration>),
+}
+
+/// Guarded by the transition lock.
+struct Control {
+    generation: u64,
+    // xorshift64* state for the open duration's jitter.
+    rng: u64,
+}
+
+impl Control {
+    /// Uniform in [0, 1).
+    fn draw(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let bits = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+        bits as f64 / (1u64 << 53) as f64
+    }
+}
+
+pub(crate) struct Breaker {
+    name: Name,
+    settings: Settings,
+    clock: Clock,
+    current: ArcSwap<Period>,
+    control: Mutex<Control>,
+    listener: Option<Listener>,
+}
+
+/// Admission re-reads the current period after making a lazy transition;
+/// racing transitions cannot outrun it for long, but the loop is bounded all
+/// the same.
+const MAX_ADMISSION_ROUNDS: usize = 4;
+
+impl Breaker {
+    pub(crate) fn new(
+        name: Name,
+        settings: Settings,
+        listener: Option<Listener>,
+        seed: Option<u64>,
+    ) -> Arc<Self> {
+        let now = Instant::now();
+        let clock = Clock { origin: now };
+        // A seed per breaker from std's per-process random keys, so that two
+        // breakers that open together do not reopen in lockstep.
+        let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(now));
+        Arc::new_cyclic(|weak| {
+            let first = Start {
+                state: State::Closed,
+                generation: 0,
+                since: now,
+                reason: Reason::Reset,
+                open_until: None,
+                openings: 0,
+                carried: Totals::default(),
+            };
+            Breaker {
+                current: ArcSwap::from_pointee(Period::new(weak.clone(), &settings, clock, first)),
+                name,
+                settings,
+                clock,
+                control: Mutex::new(Control {
+                    generation: 0,
+                    rng: seed | 1,
+                }),
+                listener,
+            }
+        })
+    }
+
+    pub(crate) fn name(&self) -> &Name {
+        &self.name
+    }
+
+    pub(crate) fn current(&self) -> Guard<Arc<Period>> {
+        self.current.load()
+    }
+
+    /// Decides whether a call may go ahead, making the lazy transitions
+    /// (Open to HalfOpen once the open duration has passed, HalfOpen back to
+    /// Open once its wait bound has) on the way. A refusal is not counted
+    /// here: `call` counts it, so polling readiness twice counts once.
+    pub(crate) fn admit(self: &Arc<Self>) -> Admission {
+        for _ in 0..MAX_ADMISSION_ROUNDS {
+            let period = self.current.load();
+            match period.state() {
+                State::Closed | State::MetricsOnly | State::Disabled => {
+                    return Admission::Admitted(Ticket::Window(Guard::into_inner(period)));
+                }
+                State::ForcedOpen => return Admission::Refused(None),
+                State::Open => {
+                    let Some(until) = period.start.open_until else {
+                        return Admission::Refused(None);
+                    };
+                    let now = Instant::now();
+                    if now < until {
+                        return Admission::Refused(Some(until - now));
+                    }
+                    self.transition(
+                        From::Period(&period),
+                        Target::HalfOpen,
+                        Reason::OpenDurationPassed,
+                    );
+                }
+                State::HalfOpen => {
+                    if period.probes().is_some_and(|p| p.try_take()) {
+                        let period = Guard::into_inner(period);
+                        return Admission::Admitted(Ticket::Probe(super::period::ProbeSlot::new(
+                            period,
+                        )));
+                    }
+                    let waited = Instant::now().saturating_duration_since(period.start.since);
+                    if waited < self.settings.half_open_max_wait {
+                        return Admission::Refused(None);
+                    }
+                    // The probes have not settled in time: back to Open.
+                    self.transition(
+                        From::Period(&period),
+                        Target::Open(None),
+                        Reason::HalfOpenTimedOut,
+                    );
+                }
+            }
+        }
+        Admission::Refused(None)
+    }
+
+    /// Counts a refusal against the current period.
+    pub(crate) fn count_not_permitted(&self) {
+        self.current.load().count_not_permitted();
+    }
+
+    /// Opens a Closed period whose window reached a threshold.
+    pub(crate) fn trip(self: &Arc<Self>, period: &Period, reason: Reason) {
+        self.transition(From::Period(period), Target::Open(None), reason);
+    }
+
+    /// Reopens a HalfOpen period whose probes reached a threshold.
+    pub(crate) fn reopen(self: &Arc<Self>, period: &Period, reason: Reason) {
+        self.transition(From::Period(period), Target::Open(None), reason);
+    }
+
+    /// Closes a HalfOpen period whose probes all reported below the thresholds.
+    pub(crate) fn close(self: &Arc<Self>, period: &Period) {
+        self.transition(
+            From::Period(period),
+            Target::Closed,
+            Reason::ProbesSucceeded,
+        );
+    }
+
+    /// A manual transition. A move to the current state is silent and keeps
+    /// the period (scenario CB-M4), except a reset, and an open with an
+    /// explicit duration, which always start afresh.
+    pub(crate) fn transition_to(self: &Arc<Self>, target: Target, reason: Reason) -> bool {
+        self.transition(From::Current, target, reason)
+    }
+
+    fn transition(self: &Arc<Self>, from: From<'_>, target: Target, reason: Reason) -> bool {
+        let now = Instant::now();
+        let transition = {
+            let mut control = crate::sync::lock(&self.control);
+            let current = self.current.load_full();
+            let silent = match from {
+                From::Period(expected) => !std::ptr::eq(Arc::as_ptr(&current), expected),
+                From::Current => {
+                    reason != Reason::Reset
+                        && current.state() == target.state()
+                        && !matches!(target, Target::Open(Some(_)))
+                }
+            };
+            if silent {
+                return false;
+            }
+            control.generation += 1;
+            let start = self.next_start(&current, target, reason, now, &mut control);
+            let next = Period::new(Arc::downgrade(self), &self.settings, self.clock, start);
+            current.mark_left();
+            self.current.store(Arc::new(next));
+            Transition::new(self.name.clone(), &current, start, current.totals(now))
+        };
+        self.emit(Event::Transition(transition));
+        true
+    }
+
+    fn next_start(
+        &self,
+        current: &Period,
+        target: Target,
+        reason: Reason,
+        now: Instant,
+        control: &mut Control,
+    ) -> Start {
+        let mut start = Start {
+            state: target.state(),
+            generation: control.generation,
+            since: now,
+            reason,
+            open_until: None,
+            openings: 0,
+            carried: Totals::default(),
+        };
+        match target {
+            Target::Open(lasting) => {
+                start.openings = match current.state() {
+                    State::Open | State::HalfOpen => current.start.openings.saturating_add(1),
+                    _ => 1,
+                };
+                let lasting = lasting
+                    .unwrap_or_else(|| self.settings.open.duration(start.openings, control.draw()));
+                start.open_until = now.checked_add(lasting);
+                start.carried = current.totals(now);
+            }
+            Target::HalfOpen => start.openings = current.start.openings,
+            _ => {}
+        }
+        start
+    }
+
+    /// MetricsOnly: reports thresholds its window reached, once each.
+    pub(crate) fn report_exceeded(&self, period: &Period, crossed: Crossed) {
+        let totals = period.totals(Instant::now());
+        for reason in crossed.reasons() {
+            self.emit(Event::ThresholdExceeded(ThresholdExceeded::new(
+                self.name.clone(),
+                reason,
+                totals,
+            )));
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        event.trace();
+        if let Some(listener) = &self.listener {
+            listener(&event);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let period = self.current.load();
+        let now = Instant::now();
+        Snapshot::new(&period, period.totals(now), &self.settings, now)
+    }
+}
+
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let period = self.current.load();
+        f.debug_struct("Breaker")
+            .field("name", &self.name)
+            .field("state", &period.state())
+            .field("generation", &period.start.generation)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(base_ms: u64, multiplier: f64, max_ms: u64, jitter: f64) -> OpenSchedule {
+        OpenSchedule {
+            base: Duration::from_millis(base_ms),
+            multiplier,
+            max: Duration::from_millis(max_ms),
+            jitter,
+        }
+    }
+
+    #[test]
+    fn open_durations_grow_by_the_multiplier_up_to_the_cap() {
+        // Scenario CB-O3 (a): 5 s, then 7.5 s, ...
+        let s = schedule(5_000, 1.5, 20_000, 0.0);
+        let ms = |n| s.duration(n, 0.5).as_millis();
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(4), ms(5)],
+            [5_000, 7_500, 11_250, 16_875, 20_000]
+        );
+        assert_eq!(ms(u32::MAX), 20_000, "no overflow however many openings");
+    }
+
+    #[test]
+    fn a_fixed_duration_is_exact() {
+        let s = schedule(100, 1.0, 100, 0.0);
+        assert_eq!(s.duration(7, 0.9), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn jitter_spreads_within_its_band_and_under_the_cap() {
+        let s = schedule(1_000, 2.0, 3_000, 0.25);
+        assert_eq!(s.duration(1, 0.0), Duration::from_millis(750));
+        assert_eq!(s.duration(1, 0.5), Duration::from_millis(1_000));
+        assert!(s.duration(1, 0.999_999) <= Duration::from_millis(1_250));
+        // 2 s grown, +25 % would be 2.5 s; 4 s grown is capped at 3 s first,
+        // and the upper half of its band is capped again.
+        assert_eq!(s.duration(3, 0.999), Duration::from_millis(3_000));
+        assert_eq!(s.duration(3, 0.0), Duration::from_millis(2_250));
+    }
+
+    #[test]
+    fn draws_are_uniform_enough_and_in_range() {
+        let mut control = Control {
+            generation: 0,
+            rng: 42 | 1,
+        };
+        let draws: Vec<f64> = (0..10_000).map(|_| control.draw()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let low = draws.iter().filter(|d| **d < 0.5).count();
+        assert!((4_500..5_500).contains(&low), "{low} of 10000 below 0.5");
+    }
+}

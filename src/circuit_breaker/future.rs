@@ -1,0 +1,136 @@
+//! The response future of [`CircuitBreaker`](super::CircuitBreaker).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::period::Ticket;
+use crate::classify::{Classify, Outcome};
+use crate::error::{BoxError, CircuitOpen};
+use crate::name::Name;
+
+pin_project! {
+    /// The response future of [`CircuitBreaker`](super::CircuitBreaker).
+    ///
+    /// An admitted call's outcome is classified and recorded when the inner
+    /// future completes. Dropping this future before then records nothing
+    /// (a cancelled call counts as ignored) and gives a half-open probe's
+    /// slot back; a panic in the inner future counts as a failure.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F, C> {
+        Admitted {
+            #[pin]
+            inner: F,
+            recorder: Recorder<C>,
+        },
+        Rejected {
+            error: Option<CircuitOpen>,
+        },
+        // `call` without a `poll_ready` that returned `Ready(Ok(()))`.
+        NotReady {
+            name: Name,
+        },
+    }
+}
+
+/// Records an admitted call's outcome against its ticket.
+#[derive(Debug)]
+struct Recorder<C> {
+    ticket: Option<Ticket>,
+    classifier: C,
+    // Read only when the breaker detects slow calls.
+    started: Option<Instant>,
+    // Set while the inner future is being polled: if this is dropped with it
+    // set, the inner future panicked.
+    polling: bool,
+}
+
+impl<C> Drop for Recorder<C> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            if self.polling {
+                // The inner future panicked: that says the service is broken.
+                ticket.finish(Outcome::Failure, self.started);
+            }
+            // Otherwise cancelled: dropping the ticket records nothing and
+            // gives a probe slot back.
+        }
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn admitted(inner: F, ticket: Ticket, classifier: C) -> Self {
+        let started = ticket.times_calls().then(Instant::now);
+        ResponseFuture {
+            kind: Kind::Admitted {
+                inner,
+                recorder: Recorder {
+                    ticket: Some(ticket),
+                    classifier,
+                    started,
+                    polling: false,
+                },
+            },
+        }
+    }
+
+    pub(crate) fn rejected(error: CircuitOpen) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
+        }
+    }
+
+    pub(crate) fn not_ready(name: Name) -> Self {
+        ResponseFuture {
+            kind: Kind::NotReady { name },
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, E>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Admitted { inner, recorder } => {
+                recorder.polling = true;
+                let polled = inner.poll(cx);
+                recorder.polling = false;
+                let Poll::Ready(result) = polled else {
+                    return Poll::Pending;
+                };
+                if let Some(ticket) = recorder.ticket.take() {
+                    let outcome = recorder.classifier.classify(&result);
+                    ticket.finish(outcome, recorder.started);
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+            KindProj::Rejected { error } => Poll::Ready(Err(match error.take() {
+                Some(error) => Box::new(error),
+                None => "circuit breaker response future polled after completion".into(),
+            })),
+            KindProj::NotReady { name } => Poll::Ready(Err(format!(
+                "circuit breaker `{name}`: `call` was made without a successful \
+                 `poll_ready`, so the call was not sent"
+            )
+            .into())),
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! [`CircuitBreakerLayer`], its builder and its configuration.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::CircuitBreaker;
+use super::breaker::{Breaker, Listener, OpenSchedule, Settings};
+use super::handle::{Event, Handle};
+use super::period::{SlowCalls, Thresholds, to_ppm};
+use super::probes::MAX_PROBES;
+use super::window::WindowKind;
+use crate::classify::DefaultClassifier;
+use crate::error::ConfigError;
+
+const LAYER: &str = "circuit_breaker";
+const DEFAULT_NAME: &str = "circuit_breaker";
+
+const DEFAULT_COUNT_WINDOW: usize = 100;
+const DEFAULT_MINIMUM_CALLS: u64 = 20;
+const DEFAULT_FAILURE_RATE: f64 = 0.5;
+const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
+const DEFAULT_HALF_OPEN_PROBES: u32 = 3;
+const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// The largest count window: one byte per call it holds.
+const MAX_COUNT_WINDOW: usize = 1 << 24;
+/// The most buckets a time window may have (32 bytes each).
+const MAX_BUCKETS: usize = 10_000;
+/// The shortest bucket a time window may have.
+const MIN_BUCKET: Duration = Duration::from_millis(1);
+
+/// Applies a [`CircuitBreaker`] to a service.
+///
+/// One layer value is one breaker: every service it builds, and every clone
+/// of those, shares its state. Build one layer per dependency.
+#[derive(Clone)]
+pub struct CircuitBreakerLayer<C = DefaultClassifier> {
+    breaker: Arc<Breaker>,
+    classifier: C,
+}
+
+impl CircuitBreakerLayer {
+    /// A builder, starting from the defaults listed in the
+    /// [module docs](super#configuration).
+    pub fn builder() -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder::default()
+    }
+
+    /// Builds a layer from a [`CircuitBreakerConfig`] (loaded from a file,
+    /// say), with the default classifier.
+    ///
+    /// # Errors
+    ///
+    /// As [`CircuitBreakerBuilder::build`], and when both `count_window` and
+    /// `time_window` are set.
+    pub fn from_config(config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        CircuitBreakerBuilder::from_config(config)?.build()
+    }
+}
+
+impl<C> CircuitBreakerLayer<C> {
+    /// A handle on the breaker: state, counts, manual control.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.breaker.clone())
+    }
+}
+
+impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
+    type Service = CircuitBreaker<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker::new(inner, self.breaker.clone(), self.classifier.clone())
+    }
+}
+
+impl<C> fmt::Debug for CircuitBreakerLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerLayer")
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum WindowChoice {
+    Count(usize),
+    Time(Duration, Option<usize>),
+}
+
+/// Builds a [`CircuitBreakerLayer`].
+///
+/// Every option has a default (see the [module docs](super#configuration));
+/// [`build`](Self::build) checks them all and names the first bad one.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::circuit_breaker::CircuitBreakerLayer;
+///
+/// let layer = CircuitBreakerLayer::builder()
+///     .name("payments")
+///     .time_window(Duration::from_secs(30))
+///     .minimum_calls(10)
+///     .failure_rate(0.5)
+///     .slow_calls(Duration::from_millis(500), 0.8)
+///     .open_for(Duration::from_secs(5))
+///     .open_backoff(2.0, Duration::from_secs(120))
+///     .half_open_probes(3)
+///     .build()?;
+/// assert_eq!(layer.handle().name(), "payments");
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
+    name: Option<Cow<'static, str>>,
+    window: WindowChoice,
+    minimum_calls: Option<u64>,
+    failure_rate: f64,
+    slow_calls: Option<(Duration, f64)>,
+    consecutive_failures: Option<u64>,
+    open_for: Duration,
+    open_backoff: Option<(f64, Duration)>,
+    open_jitter: f64,
+    half_open_probes: u32,
+    half_open_max_wait: Duration,
+    classifier: C,
+    listener: Option<Listener>,
+    seed: Option<u64>,
+}
+
+impl Default for CircuitBreakerBuilder {
+    fn default() -> Self {
+        CircuitBreakerBuilder {
+            name: None,
+            window: WindowChoice::Count(DEFAULT_COUNT_WINDOW),
+            minimum_calls: None,
+            failure_rate: DEFAULT_FAILURE_RATE,
+            slow_calls: None,
+            consecutive_failures: None,
+            open_for: DEFAULT_OPEN_FOR,
+            open_backoff: None,
+            open_jitter: 0.0,
+            half_open_probes: DEFAULT_HALF_OPEN_PROBES,
+            half_open_max_wait: DEFAULT_HALF_OPEN_MAX_WAIT,
+            classifier: DefaultClassifier,
+            listener: None,
+            seed: None,
+        }
+    }
+}
+
+impl<C> CircuitBreakerBuilder<C> {
+    /// The name used in errors, events and the handle (default
+    /// `"circuit_breaker"`).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Judge the last `n` calls (the default, with `n` = 100). Each new
+    /// outcome pushes the oldest out. Needs no clock read per call.
+    pub fn count_window(mut self, n: usize) -> Self {
+        self.window = WindowChoice::Count(n);
+        self
+    }
+
+    /// Judge the calls of the last `length`, in one bucket per second (one
+    /// bucket if `length` is under a second). Calls leave the window a whole
+    /// bucket at a time. Reads the clock once per call.
+    pub fn time_window(mut self, length: Duration) -> Self {
+        self.window = WindowChoice::Time(length, None);
+        self
+    }
+
+    /// As [`time_window`](Self::time_window), in `buckets` buckets: more
+    /// buckets slide more smoothly and cost 32 bytes each.
+    pub fn time_window_buckets(mut self, length: Duration, buckets: usize) -> Self {
+        self.window = WindowChoice::Time(length, Some(buckets));
+        self
+    }
+
+    /// How many calls the window must hold before its rates count (default
+    /// 20, or the window's size if that is smaller). At least 1, and for a
+    /// count window at most its size.
+    pub fn minimum_calls(mut self, n: u64) -> Self {
+        self.minimum_calls = Some(n);
+        self
+    }
+
+    /// Open when at least this share of the window's calls failed (default
+    /// 0.5); in (0, 1].
+    pub fn failure_rate(mut self, rate: f64) -> Self {
+        self.failure_rate = rate;
+        self
+    }
+
+    /// Also open when at least `rate` of the window's calls took longer than
+    /// `longer_than`, whether they succeeded or failed (off by default).
+    /// Reads the clock when each call starts and ends.
+    pub fn slow_calls(mut self, longer_than: Duration, rate: f64) -> Self {
+        self.slow_calls = Some((longer_than, rate));
+        self
+    }
+
+    /// Also open after `n` failures in a row, however few calls the window
+    /// holds (off by default).
+    pub fn consecutive_failures(mut self, n: u64) -> Self {
+        self.consecutive_failures = Some(n);
+        self
+    }
+
+    /// How long the breaker stays open before letting probes through
+    /// (default 30 s); the first step when [`open_backoff`](Self::open_backoff)
+    /// is set.
+    pub fn open_for(mut self, duration: Duration) -> Self {
+        self.open_for = duration;
+        self
+    }
+
+    /// Make each consecutive opening (reopening from HalfOpen without having
+    /// closed) last `multiplier` times the one before, up to `max`. Closing
+    /// starts the schedule over.
+    pub fn open_backoff(mut self, multiplier: f64, max: Duration) -> Self {
+        self.open_backoff = Some((multiplier, max));
+        self
+    }
+
+    /// Spread each open duration uniformly by ±`fraction` of itself (default
+    /// 0), so that many breakers opened together do not probe together. The
+    /// backoff's maximum still holds. In [0, 1).
+    pub fn open_jitter(mut self, fraction: f64) -> Self {
+        self.open_jitter = fraction;
+        self
+    }
+
+    /// How many probe calls HalfOpen lets through (default 3). The breaker
+    /// closes when all of them report below the thresholds, and reopens as
+    /// soon as their outcomes reach a threshold over all of them.
+    pub fn half_open_probes(mut self, n: u32) -> Self {
+        self.half_open_probes = n;
+        self
+    }
+
+    /// How long HalfOpen waits for its probes to report before it gives up
+    /// and reopens (default 60 s); checked when a call arrives.
+    pub fn half_open_max_wait(mut self, duration: Duration) -> Self {
+        self.half_open_max_wait = duration;
+        self
+    }
+
+    /// Seeds the open duration's jitter, for reproducible tests (by default
+    /// each breaker draws a random seed).
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Calls `listener` on every [`Event`]: each transition, and thresholds
+    /// reached in MetricsOnly. It runs on the thread whose call caused the
+    /// event, after the transition is made and its lock released, so it may
+    /// read and control the breaker through a [`Handle`]; it should be quick.
+    /// Without a listener, events cost nothing but their `tracing` event.
+    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Decides what counts as a success, a failure or neither (default
+    /// [`DefaultClassifier`]); see [`crate::classify`].
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
+        CircuitBreakerBuilder {
+            name: self.name,
+            window: self.window,
+            minimum_calls: self.minimum_calls,
+            failure_rate: self.failure_rate,
+            slow_calls: self.slow_calls,
+            consecutive_failures: self.consecutive_failures,
+            open_for: self.open_for,
+            open_backoff: self.open_backoff,
+            open_jitter: self.open_jitter,
+            half_open_probes: self.half_open_probes,
+            half_open_max_wait: self.half_open_max_wait,
+            classifier,
+            listener: self.listener,
+            seed: self.seed,
+        }
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field when: a rate is outside (0, 1]; a
+    /// window, the minimum calls, the probes, the consecutive failures, the
+    /// open duration, the slow-call duration or the half-open wait is zero;
+    /// the minimum calls exceed a count window; a time window's buckets are
+    /// shorter than 1 ms, more than 10 000, or do not divide it exactly; the
+    /// backoff's multiplier is below 1 or its maximum below `open_for`; the
+    /// jitter is outside [0, 1).
+    pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        let window = self.checked_window()?;
+        let minimum_calls = self.checked_minimum_calls(window)?;
+        let failure_ppm = rate("failure_rate", self.failure_rate)?;
+        let slow = match self.slow_calls {
+            None => None,
+            Some((longer_than, slow_rate)) => {
+                if longer_than.is_zero() {
+                    return Err(invalid("slow_call_duration", "must be more than zero"));
+                }
+                Some(SlowCalls {
+                    longer_than,
+                    ppm: rate("slow_call_rate", slow_rate)?,
+                })
+            }
+        };
+        if self.consecutive_failures == Some(0) {
+            return Err(invalid("consecutive_failures", "must be at least 1"));
+        }
+        let settings = Settings {
+            window,
+            thresholds: Thresholds {
+                failure_ppm,
+                slow,
+                minimum_calls,
+                consecutive_failures: self.consecutive_failures,
+            },
+            open: self.checked_open_schedule()?,
+            half_open_probes: self.checked_half_open_probes()?,
+            half_open_max_wait: positive("half_open_max_wait", self.half_open_max_wait)?,
+        };
+        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        Ok(CircuitBreakerLayer {
+            breaker: Breaker::new(name, settings, self.listener, self.seed),
+            classifier: self.classifier,
+        })
+    }
+
+    fn checked_window(&self) -> Result<WindowKind, ConfigError> {
+        match self.window {
+            WindowChoice::Count(0) => Err(invalid("count_window", "must hold at least 1 call")),
+            WindowChoice::Count(n) if n > MAX_COUNT_WINDOW => Err(invalid(
+                "count_window",
+                format!("must be at most {MAX_COUNT_WINDOW} calls, got {n}"),
+            )),
+            WindowChoice::Count(n) => Ok(WindowKind::Count(n)),
+            WindowChoice::Time(length, buckets) => {
+                if length.is_zero() {
+                    return Err(invalid("time_window", "must be more than zero"));
+                }
+                let buckets = buckets.unwrap_or_else(|| length.as_secs().max(1) as usize);
+                if buckets == 0 || buckets > MAX_BUCKETS {
+                    return Err(invalid(
+                        "time_window_buckets",
+                        format!("must be 1 ..= {MAX_BUCKETS}, got {buckets}"),
+                    ));
+                }
+                let nanos = length.as_nanos();
+                if nanos % buckets as u128 != 0 {
+                    return Err(invalid(
+                        "time_window_buckets",
+                        format!("{buckets} buckets do not divide {length:?} exactly"),
+                    ));
+                }
+                if length / (buckets as u32) < MIN_BUCKET {
+                    return Err(invalid(
+                        "time_window_buckets",
+                        format!("{buckets} buckets of {length:?} are shorter than {MIN_BUCKET:?}"),
+                    ));
+                }
+                Ok(WindowKind::Time { length, buckets })
+            }
+        }
+    }
+
+    fn checked_minimum_calls(&self, window: WindowKind) -> Result<u64, ConfigError> {
+        let size = match window {
+            WindowKind::Count(n) => Some(n as u64),
+            WindowKind::Time { .. } => None,
+        };
+        match (self.minimum_calls, size) {
+            (Some(0), _) => Err(invalid("minimum_calls", "must be at least 1")),
+            (Some(n), Some(size)) if n > size => Err(invalid(
+                "minimum_calls",
+                format!(
+                    "{n} is more than the count window holds ({size}), so no rate would ever count"
+                ),
+            )),
+            (Some(n), _) => Ok(n),
+            (None, Some(size)) => Ok(DEFAULT_MINIMUM_CALLS.min(size)),
+            (None, None) => Ok(DEFAULT_MINIMUM_CALLS),
+        }
+    }
+
+    fn checked_open_schedule(&self) -> Result<OpenSchedule, ConfigError> {
+        let base = positive("open_for", self.open_for)?;
+        let (multiplier, max) = match self.open_backoff {
+            // No growth, and no cap on the jitter's upper half.
+            None => (1.0, Duration::MAX),
+            Some((multiplier, max)) => {
+                if !(multiplier.is_finite() && multiplier >= 1.0) {
+                    return Err(invalid(
+                        "open_backoff.multiplier",
+                        format!("must be a finite number of at least 1, got {multiplier}"),
+                    ));
+                }
+                if max < base {
+                    return Err(invalid(
+                        "open_backoff.max",
+                        format!("must be at least `open_for` ({base:?}), got {max:?}"),
+                    ));
+                }
+                (multiplier, max)
+            }
+        };
+        if !(0.0..1.0).contains(&self.open_jitter) {
+            return Err(invalid(
+                "open_jitter",
+                format!("must be in [0, 1), got {}", self.open_jitter),
+            ));
+        }
+        Ok(OpenSchedule {
+            base,
+            multiplier,
+            max,
+            jitter: self.open_jitter,
+        })
+    }
+
+    fn checked_half_open_probes(&self) -> Result<u32, ConfigError> {
+        match self.half_open_probes {
+            0 => Err(invalid("half_open_probes", "must be at least 1")),
+            n if n > MAX_PROBES => Err(invalid(
+                "half_open_probes",
+                format!("must be at most {MAX_PROBES}, got {n}"),
+            )),
+            n => Ok(n),
+        }
+    }
+}
+
+impl CircuitBreakerBuilder {
+    fn from_config(config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        let mut b = CircuitBreakerLayer::builder();
+        if let Some(name) = config.name {
+            b = b.name(name);
+        }
+        b = match (config.count_window, config.time_window) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "time_window",
+                    "set `count_window` or `time_window`, not both",
+                ));
+            }
+            (Some(n), None) => b.count_window(n),
+            (None, Some(length)) => match config.time_window_buckets {
+                Some(buckets) => b.time_window_buckets(length, buckets),
+                None => b.time_window(length),
+            },
+            (None, None) => b,
+        };
+        if let Some(n) = config.minimum_calls {
+            b = b.minimum_calls(n);
+        }
+        if let Some(r) = config.failure_rate {
+            b = b.failure_rate(r);
+        }
+        match (config.slow_call_duration, config.slow_call_rate) {
+            (Some(d), Some(r)) => b = b.slow_calls(d, r),
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(invalid(
+                    "slow_call_rate",
+                    "must be set with `slow_call_duration`",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "slow_call_duration",
+                    "must be set with `slow_call_rate`",
+                ));
+            }
+        }
+        if let Some(n) = config.consecutive_failures {
+            b = b.consecutive_failures(n);
+        }
+        if let Some(d) = config.open_for {
+            b = b.open_for(d);
+        }
+        match (config.open_multiplier, config.open_max) {
+            (None, None) => {}
+            (Some(multiplier), Some(max)) => b = b.open_backoff(multiplier, max),
+            (Some(_), None) => {
+                return Err(invalid("open_max", "must be set with `open_multiplier`"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("open_multiplier", "must be set with `open_max`"));
+            }
+        }
+        if let Some(j) = config.open_jitter {
+            b = b.open_jitter(j);
+        }
+        if let Some(n) = config.half_open_probes {
+            b = b.half_open_probes(n);
+        }
+        if let Some(d) = config.half_open_max_wait {
+            b = b.half_open_max_wait(d);
+        }
+        Ok(b)
+    }
+}
+
+impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerBuilder")
+            .field("name", &self.name)
+            .field("window", &self.window)
+            .field("minimum_calls", &self.minimum_calls)
+            .field("failure_rate", &self.failure_rate)
+            .field("slow_calls", &self.slow_calls)
+            .field("consecutive_failures", &self.consecutive_failures)
+            .field("open_for", &self.open_for)
+            .field("open_backoff", &self.open_backoff)
+            .field("open_jitter", &self.open_jitter)
+            .field("half_open_probes", &self.half_open_probes)
+            .field("half_open_max_wait", &self.half_open_max_wait)
+            .field("listener", &self.listener.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(field: &'static str, rule: impl Into<Cow<'static, str>>) -> ConfigError {
+    ConfigError::new(LAYER, field, rule)
+}
+
+fn rate(field: &'static str, value: f64) -> Result<u32, ConfigError> {
+    // Written so that NaN fails too.
+    if value > 0.0 && value <= 1.0 {
+        Ok(to_ppm(value).max(1))
+    } else {
+        Err(invalid(field, format!("must be in (0, 1], got {value}")))
+    }
+}
+
+fn positive(field: &'static str, value: Duration) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        Err(invalid(field, "must be more than zero"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// A [`CircuitBreakerLayer`]'s settings as plain data, for loading from a
+/// file. Every field may be left out, for its default.
+///
+/// With the `serde` feature it implements `Deserialize`; durations are
+/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds:
+///
+/// ```text
+/// name = "payments"
+/// time_window = "30s"
+/// minimum_calls = 10
+/// failure_rate = 0.5
+/// slow_call_duration = "500ms"
+/// slow_call_rate = 0.8
+/// open_for = "5s"
+/// open_multiplier = 2.0
+/// open_max = "2m"
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct CircuitBreakerConfig {
+    /// See [`CircuitBreakerBuilder::name`].
+    pub name: Option<String>,
+    /// See [`CircuitBreakerBuilder::count_window`].
+    pub count_window: Option<usize>,
+    /// See [`CircuitBreakerBuilder::time_window`].
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
+    pub time_window: Option<Duration>,
+    /// See [`CircuitBreakerBuilder::time_window_buckets`].
+    pub time_window_buckets: Option<usize>,
+    /// See [`CircuitBreakerBuilder::minimum_calls`].
+    pub minimum_calls: Option<u64>,
+    /// See [`CircuitBreakerBuilder::failure_rate`].
+    pub failure_rate: Option<f64>,
+    /// See [`CircuitBreakerBuilder::slow_calls`]; set with `slow_call_rate`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
+    pub slow_call_duration: Option<Duration>,
+    /// See [`CircuitBreakerBuilder::slow_calls`]; set with `slow_call_duration`.
+    pub slow_call_rate: Option<f64>,
+    /// See [`CircuitBreakerBuilder::consecutive_failures`].
+    pub consecutive_failures: Option<u64>,
+    /// See [`CircuitBreakerBuilder::open_for`].
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
+    pub open_for: Option<Duration>,
+    /// See [`CircuitBreakerBuilder::open_backoff`]; set with `open_max`.
+    pub open_multiplier: Option<f64>,
+    /// See [`CircuitBreakerBuilder::open_backoff`] (default: no cap).
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
+    pub open_max: Option<Duration>,
+    /// See [`CircuitBreakerBuilder::open_jitter`].
+    pub open_jitter: Option<f64>,
+    /// See [`CircuitBreakerBuilder::half_open_probes`].
+    pub half_open_probes: Option<u32>,
+    /// See [`CircuitBreakerBuilder::half_open_max_wait`].
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
+    pub half_open_max_wait: Option<Duration>,
+}

@@ -1,0 +1,1028 @@
+//! The circuit breaker layer, under tokio's paused clock. Scenario ids refer
+//! to `SCENARIOS.md`.
+
+mod support;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade::circuit_breaker::{
+    CircuitBreakerBuilder, CircuitBreakerLayer, Event, Handle, Reason, State,
+};
+use palisade::classify::Outcome;
+use palisade::{BoxError, ErrorKind};
+use support::{Answer, Probe, ProbeError, Readiness};
+use tokio::time::{Instant, advance};
+use tokio_test::task;
+use tower::util::BoxCloneService;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// What the backend does with one call: how long it takes and how it ends.
+#[derive(Clone, Copy, Debug)]
+struct Call {
+    fail: bool,
+    ignored: bool,
+    takes: Duration,
+}
+
+const S: Call = Call {
+    fail: false,
+    ignored: false,
+    takes: Duration::ZERO,
+};
+const F: Call = Call { fail: true, ..S };
+/// Fails with an error the classifier ignores (an "I/O" error, CB-T6).
+const I: Call = Call { ignored: true, ..S };
+
+impl Call {
+    fn taking(self, takes: Duration) -> Call {
+        Call { takes, ..self }
+    }
+}
+
+#[derive(Debug)]
+struct IoError;
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("socket timeout")
+    }
+}
+
+impl std::error::Error for IoError {}
+
+/// Errors are failures, except `IoError`, which is ignored (CB-T6), and the
+/// response "failure", which is a failure though it is `Ok` (CB-T6 b).
+fn classify(result: &Result<&'static str, BoxError>) -> Outcome {
+    match result {
+        Ok("failure") => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+        Err(err) if err.is::<IoError>() => Outcome::Ignored,
+        Err(_) => Outcome::Failure,
+    }
+}
+
+type Svc = BoxCloneService<Call, &'static str, BoxError>;
+
+/// Every event the breaker reported, in order.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<Event>>>);
+
+impl Events {
+    fn transitions(&self) -> Vec<(State, State, Reason)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Transition(t) => Some((t.from, t.to, t.reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn open_durations(&self) -> Vec<Duration> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Transition(t) => t.open_for,
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn exceeded(&self) -> Vec<Reason> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::ThresholdExceeded(e) => Some(e.reason),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A breaker around a backend that does what each `Call` says.
+struct Rig {
+    svc: Svc,
+    handle: Handle,
+    events: Events,
+    backend_calls: Arc<AtomicUsize>,
+}
+
+fn rig(builder: CircuitBreakerBuilder) -> Rig {
+    let events = Events::default();
+    let sink = events.0.clone();
+    let layer = builder
+        .classifier(classify)
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let backend_calls = Arc::new(AtomicUsize::new(0));
+    let counter = backend_calls.clone();
+    let backend = service_fn(move |call: Call| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if !call.takes.is_zero() {
+                tokio::time::sleep(call.takes).await;
+            }
+            if call.ignored {
+                Err::<&'static str, BoxError>(Box::new(IoError))
+            } else if call.fail {
+                Err("failed".into())
+            } else {
+                Ok("ok")
+            }
+        }
+    });
+    Rig {
+        handle: layer.handle(),
+        svc: BoxCloneService::new(layer.layer(backend)),
+        events,
+        backend_calls,
+    }
+}
+
+/// The base configuration of resilience4j's state machine tests ("CFG-R").
+fn cfg_r() -> CircuitBreakerBuilder {
+    CircuitBreakerLayer::builder()
+        .name("cfg-r")
+        .time_window(secs(20))
+        .minimum_calls(5)
+        .failure_rate(0.5)
+        .slow_calls(secs(4), 0.5)
+        .half_open_probes(4)
+        .half_open_max_wait(secs(1))
+        .open_for(secs(5))
+}
+
+impl Rig {
+    async fn call(&mut self, call: Call) -> Result<&'static str, BoxError> {
+        self.svc.ready().await?.call(call).await
+    }
+
+    /// Runs each call to completion, one after another.
+    async fn run(&mut self, calls: &[Call]) {
+        for call in calls {
+            let _ = self.call(*call).await;
+        }
+    }
+
+    /// Starts a call and leaves it in flight (its backend sleeping).
+    fn start(
+        &self,
+        call: Call,
+    ) -> task::Spawn<impl Future<Output = Result<&'static str, BoxError>> + use<>> {
+        let mut svc = self.svc.clone();
+        let mut spawned = task::spawn(async move { svc.ready().await?.call(call).await });
+        assert!(spawned.poll().is_pending(), "{call:?} should be in flight");
+        spawned
+    }
+
+    fn counts(&self) -> (u64, u64, u64) {
+        let s = self.handle.snapshot();
+        (s.calls, s.failures, s.slow_calls)
+    }
+}
+
+fn open_error(result: Result<&'static str, BoxError>) -> palisade::error::CircuitOpen {
+    let err = result.expect_err("the call should be refused");
+    match ErrorKind::of(&err) {
+        ErrorKind::CircuitOpen(open) => open.clone(),
+        _ => panic!("expected CircuitOpen, got {err:?}"),
+    }
+}
+
+/// Trips `rig` (window of CFG-R: five failures).
+async fn trip(rig: &mut Rig) {
+    rig.run(&[F, F, F, F, F]).await;
+    assert_eq!(rig.handle.state(), State::Open);
+}
+
+// ---------------------------------------------------------------- tripping
+
+#[tokio::test(start_paused = true)]
+async fn trips_on_failure_rate_once_the_minimum_calls_are_in() {
+    // scenario CB-T1
+    let mut rig = rig(cfg_r());
+    let expected = [(1, 1), (2, 2), (3, 3), (4, 3)];
+    for (call, (calls, failures)) in [F, F, F, S].into_iter().zip(expected) {
+        rig.run(&[call]).await;
+        let s = rig.handle.snapshot();
+        assert_eq!(
+            (s.state, s.calls, s.failures),
+            (State::Closed, calls, failures)
+        );
+        assert_eq!(s.failure_rate, None, "no rate below the minimum calls");
+    }
+    rig.run(&[S]).await;
+    let s = rig.handle.snapshot();
+    assert_eq!(s.state, State::Open);
+    assert_eq!((s.calls, s.failures, s.failure_rate), (5, 3, Some(0.6)));
+    assert_eq!(
+        rig.events.transitions(),
+        [(State::Closed, State::Open, Reason::FailureRate)]
+    );
+
+    let refused = open_error(rig.call(S).await);
+    assert_eq!(refused.name(), "cfg-r");
+    let s = rig.handle.snapshot();
+    assert_eq!(s.not_permitted, 1);
+    assert_eq!((s.calls, s.failures), (5, 3), "Open shows what tripped it");
+    assert_eq!(rig.backend_calls.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn trips_on_slow_calls_alone_measured_by_the_layer() {
+    // scenario CB-T4 (a'): the calls themselves take 5, 5, 1, 1, 5 s.
+    let mut rig = rig(cfg_r());
+    let expected = [(1, 1), (2, 2), (3, 2), (4, 2)];
+    for (takes, (calls, slow)) in [5, 5, 1, 1].into_iter().zip(expected) {
+        rig.run(&[S.taking(secs(takes))]).await;
+        let (c, _, s) = rig.counts();
+        assert_eq!((c, s), (calls, slow));
+        assert_eq!(rig.handle.state(), State::Closed);
+    }
+    rig.run(&[S.taking(secs(5))]).await;
+    let s = rig.handle.snapshot();
+    assert_eq!(s.state, State::Open);
+    assert_eq!((s.calls, s.failures, s.slow_calls), (5, 0, 3));
+    assert_eq!(s.slow_call_rate, Some(0.6));
+    assert_eq!(
+        rig.events.transitions(),
+        [(State::Closed, State::Open, Reason::SlowCallRate)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_failure_counts_both_ways() {
+    // scenario CB-T4 (a): F(5s), S(5s), F(100ms), S(100ms), S(5s).
+    let mut rig = rig(cfg_r());
+    rig.run(&[
+        F.taking(secs(5)),
+        S.taking(secs(5)),
+        F.taking(ms(100)),
+        S.taking(ms(100)),
+        S.taking(secs(5)),
+    ])
+    .await;
+    let s = rig.handle.snapshot();
+    assert_eq!(s.state, State::Open);
+    assert_eq!((s.calls, s.failures, s.slow_calls), (5, 2, 3));
+    assert_eq!(rig.events.transitions()[0].2, Reason::SlowCallRate);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_of_exactly_the_slow_threshold_is_not_slow() {
+    // scenario CB-T4 (b), and its edge.
+    let builder = || {
+        CircuitBreakerLayer::builder()
+            .count_window(2)
+            .minimum_calls(2)
+            .slow_calls(ms(20), 0.5)
+    };
+    let mut edge = rig(builder());
+    edge.run(&[S, S.taking(ms(20))]).await;
+    assert_eq!(edge.counts(), (2, 0, 0));
+    assert_eq!(edge.handle.state(), State::Closed);
+
+    let mut slow = rig(builder());
+    slow.run(&[S, S.taking(ms(40))]).await;
+    let s = slow.handle.snapshot();
+    assert_eq!(s.state, State::Open);
+    assert_eq!((s.failure_rate, s.slow_call_rate), (Some(0.0), Some(0.5)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_trip_before_the_window_has_its_minimum() {
+    // scenario CB-T5: k = 3, minimum calls 100.
+    let builder = || {
+        CircuitBreakerLayer::builder()
+            .count_window(100)
+            .minimum_calls(100)
+            .consecutive_failures(3)
+    };
+    let mut rig1 = rig(builder());
+    rig1.run(&[S, F, F]).await;
+    assert_eq!(rig1.handle.state(), State::Closed);
+    assert_eq!(rig1.handle.snapshot().consecutive_failures, 2);
+    rig1.run(&[F]).await;
+    assert_eq!(
+        rig1.events.transitions(),
+        [(State::Closed, State::Open, Reason::ConsecutiveFailures)]
+    );
+
+    let mut rig2 = rig(builder());
+    rig2.run(&[F, F, S, F, F]).await;
+    assert_eq!(rig2.handle.state(), State::Closed, "a success ends the run");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignored_outcomes_count_neither_way_and_reach_the_caller_unchanged() {
+    // scenario CB-T6 (a) and (b).
+    let mut rig = rig(CircuitBreakerLayer::builder()
+        .count_window(2)
+        .minimum_calls(2)
+        .half_open_probes(2));
+    rig.run(&[F]).await;
+    let err = rig.call(I).await.unwrap_err();
+    assert!(
+        err.is::<IoError>(),
+        "the caller gets the ignored error itself"
+    );
+    assert_eq!(rig.counts(), (1, 1, 0));
+    assert_eq!(rig.handle.state(), State::Closed);
+
+    // (b) A response classified as a failure still reaches the caller.
+    let mut rig = rig_with_failure_responses();
+    assert_eq!(rig.call(S).await.unwrap(), "ok");
+    assert_eq!(rig.call(S).await.unwrap(), "failure");
+    assert_eq!(rig.counts(), (2, 1, 0));
+}
+
+fn rig_with_failure_responses() -> Rig {
+    // The backend answers "ok" then "failure".
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(10)
+        .classifier(classify)
+        .build()
+        .unwrap();
+    let answers = Arc::new(AtomicUsize::new(0));
+    let backend = service_fn(move |_: Call| {
+        let n = answers.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, BoxError>(if n == 0 { "ok" } else { "failure" }) }
+    });
+    Rig {
+        handle: layer.handle(),
+        svc: BoxCloneService::new(layer.layer(backend)),
+        events: Events::default(),
+        backend_calls: Arc::new(AtomicUsize::new(0)),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_time_window_forgets_old_failures() {
+    let mut rig = rig(CircuitBreakerLayer::builder()
+        .time_window(secs(10))
+        .minimum_calls(2)
+        .failure_rate(0.5));
+    rig.run(&[F]).await;
+    advance(secs(10)).await;
+    rig.run(&[F]).await;
+    assert_eq!(rig.counts(), (1, 1, 0), "the first failure left the window");
+    assert_eq!(rig.handle.state(), State::Closed);
+    rig.run(&[S, F]).await;
+    assert_eq!(rig.handle.state(), State::Open);
+}
+
+// ---------------------------------------------------------------- open
+
+#[tokio::test(start_paused = true)]
+async fn open_refuses_without_touching_the_inner_service() {
+    // Principle 4: not even its readiness.
+    let probe = Probe::new(Answer::Now);
+    let layer = CircuitBreakerLayer::builder().build().unwrap();
+    layer.handle().open_for(secs(5));
+    let mut svc = layer.layer(probe.clone());
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    let ErrorKind::CircuitOpen(open) = ErrorKind::of(&err) else {
+        panic!("{err:?}")
+    };
+    assert_eq!(open.retry_after(), Some(secs(5)));
+    assert_eq!(probe.ready_polls(), 0);
+    assert_eq!(probe.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_moves_to_half_open_lazily_when_the_duration_has_passed() {
+    // scenario CB-O1
+    let mut rig = rig(cfg_r());
+    assert!(rig.handle.open());
+    open_error(rig.call(S).await);
+    advance(secs(3)).await;
+    let refused = open_error(rig.call(S).await);
+    assert_eq!(refused.retry_after(), Some(secs(2)));
+    let s = rig.handle.snapshot();
+    assert_eq!(
+        (s.state, s.not_permitted, s.retry_after),
+        (State::Open, 2, Some(secs(2)))
+    );
+
+    advance(secs(3)).await;
+    assert_eq!(rig.handle.state(), State::Open, "no background task");
+    assert_eq!(rig.handle.snapshot().retry_after, Some(Duration::ZERO));
+    let probe = rig.start(S.taking(secs(1)));
+    let s = rig.handle.snapshot();
+    assert_eq!(s.state, State::HalfOpen);
+    assert_eq!((s.calls, s.not_permitted, s.probes_in_flight), (0, 0, 1));
+    drop(probe);
+    assert_eq!(rig.handle.snapshot().probes_in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_manual_open_lasts_the_given_duration() {
+    // scenario CB-O2 (a)
+    let mut rig = rig(cfg_r());
+    assert!(rig.handle.open_for(secs(7_200)));
+    assert_eq!(
+        open_error(rig.call(S).await).retry_after(),
+        Some(secs(7_200))
+    );
+    advance(secs(3_600)).await;
+    assert_eq!(
+        open_error(rig.call(S).await).retry_after(),
+        Some(secs(3_600))
+    );
+    assert_eq!(rig.handle.snapshot().not_permitted, 2);
+    advance(secs(3_601)).await;
+    let _probe = rig.start(S.taking(secs(1)));
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_durations_grow_with_each_reopening_and_start_over_on_closing() {
+    // scenario CB-O3 (a): 5 s, then 7.5 s, ...
+    let mut rig = rig(cfg_r().half_open_probes(1).open_backoff(1.5, secs(60)));
+    assert!(rig.handle.open());
+    advance(secs(3)).await;
+    open_error(rig.call(S).await);
+    advance(secs(3)).await;
+    let _probe = rig.start(S.taking(secs(1)));
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+    assert!(rig.handle.open(), "re-open at 6 s: the second opening");
+    advance(secs(6)).await; // t = 12 s
+    let refused = open_error(rig.call(S).await);
+    assert_eq!(refused.retry_after(), Some(ms(1_500)));
+    advance(secs(5)).await; // t = 17 s
+    let _probe = rig.start(S.taking(secs(1)));
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+
+    // Failed probes reopen for longer each time; a success closes, and the
+    // next trip starts the schedule over.
+    drop(_probe);
+    rig.run(&[F]).await; // third opening: 11.25 s
+    advance(ms(11_250)).await;
+    rig.run(&[F]).await; // fourth: 16.875 s
+    advance(ms(16_875)).await;
+    rig.run(&[S]).await;
+    assert_eq!(rig.handle.state(), State::Closed);
+    trip(&mut rig).await;
+    let opened: Vec<_> = rig.events.open_durations();
+    assert_eq!(
+        opened,
+        [secs(5), ms(7_500), ms(11_250), ms(16_875), secs(5)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn jittered_open_durations_stay_in_their_band() {
+    let rig = rig(cfg_r().half_open_probes(1).open_jitter(0.2).jitter_seed(7));
+    for _ in 0..20 {
+        assert!(rig.handle.open());
+        advance(secs(10)).await;
+        let _probe = rig.start(S.taking(secs(1)));
+        assert_eq!(rig.handle.state(), State::HalfOpen);
+        rig.handle.force_closed();
+    }
+    let opened = rig.events.open_durations();
+    assert_eq!(opened.len(), 20);
+    assert!(
+        opened.iter().all(|d| (secs(4)..=secs(6)).contains(d)),
+        "{opened:?}"
+    );
+    assert!(opened.iter().any(|d| *d > secs(5)), "{opened:?}");
+    assert!(opened.iter().any(|d| *d < secs(5)), "{opened:?}");
+    let distinct: std::collections::HashSet<_> = opened.iter().collect();
+    assert!(distinct.len() > 10, "jitter should vary: {opened:?}");
+}
+
+// ---------------------------------------------------------------- half-open
+
+/// Trips CFG-R and lets the open duration pass.
+async fn to_half_open(rig: &mut Rig) {
+    trip(rig).await;
+    advance(secs(5)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_reopens_as_soon_as_the_probes_reach_the_failure_rate() {
+    // scenario CB-H2 (a), palisade's variant: with 4 probes at 50 %, two
+    // failures settle it; resilience4j would wait for all four.
+    let mut rig = rig(cfg_r());
+    to_half_open(&mut rig).await;
+    rig.run(&[F]).await;
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+    rig.run(&[S]).await;
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+    assert_eq!(rig.counts(), (2, 1, 0));
+    rig.run(&[F]).await;
+    let s = rig.handle.snapshot();
+    assert_eq!(s.state, State::Open);
+    assert_eq!(
+        (s.calls, s.failures),
+        (3, 2),
+        "Open shows the probes' tally"
+    );
+    assert_eq!(
+        rig.events.transitions()[1..],
+        [
+            (State::Open, State::HalfOpen, Reason::OpenDurationPassed),
+            (State::HalfOpen, State::Open, Reason::FailureRate)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_reopens_on_slow_probes() {
+    // scenario CB-H2 (b): S(5 s), S(5 s) of 4 probes reach the 50 % slow rate.
+    let mut rig = rig(cfg_r());
+    to_half_open(&mut rig).await;
+    rig.run(&[S.taking(secs(5))]).await;
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+    rig.run(&[S.taking(secs(5))]).await;
+    let s = rig.handle.snapshot();
+    assert_eq!(s.state, State::Open);
+    assert_eq!((s.calls, s.failures, s.slow_calls), (2, 0, 2));
+    assert_eq!(rig.events.transitions()[2].2, Reason::SlowCallRate);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_closes_below_the_thresholds_with_a_fresh_window() {
+    // scenario CB-H3: probes F, S, S, S (25 %), then one more call.
+    let mut rig = rig(cfg_r());
+    to_half_open(&mut rig).await;
+    rig.run(&[F, S, S]).await;
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+    rig.run(&[S]).await;
+    let s = rig.handle.snapshot();
+    assert_eq!(
+        (s.state, s.reason),
+        (State::Closed, Reason::ProbesSucceeded)
+    );
+    assert_eq!((s.calls, s.failure_rate), (0, None));
+    rig.run(&[S]).await;
+    assert_eq!(rig.counts(), (1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignored_probes_give_their_slots_back() {
+    // scenario CB-H4 (a): S, S, S, ignored, then F: 1 of 4 failed, Closed.
+    let mut rig1 = rig(cfg_r());
+    to_half_open(&mut rig1).await;
+    rig1.run(&[S, S, S, I]).await;
+    assert_eq!(rig1.handle.state(), State::HalfOpen);
+    assert_eq!(rig1.counts(), (3, 0, 0));
+    rig1.run(&[F]).await;
+    assert_eq!(rig1.handle.state(), State::Closed);
+
+    // (b) Four ignored probes, then four successes: all admitted.
+    let mut rig2 = rig(cfg_r());
+    to_half_open(&mut rig2).await;
+    let before = rig2.backend_calls.load(Ordering::SeqCst);
+    rig2.run(&[I, I, I, I]).await;
+    assert_eq!(rig2.counts(), (0, 0, 0));
+    rig2.run(&[S, S, S]).await;
+    assert_eq!(rig2.handle.state(), State::HalfOpen);
+    rig2.run(&[S]).await;
+    assert_eq!(rig2.handle.state(), State::Closed);
+    assert_eq!(rig2.backend_calls.load(Ordering::SeqCst) - before, 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_allowed_probes_go_while_they_are_in_flight() {
+    // scenario CB-H6: one probe; a second caller is refused meanwhile.
+    let mut rig = rig(cfg_r().half_open_probes(1));
+    to_half_open(&mut rig).await;
+    let mut probe = rig.start(S.taking(secs(1)));
+    let refused = open_error(rig.call(S).await);
+    assert_eq!(refused.retry_after(), None, "unknown while probes are out");
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+    let half_opens = rig
+        .events
+        .transitions()
+        .iter()
+        .filter(|t| t.1 == State::HalfOpen)
+        .count();
+    assert_eq!(half_opens, 1);
+
+    advance(secs(1)).await;
+    assert!(matches!(probe.poll(), std::task::Poll::Ready(Ok("ok"))));
+    assert_eq!(rig.handle.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_probe_gives_its_slot_back() {
+    let mut rig = rig(cfg_r().half_open_probes(1));
+    to_half_open(&mut rig).await;
+    let probe = rig.start(S.taking(secs(1)));
+    open_error(rig.call(S).await);
+    drop(probe);
+    assert_eq!(rig.call(S).await.unwrap(), "ok", "the slot came back");
+    assert_eq!(rig.handle.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_gives_up_on_probes_that_never_report() {
+    let mut rig = rig(cfg_r().half_open_probes(1));
+    to_half_open(&mut rig).await;
+    let mut hung = rig.start(S.taking(secs(3_600)));
+    advance(ms(999)).await;
+    assert_eq!(open_error(rig.call(S).await).retry_after(), None);
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+    advance(ms(1)).await;
+    // The bound has passed: the next call reopens the breaker.
+    let refused = open_error(rig.call(S).await);
+    assert_eq!(refused.retry_after(), Some(secs(5)));
+    assert_eq!(
+        rig.events.transitions().last(),
+        Some(&(State::HalfOpen, State::Open, Reason::HalfOpenTimedOut))
+    );
+    // The hung probe's success, when it comes, belongs to the old period.
+    advance(secs(3_600)).await;
+    assert!(hung.poll().is_ready());
+    assert_eq!(rig.handle.state(), State::Open);
+}
+
+// ---------------------------------------------------------------- generations
+
+#[tokio::test(start_paused = true)]
+async fn a_late_result_counts_against_the_period_it_was_admitted_in() {
+    // Principle 5: a call admitted while Closed that ends during HalfOpen
+    // must not act as a probe.
+    let mut rig = rig(cfg_r().half_open_probes(1));
+    let mut slow_success = rig.start(S.taking(secs(8)));
+    let mut slow_failure = rig.start(F.taking(secs(8)));
+    trip(&mut rig).await;
+    advance(secs(5)).await;
+    let mut probe = rig.start(S.taking(secs(3)));
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+
+    advance(secs(3)).await; // all three are done; the old ones report first
+    assert!(slow_success.poll().is_ready());
+    assert!(slow_failure.poll().is_ready());
+    let s = rig.handle.snapshot();
+    assert_eq!(s.state, State::HalfOpen, "old results changed nothing");
+    assert_eq!((s.calls, s.probes_in_flight), (0, 1));
+
+    assert!(probe.poll().is_ready());
+    assert_eq!(rig.handle.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_probe_result_does_not_touch_the_next_closed_window() {
+    let mut rig = rig(cfg_r().half_open_probes(2));
+    to_half_open(&mut rig).await;
+    let mut late = rig.start(F.taking(secs(10)));
+    rig.run(&[S]).await;
+    assert_eq!(rig.handle.state(), State::HalfOpen);
+    rig.handle.force_closed();
+    advance(secs(10)).await;
+    assert!(late.poll().is_ready());
+    assert_eq!(rig.counts(), (0, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_admission_made_before_a_transition_is_asked_again() {
+    // The inner service is slow to become ready; meanwhile the breaker
+    // opens. The call must not go out on its stale admission.
+    let probe = Probe::new(Answer::Now);
+    probe.set_readiness(Readiness::Pending);
+    let layer = CircuitBreakerLayer::builder().build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(probe.clone());
+    let mut ready = task::spawn(async move {
+        svc.ready().await.unwrap();
+        svc.call(1).await
+    });
+    assert!(ready.poll().is_pending());
+    handle.force_open();
+    probe.set_readiness(Readiness::Ready);
+    let err = match ready.poll() {
+        std::task::Poll::Ready(result) => result.unwrap_err(),
+        std::task::Poll::Pending => panic!("should be refused"),
+    };
+    assert!(matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)));
+    assert_eq!(probe.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_gets_a_fresh_look_when_readiness_is_polled_again() {
+    let probe = Probe::new(Answer::Now);
+    let layer = CircuitBreakerLayer::builder().build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(probe.clone());
+    handle.open_for(secs(1));
+    svc.ready().await.unwrap(); // refused, not yet reported
+    advance(secs(1)).await;
+    svc.ready().await.unwrap(); // now a probe
+    assert_eq!(svc.call(4).await.unwrap(), 4);
+    assert_eq!(
+        handle.snapshot().not_permitted,
+        0,
+        "no refusal was delivered"
+    );
+}
+
+// ---------------------------------------------------------------- manual states
+
+#[tokio::test(start_paused = true)]
+async fn forced_open_ignores_the_open_duration() {
+    // scenario CB-M1
+    let mut rig = rig(cfg_r());
+    assert!(rig.handle.force_open());
+    assert_eq!(open_error(rig.call(S).await).retry_after(), None);
+    advance(secs(6)).await;
+    open_error(rig.call(S).await);
+    let s = rig.handle.snapshot();
+    assert_eq!(
+        (s.state, s.not_permitted, s.calls),
+        (State::ForcedOpen, 2, 0)
+    );
+    assert_eq!(rig.backend_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabled_admits_everything_and_records_nothing() {
+    // scenario CB-M2
+    let mut rig = rig(cfg_r());
+    assert!(rig.handle.disable());
+    rig.run(&[S, F, F, F, F, F, F]).await;
+    assert_eq!(rig.backend_calls.load(Ordering::SeqCst), 7);
+    let s = rig.handle.snapshot();
+    assert_eq!((s.state, s.calls, s.failures), (State::Disabled, 0, 0));
+    assert_eq!(rig.events.0.lock().unwrap().len(), 1, "only the transition");
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_only_records_and_reports_each_threshold_once() {
+    // scenario CB-M3 (a) and (b)
+    let mut rig1 = rig(cfg_r());
+    rig1.run(&[S, S]).await;
+    assert!(rig1.handle.metrics_only());
+    assert_eq!(rig1.counts(), (0, 0, 0), "a fresh window");
+    rig1.run(&[F, F, F, S, S]).await;
+    let s = rig1.handle.snapshot();
+    assert_eq!(s.state, State::MetricsOnly);
+    assert_eq!((s.calls, s.failures, s.failure_rate), (5, 3, Some(0.6)));
+    rig1.run(&[F]).await;
+    assert_eq!(rig1.events.exceeded(), [Reason::FailureRate]);
+    assert_eq!(rig1.events.transitions().len(), 1);
+    assert_eq!(rig1.backend_calls.load(Ordering::SeqCst), 8);
+
+    // (c) five slow failures (25 s of them: a window long enough to hold
+    // them all): each threshold reported once.
+    let mut rig2 = rig(cfg_r().time_window(secs(60)));
+    rig2.handle.metrics_only();
+    for _ in 0..5 {
+        rig2.run(&[F.taking(secs(5))]).await;
+    }
+    assert_eq!(
+        rig2.events.exceeded(),
+        [Reason::FailureRate, Reason::SlowCallRate]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_transitions_to_the_current_state_are_silent() {
+    // scenario CB-M4
+    let mut rig = rig(cfg_r());
+    let changed = [
+        rig.handle.open(),
+        rig.handle.open(),
+        rig.handle.disable(),
+        rig.handle.disable(),
+        rig.handle.metrics_only(),
+        rig.handle.metrics_only(),
+        rig.handle.force_closed(),
+        rig.handle.force_closed(),
+        rig.handle.force_open(),
+        rig.handle.force_open(),
+    ];
+    assert_eq!(
+        changed,
+        [
+            true, false, true, false, true, false, true, false, true, false
+        ]
+    );
+    assert_eq!(rig.events.transitions().len(), 5);
+
+    // A reset always starts afresh, and says so.
+    rig.handle.reset();
+    rig.run(&[S, F]).await;
+    rig.handle.reset();
+    let s = rig.handle.snapshot();
+    assert_eq!(
+        (s.state, s.reason, s.calls),
+        (State::Closed, Reason::Reset, 0)
+    );
+    assert_eq!(rig.events.transitions().len(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn racing_failures_open_the_breaker_once() {
+    // scenario CB-M4: window 1; two calls admitted while Closed both fail.
+    let mut rig = rig(CircuitBreakerLayer::builder()
+        .count_window(1)
+        .minimum_calls(1));
+    let mut a = rig.start(F.taking(secs(1)));
+    let mut b = rig.start(F.taking(secs(1)));
+    advance(secs(1)).await;
+    assert!(a.poll().is_ready());
+    assert!(b.poll().is_ready());
+    assert_eq!(rig.events.transitions().len(), 1);
+    open_error(rig.call(S).await);
+    assert_eq!(rig.handle.snapshot().not_permitted, 1);
+}
+
+// ---------------------------------------------------------------- validation
+
+#[test]
+fn bad_configuration_is_an_error_naming_the_field() {
+    // scenario CB-M6
+    let b = CircuitBreakerLayer::builder;
+    let cases: Vec<(CircuitBreakerBuilder, &str)> = vec![
+        (b().failure_rate(0.0), "failure_rate"),
+        (b().failure_rate(1.01), "failure_rate"),
+        (b().failure_rate(f64::NAN), "failure_rate"),
+        (b().slow_calls(secs(1), 0.0), "slow_call_rate"),
+        (b().slow_calls(secs(1), 1.5), "slow_call_rate"),
+        (b().slow_calls(Duration::ZERO, 0.5), "slow_call_duration"),
+        (b().open_for(Duration::ZERO), "open_for"),
+        (b().half_open_probes(0), "half_open_probes"),
+        (b().half_open_max_wait(Duration::ZERO), "half_open_max_wait"),
+        (b().count_window(0), "count_window"),
+        (b().minimum_calls(0), "minimum_calls"),
+        (b().count_window(10).minimum_calls(11), "minimum_calls"),
+        (b().consecutive_failures(0), "consecutive_failures"),
+        (b().time_window(Duration::ZERO), "time_window"),
+        (b().time_window_buckets(secs(1), 0), "time_window_buckets"),
+        (b().time_window_buckets(secs(10), 3), "time_window_buckets"),
+        (b().time_window_buckets(ms(10), 20), "time_window_buckets"),
+        (b().open_backoff(0.5, secs(60)), "open_backoff.multiplier"),
+        (b().open_backoff(2.0, secs(1)), "open_backoff.max"),
+        (b().open_jitter(1.0), "open_jitter"),
+        (b().open_jitter(-0.1), "open_jitter"),
+    ];
+    for (builder, field) in cases {
+        let debug = format!("{builder:?}");
+        let err = builder.build().expect_err(&debug);
+        assert_eq!(err.field(), field, "{err}");
+        assert_eq!(err.layer(), "circuit_breaker");
+    }
+    // Sensible edges are fine.
+    b().count_window(1)
+        .minimum_calls(1)
+        .failure_rate(1.0)
+        .build()
+        .unwrap();
+    b().time_window(ms(500)).build().unwrap();
+    b().time_window_buckets(secs(10), 10_000).build().unwrap();
+}
+
+#[test]
+fn minimum_calls_default_to_the_count_window_when_it_is_smaller() {
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(2)
+        .build()
+        .unwrap();
+    // Built outside a runtime: the breaker needs none until called.
+    assert_eq!(layer.handle().state(), State::Closed);
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn configuration_loads_from_json() {
+    use palisade::circuit_breaker::CircuitBreakerConfig;
+    let config: CircuitBreakerConfig = serde_json::from_str(
+        r#"{"name": "payments", "time_window": "30s", "minimum_calls": 10,
+            "failure_rate": 0.25, "slow_call_duration": "500ms", "slow_call_rate": 0.8,
+            "open_for": "5s", "open_multiplier": 2.0, "open_max": "2m", "half_open_probes": 2}"#,
+    )
+    .unwrap();
+    assert_eq!(config.open_max, Some(secs(120)));
+    let layer = CircuitBreakerLayer::from_config(config).unwrap();
+    assert_eq!(layer.handle().name(), "payments");
+
+    let both: CircuitBreakerConfig =
+        serde_json::from_str(r#"{"count_window": 10, "time_window": "10s"}"#).unwrap();
+    assert_eq!(
+        CircuitBreakerLayer::from_config(both).unwrap_err().field(),
+        "time_window"
+    );
+    let half: CircuitBreakerConfig = serde_json::from_str(r#"{"open_multiplier": 2.0}"#).unwrap();
+    assert_eq!(
+        CircuitBreakerLayer::from_config(half).unwrap_err().field(),
+        "open_max"
+    );
+    assert!(serde_json::from_str::<CircuitBreakerConfig>(r#"{"window": 3}"#).is_err());
+}
+
+// ---------------------------------------------------------------- tower contract
+
+#[tokio::test(start_paused = true)]
+async fn closed_breaker_keeps_the_tower_contract() {
+    // scenario CB-A3, and TC-2..4
+    support::check_tower_contract(|probe| {
+        CircuitBreakerLayer::builder().build().unwrap().layer(probe)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_breaker_and_layers_do_not() {
+    // Principle 2
+    let probe = Probe::new(Answer::Fail);
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(2)
+        .minimum_calls(2)
+        .build()
+        .unwrap();
+    let other = CircuitBreakerLayer::builder().build().unwrap();
+    let a = layer.layer(probe.clone());
+    let _ = a.clone().oneshot(1).await;
+    let _ = a.clone().oneshot(2).await;
+    assert_eq!(layer.handle().state(), State::Open);
+    assert_eq!(a.handle().state(), State::Open);
+    assert_eq!(other.handle().state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_call_counts_as_a_failure() {
+    let probe = Probe::new(Answer::PanicInFuture);
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(1)
+        .minimum_calls(1)
+        .build()
+        .unwrap();
+    let svc = layer.layer(probe);
+    let joined = tokio::spawn(svc.oneshot(1)).await;
+    assert!(joined.unwrap_err().is_panic());
+    assert_eq!(layer.handle().state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_call_is_ignored() {
+    let probe = Probe::new(Answer::Gated);
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(1)
+        .minimum_calls(1)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(probe.clone());
+    let fut = svc.ready().await.unwrap().call(1);
+    drop(fut);
+    let s = layer.handle().snapshot();
+    assert_eq!((s.state, s.calls), (State::Closed, 0));
+    assert_eq!(probe.dropped_unfinished(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_readiness_error_gives_a_probe_slot_back() {
+    let probe = Probe::new(Answer::Now);
+    let layer = CircuitBreakerLayer::builder()
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    handle.open_for(secs(1));
+    advance(secs(1)).await;
+    probe.set_readiness(Readiness::Fail);
+    let mut broken = layer.layer(probe.clone());
+    let err = broken.ready().await.err().unwrap();
+    assert!(err.is::<ProbeError>());
+    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(handle.snapshot().probes_in_flight, 0);
+    probe.set_readiness(Readiness::Ready);
+    assert_eq!(layer.layer(probe).oneshot(9).await.unwrap(), 9);
+    assert_eq!(handle.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_carry_the_name_the_rates_and_the_generation() {
+    let mut rig = rig(cfg_r());
+    trip(&mut rig).await;
+    let events = rig.events.0.lock().unwrap().clone();
+    let Event::Transition(t) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(t.name(), "cfg-r");
+    assert_eq!((t.failure_rate, t.slow_call_rate), (Some(1.0), Some(0.0)));
+    assert_eq!((t.generation, t.open_for), (1, Some(secs(5))));
+    let s = rig.handle.snapshot();
+    assert_eq!(s.generation, 1);
+    assert!(s.since <= Instant::now());
+}
