@@ -1,5 +1,5 @@
-//! Resilience layers for [tower]: timeouts and bulkheads today; circuit
-//! breaker, retry with jittered backoff and rate limiting to come.
+//! Resilience layers for [tower]: circuit breaker, timeouts and bulkheads
+//! today; retry with jittered backoff and rate limiting to come.
 //!
 //! Every layer composes with `tower::ServiceBuilder` around any
 //! `tower::Service`: a hyper client, a tonic channel, an axum router, a
@@ -7,19 +7,22 @@
 //!
 //! | layer | what it is for | feature |
 //! |---|---|---|
+//! | [`circuit_breaker`] | stop calling a failing dependency, then probe it before trusting it again | `circuit-breaker` |
 //! | [`timeout`] | fail a call that runs too long, cancelling its work | `timeout` |
 //! | [`bulkhead`] | cap the calls in flight, so one slow dependency cannot take every resource | `bulkhead` |
 //!
 //! ```
-//! # #[cfg(all(feature = "timeout", feature = "bulkhead"))]
+//! # #[cfg(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker"))]
 //! # fn main() -> Result<(), palisade::BoxError> {
 //! use std::time::Duration;
-//! use palisade::{bulkhead::BulkheadLayer, timeout::TimeoutLayer};
+//! use palisade::{bulkhead::BulkheadLayer, circuit_breaker::CircuitBreakerLayer};
+//! use palisade::timeout::TimeoutLayer;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! let inventory = service_fn(|sku: u32| async move { Ok::<_, palisade::BoxError>(sku * 2) });
 //! let client = ServiceBuilder::new()
-//!     .layer(TimeoutLayer::new(Duration::from_secs(1))?) // outermost: bounds the call
+//!     .layer(CircuitBreakerLayer::builder().name("inventory").build()?)
+//!     .layer(TimeoutLayer::new(Duration::from_secs(1))?) // inside: a hung call is a failure
 //!     .layer(BulkheadLayer::builder().name("inventory").max_concurrent(64).build()?)
 //!     .service(inventory);
 //! # let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
@@ -29,7 +32,7 @@
 //! # })?;
 //! # Ok(())
 //! # }
-//! # #[cfg(not(all(feature = "timeout", feature = "bulkhead")))]
+//! # #[cfg(not(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker")))]
 //! # fn main() {}
 //! ```
 //!
@@ -45,6 +48,9 @@
 //! - **Errors follow tower's convention.** Layers return [`BoxError`];
 //!   palisade's own rejections are small types that [`ErrorKind::of`] tells
 //!   apart in one call, and an inner error passes through unchanged.
+//! - **An outcome counts against the state it was admitted under.** A call
+//!   admitted while a breaker was Closed that fails after it went HalfOpen
+//!   does not reopen it.
 //! - **One clock.** All time comes from `tokio::time`, so every behaviour is
 //!   testable with tokio's paused clock.
 //! - **The success path is cheap.** No heap allocation per call; see the
@@ -58,6 +64,7 @@
 //! |---|---|---|
 //! | `timeout` | yes | [`timeout`] |
 //! | `bulkhead` | yes | [`bulkhead`] |
+//! | `circuit-breaker` | yes | [`circuit_breaker`] |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
 //!
 //! [tower]: https://docs.rs/tower
@@ -65,7 +72,10 @@
 #![forbid(unsafe_code)]
 // Shared pieces (error constructors, config parsing) go unused when only
 // some layers are compiled in; tokio does the same.
-#![cfg_attr(not(all(feature = "timeout", feature = "bulkhead")), allow(dead_code))]
+#![cfg_attr(
+    not(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker")),
+    allow(dead_code)
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod classify;

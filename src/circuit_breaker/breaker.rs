@@ -277,7 +277,12 @@ impl Breaker {
     fn transition(self: &Arc<Self>, from: From<'_>, target: Target, reason: Reason) -> bool {
         let now = Instant::now();
         let transition = {
-            let mut control = crate::sync::lock(&self.control);
+            // A listener never runs under this lock, and nothing here can
+            // panic half-way, so a poisoned lock holds nothing half-done.
+            let mut control = self
+                .control
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let current = self.current.load_full();
             let silent = match from {
                 From::Period(expected) => !std::ptr::eq(Arc::as_ptr(&current), expected),

@@ -151,3 +151,86 @@ mod tests {
         assert_eq!(probes.tally(), full, "no field spills into the next");
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::circuit_breaker::period::{Thresholds, Verdict, to_ppm};
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicUsize;
+    use loom::thread;
+
+    /// At most three preemptions, as in the bulkhead's models.
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(f);
+    }
+
+    #[test]
+    fn loom_never_more_probes_than_the_limit() {
+        model(|| {
+            let probes = Arc::new(Probes::new(1));
+            let out = Arc::new(AtomicUsize::new(0));
+            let threads: Vec<_> = (0..3)
+                .map(|i| {
+                    let (probes, out) = (probes.clone(), out.clone());
+                    thread::spawn(move || {
+                        if probes.try_take() {
+                            let holders = out.fetch_add(1, Ordering::SeqCst) + 1;
+                            assert_eq!(holders, 1, "two probes out at once");
+                            out.fetch_sub(1, Ordering::SeqCst);
+                            // One is cancelled (gives its slot back), the
+                            // others report (and keep it).
+                            if i == 0 {
+                                probes.give_back();
+                            } else {
+                                probes.report(false, false);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(probes.in_flight(), 0, "no slot left dangling");
+            assert!(probes.tally().reported <= 1);
+        });
+    }
+
+    #[test]
+    fn loom_exactly_one_report_settles_the_period() {
+        // Two probes at 50 %: whichever way the reports interleave, exactly
+        // one of them sees the verdict change, and only that one acts.
+        model(|| {
+            let thresholds = Thresholds {
+                failure_ppm: to_ppm(0.5),
+                slow: None,
+                minimum_calls: 1,
+                consecutive_failures: None,
+            };
+            let probes = Arc::new(Probes::new(2));
+            assert!(probes.try_take() && probes.try_take());
+            let settled = Arc::new(AtomicUsize::new(0));
+            let threads: Vec<_> = [true, false]
+                .into_iter()
+                .map(|failure| {
+                    let (probes, settled) = (probes.clone(), settled.clone());
+                    thread::spawn(move || {
+                        let (before, after) = probes.report(failure, false);
+                        let changed = thresholds.over_probes(before, 2) == Verdict::Pending
+                            && thresholds.over_probes(after, 2) != Verdict::Pending;
+                        if changed {
+                            settled.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(settled.load(Ordering::SeqCst), 1);
+        });
+    }
+}

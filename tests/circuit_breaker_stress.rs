@@ -1,0 +1,237 @@
+//! Many tasks on a two-worker runtime hammer one breaker, with random
+//! cancellation: through its half-open period, over and over, never more
+//! than the allowed probes run at once and every transition happens exactly
+//! once; in Closed, the counts come out exact. Nothing sleeps: the inner
+//! service yields instead of waiting.
+
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer, Event, Reason, State};
+use palisade::{BoxError, ErrorKind};
+use support::{XorShift, cancel_after};
+use tower::{Layer, Service, ServiceExt};
+
+/// A request: how many times to yield (low bits), and whether to fail.
+const FAIL: u64 = 1 << 32;
+
+#[derive(Default)]
+struct Counters {
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+#[derive(Clone)]
+struct Yielder(Arc<Counters>);
+
+struct Leave(Arc<Counters>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Service<u64> for Yielder {
+    type Response = u64;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<u64, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        let now = self.0.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let guard = Leave(self.0.clone());
+        Box::pin(async move {
+            for _ in 0..request % 7 {
+                tokio::task::yield_now().await;
+            }
+            drop(guard);
+            if request & FAIL != 0 {
+                Err("failed".into())
+            } else {
+                Ok(request)
+            }
+        })
+    }
+}
+
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    succeeded: u64,
+    failed: u64,
+    refused: u64,
+    cancelled: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.refused += other.refused;
+        self.cancelled += other.cancelled;
+    }
+}
+
+/// `tasks` tasks make `calls` calls each through clones of `svc`; one in
+/// `fail_one_in` fails, and a quarter are dropped after 1 to 12 polls.
+async fn hammer<S>(svc: S, tasks: u64, calls: u64, fail_one_in: u64, seed: u64) -> Tally
+where
+    S: Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let mut svc = svc.clone();
+        let mut rng = XorShift::new(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        handles.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            for _ in 0..calls {
+                let polls = match rng.below(4) {
+                    0 => 1 + rng.below(12),
+                    _ => u64::MAX,
+                };
+                let fail = if rng.below(fail_one_in) == 0 { FAIL } else { 0 };
+                let request = rng.below(7) | fail;
+                let call = async {
+                    svc.ready().await?;
+                    svc.call(request).await
+                };
+                match cancel_after(polls, call).await {
+                    None => tally.cancelled += 1,
+                    Some(Ok(_)) => tally.succeeded += 1,
+                    Some(Err(err)) => match ErrorKind::of(&err) {
+                        ErrorKind::CircuitOpen(_) => tally.refused += 1,
+                        _ => tally.failed += 1,
+                    },
+                }
+                if rng.below(4) == 0 {
+                    svc = svc.clone(); // drop one that may hold an admission
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for handle in handles {
+        total.add(handle.await.unwrap());
+    }
+    total
+}
+
+/// A stall (a probe slot leaked, say) fails the test instead of hanging it.
+/// It bounds the run; it does not time it.
+async fn bounded<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(120), f)
+        .await
+        .expect("the stress run stalled")
+}
+
+const PROBES: usize = 3;
+const ROUNDS: u64 = 150;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_never_lets_more_than_its_probes_through() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let layer = CircuitBreakerLayer::builder()
+        .half_open_probes(PROBES as u32)
+        .failure_rate(0.5) // two failed probes of three reopen it
+        .open_for(Duration::from_secs(3_600))
+        .on_event(move |e| {
+            if let Event::Transition(t) = e {
+                sink.lock()
+                    .unwrap()
+                    .push((t.generation, t.from, t.to, t.reason));
+            }
+        })
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let counters = Arc::new(Counters::default());
+    let svc = layer.layer(Yielder(counters.clone()));
+
+    let mut full_rounds = 0;
+    bounded(async {
+        for round in 0..ROUNDS {
+            counters.max_in_flight.store(0, Ordering::SeqCst);
+            // Open, with the open duration already over: the first call of
+            // the round moves the breaker to HalfOpen, and every call after
+            // fails, so the probes reopen it for an hour.
+            assert!(handle.open_for(Duration::ZERO));
+            let tally = hammer(svc.clone(), 32, 4, 1, round).await;
+            let max = counters.max_in_flight.load(Ordering::SeqCst);
+            assert!(max <= PROBES, "round {round}: {max} probes at once");
+            full_rounds += usize::from(max == PROBES);
+            assert_eq!(counters.in_flight.load(Ordering::SeqCst), 0);
+            assert_eq!(handle.state(), State::Open, "round {round}: {tally:?}");
+            assert_eq!(tally.succeeded, 0);
+            assert!(tally.failed >= 2, "round {round}: {tally:?}");
+        }
+    })
+    .await;
+    // The race is real: the probes were often all out at once.
+    assert!(full_rounds > 0, "no round had {PROBES} probes in flight");
+
+    // Every transition exactly once: a manual open, Open to HalfOpen, and
+    // HalfOpen back to Open, per round, each with its own generation.
+    let mut events = events.lock().unwrap().clone();
+    events.sort_by_key(|e| e.0);
+    assert_eq!(events.len() as u64, 3 * ROUNDS);
+    for (i, (generation, from, to, reason)) in events.into_iter().enumerate() {
+        assert_eq!(generation, i as u64 + 1);
+        let expected = match i % 3 {
+            0 => (State::Open, Reason::Manual),
+            1 => (State::HalfOpen, Reason::OpenDurationPassed),
+            _ => (State::Open, Reason::FailureRate),
+        };
+        assert_eq!((to, reason), expected, "transition {i}");
+        if i % 3 == 0 && i > 0 {
+            assert_eq!(from, State::Open, "transition {i}");
+        }
+    }
+}
+
+async fn closed_counts_are_exact(builder: CircuitBreakerBuilder, seed: u64) {
+    let layer = builder.build().unwrap();
+    let handle = layer.handle();
+    let counters = Arc::new(Counters::default());
+    let svc = layer.layer(Yielder(counters.clone()));
+    let tally = bounded(hammer(svc, 64, 200, 3, seed)).await;
+    let s = handle.snapshot();
+    assert_eq!(s.state, State::Closed);
+    assert_eq!(tally.refused, 0);
+    assert!(tally.cancelled > 0 && tally.failed > 0, "{tally:?}");
+    // A cancelled call counts neither way; every finished one counts once.
+    assert_eq!(s.calls, tally.succeeded + tally.failed, "{tally:?}");
+    assert_eq!(s.failures, tally.failed, "{tally:?}");
+    assert_eq!(counters.in_flight.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_count_window_counts_exactly_under_contention() {
+    // The window holds every call (64 × 200 < 16 384), and never trips.
+    let builder = CircuitBreakerLayer::builder()
+        .count_window(16_384)
+        .minimum_calls(16_384)
+        .failure_rate(1.0);
+    closed_counts_are_exact(builder, 11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_time_window_counts_exactly_under_contention() {
+    let builder = CircuitBreakerLayer::builder()
+        .time_window(Duration::from_secs(3_600))
+        .minimum_calls(1_000_000)
+        .failure_rate(1.0);
+    closed_counts_are_exact(builder, 12).await;
+}
