@@ -11,12 +11,16 @@
 #[path = "../tests/support/noop.rs"]
 mod noop;
 
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
+use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
 use palisade::timeout::TimeoutLayer;
 use tower::{Layer, Service};
 
@@ -37,6 +41,56 @@ fn palisade_timeout() -> TimeoutLayer {
 
 fn palisade_bulkhead() -> BulkheadLayer {
     BulkheadLayer::new(LIMIT).expect("valid limit")
+}
+
+fn breaker() -> CircuitBreakerBuilder {
+    CircuitBreakerLayer::builder().count_window(100)
+}
+
+/// One refused call: `poll_ready`, `call`, and the error out of the future.
+fn refuse_once<S>(svc: &mut S) -> bool
+where
+    S: Service<u64, Response = u64, Error = palisade::BoxError>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let mut future = pin!(svc.call(1));
+    matches!(future.as_mut().poll(&mut cx), Poll::Ready(Err(_)))
+}
+
+fn refusal_row<S>(c: &mut Criterion, name: &str, mut svc: S)
+where
+    S: Service<u64, Response = u64, Error = palisade::BoxError>,
+{
+    assert!(refuse_once(&mut svc), "{name} should refuse");
+    c.bench_function(name, |b| b.iter(|| refuse_once(&mut svc)));
+}
+
+/// Two threads call clones of one service at once; reports the aggregate
+/// time per call (wall time of the run divided by all calls made).
+fn two_thread_row<S>(c: &mut Criterion, name: &str, svc: S, runtime: &tokio::runtime::Runtime)
+where
+    S: Service<u64, Response = u64> + Clone + Send,
+    S::Error: std::fmt::Debug,
+{
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    let mut svc = svc.clone();
+                    let handle = runtime.handle().clone();
+                    scope.spawn(move || {
+                        let _guard = handle.enter();
+                        for i in 0..iters {
+                            call_once(&mut svc, black_box(i));
+                        }
+                    });
+                }
+            });
+            start.elapsed() / 2
+        })
+    });
 }
 
 fn layers(c: &mut Criterion) {
@@ -73,6 +127,34 @@ fn layers(c: &mut Criterion) {
         tower::limit::ConcurrencyLimit::new(Noop, LIMIT),
     );
     row(c, "bulkhead/palisade", palisade_bulkhead().layer(Noop));
+
+    let count = breaker().build().expect("valid breaker");
+    row(c, "breaker/closed_count", count.layer(Noop));
+    let timed = breaker()
+        .time_window(Duration::from_secs(30))
+        .build()
+        .expect("valid breaker");
+    row(c, "breaker/closed_time", timed.layer(Noop));
+    let slow = breaker()
+        .time_window(Duration::from_secs(30))
+        .slow_calls(Duration::from_secs(1), 0.5)
+        .build()
+        .expect("valid breaker");
+    row(c, "breaker/closed_time_slow", slow.layer(Noop));
+    let open = breaker().build().expect("valid breaker");
+    open.handle().open_for(Duration::from_secs(3_600));
+    refusal_row(c, "breaker/open_refusal", open.layer(Noop));
+    let forced = breaker().build().expect("valid breaker");
+    forced.handle().force_open();
+    refusal_row(c, "breaker/forced_open_refusal", forced.layer(Noop));
+    let shared = breaker().build().expect("valid breaker");
+    two_thread_row(
+        c,
+        "breaker/closed_count_two_threads",
+        shared.layer(Noop),
+        &runtime,
+    );
+    two_thread_row(c, "bare_two_threads", Noop, &runtime);
 }
 
 criterion_group! {

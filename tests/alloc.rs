@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
+use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::timeout::TimeoutLayer;
 use tower::{Layer, Service};
 
@@ -140,15 +141,31 @@ fn both_layers_stacked_allocate_nothing() {
     assert_eq!(allocations_per_run(svc), 0);
 }
 
+#[test]
+fn closed_breaker_success_path_allocates_nothing() {
+    let count = CircuitBreakerLayer::builder().count_window(100).build();
+    assert_eq!(allocations_per_run(count.unwrap().layer(Noop)), 0);
+    // A time window with slow-call detection reads the clock, and records
+    // into buckets: still nothing on the heap.
+    let timed = CircuitBreakerLayer::builder()
+        .time_window(Duration::from_secs(30))
+        .slow_calls(Duration::from_secs(1), 0.5)
+        .build();
+    assert_eq!(allocations_per_run(timed.unwrap().layer(Noop)), 0);
+}
+
 /// hyper clones the whole stack for every request.
 #[test]
 fn a_fresh_clone_per_call_allocates_nothing() {
-    let svc = timeout().layer(bulkhead().layer(Noop));
+    let breaker = CircuitBreakerLayer::builder().build().unwrap();
+    let svc = breaker.layer(timeout().layer(bulkhead().layer(Noop)));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
     let _guard = runtime.enter();
+    // Warm-up: arc-swap gives each thread its own slot on first use, once.
+    call_once(&mut svc.clone(), 0);
     let n = allocations(|| {
         for i in 0..CALLS {
             call_once(&mut svc.clone(), i);

@@ -1026,3 +1026,107 @@ async fn events_carry_the_name_the_rates_and_the_generation() {
     assert_eq!(s.generation, 1);
     assert!(s.since <= Instant::now());
 }
+
+// ---------------------------------------------------------------- keyed
+
+fn keyed_layer(
+    max_keys: usize,
+) -> palisade::circuit_breaker::KeyedCircuitBreakerLayer<u64, fn(&u64) -> u64> {
+    CircuitBreakerLayer::builder()
+        .name("hosts")
+        .count_window(2)
+        .minimum_calls(2)
+        .keyed((|request: &u64| request / 100) as fn(&u64) -> u64)
+        .max_keys(max_keys)
+        .idle_after(secs(600))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_key_has_its_own_breaker() {
+    // Requests 100..199 are key 1, 200..299 key 2.
+    let probe = Probe::new(Answer::Fail);
+    let layer = keyed_layer(10);
+    let hosts = layer.handle();
+    let svc = layer.layer(probe.clone());
+    let _ = svc.clone().oneshot(101).await;
+    let _ = svc.clone().oneshot(102).await;
+    let err = svc.clone().oneshot(103).await.unwrap_err();
+    let ErrorKind::CircuitOpen(open) = ErrorKind::of(&err) else {
+        panic!("{err:?}")
+    };
+    assert_eq!(open.name(), "hosts[1]");
+    assert_eq!(hosts.get(&1).unwrap().state(), State::Open);
+
+    probe.set_answer(Answer::Now);
+    assert_eq!(svc.clone().oneshot(201).await.unwrap(), 201);
+    assert_eq!(hosts.get(&2).unwrap().state(), State::Closed);
+    assert_eq!(probe.calls(), 3, "the open key's call never reached it");
+    let mut keys = hosts.keys();
+    keys.sort_unstable();
+    assert_eq!(keys, [1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_distinct_keys_stays_within_the_bound() {
+    let probe = Probe::new(Answer::Now);
+    let layer = keyed_layer(100);
+    let hosts = layer.handle();
+    // Key 7 is opened by hand before the flood: open breakers outlast
+    // closed ones when room is made.
+    hosts.breaker(7).force_open();
+    let mut svc = layer.layer(probe);
+    for request in (1_000..).step_by(100).take(100_000) {
+        svc.ready().await.unwrap().call(request).await.unwrap();
+        assert!(hosts.len() <= 100, "{} keys", hosts.len());
+    }
+    assert!(hosts.len() > 80, "room is made an eighth at a time");
+    assert_eq!(hosts.get(&7).map(|h| h.state()), Some(State::ForcedOpen));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_keys_are_dropped_when_new_ones_arrive() {
+    let layer = keyed_layer(100);
+    let hosts = layer.handle();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    svc.ready().await.unwrap().call(100).await.unwrap(); // key 1
+    advance(secs(600)).await;
+    svc.ready().await.unwrap().call(200).await.unwrap(); // key 2; 1 is marked
+    assert_eq!(hosts.len(), 2, "idle for one period only");
+    advance(secs(600)).await;
+    svc.ready().await.unwrap().call(300).await.unwrap(); // key 3
+    let mut keys = hosts.keys();
+    keys.sort_unstable();
+    assert_eq!(keys, [2, 3], "key 1 had no call for two periods");
+    assert!(hosts.remove(&2));
+    assert!(!hosts.remove(&2));
+    assert_eq!(hosts.len(), 1);
+}
+
+#[test]
+fn a_keyed_breaker_checks_its_settings() {
+    let keyed = || CircuitBreakerLayer::builder().keyed(|r: &u64| *r);
+    assert_eq!(
+        keyed().max_keys(0).build::<u64>().unwrap_err().field(),
+        "max_keys"
+    );
+    assert_eq!(
+        keyed()
+            .idle_after(Duration::ZERO)
+            .build::<u64>()
+            .unwrap_err()
+            .field(),
+        "idle_after"
+    );
+    let bad_rate = CircuitBreakerLayer::builder()
+        .failure_rate(2.0)
+        .keyed(|r: &u64| *r)
+        .build::<u64>();
+    assert_eq!(bad_rate.unwrap_err().field(), "failure_rate");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_breaker_keeps_the_tower_contract() {
+    support::check_tower_contract(|probe| keyed_layer(10).layer(probe)).await;
+}

@@ -10,11 +10,13 @@ use tower_layer::Layer;
 use super::CircuitBreaker;
 use super::breaker::{Breaker, Listener, OpenSchedule, Settings};
 use super::handle::{Event, Handle};
+use super::keyed::KeyedBuilder;
 use super::period::{SlowCalls, Thresholds, to_ppm};
 use super::probes::MAX_PROBES;
 use super::window::WindowKind;
 use crate::classify::DefaultClassifier;
 use crate::error::ConfigError;
+use crate::name::Name;
 
 const LAYER: &str = "circuit_breaker";
 const DEFAULT_NAME: &str = "circuit_breaker";
@@ -301,6 +303,23 @@ impl<C> CircuitBreakerBuilder<C> {
     /// backoff's multiplier is below 1 or its maximum below `open_for`; the
     /// jitter is outside [0, 1).
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        let settings = self.settings()?;
+        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        Ok(CircuitBreakerLayer {
+            breaker: Breaker::new(name, settings, self.listener, self.seed),
+            classifier: self.classifier,
+        })
+    }
+
+    /// One breaker per key that `key` takes from each request (per host, per
+    /// endpoint); see [`KeyedCircuitBreakerLayer`](super::KeyedCircuitBreakerLayer). Every key's breaker has
+    /// the settings given to this builder.
+    pub fn keyed<F>(self, key: F) -> KeyedBuilder<C, F> {
+        KeyedBuilder::new(self, key)
+    }
+
+    /// Every setting, checked.
+    pub(crate) fn settings(&self) -> Result<Settings, ConfigError> {
         let window = self.checked_window()?;
         let minimum_calls = self.checked_minimum_calls(window)?;
         let failure_ppm = rate("failure_rate", self.failure_rate)?;
@@ -319,7 +338,7 @@ impl<C> CircuitBreakerBuilder<C> {
         if self.consecutive_failures == Some(0) {
             return Err(invalid("consecutive_failures", "must be at least 1"));
         }
-        let settings = Settings {
+        Ok(Settings {
             window,
             thresholds: Thresholds {
                 failure_ppm,
@@ -330,12 +349,13 @@ impl<C> CircuitBreakerBuilder<C> {
             open: self.checked_open_schedule()?,
             half_open_probes: self.checked_half_open_probes()?,
             half_open_max_wait: positive("half_open_max_wait", self.half_open_max_wait)?,
-        };
-        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
-        Ok(CircuitBreakerLayer {
-            breaker: Breaker::new(name, settings, self.listener, self.seed),
-            classifier: self.classifier,
         })
+    }
+
+    /// The parts a keyed breaker shares between its keys' breakers.
+    pub(crate) fn into_parts(self) -> (Name, Option<Listener>, Option<u64>, C) {
+        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        (name, self.listener, self.seed, self.classifier)
     }
 
     fn checked_window(&self) -> Result<WindowKind, ConfigError> {

@@ -77,6 +77,15 @@
 //! in: a slow call admitted while Closed that fails after the breaker went
 //! HalfOpen does not reopen it.
 //!
+//! # One breaker per upstream
+//!
+//! [`CircuitBreakerBuilder::keyed`] builds a [`KeyedCircuitBreakerLayer`]:
+//! one breaker per key taken from each request (a host, an endpoint), each
+//! with the builder's settings, made on first use. At most `max_keys` are
+//! kept (idle keys, then Closed ones, make room), so a flood of distinct
+//! keys cannot grow memory without bound; a [`KeyedHandle`] reads and
+//! controls one key's breaker.
+//!
 //! # What counts
 //!
 //! A [`Classify`] implementation decides whether
@@ -141,6 +150,7 @@
 mod breaker;
 mod future;
 mod handle;
+mod keyed;
 mod layer;
 mod period;
 mod probes;
@@ -148,6 +158,7 @@ mod window;
 
 pub use future::ResponseFuture;
 pub use handle::{Event, Handle, Reason, Snapshot, State, ThresholdExceeded, Transition};
+pub use keyed::{KeyedBuilder, KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle};
 pub use layer::{CircuitBreakerBuilder, CircuitBreakerConfig, CircuitBreakerLayer};
 
 use std::fmt;
