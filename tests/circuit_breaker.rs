@@ -1130,3 +1130,20 @@ fn a_keyed_breaker_checks_its_settings() {
 async fn a_keyed_breaker_keeps_the_tower_contract() {
     support::check_tower_contract(|probe| keyed_layer(10).layer(probe)).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_admitted_before_does_not_admit_once_the_breaker_opens() {
+    // The service remembers the Closed period it admitted under; opening
+    // the breaker must end that at once, for it and for its clones.
+    let probe = Probe::new(Answer::Now);
+    let layer = CircuitBreakerLayer::builder().build().unwrap();
+    let mut svc = layer.layer(probe.clone());
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    let mut clone = svc.clone();
+    layer.handle().force_open();
+    for s in [&mut svc, &mut clone] {
+        let err = s.ready().await.unwrap().call(2).await.unwrap_err();
+        assert!(matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)));
+    }
+    assert_eq!(probe.calls(), 1);
+}

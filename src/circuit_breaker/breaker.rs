@@ -243,6 +243,23 @@ impl Breaker {
         Admission::Refused(None)
     }
 
+    /// As [`admit`](Self::admit), trying `cached` first: while the period
+    /// it holds is still current and admits every call, admission reads no
+    /// shared pointer at all. Refreshes `cached`.
+    pub(crate) fn admit_cached(self: &Arc<Self>, cached: &mut Option<Arc<Period>>) -> Admission {
+        if let Some(period) = cached {
+            if period.admits_every_call() && !period.has_left() {
+                return Admission::Admitted(Ticket::Window(period.clone()));
+            }
+        }
+        let admission = self.admit();
+        *cached = match &admission {
+            Admission::Admitted(Ticket::Window(period)) => Some(period.clone()),
+            _ => None,
+        };
+        admission
+    }
+
     /// Counts a refusal against the current period.
     pub(crate) fn count_not_permitted(&self) {
         self.current.load().count_not_permitted();

@@ -170,6 +170,7 @@ use tower_service::Service;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::error::{BoxError, CircuitOpen};
 use breaker::{Admission, Breaker};
+use period::Period;
 
 /// A service that stops calling its inner service while that keeps failing.
 ///
@@ -180,6 +181,9 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
     classifier: C,
     // Decided in `poll_ready`, consumed by `call`.
     admission: Option<Admission>,
+    // The period this service last saw admit every call: while it lasts,
+    // admission is a flag check and a reference count.
+    cached: Option<Arc<Period>>,
 }
 
 impl<S, C> CircuitBreaker<S, C> {
@@ -189,6 +193,7 @@ impl<S, C> CircuitBreaker<S, C> {
             breaker,
             classifier,
             admission: None,
+            cached: None,
         }
     }
 
@@ -225,7 +230,7 @@ impl<S, C> CircuitBreaker<S, C> {
             Some(Admission::Admitted(ticket)) => ticket.is_stale(),
         };
         if ask {
-            self.admission = Some(self.breaker.admit());
+            self.admission = Some(self.breaker.admit_cached(&mut self.cached));
         }
     }
 }
@@ -233,11 +238,13 @@ impl<S, C> CircuitBreaker<S, C> {
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     /// The clone shares the breaker but holds no admission of its own.
     fn clone(&self) -> Self {
-        CircuitBreaker::new(
+        let mut clone = CircuitBreaker::new(
             self.inner.clone(),
             self.breaker.clone(),
             self.classifier.clone(),
-        )
+        );
+        clone.cached = self.cached.clone();
+        clone
     }
 }
 

@@ -188,6 +188,14 @@ impl Period {
         self.start.state
     }
 
+    /// Closed, MetricsOnly and Disabled let every call through.
+    pub(crate) fn admits_every_call(&self) -> bool {
+        matches!(
+            self.start.state,
+            State::Closed | State::MetricsOnly | State::Disabled
+        )
+    }
+
     pub(crate) fn probes(&self) -> Option<&Probes> {
         self.probes.as_ref()
     }
@@ -262,8 +270,14 @@ impl Period {
         let now = (started.is_some() || self.time_window).then(Instant::now);
         let slow = self.is_slow(started, now);
         let at = now.map_or(0, |now| self.clock.nanos(now));
-        window.record(Record { failure, slow }, at);
-        let mut crossed = self.thresholds.over_window(window.totals(at));
+        let calls = window.record(Record { failure, slow }, at);
+        // A fast success can only lower the rates, unless it is one of the
+        // calls that make them count: skip reading the totals for it.
+        let mut crossed = if failure || slow || calls <= self.thresholds.minimum_calls {
+            self.thresholds.over_window(window.totals(at))
+        } else {
+            Crossed::default()
+        };
         crossed.0 |= self.count_consecutive(failure).0;
         if !crossed.is_empty() {
             self.on_crossed(crossed);

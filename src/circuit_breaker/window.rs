@@ -52,9 +52,11 @@ impl Window {
         }
     }
 
-    /// Records one outcome that finished at `now` (unused by count windows).
+    /// Records one outcome that finished at `now` (unused by count windows);
+    /// returns about how many calls the window holds with it (exact when no
+    /// other thread records at the same moment).
     #[inline]
-    pub(crate) fn record(&self, record: Record, now: u64) {
+    pub(crate) fn record(&self, record: Record, now: u64) -> u64 {
         match self {
             Window::Count(w) => w.record(record),
             Window::Time(w) => w.record(record, now),
@@ -107,14 +109,16 @@ impl CountWindow {
     }
 
     #[inline]
-    fn record(&self, record: Record) {
-        let index = self.head.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64;
+    fn record(&self, record: Record) -> u64 {
+        let head = self.head.fetch_add(1, Ordering::Relaxed);
+        let n = self.slots.len() as u64;
+        let calls = (head + 1).min(n);
         let new = encode(record);
         // `swap`, not a load and a store: two writers that wrap onto the same
         // slot must each see what the other replaced, or the totals drift.
-        let old = self.slots[index as usize].swap(new, Ordering::AcqRel);
+        let old = self.slots[(head % n) as usize].swap(new, Ordering::AcqRel);
         if old == new {
-            return; // the common steady state: nothing to adjust
+            return calls; // the common steady state: nothing to adjust
         }
         let delta = |bit: u8| i64::from(new & bit != 0) - i64::from(old & bit != 0);
         let failures = delta(FAILURE);
@@ -125,6 +129,7 @@ impl CountWindow {
         if slow != 0 {
             self.slow.fetch_add(slow, Ordering::AcqRel);
         }
+        calls
     }
 
     fn totals(&self) -> Totals {
@@ -193,17 +198,17 @@ impl TimeWindow {
     }
 
     #[inline]
-    fn record(&self, record: Record, now: u64) {
+    fn record(&self, record: Record, now: u64) -> u64 {
         let epoch = now / self.bucket_nanos;
         self.advance(epoch);
         let bucket = self.bucket(epoch);
         if !self.claim(bucket, epoch) {
             // The bucket has moved on to a later epoch: this outcome is older
             // than the window (its thread was held up), so it no longer counts.
-            return;
+            return 0;
         }
         bucket.calls.fetch_add(1, Ordering::AcqRel);
-        self.calls.fetch_add(1, Ordering::AcqRel);
+        let calls = self.calls.fetch_add(1, Ordering::AcqRel).max(0) as u64 + 1;
         if record.failure {
             bucket.failures.fetch_add(1, Ordering::AcqRel);
             self.failures.fetch_add(1, Ordering::AcqRel);
@@ -212,6 +217,7 @@ impl TimeWindow {
             bucket.slow.fetch_add(1, Ordering::AcqRel);
             self.slow.fetch_add(1, Ordering::AcqRel);
         }
+        calls
     }
 
     fn totals(&self, now: u64) -> Totals {
