@@ -756,6 +756,30 @@ async fn forced_open_ignores_the_open_duration() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn isolation_holds_against_late_outcomes_until_closed_by_hand() {
+    // scenario CB-M5: isolate; outcomes of earlier calls arrive; close.
+    let mut rig = rig(cfg_r());
+    let mut early_success = rig.start(S.taking(secs(1)));
+    let mut early_failure = rig.start(F.taking(secs(1)));
+    assert!(rig.handle.force_open());
+    advance(secs(1)).await;
+    assert!(early_success.poll().is_ready());
+    assert!(early_failure.poll().is_ready());
+    assert_eq!(rig.handle.state(), State::ForcedOpen);
+    assert_eq!(open_error(rig.call(S).await).retry_after(), None);
+    assert!(rig.handle.force_closed());
+    assert_eq!(
+        rig.events.transitions(),
+        [
+            (State::Closed, State::ForcedOpen, Reason::Manual),
+            (State::ForcedOpen, State::Closed, Reason::Manual)
+        ]
+    );
+    rig.run(&[S]).await;
+    assert_eq!(rig.counts(), (1, 0, 0), "counted as a success in Closed");
+}
+
+#[tokio::test(start_paused = true)]
 async fn disabled_admits_everything_and_records_nothing() {
     // scenario CB-M2
     let mut rig = rig(cfg_r());
