@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,6 +142,9 @@ pub(crate) struct Breaker {
     settings: Settings,
     clock: Clock,
     current: ArcSwap<Period>,
+    // Every refusal delivered, ever: a period's count is this less its
+    // `refusals_before`, so a refusal costs no load of the current period.
+    refusals: AtomicU64,
     control: Mutex<Control>,
     listener: Option<Listener>,
 }
@@ -171,12 +175,14 @@ impl Breaker {
                 open_until: None,
                 openings: 0,
                 carried: Totals::default(),
+                refusals_before: 0,
             };
             Breaker {
                 current: ArcSwap::from_pointee(Period::new(weak.clone(), &settings, clock, first)),
                 name,
                 settings,
                 clock,
+                refusals: AtomicU64::new(0),
                 control: Mutex::new(Control {
                     generation: 0,
                     rng: seed | 1,
@@ -260,9 +266,9 @@ impl Breaker {
         admission
     }
 
-    /// Counts a refusal against the current period.
+    /// Counts a refusal delivered to a caller.
     pub(crate) fn count_not_permitted(&self) {
-        self.current.load().count_not_permitted();
+        self.refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Opens a Closed period whose window reached a threshold.
@@ -339,6 +345,7 @@ impl Breaker {
             open_until: None,
             openings: 0,
             carried: Totals::default(),
+            refusals_before: self.refusals.load(Ordering::Relaxed),
         };
         match target {
             Target::Open(lasting) => {
@@ -379,7 +386,8 @@ impl Breaker {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let period = self.current.load();
         let now = Instant::now();
-        Snapshot::new(&period, period.totals(now), &self.settings, now)
+        let refusals = self.refusals.load(Ordering::Relaxed);
+        Snapshot::new(&period, period.totals(now), &self.settings, now, refusals)
     }
 }
 

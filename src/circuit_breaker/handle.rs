@@ -221,7 +221,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn new(period: &Period, totals: Totals, settings: &Settings, now: Instant) -> Self {
+    pub(crate) fn new(
+        period: &Period,
+        totals: Totals,
+        settings: &Settings,
+        now: Instant,
+        refusals: u64,
+    ) -> Self {
         let start = &period.start;
         let gated = matches!(start.state, State::Closed | State::MetricsOnly)
             && totals.calls < settings.thresholds.minimum_calls;
@@ -243,7 +249,7 @@ impl Snapshot {
             failure_rate: rate(totals.failures),
             slow_call_rate: rate(totals.slow),
             consecutive_failures: period.consecutive_failures(),
-            not_permitted: period.not_permitted(),
+            not_permitted: refusals.saturating_sub(start.refusals_before),
             probes_in_flight: period.probes().map_or(0, |p| p.in_flight()),
             retry_after: start
                 .open_until

@@ -140,6 +140,8 @@ pub(crate) struct Start {
     pub(crate) openings: u32,
     /// Open: the totals of the period that opened it, kept for the handle.
     pub(crate) carried: Totals,
+    /// The breaker's refusals before this period began.
+    pub(crate) refusals_before: u64,
 }
 
 pub(crate) struct Period {
@@ -150,7 +152,6 @@ pub(crate) struct Period {
     time_window: bool,
     clock: Clock,
     consecutive: AtomicU64,
-    not_permitted: AtomicU64,
     // MetricsOnly: the thresholds already reported as exceeded.
     exceeded: AtomicU8,
     // Set once a later period has replaced this one.
@@ -177,7 +178,6 @@ impl Period {
             time_window: matches!(settings.window, WindowKind::Time { .. }),
             clock,
             consecutive: AtomicU64::new(0),
-            not_permitted: AtomicU64::new(0),
             exceeded: AtomicU8::new(0),
             left: AtomicBool::new(false),
             breaker,
@@ -207,14 +207,6 @@ impl Period {
 
     pub(crate) fn mark_left(&self) {
         self.left.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn count_not_permitted(&self) {
-        self.not_permitted.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn not_permitted(&self) -> u64 {
-        self.not_permitted.load(Ordering::Relaxed)
     }
 
     pub(crate) fn consecutive_failures(&self) -> u64 {
