@@ -917,13 +917,95 @@ fn bad_configuration_is_an_error_naming_the_field() {
     b().time_window_buckets(secs(10), 10_000).build().unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn minimum_calls_default_to_the_count_window_when_it_is_smaller() {
+    // The default minimum is 20; a window of 2 could never hold 20 calls.
+    let mut rig = rig(CircuitBreakerLayer::builder().count_window(2));
+    rig.run(&[F, F]).await;
+    assert_eq!(rig.handle.state(), State::Open);
+}
+
 #[test]
-fn minimum_calls_default_to_the_count_window_when_it_is_smaller() {
+fn a_time_window_gets_about_one_bucket_per_second_that_divides_it() {
+    // 3.5 s does not split into 3 whole-nanosecond buckets, so it gets 2;
+    // 3 h would be 10 800 buckets, past the cap of 10 000.
+    for length in [ms(3_500), secs(3 * 3_600), ms(1), secs(1)] {
+        let built = CircuitBreakerLayer::builder().time_window(length).build();
+        assert!(built.is_ok(), "{length:?}: {:?}", built.err());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_that_slides_the_time_window_is_checked_too() {
+    // Old successes leave the window with the bucket a new success opens:
+    // the failure rate jumps, and that success must see it.
+    let mut rig = rig(CircuitBreakerLayer::builder()
+        .time_window(secs(10))
+        .minimum_calls(5)
+        .failure_rate(0.5));
+    rig.run(&[S; 10]).await;
+    advance(secs(5)).await;
+    rig.run(&[F; 6]).await; // 6 of 16
+    assert_eq!(rig.handle.state(), State::Closed);
+    advance(ms(5_500)).await;
+    rig.run(&[S]).await; // the ten successes have left: 6 of 7
+    assert_eq!(rig.handle.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_made_after_the_breaker_opened_is_refused_though_readiness_was_polled_before() {
+    let probe = Probe::new(Answer::Now);
+    let layer = CircuitBreakerLayer::builder().build().unwrap();
+    let mut svc = layer.layer(probe.clone());
+    svc.ready().await.unwrap(); // admitted while Closed
+    layer.handle().force_open();
+    let err = svc.call(1).await.unwrap_err();
+    assert!(matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)));
+    assert_eq!(probe.calls(), 0);
+    assert_eq!(layer.handle().snapshot().not_permitted, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_polls_ready_and_never_calls_holds_no_probe_slot() {
+    let probe = Probe::new(Answer::Now);
     let layer = CircuitBreakerLayer::builder()
-        .count_window(2)
+        .half_open_probes(1)
         .build()
         .unwrap();
-    // Built outside a runtime: the breaker needs none until called.
+    let handle = layer.handle();
+    handle.open_for(secs(1));
+    advance(secs(1)).await;
+    let mut idle = layer.layer(probe.clone());
+    idle.ready().await.unwrap(); // may probe, but never calls
+    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(layer.layer(probe.clone()).oneshot(5).await.unwrap(), 5);
+    assert_eq!(handle.state(), State::Closed);
+    // The idle service's own call, when it finally comes, decides again.
+    assert_eq!(idle.call(6).await.unwrap(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn of_two_callers_that_saw_the_last_free_probe_slot_one_is_refused_in_call() {
+    let probe = Probe::new(Answer::Gated);
+    let layer = CircuitBreakerLayer::builder()
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    layer.handle().open_for(secs(1));
+    advance(secs(1)).await;
+    let mut a = layer.layer(probe.clone());
+    let mut b = layer.layer(probe.clone());
+    a.ready().await.unwrap();
+    b.ready().await.unwrap();
+    let first = a.call(1);
+    let err = b.call(2).await.unwrap_err();
+    let ErrorKind::CircuitOpen(open) = ErrorKind::of(&err) else {
+        panic!("{err:?}")
+    };
+    assert_eq!(open.retry_after(), None);
+    assert_eq!(probe.calls(), 1);
+    probe.release(1);
+    assert_eq!(first.await.unwrap(), 1);
     assert_eq!(layer.handle().state(), State::Closed);
 }
 
@@ -1126,6 +1208,27 @@ async fn idle_keys_are_dropped_when_new_ones_arrive() {
     assert!(hosts.remove(&2));
     assert!(!hosts.remove(&2));
     assert_eq!(hosts.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_isolated_by_hand_outlasts_idle_sweeps() {
+    let layer = keyed_layer(100);
+    let hosts = layer.handle();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    hosts.breaker(7).force_open();
+    for request in [100, 200, 300] {
+        svc.ready().await.unwrap().call(request).await.unwrap();
+        advance(secs(600)).await;
+    }
+    svc.ready().await.unwrap().call(400).await.unwrap();
+    assert_eq!(hosts.get(&7).map(|h| h.state()), Some(State::ForcedOpen));
+    let mut keys = hosts.keys();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [3, 4, 7],
+        "idle Closed keys went, the isolated one stayed"
+    );
 }
 
 #[test]

@@ -11,7 +11,8 @@ use arc_swap::{ArcSwap, Guard};
 use tokio::time::Instant;
 
 use super::handle::{Event, Reason, Snapshot, State, ThresholdExceeded, Transition};
-use super::period::{Crossed, Period, Start, Thresholds, Ticket};
+use super::period::{Crossed, Period, ProbeSlot, Start, Thresholds, Ticket};
+use super::probes::Probes;
 use super::window::{Totals, WindowKind};
 use crate::name::Name;
 
@@ -111,12 +112,32 @@ impl Target {
     }
 }
 
-/// Whether a call may go ahead.
+/// Whether a call may go ahead, decided in `poll_ready`.
 #[derive(Debug)]
 pub(crate) enum Admission {
     Admitted(Ticket),
+    /// HalfOpen with a probe slot free: `call` takes it, if it still can.
+    /// Taking it only then means a service that polls ready and never calls
+    /// holds no slot.
+    MayProbe(Arc<Period>),
     /// Refused; how long until a probe may go, where known.
     Refused(Option<Duration>),
+}
+
+impl Admission {
+    /// Whether the breaker has moved on since this was decided.
+    fn is_stale(&self) -> bool {
+        match self {
+            Admission::Admitted(ticket) => ticket.is_stale(),
+            Admission::MayProbe(period) => period.has_left(),
+            Admission::Refused(_) => false,
+        }
+    }
+
+    /// Whether the call may go on to poll the inner service.
+    pub(crate) fn may_call(&self) -> bool {
+        !matches!(self, Admission::Refused(_))
+    }
 }
 
 /// Guarded by the transition lock.
@@ -227,11 +248,8 @@ impl Breaker {
                     );
                 }
                 State::HalfOpen => {
-                    if period.probes().is_some_and(|p| p.try_take()) {
-                        let period = Guard::into_inner(period);
-                        return Admission::Admitted(Ticket::Probe(super::period::ProbeSlot::new(
-                            period,
-                        )));
+                    if period.probes().is_some_and(Probes::has_free_slot) {
+                        return Admission::MayProbe(Guard::into_inner(period));
                     }
                     let waited = Instant::now().saturating_duration_since(period.start.since);
                     if waited < self.settings.half_open_max_wait {
@@ -264,6 +282,33 @@ impl Breaker {
             _ => None,
         };
         admission
+    }
+
+    /// Turns what `poll_ready` decided into the call's ticket, when the call
+    /// is made: decides again if the breaker has moved on since (so no call
+    /// goes out on an admission its period no longer stands behind), and
+    /// takes the probe slot. `Err` is a refusal with its `retry_after`.
+    pub(crate) fn confirm(
+        self: &Arc<Self>,
+        admission: Admission,
+        cached: &mut Option<Arc<Period>>,
+    ) -> Result<Ticket, Option<Duration>> {
+        let admission = if admission.is_stale() {
+            self.admit_cached(cached)
+        } else {
+            admission
+        };
+        match admission {
+            Admission::Admitted(ticket) => Ok(ticket),
+            Admission::MayProbe(period) => {
+                if period.probes().is_some_and(Probes::try_take) {
+                    Ok(Ticket::Probe(ProbeSlot::new(period)))
+                } else {
+                    Err(None) // another caller took the last slot
+                }
+            }
+            Admission::Refused(retry_after) => Err(retry_after),
+        }
     }
 
     /// Counts a refusal delivered to a caller.

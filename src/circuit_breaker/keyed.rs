@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::breaker::{Admission, Breaker, Listener, Settings};
+use super::breaker::{Breaker, Listener, Settings};
 use super::future::ResponseFuture;
 use super::handle::{Handle, State};
 use super::layer::CircuitBreakerBuilder;
@@ -45,17 +45,19 @@ impl<C, F> KeyedBuilder<C, F> {
     }
 
     /// The most keys kept at once (default 1 000). When a new key would pass
-    /// it, an eighth of the keys go: idle ones first, then Closed ones, then
-    /// any. A flood of distinct keys costs at most this many breakers.
+    /// it, an eighth of the keys go: idle Closed ones first, then Closed
+    /// ones, and only if every breaker is in another state, any. A flood of
+    /// distinct keys costs at most this many breakers.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
     }
 
-    /// A key with no calls for this long (default 10 minutes) may be
-    /// dropped; it is dropped between one and two of these after its last
-    /// call, when a new key arrives. Its breaker starts afresh if the key
-    /// comes back.
+    /// A key whose breaker is Closed and has had no calls for this long
+    /// (default 10 minutes) may be dropped: it goes between one and two of
+    /// these after its last call, when a new key arrives, and starts afresh
+    /// if it comes back. Keys in any other state (open, forced open,
+    /// disabled, metrics only) are kept, so an isolation set by hand holds.
     pub fn idle_after(mut self, idle_after: Duration) -> Self {
         self.idle_after = idle_after;
         self
@@ -121,6 +123,10 @@ struct Entry {
 }
 
 impl Entry {
+    fn is_closed(&self) -> bool {
+        self.breaker.current().state() == State::Closed
+    }
+
     fn touch(&self) -> Arc<Breaker> {
         // Loaded first, so a busy key does not write the shared line.
         if !self.used.load(Ordering::Relaxed) {
@@ -156,13 +162,15 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Keyed<K> {
         self.keys.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The key's breaker, if it has one; looking does not count as use.
     fn get(&self, key: &K) -> Option<Arc<Breaker>> {
-        self.read().breakers.get(key).map(Entry::touch)
+        let keys = self.read();
+        keys.breakers.get(key).map(|entry| entry.breaker.clone())
     }
 
-    /// The key's breaker, made if it is new.
+    /// The key's breaker, made if it is new; marks the key as in use.
     fn breaker(&self, key: K) -> Arc<Breaker> {
-        if let Some(breaker) = self.get(&key) {
+        if let Some(breaker) = self.read().breakers.get(&key).map(Entry::touch) {
             return breaker;
         }
         let mut keys = self.write();
@@ -183,8 +191,10 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Keyed<K> {
         breaker
     }
 
-    /// Drops the keys with no call since the last sweep, if that was at
-    /// least `idle_after` ago.
+    /// Drops the Closed keys with no call since the last sweep, if that was
+    /// at least `idle_after` ago. A key in any other state is kept: an open
+    /// breaker still protects its upstream, and an isolation set by hand
+    /// must hold.
     fn sweep_idle(&self, keys: &mut Keys<K>) {
         let now = Instant::now();
         let Some(last) = keys.last_sweep else {
@@ -196,17 +206,18 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Keyed<K> {
         }
         keys.last_sweep = Some(now);
         keys.breakers
-            .retain(|_, entry| entry.used.swap(false, Ordering::Relaxed));
+            .retain(|_, entry| entry.used.swap(false, Ordering::Relaxed) || !entry.is_closed());
     }
 
-    /// Drops an eighth of the keys (at least one): idle, then Closed, then
-    /// any. Scanning for a batch keeps a flood of new keys O(1) per key.
+    /// Drops an eighth of the keys (at least one): idle Closed ones, then
+    /// Closed ones, then (a last resort, when every breaker is open) any.
+    /// Scanning for a batch keeps a flood of new keys O(1) per key.
     fn make_room(&self, keys: &mut Keys<K>) {
         let target = keys.breakers.len() + 1 - self.max_keys + self.max_keys / 8;
         let mut removed = 0;
         let passes: [&dyn Fn(&Entry) -> bool; 3] = [
-            &|e| !e.used.load(Ordering::Relaxed),
-            &|e| e.breaker.current().state() == State::Closed,
+            &|e| !e.used.load(Ordering::Relaxed) && e.is_closed(),
+            &|e| e.is_closed(),
             &|_| true,
         ];
         for pass in passes {
@@ -345,11 +356,11 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let breaker = self.shared.breaker((self.key)(&request));
-        match breaker.admit() {
-            Admission::Admitted(ticket) => {
+        match breaker.confirm(breaker.admit(), &mut None) {
+            Ok(ticket) => {
                 ResponseFuture::admitted(self.inner.call(request), ticket, self.classifier.clone())
             }
-            Admission::Refused(retry_after) => {
+            Err(retry_after) => {
                 breaker.count_not_permitted();
                 ResponseFuture::rejected(CircuitOpen::new(breaker.name().clone(), retry_after))
             }

@@ -169,9 +169,10 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// Judge the calls of the last `length`, in one bucket per second (one
-    /// bucket if `length` is under a second). Calls leave the window a whole
-    /// bucket at a time. Reads the clock once per call.
+    /// Judge the calls of the last `length`, in about one bucket per second
+    /// (the most, up to one per second and 10 000, that divide `length`
+    /// exactly; one if `length` is under a second). Calls leave the window a
+    /// whole bucket at a time. Reads the clock once per call.
     pub fn time_window(mut self, length: Duration) -> Self {
         self.window = WindowChoice::Time(length, None);
         self
@@ -238,16 +239,18 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// How many probe calls HalfOpen lets through (default 3). The breaker
-    /// closes when all of them report below the thresholds, and reopens as
-    /// soon as their outcomes reach a threshold over all of them.
+    /// How many probe outcomes HalfOpen judges (default 3); never more than
+    /// this many probes are out at once. The breaker closes when that many
+    /// report below the thresholds, and reopens as soon as their outcomes
+    /// reach a threshold over all of them.
     pub fn half_open_probes(mut self, n: u32) -> Self {
         self.half_open_probes = n;
         self
     }
 
     /// How long HalfOpen waits for its probes to report before it gives up
-    /// and reopens (default 60 s); checked when a call arrives.
+    /// and reopens (default 60 s): after it, the first call that finds every
+    /// probe slot taken reopens the breaker.
     pub fn half_open_max_wait(mut self, duration: Duration) -> Self {
         self.half_open_max_wait = duration;
         self
@@ -370,7 +373,7 @@ impl<C> CircuitBreakerBuilder<C> {
                 if length.is_zero() {
                     return Err(invalid("time_window", "must be more than zero"));
                 }
-                let buckets = buckets.unwrap_or_else(|| length.as_secs().max(1) as usize);
+                let buckets = buckets.unwrap_or_else(|| default_buckets(length));
                 if buckets == 0 || buckets > MAX_BUCKETS {
                     return Err(invalid(
                         "time_window_buckets",
@@ -549,6 +552,17 @@ impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
             .field("listener", &self.listener.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// About one bucket per second, as many as divide `length` exactly into
+/// buckets of at least 1 ms, and at most 10 000.
+fn default_buckets(length: Duration) -> usize {
+    let nanos = length.as_nanos();
+    let most = length.as_secs().clamp(1, MAX_BUCKETS as u64) as usize;
+    (1..=most)
+        .rev()
+        .find(|&b| nanos % b as u128 == 0 && length / (b as u32) >= MIN_BUCKET)
+        .unwrap_or(1)
 }
 
 fn invalid(field: &'static str, rule: impl Into<Cow<'static, str>>) -> ConfigError {

@@ -57,16 +57,18 @@
 //!   reopening ([`open_backoff`](CircuitBreakerBuilder::open_backoff)), with
 //!   optional jitter. There is no background task: the first call after the
 //!   open duration moves the breaker to HalfOpen.
-//! - **HalfOpen.** Exactly `half_open_probes` calls go through, never more
-//!   however many callers race for them; the rest fail with `CircuitOpen`
-//!   (no `retry_after`). The breaker closes, with an empty window, when all
-//!   probes have reported below both thresholds, and reopens as soon as the
+//! - **HalfOpen.** Probe calls go through, never more than
+//!   `half_open_probes` at once however many callers race for them; the rest
+//!   fail with `CircuitOpen` (no `retry_after`). The breaker judges exactly
+//!   `half_open_probes` outcomes: it closes, with an empty window, when that
+//!   many have reported below both thresholds, and reopens as soon as the
 //!   probes' outcomes reach a threshold over all of them (with 4 probes at
 //!   50 %, the second failure reopens it; resilience4j would wait for all
 //!   four, tower-resilience reopens on a rate over the probes so far). A
 //!   probe that is cancelled, or whose outcome is ignored, gives its slot
-//!   back. If the probes have not settled within `half_open_max_wait` (a
-//!   probe hangs), the next call reopens the breaker.
+//!   back, so another caller can take its place. If the probes have not
+//!   settled within `half_open_max_wait` (a probe hangs), the next call that
+//!   finds every slot taken reopens the breaker.
 //! - **ForcedOpen, Disabled, MetricsOnly** are set by hand through the
 //!   [`Handle`]: refuse everything; let everything through and record
 //!   nothing; record everything and report thresholds reached (as
@@ -139,11 +141,13 @@
 //! An open breaker is a temporary refusal, so it is never an error from
 //! `poll_ready`: `poll_ready` returns `Ready(Ok(()))` without polling the
 //! inner service, and the response future fails with [`CircuitOpen`]. Polling
-//! readiness again before calling takes a fresh look. An admitted call's
-//! ticket (a probe slot, in HalfOpen) is taken in `poll_ready`, kept in the
-//! service (a clone starts without one), and moved into the response future
-//! by `call`; if the inner service stays pending until the breaker has moved
-//! on, the next `poll_ready` asks again.
+//! readiness again before calling takes a fresh look. The decision is kept in
+//! the service (a clone starts without one) and used by `call`, which decides
+//! again if the breaker has moved on in between, so no call goes out on an
+//! admission from a state that has ended. In HalfOpen, `poll_ready` only
+//! checks that a probe slot is free and `call` takes it (or, if another
+//! caller took the last one first, fails with `CircuitOpen`): a service that
+//! polls ready and never calls holds no slot.
 //!
 //! [`CircuitOpen`]: crate::error::CircuitOpen
 
@@ -212,8 +216,7 @@ impl<S, C> CircuitBreaker<S, C> {
         &mut self.inner
     }
 
-    /// Unwraps the inner service, giving back any probe slot this service
-    /// holds.
+    /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
         self.inner
     }
@@ -228,6 +231,7 @@ impl<S, C> CircuitBreaker<S, C> {
             // Admitted under a period that has ended while the inner service
             // was becoming ready: the call would count for nothing.
             Some(Admission::Admitted(ticket)) => ticket.is_stale(),
+            Some(Admission::MayProbe(period)) => period.has_left(),
         };
         if ask {
             self.admission = Some(self.breaker.admit_cached(&mut self.cached));
@@ -260,7 +264,7 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.decide();
-        if !matches!(self.admission, Some(Admission::Admitted(_))) {
+        if !self.admission.as_ref().is_some_and(Admission::may_call) {
             // Refused, decided without touching the inner service.
             return Poll::Ready(Ok(()));
         }
@@ -275,15 +279,17 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        match self.admission.take() {
-            Some(Admission::Admitted(ticket)) => {
+        let Some(admission) = self.admission.take() else {
+            return ResponseFuture::not_ready(self.breaker.name().clone());
+        };
+        match self.breaker.confirm(admission, &mut self.cached) {
+            Ok(ticket) => {
                 ResponseFuture::admitted(self.inner.call(request), ticket, self.classifier.clone())
             }
-            Some(Admission::Refused(retry_after)) => {
+            Err(retry_after) => {
                 self.breaker.count_not_permitted();
                 ResponseFuture::rejected(CircuitOpen::new(self.breaker.name().clone(), retry_after))
             }
-            None => ResponseFuture::not_ready(self.breaker.name().clone()),
         }
     }
 }

@@ -263,9 +263,12 @@ impl Period {
         let slow = self.is_slow(started, now);
         let at = now.map_or(0, |now| self.clock.nanos(now));
         let calls = window.record(Record { failure, slow }, at);
-        // A fast success can only lower the rates, unless it is one of the
-        // calls that make them count: skip reading the totals for it.
-        let mut crossed = if failure || slow || calls <= self.thresholds.minimum_calls {
+        // In a count window a fast success can only lower the rates, unless
+        // it is one of the calls that make them count: skip reading the
+        // totals for it. A time window may have let old buckets go while
+        // recording it, which can raise the rates: always check.
+        let check = failure || slow || self.time_window || calls <= self.thresholds.minimum_calls;
+        let mut crossed = if check {
             self.thresholds.over_window(window.totals(at))
         } else {
             Crossed::default()
@@ -346,6 +349,16 @@ impl Period {
                 Verdict::Pending => {}
             }
         }
+    }
+}
+
+impl std::fmt::Debug for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Period")
+            .field("state", &self.start.state)
+            .field("generation", &self.start.generation)
+            .field("left", &self.has_left())
+            .finish_non_exhaustive()
     }
 }
 

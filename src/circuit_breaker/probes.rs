@@ -77,6 +77,11 @@ impl Probes {
         false
     }
 
+    /// Whether a slot is free right now (another caller may take it first).
+    pub(crate) fn has_free_slot(&self) -> bool {
+        self.taken.load(Ordering::Acquire) < self.limit
+    }
+
     /// Gives back a slot whose probe will never report.
     pub(crate) fn give_back(&self) {
         self.taken.fetch_sub(1, Ordering::AcqRel);
