@@ -126,6 +126,7 @@ pub(crate) enum Admission {
 
 impl Admission {
     /// Whether the breaker has moved on since this was decided.
+    #[inline]
     fn is_stale(&self) -> bool {
         match self {
             Admission::Admitted(ticket) => ticket.is_stale(),
@@ -135,6 +136,7 @@ impl Admission {
     }
 
     /// Whether the call may go on to poll the inner service.
+    #[inline]
     pub(crate) fn may_call(&self) -> bool {
         !matches!(self, Admission::Refused(_))
     }
@@ -270,6 +272,7 @@ impl Breaker {
     /// As [`admit`](Self::admit), trying `cached` first: while the period
     /// it holds is still current and admits every call, admission reads no
     /// shared pointer at all. Refreshes `cached`.
+    #[inline]
     pub(crate) fn admit_cached(self: &Arc<Self>, cached: &mut Option<Arc<Period>>) -> Admission {
         if let Some(period) = cached {
             if period.admits_every_call() && !period.has_left() {
@@ -288,6 +291,7 @@ impl Breaker {
     /// is made: decides again if the breaker has moved on since (so no call
     /// goes out on an admission its period no longer stands behind), and
     /// takes the probe slot. `Err` is a refusal with its `retry_after`.
+    #[inline]
     pub(crate) fn confirm(
         self: &Arc<Self>,
         admission: Admission,
@@ -312,6 +316,7 @@ impl Breaker {
     }
 
     /// Counts a refusal delivered to a caller.
+    #[inline]
     pub(crate) fn count_not_permitted(&self) {
         self.refusals.fetch_add(1, Ordering::Relaxed);
     }

@@ -88,6 +88,7 @@ pub(crate) enum Verdict {
 impl Thresholds {
     /// The rate thresholds a window's totals reach, once it holds the
     /// minimum number of calls.
+    #[inline]
     fn over_window(&self, totals: Totals) -> Crossed {
         if totals.calls == 0 || totals.calls < self.minimum_calls {
             return Crossed::default();
@@ -189,6 +190,7 @@ impl Period {
     }
 
     /// Closed, MetricsOnly and Disabled let every call through.
+    #[inline]
     pub(crate) fn admits_every_call(&self) -> bool {
         matches!(
             self.start.state,
@@ -201,6 +203,7 @@ impl Period {
     }
 
     /// Whether a later period has replaced this one.
+    #[inline]
     pub(crate) fn has_left(&self) -> bool {
         self.left.load(Ordering::Acquire)
     }
@@ -214,6 +217,7 @@ impl Period {
     }
 
     /// Whether calls admitted under this period need their start time read.
+    #[inline]
     pub(crate) fn times_calls(&self) -> bool {
         self.thresholds.slow.is_some() && (self.window.is_some() || self.probes.is_some())
     }
@@ -237,6 +241,7 @@ impl Period {
 
     /// Whether a call that began at `started` and ended at `now` was slow
     /// (strictly longer than the threshold, scenario CB-T4).
+    #[inline]
     fn is_slow(&self, started: Option<Instant>, now: Option<Instant>) -> bool {
         match (started, now, self.thresholds.slow) {
             (Some(started), Some(now), Some(slow)) => {
@@ -248,6 +253,7 @@ impl Period {
 
     /// Records a finished call admitted under this (Closed, MetricsOnly or
     /// Disabled) period, and acts on any threshold it reaches.
+    #[inline]
     fn record(self: &Arc<Self>, outcome: Outcome, started: Option<Instant>) {
         let failure = match outcome {
             Outcome::Success => false,
@@ -262,23 +268,18 @@ impl Period {
         let now = (started.is_some() || self.time_window).then(Instant::now);
         let slow = self.is_slow(started, now);
         let at = now.map_or(0, |now| self.clock.nanos(now));
-        let calls = window.record(Record { failure, slow }, at);
-        // In a count window a fast success can only lower the rates, unless
-        // it is one of the calls that make them count: skip reading the
-        // totals for it. A time window may have let old buckets go while
-        // recording it, which can raise the rates: always check.
-        let check = failure || slow || self.time_window || calls <= self.thresholds.minimum_calls;
-        let mut crossed = if check {
-            self.thresholds.over_window(window.totals(at))
-        } else {
-            Crossed::default()
-        };
+        let judged =
+            window.record_and_judge(Record { failure, slow }, at, self.thresholds.minimum_calls);
+        let mut crossed = judged.map_or(Crossed::default(), |totals| {
+            self.thresholds.over_window(totals)
+        });
         crossed.0 |= self.count_consecutive(failure).0;
         if !crossed.is_empty() {
             self.on_crossed(crossed);
         }
     }
 
+    #[inline]
     fn count_consecutive(&self, failure: bool) -> Crossed {
         let Some(limit) = self.thresholds.consecutive_failures else {
             return Crossed::default();
@@ -392,6 +393,7 @@ impl Drop for ProbeSlot {
 }
 
 impl Ticket {
+    #[inline]
     fn period(&self) -> Option<&Period> {
         match self {
             Ticket::Window(period) => Some(period),
@@ -400,6 +402,7 @@ impl Ticket {
     }
 
     /// Whether the breaker has moved on since this ticket was issued.
+    #[inline]
     pub(crate) fn is_stale(&self) -> bool {
         self.period().is_none_or(Period::has_left)
     }
@@ -410,6 +413,7 @@ impl Ticket {
     }
 
     /// Records the call's outcome against the period that admitted it.
+    #[inline]
     pub(crate) fn finish(self, outcome: Outcome, started: Option<Instant>) {
         match self {
             Ticket::Window(period) => period.record(outcome, started),

@@ -7,7 +7,7 @@
 //! fresh period gets a fresh window, so nothing here ever has to be reset
 //! while other threads write to it.
 
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// One recorded (not ignored) outcome.
@@ -54,12 +54,38 @@ impl Window {
 
     /// Records one outcome that finished at `now` (unused by count windows);
     /// returns about how many calls the window holds with it (exact when no
-    /// other thread records at the same moment).
-    #[inline]
+    /// other thread records at the same moment). The breaker records through
+    /// [`record_and_judge`](Self::record_and_judge).
+    #[cfg(test)]
     pub(crate) fn record(&self, record: Record, now: u64) -> u64 {
         match self {
             Window::Count(w) => w.record(record),
             Window::Time(w) => w.record(record, now),
+        }
+    }
+
+    /// Records one outcome and returns the totals to judge it by, or `None`
+    /// when it cannot have raised either rate: a fast success in a window
+    /// that already holds `minimum` calls, and (time window) from which no
+    /// bucket has left since the last outcome was judged. A bucket leaving
+    /// can raise the rates, so the next outcome after it is always judged.
+    #[inline]
+    pub(crate) fn record_and_judge(
+        &self,
+        record: Record,
+        now: u64,
+        minimum: u64,
+    ) -> Option<Totals> {
+        match self {
+            Window::Count(w) => {
+                let calls = w.record(record);
+                (record.failure || record.slow || calls <= minimum).then(|| w.totals())
+            }
+            Window::Time(w) => {
+                let calls = w.record(record, now);
+                let judge = record.failure || record.slow || calls <= minimum || w.take_moved();
+                judge.then(|| w.current_totals())
+            }
         }
     }
 
@@ -166,6 +192,8 @@ pub(crate) struct TimeWindow {
     // Every bucket for an epoch up to this one has been moved to it, so the
     // totals hold nothing older than the window.
     swept: AtomicU64,
+    // Set when buckets leave the window, cleared by the next outcome judged.
+    moved: AtomicBool,
     calls: AtomicI64,
     failures: AtomicI64,
     slow: AtomicI64,
@@ -187,6 +215,7 @@ impl TimeWindow {
                 })
                 .collect(),
             swept: AtomicU64::new(now / bucket_nanos),
+            moved: AtomicBool::new(false),
             calls: AtomicI64::new(0),
             failures: AtomicI64::new(0),
             slow: AtomicI64::new(0),
@@ -222,6 +251,19 @@ impl TimeWindow {
 
     fn totals(&self, now: u64) -> Totals {
         self.advance(now / self.bucket_nanos);
+        self.current_totals()
+    }
+
+    /// Whether buckets have left since this was last asked. Loaded first,
+    /// so the common case writes nothing shared.
+    #[inline]
+    fn take_moved(&self) -> bool {
+        self.moved.load(Ordering::Relaxed) && self.moved.swap(false, Ordering::AcqRel)
+    }
+
+    /// The running totals, without first letting old buckets go.
+    #[inline]
+    fn current_totals(&self) -> Totals {
         let calls = self.calls.load(Ordering::Acquire).max(0) as u64;
         Totals {
             calls,
@@ -248,6 +290,7 @@ impl TimeWindow {
                     for moved_to in (swept + 1).max(oldest_kept)..=epoch {
                         self.claim(self.bucket(moved_to), moved_to);
                     }
+                    self.moved.store(true, Ordering::Release);
                     return;
                 }
                 Err(actual) => swept = actual,
