@@ -4,68 +4,19 @@
 
 mod support;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use palisade::ErrorKind;
 use palisade::bulkhead::BulkheadLayer;
-use palisade::{BoxError, ErrorKind};
+use support::yielder::{Counters, Yielder};
 use support::{XorShift, cancel_after};
 use tower::{Layer, Service, ServiceExt};
 
 const TASKS: u64 = 64;
 const CALLS_PER_TASK: u64 = 200;
 const MAX_CONCURRENT: usize = 8;
-
-#[derive(Default)]
-struct Counters {
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    calls: AtomicUsize,
-    finished: AtomicUsize,
-}
-
-/// Always ready; each call yields to the scheduler a few times (how many
-/// depends on the request) before answering.
-#[derive(Clone)]
-struct Yielder(Arc<Counters>);
-
-impl Service<u64> for Yielder {
-    type Response = u64;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<u64, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        let counters = self.0.clone();
-        counters.calls.fetch_add(1, Ordering::SeqCst);
-        let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        counters.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        let guard = Leave(counters);
-        Box::pin(async move {
-            for _ in 0..request % 7 {
-                tokio::task::yield_now().await;
-            }
-            guard.0.finished.fetch_add(1, Ordering::SeqCst);
-            drop(guard);
-            Ok(request)
-        })
-    }
-}
-
-struct Leave(Arc<Counters>);
-
-impl Drop for Leave {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 #[derive(Default, Debug, PartialEq, Eq)]
 struct Tally {

@@ -7,63 +7,15 @@
 mod support;
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer, Event, Reason, State};
 use palisade::{BoxError, ErrorKind};
+use support::yielder::{Counters, FAIL, Yielder};
 use support::{XorShift, cancel_after};
 use tower::{Layer, Service, ServiceExt};
-
-/// A request: how many times to yield (low bits), and whether to fail.
-const FAIL: u64 = 1 << 32;
-
-#[derive(Default)]
-struct Counters {
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-}
-
-#[derive(Clone)]
-struct Yielder(Arc<Counters>);
-
-struct Leave(Arc<Counters>);
-
-impl Drop for Leave {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Service<u64> for Yielder {
-    type Response = u64;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<u64, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        let now = self.0.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.0.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        let guard = Leave(self.0.clone());
-        Box::pin(async move {
-            for _ in 0..request % 7 {
-                tokio::task::yield_now().await;
-            }
-            drop(guard);
-            if request & FAIL != 0 {
-                Err("failed".into())
-            } else {
-                Ok(request)
-            }
-        })
-    }
-}
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 struct Tally {

@@ -318,16 +318,8 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use crate::sync::loom_model as model;
     use loom::thread;
-
-    /// Explores interleavings with at most three preemptions, as tokio's own
-    /// loom tests do: enough for the two-thread races below, small enough to
-    /// finish in seconds.
-    fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(f);
-    }
 
     /// Spins (yielding to loom) until `waiter` is granted.
     fn wait_for(waiter: &Waiter) {

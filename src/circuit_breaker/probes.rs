@@ -161,16 +161,10 @@ mod tests {
 mod loom_tests {
     use super::*;
     use crate::circuit_breaker::period::{Thresholds, Verdict, to_ppm};
+    use crate::sync::loom_model as model;
     use loom::sync::Arc;
     use loom::sync::atomic::AtomicUsize;
     use loom::thread;
-
-    /// At most three preemptions, as in the bulkhead's models.
-    fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(f);
-    }
 
     #[test]
     fn loom_never_more_probes_than_the_limit() {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a part of this
 
+pub mod yielder;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
