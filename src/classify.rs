@@ -23,8 +23,15 @@
 //! ```
 //!
 //! [`DefaultClassifier`] is what layers use unless told otherwise.
+//!
+//! A classifier may also say how long a result asks the caller to stay away
+//! ([`Classify::retry_after`]: an HTTP `Retry-After`, a ban with a length).
+//! Retry waits at least that long, and a circuit breaker built with
+//! `open_on_retry_after` opens for it. Attach one to a closure with
+//! [`with_retry_after`].
 
 use std::any::Any;
+use std::time::Duration;
 
 use crate::error::{BoxError, ErrorKind};
 
@@ -49,6 +56,15 @@ pub enum Outcome {
 pub trait Classify<Res, Err> {
     /// Classifies one call's result.
     fn classify(&self, result: &Result<Res, Err>) -> Outcome;
+
+    /// How long the result asks the caller to wait before calling again, if
+    /// it says (an HTTP `Retry-After`, the length of a ban). `None` by
+    /// default. Asked only of results the layer can act on, so it may cost
+    /// more than [`classify`](Self::classify).
+    fn retry_after(&self, result: &Result<Res, Err>) -> Option<Duration> {
+        let _ = result;
+        None
+    }
 }
 
 impl<F, Res, Err> Classify<Res, Err> for F
@@ -57,6 +73,48 @@ where
 {
     fn classify(&self, result: &Result<Res, Err>) -> Outcome {
         self(result)
+    }
+}
+
+/// A classifier with a [`retry_after`](Classify::retry_after) hint
+/// attached: built by [`with_retry_after`].
+#[derive(Clone, Copy, Debug)]
+pub struct WithRetryAfter<C, F> {
+    classifier: C,
+    retry_after: F,
+}
+
+/// Attaches a [`retry_after`](Classify::retry_after) hint to `classifier`.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::classify::{with_retry_after, Classify, DefaultClassifier};
+///
+/// // An upstream that bans a client answers `Err(seconds of the ban)`.
+/// let classifier = with_retry_after(DefaultClassifier, |result: &Result<(), u64>| {
+///     result.err().map(Duration::from_secs)
+/// });
+/// assert_eq!(classifier.retry_after(&Err(7200)), Some(Duration::from_secs(7200)));
+/// assert_eq!(classifier.retry_after(&Ok(())), None);
+/// ```
+pub fn with_retry_after<C, F>(classifier: C, retry_after: F) -> WithRetryAfter<C, F> {
+    WithRetryAfter {
+        classifier,
+        retry_after,
+    }
+}
+
+impl<C, F, Res, Err> Classify<Res, Err> for WithRetryAfter<C, F>
+where
+    C: Classify<Res, Err>,
+    F: Fn(&Result<Res, Err>) -> Option<Duration>,
+{
+    fn classify(&self, result: &Result<Res, Err>) -> Outcome {
+        self.classifier.classify(result)
+    }
+
+    fn retry_after(&self, result: &Result<Res, Err>) -> Option<Duration> {
+        (self.retry_after)(result)
     }
 }
 
@@ -80,23 +138,37 @@ where
 /// resilience4j and Polly count an error their rules do not name as a
 /// success; palisade counts it as a failure, because a layer that does not
 /// know an error is harmless should not assume it is.
+///
+/// Its [`retry_after`](Classify::retry_after) is the one a palisade
+/// rejection carries ([`ErrorKind::retry_after`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DefaultClassifier;
+
+impl DefaultClassifier {
+    fn kind<Err: 'static>(err: &Err) -> Option<ErrorKind<'_>> {
+        (err as &dyn Any)
+            .downcast_ref::<BoxError>()
+            .map(ErrorKind::of)
+    }
+}
 
 impl<Res, Err: 'static> Classify<Res, Err> for DefaultClassifier {
     fn classify(&self, result: &Result<Res, Err>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(err) => match (err as &dyn Any).downcast_ref::<BoxError>() {
-                Some(err) => match ErrorKind::of(err) {
+            Err(err) => match Self::kind(err) {
+                Some(
                     ErrorKind::CircuitOpen(_)
                     | ErrorKind::RateLimited(_)
-                    | ErrorKind::BulkheadFull(_) => Outcome::Ignored,
-                    _ => Outcome::Failure,
-                },
-                None => Outcome::Failure,
+                    | ErrorKind::BulkheadFull(_),
+                ) => Outcome::Ignored,
+                _ => Outcome::Failure,
             },
         }
+    }
+
+    fn retry_after(&self, result: &Result<Res, Err>) -> Option<Duration> {
+        Self::kind(result.as_ref().err()?)?.retry_after()
     }
 }
 
@@ -137,5 +209,23 @@ mod tests {
         assert_eq!(c.classify(&never_ready), Outcome::Failure);
         let io: Result<(), std::io::Error> = Err(std::io::ErrorKind::Other.into());
         assert_eq!(c.classify(&io), Outcome::Failure);
+    }
+
+    #[test]
+    fn default_retry_after_is_the_rejections_own() {
+        let c = DefaultClassifier;
+        let limited: Result<(), BoxError> = Err(Box::new(crate::error::RateLimited::new(
+            Name::Static("r"),
+            Some(Duration::from_millis(250)),
+        )));
+        assert_eq!(c.retry_after(&limited), Some(Duration::from_millis(250)));
+        let inner: Result<(), BoxError> = Err("refused".into());
+        assert_eq!(c.retry_after(&inner), None);
+        assert_eq!(c.retry_after(&Ok::<_, BoxError>(())), None);
+        let io: Result<(), std::io::Error> = Err(std::io::ErrorKind::Other.into());
+        assert_eq!(c.retry_after(&io), None);
+        // A closure classifier has no hint of its own.
+        let closure = |_: &Result<(), BoxError>| Outcome::Failure;
+        assert_eq!(closure.retry_after(&limited), None);
     }
 }

@@ -1016,10 +1016,13 @@ fn configuration_loads_from_json() {
     let config: CircuitBreakerConfig = serde_json::from_str(
         r#"{"name": "payments", "time_window": "30s", "minimum_calls": 10,
             "failure_rate": 0.25, "slow_call_duration": "500ms", "slow_call_rate": 0.8,
-            "open_for": "5s", "open_multiplier": 2.0, "open_max": "2m", "half_open_probes": 2}"#,
+            "open_for": "5s", "open_multiplier": 2.0, "open_max": "2m", "half_open_probes": 2,
+            "open_on_retry_after": "10m", "wait_when_open": "2s"}"#,
     )
     .unwrap();
     assert_eq!(config.open_max, Some(secs(120)));
+    assert_eq!(config.open_on_retry_after, Some(secs(600)));
+    assert_eq!(config.wait_when_open, Some(secs(2)));
     let layer = CircuitBreakerLayer::from_config(config).unwrap();
     assert_eq!(layer.handle().name(), "payments");
 
@@ -1273,4 +1276,382 @@ async fn a_service_that_admitted_before_does_not_admit_once_the_breaker_opens() 
         assert!(matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)));
     }
     assert_eq!(probe.calls(), 1);
+}
+
+// ---------------------------------------------------------------- an outcome that opens the breaker
+
+/// An upstream's ban, with how long it lasts.
+#[derive(Debug)]
+struct Banned(Duration);
+
+impl std::fmt::Display for Banned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "access banned for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for Banned {}
+
+/// What the banning backend does with one call.
+#[derive(Clone, Copy, Debug)]
+enum Upstream {
+    Ok,
+    Fails,
+    /// Fails with a ban, after this long.
+    Bans(Duration, Duration),
+}
+
+type BanSvc = BoxCloneService<Upstream, &'static str, BoxError>;
+
+/// A breaker whose classifier reads a ban's length as the retry-after.
+fn banning(builder: CircuitBreakerBuilder) -> (BanSvc, Handle, Events) {
+    let events = Events::default();
+    let sink = events.0.clone();
+    let classifier = palisade::classify::with_retry_after(
+        palisade::classify::DefaultClassifier,
+        |result: &Result<&'static str, BoxError>| {
+            result.as_ref().err()?.downcast_ref::<Banned>().map(|b| b.0)
+        },
+    );
+    let layer = builder
+        .classifier(classifier)
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let backend = service_fn(|call: Upstream| async move {
+        match call {
+            Upstream::Ok => Ok("ok"),
+            Upstream::Fails => Err::<_, BoxError>("generic failure".into()),
+            Upstream::Bans(after, ban) => {
+                tokio::time::sleep(after).await;
+                Err(Box::new(Banned(ban)) as BoxError)
+            }
+        }
+    });
+    (
+        BoxCloneService::new(layer.layer(backend)),
+        layer.handle(),
+        events,
+    )
+}
+
+fn hours(h: u64) -> Duration {
+    secs(h * 3600)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_carrying_a_ban_opens_the_breaker_for_its_length() {
+    // scenario CB-T7
+    let (mut svc, handle, events) =
+        banning(CircuitBreakerLayer::builder().open_on_retry_after(hours(24)));
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Upstream::Bans(Duration::ZERO, hours(2)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.is::<Banned>(),
+        "the caller gets the ban itself: {err:?}"
+    );
+    assert_eq!(handle.state(), State::Open, "after a single call");
+    assert_eq!(
+        events.transitions(),
+        [(State::Closed, State::Open, Reason::RetryAfter)]
+    );
+    assert_eq!(events.open_durations(), [hours(2)]);
+    let refused = open_error(svc.ready().await.unwrap().call(Upstream::Ok).await);
+    assert_eq!(refused.retry_after(), Some(hours(2)));
+
+    // A fresh breaker and a generic failure: still Closed.
+    let (mut svc, handle, _) =
+        banning(CircuitBreakerLayer::builder().open_on_retry_after(hours(24)));
+    let _ = svc.ready().await.unwrap().call(Upstream::Fails).await;
+    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.snapshot().failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_carried_open_is_capped_and_a_zero_ban_is_no_ban() {
+    let (mut svc, handle, _) =
+        banning(CircuitBreakerLayer::builder().open_on_retry_after(hours(1)));
+    let _ = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Upstream::Bans(Duration::ZERO, Duration::ZERO))
+        .await;
+    let s = handle.snapshot();
+    assert_eq!((s.state, s.calls, s.failures), (State::Closed, 1, 1));
+    let _ = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Upstream::Bans(Duration::ZERO, hours(2)))
+        .await;
+    let refused = open_error(svc.ready().await.unwrap().call(Upstream::Ok).await);
+    assert_eq!(refused.retry_after(), Some(hours(1)), "capped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_open_on_retry_after_a_ban_is_an_ordinary_failure() {
+    let (mut svc, handle, _) = banning(CircuitBreakerLayer::builder());
+    let _ = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Upstream::Bans(Duration::ZERO, hours(2)))
+        .await;
+    let s = handle.snapshot();
+    assert_eq!((s.state, s.calls, s.failures), (State::Closed, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_carrying_a_ban_reopens_for_the_ban_not_the_schedule() {
+    let (mut svc, handle, events) = banning(
+        CircuitBreakerLayer::builder()
+            .open_for(secs(5))
+            .open_on_retry_after(hours(24)),
+    );
+    handle.open();
+    advance(secs(5)).await;
+    let _ = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Upstream::Bans(Duration::ZERO, hours(3)))
+        .await;
+    assert_eq!(
+        events.transitions().last(),
+        Some(&(State::HalfOpen, State::Open, Reason::RetryAfter))
+    );
+    let refused = open_error(svc.ready().await.unwrap().call(Upstream::Ok).await);
+    assert_eq!(refused.retry_after(), Some(hours(3)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ban_does_not_override_a_state_set_by_hand_nor_open_metrics_only() {
+    let (svc, handle, _) = banning(CircuitBreakerLayer::builder().open_on_retry_after(hours(24)));
+    // Admitted while Closed, its ban arrives after the breaker was isolated
+    // by hand: the late result changes nothing.
+    let mut late = task::spawn(svc.clone().oneshot(Upstream::Bans(secs(1), hours(2))));
+    assert!(late.poll().is_pending());
+    handle.force_open();
+    advance(secs(1)).await;
+    assert!(matches!(late.poll(), std::task::Poll::Ready(Err(_))));
+    assert_eq!(handle.state(), State::ForcedOpen);
+
+    handle.metrics_only();
+    let err = svc
+        .clone()
+        .oneshot(Upstream::Bans(Duration::ZERO, hours(2)))
+        .await
+        .unwrap_err();
+    assert!(err.is::<Banned>());
+    let s = handle.snapshot();
+    assert_eq!((s.state, s.calls, s.failures), (State::MetricsOnly, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_a_failure_opens_on_its_retry_after() {
+    // A hint on a success (or an ignored result) opens nothing.
+    let classifier = palisade::classify::with_retry_after(
+        palisade::classify::DefaultClassifier,
+        |_: &Result<u64, BoxError>| Some(hours(1)),
+    );
+    let layer = CircuitBreakerLayer::builder()
+        .open_on_retry_after(hours(24))
+        .classifier(classifier)
+        .build()
+        .unwrap();
+    let probe = Probe::new(Answer::Now);
+    assert_eq!(layer.layer(probe.clone()).oneshot(1).await.unwrap(), 1);
+    assert_eq!(layer.handle().state(), State::Closed);
+    probe.set_answer(Answer::Fail);
+    let _ = layer.layer(probe).oneshot(2).await;
+    assert_eq!(layer.handle().state(), State::Open);
+}
+
+// ---------------------------------------------------------------- waiting mode
+
+/// Polls `svc` to readiness in a task of its own; resolves to the service.
+fn wait_ready<S>(mut svc: S) -> task::Spawn<impl Future<Output = S>>
+where
+    S: Service<u64, Error = BoxError>,
+{
+    task::spawn(async move {
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+        svc
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_mode_waits_on_its_own_timer_then_polls_the_inner_service() {
+    // scenario CB-A2
+    let probe = Probe::new(Answer::Now);
+    probe.set_readiness(Readiness::Pending);
+    let layer = CircuitBreakerLayer::builder()
+        .open_for(ms(20))
+        .half_open_probes(1)
+        .wait_when_open(secs(1))
+        .build()
+        .unwrap();
+    layer.handle().open();
+    let mut waiter = wait_ready(layer.layer(probe.clone()));
+    assert!(waiter.poll().is_pending());
+    assert_eq!(probe.ready_polls(), 0, "decided before the inner service");
+    advance(ms(19)).await;
+    assert!(!waiter.is_woken());
+    advance(ms(1)).await;
+    assert!(
+        waiter.is_woken(),
+        "the breaker's own timer wakes the waiter"
+    );
+    assert!(waiter.poll().is_pending());
+    assert_eq!(probe.ready_polls(), 1, "then the inner service, once");
+    assert_eq!(layer.handle().state(), State::HalfOpen);
+    probe.set_readiness(Readiness::Ready);
+    assert!(waiter.is_woken());
+    let std::task::Poll::Ready(mut svc) = waiter.poll() else {
+        panic!("ready once the inner service is")
+    };
+    assert_eq!(svc.call(7).await.unwrap(), 7);
+    assert_eq!(layer.handle().state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_mode_refuses_at_once_when_the_open_duration_outlasts_the_wait() {
+    let probe = Probe::new(Answer::Now);
+    let layer = CircuitBreakerLayer::builder()
+        .wait_when_open(secs(1))
+        .build()
+        .unwrap();
+    layer.handle().open_for(secs(5));
+    let mut waiter = wait_ready(layer.layer(probe.clone()));
+    let std::task::Poll::Ready(mut svc) = waiter.poll() else {
+        panic!("no point waiting 1 s for a breaker open 5 s")
+    };
+    let err = svc.call(1).await.unwrap_err();
+    let ErrorKind::CircuitOpen(open) = ErrorKind::of(&err) else {
+        panic!("{err:?}")
+    };
+    assert_eq!(open.retry_after(), Some(secs(5)));
+    assert_eq!((probe.ready_polls(), probe.calls()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_mode_gives_up_at_its_bound_and_refuses_in_call() {
+    let probe = Probe::new(Answer::Now);
+    let layer = CircuitBreakerLayer::builder()
+        .wait_when_open(secs(1))
+        .build()
+        .unwrap();
+    layer.handle().force_open();
+    let mut waiter = wait_ready(layer.layer(probe.clone()));
+    assert!(
+        waiter.poll().is_pending(),
+        "forced open: no known end, so wait"
+    );
+    advance(ms(999)).await;
+    assert!(!waiter.is_woken());
+    advance(ms(1)).await;
+    assert!(waiter.is_woken());
+    let std::task::Poll::Ready(mut svc) = waiter.poll() else {
+        panic!("the wait is over")
+    };
+    let err = svc.call(1).await.unwrap_err();
+    assert!(matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)));
+    assert_eq!((probe.ready_polls(), probe.calls()), (0, 0));
+    assert_eq!(layer.handle().snapshot().not_permitted, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_is_woken_when_the_breaker_is_closed_by_hand() {
+    let probe = Probe::new(Answer::Now);
+    let layer = CircuitBreakerLayer::builder()
+        .wait_when_open(secs(60))
+        .build()
+        .unwrap();
+    layer.handle().force_open();
+    let mut waiter = wait_ready(layer.layer(probe.clone()));
+    assert!(waiter.poll().is_pending());
+    layer.handle().force_closed();
+    assert!(waiter.is_woken());
+    let std::task::Poll::Ready(mut svc) = waiter.poll() else {
+        panic!("closed: admitted")
+    };
+    assert_eq!(svc.call(3).await.unwrap(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_gets_the_probe_slot_a_finished_or_cancelled_probe_leaves() {
+    let probe = Probe::new(Answer::Gated);
+    let layer = CircuitBreakerLayer::builder()
+        .half_open_probes(1)
+        .wait_when_open(secs(60))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    handle.open_for(secs(1));
+    advance(secs(1)).await;
+
+    // A probe goes; a second caller waits for its slot.
+    let mut first = task::spawn(layer.layer(probe.clone()).oneshot(1));
+    assert!(first.poll().is_pending());
+    let mut waiter = wait_ready(layer.layer(probe.clone()));
+    assert!(waiter.poll().is_pending(), "every probe slot is taken");
+    // The probe is cancelled: its slot comes back, and the waiter takes it.
+    drop(first);
+    assert!(waiter.is_woken());
+    let std::task::Poll::Ready(mut svc) = waiter.poll() else {
+        panic!("a slot came free")
+    };
+    let mut second = task::spawn(svc.call(2));
+    assert!(second.poll().is_pending());
+
+    // A third waits behind that probe, which succeeds and closes the breaker.
+    let mut third = wait_ready(layer.layer(probe.clone()));
+    assert!(third.poll().is_pending());
+    probe.release(1);
+    assert!(matches!(second.poll(), std::task::Poll::Ready(Ok(2))));
+    assert_eq!(handle.state(), State::Closed);
+    assert!(third.is_woken());
+    assert!(third.poll().is_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_mode_keeps_the_tower_contract() {
+    support::check_tower_contract(|probe| {
+        CircuitBreakerLayer::builder()
+            .wait_when_open(secs(1))
+            .build()
+            .unwrap()
+            .layer(probe)
+    })
+    .await;
+}
+
+#[test]
+fn waiting_and_carried_opens_check_their_settings() {
+    let b = CircuitBreakerLayer::builder;
+    assert_eq!(
+        b().wait_when_open(Duration::ZERO)
+            .build()
+            .unwrap_err()
+            .field(),
+        "wait_when_open"
+    );
+    assert_eq!(
+        b().open_on_retry_after(Duration::ZERO)
+            .build()
+            .unwrap_err()
+            .field(),
+        "open_on_retry_after"
+    );
+    let keyed = b()
+        .wait_when_open(secs(1))
+        .keyed(|r: &u64| *r)
+        .build::<u64>();
+    assert_eq!(keyed.unwrap_err().field(), "wait_when_open");
 }

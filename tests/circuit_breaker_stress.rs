@@ -58,7 +58,13 @@ where
                     svc.ready().await?;
                     svc.call(request).await
                 };
-                match cancel_after(polls, call).await {
+                // An uncancelled call is awaited plainly: only a real
+                // wake-up brings a waiter back.
+                let outcome = match polls {
+                    u64::MAX => Some(call.await),
+                    polls => cancel_after(polls, call).await,
+                };
+                match outcome {
                     None => tally.cancelled += 1,
                     Some(Ok(_)) => tally.succeeded += 1,
                     Some(Err(err)) => match ErrorKind::of(&err) {
@@ -186,4 +192,33 @@ async fn closed_time_window_counts_exactly_under_contention() {
         .minimum_calls(1_000_000)
         .failure_rate(1.0);
     closed_counts_are_exact(builder, 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_never_lost_through_half_open() {
+    // Waiting mode: callers that find every probe slot taken wait for a
+    // slot or for the breaker to close. With cancelled probes and cancelled
+    // waiters in the mix, every round must finish (no lost wake-up, no
+    // stranded slot) and close the breaker. The wait bound is an hour, so
+    // only a wake-up, never the timer, can end a wait here.
+    let layer = CircuitBreakerLayer::builder()
+        .half_open_probes(PROBES as u32)
+        .open_for(Duration::from_secs(3_600))
+        .wait_when_open(Duration::from_secs(3_600))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let counters = Arc::new(Counters::default());
+    let svc = layer.layer(Yielder(counters.clone()));
+    bounded(async {
+        for round in 0..ROUNDS / 3 {
+            assert!(handle.open_for(Duration::ZERO));
+            let tally = hammer(svc.clone(), 32, 4, u64::MAX, 1_000 + round).await;
+            assert_eq!(handle.state(), State::Closed, "round {round}: {tally:?}");
+            assert_eq!(tally.failed, 0, "round {round}: {tally:?}");
+            assert!(tally.succeeded >= PROBES as u64, "round {round}: {tally:?}");
+            assert_eq!(counters.in_flight.load(Ordering::SeqCst), 0);
+        }
+    })
+    .await;
 }

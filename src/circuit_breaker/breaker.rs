@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::handle::{Event, Reason, Snapshot, State, ThresholdExceeded, Transition};
@@ -75,6 +76,11 @@ pub(crate) struct Settings {
     pub(crate) open: OpenSchedule,
     pub(crate) half_open_probes: u32,
     pub(crate) half_open_max_wait: Duration,
+    /// A failure whose result carries a retry-after opens the breaker for
+    /// that long, at most this.
+    pub(crate) open_on_retry_after: Option<Duration>,
+    /// `poll_ready` waits up to this long for the breaker to admit a call.
+    pub(crate) wait_when_open: Option<Duration>,
 }
 
 /// Where a transition may start from.
@@ -170,6 +176,8 @@ pub(crate) struct Breaker {
     refusals: AtomicU64,
     control: Mutex<Control>,
     listener: Option<Listener>,
+    // Waiting mode: told of every transition and every probe slot given back.
+    changed: Option<Arc<Notify>>,
 }
 
 /// Admission re-reads the current period after making a lazy transition;
@@ -211,6 +219,7 @@ impl Breaker {
                     rng: seed | 1,
                 }),
                 listener,
+                changed: settings.wait_when_open.map(|_| Arc::new(Notify::new())),
             }
         })
     }
@@ -221,6 +230,19 @@ impl Breaker {
 
     pub(crate) fn current(&self) -> Guard<Arc<Period>> {
         self.current.load()
+    }
+
+    /// Waiting mode: how long `poll_ready` may wait, and what tells a waiter
+    /// that the breaker may admit a call now.
+    pub(crate) fn waiting(&self) -> Option<(Duration, &Arc<Notify>)> {
+        Some((self.settings.wait_when_open?, self.changed.as_ref()?))
+    }
+
+    /// Wakes every waiter to decide again: a probe slot came free.
+    pub(crate) fn notify_waiters(&self) {
+        if let Some(changed) = &self.changed {
+            changed.notify_waiters();
+        }
     }
 
     /// Decides whether a call may go ahead, making the lazy transitions
@@ -331,6 +353,17 @@ impl Breaker {
         self.transition(From::Period(period), Target::Open(None), reason);
     }
 
+    /// Opens a Closed or HalfOpen period at once, for `lasting`: a failure
+    /// carried a retry-after (scenario CB-T7). False if the period has
+    /// already left.
+    pub(crate) fn open_carried(self: &Arc<Self>, period: &Period, lasting: Duration) -> bool {
+        self.transition(
+            From::Period(period),
+            Target::Open(Some(lasting)),
+            Reason::RetryAfter,
+        )
+    }
+
     /// Closes a HalfOpen period whose probes all reported below the thresholds.
     pub(crate) fn close(self: &Arc<Self>, period: &Period) {
         self.transition(
@@ -375,6 +408,7 @@ impl Breaker {
             self.current.store(Arc::new(next));
             Transition::new(self.name.clone(), &current, start, current.totals(now))
         };
+        self.notify_waiters();
         self.emit(Event::Transition(transition));
         true
     }

@@ -70,6 +70,28 @@ impl<C> Drop for Recorder<C> {
     }
 }
 
+impl<C> Recorder<C> {
+    /// Records a finished call: a failure that carries a retry-after may
+    /// open the breaker for that long (scenario CB-T7); any other outcome
+    /// goes to the ticket's period.
+    #[inline]
+    fn finish<T, E>(&self, ticket: Ticket, result: &Result<T, E>)
+    where
+        C: Classify<T, E>,
+    {
+        let outcome = self.classifier.classify(result);
+        if outcome == Outcome::Failure {
+            if let Some(longest) = ticket.open_on_retry_after() {
+                let carried = self.classifier.retry_after(result);
+                if let Some(lasting) = carried.filter(|d| !d.is_zero()) {
+                    return ticket.finish_opening(lasting.min(longest), self.started);
+                }
+            }
+        }
+        ticket.finish(outcome, self.started);
+    }
+}
+
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn admitted(inner: F, ticket: Ticket, classifier: C) -> Self {
         let started = ticket.times_calls().then(Instant::now);
@@ -117,8 +139,7 @@ where
                     return Poll::Pending;
                 };
                 if let Some(ticket) = recorder.ticket.take() {
-                    let outcome = recorder.classifier.classify(&result);
-                    ticket.finish(outcome, recorder.started);
+                    recorder.finish(ticket, &result);
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -48,6 +48,9 @@ pub enum Reason {
     ProbesSucceeded,
     /// The probes did not settle within the half-open wait bound.
     HalfOpenTimedOut,
+    /// A failed call carried a retry-after, and the breaker opens on those
+    /// (`open_on_retry_after`); it stays open for that long.
+    RetryAfter,
     /// A manual transition through the [`Handle`].
     Manual,
     /// [`Handle::reset`], or the breaker's first period.

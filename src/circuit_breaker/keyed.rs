@@ -67,10 +67,18 @@ impl<C, F> KeyedBuilder<C, F> {
     ///
     /// # Errors
     ///
-    /// As [`CircuitBreakerBuilder::build`], and when `max_keys` or
-    /// `idle_after` is zero.
+    /// As [`CircuitBreakerBuilder::build`], when `max_keys` or `idle_after`
+    /// is zero, and when `wait_when_open` is set.
     pub fn build<K>(self) -> Result<KeyedCircuitBreakerLayer<K, F, C>, ConfigError> {
         let settings = self.breaker.settings()?;
+        if settings.wait_when_open.is_some() {
+            return Err(ConfigError::new(
+                "circuit_breaker",
+                "wait_when_open",
+                "is not available on a keyed breaker: its key is known only in `call`, \
+                 after readiness",
+            ));
+        }
         if self.max_keys == 0 {
             return Err(ConfigError::new(
                 "circuit_breaker",

@@ -128,6 +128,8 @@ pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     open_jitter: f64,
     half_open_probes: u32,
     half_open_max_wait: Duration,
+    open_on_retry_after: Option<Duration>,
+    wait_when_open: Option<Duration>,
     classifier: C,
     listener: Option<Listener>,
     seed: Option<u64>,
@@ -147,6 +149,8 @@ impl Default for CircuitBreakerBuilder {
             open_jitter: 0.0,
             half_open_probes: DEFAULT_HALF_OPEN_PROBES,
             half_open_max_wait: DEFAULT_HALF_OPEN_MAX_WAIT,
+            open_on_retry_after: None,
+            wait_when_open: None,
             classifier: DefaultClassifier,
             listener: None,
             seed: None,
@@ -256,6 +260,46 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// Opens the breaker at once when a failed call's result carries a
+    /// retry-after ([`Classify::retry_after`]: an upstream's `Retry-After`, a
+    /// ban with a length), for that long but at most `longest` (scenario
+    /// CB-T7). Off by default. A hint of zero is no hint. Only Closed and
+    /// HalfOpen open this way: MetricsOnly never opens, and a forced state
+    /// holds.
+    ///
+    /// [`Classify::retry_after`]: crate::classify::Classify::retry_after
+    pub fn open_on_retry_after(mut self, longest: Duration) -> Self {
+        self.open_on_retry_after = Some(longest);
+        self
+    }
+
+    /// Waiting mode: while the breaker refuses, `poll_ready` returns
+    /// `Pending` for up to `max_wait` instead of admitting the call only to
+    /// refuse it (scenario CB-A2). Off by default.
+    ///
+    /// - Open: the service sleeps until the open duration ends, on its own
+    ///   timer, without polling the inner service, then decides again
+    ///   (usually as a half-open probe). When the open duration outlasts
+    ///   `max_wait`, it does not wait at all: the call is refused at once,
+    ///   with its `retry_after`.
+    /// - HalfOpen with every probe slot taken, or forced open: it waits until
+    ///   the breaker changes state or a probe slot comes free, or `max_wait`
+    ///   passes.
+    ///
+    /// When the wait ends without an admission, `poll_ready` returns
+    /// `Ready(Ok(()))` and the call is refused with [`CircuitOpen`] as usual;
+    /// `poll_ready` never fails for a refusal. A waiting service holds no
+    /// probe slot, so an abandoned waiter strands nothing. Another caller may
+    /// still take the last probe slot between `poll_ready` and `call`; that
+    /// call is refused. Not available on a keyed breaker, whose key is known
+    /// only in `call`.
+    ///
+    /// [`CircuitOpen`]: crate::error::CircuitOpen
+    pub fn wait_when_open(mut self, max_wait: Duration) -> Self {
+        self.wait_when_open = Some(max_wait);
+        self
+    }
+
     /// Seeds the open duration's jitter, for reproducible tests (by default
     /// each breaker draws a random seed).
     pub fn jitter_seed(mut self, seed: u64) -> Self {
@@ -288,6 +332,8 @@ impl<C> CircuitBreakerBuilder<C> {
             open_jitter: self.open_jitter,
             half_open_probes: self.half_open_probes,
             half_open_max_wait: self.half_open_max_wait,
+            open_on_retry_after: self.open_on_retry_after,
+            wait_when_open: self.wait_when_open,
             classifier,
             listener: self.listener,
             seed: self.seed,
@@ -304,7 +350,8 @@ impl<C> CircuitBreakerBuilder<C> {
     /// the minimum calls exceed a count window; a time window's buckets are
     /// shorter than 1 ms, more than 10 000, or do not divide it exactly; the
     /// backoff's multiplier is below 1 or its maximum below `open_for`; the
-    /// jitter is outside [0, 1).
+    /// jitter is outside [0, 1); `open_on_retry_after` or `wait_when_open`
+    /// is zero.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let settings = self.settings()?;
         let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
@@ -352,6 +399,14 @@ impl<C> CircuitBreakerBuilder<C> {
             open: self.checked_open_schedule()?,
             half_open_probes: self.checked_half_open_probes()?,
             half_open_max_wait: positive("half_open_max_wait", self.half_open_max_wait)?,
+            open_on_retry_after: self
+                .open_on_retry_after
+                .map(|d| positive("open_on_retry_after", d))
+                .transpose()?,
+            wait_when_open: self
+                .wait_when_open
+                .map(|d| positive("wait_when_open", d))
+                .transpose()?,
         })
     }
 
@@ -531,6 +586,12 @@ impl CircuitBreakerBuilder {
         if let Some(d) = config.half_open_max_wait {
             b = b.half_open_max_wait(d);
         }
+        if let Some(d) = config.open_on_retry_after {
+            b = b.open_on_retry_after(d);
+        }
+        if let Some(d) = config.wait_when_open {
+            b = b.wait_when_open(d);
+        }
         Ok(b)
     }
 }
@@ -549,6 +610,8 @@ impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
             .field("open_jitter", &self.open_jitter)
             .field("half_open_probes", &self.half_open_probes)
             .field("half_open_max_wait", &self.half_open_max_wait)
+            .field("open_on_retry_after", &self.open_on_retry_after)
+            .field("wait_when_open", &self.wait_when_open)
             .field("listener", &self.listener.is_some())
             .finish_non_exhaustive()
     }
@@ -643,4 +706,10 @@ pub struct CircuitBreakerConfig {
     /// See [`CircuitBreakerBuilder::half_open_max_wait`].
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
     pub half_open_max_wait: Option<Duration>,
+    /// See [`CircuitBreakerBuilder::open_on_retry_after`].
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
+    pub open_on_retry_after: Option<Duration>,
+    /// See [`CircuitBreakerBuilder::wait_when_open`].
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
+    pub wait_when_open: Option<Duration>,
 }

@@ -56,7 +56,10 @@
 //!   not even its readiness. The open duration is fixed, or grows with each
 //!   reopening ([`open_backoff`](CircuitBreakerBuilder::open_backoff)), with
 //!   optional jitter. There is no background task: the first call after the
-//!   open duration moves the breaker to HalfOpen.
+//!   open duration moves the breaker to HalfOpen. With
+//!   [`open_on_retry_after`](CircuitBreakerBuilder::open_on_retry_after), a
+//!   single failure whose result carries a retry-after (an upstream's 429 or
+//!   503 with `Retry-After`, a ban) opens the breaker at once, for that long.
 //! - **HalfOpen.** Probe calls go through, never more than
 //!   `half_open_probes` at once however many callers race for them; the rest
 //!   fail with `CircuitOpen` (no `retry_after`). The breaker judges exactly
@@ -124,6 +127,8 @@
 //! | `open_jitter` | 0 | in [0, 1) |
 //! | `half_open_probes` | 3 | 1 ..= 2 097 151 |
 //! | `half_open_max_wait` | 60 s | > 0 |
+//! | `open_on_retry_after` | off | longest opening > 0 |
+//! | `wait_when_open` | off (refuse at once) | longest wait > 0; not on a keyed breaker |
 //! | `name` | `"circuit_breaker"` | any string |
 //!
 //! A bad value is a [`ConfigError`](crate::ConfigError) naming the field.
@@ -149,6 +154,15 @@
 //! caller took the last one first, fails with `CircuitOpen`): a service that
 //! polls ready and never calls holds no slot.
 //!
+//! In waiting mode ([`wait_when_open`](CircuitBreakerBuilder::wait_when_open))
+//! `poll_ready` returns `Pending` while the breaker refuses, for a bounded
+//! time: it sleeps on its own timer until the open duration ends, or until
+//! the breaker changes state or a probe slot comes free, and only then polls
+//! the inner service. It still never fails for a refusal: when the wait
+//! cannot help (the open duration outlasts it) or is over, `poll_ready`
+//! returns `Ready(Ok(()))` and the call fails with `CircuitOpen`. The wait's
+//! timer is allocated once per wait, never on the admitted path.
+//!
 //! [`CircuitOpen`]: crate::error::CircuitOpen
 
 mod breaker;
@@ -158,6 +172,7 @@ mod keyed;
 mod layer;
 mod period;
 mod probes;
+mod wait;
 mod window;
 
 pub use future::ResponseFuture;
@@ -166,15 +181,23 @@ pub use keyed::{KeyedBuilder, KeyedCircuitBreaker, KeyedCircuitBreakerLayer, Key
 pub use layer::{CircuitBreakerBuilder, CircuitBreakerConfig, CircuitBreakerLayer};
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::classify::{Classify, DefaultClassifier};
 use crate::error::{BoxError, CircuitOpen};
 use breaker::{Admission, Breaker};
 use period::Period;
+use wait::Wait;
+
+/// Waiting mode decides again at most this many times per `poll_ready`
+/// before it delivers the refusal; each round is a change or a timer that
+/// fired, so this is reached only by a breaker changing state very fast.
+const MAX_WAIT_ROUNDS: usize = 4;
 
 /// A service that stops calling its inner service while that keeps failing.
 ///
@@ -188,6 +211,8 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
     // The period this service last saw admit every call: while it lasts,
     // admission is a flag check and a reference count.
     cached: Option<Arc<Period>>,
+    // Waiting mode, while `poll_ready` waits for admission.
+    wait: Option<Pin<Box<Wait>>>,
 }
 
 impl<S, C> CircuitBreaker<S, C> {
@@ -198,6 +223,7 @@ impl<S, C> CircuitBreaker<S, C> {
             classifier,
             admission: None,
             cached: None,
+            wait: None,
         }
     }
 
@@ -239,6 +265,46 @@ impl<S, C> CircuitBreaker<S, C> {
     }
 }
 
+impl<S, C> CircuitBreaker<S, C> {
+    /// Waiting mode, after a refusal: waits for the open duration to end or
+    /// the breaker to change. `Ready(true)`: decide again; `Ready(false)`:
+    /// waiting cannot help, deliver the refusal.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let Some((max_wait, changed)) = self.breaker.waiting() else {
+            return Poll::Ready(false);
+        };
+        let Some(Admission::Refused(retry_after)) = &self.admission else {
+            return Poll::Ready(false);
+        };
+        let now = Instant::now();
+        let deadline = match &self.wait {
+            Some(wait) => wait.deadline(),
+            None => now.checked_add(max_wait).unwrap_or_else(|| far_future(now)),
+        };
+        let Some(wake_at) = wait::wake_at(now, deadline, *retry_after) else {
+            return Poll::Ready(false);
+        };
+        match &mut self.wait {
+            Some(wait) => wait
+                .as_mut()
+                .poll_until(cx, wake_at, changed)
+                .map(|()| true),
+            None => {
+                // Listen for changes first, then decide again: a change made
+                // since the refusal is then not missed.
+                self.wait = Some(Wait::start(deadline, changed));
+                Poll::Ready(true)
+            }
+        }
+    }
+}
+
+/// About thirty years from `now`: tokio's own stand-in for "never".
+fn far_future(now: Instant) -> Instant {
+    now.checked_add(std::time::Duration::from_secs(86_400 * 365 * 30))
+        .unwrap_or(now)
+}
+
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     /// The clone shares the breaker but holds no admission of its own.
     fn clone(&self) -> Self {
@@ -263,11 +329,22 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.decide();
-        if !self.admission.as_ref().is_some_and(Admission::may_call) {
-            // Refused, decided without touching the inner service.
-            return Poll::Ready(Ok(()));
+        let mut rounds = 0;
+        loop {
+            self.decide();
+            if self.admission.as_ref().is_some_and(Admission::may_call) {
+                break;
+            }
+            // Refused, decided without touching the inner service: the
+            // refusal goes out from `call`, unless waiting mode waits.
+            rounds += 1;
+            let decide_again = rounds <= MAX_WAIT_ROUNDS && std::task::ready!(self.poll_wait(cx));
+            if !decide_again {
+                self.wait = None;
+                return Poll::Ready(Ok(()));
+            }
         }
+        self.wait = None;
         match self.inner.poll_ready(cx) {
             Poll::Ready(Err(err)) => {
                 // No call will follow: give a probe slot back.

@@ -157,6 +157,11 @@ pub(crate) struct Period {
     exceeded: AtomicU8,
     // Set once a later period has replaced this one.
     left: AtomicBool,
+    // Closed and HalfOpen, when the breaker opens on a failure's
+    // retry-after: the longest it opens for.
+    open_on_retry_after: Option<Duration>,
+    // HalfOpen in waiting mode: a slot given back wakes the waiters.
+    wakes_waiters: bool,
     breaker: Weak<Breaker>,
 }
 
@@ -181,6 +186,10 @@ impl Period {
             consecutive: AtomicU64::new(0),
             exceeded: AtomicU8::new(0),
             left: AtomicBool::new(false),
+            open_on_retry_after: settings
+                .open_on_retry_after
+                .filter(|_| matches!(start.state, State::Closed | State::HalfOpen)),
+            wakes_waiters: settings.wait_when_open.is_some(),
             breaker,
         }
     }
@@ -210,6 +219,13 @@ impl Period {
 
     pub(crate) fn mark_left(&self) {
         self.left.store(true, Ordering::Release);
+    }
+
+    /// The longest a failure's retry-after may open the breaker for, if
+    /// this period opens on one.
+    #[inline]
+    pub(crate) fn open_on_retry_after(&self) -> Option<Duration> {
+        self.open_on_retry_after
     }
 
     pub(crate) fn consecutive_failures(&self) -> u64 {
@@ -386,8 +402,14 @@ impl ProbeSlot {
 
 impl Drop for ProbeSlot {
     fn drop(&mut self) {
-        if let Some(probes) = self.period.as_ref().and_then(|p| p.probes()) {
+        let Some(period) = &self.period else { return };
+        if let Some(probes) = period.probes() {
             probes.give_back();
+            if period.wakes_waiters {
+                if let Some(breaker) = period.breaker.upgrade() {
+                    breaker.notify_waiters();
+                }
+            }
         }
     }
 }
@@ -405,6 +427,29 @@ impl Ticket {
     #[inline]
     pub(crate) fn is_stale(&self) -> bool {
         self.period().is_none_or(Period::has_left)
+    }
+
+    /// The longest a failure's retry-after may open the breaker for, if the
+    /// ticket's period opens on one.
+    #[inline]
+    pub(crate) fn open_on_retry_after(&self) -> Option<Duration> {
+        self.period().and_then(Period::open_on_retry_after)
+    }
+
+    /// Opens the ticket's period at once for `lasting`, in place of
+    /// recording the failure (scenario CB-T7). If the period has already
+    /// left, the failure is recorded as usual, which changes nothing.
+    pub(crate) fn finish_opening(self, lasting: Duration, started: Option<Instant>) {
+        let opened = self.period().is_some_and(|period| {
+            !period.has_left()
+                && period
+                    .breaker
+                    .upgrade()
+                    .is_some_and(|breaker| breaker.open_carried(period, lasting))
+        });
+        if !opened {
+            self.finish(Outcome::Failure, started);
+        }
     }
 
     /// Whether the call's start time must be read, for slow-call detection.
