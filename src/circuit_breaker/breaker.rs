@@ -28,8 +28,14 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
+    #[inline]
     pub(crate) fn nanos(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+        // In u64 arithmetic: `Duration::as_nanos` goes through u128.
+        let since = now.saturating_duration_since(self.origin);
+        since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()))
     }
 }
 
@@ -122,6 +128,9 @@ impl Target {
 #[derive(Debug)]
 pub(crate) enum Admission {
     Admitted(Ticket),
+    /// Admitted by the period the service holds in its cache, which `call`
+    /// turns into a ticket: nothing to clone or move until then.
+    Cached,
     /// HalfOpen with a probe slot free: `call` takes it, if it still can.
     /// Taking it only then means a service that polls ready and never calls
     /// holds no slot.
@@ -131,11 +140,13 @@ pub(crate) enum Admission {
 }
 
 impl Admission {
-    /// Whether the breaker has moved on since this was decided.
+    /// Whether the breaker has moved on since this was decided; `cached` is
+    /// the deciding service's cache.
     #[inline]
-    fn is_stale(&self) -> bool {
+    pub(crate) fn is_stale(&self, cached: &Option<Arc<Period>>) -> bool {
         match self {
             Admission::Admitted(ticket) => ticket.is_stale(),
+            Admission::Cached => cached.as_ref().is_none_or(|p| p.has_left()),
             Admission::MayProbe(period) => period.has_left(),
             Admission::Refused(_) => false,
         }
@@ -292,21 +303,68 @@ impl Breaker {
     }
 
     /// As [`admit`](Self::admit), trying `cached` first: while the period
-    /// it holds is still current and admits every call, admission reads no
-    /// shared pointer at all. Refreshes `cached`.
+    /// it holds is still current and decides alone (it admits every call,
+    /// or refuses every call until a known time), admission reads no shared
+    /// pointer at all. Refreshes `cached`.
     #[inline]
     pub(crate) fn admit_cached(self: &Arc<Self>, cached: &mut Option<Arc<Period>>) -> Admission {
         if let Some(period) = cached {
             if period.admits_every_call() && !period.has_left() {
-                return Admission::Admitted(Ticket::Window(period.clone()));
+                return Admission::Cached;
+            }
+        }
+        self.refuse_cached_or_admit(cached)
+    }
+
+    /// A refusal that `period` makes with no transition: forced open, or
+    /// open with time left.
+    #[inline]
+    fn refusal(period: &Period) -> Option<Admission> {
+        match period.state() {
+            State::ForcedOpen => Some(Admission::Refused(None)),
+            State::Open => {
+                let Some(until) = period.start.open_until else {
+                    return Some(Admission::Refused(None));
+                };
+                let now = Instant::now();
+                (now < until).then(|| Admission::Refused(Some(until - now)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The rest of [`admit_cached`](Self::admit_cached), kept out of line so
+    /// that the Closed path stays small where it is inlined.
+    #[cold]
+    #[inline(never)]
+    fn refuse_cached_or_admit(self: &Arc<Self>, cached: &mut Option<Arc<Period>>) -> Admission {
+        if let Some(period) = cached.as_ref().filter(|p| !p.has_left()) {
+            if let Some(refusal) = Self::refusal(period) {
+                return refusal;
             }
         }
         let admission = self.admit();
         *cached = match &admission {
             Admission::Admitted(Ticket::Window(period)) => Some(period.clone()),
+            // Keep an open period too, so that refusals while it lasts skip
+            // the shared pointer as well.
+            Admission::Refused(_) => {
+                let period = self.current.load();
+                matches!(period.state(), State::Open | State::ForcedOpen)
+                    .then(|| Guard::into_inner(period))
+            }
             _ => None,
         };
         admission
+    }
+
+    /// [`admit_cached`](Self::admit_cached), out of line: `call` decides
+    /// again only when the breaker moved on since `poll_ready`, which is
+    /// rare, and inlining it there costs the common path a few ns.
+    #[cold]
+    #[inline(never)]
+    fn admit_again(self: &Arc<Self>, cached: &mut Option<Arc<Period>>) -> Admission {
+        self.admit_cached(cached)
     }
 
     /// Turns what `poll_ready` decided into the call's ticket, when the call
@@ -319,13 +377,17 @@ impl Breaker {
         admission: Admission,
         cached: &mut Option<Arc<Period>>,
     ) -> Result<Ticket, Option<Duration>> {
-        let admission = if admission.is_stale() {
-            self.admit_cached(cached)
+        let admission = if admission.is_stale(cached) {
+            self.admit_again(cached)
         } else {
             admission
         };
         match admission {
             Admission::Admitted(ticket) => Ok(ticket),
+            Admission::Cached => match cached {
+                Some(period) => Ok(Ticket::Window(period.clone())),
+                None => Err(None), // not reached: a cached admission keeps its period
+            },
             Admission::MayProbe(period) => {
                 if period.probes().is_some_and(Probes::try_take) {
                     Ok(Ticket::Probe(ProbeSlot::new(period)))

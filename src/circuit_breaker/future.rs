@@ -35,8 +35,9 @@ pin_project! {
             inner: F,
             recorder: Recorder<C>,
         },
+        // Boxed in `call`, so polling moves out a pointer, not the error.
         Rejected {
-            error: Option<CircuitOpen>,
+            error: Option<BoxError>,
         },
         // `call` without a `poll_ready` that returned `Ready(Ok(()))`.
         NotReady {
@@ -110,7 +111,9 @@ impl<F, C> ResponseFuture<F, C> {
 
     pub(crate) fn rejected(error: CircuitOpen) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::Rejected {
+                error: Some(Box::new(error)),
+            },
         }
     }
 
@@ -143,10 +146,9 @@ where
                 }
                 Poll::Ready(result.map_err(Into::into))
             }
-            KindProj::Rejected { error } => Poll::Ready(Err(match error.take() {
-                Some(error) => Box::new(error),
-                None => "circuit breaker response future polled after completion".into(),
-            })),
+            KindProj::Rejected { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                "circuit breaker response future polled after completion".into()
+            }))),
             KindProj::NotReady { name } => Poll::Ready(Err(format!(
                 "circuit breaker `{name}`: `call` was made without a successful \
                  `poll_ready`, so the call was not sent"

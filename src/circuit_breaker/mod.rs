@@ -256,8 +256,7 @@ impl<S, C> CircuitBreaker<S, C> {
             Some(Admission::Refused(_)) => true,
             // Admitted under a period that has ended while the inner service
             // was becoming ready: the call would count for nothing.
-            Some(Admission::Admitted(ticket)) => ticket.is_stale(),
-            Some(Admission::MayProbe(period)) => period.has_left(),
+            Some(admission) => admission.is_stale(&self.cached),
         };
         if ask {
             self.admission = Some(self.breaker.admit_cached(&mut self.cached));

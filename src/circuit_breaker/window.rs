@@ -174,6 +174,21 @@ impl CountWindow {
 /// A bucket's epoch while one thread empties it for a new epoch.
 const ROTATING: u64 = u64::MAX;
 
+/// `TimeWindow::latest` packs an epoch above a bucket index of this many
+/// bits (there are at most 10 000 buckets).
+const LATEST_INDEX_BITS: u32 = 16;
+const LATEST_INDEX_MASK: u64 = (1 << LATEST_INDEX_BITS) - 1;
+/// A `latest` that matches no bucket (its epoch is `ROTATING`'s).
+const NO_LATEST: u64 = u64::MAX;
+
+/// Packs an epoch and its bucket's index for `TimeWindow::latest`, when
+/// they fit (an epoch beyond 2^48 buckets, some 9 years of 1 ms buckets,
+/// goes without the hint).
+fn pack_latest(epoch: u64, index: u64) -> Option<u64> {
+    (epoch < 1 << (64 - LATEST_INDEX_BITS) && index <= LATEST_INDEX_MASK)
+        .then_some(epoch << LATEST_INDEX_BITS | index)
+}
+
 struct Bucket {
     // Which bucket-length interval since the breaker was built this bucket
     // counts (`now / bucket_nanos`).
@@ -194,6 +209,12 @@ pub(crate) struct TimeWindow {
     swept: AtomicU64,
     // Set when buckets leave the window, cleared by the next outcome judged.
     moved: AtomicBool,
+    // A recent epoch and its bucket's index, packed (`pack_latest`): while
+    // the clock stays in that epoch, an outcome finds its bucket without
+    // the two divisions (some 6 ns) that `now / bucket_nanos` and
+    // `epoch % buckets` cost. Only a hint: it is checked against the
+    // bucket's own epoch before use.
+    latest: AtomicU64,
     calls: AtomicI64,
     failures: AtomicI64,
     slow: AtomicI64,
@@ -216,6 +237,7 @@ impl TimeWindow {
                 .collect(),
             swept: AtomicU64::new(now / bucket_nanos),
             moved: AtomicBool::new(false),
+            latest: AtomicU64::new(NO_LATEST),
             calls: AtomicI64::new(0),
             failures: AtomicI64::new(0),
             slow: AtomicI64::new(0),
@@ -226,16 +248,48 @@ impl TimeWindow {
         &self.buckets[(epoch % self.buckets.len() as u64) as usize]
     }
 
+    /// The bucket that counts `now`, if the `latest` hint finds it: the
+    /// hint's epoch covers `now`, and its bucket counts that epoch already.
     #[inline]
-    fn record(&self, record: Record, now: u64) -> u64 {
+    fn latest_bucket(&self, now: u64) -> Option<&Bucket> {
+        let latest = self.latest.load(Ordering::Relaxed);
+        let (epoch, index) = (latest >> LATEST_INDEX_BITS, latest & LATEST_INDEX_MASK);
+        // `epoch * bucket_nanos` came from an earlier `now`, so it fits.
+        let begins = epoch.wrapping_mul(self.bucket_nanos);
+        if now.wrapping_sub(begins) >= self.bucket_nanos {
+            return None;
+        }
+        let bucket = self.buckets.get(index as usize)?;
+        (bucket.epoch.load(Ordering::Acquire) == epoch).then_some(bucket)
+    }
+
+    /// Finds (and if need be claims) the bucket that counts `now`, moving
+    /// the window on first; `None` if that bucket has already moved on.
+    #[inline]
+    fn bucket_for(&self, now: u64) -> Option<&Bucket> {
+        if let Some(bucket) = self.latest_bucket(now) {
+            return Some(bucket);
+        }
         let epoch = now / self.bucket_nanos;
         self.advance(epoch);
-        let bucket = self.bucket(epoch);
+        let index = epoch % self.buckets.len() as u64;
+        let bucket = &self.buckets[index as usize];
         if !self.claim(bucket, epoch) {
+            return None;
+        }
+        if let Some(latest) = pack_latest(epoch, index) {
+            self.latest.store(latest, Ordering::Relaxed);
+        }
+        Some(bucket)
+    }
+
+    #[inline]
+    fn record(&self, record: Record, now: u64) -> u64 {
+        let Some(bucket) = self.bucket_for(now) else {
             // The bucket has moved on to a later epoch: this outcome is older
             // than the window (its thread was held up), so it no longer counts.
             return 0;
-        }
+        };
         bucket.calls.fetch_add(1, Ordering::AcqRel);
         let calls = self.calls.fetch_add(1, Ordering::AcqRel).max(0) as u64 + 1;
         if record.failure {
@@ -407,6 +461,31 @@ mod tests {
             window.record(record, 0);
         }
         assert_eq!(window.totals(0), totals(10, 3, 0), "30 %");
+    }
+
+    #[test]
+    fn an_outcome_from_an_earlier_bucket_goes_to_that_bucket_not_the_latest() {
+        // The latest-bucket hint points at second 3; an outcome a held-up
+        // thread stamped in second 1 must land in second 1's bucket, and
+        // leave the window with it.
+        let window = time(5_000, 5);
+        window.record(F, ms(3_100));
+        window.record(S, ms(3_200)); // found through the hint
+        window.record(F, ms(1_500));
+        assert_eq!(window.totals(ms(3_300)), totals(3, 2, 0));
+        assert_eq!(window.totals(ms(6_000)), totals(2, 1, 0), "second 1 left");
+        assert_eq!(window.totals(ms(8_000)), totals(0, 0, 0), "second 3 left");
+        // An outcome older than the window counts nothing.
+        assert_eq!(window.record(F, ms(2_000)), 0);
+        window.record(S, ms(8_100));
+        assert_eq!(window.totals(ms(8_100)), totals(1, 0, 0));
+    }
+
+    #[test]
+    fn the_latest_hint_packs_what_fits_and_refuses_the_rest() {
+        assert_eq!(pack_latest(5, 3), Some(5 << LATEST_INDEX_BITS | 3));
+        assert_eq!(pack_latest(1 << 48, 0), None);
+        assert_eq!(pack_latest(1, 1 << 16), None);
     }
 
     #[test]
