@@ -27,7 +27,10 @@
 //! A classifier may also say how long a result asks the caller to stay away
 //! ([`Classify::retry_after`]: an HTTP `Retry-After`, a ban with a length).
 //! Retry waits at least that long, and a circuit breaker built with
-//! `open_on_retry_after` opens for it. Attach one to a closure with
+//! `open_on_retry_after` opens for it. [`DefaultClassifier`] reports only
+//! the hint a palisade rejection carries, and counts those rejections as
+//! ignored, so a breaker that should open on an upstream's hint needs a
+//! classifier that reads it, such as one built with [`with_retry_after`]. Attach one to a closure with
 //! [`with_retry_after`].
 
 use std::any::Any;
@@ -215,7 +218,7 @@ mod tests {
     fn default_retry_after_is_the_rejections_own() {
         let c = DefaultClassifier;
         let limited: Result<(), BoxError> = Err(Box::new(crate::error::RateLimited::new(
-            Name::Static("r"),
+            "r",
             Some(Duration::from_millis(250)),
         )));
         assert_eq!(c.retry_after(&limited), Some(Duration::from_millis(250)));

@@ -99,9 +99,14 @@ pub struct RateLimited {
 }
 
 impl RateLimited {
-    #[allow(dead_code)] // built by the rate limiting layers
-    pub(crate) fn new(name: Name, retry_after: Option<Duration>) -> Self {
-        RateLimited { name, retry_after }
+    /// A refusal by the rate limiter `name`, which would admit the call
+    /// after `retry_after`. Public so that a limiter of your own can refuse
+    /// the way palisade's do, and retry and the http module treat it alike.
+    pub fn new(name: impl Into<Cow<'static, str>>, retry_after: Option<Duration>) -> Self {
+        RateLimited {
+            name: name.into().into(),
+            retry_after,
+        }
     }
 
     /// The name of the rate limiter that refused the call.
@@ -408,7 +413,7 @@ mod tests {
         let name = || Name::Static("n");
         let errors: Vec<BoxError> = vec![
             Box::new(CircuitOpen::new(name(), Some(Duration::from_secs(3)))),
-            Box::new(RateLimited::new(name(), Some(Duration::from_millis(5)))),
+            Box::new(RateLimited::new("n", Some(Duration::from_millis(5)))),
             Box::new(BulkheadFull::new(name(), 4, Duration::ZERO)),
             Box::new(Elapsed::new(name(), Duration::from_secs(1), false)),
             "boom".into(),

@@ -1,5 +1,5 @@
-//! Resilience layers for [tower]: circuit breaker, timeouts and bulkheads
-//! today; retry with jittered backoff and rate limiting to come.
+//! Resilience layers for [tower]: circuit breaker, retry with jittered
+//! backoff, timeouts and bulkheads today; rate limiting to come.
 //!
 //! Every layer composes with `tower::ServiceBuilder` around any
 //! `tower::Service`: a hyper client, a tonic channel, an axum router, a
@@ -10,6 +10,7 @@
 //! | [`circuit_breaker`] | stop calling a failing dependency, then probe it before trusting it again | `circuit-breaker` |
 //! | [`timeout`] | fail a call that runs too long, cancelling its work | `timeout` |
 //! | [`bulkhead`] | cap the calls in flight, so one slow dependency cannot take every resource | `bulkhead` |
+//! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
 //!
 //! ```
 //! # #[cfg(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker"))]
@@ -90,6 +91,10 @@ mod sync;
 pub mod bulkhead;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
+#[cfg(feature = "retry")]
+pub mod retry;
+#[cfg(any(feature = "retry", feature = "circuit-breaker"))]
+mod rng;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 

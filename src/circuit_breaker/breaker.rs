@@ -1,8 +1,6 @@
 //! The breaker's shared state: the current period, admission, and the
 //! transitions between periods.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +14,7 @@ use super::period::{Crossed, Period, ProbeSlot, Start, Thresholds, Ticket};
 use super::probes::Probes;
 use super::window::{Totals, WindowKind};
 use crate::name::Name;
+use crate::rng::Rng;
 
 /// A user's callback for the breaker's events.
 pub(crate) type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -162,18 +161,14 @@ impl Admission {
 /// Guarded by the transition lock.
 struct Control {
     generation: u64,
-    // xorshift64* state for the open duration's jitter.
-    rng: u64,
+    // For the open duration's jitter.
+    rng: Rng,
 }
 
 impl Control {
     /// Uniform in [0, 1).
     fn draw(&mut self) -> f64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let bits = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
-        bits as f64 / (1u64 << 53) as f64
+        self.rng.unit()
     }
 }
 
@@ -207,7 +202,7 @@ impl Breaker {
         let clock = Clock { origin: now };
         // A seed per breaker from std's per-process random keys, so that two
         // breakers that open together do not reopen in lockstep.
-        let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(now));
+        let seed = seed.unwrap_or_else(|| Rng::random_seed(0));
         Arc::new_cyclic(|weak| {
             let first = Start {
                 state: State::Closed,
@@ -227,7 +222,7 @@ impl Breaker {
                 refusals: AtomicU64::new(0),
                 control: Mutex::new(Control {
                     generation: 0,
-                    rng: seed | 1,
+                    rng: Rng::new(seed),
                 }),
                 listener,
                 changed: settings.wait_when_open.map(|_| Arc::new(Notify::new())),
@@ -590,17 +585,5 @@ mod tests {
         // and the upper half of its band is capped again.
         assert_eq!(s.duration(3, 0.999), Duration::from_millis(3_000));
         assert_eq!(s.duration(3, 0.0), Duration::from_millis(2_250));
-    }
-
-    #[test]
-    fn draws_are_uniform_enough_and_in_range() {
-        let mut control = Control {
-            generation: 0,
-            rng: 42 | 1,
-        };
-        let draws: Vec<f64> = (0..10_000).map(|_| control.draw()).collect();
-        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
-        let low = draws.iter().filter(|d| **d < 0.5).count();
-        assert!((4_500..5_500).contains(&low), "{low} of 10000 below 0.5");
     }
 }

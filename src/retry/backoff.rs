@@ -1,0 +1,367 @@
+//! How long to wait before each retry: a schedule (constant, linear,
+//! exponential) capped at a maximum, then spread by jitter, and capped again.
+
+use std::time::Duration;
+
+use crate::rng::Rng;
+
+/// The delay before each retry, before jitter: see [`Backoff::constant`],
+/// [`Backoff::linear`] and [`Backoff::exponential`].
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::retry::{Backoff, Jitter};
+///
+/// // 100 ms, 200 ms, 400 ms, ... at most 2 s, each drawn uniformly below that.
+/// let backoff = Backoff::exponential(Duration::from_millis(100))
+///     .max(Duration::from_secs(2))
+///     .jitter(Jitter::Full);
+/// # let _ = backoff;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    pub(crate) schedule: Schedule,
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+    pub(crate) jitter: Jitter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Schedule {
+    Constant,
+    Linear,
+    Exponential { multiplier: f64 },
+}
+
+/// How a delay is spread, so that clients that failed together do not retry
+/// together. The result never exceeds the backoff's maximum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Jitter {
+    /// The delay as scheduled.
+    None,
+    /// Uniform in `[0, d]`: the widest spread ("full jitter").
+    Full,
+    /// `d / 2` plus uniform in `[0, d / 2]`: never less than half the delay.
+    Equal,
+    /// `min(max, uniform(base, 3 × previous delay))`, starting from the base:
+    /// grows on its own, ignoring the schedule's multiplier ("decorrelated
+    /// jitter").
+    Decorrelated,
+    /// `d × (1 ± p)`, uniform: `Proportional(0.25)` is ±25 %. `p` in
+    /// `[0, 1]`.
+    Proportional(f64),
+}
+
+impl Backoff {
+    /// The same delay before every retry.
+    pub fn constant(delay: Duration) -> Self {
+        Self::new(Schedule::Constant, delay)
+    }
+
+    /// `base`, `2 × base`, `3 × base`, ...
+    pub fn linear(base: Duration) -> Self {
+        Self::new(Schedule::Linear, base)
+    }
+
+    /// `base`, then doubling (or growing by [`multiplier`](Self::multiplier)).
+    pub fn exponential(base: Duration) -> Self {
+        Self::new(Schedule::Exponential { multiplier: 2.0 }, base)
+    }
+
+    fn new(schedule: Schedule, base: Duration) -> Self {
+        Backoff {
+            schedule,
+            base,
+            max: Duration::MAX,
+            jitter: Jitter::None,
+        }
+    }
+
+    /// The growth factor of an exponential backoff (default 2; at least 1).
+    /// No effect on the other schedules.
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        if let Schedule::Exponential { .. } = self.schedule {
+            self.schedule = Schedule::Exponential { multiplier };
+        }
+        self
+    }
+
+    /// The longest delay, before and after jitter (default: no cap).
+    pub fn max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// How each delay is spread (default [`Jitter::None`]).
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The checks the retry builder runs; `Err` names the field and the rule.
+    pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.max < self.base {
+            return Err((
+                "backoff.max",
+                format!(
+                    "must be at least the base delay ({:?}), got {:?}",
+                    self.base, self.max
+                ),
+            ));
+        }
+        if let Schedule::Exponential { multiplier } = self.schedule {
+            if !(multiplier.is_finite() && multiplier >= 1.0) {
+                return Err((
+                    "backoff.multiplier",
+                    format!("must be a finite number of at least 1, got {multiplier}"),
+                ));
+            }
+        }
+        if let Jitter::Proportional(p) = self.jitter {
+            if !(0.0..=1.0).contains(&p) {
+                return Err((
+                    "backoff.jitter",
+                    format!("a proportional jitter must be in [0, 1], got {p}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The scheduled delay before retry `retry` (1 for the first), capped,
+    /// before jitter.
+    pub(crate) fn scheduled(&self, retry: u32) -> Duration {
+        let retry = retry.max(1);
+        let grown = match self.schedule {
+            Schedule::Constant => Some(self.base),
+            Schedule::Linear => self.base.checked_mul(retry),
+            Schedule::Exponential { multiplier } => {
+                if multiplier == 1.0 || retry == 1 {
+                    Some(self.base)
+                } else {
+                    let exponent = (retry - 1).min(4096) as i32;
+                    Duration::try_from_secs_f64(self.base.as_secs_f64() * multiplier.powi(exponent))
+                        .ok()
+                }
+            }
+        };
+        grown.map_or(self.max, |d| d.min(self.max))
+    }
+
+    /// The delay before retry `retry`, jittered with `rng`; `previous` is
+    /// the delay before the retry before it (decorrelated jitter grows from
+    /// it).
+    pub(crate) fn delay(&self, retry: u32, previous: Option<Duration>, rng: &mut Rng) -> Duration {
+        let d = self.scheduled(retry);
+        let jittered = match self.jitter {
+            Jitter::None => d,
+            Jitter::Full => scale(d, rng.unit_inclusive()),
+            Jitter::Equal => d / 2 + scale(d / 2, rng.unit_inclusive()),
+            Jitter::Proportional(p) => scale(d, 1.0 - p + 2.0 * p * rng.unit_inclusive()),
+            Jitter::Decorrelated => {
+                let low = self.base;
+                let high = previous.unwrap_or(self.base).saturating_mul(3).max(low);
+                low + scale(high - low, rng.unit_inclusive())
+            }
+        };
+        jittered.min(self.max)
+    }
+}
+
+/// `d × factor`, saturating at `Duration::MAX` instead of panicking.
+fn scale(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
+impl Rng {
+    /// Uniform in [0, 1]: the jitter bands are closed.
+    pub(crate) fn unit_inclusive(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / ((1u64 << 53) - 1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    fn schedule(backoff: Backoff, n: u32) -> Vec<u128> {
+        (1..=n).map(|r| backoff.scheduled(r).as_millis()).collect()
+    }
+
+    #[test]
+    fn the_three_schedules() {
+        // scenario BO-1
+        let s = Duration::from_secs(1);
+        assert_eq!(schedule(Backoff::constant(s), 3), [1_000, 1_000, 1_000]);
+        assert_eq!(schedule(Backoff::linear(s), 3), [1_000, 2_000, 3_000]);
+        assert_eq!(schedule(Backoff::exponential(s), 3), [1_000, 2_000, 4_000]);
+        let r4j = Backoff::exponential(ms(500)).multiplier(2.0);
+        assert_eq!(schedule(r4j, 2), [500, 1_000]);
+        let slow = Backoff::exponential(ms(100)).multiplier(1.5);
+        let grown: Vec<Duration> = (1..=49).map(|r| slow.scheduled(r)).collect();
+        assert!(grown.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+    }
+
+    #[test]
+    fn a_capped_exponential_reaches_the_cap_and_stays() {
+        // scenario BO-2
+        let b = Backoff::exponential(ms(100)).max(ms(100_000));
+        let delays = schedule(b, 13);
+        assert!(delays[..11].windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(delays[10], 100_000, "102 400 is capped already");
+        assert_eq!(&delays[11..], [100_000, 100_000]);
+        assert_eq!(b.scheduled(u32::MAX), ms(100_000), "no overflow");
+        assert_eq!(
+            Backoff::linear(ms(100)).max(ms(250)).scheduled(u32::MAX),
+            ms(250)
+        );
+        // Uncapped, an absurd retry number saturates instead of panicking.
+        assert_eq!(
+            Backoff::exponential(ms(1)).scheduled(u32::MAX),
+            Duration::MAX
+        );
+    }
+
+    #[test]
+    fn a_zero_base_is_zero_whatever_the_jitter() {
+        let mut rng = Rng::new(1);
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+            Jitter::Proportional(0.5),
+        ] {
+            for b in [
+                Backoff::constant(Duration::ZERO),
+                Backoff::linear(Duration::ZERO),
+                Backoff::exponential(Duration::ZERO),
+            ] {
+                assert_eq!(b.jitter(jitter).delay(3, None, &mut rng), Duration::ZERO);
+            }
+        }
+    }
+
+    /// Every delay of `n` retries of `backoff`, each within `band(d)`, where
+    /// `d` is the scheduled delay.
+    fn within(backoff: Backoff, n: u32, band: impl Fn(Duration) -> (Duration, Duration)) {
+        let mut rng = Rng::new(99);
+        for retry in 1..=n {
+            let (low, high) = band(backoff.scheduled(retry));
+            for _ in 0..200 {
+                let d = backoff.delay(retry, None, &mut rng);
+                assert!(
+                    low <= d && d <= high,
+                    "retry {retry}: {d:?} outside {low:?}..={high:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn full_and_equal_jitter_stay_in_their_bands() {
+        let b = Backoff::exponential(ms(100)).max(ms(3_000));
+        within(b.jitter(Jitter::Full), 8, |d| (Duration::ZERO, d));
+        within(b.jitter(Jitter::Equal), 8, |d| (d / 2, d));
+    }
+
+    #[test]
+    fn proportional_jitter_is_exact_for_a_draw_and_stays_in_its_band() {
+        // scenario BO-5: d × (0.75 + 0.5 r)
+        let b = Backoff::linear(Duration::from_secs(1)).jitter(Jitter::Proportional(0.25));
+        let d = b.scheduled(3);
+        let jitter = |r: f64| scale(d, 1.0 - 0.25 + 0.5 * r).as_millis();
+        assert_eq!(
+            [0.0, 0.4, 0.5, 0.6, 1.0].map(jitter),
+            [2_250, 2_850, 3_000, 3_150, 3_750]
+        );
+        within(b, 20, |d| (d.mul_f64(0.75), d.mul_f64(1.25)));
+        // scenario BO-3: ±50 % around a constant 100 ms.
+        let c = Backoff::constant(ms(100)).jitter(Jitter::Proportional(0.5));
+        within(c, 49, |_| (ms(50), ms(150)));
+    }
+
+    #[test]
+    fn the_cap_holds_after_jitter() {
+        let b = Backoff::constant(ms(1_000))
+            .max(ms(1_000))
+            .jitter(Jitter::Proportional(1.0));
+        within(b, 5, |_| (Duration::ZERO, ms(1_000)));
+    }
+
+    #[test]
+    fn decorrelated_jitter_grows_from_the_previous_delay_under_the_cap() {
+        // BO-7's properties for the issue's formula: positive, capped,
+        // within [base, 3 × previous].
+        let b = Backoff::exponential(ms(100))
+            .max(ms(5_000))
+            .jitter(Jitter::Decorrelated);
+        let mut rng = Rng::new(5);
+        let mut previous = None;
+        let mut reached_the_cap = false;
+        for retry in 1..=60 {
+            let d = b.delay(retry, previous, &mut rng);
+            let high = previous.unwrap_or(ms(100)).saturating_mul(3).min(ms(5_000));
+            assert!(ms(100) <= d && d <= high, "retry {retry}: {d:?}");
+            reached_the_cap |= d > ms(4_000);
+            previous = Some(d);
+        }
+        assert!(reached_the_cap, "it grows");
+    }
+
+    #[test]
+    fn two_generators_give_two_sequences() {
+        let b = Backoff::exponential(ms(100)).jitter(Jitter::Full);
+        let sequence = |seed| {
+            let mut rng = Rng::new(seed);
+            (1..=10)
+                .map(|r| b.delay(r, None, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sequence(3), sequence(3), "seeded: reproducible");
+        assert_ne!(sequence(3), sequence(4));
+    }
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        let field = |b: Backoff| b.check().unwrap_err().0;
+        assert_eq!(field(Backoff::constant(ms(10)).max(ms(9))), "backoff.max");
+        assert_eq!(
+            field(Backoff::exponential(ms(10)).multiplier(0.5)),
+            "backoff.multiplier"
+        );
+        assert_eq!(
+            field(Backoff::exponential(ms(10)).multiplier(f64::NAN)),
+            "backoff.multiplier"
+        );
+        for p in [-0.0001, 1.0001] {
+            assert_eq!(
+                field(Backoff::constant(ms(10)).jitter(Jitter::Proportional(p))),
+                "backoff.jitter"
+            );
+        }
+        // scenario BO-8: what is accepted
+        for base in [10, 99, 981] {
+            for b in [
+                Backoff::constant(ms(base)),
+                Backoff::linear(ms(base)),
+                Backoff::exponential(ms(base)).multiplier(1.0001),
+            ] {
+                assert!(b.max(ms(base)).check().is_ok());
+            }
+        }
+        for p in [0.0, 0.1, 0.25, 0.5, 0.75, 1.0] {
+            assert!(
+                Backoff::constant(ms(10))
+                    .jitter(Jitter::Proportional(p))
+                    .check()
+                    .is_ok()
+            );
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! Retry budgets: a bound on retries relative to ordinary traffic, shared by
+//! every service a layer builds, so that retries cannot multiply the load on
+//! a service that is already failing (a retry storm).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Fixed point: one token (or one deposit) is this many units.
+const UNIT: i64 = 1_000;
+/// The windowed budget keeps its time-to-live in this many slots.
+const SLOTS: u64 = 10;
+/// A slot's epoch while one thread empties it.
+const ROTATING: u64 = u64::MAX;
+
+/// How many retries a layer may make, shared by every service it builds.
+///
+/// - [`RetryBudget::tokens`] (the default, `tokens(10, 0.1)`): the gRPC
+///   retry-throttling scheme. Every failed attempt spends a token, every
+///   successful one earns back `token_ratio`, and retries stop while fewer
+///   than half the tokens are left. It needs no clock: a success costs one
+///   atomic load while the bucket is full, which is why it is the default.
+/// - [`RetryBudget::windowed`]: Finagle's scheme. Retries may add at most
+///   `ratio` of the requests of the last `ttl`, plus `min_per_sec` per second
+///   to let a quiet service retry at all. Every request reads the clock to
+///   deposit.
+/// - [`RetryBudget::unlimited`]: no budget; only `max_attempts` bounds
+///   retries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryBudget {
+    pub(crate) kind: BudgetKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum BudgetKind {
+    Tokens {
+        max_tokens: u32,
+        token_ratio: f64,
+    },
+    Windowed {
+        ttl: Duration,
+        min_per_sec: u32,
+        ratio: f64,
+    },
+    Unlimited,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget::tokens(10, 0.1)
+    }
+}
+
+impl RetryBudget {
+    /// The gRPC scheme: `max_tokens` tokens, full at the start; a failed
+    /// attempt spends one, a successful one earns `token_ratio` back (in
+    /// thousandths); a retry goes only while more than half are left.
+    /// `max_tokens` ≥ 1, `token_ratio` in (0, 1].
+    pub fn tokens(max_tokens: u32, token_ratio: f64) -> Self {
+        RetryBudget {
+            kind: BudgetKind::Tokens {
+                max_tokens,
+                token_ratio,
+            },
+        }
+    }
+
+    /// Finagle's scheme: over the last `ttl` (1 s to 60 s, kept in ten
+    /// slots), retries may be `ratio` (in [0, 1]) of the requests, plus
+    /// `min_per_sec` per second.
+    pub fn windowed(ttl: Duration, min_per_sec: u32, ratio: f64) -> Self {
+        RetryBudget {
+            kind: BudgetKind::Windowed {
+                ttl,
+                min_per_sec,
+                ratio,
+            },
+        }
+    }
+
+    /// No budget.
+    pub fn unlimited() -> Self {
+        RetryBudget {
+            kind: BudgetKind::Unlimited,
+        }
+    }
+
+    /// The checks the retry builder runs; `Err` names the field and the rule.
+    pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
+        match self.kind {
+            BudgetKind::Tokens {
+                max_tokens,
+                token_ratio,
+            } => {
+                if max_tokens == 0 {
+                    return Err(("budget.max_tokens", "must be at least 1".into()));
+                }
+                if !(token_ratio > 0.0 && token_ratio <= 1.0) {
+                    return Err((
+                        "budget.token_ratio",
+                        format!("must be in (0, 1], got {token_ratio}"),
+                    ));
+                }
+            }
+            BudgetKind::Windowed { ttl, ratio, .. } => {
+                if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl) {
+                    return Err(("budget.ttl", format!("must be 1 s to 60 s, got {ttl:?}")));
+                }
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(("budget.ratio", format!("must be in [0, 1], got {ratio}")));
+                }
+            }
+            BudgetKind::Unlimited => {}
+        }
+        Ok(())
+    }
+}
+
+/// A budget's shared state.
+#[derive(Debug)]
+pub(crate) enum Budget {
+    Tokens(Tokens),
+    Windowed(Windowed),
+    Unlimited,
+}
+
+impl Budget {
+    pub(crate) fn new(config: RetryBudget) -> Self {
+        match config.kind {
+            BudgetKind::Tokens {
+                max_tokens,
+                token_ratio,
+            } => Budget::Tokens(Tokens::new(max_tokens, token_ratio)),
+            BudgetKind::Windowed {
+                ttl,
+                min_per_sec,
+                ratio,
+            } => Budget::Windowed(Windowed::new(ttl, min_per_sec, ratio)),
+            BudgetKind::Unlimited => Budget::Unlimited,
+        }
+    }
+
+    /// A request's first attempt is about to go.
+    #[inline]
+    pub(crate) fn on_request(&self) {
+        if let Budget::Windowed(w) = self {
+            w.deposit(Instant::now());
+        }
+    }
+
+    /// An attempt succeeded.
+    #[inline]
+    pub(crate) fn on_success(&self) {
+        if let Budget::Tokens(t) = self {
+            t.earn();
+        }
+    }
+
+    /// An attempt failed.
+    pub(crate) fn on_failure(&self) {
+        if let Budget::Tokens(t) = self {
+            t.spend();
+        }
+    }
+
+    /// Whether a retry may go; if so, it is paid for.
+    pub(crate) fn try_retry(&self) -> bool {
+        match self {
+            Budget::Tokens(t) => t.allows_retry(),
+            Budget::Windowed(w) => w.try_withdraw(Instant::now()),
+            Budget::Unlimited => true,
+        }
+    }
+}
+
+/// The gRPC token bucket, in thousandths of a token.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    left: AtomicI64,
+    max: i64,
+    earned: i64,
+}
+
+impl Tokens {
+    fn new(max_tokens: u32, token_ratio: f64) -> Self {
+        let max = i64::from(max_tokens) * UNIT;
+        Tokens {
+            left: AtomicI64::new(max),
+            max,
+            // Thousandths, as gRPC specifies; at least one.
+            earned: ((token_ratio * UNIT as f64).round() as i64).max(1),
+        }
+    }
+
+    /// A full bucket is the healthy case: one load, no write.
+    #[inline]
+    fn earn(&self) {
+        if self.left.load(Ordering::Relaxed) < self.max {
+            let _ = self
+                .left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    (left < self.max).then(|| (left + self.earned).min(self.max))
+                });
+        }
+    }
+
+    fn spend(&self) {
+        let _ = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some((left - UNIT).max(0))
+            });
+    }
+
+    fn allows_retry(&self) -> bool {
+        self.left.load(Ordering::Relaxed) > self.max / 2
+    }
+
+    #[cfg(test)]
+    pub(crate) fn left(&self) -> i64 {
+        self.left.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    epoch: AtomicU64,
+    deposits: AtomicI64,
+    withdrawals: AtomicI64,
+}
+
+/// Finagle's budget: deposits and withdrawals over the last `ttl`, in ten
+/// slots, plus a fixed reserve.
+#[derive(Debug)]
+pub(crate) struct Windowed {
+    origin: Instant,
+    slot_nanos: u64,
+    slots: Box<[Slot]>,
+    reserve: i64,
+    deposit: i64,
+}
+
+impl Windowed {
+    fn new(ttl: Duration, min_per_sec: u32, ratio: f64) -> Self {
+        let ttl_nanos = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+        Windowed {
+            origin: Instant::now(),
+            slot_nanos: (ttl_nanos / SLOTS).max(1),
+            slots: (0..SLOTS)
+                .map(|_| Slot {
+                    epoch: AtomicU64::new(0),
+                    deposits: AtomicI64::new(0),
+                    withdrawals: AtomicI64::new(0),
+                })
+                .collect(),
+            reserve: (f64::from(min_per_sec) * ttl.as_secs_f64() * UNIT as f64) as i64,
+            // A retry costs a whole unit; a request earns `ratio` of one.
+            deposit: (ratio * UNIT as f64).round() as i64,
+        }
+    }
+
+    fn epoch(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.origin);
+        let nanos = since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()));
+        nanos / self.slot_nanos
+    }
+
+    /// The slot for `epoch`, emptied first if it held an older one; `None`
+    /// if it already holds a later one (a held-up thread).
+    fn slot(&self, epoch: u64) -> Option<&Slot> {
+        let slot = &self.slots[(epoch % SLOTS) as usize];
+        loop {
+            let current = slot.epoch.load(Ordering::Acquire);
+            if current == epoch {
+                return Some(slot);
+            }
+            if current == ROTATING {
+                std::hint::spin_loop();
+                continue;
+            }
+            if current > epoch {
+                return None;
+            }
+            if slot
+                .epoch
+                .compare_exchange(current, ROTATING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                slot.deposits.store(0, Ordering::Relaxed);
+                slot.withdrawals.store(0, Ordering::Relaxed);
+                slot.epoch.store(epoch, Ordering::Release);
+                return Some(slot);
+            }
+        }
+    }
+
+    fn deposit(&self, now: Instant) {
+        if let Some(slot) = self.slot(self.epoch(now)) {
+            slot.deposits.fetch_add(self.deposit, Ordering::Relaxed);
+        }
+    }
+
+    /// The balance over the slots still inside the window as of `epoch`.
+    fn balance(&self, epoch: u64) -> i64 {
+        let oldest = epoch.saturating_sub(SLOTS - 1);
+        self.slots
+            .iter()
+            .filter(|s| (oldest..=epoch).contains(&s.epoch.load(Ordering::Acquire)))
+            .map(|s| s.deposits.load(Ordering::Relaxed) - s.withdrawals.load(Ordering::Relaxed))
+            .sum::<i64>()
+            + self.reserve
+    }
+
+    /// Concurrent retries that each see the last unit may both take it: the
+    /// budget can be overdrawn by up to one retry per racing thread.
+    fn try_withdraw(&self, now: Instant) -> bool {
+        let epoch = self.epoch(now);
+        if self.balance(epoch) < UNIT {
+            return false;
+        }
+        match self.slot(epoch) {
+            Some(slot) => {
+                slot.withdrawals.fetch_add(UNIT, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn windowed(ttl_ms: u64, min_per_sec: u32, ratio: f64) -> Windowed {
+        Windowed::new(Duration::from_millis(ttl_ms), min_per_sec, ratio)
+    }
+
+    fn at(w: &Windowed, ms: u64) -> Instant {
+        w.origin + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn tokens_spend_on_failure_earn_on_success_and_stop_below_half() {
+        let t = Tokens::new(10, 0.1);
+        assert!(t.allows_retry());
+        for _ in 0..5 {
+            t.spend();
+        }
+        assert_eq!(t.left(), 5_000);
+        assert!(!t.allows_retry(), "half is not more than half");
+        t.earn();
+        assert_eq!(t.left(), 5_100);
+        assert!(t.allows_retry());
+        for _ in 0..100 {
+            t.earn();
+        }
+        assert_eq!(t.left(), 10_000, "never above the maximum");
+        for _ in 0..20 {
+            t.spend();
+        }
+        assert_eq!(t.left(), 0, "never below zero");
+    }
+
+    #[test]
+    fn windowed_budget_reserve_and_expiry() {
+        // scenario BU-1
+        let empty = windowed(1_000, 0, 1.0);
+        assert!(!empty.try_withdraw(at(&empty, 0)), "nothing deposited");
+
+        let reserve = windowed(1_000, 5, 1.0);
+        for i in 0..5 {
+            assert!(reserve.try_withdraw(at(&reserve, 0)), "withdrawal {i}");
+        }
+        assert!(!reserve.try_withdraw(at(&reserve, 0)), "the sixth");
+
+        let leaky = windowed(1_000, 0, 1.0);
+        leaky.deposit(at(&leaky, 0));
+        assert!(
+            !leaky.try_withdraw(at(&leaky, 3_000)),
+            "the deposit expired"
+        );
+    }
+
+    #[test]
+    fn windowed_deposits_expire_slot_by_slot() {
+        // scenario BU-2: ratio 0.5, so a retry costs two deposits.
+        let w = windowed(1_000, 0, 0.5);
+        w.deposit(at(&w, 0));
+        w.deposit(at(&w, 0));
+        assert!(
+            w.try_withdraw(at(&w, 901)),
+            "901 ms old deposits still count"
+        );
+        w.deposit(at(&w, 2_902));
+        w.deposit(at(&w, 3_203));
+        w.deposit(at(&w, 4_004));
+        assert!(w.try_withdraw(at(&w, 4_004)), "the two newest pay for it");
+        assert!(!w.try_withdraw(at(&w, 4_004)), "and are spent");
+    }
+
+    #[test]
+    fn bad_budgets_name_their_field() {
+        let field = |b: RetryBudget| b.check().unwrap_err().0;
+        assert_eq!(field(RetryBudget::tokens(0, 0.1)), "budget.max_tokens");
+        assert_eq!(field(RetryBudget::tokens(10, 0.0)), "budget.token_ratio");
+        assert_eq!(field(RetryBudget::tokens(10, 1.5)), "budget.token_ratio");
+        let w = |ttl_ms, ratio| RetryBudget::windowed(Duration::from_millis(ttl_ms), 10, ratio);
+        assert_eq!(field(w(999, 0.2)), "budget.ttl");
+        assert_eq!(field(w(60_001, 0.2)), "budget.ttl");
+        assert_eq!(field(w(10_000, -0.1)), "budget.ratio");
+        assert!(w(10_000, 0.0).check().is_ok());
+        assert!(RetryBudget::default().check().is_ok());
+    }
+}

@@ -1,0 +1,319 @@
+//! The response future of [`Retry`](super::Retry): attempts, backoff sleeps
+//! and readiness, until a result is final.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep};
+use tower_service::Service;
+
+use super::handle::{Counters, RetryEvent};
+use super::layer::Shared;
+use super::replay::Replay;
+use crate::classify::{Classify, Outcome};
+use crate::error::{BoxError, ErrorKind};
+use crate::rng::Rng;
+
+pin_project! {
+    /// The response future of [`Retry`](super::Retry).
+    ///
+    /// Dropping it stops at once: no further attempt is made, and nothing
+    /// is left reserved.
+    #[project = ResponseFutureProj]
+    pub struct ResponseFuture<S, Req, C, R>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        // A clone of the service, driven to ready before each retry.
+        service: S,
+        // The copy the next attempt sends; `None` once the request may not
+        // be sent again.
+        request: Option<Req>,
+        // The last attempt's result, kept until the next attempt is sent, in
+        // case waiting for readiness runs past the deadline.
+        last: Option<Result<S::Response, S::Error>>,
+        classifier: C,
+        replay: R,
+        shared: Arc<Shared>,
+        // Attempts sent so far.
+        attempt: u32,
+        // When the deadline passes, if there is one.
+        deadline: Option<Instant>,
+        // Drawn at the first retry, so a request that needs none costs no
+        // draw.
+        rng: Option<Rng>,
+        previous_delay: Option<Duration>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Calling {
+            #[pin]
+            future: F,
+        },
+        Sleeping {
+            #[pin]
+            sleep: Sleep,
+        },
+        Readying,
+    }
+}
+
+impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        future: S::Future,
+        service: S,
+        request: Option<Req>,
+        classifier: C,
+        replay: R,
+        shared: Arc<Shared>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Calling { future },
+            service,
+            request,
+            last: None,
+            classifier,
+            replay,
+            shared,
+            attempt: 1,
+            deadline,
+            rng: None,
+            previous_delay: None,
+        }
+    }
+}
+
+/// What follows an attempt's result.
+enum Next {
+    /// The result is final; whether it is a success.
+    Return { succeeded: bool },
+    /// Retry after this long.
+    Retry(Duration),
+}
+
+impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError> + 'static,
+    C: Classify<S::Response, S::Error>,
+    R: Replay<Req>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    let next = decide(
+                        &result,
+                        *this.attempt,
+                        this.request.is_some(),
+                        this.classifier,
+                        this.shared,
+                        *this.deadline,
+                        this.rng,
+                        this.previous_delay,
+                    );
+                    match next {
+                        Next::Return { succeeded } => {
+                            this.shared.counters.finished(succeeded, *this.attempt > 1);
+                            return Poll::Ready(result.map_err(Into::into));
+                        }
+                        Next::Retry(delay) => {
+                            *this.last = Some(result);
+                            if delay.is_zero() {
+                                this.state.set(State::Readying);
+                            } else {
+                                this.state.set(State::Sleeping {
+                                    sleep: sleep(delay),
+                                });
+                            }
+                        }
+                    }
+                }
+                StateProj::Sleeping { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
+                        this.shared.counters.finished(false, true);
+                        return Poll::Ready(Err(err.into()));
+                    }
+                    let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
+                    // The last attempt sends the copy itself; earlier ones a
+                    // copy of it.
+                    let request = if past_deadline {
+                        None
+                    } else if *this.attempt + 1 >= this.shared.max_attempts {
+                        this.request.take()
+                    } else {
+                        this.request.as_ref().and_then(|r| this.replay.replay(r))
+                    };
+                    let Some(request) = request else {
+                        // No attempt starts after the deadline: the last
+                        // result stands.
+                        return Poll::Ready(this.give_back_last());
+                    };
+                    *this.last = None; // released, never returned
+                    *this.attempt += 1;
+                    let future = this.service.call(request);
+                    this.state.set(State::Calling { future });
+                }
+            }
+        }
+    }
+}
+
+impl<S, Req, C, R> ResponseFutureProj<'_, S, Req, C, R>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+{
+    /// Ends with the result kept from the last attempt.
+    fn give_back_last(&mut self) -> Result<S::Response, BoxError> {
+        match self.last.take() {
+            Some(result) => {
+                let succeeded = self.classifier.classify(&result) == Outcome::Success;
+                self.shared.counters.finished(succeeded, *self.attempt > 1);
+                result.map_err(Into::into)
+            }
+            None => Err("retry: no result to return".into()),
+        }
+    }
+}
+
+/// Decides what follows an attempt's `result`: its outcome feeds the
+/// budget; a retryable failure is retried if attempts, the request, the
+/// deadline and then the budget all allow.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn decide<T, E, C>(
+    result: &Result<T, E>,
+    attempt: u32,
+    may_replay: bool,
+    classifier: &C,
+    shared: &Shared,
+    deadline: Option<Instant>,
+    rng: &mut Option<Rng>,
+    previous_delay: &mut Option<Duration>,
+) -> Next
+where
+    E: 'static,
+    C: Classify<T, E>,
+{
+    let outcome = classifier.classify(result);
+    let retryable = match outcome {
+        Outcome::Success => {
+            shared.budget.on_success();
+            return Next::Return { succeeded: true };
+        }
+        Outcome::Failure => {
+            shared.budget.on_failure();
+            true
+        }
+        Outcome::Ignored => shared.retry_rate_limited && is_rate_limited(result),
+    };
+    if !retryable || attempt >= shared.max_attempts || !may_replay {
+        return Next::Return { succeeded: false };
+    }
+    match retry_delay(
+        result,
+        attempt,
+        classifier,
+        shared,
+        deadline,
+        rng,
+        previous_delay,
+    ) {
+        Some(delay) => Next::Retry(delay),
+        None => Next::Return { succeeded: false },
+    }
+}
+
+/// The wait before the next attempt, or `None` when the next attempt must
+/// not go: the result asked for a wait beyond the backoff's maximum or the
+/// deadline, or the budget is spent.
+#[allow(clippy::too_many_arguments)]
+#[cold]
+fn retry_delay<T, E, C>(
+    result: &Result<T, E>,
+    attempt: u32,
+    classifier: &C,
+    shared: &Shared,
+    deadline: Option<Instant>,
+    rng: &mut Option<Rng>,
+    previous_delay: &mut Option<Duration>,
+) -> Option<Duration>
+where
+    C: Classify<T, E>,
+{
+    let rng = rng.get_or_insert_with(|| shared.rng());
+    let backoff = shared.backoff.delay(attempt, *previous_delay, rng);
+    let retry_after = classifier.retry_after(result);
+    let delay = match retry_after {
+        // Retrying sooner than the upstream asked would most likely fail
+        // again; waiting longer than the backoff allows is not wanted
+        // either: give up.
+        Some(asked) if asked > shared.backoff.max => return None,
+        Some(asked) => backoff.max(asked),
+        None => backoff,
+    };
+    if let Some(deadline) = deadline {
+        let now = Instant::now();
+        if now.checked_add(delay).is_none_or(|wake| wake >= deadline) {
+            return None;
+        }
+    }
+    if !shared.budget.try_retry() {
+        Counters::bump(&shared.counters.budget_refusals);
+        return None;
+    }
+    *previous_delay = Some(backoff);
+    Counters::bump(&shared.counters.retries);
+    shared.on_retry(&RetryEvent {
+        name: shared.name.as_str(),
+        retry: attempt,
+        delay,
+        retry_after,
+    });
+    Some(delay)
+}
+
+/// Whether `result` is a palisade rate-limit refusal.
+fn is_rate_limited<T, E: 'static>(result: &Result<T, E>) -> bool {
+    let Err(err) = result else { return false };
+    (err as &dyn Any)
+        .downcast_ref::<BoxError>()
+        .is_some_and(|err| matches!(ErrorKind::of(err), ErrorKind::RateLimited(_)))
+}
+
+impl<S, Req, C, R> std::fmt::Debug for ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempt", &self.attempt)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}

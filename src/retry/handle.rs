@@ -1,0 +1,100 @@
+//! [`Handle`]: what a retry layer has done.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::layer::Shared;
+
+/// A handle on a retry layer's counters, shared by every service it builds.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+/// The counts of a retry layer since it was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Requests whose first attempt succeeded.
+    pub succeeded_without_retry: u64,
+    /// Requests that succeeded on a retry.
+    pub succeeded_after_retry: u64,
+    /// Requests that failed (or were ignored by the classifier) on their
+    /// first attempt and were not retried.
+    pub failed_without_retry: u64,
+    /// Requests that were retried and still failed.
+    pub failed_after_retry: u64,
+    /// Retries made.
+    pub retries: u64,
+    /// Retries the budget refused (the last result was returned as is).
+    pub budget_refusals: u64,
+}
+
+/// The layer's counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) succeeded_without_retry: AtomicU64,
+    pub(crate) succeeded_after_retry: AtomicU64,
+    pub(crate) failed_without_retry: AtomicU64,
+    pub(crate) failed_after_retry: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) budget_refusals: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a request's end.
+    #[inline]
+    pub(crate) fn finished(&self, succeeded: bool, retried: bool) {
+        let counter = match (succeeded, retried) {
+            (true, false) => &self.succeeded_without_retry,
+            (true, true) => &self.succeeded_after_retry,
+            (false, false) => &self.failed_without_retry,
+            (false, true) => &self.failed_after_retry,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A retry about to be made, as reported to an `on_retry` listener.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct RetryEvent<'a> {
+    /// The layer's name.
+    pub name: &'a str,
+    /// Which retry this is: 1 for the second attempt.
+    pub retry: u32,
+    /// How long it waits first.
+    pub delay: Duration,
+    /// The wait a retry-after in the failed result asked for, if any.
+    pub retry_after: Option<Duration>,
+}
+
+impl Handle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Handle { shared }
+    }
+
+    /// The layer's name.
+    pub fn name(&self) -> &str {
+        self.shared.name.as_str()
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        let c = &self.shared.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            succeeded_without_retry: load(&c.succeeded_without_retry),
+            succeeded_after_retry: load(&c.succeeded_after_retry),
+            failed_without_retry: load(&c.failed_without_retry),
+            failed_after_retry: load(&c.failed_after_retry),
+            retries: load(&c.retries),
+            budget_refusals: load(&c.budget_refusals),
+        }
+    }
+}

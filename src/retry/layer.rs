@@ -1,0 +1,342 @@
+//! [`RetryLayer`], its builder and the state its services share.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::Retry;
+use super::backoff::Backoff;
+use super::budget::{Budget, RetryBudget};
+use super::handle::{Counters, Handle, RetryEvent};
+use super::replay::{CloneIf, CloneRequest};
+use crate::classify::DefaultClassifier;
+use crate::error::ConfigError;
+use crate::name::Name;
+use crate::rng::{Rng, splitmix64};
+
+const LAYER: &str = "retry";
+const DEFAULT_NAME: &str = "retry";
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// A user's callback for each retry.
+type Listener = Arc<dyn Fn(&RetryEvent<'_>) + Send + Sync>;
+
+/// What every service of one layer shares: the settings, the budget and the
+/// counters.
+pub(crate) struct Shared {
+    pub(crate) name: Name,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) retry_rate_limited: bool,
+    pub(crate) budget: Budget,
+    pub(crate) counters: Counters,
+    listener: Option<Listener>,
+    seed: u64,
+    // Requests that needed a jitter generator so far.
+    draws: AtomicU64,
+}
+
+impl Shared {
+    /// A fresh generator for one request's retries: every request gets its
+    /// own sequence (tower 0.5's backoff gave every request in a process
+    /// the same one), reproducible from the seed in request order.
+    pub(crate) fn rng(&self) -> Rng {
+        let n = self.draws.fetch_add(1, Ordering::Relaxed);
+        Rng::new(splitmix64(self.seed ^ n))
+    }
+
+    pub(crate) fn on_retry(&self, event: &RetryEvent<'_>) {
+        tracing::debug!(
+            target: "palisade::retry",
+            name = event.name,
+            retry = event.retry,
+            delay_ms = event.delay.as_millis() as u64,
+            "retrying"
+        );
+        if let Some(listener) = &self.listener {
+            listener(event);
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("deadline", &self.deadline)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies [`Retry`] to a service.
+///
+/// One layer value is one budget and one set of counters, shared by every
+/// service it builds and their clones.
+#[derive(Clone)]
+pub struct RetryLayer<C = DefaultClassifier, R = CloneRequest> {
+    shared: Arc<Shared>,
+    classifier: C,
+    replay: R,
+}
+
+impl RetryLayer {
+    /// A builder, starting from the defaults in the [module docs](super#configuration).
+    pub fn builder() -> RetryBuilder {
+        RetryBuilder::default()
+    }
+}
+
+impl<C, R> RetryLayer<C, R> {
+    /// A handle on the layer's counters.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.shared.clone())
+    }
+}
+
+impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
+    type Service = Retry<S, C, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::new(
+            inner,
+            self.shared.clone(),
+            self.classifier.clone(),
+            self.replay.clone(),
+        )
+    }
+}
+
+impl<C, R> fmt::Debug for RetryLayer<C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RetryLayer`]; [`build`](Self::build) checks every setting.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::retry::{Backoff, Jitter, RetryBudget, RetryLayer};
+///
+/// let layer = RetryLayer::builder()
+///     .name("inventory")
+///     .max_attempts(4)
+///     .backoff(
+///         Backoff::exponential(Duration::from_millis(50))
+///             .max(Duration::from_secs(1))
+///             .jitter(Jitter::Full),
+///     )
+///     .budget(RetryBudget::tokens(10, 0.1))
+///     .deadline(Duration::from_secs(3))
+///     .build()?;
+/// assert_eq!(layer.handle().name(), "inventory");
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RetryBuilder<C = DefaultClassifier, R = CloneRequest> {
+    name: Option<Cow<'static, str>>,
+    max_attempts: u32,
+    backoff: Backoff,
+    budget: RetryBudget,
+    deadline: Option<Duration>,
+    retry_rate_limited: bool,
+    seed: Option<u64>,
+    listener: Option<Listener>,
+    classifier: C,
+    replay: R,
+}
+
+impl Default for RetryBuilder {
+    fn default() -> Self {
+        RetryBuilder {
+            name: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff: default_backoff(),
+            budget: RetryBudget::default(),
+            deadline: None,
+            retry_rate_limited: true,
+            seed: None,
+            listener: None,
+            classifier: DefaultClassifier,
+            replay: CloneRequest,
+        }
+    }
+}
+
+/// 100 ms, doubling, at most 5 s, full jitter.
+fn default_backoff() -> Backoff {
+    Backoff::exponential(Duration::from_millis(100))
+        .max(Duration::from_secs(5))
+        .jitter(super::Jitter::Full)
+}
+
+impl<C, R> RetryBuilder<C, R> {
+    /// The name used in events and the handle (default `"retry"`).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Attempts in all, the first included (default 3; at least 1).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// The delay before each retry (default: exponential from 100 ms,
+    /// doubling, at most 5 s, full jitter).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The retry budget (default [`RetryBudget::tokens(10, 0.1)`](RetryBudget::tokens)).
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// A bound on the whole request, from its first call: no retry starts
+    /// after it and no backoff sleeps past it (default none). The attempt in
+    /// flight when it passes is not cut short: put a timeout outside the
+    /// retry for that.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether a palisade [`RateLimited`](crate::error::RateLimited)
+    /// refusal from below is retried, after at least its `retry_after`
+    /// (default true). An open circuit or a full bulkhead is never retried
+    /// by the default classifier.
+    pub fn retry_rate_limited(mut self, retry: bool) -> Self {
+        self.retry_rate_limited = retry;
+        self
+    }
+
+    /// Seeds the jitter, for reproducible tests: the n-th request to need a
+    /// retry draws the same delays on every run (by default each layer
+    /// draws a random seed).
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Calls `listener` before each retry (it also goes to `tracing`, at
+    /// DEBUG). It runs in the request's task; it should be quick.
+    pub fn on_retry(mut self, listener: impl Fn(&RetryEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Decides which results are failures to retry, and reads a result's
+    /// retry-after (default [`DefaultClassifier`]); see [`crate::classify`].
+    pub fn classifier<C2>(self, classifier: C2) -> RetryBuilder<C2, R> {
+        RetryBuilder {
+            name: self.name,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            budget: self.budget,
+            deadline: self.deadline,
+            retry_rate_limited: self.retry_rate_limited,
+            seed: self.seed,
+            listener: self.listener,
+            classifier,
+            replay: self.replay,
+        }
+    }
+
+    /// Decides which requests may be retried and copies them (default:
+    /// every request, cloned); see [`Replay`](super::Replay).
+    pub fn replay<R2>(self, replay: R2) -> RetryBuilder<C, R2> {
+        RetryBuilder {
+            name: self.name,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            budget: self.budget,
+            deadline: self.deadline,
+            retry_rate_limited: self.retry_rate_limited,
+            seed: self.seed,
+            listener: self.listener,
+            classifier: self.classifier,
+            replay,
+        }
+    }
+
+    /// Retries only the requests `eligible` accepts (cloning them).
+    pub fn retry_if<F>(self, eligible: F) -> RetryBuilder<C, CloneIf<F>> {
+        self.replay(CloneIf(eligible))
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field when: `max_attempts` is 0; the
+    /// backoff's maximum is below its base, its multiplier below 1 or a
+    /// proportional jitter outside [0, 1]; the budget's tokens are 0, its
+    /// token ratio outside (0, 1], its ttl outside 1 s to 60 s or its ratio
+    /// outside [0, 1]; the deadline is 0.
+    pub fn build(self) -> Result<RetryLayer<C, R>, ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::new(
+                LAYER,
+                "max_attempts",
+                "must be at least 1",
+            ));
+        }
+        let invalid = |(field, rule): (&'static str, String)| ConfigError::new(LAYER, field, rule);
+        self.backoff.check().map_err(invalid)?;
+        self.budget.check().map_err(invalid)?;
+        if self.deadline.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                LAYER,
+                "deadline",
+                "must be more than zero",
+            ));
+        }
+        let name: Name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        let seed = self
+            .seed
+            .unwrap_or_else(|| Rng::random_seed(name.as_str().len() as u64));
+        Ok(RetryLayer {
+            shared: Arc::new(Shared {
+                name,
+                max_attempts: self.max_attempts,
+                backoff: self.backoff,
+                deadline: self.deadline,
+                retry_rate_limited: self.retry_rate_limited,
+                budget: Budget::new(self.budget),
+                counters: Counters::default(),
+                listener: self.listener,
+                seed,
+                draws: AtomicU64::new(0),
+            }),
+            classifier: self.classifier,
+            replay: self.replay,
+        })
+    }
+}
+
+impl<C, R> fmt::Debug for RetryBuilder<C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBuilder")
+            .field("name", &self.name)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("budget", &self.budget)
+            .field("deadline", &self.deadline)
+            .field("retry_rate_limited", &self.retry_rate_limited)
+            .finish_non_exhaustive()
+    }
+}

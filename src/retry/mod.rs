@@ -1,0 +1,235 @@
+//! Retry with jittered backoff, a shared retry budget, a deadline and
+//! retry-after hints.
+//!
+//! A failed call is sent again, up to `max_attempts` in all, after a delay
+//! from its [`Backoff`]. What counts as a failure is the shared
+//! [classifier](crate::classify)'s call, so a response (an HTTP 503) can be
+//! retried as well as an error; the final attempt's result comes back
+//! unchanged, whatever it is.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), palisade::BoxError> {
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//! use palisade::retry::{Backoff, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! // Fails twice, then answers.
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let counter = calls.clone();
+//! let flaky = service_fn(move |n: u32| {
+//!     let call = counter.fetch_add(1, Ordering::SeqCst);
+//!     async move {
+//!         if call < 2 { Err::<u32, palisade::BoxError>("busy".into()) } else { Ok(n * 2) }
+//!     }
+//! });
+//! let retry = RetryLayer::builder()
+//!     .max_attempts(3)
+//!     .backoff(Backoff::exponential(Duration::from_millis(50)))
+//!     .build()?;
+//! let counts = retry.handle();
+//! let svc = ServiceBuilder::new().layer(retry).service(flaky);
+//! assert_eq!(svc.oneshot(21).await?, 42);
+//! assert_eq!(calls.load(Ordering::SeqCst), 3);
+//! assert_eq!(counts.counts().succeeded_after_retry, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is retried
+//!
+//! - A result the classifier calls a [`Failure`](crate::classify::Outcome::Failure).
+//!   With the [`DefaultClassifier`](crate::classify::DefaultClassifier),
+//!   every error except palisade's own refusals.
+//! - A palisade [`RateLimited`](crate::error::RateLimited) refusal from a
+//!   layer below (turn off with
+//!   [`retry_rate_limited`](RetryBuilder::retry_rate_limited)). An open
+//!   circuit or a full bulkhead is not retried: the breaker exists to stop
+//!   those calls, and a bulkhead sheds load on purpose.
+//! - Only requests that [`Replay`] can copy: by default every request is
+//!   cloned; [`retry_if`](RetryBuilder::retry_if) limits retries to the
+//!   requests a predicate accepts (idempotent ones, say), and a custom
+//!   [`Replay`] can refuse requests whose body cannot be sent twice.
+//!
+//! # How long it waits
+//!
+//! The [`Backoff`] gives the delay before each retry: constant, linear or
+//! exponential, capped at its maximum, spread by a [`Jitter`] and capped
+//! again. Each request draws its own random sequence. When a result carries
+//! a retry-after ([`Classify::retry_after`]: a `RateLimited` refusal's, an
+//! HTTP `Retry-After`), the retry waits at least that long; if that is more
+//! than the backoff's maximum, or would pass the deadline, it gives up and
+//! returns the result instead (retrying sooner than the upstream asked would
+//! most likely fail again).
+//!
+//! With a [`deadline`](RetryBuilder::deadline), no retry starts after it and
+//! no backoff sleeps past it; the attempt in flight is not cut short (put a
+//! timeout outside the retry for a hard bound).
+//!
+//! # The budget
+//!
+//! Retries multiply load, and multiply it most when a service is already
+//! failing. A [`RetryBudget`] bounds retries relative to ordinary traffic;
+//! it is on by default and shared by every service one layer builds. When it
+//! is spent, the last result is returned as is. The default is a token
+//! budget (gRPC's retry throttling: every failed attempt spends a token,
+//! every success earns a tenth of one back, retries stop below half), because
+//! it needs no clock read on the success path; [`RetryBudget::windowed`] is
+//! Finagle's (retries up to a ratio of the last seconds' requests).
+//!
+//! # The tower contract
+//!
+//! `poll_ready` is the inner service's. `call` sends the first attempt on
+//! the service that was driven to ready, and keeps a clone for retries,
+//! which it drives to ready before each one. Dropping the response future
+//! stops retrying at once.
+//!
+//! # Where to put it
+//!
+//! Outside the circuit breaker (so the breaker sees every attempt and an
+//! open circuit fails retries fast) and outside a per-attempt timeout;
+//! inside a total timeout.
+//!
+//! # Configuration
+//!
+//! | option | default | rule |
+//! |---|---|---|
+//! | `max_attempts` | 3 (the first call included) | ≥ 1 |
+//! | `backoff` | exponential from 100 ms, ×2, at most 5 s, full jitter | max ≥ base, multiplier ≥ 1, proportional jitter in [0, 1] |
+//! | `budget` | `RetryBudget::tokens(10, 0.1)` | tokens ≥ 1, ratio in (0, 1]; windowed: ttl 1 s to 60 s, ratio in [0, 1] |
+//! | `deadline` | none | > 0 |
+//! | `retry_rate_limited` | true | |
+//! | `classifier` | `DefaultClassifier` | |
+//! | `replay` / `retry_if` | every request, cloned | |
+//! | `name` | `"retry"` | any string |
+//!
+//! [`Classify::retry_after`]: crate::classify::Classify::retry_after
+
+mod backoff;
+mod budget;
+mod future;
+mod handle;
+mod layer;
+mod replay;
+
+pub use backoff::{Backoff, Jitter};
+pub use budget::RetryBudget;
+pub use future::ResponseFuture;
+pub use handle::{Counts, Handle, RetryEvent};
+pub use layer::{RetryBuilder, RetryLayer};
+pub use replay::{CloneIf, CloneRequest, Replay};
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::classify::{Classify, DefaultClassifier};
+use crate::error::BoxError;
+use layer::Shared;
+
+/// A service that sends a failed request again, within its limits.
+///
+/// Built by [`RetryLayer`]; see the [module docs](self).
+pub struct Retry<S, C = DefaultClassifier, R = CloneRequest> {
+    inner: S,
+    shared: Arc<Shared>,
+    classifier: C,
+    replay: R,
+}
+
+impl<S, C, R> Retry<S, C, R> {
+    fn new(inner: S, shared: Arc<Shared>, classifier: C, replay: R) -> Self {
+        Retry {
+            inner,
+            shared,
+            classifier,
+            replay,
+        }
+    }
+
+    /// A handle on the layer's counters.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.shared.clone())
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C: Clone, R: Clone> Clone for Retry<S, C, R> {
+    fn clone(&self) -> Self {
+        Retry::new(
+            self.inner.clone(),
+            self.shared.clone(),
+            self.classifier.clone(),
+            self.replay.clone(),
+        )
+    }
+}
+
+impl<S, C, R, Req> Service<Req> for Retry<S, C, R>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError> + 'static,
+    C: Classify<S::Response, S::Error> + Clone,
+    R: Replay<Req> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, C, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let shared = &self.shared;
+        let copy = if shared.max_attempts > 1 {
+            self.replay.replay(&request)
+        } else {
+            None
+        };
+        shared.budget.on_request();
+        let deadline = shared
+            .deadline
+            .and_then(|deadline| Instant::now().checked_add(deadline));
+        // The first attempt goes to the service that was driven to ready;
+        // retries go to a clone, driven to ready first.
+        let future = self.inner.call(request);
+        ResponseFuture::new(
+            future,
+            self.inner.clone(),
+            copy,
+            self.classifier.clone(),
+            self.replay.clone(),
+            shared.clone(),
+            deadline,
+        )
+    }
+}
+
+impl<S: fmt::Debug, C, R> fmt::Debug for Retry<S, C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}

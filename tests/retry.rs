@@ -1,0 +1,527 @@
+//! The retry layer, under tokio's paused clock. Scenario ids refer to
+//! `SCENARIOS.md`.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade::classify::{DefaultClassifier, Outcome, with_retry_after};
+use palisade::retry::{Backoff, Jitter, RetryBudget, RetryBuilder, RetryLayer};
+use palisade::{BoxError, ErrorKind};
+use support::{Answer, Probe, Readiness};
+use tokio::time::{Instant, advance};
+use tokio_test::task;
+use tower::util::BoxCloneService;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// What the scripted backend answers, call after call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reply {
+    Ok(&'static str),
+    Fail(&'static str),
+    /// A palisade `RateLimited` refusal with this `retry_after`.
+    Limited(Duration),
+    /// A palisade `CircuitOpen` refusal.
+    Open,
+}
+
+/// A backend that answers from a script (the last reply repeats) and
+/// records when each call came.
+#[derive(Clone)]
+struct Script {
+    replies: Arc<Mutex<VecDeque<Reply>>>,
+    calls: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Script {
+    fn new(replies: &[Reply]) -> Self {
+        Script {
+            replies: Arc::new(Mutex::new(replies.iter().copied().collect())),
+            calls: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    /// The waits between consecutive calls.
+    fn waits(&self) -> Vec<Duration> {
+        let calls = self.calls.lock().unwrap();
+        calls.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    fn service(&self) -> BoxCloneService<u32, &'static str, BoxError> {
+        let script = self.clone();
+        BoxCloneService::new(service_fn(move |_: u32| {
+            script.calls.lock().unwrap().push(Instant::now());
+            let reply = {
+                let mut replies = script.replies.lock().unwrap();
+                if replies.len() > 1 {
+                    replies.pop_front().unwrap()
+                } else {
+                    *replies.front().expect("a script")
+                }
+            };
+            async move {
+                match reply {
+                    Reply::Ok(s) => Ok(s),
+                    Reply::Fail(s) => Err(s.into()),
+                    Reply::Limited(after) => Err(palisade_refusal(Some(after))),
+                    Reply::Open => Err(open_refusal()),
+                }
+            }
+        }))
+    }
+}
+
+fn palisade_refusal(after: Option<Duration>) -> BoxError {
+    Box::new(palisade::error::RateLimited::new("limiter", after))
+}
+
+/// A real `CircuitOpen`, from a breaker opened by hand.
+fn open_refusal() -> BoxError {
+    use palisade::circuit_breaker::CircuitBreakerLayer;
+    let layer = CircuitBreakerLayer::builder().build().unwrap();
+    layer.handle().force_open();
+    let mut svc = layer.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut refused = std::pin::pin!(svc.call(()));
+    match refused.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(err)) => err,
+        _ => panic!("a forced-open breaker refuses"),
+    }
+}
+
+/// Constant backoff, no jitter, no budget: the delays are exact.
+fn plain(attempts: u32, delay: Duration) -> RetryBuilder {
+    RetryLayer::builder()
+        .max_attempts(attempts)
+        .backoff(Backoff::constant(delay))
+        .budget(RetryBudget::unlimited())
+}
+
+async fn send(
+    layer: &RetryLayer<
+        impl Clone + palisade::classify::Classify<&'static str, BoxError>,
+        impl Clone + palisade::retry::Replay<u32>,
+    >,
+    script: &Script,
+    request: u32,
+) -> Result<&'static str, BoxError> {
+    layer.layer(script.service()).oneshot(request).await
+}
+
+// ---------------------------------------------------------------- attempts
+
+#[tokio::test(start_paused = true)]
+async fn attempts_waits_and_counters() {
+    // scenario RT-1: 3 attempts, a fixed 500 ms.
+    let layer = plain(3, ms(500)).build().unwrap();
+    let ok = Script::new(&[Reply::Ok("ok")]);
+    assert_eq!(send(&layer, &ok, 1).await.unwrap(), "ok");
+    assert_eq!(ok.calls(), 1);
+
+    let once = Script::new(&[Reply::Fail("busy"), Reply::Ok("ok")]);
+    let started = Instant::now();
+    assert_eq!(send(&layer, &once, 1).await.unwrap(), "ok");
+    assert_eq!((once.calls(), once.waits()), (2, vec![ms(500)]));
+    assert_eq!(Instant::now() - started, ms(500));
+
+    let never = Script::new(&[Reply::Fail("one"), Reply::Fail("two"), Reply::Fail("three")]);
+    let err = send(&layer, &never, 1).await.unwrap_err();
+    assert_eq!(err.to_string(), "three", "the last attempt's error");
+    assert_eq!(never.waits(), [ms(500), ms(500)]);
+
+    let c = layer.handle().counts();
+    assert_eq!(
+        (
+            c.succeeded_without_retry,
+            c.succeeded_after_retry,
+            c.failed_after_retry,
+            c.retries
+        ),
+        (1, 1, 1, 3)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_attempt_or_a_result_not_retried_goes_back_at_once() {
+    // scenario RT-2
+    let single = plain(1, ms(500)).build().unwrap();
+    let fails = Script::new(&[Reply::Fail("no")]);
+    assert!(send(&single, &fails, 1).await.is_err());
+    assert_eq!(fails.calls(), 1);
+
+    // Only "retry me" is retried.
+    let picky = plain(5, ms(10))
+        .classifier(|r: &Result<&'static str, BoxError>| match r {
+            Err(e) if e.to_string().starts_with("retry") => Outcome::Failure,
+            Err(_) => Outcome::Ignored,
+            Ok(_) => Outcome::Success,
+        })
+        .build()
+        .unwrap();
+    let script = Script::new(&[
+        Reply::Fail("retry 1"),
+        Reply::Fail("reject"),
+        Reply::Ok("x"),
+    ]);
+    let err = send(&picky, &script, 1).await.unwrap_err();
+    assert_eq!((err.to_string(), script.calls()), ("reject".into(), 2));
+    assert_eq!(picky.handle().counts().failed_after_retry, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_may_not_be_replayed_is_sent_once() {
+    // scenario RT-2: ineligible (an odd request stands for a non-idempotent
+    // one), and a replay that cannot copy.
+    let even_only = plain(3, ms(10))
+        .retry_if(|r: &u32| r % 2 == 0)
+        .build()
+        .unwrap();
+    let script = Script::new(&[Reply::Fail("retry 1"), Reply::Ok("ok")]);
+    assert_eq!(
+        send(&even_only, &script, 1).await.unwrap_err().to_string(),
+        "retry 1"
+    );
+    assert_eq!(script.calls(), 1);
+    assert_eq!(send(&even_only, &script, 2).await.unwrap(), "ok");
+
+    let never_copies = plain(3, ms(10)).replay(|_: &u32| None).build().unwrap();
+    let first_ok = Script::new(&[Reply::Ok("fine")]);
+    assert_eq!(send(&never_copies, &first_ok, 1).await.unwrap(), "fine");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_response_comes_back_as_a_response() {
+    // scenario RT-4: the classifier marks a response as a failure; when
+    // attempts run out, the last response is returned as it is.
+    let layer = plain(2, ms(10))
+        .classifier(|r: &Result<&'static str, BoxError>| match r {
+            Ok("busy") | Err(_) => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+        })
+        .build()
+        .unwrap();
+    let busy = Script::new(&[Reply::Ok("busy")]);
+    assert_eq!(send(&layer, &busy, 1).await.unwrap(), "busy");
+    assert_eq!(busy.calls(), 2);
+    let mixed = Script::new(&[Reply::Fail("e"), Reply::Ok("busy"), Reply::Fail("last")]);
+    let layer3 = plain(3, ms(500))
+        .classifier(|r: &Result<&'static str, BoxError>| match r {
+            Ok("busy") | Err(_) => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+        })
+        .build()
+        .unwrap();
+    assert_eq!(
+        send(&layer3, &mixed, 1).await.unwrap_err().to_string(),
+        "last"
+    );
+    assert_eq!(mixed.waits(), [ms(500), ms(500)]);
+}
+
+// ---------------------------------------------------------------- delays
+
+#[tokio::test(start_paused = true)]
+async fn exponential_delays_between_attempts() {
+    // scenario BO-1: from 500 ms, ×2, three attempts: 500 then 1 000 ms.
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(Backoff::exponential(ms(500)))
+        .budget(RetryBudget::unlimited())
+        .build()
+        .unwrap();
+    let script = Script::new(&[Reply::Fail("x")]);
+    let _ = send(&layer, &script, 1).await;
+    assert_eq!(script.waits(), [ms(500), ms(1_000)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_requests_draw_different_jitter_and_a_seed_repeats_them() {
+    let layer = |seed| {
+        RetryLayer::builder()
+            .max_attempts(6)
+            .backoff(Backoff::exponential(ms(100)).jitter(Jitter::Full))
+            .budget(RetryBudget::unlimited())
+            .jitter_seed(seed)
+            .build()
+            .unwrap()
+    };
+    let run = |layer: RetryLayer| async move {
+        let (a, b) = (
+            Script::new(&[Reply::Fail("x")]),
+            Script::new(&[Reply::Fail("x")]),
+        );
+        let _ = send(&layer, &a, 1).await;
+        let _ = send(&layer, &b, 1).await;
+        (a.waits(), b.waits())
+    };
+    let (a, b) = run(layer(7)).await;
+    assert_ne!(a, b, "each request has its own sequence");
+    for (retry, wait) in a.iter().enumerate() {
+        assert!(
+            *wait <= ms(100) * 2u32.pow(retry as u32),
+            "full jitter stays under the schedule"
+        );
+    }
+    assert_eq!(run(layer(7)).await, (a, b), "a seed repeats them");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_sets_the_least_wait() {
+    // scenario RT-5: the delay comes from the result (an HTTP Retry-After
+    // would come through the same hint).
+    let layer = plain(3, ms(10))
+        .backoff(Backoff::constant(ms(10)).max(Duration::from_secs(1)))
+        .classifier(with_retry_after(
+            DefaultClassifier,
+            |r: &Result<&'static str, BoxError>| {
+                let e = r.as_ref().err()?.to_string();
+                e.strip_prefix("wait ").and_then(|n| n.parse().ok()).map(ms)
+            },
+        ))
+        .build()
+        .unwrap();
+    let script = Script::new(&[
+        Reply::Fail("wait 100"),
+        Reply::Fail("wait 200"),
+        Reply::Ok("done"),
+    ]);
+    assert_eq!(send(&layer, &script, 1).await.unwrap(), "done");
+    assert_eq!(script.waits(), [ms(100), ms(200)]);
+
+    // A hint beyond the backoff's maximum: give up rather than retry early.
+    let far = Script::new(&[Reply::Fail("wait 5000"), Reply::Ok("done")]);
+    assert_eq!(
+        send(&layer, &far, 1).await.unwrap_err().to_string(),
+        "wait 5000"
+    );
+    assert_eq!(far.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_delay_retries_without_a_timer() {
+    let layer = plain(4, Duration::ZERO).build().unwrap();
+    let script = Script::new(&[Reply::Fail("x"), Reply::Fail("x"), Reply::Ok("ok")]);
+    let mut call = task::spawn(send(&layer, &script, 1));
+    // Three attempts in a single poll: nothing waited on a timer.
+    assert!(matches!(call.poll(), std::task::Poll::Ready(Ok("ok"))));
+    assert_eq!(script.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_refusal_waits_its_retry_after_and_an_open_circuit_is_not_retried() {
+    let layer = plain(3, ms(10))
+        .backoff(Backoff::constant(ms(10)).max(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let limited = Script::new(&[Reply::Limited(ms(300)), Reply::Ok("ok")]);
+    assert_eq!(send(&layer, &limited, 1).await.unwrap(), "ok");
+    assert_eq!(limited.waits(), [ms(300)]);
+
+    let open = Script::new(&[Reply::Open, Reply::Ok("ok")]);
+    let err = send(&layer, &open, 1).await.unwrap_err();
+    assert!(matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)));
+    assert_eq!(open.calls(), 1);
+
+    let off = plain(3, ms(10)).retry_rate_limited(false).build().unwrap();
+    let limited = Script::new(&[Reply::Limited(ms(300)), Reply::Ok("ok")]);
+    assert!(send(&off, &limited, 1).await.is_err());
+    assert_eq!(limited.calls(), 1);
+}
+
+// ---------------------------------------------------------------- deadline
+
+#[tokio::test(start_paused = true)]
+async fn no_backoff_sleeps_past_the_deadline() {
+    let layer = plain(10, ms(400)).deadline(ms(1_000)).build().unwrap();
+    let script = Script::new(&[Reply::Fail("x")]);
+    let started = Instant::now();
+    let err = send(&layer, &script, 1).await.unwrap_err();
+    assert_eq!(err.to_string(), "x");
+    // Attempts at 0, 400 and 800 ms; a wait to 1 200 ms would pass it.
+    assert_eq!(script.calls(), 3);
+    assert_eq!(Instant::now() - started, ms(800));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_past_the_deadline_is_refused() {
+    let layer = plain(3, ms(10))
+        .backoff(Backoff::constant(ms(10)).max(Duration::from_secs(10)))
+        .deadline(ms(500))
+        .build()
+        .unwrap();
+    let script = Script::new(&[Reply::Limited(ms(600)), Reply::Ok("ok")]);
+    let err = send(&layer, &script, 1).await.unwrap_err();
+    assert!(matches!(ErrorKind::of(&err), ErrorKind::RateLimited(_)));
+    assert_eq!(script.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_attempt_starts_after_the_deadline_even_after_waiting_for_readiness() {
+    let probe = Probe::new(Answer::Fail);
+    let layer = plain(3, ms(100)).deadline(ms(1_000)).build().unwrap();
+    let mut svc = layer.layer(probe.clone());
+    svc.ready().await.unwrap();
+    let mut call = task::spawn(svc.call(1));
+    assert!(call.poll().is_pending());
+    // The retry's clone is not ready until long after the deadline.
+    probe.set_readiness(Readiness::Pending);
+    advance(ms(100)).await;
+    assert!(call.poll().is_pending());
+    advance(ms(2_000)).await;
+    probe.set_readiness(Readiness::Ready);
+    let std::task::Poll::Ready(Err(err)) = call.poll() else {
+        panic!("the first attempt's error stands")
+    };
+    assert!(err.to_string().contains("failed"));
+    assert_eq!(probe.calls(), 1);
+}
+
+// ---------------------------------------------------------------- readiness and cancellation
+
+#[tokio::test(start_paused = true)]
+async fn every_retry_waits_for_the_inner_service_to_be_ready() {
+    // The probe panics if called without a successful poll_ready.
+    let probe = Probe::new(Answer::Fail);
+    let layer = plain(3, ms(100)).build().unwrap();
+    let err = layer.layer(probe.clone()).oneshot(1).await.unwrap_err();
+    assert!(err.to_string().contains("failed"));
+    assert_eq!(probe.calls(), 3);
+    assert!(probe.ready_polls() >= 3, "readied before each attempt");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_future_during_the_backoff_stops_retrying() {
+    // scenario RT-8
+    let script = Script::new(&[Reply::Fail("x"), Reply::Ok("ok")]);
+    let layer = plain(3, ms(500)).build().unwrap();
+    let mut call = task::spawn(send(&layer, &script, 1));
+    assert!(call.poll().is_pending());
+    assert_eq!(script.calls(), 1);
+    drop(call);
+    advance(ms(1_000)).await;
+    assert_eq!(script.calls(), 1, "never called again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_keeps_the_tower_contract() {
+    support::check_tower_contract(|probe| {
+        RetryLayer::builder()
+            .backoff(Backoff::constant(ms(1)))
+            .build()
+            .unwrap()
+            .layer(probe)
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- budget
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_returns_the_last_result_as_is() {
+    // scenario BU-4: two tokens' worth of retries, shared by clones.
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .budget(RetryBudget::tokens(4, 0.1))
+        .build()
+        .unwrap();
+    let script = Script::new(&[Reply::Fail("down")]);
+    let svc = layer.layer(script.service());
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let before = script.calls();
+        let err = svc.clone().oneshot(1).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "down",
+            "the inner error, not a budget error"
+        );
+        calls.push(script.calls() - before);
+    }
+    // 4 tokens: the first request spends 1 (retry: 3 left > 2), then 1
+    // more (2 left: not more than half), so its third attempt is refused.
+    assert_eq!(calls, [2, 1, 1]);
+    let c = layer.handle().counts();
+    assert_eq!((c.retries, c.budget_refusals), (1, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn successes_refill_the_budget() {
+    // Three tokens, a whole one back per success.
+    let layer = RetryLayer::builder()
+        .max_attempts(2)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .budget(RetryBudget::tokens(3, 1.0))
+        .build()
+        .unwrap();
+    let down = Script::new(&[Reply::Fail("down")]);
+    let up = Script::new(&[Reply::Ok("up")]);
+    let _ = send(&layer, &down, 1).await; // 3 -> 2 tokens: retried; -> 1
+    assert_eq!(down.calls(), 2);
+    let _ = send(&layer, &down, 1).await; // -> 0: not retried
+    assert_eq!(down.calls(), 3);
+    for _ in 0..3 {
+        send(&layer, &up, 1).await.unwrap(); // back to 3
+    }
+    let _ = send(&layer, &down, 1).await; // -> 2: retried again
+    assert_eq!(down.calls(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_windowed_budget_lets_a_ratio_of_requests_retry() {
+    // 20 % of requests, no minimum: ten first attempts pay for two retries.
+    let layer = RetryLayer::builder()
+        .max_attempts(2)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .budget(RetryBudget::windowed(Duration::from_secs(10), 0, 0.2))
+        .build()
+        .unwrap();
+    let up = Script::new(&[Reply::Ok("up")]);
+    for _ in 0..8 {
+        send(&layer, &up, 1).await.unwrap();
+    }
+    let down = Script::new(&[Reply::Fail("down")]);
+    for _ in 0..4 {
+        let _ = send(&layer, &down, 1).await;
+    }
+    // 12 requests deposited 2.4 retries: two went.
+    assert_eq!(down.calls(), 4 + 2);
+    assert_eq!(layer.handle().counts().budget_refusals, 2);
+    // Ten seconds later the deposits have expired.
+    advance(Duration::from_secs(11)).await;
+    let _ = send(&layer, &down, 1).await;
+    assert_eq!(down.calls(), 6 + 1);
+}
+
+// ---------------------------------------------------------------- configuration
+
+#[test]
+fn bad_configuration_is_an_error_naming_the_field() {
+    let field = |b: RetryBuilder| b.build().unwrap_err().field();
+    assert_eq!(field(RetryLayer::builder().max_attempts(0)), "max_attempts");
+    assert_eq!(
+        field(RetryLayer::builder().backoff(Backoff::exponential(ms(100)).max(ms(50)))),
+        "backoff.max"
+    );
+    assert_eq!(
+        field(RetryLayer::builder().budget(RetryBudget::tokens(0, 0.1))),
+        "budget.max_tokens"
+    );
+    assert_eq!(
+        field(RetryLayer::builder().deadline(Duration::ZERO)),
+        "deadline"
+    );
+}
