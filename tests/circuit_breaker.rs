@@ -1655,3 +1655,97 @@ fn waiting_and_carried_opens_check_their_settings() {
         .build::<u64>();
     assert_eq!(keyed.unwrap_err().field(), "wait_when_open");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_decides_again_when_a_hung_probe_runs_out_its_wait_bound() {
+    // The probe hangs: at the half-open wait bound the waiter reopens the
+    // breaker, waits out the open duration, and becomes the next probe.
+    let probe = Probe::new(Answer::Gated);
+    let layer = CircuitBreakerLayer::builder()
+        .open_for(secs(1))
+        .half_open_probes(1)
+        .half_open_max_wait(secs(1))
+        .wait_when_open(secs(10))
+        .build()
+        .unwrap();
+    layer.handle().open_for(secs(1));
+    advance(secs(1)).await;
+    let mut hung = task::spawn(layer.layer(probe.clone()).oneshot(1));
+    assert!(hung.poll().is_pending());
+    let mut waiter = wait_ready(layer.layer(probe.clone()));
+    assert!(waiter.poll().is_pending());
+    advance(secs(1)).await;
+    assert!(
+        waiter.is_woken(),
+        "woken at the wait bound, not at its own 10 s"
+    );
+    assert!(
+        waiter.poll().is_pending(),
+        "reopened: waits out the open duration"
+    );
+    assert_eq!(layer.handle().state(), State::Open);
+    advance(secs(1)).await;
+    assert!(waiter.is_woken());
+    assert!(waiter.poll().is_ready(), "the next probe");
+    assert_eq!(layer.handle().state(), State::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_freed_probe_slot_goes_to_one_waiter_and_the_others_wait_on() {
+    let probe = Probe::new(Answer::Gated);
+    let layer = CircuitBreakerLayer::builder()
+        .half_open_probes(1)
+        .wait_when_open(secs(60))
+        .build()
+        .unwrap();
+    layer.handle().open_for(secs(1));
+    advance(secs(1)).await;
+    let mut first = task::spawn(layer.layer(probe.clone()).oneshot(1));
+    assert!(first.poll().is_pending());
+    let mut a = wait_ready(layer.layer(probe.clone()));
+    let mut b = wait_ready(layer.layer(probe.clone()));
+    assert!(a.poll().is_pending() && b.poll().is_pending());
+    drop(first); // its slot comes back
+    assert!(a.is_woken() && b.is_woken());
+    let std::task::Poll::Ready(mut svc) = a.poll() else {
+        panic!("a takes the slot")
+    };
+    assert!(b.poll().is_pending(), "b finds it taken and waits on");
+    let mut second = task::spawn(svc.call(2));
+    assert!(second.poll().is_pending());
+    probe.release(1);
+    assert!(matches!(second.poll(), std::task::Poll::Ready(Ok(2))));
+    assert_eq!(layer.handle().state(), State::Closed);
+    assert!(b.is_woken());
+    let std::task::Poll::Ready(mut svc) = b.poll() else {
+        panic!("closed: b goes")
+    };
+    let mut third = task::spawn(svc.call(3));
+    assert!(third.poll().is_pending());
+    probe.release(1);
+    assert!(matches!(third.poll(), std::task::Poll::Ready(Ok(3))));
+    assert_eq!(
+        layer.handle().snapshot().not_permitted,
+        0,
+        "nobody was refused"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_failure_that_opens_on_its_retry_after_is_counted() {
+    let (mut svc, handle, events) =
+        banning(CircuitBreakerLayer::builder().open_on_retry_after(hours(24)));
+    let _ = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Upstream::Bans(Duration::ZERO, hours(2)))
+        .await;
+    let s = handle.snapshot();
+    assert_eq!((s.state, s.calls, s.failures), (State::Open, 1, 1));
+    let rate = events.0.lock().unwrap().iter().find_map(|e| match e {
+        Event::Transition(t) => t.failure_rate,
+        _ => None,
+    });
+    assert_eq!(rate, Some(1.0), "the opening's rate includes it");
+}

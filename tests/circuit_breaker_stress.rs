@@ -216,6 +216,13 @@ async fn waiters_are_never_lost_through_half_open() {
             let tally = hammer(svc.clone(), 32, 4, u64::MAX, 1_000 + round).await;
             assert_eq!(handle.state(), State::Closed, "round {round}: {tally:?}");
             assert_eq!(tally.failed, 0, "round {round}: {tally:?}");
+            // A waiter that was let through holds its probe slot, so only a
+            // caller that never waited can lose a slot between readiness
+            // and its call: few refusals, never most calls.
+            assert!(
+                tally.refused * 4 < tally.succeeded,
+                "round {round}: {tally:?}"
+            );
             assert!(tally.succeeded >= PROBES as u64, "round {round}: {tally:?}");
             assert_eq!(counters.in_flight.load(Ordering::SeqCst), 0);
         }

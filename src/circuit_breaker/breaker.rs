@@ -244,6 +244,37 @@ impl Breaker {
         Some((self.settings.wait_when_open?, self.changed.as_ref()?))
     }
 
+    /// Waiting mode: takes the probe slot a `MayProbe` admission saw, in
+    /// `poll_ready`, so that of the waiters a freed slot wakes, one gets it
+    /// and the rest wait on (instead of all racing for it in `call`).
+    pub(crate) fn take_probe_slot(admission: Admission) -> Admission {
+        match admission {
+            Admission::MayProbe(period) => {
+                if period.probes().is_some_and(Probes::try_take) {
+                    Admission::Admitted(Ticket::Probe(ProbeSlot::new(period)))
+                } else {
+                    Admission::Refused(None)
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// When a refusal with no known end should be decided again: in
+    /// HalfOpen, when the wait for probes runs out and the next decision
+    /// reopens the breaker.
+    pub(crate) fn recheck_at(&self) -> Option<Instant> {
+        let period = self.current.load();
+        (period.state() == State::HalfOpen)
+            .then(|| {
+                period
+                    .start
+                    .since
+                    .checked_add(self.settings.half_open_max_wait)
+            })
+            .flatten()
+    }
+
     /// Wakes every waiter to decide again: a probe slot came free.
     pub(crate) fn notify_waiters(&self) {
         if let Some(changed) = &self.changed {

@@ -283,16 +283,22 @@ impl<C> CircuitBreakerBuilder<C> {
     ///   `max_wait`, it does not wait at all: the call is refused at once,
     ///   with its `retry_after`.
     /// - HalfOpen with every probe slot taken, or forced open: it waits until
-    ///   the breaker changes state or a probe slot comes free, or `max_wait`
-    ///   passes.
+    ///   the breaker changes state, a probe slot comes free, the half-open
+    ///   wait bound runs out (then it reopens the breaker and waits out the
+    ///   open duration), or `max_wait` passes.
     ///
     /// When the wait ends without an admission, `poll_ready` returns
     /// `Ready(Ok(()))` and the call is refused with [`CircuitOpen`] as usual;
-    /// `poll_ready` never fails for a refusal. A waiting service holds no
-    /// probe slot, so an abandoned waiter strands nothing. Another caller may
-    /// still take the last probe slot between `poll_ready` and `call`; that
-    /// call is refused. Not available on a keyed breaker, whose key is known
-    /// only in `call`.
+    /// `poll_ready` never fails for a refusal. A caller that waited and is
+    /// let through as a probe takes its probe slot in `poll_ready`, so that
+    /// of the waiters a freed slot wakes, exactly one gets it and the rest
+    /// wait on; it holds the slot until its call ends or the service is
+    /// dropped (a clone does not inherit it), and a service that waits, is
+    /// admitted and then never calls holds its slot like a hung probe, until
+    /// `half_open_max_wait` reopens the breaker. A waiting service holds
+    /// nothing, so an abandoned waiter strands nothing. Waiting needs a
+    /// tokio runtime with its timer enabled, as timeouts do. Not available on
+    /// a keyed breaker, whose key is known only in `call`.
     ///
     /// [`CircuitOpen`]: crate::error::CircuitOpen
     pub fn wait_when_open(mut self, max_wait: Duration) -> Self {

@@ -195,7 +195,7 @@ use period::Period;
 use wait::Wait;
 
 /// Waiting mode decides again at most this many times per `poll_ready`
-/// before it delivers the refusal; each round is a change or a timer that
+/// before it yields to other tasks; each round is a change or a timer that
 /// fired, so this is reached only by a breaker changing state very fast.
 const MAX_WAIT_ROUNDS: usize = 4;
 
@@ -280,7 +280,11 @@ impl<S, C> CircuitBreaker<S, C> {
             Some(wait) => wait.deadline(),
             None => now.checked_add(max_wait).unwrap_or_else(|| far_future(now)),
         };
-        let Some(wake_at) = wait::wake_at(now, deadline, *retry_after) else {
+        let recheck_at = match retry_after {
+            None => self.breaker.recheck_at(),
+            Some(_) => None,
+        };
+        let Some(wake_at) = wait::wake_at(now, deadline, *retry_after, recheck_at) else {
             return Poll::Ready(false);
         };
         match &mut self.wait {
@@ -331,14 +335,25 @@ where
         let mut rounds = 0;
         loop {
             self.decide();
+            if self.wait.is_some() {
+                // Waiting mode: a probe takes its slot now (see `wait_when_open`).
+                if let Some(admission) = self.admission.take() {
+                    self.admission = Some(Breaker::take_probe_slot(admission));
+                }
+            }
             if self.admission.as_ref().is_some_and(Admission::may_call) {
                 break;
             }
             // Refused, decided without touching the inner service: the
             // refusal goes out from `call`, unless waiting mode waits.
             rounds += 1;
-            let decide_again = rounds <= MAX_WAIT_ROUNDS && std::task::ready!(self.poll_wait(cx));
-            if !decide_again {
+            if rounds > MAX_WAIT_ROUNDS {
+                // The breaker is changing fast: let other tasks run, then
+                // go on waiting.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !std::task::ready!(self.poll_wait(cx)) {
                 self.wait = None;
                 return Poll::Ready(Ok(()));
             }

@@ -276,22 +276,39 @@ impl Period {
             Outcome::Failure => true,
             Outcome::Ignored => return,
         };
-        let Some(window) = &self.window else {
+        if self.window.is_none() {
             return; // Disabled records nothing
-        };
-        // The clock is read only when something needs it: a count window
-        // without slow-call detection records without it.
-        let now = (started.is_some() || self.time_window).then(Instant::now);
-        let slow = self.is_slow(started, now);
-        let at = now.map_or(0, |now| self.clock.nanos(now));
-        let judged =
-            window.record_and_judge(Record { failure, slow }, at, self.thresholds.minimum_calls);
+        }
+        let judged = self.record_in_window(failure, started);
         let mut crossed = judged.map_or(Crossed::default(), |totals| {
             self.thresholds.over_window(totals)
         });
         crossed.0 |= self.count_consecutive(failure).0;
         if !crossed.is_empty() {
             self.on_crossed(crossed);
+        }
+    }
+
+    /// Puts an outcome into the window; the totals, if they need judging.
+    #[inline]
+    fn record_in_window(&self, failure: bool, started: Option<Instant>) -> Option<Totals> {
+        let window = self.window.as_ref()?;
+        // The clock is read only when something needs it: a count window
+        // without slow-call detection records without it.
+        let now = (started.is_some() || self.time_window).then(Instant::now);
+        let slow = self.is_slow(started, now);
+        let at = now.map_or(0, |now| self.clock.nanos(now));
+        window.record_and_judge(Record { failure, slow }, at, self.thresholds.minimum_calls)
+    }
+
+    /// Counts a failure that is about to open the breaker by itself (a
+    /// retry-after), without judging it, so the opening's totals include it.
+    fn count_opening_failure(&self, started: Option<Instant>) {
+        if let Some(probes) = &self.probes {
+            let slow = self.is_slow(started, started.map(|_| Instant::now()));
+            probes.report(true, slow);
+        } else {
+            self.record_in_window(true, started);
         }
     }
 
@@ -436,20 +453,28 @@ impl Ticket {
         self.period().and_then(Period::open_on_retry_after)
     }
 
-    /// Opens the ticket's period at once for `lasting`, in place of
-    /// recording the failure (scenario CB-T7). If the period has already
-    /// left, the failure is recorded as usual, which changes nothing.
+    /// Counts the failure and opens the ticket's period at once for
+    /// `lasting` (scenario CB-T7). A period that has already left changes
+    /// nothing.
     pub(crate) fn finish_opening(self, lasting: Duration, started: Option<Instant>) {
-        let opened = self.period().is_some_and(|period| {
-            !period.has_left()
-                && period
-                    .breaker
-                    .upgrade()
-                    .is_some_and(|breaker| breaker.open_carried(period, lasting))
-        });
-        if !opened {
-            self.finish(Outcome::Failure, started);
+        let period = match self {
+            Ticket::Window(period) => period,
+            // Taken: a reported probe's slot is not given back.
+            Ticket::Probe(mut slot) => match slot.period.take() {
+                Some(period) => period,
+                None => return,
+            },
+        };
+        if period.has_left() {
+            return; // a late result: its period is over
         }
+        let Some(breaker) = period.breaker.upgrade() else {
+            return;
+        };
+        // Counted first, unjudged: the opening's totals include it, and no
+        // ordinary trip (with the scheduled duration) can come of it.
+        period.count_opening_failure(started);
+        breaker.open_carried(&period, lasting);
     }
 
     /// Whether the call's start time must be read, for slow-call detection.

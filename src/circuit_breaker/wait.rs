@@ -64,18 +64,20 @@ impl Wait {
 
 /// Until when a refused caller waits before it decides again: the end of
 /// the open duration (`retry_after` from `now`), or, when that is not known,
-/// the `deadline` that ends the whole wait. `None`: waiting cannot help, so
-/// deliver the refusal.
+/// `recheck_at` (the end of the half-open wait bound) or the `deadline` that
+/// ends the whole wait, whichever comes first. `None`: waiting cannot help,
+/// so deliver the refusal.
 pub(crate) fn wake_at(
     now: Instant,
     deadline: Instant,
     retry_after: Option<Duration>,
+    recheck_at: Option<Instant>,
 ) -> Option<Instant> {
     if now >= deadline {
         return None;
     }
     match retry_after {
-        None => Some(deadline),
+        None => Some(recheck_at.map_or(deadline, |at| at.min(deadline))),
         // Waiting for an open duration that outlasts the wait would only
         // delay the refusal.
         Some(left) => now.checked_add(left).filter(|at| *at <= deadline),

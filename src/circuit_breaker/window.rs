@@ -482,6 +482,16 @@ mod tests {
     }
 
     #[test]
+    fn the_hint_is_checked_against_its_buckets_epoch() {
+        // The hint still names second 3, but that bucket left with the
+        // window: an outcome stamped in second 3 is too old to count.
+        let window = time(5_000, 5);
+        window.record(F, ms(3_100));
+        assert_eq!(window.totals(ms(8_500)), totals(0, 0, 0));
+        assert_eq!(window.record(F, ms(3_200)), 0, "older than the window");
+    }
+
+    #[test]
     fn the_latest_hint_packs_what_fits_and_refuses_the_rest() {
         assert_eq!(pack_latest(5, 3), Some(5 << LATEST_INDEX_BITS | 3));
         assert_eq!(pack_latest(1 << 48, 0), None);
