@@ -21,7 +21,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
+use palisade::retry::{RetryBudget, RetryLayer};
 use palisade::timeout::TimeoutLayer;
+use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service};
 
 fn row<S>(c: &mut Criterion, name: &str, mut svc: S)
@@ -93,6 +95,29 @@ where
     });
 }
 
+/// tower's retry policy with its `TpsBudget`, as its docs build one: a
+/// success deposits, a failure withdraws before retrying.
+#[derive(Clone)]
+struct TowerPolicy(std::sync::Arc<TpsBudget>);
+
+impl<E> tower::retry::Policy<u64, u64, E> for TowerPolicy {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => {
+                self.0.deposit();
+                None
+            }
+            Err(_) => self.0.withdraw().then(|| std::future::ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, request: &u64) -> Option<u64> {
+        Some(*request)
+    }
+}
+
 fn layers(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -155,6 +180,30 @@ fn layers(c: &mut Criterion) {
         &runtime,
     );
     two_thread_row(c, "bare_two_threads", Noop, &runtime);
+
+    // Retry, the first attempt succeeding: the budgets' success paths.
+    let tps = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
+    row(
+        c,
+        "retry/tower_tps_budget",
+        tower::retry::Retry::new(TowerPolicy(std::sync::Arc::new(tps)), Noop),
+    );
+    let retry = |budget| {
+        RetryLayer::builder()
+            .budget(budget)
+            .build()
+            .expect("valid retry")
+    };
+    row(
+        c,
+        "retry/palisade_token_budget",
+        retry(RetryBudget::default()).layer(Noop),
+    );
+    row(
+        c,
+        "retry/palisade_windowed_budget",
+        retry(RetryBudget::windowed(Duration::from_secs(10), 10, 0.2)).layer(Noop),
+    );
 }
 
 criterion_group! {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::retry::{RetryBudget, RetryLayer};
 use palisade::timeout::TimeoutLayer;
 use tower::{Layer, Service};
 
@@ -154,11 +155,23 @@ fn closed_breaker_success_path_allocates_nothing() {
     assert_eq!(allocations_per_run(timed.unwrap().layer(Noop)), 0);
 }
 
+#[test]
+fn retry_success_path_allocates_nothing() {
+    for budget in [
+        RetryBudget::default(),
+        RetryBudget::windowed(Duration::from_secs(10), 10, 0.2),
+    ] {
+        let retry = RetryLayer::builder().budget(budget).build().unwrap();
+        assert_eq!(allocations_per_run(retry.layer(Noop)), 0, "{budget:?}");
+    }
+}
+
 /// hyper clones the whole stack for every request.
 #[test]
 fn a_fresh_clone_per_call_allocates_nothing() {
     let breaker = CircuitBreakerLayer::builder().build().unwrap();
-    let svc = breaker.layer(timeout().layer(bulkhead().layer(Noop)));
+    let retry = RetryLayer::builder().build().unwrap();
+    let svc = retry.layer(breaker.layer(timeout().layer(bulkhead().layer(Noop))));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -41,7 +41,7 @@
 //! # What is retried
 //!
 //! - A result the classifier calls a [`Failure`](crate::classify::Outcome::Failure).
-//!   With the [`DefaultClassifier`](crate::classify::DefaultClassifier),
+//!   With the [`DefaultClassifier`],
 //!   every error except palisade's own refusals.
 //! - A palisade [`RateLimited`](crate::error::RateLimited) refusal from a
 //!   layer below (turn off with
