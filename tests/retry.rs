@@ -525,3 +525,32 @@ fn bad_configuration_is_an_error_naming_the_field() {
         "deadline"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_listener_hears_each_retry_with_its_number_and_delay() {
+    // scenario RT-6: linear from 2 s, three retries; then a 123 ms cap.
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    let layer = RetryLayer::builder()
+        .max_attempts(4)
+        .backoff(Backoff::linear(Duration::from_secs(2)))
+        .budget(RetryBudget::unlimited())
+        .on_retry(move |e| sink.lock().unwrap().push((e.retry, e.delay)))
+        .build()
+        .unwrap();
+    let script = Script::new(&[Reply::Fail("x")]);
+    let _ = send(&layer, &script, 1).await;
+    let s = Duration::from_secs;
+    assert_eq!(*heard.lock().unwrap(), [(1, s(2)), (2, s(4)), (3, s(6))]);
+    assert_eq!(script.waits(), [s(2), s(4), s(6)]);
+
+    // Polly accepts a cap below the base (all delays become the cap); the
+    // retry issue requires cap ≥ base, so the cap here bites from retry 2.
+    let capped = plain(4, ms(10))
+        .backoff(Backoff::linear(ms(100)).max(ms(123)))
+        .build()
+        .unwrap();
+    let script = Script::new(&[Reply::Fail("x")]);
+    let _ = send(&capped, &script, 1).await;
+    assert_eq!(script.waits(), [ms(100), ms(123), ms(123)]);
+}
