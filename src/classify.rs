@@ -147,19 +147,19 @@ where
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DefaultClassifier;
 
-impl DefaultClassifier {
-    fn kind<Err: 'static>(err: &Err) -> Option<ErrorKind<'_>> {
-        (err as &dyn Any)
-            .downcast_ref::<BoxError>()
-            .map(ErrorKind::of)
-    }
+/// Which palisade rejection `err` is, when its type is [`BoxError`]; `None`
+/// for any other error type.
+pub(crate) fn kind_of<Err: 'static>(err: &Err) -> Option<ErrorKind<'_>> {
+    (err as &dyn Any)
+        .downcast_ref::<BoxError>()
+        .map(ErrorKind::of)
 }
 
 impl<Res, Err: 'static> Classify<Res, Err> for DefaultClassifier {
     fn classify(&self, result: &Result<Res, Err>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(err) => match Self::kind(err) {
+            Err(err) => match kind_of(err) {
                 Some(
                     ErrorKind::CircuitOpen(_)
                     | ErrorKind::RateLimited(_)
@@ -171,7 +171,7 @@ impl<Res, Err: 'static> Classify<Res, Err> for DefaultClassifier {
     }
 
     fn retry_after(&self, result: &Result<Res, Err>) -> Option<Duration> {
-        Self::kind(result.as_ref().err()?)?.retry_after()
+        kind_of(result.as_ref().err()?)?.retry_after()
     }
 }
 

@@ -1,7 +1,6 @@
 //! The response future of [`Retry`](super::Retry): attempts, backoff sleeps
 //! and readiness, until a result is final.
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use tower_service::Service;
 use super::handle::{Counters, RetryEvent};
 use super::layer::Shared;
 use super::replay::Replay;
-use crate::classify::{Classify, Outcome};
+use crate::classify::{Classify, Outcome, kind_of};
 use crate::error::{BoxError, ErrorKind};
 use crate::rng::Rng;
 
@@ -301,9 +300,7 @@ where
 /// Whether `result` is a palisade rate-limit refusal.
 fn is_rate_limited<T, E: 'static>(result: &Result<T, E>) -> bool {
     let Err(err) = result else { return false };
-    (err as &dyn Any)
-        .downcast_ref::<BoxError>()
-        .is_some_and(|err| matches!(ErrorKind::of(err), ErrorKind::RateLimited(_)))
+    matches!(kind_of(err), Some(ErrorKind::RateLimited(_)))
 }
 
 impl<S, Req, C, R> std::fmt::Debug for ResponseFuture<S, Req, C, R>

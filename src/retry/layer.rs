@@ -242,6 +242,18 @@ impl<C, R> RetryBuilder<C, R> {
     /// Decides which results are failures to retry, and reads a result's
     /// retry-after (default [`DefaultClassifier`]); see [`crate::classify`].
     pub fn classifier<C2>(self, classifier: C2) -> RetryBuilder<C2, R> {
+        self.with_parts(|_, replay| (classifier, replay))
+    }
+
+    /// Decides which requests may be retried and copies them (default:
+    /// every request, cloned); see [`Replay`](super::Replay).
+    pub fn replay<R2>(self, replay: R2) -> RetryBuilder<C, R2> {
+        self.with_parts(|classifier, _| (classifier, replay))
+    }
+
+    /// The same settings with the classifier and replay `parts` makes.
+    fn with_parts<C2, R2>(self, parts: impl FnOnce(C, R) -> (C2, R2)) -> RetryBuilder<C2, R2> {
+        let (classifier, replay) = parts(self.classifier, self.replay);
         RetryBuilder {
             name: self.name,
             max_attempts: self.max_attempts,
@@ -252,23 +264,6 @@ impl<C, R> RetryBuilder<C, R> {
             seed: self.seed,
             listener: self.listener,
             classifier,
-            replay: self.replay,
-        }
-    }
-
-    /// Decides which requests may be retried and copies them (default:
-    /// every request, cloned); see [`Replay`](super::Replay).
-    pub fn replay<R2>(self, replay: R2) -> RetryBuilder<C, R2> {
-        RetryBuilder {
-            name: self.name,
-            max_attempts: self.max_attempts,
-            backoff: self.backoff,
-            budget: self.budget,
-            deadline: self.deadline,
-            retry_rate_limited: self.retry_rate_limited,
-            seed: self.seed,
-            listener: self.listener,
-            classifier: self.classifier,
             replay,
         }
     }
