@@ -2,17 +2,19 @@
 //! every service a layer builds, so that retries cannot multiply the load on
 //! a service that is already failing (a retry storm).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+// Model-checked under loom: the tagged counts are the windowed budget's
+// only shared state.
+use crate::sync::{AtomicU64, Ordering};
 
 /// Fixed point: one token (or one deposit) is this many units.
 const UNIT: i64 = 1_000;
 /// The windowed budget keeps its time-to-live in this many slots.
 const SLOTS: u64 = 10;
-/// A slot's epoch while one thread empties it.
-const ROTATING: u64 = u64::MAX;
 
 /// How many retries a layer may make, shared by every service it builds.
 ///
@@ -27,7 +29,19 @@ const ROTATING: u64 = u64::MAX;
 ///   deposit.
 /// - [`RetryBudget::unlimited`]: no budget; only `max_attempts` bounds
 ///   retries.
+///
+/// With the `serde` feature it implements `Deserialize`, as a table with a
+/// `kind` and that kind's settings, each with the default shown:
+///
+/// ```text
+/// [budget]
+/// kind = "tokens"        # max_tokens = 10, token_ratio = 0.1
+/// # kind = "windowed"    # ttl = "10s", min_per_sec = 10, ratio = 0.2
+/// # kind = "unlimited"
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(from = "spec::BudgetSpec"))]
 pub struct RetryBudget {
     pub(crate) kind: BudgetKind,
 }
@@ -114,6 +128,68 @@ impl RetryBudget {
             BudgetKind::Unlimited => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(feature = "serde")]
+mod spec {
+    //! The file form of a [`RetryBudget`].
+
+    use std::time::Duration;
+
+    use super::RetryBudget;
+
+    #[derive(serde::Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+    pub(super) enum BudgetSpec {
+        Tokens {
+            #[serde(default = "max_tokens")]
+            max_tokens: u32,
+            #[serde(default = "token_ratio")]
+            token_ratio: f64,
+        },
+        Windowed {
+            #[serde(default = "ttl", with = "crate::serde_duration")]
+            ttl: Duration,
+            #[serde(default = "min_per_sec")]
+            min_per_sec: u32,
+            #[serde(default = "ratio")]
+            ratio: f64,
+        },
+        Unlimited,
+    }
+
+    fn max_tokens() -> u32 {
+        10
+    }
+    fn token_ratio() -> f64 {
+        0.1
+    }
+    fn ttl() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn min_per_sec() -> u32 {
+        10
+    }
+    fn ratio() -> f64 {
+        0.2
+    }
+
+    impl From<BudgetSpec> for RetryBudget {
+        fn from(spec: BudgetSpec) -> Self {
+            match spec {
+                BudgetSpec::Tokens {
+                    max_tokens,
+                    token_ratio,
+                } => RetryBudget::tokens(max_tokens, token_ratio),
+                BudgetSpec::Windowed {
+                    ttl,
+                    min_per_sec,
+                    ratio,
+                } => RetryBudget::windowed(ttl, min_per_sec, ratio),
+                BudgetSpec::Unlimited => RetryBudget::unlimited(),
+            }
+        }
     }
 }
 
@@ -223,11 +299,78 @@ impl Tokens {
     }
 }
 
+/// A windowed budget's slot: deposits and withdrawals of one epoch (one
+/// tenth of the ttl), each counter tagged with the epoch it belongs to.
 #[derive(Debug)]
 struct Slot {
-    epoch: AtomicU64,
-    deposits: AtomicI64,
-    withdrawals: AtomicI64,
+    deposits: TaggedCount,
+    withdrawals: TaggedCount,
+}
+
+/// Bits of an epoch kept in a tag. A slot idle for exactly a multiple of
+/// 2^24 epochs (19 days at the shortest ttl) would pass for current:
+/// acceptable for a budget, which errs by a few retries at worst.
+const TAG_BITS: u32 = 24;
+const COUNT_BITS: u32 = 64 - TAG_BITS;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+/// How far ahead (in epochs) a slot's tag may be and still be taken for a
+/// newer epoch than a held-up thread's, rather than an older one wrapped
+/// around. A slot idle since a tag up to this far ahead of the current one
+/// refuses adds until the current tag passes it: retries are refused, never
+/// over-granted.
+const AHEAD: u64 = 1 << 10;
+
+/// A count in the low 40 bits (thousandths: a billion retries per slot),
+/// the epoch it counts in the high 24. One word, so that starting a new
+/// epoch is one compare-and-swap rather than a reset other threads must wait
+/// for: the budget stays lock-free.
+#[derive(Debug)]
+struct TaggedCount(AtomicU64);
+
+impl Default for TaggedCount {
+    fn default() -> Self {
+        TaggedCount(AtomicU64::new(0))
+    }
+}
+
+impl TaggedCount {
+    fn tag(epoch: u64) -> u64 {
+        epoch & TAG_MASK
+    }
+
+    /// Adds `amount` in `epoch`, first dropping an older epoch's count; a
+    /// thread held up past the slot's next epoch adds nothing and gets
+    /// `false`.
+    fn add(&self, epoch: u64, amount: u64) -> bool {
+        let tag = Self::tag(epoch);
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                let held = word >> COUNT_BITS;
+                let count = word & COUNT_MAX;
+                // A count a little ahead of `tag` is a newer epoch's, which a
+                // held-up thread must leave alone; anything else is older (the
+                // tags wrap, so "ahead" has to be a short distance).
+                let ahead = held.wrapping_sub(tag) & TAG_MASK;
+                let count = match ahead {
+                    0 => count,
+                    a if a <= AHEAD => return None,
+                    _ => 0,
+                };
+                Some(tag << COUNT_BITS | (count + amount).min(COUNT_MAX))
+            })
+            .is_ok()
+    }
+
+    /// The count if it belongs to `epoch`, else 0.
+    fn get(&self, epoch: u64) -> i64 {
+        let word = self.0.load(Ordering::Relaxed);
+        if word >> COUNT_BITS == Self::tag(epoch) {
+            (word & COUNT_MAX) as i64
+        } else {
+            0
+        }
+    }
 }
 
 /// Finagle's budget: deposits and withdrawals over the last `ttl`, in ten
@@ -238,7 +381,7 @@ pub(crate) struct Windowed {
     slot_nanos: u64,
     slots: Box<[Slot]>,
     reserve: i64,
-    deposit: i64,
+    deposit: u64,
 }
 
 impl Windowed {
@@ -249,14 +392,13 @@ impl Windowed {
             slot_nanos: (ttl_nanos / SLOTS).max(1),
             slots: (0..SLOTS)
                 .map(|_| Slot {
-                    epoch: AtomicU64::new(0),
-                    deposits: AtomicI64::new(0),
-                    withdrawals: AtomicI64::new(0),
+                    deposits: TaggedCount::default(),
+                    withdrawals: TaggedCount::default(),
                 })
                 .collect(),
             reserve: (f64::from(min_per_sec) * ttl.as_secs_f64() * UNIT as f64) as i64,
             // A retry costs a whole unit; a request earns `ratio` of one.
-            deposit: (ratio * UNIT as f64).round() as i64,
+            deposit: (ratio * UNIT as f64).round() as u64,
         }
     }
 
@@ -269,48 +411,23 @@ impl Windowed {
         nanos / self.slot_nanos
     }
 
-    /// The slot for `epoch`, emptied first if it held an older one; `None`
-    /// if it already holds a later one (a held-up thread).
-    fn slot(&self, epoch: u64) -> Option<&Slot> {
-        let slot = &self.slots[(epoch % SLOTS) as usize];
-        loop {
-            let current = slot.epoch.load(Ordering::Acquire);
-            if current == epoch {
-                return Some(slot);
-            }
-            if current == ROTATING {
-                std::hint::spin_loop();
-                continue;
-            }
-            if current > epoch {
-                return None;
-            }
-            if slot
-                .epoch
-                .compare_exchange(current, ROTATING, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                slot.deposits.store(0, Ordering::Relaxed);
-                slot.withdrawals.store(0, Ordering::Relaxed);
-                slot.epoch.store(epoch, Ordering::Release);
-                return Some(slot);
-            }
-        }
+    fn slot(&self, epoch: u64) -> &Slot {
+        &self.slots[(epoch % SLOTS) as usize]
     }
 
     fn deposit(&self, now: Instant) {
-        if let Some(slot) = self.slot(self.epoch(now)) {
-            slot.deposits.fetch_add(self.deposit, Ordering::Relaxed);
-        }
+        let epoch = self.epoch(now);
+        let _ = self.slot(epoch).deposits.add(epoch, self.deposit);
     }
 
-    /// The balance over the slots still inside the window as of `epoch`.
+    /// The balance over the last ten epochs as of `epoch`: each slot holds
+    /// one of them.
     fn balance(&self, epoch: u64) -> i64 {
-        let oldest = epoch.saturating_sub(SLOTS - 1);
-        self.slots
-            .iter()
-            .filter(|s| (oldest..=epoch).contains(&s.epoch.load(Ordering::Acquire)))
-            .map(|s| s.deposits.load(Ordering::Relaxed) - s.withdrawals.load(Ordering::Relaxed))
+        (epoch.saturating_sub(SLOTS - 1)..=epoch)
+            .map(|e| {
+                let slot = self.slot(e);
+                slot.deposits.get(e) - slot.withdrawals.get(e)
+            })
             .sum::<i64>()
             + self.reserve
     }
@@ -322,17 +439,11 @@ impl Windowed {
         if self.balance(epoch) < UNIT {
             return false;
         }
-        match self.slot(epoch) {
-            Some(slot) => {
-                slot.withdrawals.fetch_add(UNIT, Ordering::Relaxed);
-                true
-            }
-            None => false,
-        }
+        self.slot(epoch).withdrawals.add(epoch, UNIT as u64)
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -404,6 +515,36 @@ mod tests {
     }
 
     #[test]
+    fn a_tagged_count_starts_over_in_a_new_epoch_and_ignores_a_late_one() {
+        let c = TaggedCount::default();
+        assert!(c.add(5, 7));
+        assert!(c.add(5, 3));
+        assert_eq!((c.get(5), c.get(15)), (10, 0));
+        assert!(c.add(15, 1), "a newer epoch drops the old count");
+        assert_eq!((c.get(5), c.get(15)), (0, 1));
+        assert!(
+            !c.add(5, 100),
+            "a held-up thread's older epoch adds nothing"
+        );
+        assert_eq!(c.get(15), 1);
+
+        // Across the tag's wrap, the order still holds.
+        let last = (1 << TAG_BITS) - 1;
+        let w = TaggedCount::default();
+        assert!(w.add(last - AHEAD - 1, 1), "far behind an untouched slot");
+        assert!(w.add(last, 2));
+        assert!(w.add(last + 10, 4), "epoch 2^24 + 9 follows 2^24 - 1");
+        assert_eq!((w.get(last), w.get(last + 10)), (0, 4));
+        assert!(!w.add(last, 1));
+
+        // A count saturates instead of spilling into the tag.
+        let full = TaggedCount::default();
+        assert!(full.add(3, COUNT_MAX));
+        assert!(full.add(3, 5));
+        assert_eq!(full.get(3), COUNT_MAX as i64);
+    }
+
+    #[test]
     fn bad_budgets_name_their_field() {
         let field = |b: RetryBudget| b.check().unwrap_err().0;
         assert_eq!(field(RetryBudget::tokens(0, 0.1)), "budget.max_tokens");
@@ -415,5 +556,37 @@ mod tests {
         assert_eq!(field(w(10_000, -0.1)), "budget.ratio");
         assert!(w(10_000, 0.0).check().is_ok());
         assert!(RetryBudget::default().check().is_ok());
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::{Arc, loom_model as model};
+    use loom::thread;
+
+    #[test]
+    fn loom_a_new_epoch_wins_over_a_late_add_and_same_epoch_adds_all_count() {
+        model(|| {
+            let count = Arc::new(TaggedCount::default());
+            let late = {
+                let count = count.clone();
+                thread::spawn(move || count.add(0, 1))
+            };
+            let same = {
+                let count = count.clone();
+                thread::spawn(move || count.add(10, 1))
+            };
+            let added_now = count.add(10, 1);
+            let added_late = late.join().unwrap();
+            assert!(
+                same.join().unwrap() && added_now,
+                "the newest epoch always adds"
+            );
+            // Epoch 0's add lands only before epoch 10 starts, and is then
+            // dropped with it.
+            assert_eq!(count.get(10), 2, "late add landed: {added_late}");
+            assert_eq!(count.get(0), 0);
+        });
     }
 }
