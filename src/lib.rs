@@ -1,5 +1,5 @@
 //! Resilience layers for [tower]: circuit breaker, retry with jittered
-//! backoff, timeouts and bulkheads today; rate limiting to come.
+//! backoff, timeouts and bulkheads.
 //!
 //! Every layer composes with `tower::ServiceBuilder` around any
 //! `tower::Service`: a hyper client, a tonic channel, an axum router, a
@@ -13,17 +13,19 @@
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
 //!
 //! ```
-//! # #[cfg(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker"))]
+//! # #[cfg(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker", feature = "retry"))]
 //! # fn main() -> Result<(), palisade::BoxError> {
 //! use std::time::Duration;
 //! use palisade::{bulkhead::BulkheadLayer, circuit_breaker::CircuitBreakerLayer};
-//! use palisade::timeout::TimeoutLayer;
+//! use palisade::{retry::RetryLayer, timeout::TimeoutLayer};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! let inventory = service_fn(|sku: u32| async move { Ok::<_, palisade::BoxError>(sku * 2) });
 //! let client = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_secs(5))?) // the whole call, retries included
+//!     .layer(RetryLayer::builder().name("inventory").build()?)
 //!     .layer(CircuitBreakerLayer::builder().name("inventory").build()?)
-//!     .layer(TimeoutLayer::new(Duration::from_secs(1))?) // inside: a hung call is a failure
+//!     .layer(TimeoutLayer::new(Duration::from_secs(1))?) // each attempt: a hung one is a failure
 //!     .layer(BulkheadLayer::builder().name("inventory").max_concurrent(64).build()?)
 //!     .service(inventory);
 //! # let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
@@ -33,9 +35,24 @@
 //! # })?;
 //! # Ok(())
 //! # }
-//! # #[cfg(not(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker")))]
+//! # #[cfg(not(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker", feature = "retry")))]
 //! # fn main() {}
 //! ```
+//!
+//! # Which order
+//!
+//! Outermost first, as `ServiceBuilder` reads:
+//!
+//! 1. **A total timeout**, so the caller's wait is bounded whatever happens
+//!    inside.
+//! 2. **Retry**, so every attempt passes through the layers below it: the
+//!    breaker sees each attempt, and an open circuit fails a retry fast
+//!    (palisade's retry does not retry a `CircuitOpen`).
+//! 3. **The circuit breaker**, outside the attempt timeout, so that a hung
+//!    call counts as a failure.
+//! 4. **An attempt timeout.**
+//! 5. **The bulkhead**, innermost, so that its slots are held only while a
+//!    call is really in flight (not while a retry waits out its backoff).
 //!
 //! # Principles
 //!
@@ -66,6 +83,7 @@
 //! | `timeout` | yes | [`timeout`] |
 //! | `bulkhead` | yes | [`bulkhead`] |
 //! | `circuit-breaker` | yes | [`circuit_breaker`] |
+//! | `retry` | yes | [`retry`] |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
 //!
 //! [tower]: https://docs.rs/tower
@@ -84,7 +102,7 @@ pub mod error;
 mod name;
 #[cfg(feature = "serde")]
 mod serde_duration;
-#[cfg(any(feature = "bulkhead", feature = "circuit-breaker"))]
+#[cfg(any(feature = "bulkhead", feature = "circuit-breaker", feature = "retry"))]
 mod sync;
 
 #[cfg(feature = "bulkhead")]

@@ -554,3 +554,72 @@ async fn the_listener_hears_each_retry_with_its_number_and_delay() {
     let _ = send(&capped, &script, 1).await;
     assert_eq!(script.waits(), [ms(100), ms(123), ms(123)]);
 }
+
+#[cfg(feature = "serde")]
+#[tokio::test(start_paused = true)]
+async fn configuration_loads_from_json_and_takes_effect() {
+    use palisade::retry::RetryConfig;
+    let config: RetryConfig = serde_json::from_str(
+        r#"{"name": "orders", "max_attempts": 4, "deadline": "10s",
+            "retry_rate_limited": false,
+            "backoff": {"kind": "exponential", "base": "100ms", "multiplier": 3.0,
+                        "max": "1s", "jitter": "none"},
+            "budget": {"kind": "tokens", "max_tokens": 4}}"#,
+    )
+    .unwrap();
+    assert_eq!(config.budget, Some(RetryBudget::tokens(4, 0.1)));
+    let layer = RetryLayer::from_config(config).unwrap();
+    assert_eq!(layer.handle().name(), "orders");
+    let script = Script::new(&[Reply::Fail("x")]);
+    let _ = send(&layer, &script, 1).await;
+    // Four tokens: two failures leave two, which is not more than half, so
+    // the budget stops the third retry before max_attempts would.
+    assert_eq!(script.waits(), [ms(100)]);
+    assert_eq!(layer.handle().counts().budget_refusals, 1);
+
+    let windowed: RetryConfig = serde_json::from_str(
+        r#"{"budget": {"kind": "windowed", "ttl": "5s"},
+            "backoff": {"kind": "constant", "base": "1s", "jitter": {"proportional": 0.5}}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        windowed.budget,
+        Some(RetryBudget::windowed(Duration::from_secs(5), 10, 0.2))
+    );
+    assert_eq!(
+        windowed.backoff,
+        Some(Backoff::constant(Duration::from_secs(1)).jitter(Jitter::Proportional(0.5)))
+    );
+
+    // Values are checked when the layer is built, naming the field.
+    let bad: RetryConfig =
+        serde_json::from_str(r#"{"backoff": {"kind": "linear", "base": "2s", "max": "1s"}}"#)
+            .unwrap();
+    assert_eq!(
+        RetryLayer::from_config(bad).unwrap_err().field(),
+        "backoff.max"
+    );
+    let bad: RetryConfig =
+        serde_json::from_str(r#"{"budget": {"kind": "windowed", "ratio": 1.5}}"#).unwrap();
+    assert_eq!(
+        RetryLayer::from_config(bad).unwrap_err().field(),
+        "budget.ratio"
+    );
+    // Shapes are checked when the file is read.
+    for wrong in [
+        r#"{"attempts": 3}"#,
+        r#"{"backoff": {"kind": "linear", "base": "1s", "multiplier": 2.0}}"#,
+        r#"{"backoff": {"kind": "cubic", "base": "1s"}}"#,
+        r#"{"backoff": {"kind": "constant"}}"#,
+        r#"{"budget": {"kind": "tokens", "ttl": "5s"}}"#,
+        r#"{"deadline": "soon"}"#,
+    ] {
+        let err = serde_json::from_str::<RetryConfig>(wrong).unwrap_err();
+        assert!(!err.to_string().is_empty(), "{wrong}");
+    }
+    let err = serde_json::from_str::<RetryConfig>(
+        r#"{"backoff": {"kind": "linear", "base": "1s", "multiplier": 2.0}}"#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("multiplier"), "{err}");
+}

@@ -18,7 +18,23 @@ use crate::rng::Rng;
 ///     .jitter(Jitter::Full);
 /// # let _ = backoff;
 /// ```
+///
+/// With the `serde` feature it implements `Deserialize`, as a table with a
+/// `kind` (`"constant"`, `"linear"` or `"exponential"`), a `base` delay and
+/// optionally `multiplier` (exponential only), `max` and `jitter`
+/// (`"none"`, `"full"`, `"equal"`, `"decorrelated"` or
+/// `{ proportional = 0.25 }`):
+///
+/// ```text
+/// [backoff]
+/// kind = "exponential"
+/// base = "100ms"
+/// max = "5s"
+/// jitter = "full"
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "spec::BackoffSpec"))]
 pub struct Backoff {
     pub(crate) schedule: Schedule,
     pub(crate) base: Duration,
@@ -36,6 +52,8 @@ pub(crate) enum Schedule {
 /// How a delay is spread, so that clients that failed together do not retry
 /// together. The result never exceeds the backoff's maximum.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Jitter {
     /// The delay as scheduled.
@@ -166,6 +184,63 @@ impl Backoff {
             }
         };
         jittered.min(self.max)
+    }
+}
+
+#[cfg(feature = "serde")]
+mod spec {
+    //! The file form of a [`Backoff`].
+
+    use std::time::Duration;
+
+    use super::{Backoff, Jitter};
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Kind {
+        Constant,
+        Linear,
+        Exponential,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct BackoffSpec {
+        kind: Kind,
+        #[serde(with = "crate::serde_duration")]
+        base: Duration,
+        #[serde(default)]
+        multiplier: Option<f64>,
+        #[serde(default, with = "crate::serde_duration::option")]
+        max: Option<Duration>,
+        #[serde(default)]
+        jitter: Option<Jitter>,
+    }
+
+    impl TryFrom<BackoffSpec> for Backoff {
+        type Error = String;
+
+        // Only the shape is checked here; the values are checked when the
+        // layer is built, into a `ConfigError`.
+        fn try_from(spec: BackoffSpec) -> Result<Self, String> {
+            let mut backoff = match (spec.kind, spec.multiplier) {
+                (Kind::Constant, None) => Backoff::constant(spec.base),
+                (Kind::Linear, None) => Backoff::linear(spec.base),
+                (Kind::Exponential, m) => {
+                    Backoff::exponential(spec.base).multiplier(m.unwrap_or(2.0))
+                }
+                (_, Some(_)) => {
+                    return Err("`multiplier` is only for an exponential backoff".into());
+                }
+            };
+            if let Some(max) = spec.max {
+                backoff = backoff.max(max);
+            }
+            if let Some(jitter) = spec.jitter {
+                backoff = backoff.jitter(jitter);
+            }
+            Ok(backoff)
+        }
     }
 }
 

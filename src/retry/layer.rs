@@ -94,6 +94,17 @@ impl RetryLayer {
     }
 }
 
+impl RetryLayer {
+    /// Builds a layer from a [`RetryConfig`] (loaded from a file, say).
+    ///
+    /// # Errors
+    ///
+    /// As [`RetryBuilder::build`].
+    pub fn from_config(config: RetryConfig) -> Result<Self, ConfigError> {
+        RetryBuilder::from_config(config).build()
+    }
+}
+
 impl<C, R> RetryLayer<C, R> {
     /// A handle on the layer's counters.
     pub fn handle(&self) -> Handle {
@@ -321,6 +332,75 @@ impl<C, R> RetryBuilder<C, R> {
             replay: self.replay,
         })
     }
+}
+
+impl RetryBuilder {
+    fn from_config(config: RetryConfig) -> Self {
+        let mut b = RetryLayer::builder();
+        if let Some(name) = config.name {
+            b = b.name(name);
+        }
+        if let Some(n) = config.max_attempts {
+            b = b.max_attempts(n);
+        }
+        if let Some(backoff) = config.backoff {
+            b = b.backoff(backoff);
+        }
+        if let Some(budget) = config.budget {
+            b = b.budget(budget);
+        }
+        if let Some(deadline) = config.deadline {
+            b = b.deadline(deadline);
+        }
+        if let Some(retry) = config.retry_rate_limited {
+            b = b.retry_rate_limited(retry);
+        }
+        b
+    }
+}
+
+/// A [`RetryLayer`]'s settings as plain data, for loading from a file.
+/// Every field may be left out, for its default. The classifier, the replay
+/// rule and the listener are code, so they are set on the builder.
+///
+/// With the `serde` feature it implements `Deserialize`; durations are
+/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds, and the
+/// [`Backoff`] and [`RetryBudget`] tables are described on their types:
+///
+/// ```text
+/// name = "orders"
+/// max_attempts = 3
+/// deadline = "3s"
+///
+/// [backoff]
+/// kind = "exponential"
+/// base = "100ms"
+/// max = "2s"
+/// jitter = "full"
+///
+/// [budget]
+/// kind = "tokens"
+/// max_tokens = 10
+/// token_ratio = 0.1
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct RetryConfig {
+    /// See [`RetryBuilder::name`].
+    pub name: Option<String>,
+    /// See [`RetryBuilder::max_attempts`].
+    pub max_attempts: Option<u32>,
+    /// See [`RetryBuilder::backoff`].
+    pub backoff: Option<Backoff>,
+    /// See [`RetryBuilder::budget`].
+    pub budget: Option<RetryBudget>,
+    /// See [`RetryBuilder::deadline`].
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
+    pub deadline: Option<Duration>,
+    /// See [`RetryBuilder::retry_rate_limited`].
+    pub retry_rate_limited: Option<bool>,
 }
 
 impl<C, R> fmt::Debug for RetryBuilder<C, R> {

@@ -118,7 +118,7 @@ pub use backoff::{Backoff, Jitter};
 pub use budget::RetryBudget;
 pub use future::ResponseFuture;
 pub use handle::{Counts, Handle, RetryEvent};
-pub use layer::{RetryBuilder, RetryLayer};
+pub use layer::{RetryBuilder, RetryConfig, RetryLayer};
 pub use replay::{CloneIf, CloneRequest, Replay};
 
 use std::fmt;
