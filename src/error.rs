@@ -109,6 +109,12 @@ impl RateLimited {
         }
     }
 
+    /// A refusal by a palisade limiter, whose name is already shared.
+    #[cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
+    pub(crate) fn with_name(name: Name, retry_after: Option<Duration>) -> Self {
+        RateLimited { name, retry_after }
+    }
+
     /// The name of the rate limiter that refused the call.
     pub fn name(&self) -> &str {
         self.name.as_str()

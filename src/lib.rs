@@ -102,17 +102,26 @@ pub mod error;
 mod name;
 #[cfg(feature = "serde")]
 mod serde_duration;
-#[cfg(any(feature = "bulkhead", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "bulkhead",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "rate-limit"
+))]
 mod sync;
 
 #[cfg(feature = "bulkhead")]
 pub mod bulkhead;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
+#[cfg(feature = "rate-limit")]
+pub mod rate_limit;
 #[cfg(feature = "retry")]
 pub mod retry;
 #[cfg(any(feature = "retry", feature = "circuit-breaker"))]
 mod rng;
+#[cfg(any(feature = "retry", feature = "rate-limit"))]
+mod tagged;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-// Model-checked under loom: the tagged counts are the windowed budget's
-// only shared state.
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::Ordering;
+use crate::tagged::TaggedCount;
 
 /// Fixed point: one token (or one deposit) is this many units.
 const UNIT: i64 = 1_000;
@@ -307,72 +306,6 @@ struct Slot {
     withdrawals: TaggedCount,
 }
 
-/// Bits of an epoch kept in a tag. A slot idle for exactly a multiple of
-/// 2^24 epochs (19 days at the shortest ttl) would pass for current:
-/// acceptable for a budget, which errs by a few retries at worst.
-const TAG_BITS: u32 = 24;
-const COUNT_BITS: u32 = 64 - TAG_BITS;
-const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
-const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
-/// How far ahead (in epochs) a slot's tag may be and still be taken for a
-/// newer epoch than a held-up thread's, rather than an older one wrapped
-/// around. A slot idle since a tag up to this far ahead of the current one
-/// refuses adds until the current tag passes it: retries are refused, never
-/// over-granted.
-const AHEAD: u64 = 1 << 10;
-
-/// A count in the low 40 bits (thousandths: a billion retries per slot),
-/// the epoch it counts in the high 24. One word, so that starting a new
-/// epoch is one compare-and-swap rather than a reset other threads must wait
-/// for: the budget stays lock-free.
-#[derive(Debug)]
-struct TaggedCount(AtomicU64);
-
-impl Default for TaggedCount {
-    fn default() -> Self {
-        TaggedCount(AtomicU64::new(0))
-    }
-}
-
-impl TaggedCount {
-    fn tag(epoch: u64) -> u64 {
-        epoch & TAG_MASK
-    }
-
-    /// Adds `amount` in `epoch`, first dropping an older epoch's count; a
-    /// thread held up past the slot's next epoch adds nothing and gets
-    /// `false`.
-    fn add(&self, epoch: u64, amount: u64) -> bool {
-        let tag = Self::tag(epoch);
-        self.0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                let held = word >> COUNT_BITS;
-                let count = word & COUNT_MAX;
-                // A count a little ahead of `tag` is a newer epoch's, which a
-                // held-up thread must leave alone; anything else is older (the
-                // tags wrap, so "ahead" has to be a short distance).
-                let ahead = held.wrapping_sub(tag) & TAG_MASK;
-                let count = match ahead {
-                    0 => count,
-                    a if a <= AHEAD => return None,
-                    _ => 0,
-                };
-                Some(tag << COUNT_BITS | (count + amount).min(COUNT_MAX))
-            })
-            .is_ok()
-    }
-
-    /// The count if it belongs to `epoch`, else 0.
-    fn get(&self, epoch: u64) -> i64 {
-        let word = self.0.load(Ordering::Relaxed);
-        if word >> COUNT_BITS == Self::tag(epoch) {
-            (word & COUNT_MAX) as i64
-        } else {
-            0
-        }
-    }
-}
-
 /// Finagle's budget: deposits and withdrawals over the last `ttl`, in ten
 /// slots, plus a fixed reserve.
 #[derive(Debug)]
@@ -426,7 +359,7 @@ impl Windowed {
         (epoch.saturating_sub(SLOTS - 1)..=epoch)
             .map(|e| {
                 let slot = self.slot(e);
-                slot.deposits.get(e) - slot.withdrawals.get(e)
+                slot.deposits.get(e) as i64 - slot.withdrawals.get(e) as i64
             })
             .sum::<i64>()
             + self.reserve
@@ -515,36 +448,6 @@ mod tests {
     }
 
     #[test]
-    fn a_tagged_count_starts_over_in_a_new_epoch_and_ignores_a_late_one() {
-        let c = TaggedCount::default();
-        assert!(c.add(5, 7));
-        assert!(c.add(5, 3));
-        assert_eq!((c.get(5), c.get(15)), (10, 0));
-        assert!(c.add(15, 1), "a newer epoch drops the old count");
-        assert_eq!((c.get(5), c.get(15)), (0, 1));
-        assert!(
-            !c.add(5, 100),
-            "a held-up thread's older epoch adds nothing"
-        );
-        assert_eq!(c.get(15), 1);
-
-        // Across the tag's wrap, the order still holds.
-        let last = (1 << TAG_BITS) - 1;
-        let w = TaggedCount::default();
-        assert!(w.add(last - AHEAD - 1, 1), "far behind an untouched slot");
-        assert!(w.add(last, 2));
-        assert!(w.add(last + 10, 4), "epoch 2^24 + 9 follows 2^24 - 1");
-        assert_eq!((w.get(last), w.get(last + 10)), (0, 4));
-        assert!(!w.add(last, 1));
-
-        // A count saturates instead of spilling into the tag.
-        let full = TaggedCount::default();
-        assert!(full.add(3, COUNT_MAX));
-        assert!(full.add(3, 5));
-        assert_eq!(full.get(3), COUNT_MAX as i64);
-    }
-
-    #[test]
     fn bad_budgets_name_their_field() {
         let field = |b: RetryBudget| b.check().unwrap_err().0;
         assert_eq!(field(RetryBudget::tokens(0, 0.1)), "budget.max_tokens");
@@ -556,37 +459,5 @@ mod tests {
         assert_eq!(field(w(10_000, -0.1)), "budget.ratio");
         assert!(w(10_000, 0.0).check().is_ok());
         assert!(RetryBudget::default().check().is_ok());
-    }
-}
-
-#[cfg(all(test, loom))]
-mod loom_tests {
-    use super::*;
-    use crate::sync::{Arc, loom_model as model};
-    use loom::thread;
-
-    #[test]
-    fn loom_a_new_epoch_wins_over_a_late_add_and_same_epoch_adds_all_count() {
-        model(|| {
-            let count = Arc::new(TaggedCount::default());
-            let late = {
-                let count = count.clone();
-                thread::spawn(move || count.add(0, 1))
-            };
-            let same = {
-                let count = count.clone();
-                thread::spawn(move || count.add(10, 1))
-            };
-            let added_now = count.add(10, 1);
-            let added_late = late.join().unwrap();
-            assert!(
-                same.join().unwrap() && added_now,
-                "the newest epoch always adds"
-            );
-            // Epoch 0's add lands only before epoch 10 starts, and is then
-            // dropped with it.
-            assert_eq!(count.get(10), 2, "late add landed: {added_late}");
-            assert_eq!(count.get(0), 0);
-        });
     }
 }

@@ -1,0 +1,247 @@
+//! GCRA, the generic cell rate algorithm: a token bucket kept as one
+//! number.
+//!
+//! A permit is emitted every `interval` (period ÷ rate, rounded up to the
+//! nanosecond so the rate is never exceeded); the bucket holds up to `burst`
+//! of them. The state is the theoretical arrival time (TAT): when the bucket
+//! will be full again if nothing more is taken. Taking `n` permits moves it
+//! `n` intervals later; the take is allowed while the TAT stays within
+//! `burst` intervals of now. One compare-and-swap per call, no lock, no
+//! refill timer.
+
+use std::time::Duration;
+
+use crate::sync::{AtomicU64, Ordering};
+
+use super::limiter::{Decision, Snapshot, nanos};
+
+#[derive(Debug)]
+pub(crate) struct Gcra {
+    /// The theoretical arrival time, in nanoseconds since the origin.
+    tat: AtomicU64,
+    /// Nanoseconds between permits.
+    interval: AtomicU64,
+    burst: AtomicU64,
+    // What the handle reports and changes: the rate per period.
+    rate: AtomicU64,
+    period: AtomicU64,
+}
+
+impl Gcra {
+    pub(crate) fn new(rate: u64, period: Duration, burst: u64) -> Self {
+        let g = Gcra {
+            tat: AtomicU64::new(0),
+            interval: AtomicU64::new(0),
+            burst: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
+            period: AtomicU64::new(0),
+        };
+        g.set(rate, period, burst);
+        g
+    }
+
+    /// The bucket as it is (its fill level, its TAT) carries over: a change
+    /// of rate applies from the next permit on.
+    pub(crate) fn set(&self, rate: u64, period: Duration, burst: u64) {
+        let period = nanos(period);
+        self.rate.store(rate, Ordering::Relaxed);
+        self.period.store(period, Ordering::Relaxed);
+        self.interval
+            .store(period.div_ceil(rate.max(1)).max(1), Ordering::Relaxed);
+        self.burst.store(burst, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rate(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn period(&self) -> Duration {
+        Duration::from_nanos(self.period.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn burst(&self) -> u64 {
+        self.burst.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn acquire(&self, now: u64, n: u64) -> Decision {
+        let interval = self.interval.load(Ordering::Relaxed);
+        let burst = self.burst.load(Ordering::Relaxed);
+        if n > burst {
+            return Decision::TooLarge;
+        }
+        let span = interval.saturating_mul(burst);
+        let cost = interval.saturating_mul(n);
+        let mut later = 0;
+        let taken = self
+            .tat
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                let next = tat.max(now).saturating_add(cost);
+                // Allowed while the bucket, after the take, is not past
+                // full: next − now ≤ burst intervals.
+                match (next - now).checked_sub(span) {
+                    None | Some(0) => Some(next),
+                    Some(over) => {
+                        later = over;
+                        None
+                    }
+                }
+            });
+        match taken {
+            Ok(_) => Decision::Admitted,
+            Err(_) => Decision::Refused {
+                wait: Duration::from_nanos(later),
+            },
+        }
+    }
+
+    pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
+        let interval = self.interval.load(Ordering::Relaxed);
+        let burst = self.burst.load(Ordering::Relaxed);
+        let owed = self.tat.load(Ordering::Relaxed).saturating_sub(now);
+        let span = interval.saturating_mul(burst);
+        Snapshot {
+            limit: burst,
+            remaining: span.saturating_sub(owed) / interval,
+            reset: Duration::from_nanos(owed),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn admits(g: &Gcra, at: u64) -> bool {
+        g.acquire(at, 1) == Decision::Admitted
+    }
+
+    #[test]
+    fn a_burst_then_a_steady_refill() {
+        // scenario TB-6: 2 per second, burst 2.
+        let g = Gcra::new(2, Duration::from_secs(1), 2);
+        assert!(admits(&g, 0));
+        assert!(admits(&g, MS));
+        assert!(!admits(&g, 2 * MS));
+        assert!(admits(&g, 1_002 * MS));
+        assert!(admits(&g, 1_003 * MS));
+        assert!(!admits(&g, 1_004 * MS));
+        // 1 per second: refused until exactly 1 s after the first.
+        let g = Gcra::new(1, Duration::from_secs(1), 1);
+        assert!(admits(&g, 0));
+        assert_eq!(
+            g.acquire(0, 1),
+            Decision::Refused {
+                wait: Duration::from_secs(1)
+            }
+        );
+    }
+
+    #[test]
+    fn burst_credit_is_the_sustained_rate_plus_stored_credit() {
+        // scenario TB-5: 2 per second with room for 4.
+        let g = Gcra::new(2, Duration::from_secs(1), 4);
+        assert!((0..4).all(|_| admits(&g, 0)));
+        assert_eq!(g.snapshot(0).remaining, 0);
+        assert_eq!(
+            g.acquire(0, 1),
+            Decision::Refused {
+                wait: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(g.snapshot(1_000 * MS).remaining, 2);
+        assert_eq!(
+            g.snapshot(11_000 * MS).remaining,
+            4,
+            "never more than the burst"
+        );
+    }
+
+    #[test]
+    fn remaining_counts_down_and_reset_is_when_the_bucket_is_full() {
+        // scenario TB-10: 4 per second.
+        let g = Gcra::new(4, Duration::from_secs(1), 4);
+        let left: Vec<u64> = (0..4)
+            .map(|_| {
+                assert!(admits(&g, 0));
+                g.snapshot(0).remaining
+            })
+            .collect();
+        assert_eq!(left, [3, 2, 1, 0]);
+        assert!(!admits(&g, 0));
+        assert_eq!(g.snapshot(0).reset, Duration::from_secs(1));
+        // Period 90 ms, burst 2, after a long idle.
+        let g = Gcra::new(1, Duration::from_millis(90), 2);
+        assert!(admits(&g, 120_000 * MS));
+        assert_eq!(g.snapshot(120_000 * MS).remaining, 1);
+        assert!(admits(&g, 120_000 * MS));
+        assert_eq!(g.snapshot(120_000 * MS).remaining, 0);
+        assert!(!admits(&g, 120_000 * MS));
+    }
+
+    #[test]
+    fn batches_too_big_for_the_bucket_are_told_apart() {
+        // scenario TB-8: 5 per second.
+        let g = Gcra::new(5, Duration::from_secs(1), 5);
+        for n in [15, 7, 6] {
+            assert_eq!(g.acquire(0, n), Decision::TooLarge);
+        }
+        assert_eq!(g.acquire(0, 5), Decision::Admitted);
+        assert_eq!(g.acquire(3_000 * MS, 15), Decision::TooLarge);
+        // 4 per second, batches of 2.
+        let g = Gcra::new(4, Duration::from_secs(1), 4);
+        assert_eq!(g.acquire(0, 2), Decision::Admitted);
+        assert_eq!(g.acquire(0, 2), Decision::Admitted);
+        assert!(matches!(g.acquire(MS, 2), Decision::Refused { .. }));
+        assert_eq!(g.acquire(1_001 * MS, 2), Decision::Admitted);
+        assert_eq!(g.acquire(1_002 * MS, 2), Decision::Admitted);
+        assert!(matches!(g.acquire(1_003 * MS, 2), Decision::Refused { .. }));
+    }
+
+    #[test]
+    fn far_from_the_origin_nothing_overflows() {
+        // scenario TB-4: 2^32 ms past the origin, 10 permits, 1 per 2 ms.
+        let start = (1u64 << 32) * MS;
+        let g = Gcra::new(1, Duration::from_millis(2), 10);
+        assert!((0..10).all(|_| admits(&g, start)));
+        assert_eq!(
+            g.acquire(start, 1),
+            Decision::Refused {
+                wait: Duration::from_millis(2)
+            }
+        );
+        assert!(!admits(&g, start + MS));
+        assert!(admits(&g, start + 2 * MS));
+        let huge = Gcra::new(u64::from(u32::MAX), Duration::from_secs(1), u64::MAX);
+        assert!(admits(&huge, u64::MAX / 2));
+    }
+
+    proptest! {
+        /// scenario TB-9: for any rate, after the burst and some spaced
+        /// admissions the next check is refused until exactly the reported
+        /// instant, however the wait is split.
+        #[test]
+        fn the_reported_wait_is_exact(rate in 1u64..10_000, k in 0u64..20, parts in 1u64..6) {
+            let g = Gcra::new(rate, Duration::from_secs(1), rate);
+            let interval = 1_000_000_000u64.div_ceil(rate);
+            let mut now = 0;
+            for _ in 0..rate { prop_assert!(admits(&g, now)); }
+            for _ in 0..k {
+                now += interval;
+                prop_assert!(admits(&g, now));
+            }
+            let Decision::Refused { wait } = g.acquire(now, 1) else {
+                return Err(TestCaseError::fail("the bucket is empty"));
+            };
+            let wait = u64::try_from(wait.as_nanos()).unwrap();
+            let step = wait / parts;
+            for i in 1..parts {
+                prop_assert!(!admits(&g, now + i * step.min(wait - 1)));
+            }
+            prop_assert!(admits(&g, now + wait));
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! [`Handle`]: a rate limiter's state, for headers and dashboards, and its
+//! limit, changeable at run time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::layer::{Kind, LAYER, check_quota};
+use super::limiter::{Algorithm, Decision, Limiter};
+use crate::error::{ConfigError, RateLimited};
+use crate::name::Name;
+
+/// What every service of one layer shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: Name,
+    pub(crate) limiter: Limiter,
+    refused: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(name: Name, limiter: Limiter) -> Self {
+        Shared {
+            name,
+            limiter,
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one permit now; `Err` carries the wait until one frees.
+    #[inline]
+    pub(crate) fn acquire(&self) -> Result<(), Option<Duration>> {
+        match self.limiter.acquire(1) {
+            Decision::Admitted => Ok(()),
+            Decision::Refused { wait } => Err(Some(wait)),
+            // A limit of at least one is checked when the layer is built.
+            Decision::TooLarge => Err(None),
+        }
+    }
+
+    pub(crate) fn count_refusal(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejection(&self, wait: Option<Duration>) -> RateLimited {
+        RateLimited::with_name(self.name.clone(), wait)
+    }
+}
+
+/// A handle on a rate limiter, shared by every service its layer builds.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::rate_limit::RateLimitLayer;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), palisade::ConfigError> {
+/// let layer = RateLimitLayer::sliding_window(100, Duration::from_secs(60)).build()?;
+/// let handle = layer.handle();
+/// assert_eq!(handle.state().remaining, 100);
+/// handle.set_limit(500, Duration::from_secs(60))?; // a busier day
+/// assert_eq!(handle.state().limit, 500);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+/// A rate limiter's state at one instant: what the `RateLimit-Limit`,
+/// `RateLimit-Remaining` and `RateLimit-Reset` headers report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimitState {
+    /// The most calls admitted at once: the limit per window, or a GCRA
+    /// limiter's burst.
+    pub limit: u64,
+    /// Calls that would be admitted now, one after another.
+    pub remaining: u64,
+    /// How long until `remaining` is back to `limit` if no call comes.
+    pub reset: Duration,
+}
+
+impl Handle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Handle { shared }
+    }
+
+    /// The limiter's name.
+    pub fn name(&self) -> &str {
+        self.shared.name.as_str()
+    }
+
+    /// The limit, the calls left and the time until they are all back.
+    pub fn state(&self) -> RateLimitState {
+        let s = self.shared.limiter.snapshot();
+        RateLimitState {
+            limit: s.limit,
+            remaining: s.remaining,
+            reset: s.reset,
+        }
+    }
+
+    /// The limit and its window (a GCRA limiter's rate and period).
+    pub fn limit(&self) -> (u64, Duration) {
+        match &self.shared.limiter.algorithm {
+            Algorithm::Counter(a) => (a.limit(), a.window()),
+            Algorithm::Log(a) => (a.limit(), a.window()),
+            Algorithm::Gcra(a) => (a.rate(), a.period()),
+        }
+    }
+
+    /// Calls refused so far.
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Changes the limit (a GCRA limiter's rate per `window`) for the calls
+    /// that follow, without rebuilding the stack.
+    ///
+    /// A sliding window keeps its counts when only the limit changes, and
+    /// starts over when the window does; a sliding log keeps its newest
+    /// admissions, as many as the new limit holds; a GCRA limiter keeps its
+    /// bucket as it is, and its burst (raise it with
+    /// [`set_burst`](Self::set_burst)).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field, as the builder checks them; the
+    /// limit in force stays.
+    pub fn set_limit(&self, limit: u64, window: Duration) -> Result<(), ConfigError> {
+        check_quota(self.kind(), limit, window)?;
+        match &self.shared.limiter.algorithm {
+            Algorithm::Counter(a) => a.set(limit, window),
+            Algorithm::Log(a) => a.set(limit, window),
+            Algorithm::Gcra(a) => a.set(limit, window, a.burst()),
+        }
+        Ok(())
+    }
+
+    /// Changes a GCRA limiter's burst: the most calls admitted at once.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] on `burst` when it is 0 or the limiter is not GCRA.
+    pub fn set_burst(&self, burst: u64) -> Result<(), ConfigError> {
+        match &self.shared.limiter.algorithm {
+            Algorithm::Gcra(a) if burst > 0 => {
+                a.set(a.rate(), a.period(), burst);
+                Ok(())
+            }
+            Algorithm::Gcra(_) => Err(ConfigError::new(LAYER, "burst", "must be at least 1")),
+            _ => Err(ConfigError::new(
+                LAYER,
+                "burst",
+                "only a GCRA limiter has a burst",
+            )),
+        }
+    }
+
+    /// The limiter's algorithm.
+    pub fn kind(&self) -> Kind {
+        match &self.shared.limiter.algorithm {
+            Algorithm::Counter(_) => Kind::SlidingWindow,
+            Algorithm::Log(_) => Kind::SlidingLog,
+            Algorithm::Gcra(_) => Kind::Gcra,
+        }
+    }
+}

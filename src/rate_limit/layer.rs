@@ -1,0 +1,269 @@
+//! [`RateLimitLayer`], its builder and its configuration.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::RateLimit;
+use super::gcra::Gcra;
+use super::handle::{Handle, Shared};
+use super::limiter::{Algorithm, Limiter};
+use super::log::WindowLog;
+use super::window::WindowCounter;
+use crate::error::ConfigError;
+use crate::tagged::COUNT_MAX;
+
+pub(crate) const LAYER: &str = "rate_limit";
+const DEFAULT_NAME: &str = "rate_limit";
+/// The sliding log keeps 8 bytes per permit: at most 8 MiB.
+pub(crate) const MAX_LOG_LIMIT: u64 = 1 << 20;
+
+/// Applies [`RateLimit`] to a service.
+///
+/// One layer value is one limiter, shared by every service it builds and
+/// their clones. Build one with [`sliding_window`](Self::sliding_window),
+/// [`sliding_log`](Self::sliding_log) or [`gcra`](Self::gcra).
+#[derive(Clone, Debug)]
+pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+}
+
+impl RateLimitLayer {
+    /// A sliding-window counter: at most about `limit` calls in any
+    /// `window`, in constant memory and without a lock. The count is an
+    /// estimate (see the [module docs](super#algorithms)).
+    pub fn sliding_window(limit: u64, window: Duration) -> RateLimitBuilder {
+        RateLimitBuilder::new(Kind::SlidingWindow, limit, window)
+    }
+
+    /// A sliding-window log: exactly at most `limit` calls in any `window`,
+    /// keeping the time of each of the last `limit` admissions (8 bytes
+    /// each, `limit` at most 2^20).
+    pub fn sliding_log(limit: u64, window: Duration) -> RateLimitBuilder {
+        RateLimitBuilder::new(Kind::SlidingLog, limit, window)
+    }
+
+    /// GCRA, a token bucket: `rate` permits per `period`, at most
+    /// [`burst`](RateLimitBuilder::burst) at once (default `rate`).
+    pub fn gcra(rate: u64, period: Duration) -> RateLimitBuilder {
+        RateLimitBuilder::new(Kind::Gcra, rate, period)
+    }
+
+    /// Builds a layer from a [`RateLimitConfig`] (loaded from a file, say).
+    ///
+    /// # Errors
+    ///
+    /// As [`RateLimitBuilder::build`].
+    pub fn from_config(config: RateLimitConfig) -> Result<Self, ConfigError> {
+        let mut b = RateLimitBuilder::new(config.algorithm, config.limit, config.window);
+        if let Some(name) = config.name {
+            b = b.name(name);
+        }
+        if let Some(burst) = config.burst {
+            b = b.burst(burst);
+        }
+        b.build()
+    }
+
+    /// A handle on the limiter: its state, its limit.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.shared.clone())
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit::new(inner, self.shared.clone())
+    }
+}
+
+/// Which algorithm a limiter runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Kind {
+    /// [`RateLimitLayer::sliding_window`].
+    SlidingWindow,
+    /// [`RateLimitLayer::sliding_log`].
+    SlidingLog,
+    /// [`RateLimitLayer::gcra`].
+    Gcra,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::SlidingWindow => "sliding_window",
+            Kind::SlidingLog => "sliding_log",
+            Kind::Gcra => "gcra",
+        }
+    }
+}
+
+/// Builds a [`RateLimitLayer`]; [`build`](Self::build) checks every setting.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::rate_limit::RateLimitLayer;
+///
+/// let layer = RateLimitLayer::gcra(10, Duration::from_secs(1))
+///     .name("search")
+///     .burst(20)
+///     .build()?;
+/// assert_eq!(layer.handle().state().remaining, 20);
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RateLimitBuilder {
+    kind: Kind,
+    limit: u64,
+    window: Duration,
+    burst: Option<u64>,
+    name: Option<Cow<'static, str>>,
+}
+
+impl RateLimitBuilder {
+    fn new(kind: Kind, limit: u64, window: Duration) -> Self {
+        RateLimitBuilder {
+            kind,
+            limit,
+            window,
+            burst: None,
+            name: None,
+        }
+    }
+
+    /// The name used in errors and the handle (default `"rate_limit"`).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A GCRA limiter's bucket size: the most calls admitted at once, after
+    /// a quiet spell (default: the rate). Only for [`RateLimitLayer::gcra`].
+    pub fn burst(mut self, burst: u64) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field when: the limit (or rate) is 0,
+    /// above 2^40 − 1 (a sliding window's count) or above 2^20 (a sliding
+    /// log's memory); the window (or period) is zero; a burst is 0 or set
+    /// on a limiter other than GCRA.
+    pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
+        check_quota(self.kind, self.limit, self.window)?;
+        let algorithm = match self.kind {
+            Kind::SlidingWindow => Algorithm::Counter(WindowCounter::new(self.limit, self.window)),
+            Kind::SlidingLog => Algorithm::Log(WindowLog::new(self.limit, self.window)),
+            Kind::Gcra => {
+                let burst = self.burst.unwrap_or(self.limit);
+                if burst == 0 {
+                    return Err(ConfigError::new(LAYER, "burst", "must be at least 1"));
+                }
+                Algorithm::Gcra(Gcra::new(self.limit, self.window, burst))
+            }
+        };
+        if self.burst.is_some() && self.kind != Kind::Gcra {
+            return Err(ConfigError::new(
+                LAYER,
+                "burst",
+                format!(
+                    "only a GCRA limiter has a burst, not a {}",
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        Ok(RateLimitLayer {
+            shared: Arc::new(Shared::new(name, Limiter::new(algorithm))),
+        })
+    }
+}
+
+/// The checks on a limit and its window, for the builder and the handle.
+pub(crate) fn check_quota(kind: Kind, limit: u64, window: Duration) -> Result<(), ConfigError> {
+    let most = match kind {
+        Kind::SlidingLog => MAX_LOG_LIMIT,
+        Kind::SlidingWindow | Kind::Gcra => COUNT_MAX,
+    };
+    let kind = kind.as_str();
+    if limit == 0 {
+        return Err(ConfigError::new(
+            LAYER,
+            "limit",
+            "must be at least 1 (a limit of 0 refuses every call)",
+        ));
+    }
+    if limit > most {
+        return Err(ConfigError::new(
+            LAYER,
+            "limit",
+            format!("must be at most {most} for a {kind}, got {limit}"),
+        ));
+    }
+    if window.is_zero() {
+        return Err(ConfigError::new(LAYER, "window", "must be more than zero"));
+    }
+    Ok(())
+}
+
+/// A [`RateLimitLayer`]'s settings as plain data, for loading from a file.
+///
+/// With the `serde` feature it implements `Deserialize`; durations are
+/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds:
+///
+/// ```text
+/// name = "api"
+/// algorithm = "gcra"      # or "sliding_window", "sliding_log"
+/// limit = 100             # a GCRA limiter's rate
+/// window = "1m"           # a GCRA limiter's period
+/// burst = 20              # GCRA only
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[non_exhaustive]
+pub struct RateLimitConfig {
+    /// See [`RateLimitBuilder::name`].
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub name: Option<String>,
+    /// The algorithm (default the sliding window).
+    #[cfg_attr(feature = "serde", serde(default = "default_kind"))]
+    pub algorithm: Kind,
+    /// The limit per window, or a GCRA limiter's rate per period.
+    pub limit: u64,
+    /// The window, or a GCRA limiter's period.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration"))]
+    pub window: Duration,
+    /// See [`RateLimitBuilder::burst`].
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub burst: Option<u64>,
+}
+
+#[cfg(feature = "serde")]
+fn default_kind() -> Kind {
+    Kind::SlidingWindow
+}
+
+impl RateLimitConfig {
+    /// A sliding window of `limit` calls per `window`, with no name.
+    pub fn new(limit: u64, window: Duration) -> Self {
+        RateLimitConfig {
+            name: None,
+            algorithm: Kind::SlidingWindow,
+            limit,
+            window,
+            burst: None,
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The sliding-window counter: constant memory, lock-free, approximate.
+//!
+//! Time is cut into fixed windows. The estimate of the calls in the last
+//! window-length is the previous window's count, weighted by how much of it
+//! the sliding window still covers, plus the current window's count:
+//! `previous × (1 − elapsed / window) + current`. A call is admitted while
+//! the estimate, with it, stays within the limit.
+//!
+//! The estimate assumes the previous window's calls were spread evenly. When
+//! they were not, the admitted count in some window-length can exceed the
+//! limit: at most by the previous window's count times the part of it the
+//! estimate wrongly takes as gone, so never more than twice the limit (all
+//! of the previous window's calls at its very end). The sliding log
+//! ([`super::log`]) is exact where that matters.
+
+use std::time::Duration;
+
+use crate::sync::{AtomicU64, Ordering};
+use crate::tagged::TaggedCount;
+
+use super::limiter::{Decision, Snapshot, nanos};
+
+/// The counter's shared state: the limit and window (atomics, so a handle
+/// can change them while calls go through) and two tagged counts, one per
+/// window parity: the current window's, and the previous one's.
+#[derive(Debug)]
+pub(crate) struct WindowCounter {
+    limit: AtomicU64,
+    window: AtomicU64,
+    counts: [TaggedCount; 2],
+}
+
+impl WindowCounter {
+    pub(crate) fn new(limit: u64, window: Duration) -> Self {
+        WindowCounter {
+            limit: AtomicU64::new(limit),
+            window: AtomicU64::new(nanos(window).max(1)),
+            counts: [TaggedCount::default(), TaggedCount::default()],
+        }
+    }
+
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn window(&self) -> Duration {
+        Duration::from_nanos(self.window.load(Ordering::Relaxed))
+    }
+
+    /// Changing the window renumbers the windows, so the counts start over
+    /// (they read as another window's); changing only the limit keeps them.
+    pub(crate) fn set(&self, limit: u64, window: Duration) {
+        self.limit.store(limit, Ordering::Relaxed);
+        self.window.store(nanos(window).max(1), Ordering::Relaxed);
+    }
+
+    fn count(&self, epoch: u64) -> &TaggedCount {
+        &self.counts[(epoch & 1) as usize]
+    }
+
+    /// Takes `n` permits at `now` (nanoseconds since the limiter's origin).
+    #[inline]
+    pub(crate) fn acquire(&self, now: u64, n: u64) -> Decision {
+        let limit = self.limit();
+        let window = self.window.load(Ordering::Relaxed);
+        if n > limit {
+            return Decision::TooLarge;
+        }
+        let epoch = now / window;
+        let into = now - epoch * window;
+        let previous = self.count(epoch.wrapping_sub(1)).get(epoch.wrapping_sub(1));
+        let fits = |current: u64| fits(previous, current + n, limit, window, into);
+        match self
+            .count(epoch)
+            .update(epoch, |current| fits(current).then_some(current + n))
+        {
+            Some(_) => Decision::Admitted,
+            None => {
+                let current = self.count(epoch).get(epoch);
+                Decision::Refused {
+                    wait: wait(previous, current, n, limit, window, into),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
+        let limit = self.limit();
+        let window = self.window.load(Ordering::Relaxed);
+        let epoch = now / window;
+        let into = now - epoch * window;
+        let previous = self.count(epoch.wrapping_sub(1)).get(epoch.wrapping_sub(1));
+        let current = self.count(epoch).get(epoch);
+        // The previous window's weight, rounded up: what is left of a call
+        // still counts as a whole one.
+        let weighted = (u128::from(previous) * u128::from(window - into)).div_ceil(window.into());
+        let used = u64::try_from(weighted)
+            .unwrap_or(u64::MAX)
+            .saturating_add(current);
+        let reset = match (previous, current) {
+            (_, c) if c > 0 => 2 * window - into,
+            (p, _) if p > 0 => window - into,
+            _ => 0,
+        };
+        Snapshot {
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset: Duration::from_nanos(reset),
+        }
+    }
+}
+
+/// Whether `previous` weighted by the part of the window still ahead plus
+/// `current` fits in `limit`, `into` nanoseconds into the current window:
+/// `previous × (window − into) / window + current ≤ limit`, in integers.
+#[inline]
+fn fits(previous: u64, current: u64, limit: u64, window: u64, into: u64) -> bool {
+    let lhs =
+        u128::from(previous) * u128::from(window - into) + u128::from(current) * u128::from(window);
+    lhs <= u128::from(limit) * u128::from(window)
+}
+
+/// The exact wait until `n` more permits fit, if nothing else happens:
+/// within the current window as the previous one slides out, else in the
+/// next one, as the current one does. `n ≤ limit`.
+fn wait(previous: u64, current: u64, n: u64, limit: u64, window: u64, into: u64) -> Duration {
+    let left = window - into;
+    // In this window: previous × (left − d) ≤ (limit − current − n) × window.
+    if let Some(room) = limit.checked_sub(current + n) {
+        if previous == 0 {
+            return Duration::ZERO;
+        }
+        let keep = u128::from(room) * u128::from(window) / u128::from(previous);
+        return Duration::from_nanos(left.saturating_sub(u64::try_from(keep).unwrap_or(u64::MAX)));
+    }
+    // In the next: current × (window − d) ≤ (limit − n) × window.
+    if current == 0 {
+        return Duration::from_nanos(left);
+    }
+    let keep = u128::from(limit - n) * u128::from(window) / u128::from(current);
+    let next = window.saturating_sub(u64::try_from(keep).unwrap_or(u64::MAX));
+    Duration::from_nanos(left + next)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn admitted(w: &WindowCounter, now: u64, tries: u64) -> u64 {
+        (0..tries)
+            .filter(|_| matches!(w.acquire(now, 1), Decision::Admitted))
+            .count() as u64
+    }
+
+    #[test]
+    fn the_boundary_burst_is_bounded_by_the_weighted_estimate() {
+        // scenario SW-4 (sliding counter): 100 per second.
+        let w = WindowCounter::new(100, Duration::from_secs(1));
+        assert_eq!(admitted(&w, 0, 150), 100);
+        assert_eq!(admitted(&w, 1_500 * MS, 100), 50);
+    }
+
+    #[test]
+    fn snapshot_reports_what_is_left_and_when_it_is_all_back() {
+        let w = WindowCounter::new(10, Duration::from_secs(1));
+        assert_eq!(admitted(&w, 200 * MS, 4), 4);
+        let s = w.snapshot(200 * MS);
+        assert_eq!((s.limit, s.remaining), (10, 6));
+        assert_eq!(s.reset, Duration::from_millis(1_800));
+        // Half-way through the next window, half of the 4 still counts.
+        let s = w.snapshot(1_500 * MS);
+        assert_eq!((s.remaining, s.reset), (8, Duration::from_millis(500)));
+        assert_eq!(w.snapshot(3_000 * MS).remaining, 10);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_limit_is_too_large() {
+        let w = WindowCounter::new(5, Duration::from_secs(1));
+        assert_eq!(w.acquire(0, 6), Decision::TooLarge);
+        assert_eq!(w.acquire(0, 5), Decision::Admitted);
+    }
+
+    proptest! {
+        /// The reported wait is the first instant at which the permits fit:
+        /// refused one nanosecond before, admitted at it.
+        #[test]
+        fn the_wait_is_exact(
+            limit in 1u64..8,
+            window in 1u64..64,
+            calls in proptest::collection::vec((0u64..200, 1u64..4), 1..24),
+        ) {
+            let w = WindowCounter::new(limit, Duration::from_nanos(window));
+            let mut now = 0;
+            for (step, n) in calls {
+                now += step;
+                let n = n.min(limit);
+                if let Decision::Refused { wait } = w.acquire(now, n) {
+                    let wait = u64::try_from(wait.as_nanos()).unwrap();
+                    prop_assert!(wait > 0);
+                    // Probing must not change the counts: use a copy.
+                    let probe = copy(&w, now);
+                    let early = probe.acquire(now + wait - 1, n);
+                    prop_assert!(early != Decision::Admitted, "admitted a nanosecond early");
+                    let probe = copy(&w, now);
+                    prop_assert_eq!(probe.acquire(now + wait, n), Decision::Admitted);
+                }
+            }
+        }
+    }
+
+    /// A counter with the same counts as `w` at `now`.
+    fn copy(w: &WindowCounter, now: u64) -> WindowCounter {
+        let window = w.window.load(Ordering::Relaxed);
+        let epoch = now / window;
+        let c = WindowCounter::new(w.limit(), w.window());
+        for e in [epoch.wrapping_sub(1), epoch] {
+            let n = w.count(e).get(e);
+            if n > 0 {
+                c.count(e).add(e, n);
+            }
+        }
+        c
+    }
+}

@@ -1,0 +1,351 @@
+//! The rate-limit layer, under tokio's paused clock. Scenario ids refer to
+//! `SCENARIOS.md`; the algorithms' own formulas are tested in their modules.
+
+mod support;
+
+use std::time::Duration;
+
+use palisade::rate_limit::{Kind, RateLimitBuilder, RateLimitLayer, RateLimitState};
+use palisade::{BoxError, ErrorKind};
+use support::{Answer, Probe};
+use tokio::time::advance;
+use tower::{Layer, Service, ServiceExt};
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// One call through `svc`: `Ok(answer)`, or the refusal's retry-after.
+async fn send<S>(svc: &mut S, request: u64) -> Result<u64, Option<Duration>>
+where
+    S: Service<u64, Response = u64, Error = BoxError>,
+{
+    match svc.ready().await.unwrap().call(request).await {
+        Ok(answer) => Ok(answer),
+        Err(err) => match ErrorKind::of(&err) {
+            ErrorKind::RateLimited(limited) => Err(limited.retry_after()),
+            _ => panic!("not a rate-limit refusal: {err}"),
+        },
+    }
+}
+
+fn all_kinds(limit: u64, window: Duration) -> [RateLimitBuilder; 3] {
+    [
+        RateLimitLayer::sliding_window(limit, window),
+        RateLimitLayer::sliding_log(limit, window),
+        RateLimitLayer::gcra(limit, window),
+    ]
+}
+
+// ---------------------------------------------------------------- refusals
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_carries_the_wait_and_never_reaches_the_inner_service() {
+    // scenario QW-7, and principle 4: the inner service's readiness is not
+    // even polled for a refused call.
+    for builder in all_kinds(2, secs(1)) {
+        let layer = builder.name("api").build().unwrap();
+        let probe = Probe::new(Answer::Now);
+        let mut svc = layer.layer(probe.clone());
+        assert_eq!(send(&mut svc, 1).await, Ok(1));
+        advance(ms(250)).await;
+        assert_eq!(send(&mut svc, 2).await, Ok(2));
+        let polls = probe.ready_polls();
+        let err = svc.ready().await.unwrap().call(3).await.unwrap_err();
+        let ErrorKind::RateLimited(limited) = ErrorKind::of(&err) else {
+            panic!("{err}");
+        };
+        assert_eq!(limited.name(), "api");
+        let wait = limited.retry_after().expect("a wait");
+        // The sliding window's calls can weigh on into the next window.
+        assert!(wait > Duration::ZERO && wait <= secs(2), "{wait:?}");
+        assert_eq!(probe.calls(), 2, "{:?}", layer.handle().kind());
+        assert_eq!(probe.ready_polls(), polls, "readiness untouched");
+        assert_eq!(layer.handle().refused(), 1);
+        // Waiting exactly that long admits.
+        advance(wait).await;
+        assert_eq!(
+            send(&mut svc, 4).await,
+            Ok(4),
+            "{:?}",
+            layer.handle().kind()
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_exact_waits_of_each_algorithm() {
+    // 2 per second, calls at 0 and 250 ms, a third at 250 ms.
+    let waits: Vec<Option<Duration>> = {
+        let mut waits = Vec::new();
+        for builder in all_kinds(2, secs(1)) {
+            let mut svc = builder.build().unwrap().layer(Probe::new(Answer::Now));
+            send(&mut svc, 1).await.unwrap();
+            advance(ms(250)).await;
+            send(&mut svc, 2).await.unwrap();
+            waits.push(send(&mut svc, 3).await.unwrap_err());
+            advance(ms(750)).await; // reset the clock's phase for the next
+        }
+        waits
+    };
+    // The counter: both calls in window 0; at 1 s they weigh 2 in full
+    // until the next window starts, and then slide out.
+    // The log: the first admission leaves at 1 s.
+    // GCRA: 500 ms per permit; the bucket of 2 was full at 0.
+    assert_eq!(
+        waits,
+        [Some(ms(750) + ms(500)), Some(ms(750)), Some(ms(250))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_looked_at_again_when_readiness_is_polled_again() {
+    let layer = RateLimitLayer::gcra(1, secs(1)).build().unwrap();
+    let probe = Probe::new(Answer::Now);
+    let mut svc = layer.layer(probe.clone());
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    svc.ready().await.unwrap(); // refused for now
+    advance(secs(1)).await;
+    svc.ready().await.unwrap(); // a fresh look: admitted
+    assert_eq!(svc.call(2).await.unwrap(), 2);
+    assert_eq!(
+        layer.handle().refused(),
+        0,
+        "the refusal never reached a call"
+    );
+}
+
+// ---------------------------------------------------------------- sharing
+
+#[tokio::test(start_paused = true)]
+async fn every_service_and_clone_of_one_layer_shares_the_limit() {
+    // scenario TC-3: hyper clones the stack for every request.
+    let layer = RateLimitLayer::sliding_log(3, secs(10)).build().unwrap();
+    let probe = Probe::new(Answer::Now);
+    let mut a = layer.layer(probe.clone());
+    let mut b = layer.layer(probe.clone());
+    let mut c = a.clone();
+    assert!(send(&mut a, 1).await.is_ok());
+    assert!(send(&mut b, 2).await.is_ok());
+    assert!(send(&mut c, 3).await.is_ok());
+    for mut svc in [a.clone(), b, c, a] {
+        assert!(send(&mut svc, 4).await.is_err());
+    }
+    assert_eq!(probe.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clone_holds_no_permit_and_a_permit_is_used_by_the_call() {
+    // Principle 3: the permit taken in poll_ready stays with the service
+    // that took it.
+    let layer = RateLimitLayer::sliding_log(1, secs(10)).build().unwrap();
+    let probe = Probe::new(Answer::Now);
+    let mut readied = layer.layer(probe.clone());
+    readied.ready().await.unwrap();
+    let mut clone = readied.clone();
+    let err = clone.call(9).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("without a successful `poll_ready`"),
+        "{err}"
+    );
+    assert_eq!(readied.call(1).await.unwrap(), 1);
+    assert_eq!(probe.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_keeps_the_tower_contract() {
+    // scenarios TC-2 to TC-4, with a limit never reached.
+    support::check_tower_contract(|probe| {
+        RateLimitLayer::sliding_window(1_000, secs(1))
+            .build()
+            .unwrap()
+            .layer(probe)
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- windows
+
+#[tokio::test(start_paused = true)]
+async fn the_log_never_admits_more_than_its_limit_in_any_window() {
+    // scenario SW-5: 3 per 100 ms, one attempt every 25 ms for 40 attempts.
+    let mut svc = RateLimitLayer::sliding_log(3, ms(100))
+        .build()
+        .unwrap()
+        .layer(Probe::new(Answer::Now));
+    let start = tokio::time::Instant::now();
+    let mut admitted = Vec::new();
+    for i in 0..40 {
+        if send(&mut svc, i).await.is_ok() {
+            admitted.push(start.elapsed());
+        }
+        advance(ms(25)).await;
+    }
+    assert!(admitted.len() >= 3);
+    for &t in &admitted {
+        let in_window = admitted
+            .iter()
+            .filter(|&&u| u <= t && t - u < ms(100))
+            .count();
+        assert!(
+            in_window <= 3,
+            "{in_window} admitted in the 100 ms up to {t:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_reports_limit_remaining_and_reset() {
+    let layer = RateLimitLayer::gcra(4, secs(1)).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    let state = || {
+        let RateLimitState {
+            limit,
+            remaining,
+            reset,
+            ..
+        } = handle.state();
+        (limit, remaining, reset)
+    };
+    assert_eq!(state(), (4, 4, Duration::ZERO));
+    send(&mut svc, 1).await.unwrap();
+    send(&mut svc, 2).await.unwrap();
+    assert_eq!(state(), (4, 2, ms(500)));
+    advance(ms(250)).await;
+    assert_eq!(state(), (4, 3, ms(250)));
+}
+
+// ---------------------------------------------------------------- run-time changes
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_changes_at_run_time_through_the_handle() {
+    for builder in all_kinds(2, secs(60)) {
+        let layer = builder.build().unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(Probe::new(Answer::Now));
+        let kind = handle.kind();
+        assert!(send(&mut svc, 1).await.is_ok());
+        assert!(send(&mut svc, 2).await.is_ok());
+        assert!(send(&mut svc, 3).await.is_err(), "{kind:?}");
+
+        handle.set_limit(4, secs(60)).unwrap();
+        if kind == Kind::Gcra {
+            handle.set_burst(4).unwrap();
+        }
+        assert_eq!(handle.limit(), (4, secs(60)));
+        match kind {
+            // The windows keep their counts: two more.
+            Kind::SlidingWindow | Kind::SlidingLog => {
+                assert!(send(&mut svc, 4).await.is_ok(), "{kind:?}");
+                assert!(send(&mut svc, 5).await.is_ok(), "{kind:?}");
+            }
+            // The bucket keeps its level (empty); the new rate refills it
+            // twice as fast: one permit 15 s on.
+            _ => {
+                assert!(send(&mut svc, 4).await.is_err());
+                advance(secs(15)).await;
+                assert!(send(&mut svc, 4).await.is_ok());
+            }
+        }
+        assert!(send(&mut svc, 6).await.is_err(), "{kind:?}");
+
+        // A bad change is refused, naming the field, and the limit stays.
+        assert_eq!(handle.set_limit(0, secs(60)).unwrap_err().field(), "limit");
+        assert_eq!(
+            handle.set_limit(5, Duration::ZERO).unwrap_err().field(),
+            "window"
+        );
+        assert_eq!(handle.limit(), (4, secs(60)));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lowering_the_limit_takes_effect_at_once() {
+    let layer = RateLimitLayer::sliding_window(10, secs(60))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    for i in 0..3 {
+        assert!(send(&mut svc, i).await.is_ok());
+    }
+    handle.set_limit(3, secs(60)).unwrap();
+    assert!(send(&mut svc, 4).await.is_err());
+    assert_eq!(handle.state().remaining, 0);
+}
+
+// ---------------------------------------------------------------- configuration
+
+#[test]
+fn bad_configuration_is_an_error_naming_the_field() {
+    let field = |b: RateLimitBuilder| b.build().unwrap_err().field();
+    assert_eq!(field(RateLimitLayer::sliding_window(0, secs(1))), "limit");
+    assert_eq!(field(RateLimitLayer::gcra(0, secs(1))), "limit");
+    assert_eq!(
+        field(RateLimitLayer::sliding_log(1 << 21, secs(1))),
+        "limit"
+    );
+    assert_eq!(
+        field(RateLimitLayer::sliding_window(1 << 41, secs(1))),
+        "limit"
+    );
+    assert_eq!(
+        field(RateLimitLayer::sliding_log(5, Duration::ZERO)),
+        "window"
+    );
+    assert_eq!(field(RateLimitLayer::gcra(5, secs(1)).burst(0)), "burst");
+    assert_eq!(
+        field(RateLimitLayer::sliding_window(5, secs(1)).burst(9)),
+        "burst"
+    );
+    assert!(
+        RateLimitLayer::sliding_log(1 << 20, secs(1))
+            .build()
+            .is_ok()
+    );
+    let layer = RateLimitLayer::sliding_log(5, secs(1)).build().unwrap();
+    assert_eq!(layer.handle().set_burst(3).unwrap_err().field(), "burst");
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn configuration_loads_from_json() {
+    use palisade::rate_limit::RateLimitConfig;
+    let config: RateLimitConfig = serde_json::from_str(
+        r#"{"name": "api", "algorithm": "gcra", "limit": 10, "window": "1s", "burst": 20}"#,
+    )
+    .unwrap();
+    let handle = RateLimitLayer::from_config(config).unwrap().handle();
+    assert_eq!(
+        (
+            handle.name(),
+            handle.kind(),
+            handle.limit(),
+            handle.state().limit
+        ),
+        ("api", Kind::Gcra, (10, secs(1)), 20)
+    );
+    let plain: RateLimitConfig = serde_json::from_str(r#"{"limit": 100, "window": "1m"}"#).unwrap();
+    assert_eq!(plain, RateLimitConfig::new(100, secs(60)));
+    let zero: RateLimitConfig = serde_json::from_str(r#"{"limit": 0, "window": "1m"}"#).unwrap();
+    assert_eq!(
+        RateLimitLayer::from_config(zero).unwrap_err().field(),
+        "limit"
+    );
+    assert!(
+        serde_json::from_str::<RateLimitConfig>(r#"{"limit": 1, "window": "1s", "algo": "x"}"#)
+            .is_err()
+    );
+    assert!(
+        serde_json::from_str::<RateLimitConfig>(
+            r#"{"limit": 1, "window": "1s", "algorithm": "leaky"}"#
+        )
+        .is_err()
+    );
+}
