@@ -21,6 +21,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
+use palisade::rate_limit::{RateLimitBuilder, RateLimitLayer};
 use palisade::retry::{RetryBudget, RetryLayer};
 use palisade::timeout::TimeoutLayer;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -127,6 +128,16 @@ fn layers(c: &mut Criterion) {
 
     row(c, "bare", Noop);
 
+    // What one clock read costs: the floor under every row that reads one.
+    c.bench_function("clock/std_instant_now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
+    c.bench_function("clock/tokio_instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    let quanta = quanta::Clock::new();
+    c.bench_function("clock/quanta_now", |b| b.iter(|| black_box(quanta.now())));
+
     row(
         c,
         "timeout/tower",
@@ -206,11 +217,48 @@ fn layers(c: &mut Criterion) {
     );
 }
 
+/// Rate limiting, every call admitted: palisade's three algorithms through
+/// the layer, beside governor's own direct check (no tower service around
+/// it, its TSC clock).
+fn rate_limits(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = runtime.enter();
+    let build = |b: RateLimitBuilder| b.build().expect("valid limit").layer(Noop);
+    let most = (1 << 40) - 1;
+    row(
+        c,
+        "rate_limit/palisade_sliding_window",
+        build(RateLimitLayer::sliding_window(most, Duration::from_secs(1))),
+    );
+    // 2^20 entries over 1 ms: a call admits one and expires about one.
+    row(
+        c,
+        "rate_limit/palisade_sliding_log",
+        build(RateLimitLayer::sliding_log(
+            1 << 20,
+            Duration::from_millis(1),
+        )),
+    );
+    row(
+        c,
+        "rate_limit/palisade_gcra",
+        build(RateLimitLayer::gcra(most, Duration::from_secs(1))),
+    );
+    let governor =
+        governor::RateLimiter::direct(governor::Quota::per_second(std::num::NonZeroU32::MAX));
+    c.bench_function("rate_limit/governor_direct_check", |b| {
+        b.iter(|| black_box(governor.check()).is_ok())
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = layers
+    targets = layers, rate_limits
 }
 criterion_main!(benches);

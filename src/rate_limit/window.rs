@@ -28,6 +28,9 @@ pub(crate) struct WindowCounter {
     limit: AtomicU64,
     window: AtomicU64,
     counts: [TaggedCount; 2],
+    // The latest window number seen: a hint that spares most calls a
+    // 64-bit division (a multiplication checks it).
+    latest: AtomicU64,
 }
 
 impl WindowCounter {
@@ -36,6 +39,7 @@ impl WindowCounter {
             limit: AtomicU64::new(limit),
             window: AtomicU64::new(nanos(window).max(1)),
             counts: [TaggedCount::default(), TaggedCount::default()],
+            latest: AtomicU64::new(0),
         }
     }
 
@@ -58,6 +62,23 @@ impl WindowCounter {
         &self.counts[(epoch & 1) as usize]
     }
 
+    /// The window `now` falls in, and how far into it.
+    #[inline]
+    fn locate(&self, now: u64, window: u64) -> (u64, u64) {
+        let hint = self.latest.load(Ordering::Relaxed);
+        // The hint is right while its window holds `now`.
+        if let Some(into) = hint
+            .checked_mul(window)
+            .and_then(|start| now.checked_sub(start))
+            .filter(|&into| into < window)
+        {
+            return (hint, into);
+        }
+        let epoch = now / window;
+        self.latest.store(epoch, Ordering::Relaxed);
+        (epoch, now - epoch * window)
+    }
+
     /// Takes `n` permits at `now` (nanoseconds since the limiter's origin).
     #[inline]
     pub(crate) fn acquire(&self, now: u64, n: u64) -> Decision {
@@ -66,8 +87,7 @@ impl WindowCounter {
         if n > limit {
             return Decision::TooLarge;
         }
-        let epoch = now / window;
-        let into = now - epoch * window;
+        let (epoch, into) = self.locate(now, window);
         let previous = self.count(epoch.wrapping_sub(1)).get(epoch.wrapping_sub(1));
         let fits = |current: u64| fits(previous, current + n, limit, window, into);
         match self
@@ -87,8 +107,7 @@ impl WindowCounter {
     pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
         let limit = self.limit();
         let window = self.window.load(Ordering::Relaxed);
-        let epoch = now / window;
-        let into = now - epoch * window;
+        let (epoch, into) = self.locate(now, window);
         let previous = self.count(epoch.wrapping_sub(1)).get(epoch.wrapping_sub(1));
         let current = self.count(epoch).get(epoch);
         // The previous window's weight, rounded up: what is left of a call
@@ -174,6 +193,24 @@ mod tests {
         let s = w.snapshot(1_500 * MS);
         assert_eq!((s.remaining, s.reset), (8, Duration::from_millis(500)));
         assert_eq!(w.snapshot(3_000 * MS).remaining, 10);
+    }
+
+    #[test]
+    fn a_stale_or_wrong_window_hint_is_corrected() {
+        let w = WindowCounter::new(3, Duration::from_millis(10));
+        assert_eq!(w.locate(25 * MS, 10 * MS), (2, 5 * MS));
+        assert_eq!(w.locate(29 * MS, 10 * MS), (2, 9 * MS), "from the hint");
+        assert_eq!(w.locate(5 * MS, 10 * MS), (0, 5 * MS), "a late caller");
+        assert_eq!(w.locate(30 * MS, 10 * MS), (3, 0));
+        // A window changed through the handle: the hint is checked against
+        // the window it is used with.
+        assert_eq!(w.locate(30 * MS, 7 * MS), (4, 2 * MS));
+        w.latest.store(u64::MAX / 2, Ordering::Relaxed);
+        assert_eq!(
+            w.locate(30 * MS, 7 * MS),
+            (4, 2 * MS),
+            "an overflowing hint"
+        );
     }
 
     #[test]
