@@ -15,6 +15,7 @@ use std::time::Duration;
 use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::rate_limit::RateLimitLayer;
 use palisade::retry::{RetryBudget, RetryLayer};
 use palisade::timeout::TimeoutLayer;
 use tower::{Layer, Service};
@@ -163,6 +164,21 @@ fn retry_success_path_allocates_nothing() {
     ] {
         let retry = RetryLayer::builder().budget(budget).build().unwrap();
         assert_eq!(allocations_per_run(retry.layer(Noop)), 0, "{budget:?}");
+    }
+}
+
+#[test]
+fn an_admitted_call_through_each_rate_limiter_allocates_nothing() {
+    let most = (1 << 40) - 1;
+    for builder in [
+        RateLimitLayer::sliding_window(most, Duration::from_secs(1)),
+        // The log allocates its 2^20 entries once, when it is built.
+        RateLimitLayer::sliding_log(1 << 20, Duration::from_millis(1)),
+        RateLimitLayer::gcra(most, Duration::from_secs(1)),
+    ] {
+        let layer = builder.build().unwrap();
+        let kind = layer.handle().kind();
+        assert_eq!(allocations_per_run(layer.layer(Noop)), 0, "{kind:?}");
     }
 }
 

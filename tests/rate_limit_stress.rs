@@ -1,0 +1,109 @@
+//! Many tasks on a two-worker runtime call clones of one rate-limited
+//! service at once, with random cancellation: the limiter admits exactly
+//! its limit, never one more, and refuses the rest. The window is far longer
+//! than the run, so no permit frees while it lasts; nothing sleeps.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use palisade::rate_limit::{RateLimitBuilder, RateLimitLayer};
+use palisade::{BoxError, ErrorKind};
+use support::yielder::{Counters, Yielder};
+use support::{XorShift, cancel_after};
+use tower::{Layer, Service, ServiceExt};
+
+const TASKS: u64 = 16;
+const CALLS: u64 = 200;
+const LIMIT: u64 = 500;
+
+/// Calls made through clones of `svc`, a quarter of them dropped after 1
+/// to 6 polls; returns (answered, refused, cancelled).
+async fn hammer<S>(svc: S, seed: u64) -> (u64, u64, u64)
+where
+    S: Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let mut svc = svc.clone();
+        let mut rng = XorShift::new(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        handles.push(tokio::spawn(async move {
+            let (mut answered, mut refused, mut cancelled) = (0, 0, 0);
+            for _ in 0..CALLS {
+                let polls = match rng.below(4) {
+                    0 => 1 + rng.below(6),
+                    _ => u64::MAX,
+                };
+                let request = rng.below(7);
+                let call = async {
+                    svc.ready().await?;
+                    svc.call(request).await
+                };
+                match cancel_after(polls, call).await {
+                    None => cancelled += 1,
+                    Some(Ok(_)) => answered += 1,
+                    Some(Err(err)) => {
+                        assert!(
+                            matches!(ErrorKind::of(&err), ErrorKind::RateLimited(_)),
+                            "{err}"
+                        );
+                        refused += 1;
+                    }
+                }
+                if rng.below(4) == 0 {
+                    svc = svc.clone();
+                }
+            }
+            (answered, refused, cancelled)
+        }));
+    }
+    let mut total = (0, 0, 0);
+    for handle in handles {
+        let (a, r, c) = handle.await.unwrap();
+        total = (total.0 + a, total.1 + r, total.2 + c);
+    }
+    total
+}
+
+async fn admits_exactly_its_limit(builder: RateLimitBuilder, seed: u64) {
+    let layer = builder.build().unwrap();
+    let handle = layer.handle();
+    let counters = Arc::new(Counters::default());
+    let (answered, refused, cancelled) = hammer(layer.layer(Yielder(counters.clone())), seed).await;
+    // A call is sent in the poll that takes its permit, so the inner
+    // service sees exactly the admitted calls, cancelled ones included.
+    let sent = counters.calls.load(Ordering::SeqCst) as u64;
+    assert_eq!(sent, LIMIT, "{:?}", handle.kind());
+    assert!(answered <= sent);
+    assert_eq!(answered + refused + cancelled, TASKS * CALLS);
+    assert_eq!(handle.refused(), refused);
+    assert_eq!(handle.state().remaining, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sliding_log_admits_exactly_its_limit_under_contention() {
+    admits_exactly_its_limit(
+        RateLimitLayer::sliding_log(LIMIT, Duration::from_secs(36_000)),
+        1,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcra_admits_exactly_its_burst_under_contention() {
+    admits_exactly_its_limit(RateLimitLayer::gcra(LIMIT, Duration::from_secs(36_000)), 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sliding_window_admits_exactly_its_limit_within_one_window() {
+    // Within its first window the counter has no previous count to weigh,
+    // so it is exact too.
+    admits_exactly_its_limit(
+        RateLimitLayer::sliding_window(LIMIT, Duration::from_secs(36_000)),
+        3,
+    )
+    .await;
+}
