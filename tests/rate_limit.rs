@@ -349,3 +349,144 @@ fn configuration_loads_from_json() {
         .is_err()
     );
 }
+
+// ---------------------------------------------------------------- waiting
+
+/// Spawns one call through a clone of `svc`; its result comes back with the
+/// time it took, from the spawn.
+fn spawn_call<S>(
+    svc: &S,
+    request: u64,
+) -> tokio::task::JoinHandle<(Result<u64, Option<Duration>>, Duration)>
+where
+    S: Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let mut svc = svc.clone();
+    let start = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        let result = send(&mut svc, request).await;
+        (result, start.elapsed())
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order_each_when_its_permit_frees() {
+    let layer = RateLimitLayer::gcra(1, ms(100))
+        .max_wait(secs(1))
+        .build()
+        .unwrap();
+    let probe = Probe::new(Answer::Now);
+    let mut svc = layer.layer(probe.clone());
+    assert_eq!(send(&mut svc, 0).await, Ok(0));
+    let waiters: Vec<_> = (1..=3).map(|i| spawn_call(&svc, i)).collect();
+    tokio::task::yield_now().await;
+    assert_eq!(layer.handle().waiting(), 3);
+    let mut results = Vec::new();
+    for waiter in waiters {
+        results.push(waiter.await.unwrap());
+    }
+    assert_eq!(
+        results,
+        [(Ok(1), ms(100)), (Ok(2), ms(200)), (Ok(3), ms(300))]
+    );
+    assert_eq!(probe.seen(), [0, 1, 2, 3]);
+    assert_eq!(layer.handle().waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permit_later_than_max_wait_is_refused_at_once() {
+    // scenario FW-2 (waiting allowed up to 250 ms): 1 permit per 250 ms.
+    let layer = RateLimitLayer::gcra(1, ms(250))
+        .max_wait(ms(250))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    let second = spawn_call(&svc, 2);
+    assert_eq!(second.await.unwrap(), (Ok(2), ms(250)));
+    // Taken at 250 ms; another now would wait 250 ms: allowed. Two more
+    // than the bucket holds would wait 500 ms: refused at once.
+    let limiter = RateLimitLayer::gcra(1, ms(250))
+        .burst(1)
+        .max_wait(ms(100))
+        .build()
+        .unwrap();
+    let mut strict = limiter.layer(Probe::new(Answer::Now));
+    assert_eq!(send(&mut strict, 1).await, Ok(1));
+    let start = tokio::time::Instant::now();
+    assert_eq!(send(&mut strict, 2).await, Err(Some(ms(250))));
+    assert_eq!(start.elapsed(), Duration::ZERO, "refused without waiting");
+    assert_eq!(limiter.handle().waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiter_consumes_nothing() {
+    // scenario QW-3 (last case): 1 per second, waiting up to 5 s.
+    let layer = RateLimitLayer::gcra(1, secs(1))
+        .max_wait(secs(5))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    let waiter = spawn_call(&svc, 2);
+    tokio::task::yield_now().await;
+    assert_eq!(handle.waiting(), 1);
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+    assert_eq!(handle.waiting(), 0, "its place is freed");
+    advance(secs(1)).await;
+    assert_eq!(send(&mut svc, 3).await, Ok(3));
+    assert_eq!(handle.state().remaining, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_total_timeout_across_re_waits() {
+    // scenario QW-6: 1 per second, waiting up to 1.5 s; two waiters start
+    // together.
+    let layer = RateLimitLayer::sliding_log(1, secs(1))
+        .max_wait(ms(1_500))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    let a = spawn_call(&svc, 2);
+    let b = spawn_call(&svc, 3);
+    assert_eq!(a.await.unwrap(), (Ok(2), secs(1)));
+    // b is head from 1 s on; its permit would free at 2 s, past its
+    // deadline, so it gives up at once, at 1 s.
+    let (result, waited) = b.await.unwrap();
+    assert_eq!((result, waited), (Err(Some(secs(1))), secs(1)));
+    assert_eq!(layer.handle().state().remaining, 0);
+    assert_eq!(layer.handle().waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_does_not_overtake_a_waiter() {
+    // scenario QW-1 (oldest first): 1 per second, waiting up to 5 s.
+    let layer = RateLimitLayer::sliding_log(1, secs(1))
+        .max_wait(secs(5))
+        .build()
+        .unwrap();
+    let probe = Probe::new(Answer::Now);
+    let mut svc = layer.layer(probe.clone());
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    let a = spawn_call(&svc, 2);
+    tokio::task::yield_now().await;
+    // The permit frees at 1 s; a newcomer polled at that instant, before
+    // the waiter, must queue behind it.
+    advance(secs(1)).await;
+    let mut newcomer = tokio_test::task::spawn(svc.clone());
+    let mut ready = newcomer.enter(|cx, mut svc| svc.poll_ready(cx).is_pending());
+    assert!(ready, "the newcomer waits its turn");
+    assert_eq!(a.await.unwrap(), (Ok(2), secs(1)));
+    assert!(newcomer.is_woken(), "woken on reaching the head");
+    ready = newcomer.enter(|cx, mut svc| svc.poll_ready(cx).is_pending());
+    assert!(ready, "the head waits for its permit");
+    advance(secs(1)).await;
+    assert!(newcomer.is_woken(), "woken by its own timer");
+    ready = newcomer.enter(|cx, mut svc| svc.poll_ready(cx).is_ready());
+    assert!(ready);
+    assert_eq!(probe.seen(), [1, 2]);
+}

@@ -42,7 +42,13 @@ where
                     svc.ready().await?;
                     svc.call(request).await
                 };
-                match cancel_after(polls, call).await {
+                // An uncancelled call is awaited plainly: only a real
+                // wake-up (or the paused clock moving on) brings it back.
+                let outcome = match polls {
+                    u64::MAX => Some(call.await),
+                    polls => cancel_after(polls, call).await,
+                };
+                match outcome {
                     None => cancelled += 1,
                     Some(Ok(_)) => answered += 1,
                     Some(Err(err)) => {
@@ -106,4 +112,34 @@ async fn the_sliding_window_admits_exactly_its_limit_within_one_window() {
         3,
     )
     .await;
+}
+
+/// Waiting callers, many tasks, random cancellation, on tokio's paused
+/// clock (one thread: waits are timers, and tests never sleep in real
+/// time). No waiter is lost (a lost wake-up stalls the run, which the
+/// bound turns into a failure), the rate holds, and the queue empties.
+#[tokio::test(start_paused = true)]
+async fn waiters_under_cancellation_keep_the_rate_and_the_queue_drains() {
+    let layer = RateLimitLayer::gcra(10, Duration::from_millis(100))
+        .max_wait(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let counters = Arc::new(Counters::default());
+    let start = tokio::time::Instant::now();
+    let run = hammer(layer.layer(Yielder(counters.clone())), 4);
+    let (answered, refused, cancelled) = tokio::time::timeout(Duration::from_secs(3_600), run)
+        .await
+        .expect("a waiter was never woken");
+    let elapsed = start.elapsed();
+    let sent = counters.calls.load(Ordering::SeqCst) as u64;
+    // 10 at once, then one per 10 ms.
+    let most = 10 + elapsed.as_millis() as u64 / 10;
+    assert!(sent <= most, "{sent} sent in {elapsed:?}");
+    assert!(
+        answered > 0 && refused > 0 && cancelled > 0,
+        "{answered} answered, {refused} refused, {cancelled} cancelled"
+    );
+    assert_eq!(answered + refused + cancelled, TASKS * CALLS);
+    assert_eq!(handle.waiting(), 0);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::layer::{Kind, LAYER, check_quota};
 use super::limiter::{Algorithm, Decision, Limiter};
+use super::wait::WaitQueue;
 use crate::error::{ConfigError, RateLimited};
 use crate::name::Name;
 
@@ -15,14 +16,19 @@ use crate::name::Name;
 pub(crate) struct Shared {
     pub(crate) name: Name,
     pub(crate) limiter: Limiter,
+    /// Zero: refuse at once.
+    pub(crate) max_wait: Duration,
+    pub(crate) queue: WaitQueue,
     refused: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(name: Name, limiter: Limiter) -> Self {
+    pub(crate) fn new(name: Name, limiter: Limiter, max_wait: Duration) -> Self {
         Shared {
             name,
             limiter,
+            max_wait,
+            queue: WaitQueue::default(),
             refused: AtomicU64::new(0),
         }
     }
@@ -114,6 +120,11 @@ impl Handle {
     /// Calls refused so far.
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Callers waiting for a permit now (with a `max_wait`).
+    pub fn waiting(&self) -> usize {
+        self.shared.queue.len()
     }
 
     /// Changes the limit (a GCRA limiter's rate per `window`) for the calls

@@ -64,7 +64,7 @@ impl RateLimitLayer {
         if let Some(burst) = config.burst {
             b = b.burst(burst);
         }
-        b.build()
+        b.max_wait(config.max_wait).build()
     }
 
     /// A handle on the limiter: its state, its limit.
@@ -125,6 +125,7 @@ pub struct RateLimitBuilder {
     limit: u64,
     window: Duration,
     burst: Option<u64>,
+    max_wait: Duration,
     name: Option<Cow<'static, str>>,
 }
 
@@ -135,8 +136,19 @@ impl RateLimitBuilder {
             limit,
             window,
             burst: None,
+            max_wait: Duration::ZERO,
             name: None,
         }
+    }
+
+    /// How long a call may wait for a permit (default zero: refuse at
+    /// once). Waiting callers are served first come, first served; while
+    /// one waits, `poll_ready` returns `Pending` and wakes itself. A call
+    /// whose permit would come later than `max_wait` is refused at once.
+    /// Waiting uses tokio's timer, so it needs a runtime with time enabled.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
     }
 
     /// The name used in errors and the handle (default `"rate_limit"`).
@@ -185,7 +197,7 @@ impl RateLimitBuilder {
         }
         let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
         Ok(RateLimitLayer {
-            shared: Arc::new(Shared::new(name, Limiter::new(algorithm))),
+            shared: Arc::new(Shared::new(name, Limiter::new(algorithm), self.max_wait)),
         })
     }
 }
@@ -228,6 +240,7 @@ pub(crate) fn check_quota(kind: Kind, limit: u64, window: Duration) -> Result<()
 /// limit = 100             # a GCRA limiter's rate
 /// window = "1m"           # a GCRA limiter's period
 /// burst = 20              # GCRA only
+/// max_wait = "50ms"       # default: refuse at once
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
@@ -248,6 +261,9 @@ pub struct RateLimitConfig {
     /// See [`RateLimitBuilder::burst`].
     #[cfg_attr(feature = "serde", serde(default))]
     pub burst: Option<u64>,
+    /// See [`RateLimitBuilder::max_wait`] (default zero).
+    #[cfg_attr(feature = "serde", serde(default, with = "crate::serde_duration"))]
+    pub max_wait: Duration,
 }
 
 #[cfg(feature = "serde")]
@@ -264,6 +280,7 @@ impl RateLimitConfig {
             limit,
             window,
             burst: None,
+            max_wait: Duration::ZERO,
         }
     }
 }

@@ -67,6 +67,21 @@
 //! without one. A service dropped with an unused permit does not give it
 //! back: permits are spent by time, and it frees when the window moves on.
 //!
+//! # Waiting
+//!
+//! With [`max_wait`](RateLimitBuilder::max_wait), a call that finds no
+//! permit waits for one instead of failing: `poll_ready` returns `Pending`
+//! and wakes itself. Waiting callers form one queue, served first come,
+//! first served; while anyone waits, a newcomer queues behind them even if
+//! a permit happens to be free. Only the head of the queue takes permits,
+//! at the instant the limiter says one frees. A call is refused (in the
+//! response future, as ever) when its `max_wait`, counted once from when
+//! it started waiting, runs out; a call that finds the queue empty and
+//! would wait longer than `max_wait` is refused at once, and so is the head
+//! once its permit would come too late. A waiter reserves nothing: one that
+//! is dropped, or gives up, consumes no permit, and its place goes to the
+//! next.
+//!
 //! # Changing the limit at run time
 //!
 //! [`Handle::set_limit`] (and [`Handle::set_burst`]) change the limit for
@@ -88,6 +103,7 @@
 //! | `limit` (rate) | required | 1 to 2^40 − 1; a sliding log at most 2^20 |
 //! | `window` (period) | required | > 0 |
 //! | `burst` | the rate (GCRA only) | ≥ 1 |
+//! | `max_wait` | zero: refuse at once | any |
 //! | `name` | `"rate_limit"` | any string |
 
 mod future;
@@ -96,6 +112,7 @@ mod handle;
 mod layer;
 mod limiter;
 mod log;
+mod wait;
 mod window;
 
 pub use future::ResponseFuture;
@@ -111,6 +128,7 @@ use tower_service::Service;
 
 use crate::error::BoxError;
 use handle::Shared;
+use wait::{Waited, Waiting};
 
 /// A service that admits calls at a limited rate.
 ///
@@ -119,6 +137,8 @@ pub struct RateLimit<S> {
     inner: S,
     shared: Arc<Shared>,
     permit: Permit,
+    // A place in the queue, with a `max_wait`.
+    waiting: Option<Waiting>,
 }
 
 /// What `poll_ready` decided for the next call.
@@ -135,6 +155,7 @@ impl<S> RateLimit<S> {
             inner,
             shared,
             permit: Permit::None,
+            waiting: None,
         }
     }
 
@@ -157,6 +178,39 @@ impl<S> RateLimit<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// Decides this call's permit: taken, or refused. `Pending` while
+    /// waiting in the queue.
+    fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.permit == Permit::Taken {
+            return Poll::Ready(());
+        }
+        let max_wait = self.shared.max_wait;
+        if self.waiting.is_none() && (max_wait.is_zero() || self.shared.queue.is_empty()) {
+            // A first look, or a fresh one after a refusal. (While others
+            // wait, a newcomer queues behind them instead.)
+            self.permit = match self.shared.acquire() {
+                Ok(()) => Permit::Taken,
+                Err(Some(wait)) if !max_wait.is_zero() && wait <= max_wait => Permit::None,
+                Err(wait) => Permit::Refused(wait),
+            };
+            if self.permit != Permit::None {
+                return Poll::Ready(());
+            }
+        }
+        let shared = &self.shared;
+        let waiting = self
+            .waiting
+            .get_or_insert_with(|| Waiting::join(shared.clone(), max_wait));
+        let waited = std::task::ready!(waiting.poll_wait(cx));
+        // Leaving the queue wakes the next in line.
+        self.waiting = None;
+        self.permit = match waited {
+            Waited::Admitted => Permit::Taken,
+            Waited::Refused(wait) => Permit::Refused(wait),
+        };
+        Poll::Ready(())
+    }
 }
 
 impl<S: Clone> Clone for RateLimit<S> {
@@ -177,13 +231,7 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.permit != Permit::Taken {
-            // A first look, or a fresh one after a refusal.
-            self.permit = match self.shared.acquire() {
-                Ok(()) => Permit::Taken,
-                Err(wait) => Permit::Refused(wait),
-            };
-        }
+        std::task::ready!(self.poll_permit(cx));
         if let Permit::Refused(_) = self.permit {
             // Decided without touching the inner service's readiness.
             return Poll::Ready(Ok(()));
@@ -210,6 +258,7 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
             .field("inner", &self.inner)
             .field("shared", &self.shared)
             .field("permit", &self.permit)
+            .field("waiting", &self.waiting.is_some())
             .finish()
     }
 }

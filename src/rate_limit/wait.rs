@@ -1,0 +1,160 @@
+//! Waiting for a permit, first come first served, up to `max_wait`.
+//!
+//! Callers that find no permit join one queue. Only the head of the queue
+//! takes permits: it sleeps until the limiter says one frees, takes it,
+//! leaves and wakes the next head. The others sleep until their own
+//! deadline or until they reach the head. While anyone waits, a newcomer
+//! queues behind them even if a permit is free, so nobody is overtaken.
+//! Nothing is reserved while waiting: a waiter that gives up or is dropped
+//! consumes nothing, and leaving wakes whoever is head after it.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep, sleep_until};
+
+use super::handle::Shared;
+use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
+
+/// The queue of callers waiting for a permit.
+#[derive(Debug, Default)]
+pub(crate) struct WaitQueue {
+    // Callers in the queue; read without the lock by newcomers, who may take
+    // a permit directly only while it is zero.
+    len: AtomicUsize,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    next_id: u64,
+    queue: VecDeque<(u64, Option<Waker>)>,
+}
+
+impl WaitQueue {
+    /// Whether anyone is waiting.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn push(&self) -> u64 {
+        let mut entries = lock(&self.entries);
+        let id = entries.next_id;
+        entries.next_id += 1;
+        entries.queue.push_back((id, None));
+        self.len.fetch_add(1, Ordering::Release);
+        id
+    }
+
+    /// Whether `id` is the head; if not, `waker` is kept to wake it when it
+    /// becomes the head.
+    fn is_head(&self, id: u64, waker: &Waker) -> bool {
+        let mut entries = lock(&self.entries);
+        if entries.queue.front().is_some_and(|(head, _)| *head == id) {
+            return true;
+        }
+        if let Some((_, slot)) = entries.queue.iter_mut().find(|(i, _)| *i == id) {
+            match slot {
+                Some(w) if w.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+        false
+    }
+
+    /// Takes `id` out of the queue and wakes the new head, if it changed.
+    fn remove(&self, id: u64) {
+        let mut entries = lock(&self.entries);
+        let Some(at) = entries.queue.iter().position(|(i, _)| *i == id) else {
+            return;
+        };
+        entries.queue.remove(at);
+        self.len.fetch_sub(1, Ordering::Release);
+        if at == 0 {
+            if let Some((_, Some(waker))) = entries.queue.front_mut().map(|(i, w)| (*i, w.take())) {
+                drop(entries);
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// One caller's place in the queue, and its timer. Dropping it leaves the
+/// queue.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    shared: Arc<Shared>,
+    id: u64,
+    deadline: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+/// How a wait ended.
+pub(crate) enum Waited {
+    Admitted,
+    /// Gave up; the limiter's wait at that moment, if it knew one.
+    Refused(Option<Duration>),
+}
+
+impl Waiting {
+    /// Joins the queue, to wait until `max_wait` from now at most.
+    pub(crate) fn join(shared: Arc<Shared>, max_wait: Duration) -> Self {
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(max_wait)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        let id = shared.queue.push();
+        Waiting {
+            shared,
+            id,
+            deadline,
+            sleep: Box::pin(sleep_until(deadline)),
+        }
+    }
+
+    pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Waited> {
+        loop {
+            let now = Instant::now();
+            if !self.shared.queue.is_head(self.id, cx.waker()) {
+                if now >= self.deadline {
+                    return Poll::Ready(Waited::Refused(None));
+                }
+                self.sleep.as_mut().reset(self.deadline);
+                std::task::ready!(self.sleep.as_mut().poll(cx));
+                continue;
+            }
+            match self.shared.acquire() {
+                Ok(()) => return Poll::Ready(Waited::Admitted),
+                // More than the limiter ever grants: waiting cannot help.
+                Err(None) => return Poll::Ready(Waited::Refused(None)),
+                Err(Some(wait)) => {
+                    // Never zero, so a paused clock moves on.
+                    let wait = wait.max(Duration::from_nanos(1));
+                    let ready_at = now.checked_add(wait).filter(|&at| at <= self.deadline);
+                    let Some(ready_at) = ready_at else {
+                        // It would come too late: give up now, not at the
+                        // deadline.
+                        return Poll::Ready(Waited::Refused(Some(wait)));
+                    };
+                    self.sleep.as_mut().reset(ready_at);
+                    std::task::ready!(self.sleep.as_mut().poll(cx));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.shared.queue.remove(self.id);
+    }
+}
