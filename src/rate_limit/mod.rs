@@ -181,17 +181,30 @@ impl<S> RateLimit<S> {
 
     /// Decides this call's permit: taken, or refused. `Pending` while
     /// waiting in the queue.
+    #[inline]
     fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.permit == Permit::Taken {
             return Poll::Ready(());
         }
-        let max_wait = self.shared.max_wait;
-        if self.waiting.is_none() && (max_wait.is_zero() || self.shared.queue.is_empty()) {
-            // A first look, or a fresh one after a refusal. (While others
-            // wait, a newcomer queues behind them instead.)
+        if self.shared.max_wait.is_zero() {
+            // A first look, or a fresh one after a refusal.
             self.permit = match self.shared.acquire() {
                 Ok(()) => Permit::Taken,
-                Err(Some(wait)) if !max_wait.is_zero() && wait <= max_wait => Permit::None,
+                Err(wait) => Permit::Refused(wait),
+            };
+            return Poll::Ready(());
+        }
+        self.poll_permit_or_wait(cx)
+    }
+
+    /// [`poll_permit`](Self::poll_permit) with a `max_wait`.
+    fn poll_permit_or_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let max_wait = self.shared.max_wait;
+        if self.waiting.is_none() && self.shared.queue.is_empty() {
+            // While others wait, a newcomer queues behind them instead.
+            self.permit = match self.shared.acquire() {
+                Ok(()) => Permit::Taken,
+                Err(Some(wait)) if wait <= max_wait => Permit::None,
                 Err(wait) => Permit::Refused(wait),
             };
             if self.permit != Permit::None {
