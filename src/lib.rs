@@ -1,5 +1,5 @@
 //! Resilience layers for [tower]: circuit breaker, retry with jittered
-//! backoff, timeouts and bulkheads.
+//! backoff, rate limiting, timeouts and bulkheads.
 //!
 //! Every layer composes with `tower::ServiceBuilder` around any
 //! `tower::Service`: a hyper client, a tonic channel, an axum router, a
@@ -11,6 +11,7 @@
 //! | [`timeout`] | fail a call that runs too long, cancelling its work | `timeout` |
 //! | [`bulkhead`] | cap the calls in flight, so one slow dependency cannot take every resource | `bulkhead` |
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
+//! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest | `rate-limit` |
 //!
 //! ```
 //! # #[cfg(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker", feature = "retry"))]
@@ -50,8 +51,13 @@
 //!    (palisade's retry does not retry a `CircuitOpen`).
 //! 3. **The circuit breaker**, outside the attempt timeout, so that a hung
 //!    call counts as a failure.
-//! 4. **An attempt timeout.**
-//! 5. **The bulkhead**, innermost, so that its slots are held only while a
+//! 4. **A client-side rate limit**, inside the breaker: a call the limiter
+//!    refuses never reaches the upstream, so the breaker ignores it (the
+//!    default classifier calls it neither success nor failure), and retry
+//!    waits out its `retry_after`. (On a server, a rate limit goes
+//!    outermost, to shed load before any work.)
+//! 5. **An attempt timeout.**
+//! 6. **The bulkhead**, innermost, so that its slots are held only while a
 //!    call is really in flight (not while a retry waits out its backoff).
 //!
 //! # Principles
@@ -84,6 +90,7 @@
 //! | `bulkhead` | yes | [`bulkhead`] |
 //! | `circuit-breaker` | yes | [`circuit_breaker`] |
 //! | `retry` | yes | [`retry`] |
+//! | `rate-limit` | yes | [`rate_limit`] |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
 //!
 //! [tower]: https://docs.rs/tower
