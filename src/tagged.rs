@@ -20,6 +20,15 @@ const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 /// updates until the current tag passes it.
 pub(crate) const AHEAD: u64 = 1 << 10;
 
+/// Why [`TaggedCount::update`] changed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unchanged {
+    /// The update function declined.
+    Declined,
+    /// The count belongs to a later epoch (or looks as if it does).
+    Ahead,
+}
+
 /// A count in the low 40 bits, the epoch it counts in the high 24.
 #[derive(Debug)]
 pub(crate) struct TaggedCount(AtomicU64);
@@ -38,12 +47,17 @@ impl TaggedCount {
     /// Replaces the count of `epoch` with what `f` makes of it (an older
     /// epoch's count reads as 0), or leaves it if `f` returns `None`. A
     /// thread held up past the next epoch of this count changes nothing.
-    /// Returns the count `f` accepted, if any. The result saturates at
+    /// Returns the count `f` accepted. The result saturates at
     /// [`COUNT_MAX`].
     #[inline]
-    pub(crate) fn update(&self, epoch: u64, mut f: impl FnMut(u64) -> Option<u64>) -> Option<u64> {
+    pub(crate) fn update(
+        &self,
+        epoch: u64,
+        mut f: impl FnMut(u64) -> Option<u64>,
+    ) -> Result<u64, Unchanged> {
         let tag = Self::tag(epoch);
-        let mut accepted = None;
+        let mut why = Unchanged::Declined;
+        let mut accepted = 0;
         self.0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
                 let held = word >> COUNT_BITS;
@@ -52,21 +66,34 @@ impl TaggedCount {
                 // tags wrap, so "ahead" has to be a short distance).
                 let count = match held.wrapping_sub(tag) & TAG_MASK {
                     0 => word & COUNT_MAX,
-                    ahead if ahead <= AHEAD => return None,
+                    ahead if ahead <= AHEAD => {
+                        why = Unchanged::Ahead;
+                        return None;
+                    }
                     _ => 0,
                 };
-                accepted = Some(count);
+                why = Unchanged::Declined;
+                accepted = count;
                 f(count).map(|new| tag << COUNT_BITS | new.min(COUNT_MAX))
             })
-            .ok()
-            .and(accepted)
+            .map(|_| accepted)
+            .map_err(|_| why)
     }
 
     /// Adds `amount` in `epoch`; `false` if a newer epoch holds the count.
     #[inline]
     pub(crate) fn add(&self, epoch: u64, amount: u64) -> bool {
         self.update(epoch, |count| Some(count.saturating_add(amount)))
-            .is_some()
+            .is_ok()
+    }
+
+    /// Starts `epoch` afresh at 0, whatever the count held: for a holder
+    /// that knows the held tag is stale (left from a wrap of the tags, or
+    /// from before its epochs were renumbered) rather than newer.
+    #[cold]
+    pub(crate) fn restart(&self, epoch: u64) {
+        self.0
+            .store(Self::tag(epoch) << COUNT_BITS, Ordering::Relaxed);
     }
 
     /// The count if it belongs to `epoch`, else 0.
@@ -118,12 +145,19 @@ mod tests {
     #[test]
     fn an_update_sees_the_epochs_count_and_may_decline() {
         let c = TaggedCount::default();
-        assert_eq!(c.update(4, |n| (n < 2).then_some(n + 1)), Some(0));
-        assert_eq!(c.update(4, |n| (n < 2).then_some(n + 1)), Some(1));
-        assert_eq!(c.update(4, |n| (n < 2).then_some(n + 1)), None);
+        assert_eq!(c.update(4, |n| (n < 2).then_some(n + 1)), Ok(0));
+        assert_eq!(c.update(4, |n| (n < 2).then_some(n + 1)), Ok(1));
+        assert_eq!(
+            c.update(4, |n| (n < 2).then_some(n + 1)),
+            Err(Unchanged::Declined)
+        );
         assert_eq!(c.get(4), 2);
-        assert_eq!(c.update(5, |n| (n < 2).then_some(n + 1)), Some(0));
+        assert_eq!(c.update(5, |n| (n < 2).then_some(n + 1)), Ok(0));
         assert_eq!(c.get(5), 1);
+        assert_eq!(c.update(3, |n| Some(n + 1)), Err(Unchanged::Ahead));
+        c.restart(3);
+        assert_eq!((c.get(3), c.get(5)), (0, 0));
+        assert_eq!(c.update(3, |n| Some(n + 1)), Ok(0));
     }
 }
 

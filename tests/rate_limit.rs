@@ -490,3 +490,42 @@ async fn a_newcomer_does_not_overtake_a_waiter() {
     assert!(ready);
     assert_eq!(probe.seen(), [1, 2]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_stops_polling_does_not_hold_up_the_queue() {
+    // Found in review: a caller that gave up on `ready()` (a timeout around
+    // it) but kept its service stayed head of the queue for good.
+    let layer = RateLimitLayer::gcra(1, ms(100))
+        .max_wait(secs(1))
+        .build()
+        .unwrap();
+    let mut a = layer.layer(Probe::new(Answer::Now));
+    assert_eq!(send(&mut a, 1).await, Ok(1));
+    let gave_up = tokio::time::timeout(ms(10), a.ready()).await;
+    assert!(gave_up.is_err(), "a waits, then its caller gives up");
+    advance(secs(5)).await;
+    let mut b = layer.layer(Probe::new(Answer::Now));
+    let start = tokio::time::Instant::now();
+    assert_eq!(send(&mut b, 2).await, Ok(2));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(layer.handle().waiting(), 0);
+    drop(a); // leaving a queue it is no longer in is harmless
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_behind_a_stalled_head_moves_on_at_the_heads_deadline() {
+    let layer = RateLimitLayer::gcra(1, secs(1))
+        .max_wait(ms(1_500))
+        .build()
+        .unwrap();
+    let mut a = layer.layer(Probe::new(Answer::Now));
+    assert_eq!(send(&mut a, 1).await, Ok(1));
+    // a queues (head) and stops polling.
+    let _ = tokio::time::timeout(ms(1), a.ready()).await;
+    let b = spawn_call(&layer.layer(Probe::new(Answer::Now)), 2);
+    // a's deadline is 1.5 s after it queued; b steps past it then, when
+    // the permit (free since 1 s) is there.
+    let (result, waited) = b.await.unwrap();
+    assert_eq!(result, Ok(2));
+    assert!(waited <= ms(1_500), "{waited:?}");
+}

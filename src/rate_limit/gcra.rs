@@ -36,13 +36,29 @@ impl Gcra {
             rate: AtomicU64::new(0),
             period: AtomicU64::new(0),
         };
-        g.set(rate, period, burst);
+        g.store_settings(rate, period, burst);
         g
     }
 
-    /// The bucket as it is (its fill level, its TAT) carries over: a change
-    /// of rate applies from the next permit on.
-    pub(crate) fn set(&self, rate: u64, period: Duration, burst: u64) {
+    /// New settings from `now` on. The permits left carry over (at most the
+    /// new burst); the part of a permit already refilled does not.
+    pub(crate) fn set(&self, rate: u64, period: Duration, burst: u64, now: u64) {
+        let (old_interval, old_burst) = (self.interval(), self.burst());
+        self.store_settings(rate, period, burst);
+        let interval = self.interval();
+        let _ = self
+            .tat
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                let left = left(tat, now, old_interval, old_burst).min(burst);
+                Some(now + interval.saturating_mul(burst - left))
+            });
+    }
+
+    fn interval(&self) -> u64 {
+        self.interval.load(Ordering::Relaxed)
+    }
+
+    fn store_settings(&self, rate: u64, period: Duration, burst: u64) {
         let period = nanos(period);
         self.rate.store(rate, Ordering::Relaxed);
         self.period.store(period, Ordering::Relaxed);
@@ -96,16 +112,24 @@ impl Gcra {
     }
 
     pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
-        let interval = self.interval.load(Ordering::Relaxed);
-        let burst = self.burst.load(Ordering::Relaxed);
-        let owed = self.tat.load(Ordering::Relaxed).saturating_sub(now);
-        let span = interval.saturating_mul(burst);
+        let burst = self.burst();
+        let tat = self.tat.load(Ordering::Relaxed);
         Snapshot {
             limit: burst,
-            remaining: span.saturating_sub(owed) / interval,
-            reset: Duration::from_nanos(owed),
+            remaining: left(tat, now, self.interval(), burst),
+            reset: Duration::from_nanos(tat.saturating_sub(now)),
         }
     }
+}
+
+/// Whole permits left in a bucket whose TAT is `tat`, at `now`.
+fn left(tat: u64, now: u64, interval: u64, burst: u64) -> u64 {
+    let owed = tat.saturating_sub(now);
+    interval
+        .saturating_mul(burst)
+        .saturating_sub(owed)
+        .checked_div(interval)
+        .unwrap_or(0)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -202,6 +226,37 @@ mod tests {
     }
 
     #[test]
+    fn a_new_rate_or_burst_keeps_the_permits_left() {
+        // Found in review: the TAT was kept and re-read at the new
+        // interval, so lowering the rate handed out permits.
+        let g = Gcra::new(10, Duration::from_secs(1), 10);
+        assert!((0..10).all(|_| admits(&g, 0)));
+        g.set(1, Duration::from_secs(1), 10, 0);
+        assert_eq!(g.snapshot(0).remaining, 0);
+        assert_eq!(
+            g.acquire(0, 1),
+            Decision::Refused {
+                wait: Duration::from_secs(1)
+            }
+        );
+        // Raising it: the next permit comes at the new interval.
+        let g = Gcra::new(1, Duration::from_secs(1), 10);
+        assert!((0..10).all(|_| admits(&g, 0)));
+        g.set(10, Duration::from_secs(1), 10, 0);
+        assert_eq!(
+            g.acquire(0, 1),
+            Decision::Refused {
+                wait: Duration::from_millis(100)
+            }
+        );
+        // A bigger burst is room to refill, not permits granted at once.
+        let g = Gcra::new(2, Duration::from_secs(1), 2);
+        assert!(admits(&g, 0));
+        g.set(2, Duration::from_secs(1), 6, 0);
+        assert_eq!(g.snapshot(0).remaining, 1);
+    }
+
+    #[test]
     fn far_from_the_origin_nothing_overflows() {
         // scenario TB-4: 2^32 ms past the origin, 10 permits, 1 per 2 ms.
         let start = (1u64 << 32) * MS;
@@ -215,8 +270,8 @@ mod tests {
         );
         assert!(!admits(&g, start + MS));
         assert!(admits(&g, start + 2 * MS));
-        let huge = Gcra::new(u64::from(u32::MAX), Duration::from_secs(1), u64::MAX);
-        assert!(admits(&huge, u64::MAX / 2));
+        let huge = Gcra::new(u64::from(u32::MAX), Duration::from_secs(1), 1 << 40);
+        assert!(admits(&huge, 1 << 62));
     }
 
     proptest! {

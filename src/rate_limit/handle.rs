@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::layer::{Kind, LAYER, check_quota};
+use super::layer::{Kind, LAYER, check_burst, check_quota};
 use super::limiter::{Algorithm, Decision, Limiter};
 use super::wait::WaitQueue;
 use crate::error::{ConfigError, RateLimited};
@@ -110,11 +110,7 @@ impl Handle {
 
     /// The limit and its window (a GCRA limiter's rate and period).
     pub fn limit(&self) -> (u64, Duration) {
-        match &self.shared.limiter.algorithm {
-            Algorithm::Counter(a) => (a.limit(), a.window()),
-            Algorithm::Log(a) => (a.limit(), a.window()),
-            Algorithm::Gcra(a) => (a.rate(), a.period()),
-        }
+        self.shared.limiter.algorithm.limit()
     }
 
     /// Calls refused so far.
@@ -132,8 +128,8 @@ impl Handle {
     ///
     /// A sliding window keeps its counts when only the limit changes, and
     /// starts over when the window does; a sliding log keeps its newest
-    /// admissions, as many as the new limit holds; a GCRA limiter keeps its
-    /// bucket as it is, and its burst (raise it with
+    /// admissions, as many as the new limit holds; a GCRA limiter keeps the
+    /// permits left in its bucket, and its burst (change it with
     /// [`set_burst`](Self::set_burst)).
     ///
     /// # Errors
@@ -141,41 +137,39 @@ impl Handle {
     /// A [`ConfigError`] naming the field, as the builder checks them; the
     /// limit in force stays.
     pub fn set_limit(&self, limit: u64, window: Duration) -> Result<(), ConfigError> {
+        let limiter = &self.shared.limiter;
         check_quota(self.kind(), limit, window)?;
-        match &self.shared.limiter.algorithm {
-            Algorithm::Counter(a) => a.set(limit, window),
-            Algorithm::Log(a) => a.set(limit, window),
-            Algorithm::Gcra(a) => a.set(limit, window, a.burst()),
+        if let Algorithm::Gcra(a) = &limiter.algorithm {
+            check_burst(limit, window, a.burst())?;
         }
+        limiter.algorithm.set_limit(limit, window, limiter.now());
         Ok(())
     }
 
-    /// Changes a GCRA limiter's burst: the most calls admitted at once.
+    /// Changes a GCRA limiter's burst: the most calls admitted at once. The
+    /// permits left carry over, up to the new burst: a bigger bucket fills
+    /// at the rate, it is not handed out at once.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] on `burst` when it is 0 or the limiter is not GCRA.
+    /// A [`ConfigError`] on `burst` when it is 0, too large for the rate,
+    /// or the limiter is not GCRA.
     pub fn set_burst(&self, burst: u64) -> Result<(), ConfigError> {
-        match &self.shared.limiter.algorithm {
-            Algorithm::Gcra(a) if burst > 0 => {
-                a.set(a.rate(), a.period(), burst);
-                Ok(())
-            }
-            Algorithm::Gcra(_) => Err(ConfigError::new(LAYER, "burst", "must be at least 1")),
-            _ => Err(ConfigError::new(
+        let limiter = &self.shared.limiter;
+        let Algorithm::Gcra(a) = &limiter.algorithm else {
+            return Err(ConfigError::new(
                 LAYER,
                 "burst",
                 "only a GCRA limiter has a burst",
-            )),
-        }
+            ));
+        };
+        check_burst(a.rate(), a.period(), burst)?;
+        limiter.algorithm.set_burst(burst, limiter.now());
+        Ok(())
     }
 
     /// The limiter's algorithm.
     pub fn kind(&self) -> Kind {
-        match &self.shared.limiter.algorithm {
-            Algorithm::Counter(_) => Kind::SlidingWindow,
-            Algorithm::Log(_) => Kind::SlidingLog,
-            Algorithm::Gcra(_) => Kind::Gcra,
-        }
+        self.shared.limiter.algorithm.kind()
     }
 }

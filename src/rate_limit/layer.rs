@@ -7,11 +7,8 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::RateLimit;
-use super::gcra::Gcra;
 use super::handle::{Handle, Shared};
-use super::limiter::{Algorithm, Limiter};
-use super::log::WindowLog;
-use super::window::WindowCounter;
+use super::limiter::{Algorithm, Limiter, Quota, nanos};
 use crate::error::ConfigError;
 use crate::tagged::COUNT_MAX;
 
@@ -19,6 +16,9 @@ pub(crate) const LAYER: &str = "rate_limit";
 const DEFAULT_NAME: &str = "rate_limit";
 /// The sliding log keeps 8 bytes per permit: at most 8 MiB.
 pub(crate) const MAX_LOG_LIMIT: u64 = 1 << 20;
+/// The longest window (or period): 2^56 ns, about 2.3 years, so that the
+/// algorithms' sums of times stay far from overflowing.
+pub(crate) const MAX_WINDOW: Duration = Duration::from_nanos(1 << 56);
 
 /// Applies [`RateLimit`] to a service.
 ///
@@ -170,21 +170,24 @@ impl RateLimitBuilder {
     ///
     /// A [`ConfigError`] naming the field when: the limit (or rate) is 0,
     /// above 2^40 − 1 (a sliding window's count) or above 2^20 (a sliding
-    /// log's memory); the window (or period) is zero; a burst is 0 or set
-    /// on a limiter other than GCRA.
+    /// log's memory); the window (or period) is zero or longer than 2^56 ns
+    /// (about 2.3 years); a burst is 0, set on a limiter other than GCRA, or
+    /// so large that refilling it would take more than 2^62 ns.
     pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
+        let quota = self.quota()?;
+        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        Ok(RateLimitLayer {
+            shared: Arc::new(Shared::new(
+                name,
+                Limiter::new(Algorithm::new(quota)),
+                self.max_wait,
+            )),
+        })
+    }
+
+    /// The checked quota every limiter this builder makes starts from.
+    pub(crate) fn quota(&self) -> Result<Quota, ConfigError> {
         check_quota(self.kind, self.limit, self.window)?;
-        let algorithm = match self.kind {
-            Kind::SlidingWindow => Algorithm::Counter(WindowCounter::new(self.limit, self.window)),
-            Kind::SlidingLog => Algorithm::Log(WindowLog::new(self.limit, self.window)),
-            Kind::Gcra => {
-                let burst = self.burst.unwrap_or(self.limit);
-                if burst == 0 {
-                    return Err(ConfigError::new(LAYER, "burst", "must be at least 1"));
-                }
-                Algorithm::Gcra(Gcra::new(self.limit, self.window, burst))
-            }
-        };
         if self.burst.is_some() && self.kind != Kind::Gcra {
             return Err(ConfigError::new(
                 LAYER,
@@ -195,9 +198,15 @@ impl RateLimitBuilder {
                 ),
             ));
         }
-        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
-        Ok(RateLimitLayer {
-            shared: Arc::new(Shared::new(name, Limiter::new(algorithm), self.max_wait)),
+        let burst = self.burst.unwrap_or(self.limit);
+        if self.kind == Kind::Gcra {
+            check_burst(self.limit, self.window, burst)?;
+        }
+        Ok(Quota {
+            kind: self.kind,
+            limit: self.limit,
+            window: self.window,
+            burst,
         })
     }
 }
@@ -225,6 +234,34 @@ pub(crate) fn check_quota(kind: Kind, limit: u64, window: Duration) -> Result<()
     }
     if window.is_zero() {
         return Err(ConfigError::new(LAYER, "window", "must be more than zero"));
+    }
+    if window > MAX_WINDOW {
+        return Err(ConfigError::new(
+            LAYER,
+            "window",
+            format!("must be at most {MAX_WINDOW:?} (2^56 ns), got {window:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The check on a GCRA limiter's burst, with its rate and period: the
+/// bucket must be at least one permit, and all of it must be a span of
+/// time the arithmetic holds (at most 2^62 ns, 146 years).
+pub(crate) fn check_burst(rate: u64, period: Duration, burst: u64) -> Result<(), ConfigError> {
+    if burst == 0 {
+        return Err(ConfigError::new(LAYER, "burst", "must be at least 1"));
+    }
+    let interval = u128::from(nanos(period).div_ceil(rate.max(1)));
+    if interval * u128::from(burst) > 1 << 62 {
+        return Err(ConfigError::new(
+            LAYER,
+            "burst",
+            format!(
+                "{burst} permits at one per {:?} would take more than 146 years to refill",
+                Duration::from_nanos(interval as u64)
+            ),
+        ));
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::gcra::Gcra;
+use super::layer::Kind;
 use super::log::WindowLog;
 use super::window::WindowCounter;
 
@@ -45,6 +46,16 @@ pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The settings an algorithm starts from: the layer's, or a key's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Quota {
+    pub(crate) kind: Kind,
+    pub(crate) limit: u64,
+    pub(crate) window: Duration,
+    /// GCRA only.
+    pub(crate) burst: u64,
+}
+
 #[derive(Debug)]
 pub(crate) enum Algorithm {
     Counter(WindowCounter),
@@ -52,43 +63,123 @@ pub(crate) enum Algorithm {
     Gcra(Gcra),
 }
 
-/// An algorithm and the origin of its time.
-#[derive(Debug)]
-pub(crate) struct Limiter {
-    origin: Instant,
-    pub(crate) algorithm: Algorithm,
-}
-
-impl Limiter {
-    pub(crate) fn new(algorithm: Algorithm) -> Self {
-        Limiter {
-            origin: Instant::now(),
-            algorithm,
+impl Algorithm {
+    pub(crate) fn new(quota: Quota) -> Self {
+        match quota.kind {
+            Kind::SlidingWindow => {
+                Algorithm::Counter(WindowCounter::new(quota.limit, quota.window))
+            }
+            Kind::SlidingLog => Algorithm::Log(WindowLog::new(quota.limit, quota.window)),
+            Kind::Gcra => Algorithm::Gcra(Gcra::new(quota.limit, quota.window, quota.burst)),
         }
     }
 
-    /// Now, in the algorithms' nanoseconds.
-    #[inline]
-    pub(crate) fn now(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.origin))
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            Algorithm::Counter(_) => Kind::SlidingWindow,
+            Algorithm::Log(_) => Kind::SlidingLog,
+            Algorithm::Gcra(_) => Kind::Gcra,
+        }
     }
 
     #[inline]
-    pub(crate) fn acquire(&self, n: u64) -> Decision {
-        let now = self.now();
-        match &self.algorithm {
+    pub(crate) fn acquire(&self, now: u64, n: u64) -> Decision {
+        match self {
             Algorithm::Counter(a) => a.acquire(now, n),
             Algorithm::Log(a) => a.acquire(now, n),
             Algorithm::Gcra(a) => a.acquire(now, n),
         }
     }
 
-    pub(crate) fn snapshot(&self) -> Snapshot {
-        let now = self.now();
-        match &self.algorithm {
+    pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
+        match self {
             Algorithm::Counter(a) => a.snapshot(now),
             Algorithm::Log(a) => a.snapshot(now),
             Algorithm::Gcra(a) => a.snapshot(now),
         }
+    }
+
+    /// Whether it would decide exactly as a fresh one would from `now` on:
+    /// then a keyed limiter may drop it.
+    pub(crate) fn is_fresh(&self, now: u64) -> bool {
+        let s = self.snapshot(now);
+        s.remaining == s.limit && s.reset.is_zero()
+    }
+
+    /// The limit and its window (a GCRA limiter's rate and period).
+    pub(crate) fn limit(&self) -> (u64, Duration) {
+        match self {
+            Algorithm::Counter(a) => (a.limit(), a.window()),
+            Algorithm::Log(a) => (a.limit(), a.window()),
+            Algorithm::Gcra(a) => (a.rate(), a.period()),
+        }
+    }
+
+    /// Changes the limit at `now`; a GCRA limiter keeps its burst.
+    pub(crate) fn set_limit(&self, limit: u64, window: Duration, now: u64) {
+        match self {
+            Algorithm::Counter(a) => a.set(limit, window),
+            Algorithm::Log(a) => a.set(limit, window),
+            Algorithm::Gcra(a) => a.set(limit, window, a.burst(), now),
+        }
+    }
+
+    /// Changes a GCRA limiter's burst at `now`; `false` for the others.
+    pub(crate) fn set_burst(&self, burst: u64, now: u64) -> bool {
+        match self {
+            Algorithm::Gcra(a) => {
+                a.set(a.rate(), a.period(), burst, now);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Time for the algorithms: nanoseconds since an origin, from tokio's clock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock {
+            origin: Instant::now(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.origin))
+    }
+}
+
+/// An algorithm and its clock.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    clock: Clock,
+    pub(crate) algorithm: Algorithm,
+}
+
+impl Limiter {
+    pub(crate) fn new(algorithm: Algorithm) -> Self {
+        Limiter {
+            clock: Clock::new(),
+            algorithm,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn acquire(&self, n: u64) -> Decision {
+        self.algorithm.acquire(self.clock.now(), n)
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        self.algorithm.snapshot(self.clock.now())
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
     }
 }

@@ -52,7 +52,10 @@ impl WindowLog {
         log.window = nanos(window);
         let excess = log.times.len().saturating_sub(capacity(limit));
         log.times.drain(..excess);
+        // Sized here, so that admissions never allocate.
+        let room = capacity(limit) - log.times.len();
         log.times.shrink_to(capacity(limit));
+        log.times.reserve_exact(room);
     }
 
     pub(crate) fn acquire(&self, now: u64, n: u64) -> Decision {
@@ -71,7 +74,7 @@ impl WindowLog {
         }
         // The wait until enough of the oldest admissions have left.
         let must_leave = (held + n - log.limit) as usize;
-        let leaves_at = log.times[must_leave - 1] + log.window;
+        let leaves_at = log.times[must_leave - 1].saturating_add(log.window);
         Decision::Refused {
             wait: Duration::from_nanos(leaves_at - now),
         }
@@ -84,7 +87,11 @@ impl WindowLog {
         Snapshot {
             limit: log.limit,
             remaining: log.limit.saturating_sub(log.times.len() as u64),
-            reset: Duration::from_nanos(log.times.back().map_or(0, |&t| t + log.window - now)),
+            reset: Duration::from_nanos(
+                log.times
+                    .back()
+                    .map_or(0, |&t| t.saturating_add(log.window) - now),
+            ),
         }
     }
 }

@@ -32,7 +32,24 @@ pub(crate) struct WaitQueue {
 #[derive(Debug, Default)]
 struct Entries {
     next_id: u64,
-    queue: VecDeque<(u64, Option<Waker>)>,
+    queue: VecDeque<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    deadline: Instant,
+    waker: Option<Waker>,
+}
+
+/// Where a waiter stands.
+enum Place {
+    Head,
+    /// Behind the head, whose deadline is this.
+    Behind(Instant),
+    /// Out of the queue: it let its deadline pass while not polled, and a
+    /// waiter behind it moved on.
+    Gone,
 }
 
 impl WaitQueue {
@@ -46,41 +63,62 @@ impl WaitQueue {
         self.len.load(Ordering::Acquire)
     }
 
-    fn push(&self) -> u64 {
+    fn push(&self, deadline: Instant) -> u64 {
         let mut entries = lock(&self.entries);
         let id = entries.next_id;
         entries.next_id += 1;
-        entries.queue.push_back((id, None));
+        entries.queue.push_back(Entry {
+            id,
+            deadline,
+            waker: None,
+        });
         self.len.fetch_add(1, Ordering::Release);
         id
     }
 
-    /// Whether `id` is the head; if not, `waker` is kept to wake it when it
+    /// Where `id` stands at `now`. Heads whose deadline has passed are
+    /// dropped first: a caller that stopped polling (a timeout around
+    /// `ready()`, say) without dropping its service must not hold up the
+    /// queue. If `id` is not the head, `waker` is kept to wake it when it
     /// becomes the head.
-    fn is_head(&self, id: u64, waker: &Waker) -> bool {
+    fn place(&self, id: u64, now: Instant, waker: &Waker) -> Place {
         let mut entries = lock(&self.entries);
-        if entries.queue.front().is_some_and(|(head, _)| *head == id) {
-            return true;
-        }
-        if let Some((_, slot)) = entries.queue.iter_mut().find(|(i, _)| *i == id) {
-            match slot {
-                Some(w) if w.will_wake(waker) => {}
-                _ => *slot = Some(waker.clone()),
+        while let Some(head) = entries.queue.front() {
+            if head.id == id {
+                return Place::Head;
             }
+            if head.deadline >= now {
+                break;
+            }
+            entries.queue.pop_front();
+            self.len.fetch_sub(1, Ordering::Release);
         }
-        false
+        let head_deadline = match entries.queue.front() {
+            Some(head) => head.deadline,
+            None => return Place::Gone,
+        };
+        match entries.queue.iter_mut().find(|e| e.id == id) {
+            Some(entry) => {
+                match &entry.waker {
+                    Some(w) if w.will_wake(waker) => {}
+                    _ => entry.waker = Some(waker.clone()),
+                }
+                Place::Behind(head_deadline)
+            }
+            None => Place::Gone,
+        }
     }
 
     /// Takes `id` out of the queue and wakes the new head, if it changed.
     fn remove(&self, id: u64) {
         let mut entries = lock(&self.entries);
-        let Some(at) = entries.queue.iter().position(|(i, _)| *i == id) else {
+        let Some(at) = entries.queue.iter().position(|e| e.id == id) else {
             return;
         };
         entries.queue.remove(at);
         self.len.fetch_sub(1, Ordering::Release);
         if at == 0 {
-            if let Some((_, Some(waker))) = entries.queue.front_mut().map(|(i, w)| (*i, w.take())) {
+            if let Some(waker) = entries.queue.front_mut().and_then(|e| e.waker.take()) {
                 drop(entries);
                 waker.wake();
             }
@@ -112,7 +150,7 @@ impl Waiting {
         let deadline = now
             .checked_add(max_wait)
             .unwrap_or(now + Duration::from_secs(86_400 * 365));
-        let id = shared.queue.push();
+        let id = shared.queue.push(deadline);
         Waiting {
             shared,
             id,
@@ -124,30 +162,36 @@ impl Waiting {
     pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Waited> {
         loop {
             let now = Instant::now();
-            if !self.shared.queue.is_head(self.id, cx.waker()) {
-                if now >= self.deadline {
-                    return Poll::Ready(Waited::Refused(None));
-                }
-                self.sleep.as_mut().reset(self.deadline);
-                std::task::ready!(self.sleep.as_mut().poll(cx));
-                continue;
+            if now > self.deadline {
+                return Poll::Ready(Waited::Refused(None));
             }
-            match self.shared.acquire() {
-                Ok(()) => return Poll::Ready(Waited::Admitted),
-                // More than the limiter ever grants: waiting cannot help.
-                Err(None) => return Poll::Ready(Waited::Refused(None)),
-                Err(Some(wait)) => {
-                    // Never zero, so a paused clock moves on.
-                    let wait = wait.max(Duration::from_nanos(1));
-                    let ready_at = now.checked_add(wait).filter(|&at| at <= self.deadline);
-                    let Some(ready_at) = ready_at else {
-                        // It would come too late: give up now, not at the
-                        // deadline.
-                        return Poll::Ready(Waited::Refused(Some(wait)));
-                    };
-                    self.sleep.as_mut().reset(ready_at);
+            match self.shared.queue.place(self.id, now, cx.waker()) {
+                Place::Gone => return Poll::Ready(Waited::Refused(None)),
+                Place::Behind(head_deadline) => {
+                    // Woken on reaching the head; else at its own deadline,
+                    // or at the head's, to step past a head that stopped
+                    // polling.
+                    let wake = self.deadline.min(head_deadline + Duration::from_nanos(1));
+                    self.sleep.as_mut().reset(wake);
                     std::task::ready!(self.sleep.as_mut().poll(cx));
                 }
+                Place::Head => match self.shared.acquire() {
+                    Ok(()) => return Poll::Ready(Waited::Admitted),
+                    // More than the limiter ever grants: waiting cannot help.
+                    Err(None) => return Poll::Ready(Waited::Refused(None)),
+                    Err(Some(wait)) => {
+                        // Never zero, so a paused clock moves on.
+                        let wait = wait.max(Duration::from_nanos(1));
+                        let ready_at = now.checked_add(wait).filter(|&at| at <= self.deadline);
+                        let Some(ready_at) = ready_at else {
+                            // It would come too late: give up now, not at
+                            // the deadline.
+                            return Poll::Ready(Waited::Refused(Some(wait)));
+                        };
+                        self.sleep.as_mut().reset(ready_at);
+                        std::task::ready!(self.sleep.as_mut().poll(cx));
+                    }
+                },
             }
         }
     }

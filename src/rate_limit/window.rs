@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use crate::sync::{AtomicU64, Ordering};
-use crate::tagged::TaggedCount;
+use crate::tagged::{TaggedCount, Unchanged};
 
 use super::limiter::{Decision, Snapshot, nanos};
 
@@ -51,11 +51,19 @@ impl WindowCounter {
         Duration::from_nanos(self.window.load(Ordering::Relaxed))
     }
 
-    /// Changing the window renumbers the windows, so the counts start over
-    /// (they read as another window's); changing only the limit keeps them.
+    /// Changing the window renumbers the windows, so the counts start over;
+    /// changing only the limit keeps them.
     pub(crate) fn set(&self, limit: u64, window: Duration) {
         self.limit.store(limit, Ordering::Relaxed);
-        self.window.store(nanos(window).max(1), Ordering::Relaxed);
+        let window = nanos(window).max(1);
+        if self.window.swap(window, Ordering::Relaxed) != window {
+            // Old counts would carry old window numbers, which may pass for
+            // later windows than the new numbering's.
+            self.latest.store(0, Ordering::Relaxed);
+            for count in &self.counts {
+                count.restart(0);
+            }
+        }
     }
 
     fn count(&self, epoch: u64) -> &TaggedCount {
@@ -90,17 +98,59 @@ impl WindowCounter {
         let (epoch, into) = self.locate(now, window);
         let previous = self.count(epoch.wrapping_sub(1)).get(epoch.wrapping_sub(1));
         let fits = |current: u64| fits(previous, current + n, limit, window, into);
-        match self
-            .count(epoch)
-            .update(epoch, |current| fits(current).then_some(current + n))
-        {
-            Some(_) => Decision::Admitted,
-            None => {
-                let current = self.count(epoch).get(epoch);
-                Decision::Refused {
-                    wait: wait(previous, current, n, limit, window, into),
-                }
-            }
+        let take = |current: u64| fits(current).then_some(current + n);
+        match self.count(epoch).update(epoch, take) {
+            Ok(_) => Decision::Admitted,
+            Err(Unchanged::Declined) => self.refusal(previous, epoch, n, limit, window, into),
+            Err(Unchanged::Ahead) => self.ahead(previous, epoch, n, limit, window, into),
+        }
+    }
+
+    #[cold]
+    fn refusal(
+        &self,
+        previous: u64,
+        epoch: u64,
+        n: u64,
+        limit: u64,
+        window: u64,
+        into: u64,
+    ) -> Decision {
+        let current = self.count(epoch).get(epoch);
+        Decision::Refused {
+            // Never zero: counts that changed meanwhile must not make a
+            // caller retry in a loop.
+            wait: wait(previous, current, n, limit, window, into).max(Duration::from_nanos(1)),
+        }
+    }
+
+    /// The count for `epoch` carries a later window's tag. Either this
+    /// caller read the clock and was then held up past a window (others
+    /// have moved on: the window hint is ahead of `epoch`), or the tag is
+    /// stale, left from a wrap of the 24-bit tags after a long idle spell:
+    /// then nobody has seen a later window, and the count starts over.
+    #[cold]
+    fn ahead(
+        &self,
+        previous: u64,
+        epoch: u64,
+        n: u64,
+        limit: u64,
+        window: u64,
+        into: u64,
+    ) -> Decision {
+        if self.latest.load(Ordering::Relaxed) > epoch {
+            // Its next look reads the clock afresh.
+            return Decision::Refused {
+                wait: Duration::from_nanos(1),
+            };
+        }
+        self.count(epoch).restart(epoch);
+        let take =
+            |current: u64| fits(previous, current + n, limit, window, into).then_some(current + n);
+        match self.count(epoch).update(epoch, take) {
+            Ok(_) => Decision::Admitted,
+            Err(_) => self.refusal(previous, epoch, n, limit, window, into),
         }
     }
 
@@ -211,6 +261,37 @@ mod tests {
             (4, 2 * MS),
             "an overflowing hint"
         );
+    }
+
+    #[test]
+    fn a_longer_window_starts_the_counts_over_instead_of_refusing() {
+        // Found in review: the old counts' window numbers passed for later
+        // windows under the new numbering, and every call was refused.
+        let w = WindowCounter::new(100, Duration::from_secs(1));
+        assert_eq!(w.acquire(1_000_000 * MS, 1), Decision::Admitted);
+        w.set(100, Duration::from_secs(2));
+        for t in [1_000_000, 1_000_500, 1_001_000, 1_002_000] {
+            assert_eq!(w.acquire(t * MS, 1), Decision::Admitted, "at {t} ms");
+        }
+        // Only the limit: the counts stay.
+        w.set(4, Duration::from_secs(2));
+        assert!(matches!(
+            w.acquire(1_002_000 * MS, 1),
+            Decision::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn a_stale_tag_after_a_long_idle_spell_is_not_taken_for_a_later_window() {
+        // Found in review: idle for just under 2^24 windows, the tags wrap
+        // and the old count looked newer.
+        let w = WindowCounter::new(5, Duration::from_millis(1));
+        assert_eq!(w.acquire(0, 1), Decision::Admitted);
+        let later = ((1 << crate::tagged::TAG_BITS) - 10) * MS;
+        for i in 0..5 {
+            assert_eq!(w.acquire(later + i, 1), Decision::Admitted, "call {i}");
+        }
+        assert!(matches!(w.acquire(later + 5, 1), Decision::Refused { wait } if !wait.is_zero()));
     }
 
     #[test]
