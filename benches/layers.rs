@@ -252,6 +252,22 @@ fn rate_limits(c: &mut Criterion) {
     c.bench_function("rate_limit/governor_direct_check", |b| {
         b.iter(|| black_box(governor.check()).is_ok())
     });
+
+    // Keyed, one key that already has its limiter (the request is the key).
+    row(
+        c,
+        "rate_limit/palisade_keyed_gcra",
+        RateLimitLayer::gcra(most, Duration::from_secs(1))
+            .keyed(|request: &u64| *request)
+            .build()
+            .expect("valid limit")
+            .layer(Noop),
+    );
+    let governor =
+        governor::RateLimiter::keyed(governor::Quota::per_second(std::num::NonZeroU32::MAX));
+    c.bench_function("rate_limit/governor_keyed_check", |b| {
+        b.iter(|| black_box(governor.check_key(&black_box(1u64))).is_ok())
+    });
 }
 
 criterion_group! {

@@ -182,6 +182,21 @@ fn an_admitted_call_through_each_rate_limiter_allocates_nothing() {
     }
 }
 
+#[test]
+fn an_admitted_call_for_a_known_key_allocates_nothing() {
+    let layer = RateLimitLayer::gcra((1 << 40) - 1, Duration::from_secs(1))
+        .keyed(|request: &u64| *request % 4)
+        .build()
+        .unwrap();
+    // The warm-up call makes key 0; the run calls keys 0 to 3, so make
+    // them all first.
+    let mut svc = layer.layer(Noop);
+    for key in 0..4 {
+        call_once(&mut svc, key);
+    }
+    assert_eq!(allocations_per_run(svc), 0);
+}
+
 /// hyper clones the whole stack for every request.
 #[test]
 fn a_fresh_clone_per_call_allocates_nothing() {

@@ -529,3 +529,242 @@ async fn a_waiter_behind_a_stalled_head_moves_on_at_the_heads_deadline() {
     assert_eq!(result, Ok(2));
     assert!(waited <= ms(1_500), "{waited:?}");
 }
+
+// ---------------------------------------------------------------- keyed
+
+type Request = (&'static str, u64);
+
+fn client(request: &Request) -> &'static str {
+    request.0
+}
+
+/// A keyed service over a probe answering the request's number.
+fn keyed_probe() -> impl Service<Request, Response = u64, Error = BoxError> + Clone {
+    let probe = Probe::new(Answer::Now);
+    tower::service_fn(move |(_, n): Request| {
+        let mut probe = probe.clone();
+        async move { probe.ready().await?.call(n).await }
+    })
+}
+
+async fn send_as<S>(svc: &mut S, who: &'static str, n: u64) -> Result<u64, Option<Duration>>
+where
+    S: Service<Request, Response = u64, Error = BoxError>,
+{
+    match svc.ready().await.unwrap().call((who, n)).await {
+        Ok(answer) => Ok(answer),
+        Err(err) => match ErrorKind::of(&err) {
+            ErrorKind::RateLimited(limited) => Err(limited.retry_after()),
+            _ => panic!("not a rate-limit refusal: {err}"),
+        },
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_key_has_its_own_limiter() {
+    // scenario KY-1: 2 per second per key, the TB-6 pattern for each.
+    let layer = RateLimitLayer::gcra(2, secs(1))
+        .keyed(client)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(keyed_probe());
+    for who in ["one", "two"] {
+        assert!(send_as(&mut svc, who, 1).await.is_ok(), "{who}");
+        advance(ms(1)).await;
+        assert!(send_as(&mut svc, who, 2).await.is_ok(), "{who}");
+        advance(ms(1)).await;
+        assert!(send_as(&mut svc, who, 3).await.is_err(), "{who}");
+        advance(ms(1_000)).await;
+        assert!(send_as(&mut svc, who, 4).await.is_ok(), "{who}");
+        advance(ms(1)).await;
+        assert!(send_as(&mut svc, who, 5).await.is_ok(), "{who}");
+        advance(ms(1)).await;
+        assert!(send_as(&mut svc, who, 6).await.is_err(), "{who}");
+    }
+    assert_eq!(handle.len(), 2);
+    assert_eq!(handle.refused(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_gets_the_exact_wait_and_the_layers_name_not_the_key() {
+    let layer = RateLimitLayer::sliding_log(1, secs(10))
+        .name("api")
+        .keyed(client)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(keyed_probe());
+    assert!(send_as(&mut svc, "secret-key", 1).await.is_ok());
+    advance(secs(4)).await;
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(("secret-key", 2))
+        .await
+        .unwrap_err();
+    let ErrorKind::RateLimited(limited) = ErrorKind::of(&err) else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (limited.name(), limited.retry_after()),
+        ("api", Some(secs(6)))
+    );
+    assert!(!err.to_string().contains("secret"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_with_a_limit_of_its_own() {
+    let layer = RateLimitLayer::sliding_window(1, secs(60))
+        .keyed(client)
+        .limit_for("partner", 3, secs(60))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(keyed_probe());
+    let admitted = |who| {
+        let mut svc = svc.clone();
+        async move {
+            let mut n = 0;
+            while send_as(&mut svc, who, n).await.is_ok() {
+                n += 1;
+            }
+            n
+        }
+    };
+    assert_eq!(admitted("partner").await, 3);
+    assert_eq!(admitted("someone").await, 1);
+    assert_eq!(handle.state(&"partner").limit, 3);
+    // Raised at run time, for a key that already has a limiter and keeps
+    // its count.
+    handle.set_limit_for("someone", 2, secs(60)).unwrap();
+    assert_eq!(admitted("someone").await, 1);
+    assert_eq!(handle.state(&"someone").remaining, 0);
+    assert_eq!(
+        handle
+            .set_limit_for("someone", 0, secs(60))
+            .unwrap_err()
+            .field(),
+        "limit"
+    );
+    assert!(send_as(&mut svc, "x", 1).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_goes_once_its_limiter_is_as_good_as_new() {
+    // scenario KY-2: 1 per second per key; "foo" at 0, "bar" at 200 ms,
+    // "baz" at 800 ms. palisade drops a key as soon as its limiter would
+    // decide exactly as a fresh one (its bucket full again: "foo" at
+    // 1 000 ms), where governor keeps it one emission interval longer.
+    let layer = RateLimitLayer::gcra(1, secs(1))
+        .keyed(client)
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let handle = layer.handle();
+    let mut svc = layer.layer(keyed_probe());
+    assert_eq!(handle.len(), 0);
+    let at = |t: u64| start + ms(t) - tokio::time::Instant::now();
+    let mut held = Vec::new();
+    for (who, t) in [("foo", 0), ("bar", 200), ("baz", 800)] {
+        advance(at(t)).await;
+        assert!(send_as(&mut svc, who, 1).await.is_ok());
+        held.push(handle.len());
+    }
+    assert_eq!(held, [1, 2, 3]);
+    handle.sweep();
+    assert_eq!(handle.len(), 3, "at 800 ms all three are in use");
+    // Each bucket is full again one second after its call.
+    for (t, left) in [(999, 3), (1_000, 2), (1_199, 2), (1_200, 1), (1_800, 0)] {
+        advance(at(t)).await;
+        handle.sweep();
+        assert_eq!(handle.len(), left, "at {t} ms");
+    }
+    // A key that comes back starts afresh.
+    assert!(send_as(&mut svc, "foo", 2).await.is_ok());
+    assert_eq!(handle.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_million_distinct_keys_leave_memory_bounded() {
+    // One call each from a million clients, a thousand every 10 ms. A key
+    // is as good as new two windows after its call, and each map is swept
+    // at most once a window, so about 300 ms of keys (30 000) are held at
+    // most; the map never holds more than max_keys.
+    const MAX_KEYS: usize = 48_000;
+    let layer = RateLimitLayer::sliding_window(5, ms(100))
+        .keyed(|n: &u64| *n)
+        .max_keys(MAX_KEYS)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(
+        |n: u64| async move { Ok::<_, BoxError>(n) },
+    ));
+    let mut most = 0;
+    let mut refused = 0;
+    for batch in 0..1_000u64 {
+        for i in 0..1_000 {
+            if svc
+                .ready()
+                .await
+                .unwrap()
+                .call(batch * 1_000 + i)
+                .await
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        most = most.max(handle.len());
+        advance(ms(10)).await;
+    }
+    assert!(most <= MAX_KEYS, "{most} keys held");
+    assert_eq!(refused, 0, "idle keys made room for every newcomer");
+    assert_eq!(handle.refused_new_keys(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_map_of_busy_keys_refuses_a_new_key_instead_of_evicting_one() {
+    let layer = RateLimitLayer::gcra(1, secs(60))
+        .keyed(|n: &u64| *n)
+        .max_keys(16)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(
+        |n: u64| async move { Ok::<_, BoxError>(n) },
+    ));
+    // Fill every map: each key is busy for a minute after its call.
+    let mut n = 0;
+    while handle.refused_new_keys() == 0 {
+        let _ = svc.ready().await.unwrap().call(n).await;
+        n += 1;
+    }
+    assert!(handle.len() <= 16, "{}", handle.len());
+    // The busy keys keep their state: none got a fresh limit.
+    for key in 0..n - 1 {
+        if handle.state(&key).remaining == 0 {
+            assert!(svc.ready().await.unwrap().call(key).await.is_err());
+        }
+    }
+    // Once they are idle, a new key is welcome again.
+    advance(secs(61)).await;
+    assert!(svc.ready().await.unwrap().call(1_000_000).await.is_ok());
+}
+
+#[test]
+fn a_keyed_limiter_cannot_wait() {
+    let err = RateLimitLayer::gcra(1, secs(1))
+        .max_wait(secs(1))
+        .keyed::<&str, _>(client)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_wait");
+    let err = RateLimitLayer::gcra(1, secs(1))
+        .keyed::<&str, _>(client)
+        .max_keys(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_keys");
+}

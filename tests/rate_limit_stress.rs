@@ -143,3 +143,25 @@ async fn waiters_under_cancellation_keep_the_rate_and_the_queue_drains() {
     assert_eq!(answered + refused + cancelled, TASKS * CALLS);
     assert_eq!(handle.waiting(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_limiter_admits_exactly_each_keys_limit_under_contention() {
+    // The requests are 0 to 6, each its own key; every key gets hundreds of
+    // calls, and admits exactly its 50, however they race.
+    const PER_KEY: u64 = 50;
+    let layer = RateLimitLayer::sliding_log(PER_KEY, Duration::from_secs(36_000))
+        .keyed(|request: &u64| *request)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let counters = Arc::new(Counters::default());
+    let (answered, refused, cancelled) = hammer(layer.layer(Yielder(counters.clone())), 5).await;
+    let sent = counters.calls.load(Ordering::SeqCst) as u64;
+    assert_eq!(sent, 7 * PER_KEY);
+    assert_eq!(answered + refused + cancelled, TASKS * CALLS);
+    assert_eq!(handle.refused(), refused);
+    assert_eq!(handle.len(), 7);
+    for key in 0..7 {
+        assert_eq!(handle.state(&key).remaining, 0, "key {key}");
+    }
+}

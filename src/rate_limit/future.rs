@@ -9,7 +9,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 
 use super::handle::Shared;
-use crate::error::BoxError;
+use crate::error::{BoxError, RateLimited};
 
 pin_project! {
     /// The response future of [`RateLimit`](super::RateLimit): the inner
@@ -35,6 +35,10 @@ pin_project! {
             shared: Arc<Shared>,
             wait: Option<Duration>,
         },
+        // A keyed limiter's refusal, made in `call`.
+        Rejected {
+            error: Option<RateLimited>,
+        },
         // `call` without a `poll_ready` that returned `Ready(Ok(()))`.
         NotReady {
             shared: Arc<Shared>,
@@ -52,6 +56,12 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn refused(shared: Arc<Shared>, wait: Option<Duration>) -> Self {
         ResponseFuture {
             kind: Kind::Refused { shared, wait },
+        }
+    }
+
+    pub(crate) fn rejected(error: RateLimited) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
         }
     }
 
@@ -73,6 +83,10 @@ where
         match self.project().kind.project() {
             KindProj::Admitted { inner } => Poll::Ready(ready!(inner.poll(cx)).map_err(Into::into)),
             KindProj::Refused { shared, wait } => Poll::Ready(Err(shared.rejection(*wait).into())),
+            KindProj::Rejected { error } => Poll::Ready(Err(match error.take() {
+                Some(error) => error.into(),
+                None => "rate limiter: response future polled after it completed".into(),
+            })),
             KindProj::NotReady { shared } => Poll::Ready(Err(format!(
                 "rate limiter `{}`: `call` was made without a successful `poll_ready`, \
                  so no permit was taken and the call was not sent",

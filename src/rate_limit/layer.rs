@@ -8,8 +8,10 @@ use tower_layer::Layer;
 
 use super::RateLimit;
 use super::handle::{Handle, Shared};
+use super::keyed::KeyedRateLimitBuilder;
 use super::limiter::{Algorithm, Limiter, Quota, nanos};
 use crate::error::ConfigError;
+use crate::name::Name;
 use crate::tagged::COUNT_MAX;
 
 pub(crate) const LAYER: &str = "rate_limit";
@@ -164,6 +166,25 @@ impl RateLimitBuilder {
         self
     }
 
+    /// One limiter per key, taken from each request by `key` (a client
+    /// address, an `X-Client-ID` header, an API key): see
+    /// [`KeyedRateLimitLayer`](super::KeyedRateLimitLayer). Each key starts
+    /// from this builder's settings.
+    pub fn keyed<K, F>(self, key: F) -> KeyedRateLimitBuilder<K, F> {
+        KeyedRateLimitBuilder::new(self, key)
+    }
+
+    pub(crate) fn name_or_default(&self) -> Name {
+        self.name
+            .clone()
+            .unwrap_or(Cow::Borrowed(DEFAULT_NAME))
+            .into()
+    }
+
+    pub(crate) fn max_wait_is_zero(&self) -> bool {
+        self.max_wait.is_zero()
+    }
+
     /// Checks the settings and builds the layer.
     ///
     /// # Errors
@@ -175,7 +196,7 @@ impl RateLimitBuilder {
     /// so large that refilling it would take more than 2^62 ns.
     pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
         let quota = self.quota()?;
-        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        let name = self.name_or_default();
         Ok(RateLimitLayer {
             shared: Arc::new(Shared::new(
                 name,

@@ -50,10 +50,11 @@
 //! the log where the bound must be exact, GCRA for a steady rate with a set
 //! burst.
 //!
-//! Every `retry_after` is exact: the earliest instant at which the call
-//! would be admitted if nothing else took the permits first (one nanosecond
-//! earlier it would be refused). The tests check this against the
-//! algorithms' definitions.
+//! Every `retry_after` a limiter reports is exact: the earliest instant at
+//! which the call would be admitted if nothing else took the permits first
+//! (one nanosecond earlier it would be refused). The tests check this
+//! against the algorithms' definitions. (A waiter that runs out of time
+//! behind others in the queue reports none: its turn never came.)
 //!
 //! # The tower contract
 //!
@@ -109,6 +110,7 @@
 mod future;
 mod gcra;
 mod handle;
+mod keyed;
 mod layer;
 mod limiter;
 mod log;
@@ -117,6 +119,7 @@ mod window;
 
 pub use future::ResponseFuture;
 pub use handle::{Handle, RateLimitState};
+pub use keyed::{KeyedHandle, KeyedRateLimit, KeyedRateLimitBuilder, KeyedRateLimitLayer};
 pub use layer::{Kind, RateLimitBuilder, RateLimitConfig, RateLimitLayer};
 
 use std::fmt;

@@ -1,0 +1,573 @@
+//! One limiter per key (client address, API key, tenant), created on first
+//! use, in bounded memory.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::handle::RateLimitState;
+use super::layer::{Kind, LAYER, RateLimitBuilder, check_burst, check_quota};
+use super::limiter::{Algorithm, Clock, Decision, Quota, nanos};
+use crate::error::{BoxError, ConfigError, RateLimited};
+use crate::name::Name;
+
+const DEFAULT_MAX_KEYS: usize = 100_000;
+/// Keys are spread over this many maps, each behind its own lock.
+const SHARDS: usize = 16;
+
+/// Builds a [`KeyedRateLimitLayer`]; made by [`RateLimitBuilder::keyed`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct KeyedRateLimitBuilder<K, F> {
+    base: RateLimitBuilder,
+    key: F,
+    max_keys: usize,
+    overrides: Vec<(K, u64, Duration)>,
+}
+
+impl<K, F> KeyedRateLimitBuilder<K, F> {
+    pub(crate) fn new(base: RateLimitBuilder, key: F) -> Self {
+        KeyedRateLimitBuilder {
+            base,
+            key,
+            max_keys: DEFAULT_MAX_KEYS,
+            overrides: Vec::new(),
+        }
+    }
+
+    /// The most keys with a limiter at once (default 100 000). See
+    /// [`KeyedRateLimitLayer`] for what happens at the bound.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// A limit of its own for `key` (a tenant on a bigger plan): `limit`
+    /// per `window`, or for GCRA that rate per period, with a burst of
+    /// `limit`.
+    pub fn limit_for(mut self, key: K, limit: u64, window: Duration) -> Self {
+        self.overrides.push((key, limit, window));
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// As [`RateLimitBuilder::build`], for the layer's limit and each
+    /// key's own; when `max_keys` is 0; and when `max_wait` is set (the key
+    /// is known only in `call`, after readiness, so a keyed limiter cannot
+    /// make `poll_ready` wait).
+    pub fn build(self) -> Result<KeyedRateLimitLayer<K, F>, ConfigError>
+    where
+        K: Hash + Eq,
+    {
+        let base = self.base.quota()?;
+        if !self.base.max_wait_is_zero() {
+            return Err(ConfigError::new(
+                LAYER,
+                "max_wait",
+                "is not available on a keyed limiter: its key is known only in `call`, \
+                 after readiness",
+            ));
+        }
+        if self.max_keys == 0 {
+            return Err(ConfigError::new(LAYER, "max_keys", "must be at least 1"));
+        }
+        let mut overrides = HashMap::new();
+        for (key, limit, window) in self.overrides {
+            check_quota(base.kind, limit, window)?;
+            if base.kind == Kind::Gcra {
+                check_burst(limit, window, limit)?;
+            }
+            overrides.insert(key, own_quota(base, limit, window));
+        }
+        let shard_capacity = self.max_keys.div_ceil(SHARDS);
+        Ok(KeyedRateLimitLayer {
+            shared: Arc::new(Keyed {
+                name: self.base.name_or_default(),
+                base,
+                clock: Clock::new(),
+                shard_capacity,
+                hasher: RandomState::new(),
+                shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+                overrides: RwLock::new(overrides),
+                refused: AtomicU64::new(0),
+                refused_new_keys: AtomicU64::new(0),
+            }),
+            key: self.key,
+            _key: PhantomData,
+        })
+    }
+}
+
+impl<K, F> fmt::Debug for KeyedRateLimitBuilder<K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimitBuilder")
+            .field("base", &self.base)
+            .field("max_keys", &self.max_keys)
+            .field("overrides", &self.overrides.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key's quota: the layer's kind, its own limit, a burst of that limit.
+fn own_quota(base: Quota, limit: u64, window: Duration) -> Quota {
+    Quota {
+        limit,
+        window,
+        burst: limit,
+        ..base
+    }
+}
+
+/// A key with its hash, computed once per call: it picks the shard, and the
+/// shard's map uses it as is.
+#[derive(Debug)]
+struct Hashed<K> {
+    hash: u64,
+    key: K,
+}
+
+impl<K> Hash for Hashed<K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl<K: PartialEq> PartialEq for Hashed<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+
+impl<K: Eq> Eq for Hashed<K> {}
+
+/// The hasher of a shard's map: the hash is already made.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `Hashed` is hashed here, through `write_u64`; this keeps the
+        // hasher total all the same.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+type Map<K> = HashMap<Hashed<K>, Algorithm, BuildHasherDefault<PassThrough>>;
+
+#[derive(Debug)]
+struct Shard<K> {
+    limiters: Map<K>,
+    /// When idle keys were last dropped, in the clock's nanoseconds.
+    last_sweep: u64,
+}
+
+impl<K> Default for Shard<K> {
+    fn default() -> Self {
+        Shard {
+            limiters: Map::default(),
+            last_sweep: 0,
+        }
+    }
+}
+
+impl<K> Shard<K> {
+    /// Drops the keys whose limiter is as good as new: it would decide
+    /// exactly as a fresh one from now on.
+    fn sweep(&mut self, now: u64) {
+        self.last_sweep = now;
+        self.limiters.retain(|_, limiter| !limiter.is_fresh(now));
+    }
+}
+
+struct Keyed<K> {
+    name: Name,
+    base: Quota,
+    clock: Clock,
+    shard_capacity: usize,
+    hasher: RandomState,
+    shards: Box<[RwLock<Shard<K>>]>,
+    overrides: RwLock<HashMap<K, Quota>>,
+    refused: AtomicU64,
+    refused_new_keys: AtomicU64,
+}
+
+impl<K: Hash + Eq> Keyed<K> {
+    fn hashed(&self, key: K) -> Hashed<K> {
+        Hashed {
+            hash: self.hasher.hash_one(&key),
+            key,
+        }
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<Shard<K>> {
+        // Middle bits: a map inside uses the low ones to place a key and
+        // the top seven to tell keys apart.
+        &self.shards[(hash >> 32) as usize % SHARDS]
+    }
+
+    fn read(shard: &RwLock<Shard<K>>) -> RwLockReadGuard<'_, Shard<K>> {
+        // Nothing panics while holding it, so a poisoned lock holds
+        // nothing half-done.
+        shard.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(shard: &RwLock<Shard<K>>) -> RwLockWriteGuard<'_, Shard<K>> {
+        shard.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes one permit for `key`, making its limiter on first use.
+    #[inline]
+    fn acquire(&self, key: K) -> Decision {
+        let key = self.hashed(key);
+        let shard = self.shard(key.hash);
+        let now = self.clock.now();
+        if let Some(limiter) = Self::read(shard).limiters.get(&key) {
+            return limiter.acquire(now, 1);
+        }
+        self.acquire_new(shard, key, now)
+    }
+
+    /// The slow path: a key with no limiter yet.
+    #[cold]
+    fn acquire_new(&self, shard: &RwLock<Shard<K>>, key: Hashed<K>, now: u64) -> Decision {
+        let mut shard = Self::write(shard);
+        if let Some(limiter) = shard.limiters.get(&key) {
+            return limiter.acquire(now, 1); // made meanwhile
+        }
+        let window = nanos(self.base.window);
+        if now.saturating_sub(shard.last_sweep) >= window {
+            shard.sweep(now);
+        }
+        if shard.limiters.len() >= self.shard_capacity {
+            // Full of keys in use: a new one is refused rather than
+            // evicting a busy key, whose limit a flood of new keys could
+            // otherwise reset.
+            self.refused_new_keys.fetch_add(1, Ordering::Relaxed);
+            return Decision::Refused {
+                wait: Duration::from_nanos(window.saturating_sub(now - shard.last_sweep)),
+            };
+        }
+        let quota = self.quota_for(&key.key);
+        let limiter = Algorithm::new(quota);
+        let decision = limiter.acquire(now, 1);
+        shard.limiters.insert(key, limiter);
+        decision
+    }
+
+    fn quota_for(&self, key: &K) -> Quota {
+        let overrides = self.overrides.read().unwrap_or_else(|p| p.into_inner());
+        overrides.get(key).copied().unwrap_or(self.base)
+    }
+
+    fn state(&self, key: K) -> RateLimitState {
+        let now = self.clock.now();
+        let key = self.hashed(key);
+        let shard = Self::read(self.shard(key.hash));
+        let snapshot = match shard.limiters.get(&key) {
+            Some(limiter) => limiter.snapshot(now),
+            None => Algorithm::new(self.quota_for(&key.key)).snapshot(now),
+        };
+        RateLimitState {
+            limit: snapshot.limit,
+            remaining: snapshot.remaining,
+            reset: snapshot.reset,
+        }
+    }
+}
+
+/// Applies a [`KeyedRateLimit`]: one limiter per key taken from each
+/// request.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::rate_limit::RateLimitLayer;
+///
+/// // 100 requests a minute per client; the partner gets 1 000.
+/// let layer = RateLimitLayer::sliding_window(100, Duration::from_secs(60))
+///     .name("api")
+///     .keyed(|request: &(String, u32)| request.0.clone())
+///     .limit_for("partner".to_string(), 1_000, Duration::from_secs(60))
+///     .max_keys(50_000)
+///     .build()?;
+/// let clients = layer.handle();
+/// assert_eq!(clients.state(&"partner".to_string()).limit, 1_000);
+/// assert_eq!(clients.state(&"someone".to_string()).remaining, 100);
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
+///
+/// # Memory
+///
+/// A key costs its own size plus a 64-byte limiter, inline in a hash map
+/// (which keeps a control byte per slot and up to an eighth spare): about
+/// 100 bytes for an `IpAddr` key. A sliding log adds 8 bytes per permit of
+/// its limit. The keys are spread over 16 maps, each behind its own lock. A key goes when its limiter is as good as new (it would decide
+/// exactly as a fresh one: all its calls have left the window, or its GCRA
+/// bucket is full again); such keys are swept when a new key arrives, at
+/// most once per window per map. At most `max_keys` are kept (16 maps of
+/// `max_keys / 16`): when a new key finds its map full of keys still in use,
+/// the call is refused with `RateLimited` (and a `retry_after` until the
+/// next sweep) rather than evicting a busy key, which a flood of new keys
+/// could otherwise use to reset a heavy client's limit.
+///
+/// # The tower contract
+///
+/// The key is taken in `call`, so unlike [`RateLimit`](super::RateLimit)
+/// this layer cannot refuse before polling the inner service's readiness:
+/// it passes readiness through, and a refused call fails with
+/// `RateLimited` without reaching the inner service. Keys should be cheap to
+/// make and hash (an address, an `Arc<str>`, an id). Errors name the layer,
+/// never the key: keys are often secrets (API keys).
+pub struct KeyedRateLimitLayer<K, F> {
+    shared: Arc<Keyed<K>>,
+    key: F,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K, F: Clone> Clone for KeyedRateLimitLayer<K, F> {
+    fn clone(&self) -> Self {
+        KeyedRateLimitLayer {
+            shared: self.shared.clone(),
+            key: self.key.clone(),
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<K, F> KeyedRateLimitLayer<K, F> {
+    /// A handle on every key's limiter.
+    pub fn handle(&self) -> KeyedHandle<K> {
+        KeyedHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, K, F: Clone> Layer<S> for KeyedRateLimitLayer<K, F> {
+    type Service = KeyedRateLimit<S, K, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedRateLimit {
+            inner,
+            shared: self.shared.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<K, F> fmt::Debug for KeyedRateLimitLayer<K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimitLayer")
+            .field("name", &self.shared.name)
+            .field("quota", &self.shared.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A service with one rate limiter per key; built by
+/// [`KeyedRateLimitLayer`].
+pub struct KeyedRateLimit<S, K, F> {
+    inner: S,
+    shared: Arc<Keyed<K>>,
+    key: F,
+}
+
+impl<S: Clone, K, F: Clone> Clone for KeyedRateLimit<S, K, F> {
+    fn clone(&self) -> Self {
+        KeyedRateLimit {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<S, K, F> KeyedRateLimit<S, K, F> {
+    /// A handle on every key's limiter.
+    pub fn handle(&self) -> KeyedHandle<K> {
+        KeyedHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, K, F, Request> Service<Request> for KeyedRateLimit<S, K, F>
+where
+    S: Service<Request>,
+    S::Error: Into<BoxError>,
+    K: Hash + Eq,
+    F: Fn(&Request) -> K,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.shared.acquire((self.key)(&request)) {
+            Decision::Admitted => ResponseFuture::admitted(self.inner.call(request)),
+            Decision::Refused { wait } => self.refuse(Some(wait)),
+            Decision::TooLarge => self.refuse(None),
+        }
+    }
+}
+
+impl<S, K, F> KeyedRateLimit<S, K, F> {
+    #[cold]
+    fn refuse<Fut>(&self, wait: Option<Duration>) -> ResponseFuture<Fut> {
+        self.shared.refused.fetch_add(1, Ordering::Relaxed);
+        ResponseFuture::rejected(RateLimited::with_name(self.shared.name.clone(), wait))
+    }
+}
+
+impl<S: fmt::Debug, K, F> fmt::Debug for KeyedRateLimit<S, K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimit")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handle on a keyed limiter: each key's state and limit.
+pub struct KeyedHandle<K> {
+    shared: Arc<Keyed<K>>,
+}
+
+impl<K> Clone for KeyedHandle<K> {
+    fn clone(&self) -> Self {
+        KeyedHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for KeyedHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedHandle")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq> KeyedHandle<K> {
+    /// The layer's name.
+    pub fn name(&self) -> &str {
+        self.shared.name.as_str()
+    }
+
+    /// `key`'s limit, calls left and time until they are all back; a key
+    /// with no limiter yet reports a fresh one's.
+    pub fn state(&self, key: &K) -> RateLimitState
+    where
+        K: Clone,
+    {
+        self.shared.state(key.clone())
+    }
+
+    /// How many keys have a limiter now.
+    pub fn len(&self) -> usize {
+        self.shared
+            .shards
+            .iter()
+            .map(|shard| Keyed::read(shard).limiters.len())
+            .sum()
+    }
+
+    /// Whether no key has a limiter now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every key whose limiter is as good as new, now (sweeps also
+    /// happen on their own as new keys arrive).
+    pub fn sweep(&self) {
+        let now = self.shared.clock.now();
+        for shard in self.shared.shards.iter() {
+            Keyed::write(shard).sweep(now);
+        }
+    }
+
+    /// Calls refused so far, for any key.
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Of those, the calls refused because `max_keys` was reached with
+    /// every key in use.
+    pub fn refused_new_keys(&self) -> u64 {
+        self.shared.refused_new_keys.load(Ordering::Relaxed)
+    }
+
+    /// Gives `key` a limit of its own from now on (see
+    /// [`KeyedRateLimitBuilder::limit_for`]); its counts carry over.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field, as the builder checks it.
+    pub fn set_limit_for(&self, key: K, limit: u64, window: Duration) -> Result<(), ConfigError>
+    where
+        K: Clone,
+    {
+        let base = self.shared.base;
+        check_quota(base.kind, limit, window)?;
+        let quota = own_quota(base, limit, window);
+        if base.kind == Kind::Gcra {
+            check_burst(limit, window, quota.burst)?;
+        }
+        {
+            let now = self.shared.clock.now();
+            let hashed = self.shared.hashed(key.clone());
+            let shard = Keyed::read(self.shared.shard(hashed.hash));
+            if let Some(limiter) = shard.limiters.get(&hashed) {
+                limiter.set_limit(limit, window, now);
+                limiter.set_burst(quota.burst, now);
+            }
+        }
+        let mut overrides = self
+            .shared
+            .overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        overrides.insert(key, quota);
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keys_limiter_is_small() {
+        // The memory figure in the docs: the limiter inline in the map's
+        // entry, beside the key (and one control byte, at a load of at
+        // most 7/8).
+        let size = std::mem::size_of::<Algorithm>();
+        assert!(size <= 64, "{size} bytes");
+    }
+}
