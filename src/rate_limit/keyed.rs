@@ -43,8 +43,9 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
         }
     }
 
-    /// The most keys with a limiter at once (default 100 000). See
-    /// [`KeyedRateLimitLayer`] for what happens at the bound.
+    /// The most keys with a limiter at once (default 100 000; rounded up to
+    /// a multiple of 16). See [`KeyedRateLimitLayer`] for what happens at
+    /// the bound.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
@@ -324,9 +325,10 @@ impl<K: Hash + Eq> Keyed<K> {
 /// its limit. The keys are spread over 16 maps, each behind its own lock. A key goes when its limiter is as good as new (it would decide
 /// exactly as a fresh one: all its calls have left the window, or its GCRA
 /// bucket is full again); such keys are swept when a new key arrives, at
-/// most once per window per map. At most `max_keys` are kept (16 maps of
-/// `max_keys / 16`): when a new key finds its map full of keys still in use,
-/// the call is refused with `RateLimited` (and a `retry_after` until the
+/// most once per window per map. Each map holds at most `max_keys / 16`
+/// keys (rounded up, so at most `max_keys` rounded up to a multiple of 16
+/// in all): when a new key finds its map full of keys still in use, the
+/// call is refused with `RateLimited` (and a `retry_after` until that map's
 /// next sweep) rather than evicting a busy key, which a flood of new keys
 /// could otherwise use to reset a heavy client's limit.
 ///
