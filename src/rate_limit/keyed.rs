@@ -95,7 +95,7 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
         Ok(KeyedRateLimitLayer {
             shared: Arc::new(Keyed {
                 name: self.base.name_or_default(),
-                base,
+                base: RwLock::new(base),
                 clock: Clock::new(),
                 shard_capacity,
                 hasher: RandomState::new(),
@@ -203,7 +203,8 @@ impl<K> Shard<K> {
 
 struct Keyed<K> {
     name: Name,
-    base: Quota,
+    // Every key without a limit of its own starts from this.
+    base: RwLock<Quota>,
     clock: Clock,
     shard_capacity: usize,
     hasher: RandomState,
@@ -211,6 +212,12 @@ struct Keyed<K> {
     overrides: RwLock<HashMap<K, Quota>>,
     refused: AtomicU64,
     refused_new_keys: AtomicU64,
+}
+
+impl<K> Keyed<K> {
+    fn base(&self) -> Quota {
+        *self.base.read().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl<K: Hash + Eq> Keyed<K> {
@@ -256,7 +263,7 @@ impl<K: Hash + Eq> Keyed<K> {
         if let Some(limiter) = shard.limiters.get(&key) {
             return limiter.acquire(now, 1); // made meanwhile
         }
-        let window = nanos(self.base.window);
+        let window = nanos(self.base().window);
         if now.saturating_sub(shard.last_sweep) >= window {
             shard.sweep(now);
         }
@@ -278,7 +285,7 @@ impl<K: Hash + Eq> Keyed<K> {
 
     fn quota_for(&self, key: &K) -> Quota {
         let overrides = self.overrides.read().unwrap_or_else(|p| p.into_inner());
-        overrides.get(key).copied().unwrap_or(self.base)
+        overrides.get(key).copied().unwrap_or_else(|| self.base())
     }
 
     fn state(&self, key: K) -> RateLimitState {
@@ -381,7 +388,7 @@ impl<K, F> fmt::Debug for KeyedRateLimitLayer<K, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedRateLimitLayer")
             .field("name", &self.shared.name)
-            .field("quota", &self.shared.base)
+            .field("quota", &self.shared.base())
             .finish_non_exhaustive()
     }
 }
@@ -525,6 +532,42 @@ impl<K: Hash + Eq> KeyedHandle<K> {
         self.shared.refused_new_keys.load(Ordering::Relaxed)
     }
 
+    /// Changes the limit of every key without a limit of its own, from now
+    /// on: the keys that have a limiter change as
+    /// [`Handle::set_limit`](super::Handle::set_limit) describes, and new
+    /// keys start from it. A GCRA limiter keeps its burst.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field, as the builder checks it; the
+    /// limit in force stays.
+    pub fn set_limit(&self, limit: u64, window: Duration) -> Result<(), ConfigError> {
+        let shared = &self.shared;
+        {
+            let mut base = shared.base.write().unwrap_or_else(|p| p.into_inner());
+            check_quota(base.kind, limit, window)?;
+            if base.kind == Kind::Gcra {
+                check_burst(limit, window, base.burst)?;
+            }
+            base.limit = limit;
+            base.window = window;
+        }
+        // The base first, then the keys: a key made meanwhile either starts
+        // from the new limit or is in its map by the time it is changed
+        // here. (No lock is held across another, so none can deadlock.)
+        let now = shared.clock.now();
+        for shard in shared.shards.iter() {
+            let shard = Keyed::read(shard);
+            let overrides = shared.overrides.read().unwrap_or_else(|p| p.into_inner());
+            for (key, limiter) in &shard.limiters {
+                if !overrides.contains_key(&key.key) {
+                    limiter.set_limit(limit, window, now);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Gives `key` a limit of its own from now on (see
     /// [`KeyedRateLimitBuilder::limit_for`]); its counts carry over.
     ///
@@ -535,27 +578,25 @@ impl<K: Hash + Eq> KeyedHandle<K> {
     where
         K: Clone,
     {
-        let base = self.shared.base;
+        let base = self.shared.base();
         check_quota(base.kind, limit, window)?;
         let quota = own_quota(base, limit, window);
         if base.kind == Kind::Gcra {
             check_burst(limit, window, quota.burst)?;
         }
-        {
-            let now = self.shared.clock.now();
-            let hashed = self.shared.hashed(key.clone());
-            let shard = Keyed::read(self.shared.shard(hashed.hash));
-            if let Some(limiter) = shard.limiters.get(&hashed) {
-                limiter.set_limit(limit, window, now);
-                limiter.set_burst(quota.burst, now);
-            }
-        }
-        let mut overrides = self
-            .shared
+        // The override first, then the key's limiter, as in `set_limit`.
+        self.shared
             .overrides
             .write()
-            .unwrap_or_else(|p| p.into_inner());
-        overrides.insert(key, quota);
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), quota);
+        let now = self.shared.clock.now();
+        let hashed = self.shared.hashed(key);
+        let shard = Keyed::read(self.shared.shard(hashed.hash));
+        if let Some(limiter) = shard.limiters.get(&hashed) {
+            limiter.set_limit(limit, window, now);
+            limiter.set_burst(quota.burst, now);
+        }
         Ok(())
     }
 }

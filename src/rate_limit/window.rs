@@ -329,6 +329,36 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The documented bound: never more than `limit` in one of the
+        /// counter's own windows, never more than twice `limit` in any
+        /// window-length; and against a true sliding window it only errs
+        /// by what the previous window's weight assumed.
+        #[test]
+        fn the_admitted_count_stays_within_the_documented_bound(
+            limit in 1u64..10,
+            window in 2u64..60,
+            steps in proptest::collection::vec(0u64..12, 1..200),
+        ) {
+            let w = WindowCounter::new(limit, Duration::from_nanos(window));
+            let mut admitted = Vec::new();
+            let mut now = 0;
+            for step in steps {
+                now += step;
+                if w.acquire(now, 1) == Decision::Admitted {
+                    admitted.push(now);
+                }
+            }
+            for &t in &admitted {
+                let epoch = t / window;
+                let same_window = admitted.iter().filter(|&&u| u / window == epoch).count();
+                prop_assert!(same_window as u64 <= limit);
+                let sliding = admitted.iter().filter(|&&u| u <= t && t - u < window).count();
+                prop_assert!(sliding as u64 <= 2 * limit, "{sliding} in the window to {t}");
+            }
+        }
+    }
+
     /// A counter with the same counts as `w` at `now`.
     fn copy(w: &WindowCounter, now: u64) -> WindowCounter {
         let window = w.window.load(Ordering::Relaxed);
