@@ -253,6 +253,14 @@ fn rate_limits(c: &mut Criterion) {
         b.iter(|| black_box(governor.check()).is_ok())
     });
 
+    // Chaos with no fault set: one atomic load, against the bare service.
+    #[cfg(feature = "chaos")]
+    row(
+        c,
+        "chaos/no_fault",
+        palisade::chaos::ChaosLayer::new().layer(Noop),
+    );
+
     // Keyed, one key that already has its limiter (the request is the key).
     row(
         c,

@@ -12,6 +12,7 @@
 //! | [`bulkhead`] | cap the calls in flight, so one slow dependency cannot take every resource | `bulkhead` |
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
 //! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest | `rate-limit` |
+//! | `chaos` | inject failures, latency and outages on purpose, to test the rest | `chaos` |
 //!
 //! ```
 //! # #[cfg(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker", feature = "retry"))]
@@ -91,6 +92,7 @@
 //! | `circuit-breaker` | yes | [`circuit_breaker`] |
 //! | `retry` | yes | [`retry`] |
 //! | `rate-limit` | yes | [`rate_limit`] |
+//! | `chaos` | no | `chaos`: fault injection for tests and demos |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
 //!
 //! [tower]: https://docs.rs/tower
@@ -119,13 +121,15 @@ mod sync;
 
 #[cfg(feature = "bulkhead")]
 pub mod bulkhead;
+#[cfg(feature = "chaos")]
+pub mod chaos;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
 #[cfg(feature = "retry")]
 pub mod retry;
-#[cfg(any(feature = "retry", feature = "circuit-breaker"))]
+#[cfg(any(feature = "retry", feature = "circuit-breaker", feature = "chaos"))]
 mod rng;
 #[cfg(any(feature = "retry", feature = "rate-limit"))]
 mod tagged;

@@ -197,6 +197,13 @@ fn an_admitted_call_for_a_known_key_allocates_nothing() {
     assert_eq!(allocations_per_run(svc), 0);
 }
 
+#[cfg(feature = "chaos")]
+#[test]
+fn chaos_with_no_fault_set_allocates_nothing() {
+    let chaos = palisade::chaos::ChaosLayer::new();
+    assert_eq!(allocations_per_run(chaos.layer(Noop)), 0);
+}
+
 /// hyper clones the whole stack for every request.
 #[test]
 fn a_fresh_clone_per_call_allocates_nothing() {
