@@ -6,93 +6,14 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer, Event, Reason, State};
-use palisade::{BoxError, ErrorKind};
-use support::yielder::{Counters, FAIL, Yielder};
-use support::{XorShift, cancel_after};
-use tower::{Layer, Service, ServiceExt};
-
-#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    succeeded: u64,
-    failed: u64,
-    refused: u64,
-    cancelled: u64,
-}
-
-impl Tally {
-    fn add(&mut self, other: Tally) {
-        self.succeeded += other.succeeded;
-        self.failed += other.failed;
-        self.refused += other.refused;
-        self.cancelled += other.cancelled;
-    }
-}
-
-/// `tasks` tasks make `calls` calls each through clones of `svc`; one in
-/// `fail_one_in` fails, and a quarter are dropped after 1 to 12 polls.
-async fn hammer<S>(svc: S, tasks: u64, calls: u64, fail_one_in: u64, seed: u64) -> Tally
-where
-    S: Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    let mut handles = Vec::new();
-    for t in 0..tasks {
-        let mut svc = svc.clone();
-        let mut rng = XorShift::new(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        handles.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            for _ in 0..calls {
-                let polls = match rng.below(4) {
-                    0 => 1 + rng.below(12),
-                    _ => u64::MAX,
-                };
-                let fail = if rng.below(fail_one_in) == 0 { FAIL } else { 0 };
-                let request = rng.below(7) | fail;
-                let call = async {
-                    svc.ready().await?;
-                    svc.call(request).await
-                };
-                // An uncancelled call is awaited plainly: only a real
-                // wake-up brings a waiter back.
-                let outcome = match polls {
-                    u64::MAX => Some(call.await),
-                    polls => cancel_after(polls, call).await,
-                };
-                match outcome {
-                    None => tally.cancelled += 1,
-                    Some(Ok(_)) => tally.succeeded += 1,
-                    Some(Err(err)) => match ErrorKind::of(&err) {
-                        ErrorKind::CircuitOpen(_) => tally.refused += 1,
-                        _ => tally.failed += 1,
-                    },
-                }
-                if rng.below(4) == 0 {
-                    svc = svc.clone(); // drop one that may hold an admission
-                }
-            }
-            tally
-        }));
-    }
-    let mut total = Tally::default();
-    for handle in handles {
-        total.add(handle.await.unwrap());
-    }
-    total
-}
-
-/// A stall (a probe slot leaked, say) fails the test instead of hanging it.
-/// It bounds the run; it does not time it.
-async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(120), f)
-        .await
-        .expect("the stress run stalled")
-}
+use support::stress::{bounded, hammer};
+use support::yielder::{Counters, Yielder};
+use tower::Layer;
 
 const PROBES: usize = 3;
 const ROUNDS: u64 = 150;

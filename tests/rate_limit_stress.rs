@@ -10,75 +10,31 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use palisade::rate_limit::{RateLimitBuilder, RateLimitLayer};
-use palisade::{BoxError, ErrorKind};
+use support::stress::hammer;
 use support::yielder::{Counters, Yielder};
-use support::{XorShift, cancel_after};
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
 
 const TASKS: u64 = 16;
 const CALLS: u64 = 200;
 const LIMIT: u64 = 500;
 
-/// Calls made through clones of `svc`, a quarter of them dropped after 1
-/// to 6 polls; returns (answered, refused, cancelled).
-async fn hammer<S>(svc: S, seed: u64) -> (u64, u64, u64)
-where
-    S: Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    let mut handles = Vec::new();
-    for t in 0..TASKS {
-        let mut svc = svc.clone();
-        let mut rng = XorShift::new(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        handles.push(tokio::spawn(async move {
-            let (mut answered, mut refused, mut cancelled) = (0, 0, 0);
-            for _ in 0..CALLS {
-                let polls = match rng.below(4) {
-                    0 => 1 + rng.below(6),
-                    _ => u64::MAX,
-                };
-                let request = rng.below(7);
-                let call = async {
-                    svc.ready().await?;
-                    svc.call(request).await
-                };
-                // An uncancelled call is awaited plainly: only a real
-                // wake-up (or the paused clock moving on) brings it back.
-                let outcome = match polls {
-                    u64::MAX => Some(call.await),
-                    polls => cancel_after(polls, call).await,
-                };
-                match outcome {
-                    None => cancelled += 1,
-                    Some(Ok(_)) => answered += 1,
-                    Some(Err(err)) => {
-                        assert!(
-                            matches!(ErrorKind::of(&err), ErrorKind::RateLimited(_)),
-                            "{err}"
-                        );
-                        refused += 1;
-                    }
-                }
-                if rng.below(4) == 0 {
-                    svc = svc.clone();
-                }
-            }
-            (answered, refused, cancelled)
-        }));
-    }
-    let mut total = (0, 0, 0);
-    for handle in handles {
-        let (a, r, c) = handle.await.unwrap();
-        total = (total.0 + a, total.1 + r, total.2 + c);
-    }
-    total
-}
+/// No call fails in the inner service: one in `u64::MAX` asks it to.
+const NEVER: u64 = u64::MAX;
 
 async fn admits_exactly_its_limit(builder: RateLimitBuilder, seed: u64) {
     let layer = builder.build().unwrap();
     let handle = layer.handle();
     let counters = Arc::new(Counters::default());
-    let (answered, refused, cancelled) = hammer(layer.layer(Yielder(counters.clone())), seed).await;
+    let tally = hammer(
+        layer.layer(Yielder(counters.clone())),
+        TASKS,
+        CALLS,
+        NEVER,
+        seed,
+    )
+    .await;
+    let (answered, refused, cancelled) = (tally.succeeded, tally.refused, tally.cancelled);
+    assert_eq!(tally.failed, 0, "every error is a rate-limit refusal");
     // A call is sent in the poll that takes its permit, so the inner
     // service sees exactly the admitted calls, cancelled ones included.
     let sent = counters.calls.load(Ordering::SeqCst) as u64;
@@ -127,10 +83,18 @@ async fn waiters_under_cancellation_keep_the_rate_and_the_queue_drains() {
     let handle = layer.handle();
     let counters = Arc::new(Counters::default());
     let start = tokio::time::Instant::now();
-    let run = hammer(layer.layer(Yielder(counters.clone())), 4);
-    let (answered, refused, cancelled) = tokio::time::timeout(Duration::from_secs(3_600), run)
+    let run = hammer(
+        layer.layer(Yielder(counters.clone())),
+        TASKS,
+        CALLS,
+        NEVER,
+        4,
+    );
+    let tally = tokio::time::timeout(Duration::from_secs(3_600), run)
         .await
         .expect("a waiter was never woken");
+    let (answered, refused, cancelled) = (tally.succeeded, tally.refused, tally.cancelled);
+    assert_eq!(tally.failed, 0);
     let elapsed = start.elapsed();
     let sent = counters.calls.load(Ordering::SeqCst) as u64;
     // 10 at once, then one per 10 ms.
@@ -155,7 +119,16 @@ async fn a_keyed_limiter_admits_exactly_each_keys_limit_under_contention() {
         .unwrap();
     let handle = layer.handle();
     let counters = Arc::new(Counters::default());
-    let (answered, refused, cancelled) = hammer(layer.layer(Yielder(counters.clone())), 5).await;
+    let tally = hammer(
+        layer.layer(Yielder(counters.clone())),
+        TASKS,
+        CALLS,
+        NEVER,
+        5,
+    )
+    .await;
+    let (answered, refused, cancelled) = (tally.succeeded, tally.refused, tally.cancelled);
+    assert_eq!(tally.failed, 0);
     let sent = counters.calls.load(Ordering::SeqCst) as u64;
     assert_eq!(sent, 7 * PER_KEY);
     assert_eq!(answered + refused + cancelled, TASKS * CALLS);

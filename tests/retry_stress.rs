@@ -5,75 +5,14 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use palisade::BoxError;
 use palisade::retry::{Backoff, RetryBudget, RetryLayer};
-use support::yielder::{Counters, FAIL, Yielder};
-use support::{XorShift, cancel_after};
-use tower::{Layer, Service, ServiceExt};
-
-#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    succeeded: u64,
-    failed: u64,
-    cancelled: u64,
-}
-
-/// `tasks` tasks send `requests` requests each through clones of `svc`;
-/// one in `fail_one_in` fails on every attempt, and a quarter are dropped
-/// after 1 to 12 polls.
-async fn hammer<S>(svc: S, tasks: u64, requests: u64, fail_one_in: u64, seed: u64) -> Tally
-where
-    S: Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    let mut handles = Vec::new();
-    for t in 0..tasks {
-        let mut svc = svc.clone();
-        let mut rng = XorShift::new(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        handles.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            for _ in 0..requests {
-                let polls = match rng.below(4) {
-                    0 => 1 + rng.below(12),
-                    _ => u64::MAX,
-                };
-                let fail = if rng.below(fail_one_in) == 0 { FAIL } else { 0 };
-                let request = rng.below(7) | fail;
-                let call = async {
-                    svc.ready().await?;
-                    svc.call(request).await
-                };
-                match cancel_after(polls, call).await {
-                    None => tally.cancelled += 1,
-                    Some(Ok(_)) => tally.succeeded += 1,
-                    Some(Err(_)) => tally.failed += 1,
-                }
-            }
-            tally
-        }));
-    }
-    let mut total = Tally::default();
-    for handle in handles {
-        let t = handle.await.unwrap();
-        total.succeeded += t.succeeded;
-        total.failed += t.failed;
-        total.cancelled += t.cancelled;
-    }
-    total
-}
-
-/// A stall fails the test instead of hanging it. It bounds the run; it does
-/// not time it.
-async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(120), f)
-        .await
-        .expect("the stress run stalled")
-}
+use support::stress::{bounded, hammer};
+use support::yielder::{Counters, Yielder};
+use tower::Layer;
 
 const TASKS: u64 = 16;
 const REQUESTS: u64 = 400;
