@@ -318,7 +318,8 @@ fn bad_configuration_is_an_error_naming_the_field() {
 fn configuration_loads_from_json() {
     use palisade::rate_limit::RateLimitConfig;
     let config: RateLimitConfig = serde_json::from_str(
-        r#"{"name": "api", "algorithm": "gcra", "limit": 10, "window": "1s", "burst": 20}"#,
+        r#"{"name": "api", "algorithm": "gcra", "limit": 10, "window": "1s", "burst": 20,
+            "max_wait": "50ms", "max_waiters": 8}"#,
     )
     .unwrap();
     let handle = RateLimitLayer::from_config(config).unwrap().handle();
@@ -767,4 +768,159 @@ fn a_keyed_limiter_cannot_wait() {
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "max_keys");
+}
+
+// ---------------------------------------------------------------- scenarios restated for one permit per call
+//
+// A palisade call takes exactly one permit, and waiters are served oldest
+// first only (the rate-limiting issue asks for FIFO): the scenarios' batch
+// requests, zero-permit requests and newest-first queues have no
+// counterpart, and are restated here with single permits.
+
+#[tokio::test(start_paused = true)]
+async fn queued_callers_are_admitted_in_order_as_the_window_slides() {
+    // scenario SW-2 (a), oldest first: limit 2 over two seconds, queue 3.
+    let layer = RateLimitLayer::sliding_log(2, secs(2))
+        .max_wait(secs(10))
+        .max_waiters(3)
+        .build()
+        .unwrap();
+    let probe = Probe::new(Answer::Now);
+    let mut svc = layer.layer(probe.clone());
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    assert_eq!(send(&mut svc, 2).await, Ok(2));
+    let a = spawn_call(&svc, 3);
+    tokio::task::yield_now().await;
+    let b = spawn_call(&svc, 4);
+    tokio::task::yield_now().await;
+    advance(secs(1)).await;
+    assert_eq!(
+        (probe.calls(), layer.handle().waiting()),
+        (2, 2),
+        "both still wait"
+    );
+    assert_eq!(a.await.unwrap(), (Ok(3), secs(2)));
+    assert_eq!(b.await.unwrap().0, Ok(4));
+    assert_eq!(probe.seen(), [1, 2, 3, 4], "in arrival order");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_refuses_the_newcomer_and_accepts_again_once_served() {
+    // scenarios QW-2 (oldest first: the newcomer fails) and SW-3 (the
+    // figures, read as snapshots that later calls do not change).
+    let layer = RateLimitLayer::gcra(1, secs(1))
+        .max_wait(secs(5))
+        .max_waiters(1)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    let before = handle.state();
+    let a = spawn_call(&svc, 2);
+    tokio::task::yield_now().await;
+    assert_eq!((handle.state().remaining, handle.waiting()), (0, 1));
+    let start = tokio::time::Instant::now();
+    assert_eq!(send(&mut svc, 3).await, Err(None), "the queue is full");
+    assert_eq!(start.elapsed(), Duration::ZERO, "refused at once");
+    assert_eq!(handle.refused(), 1);
+    assert_eq!(
+        a.await.unwrap(),
+        (Ok(2), secs(1)),
+        "the waiter keeps its place"
+    );
+    // Served: the queue takes a newcomer again.
+    let c = spawn_call(&svc, 4);
+    assert_eq!(c.await.unwrap(), (Ok(4), secs(1)));
+    assert_eq!((handle.waiting(), handle.refused()), (0, 1));
+    assert_eq!(before.remaining, 0, "an earlier snapshot stays as it was");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_within_a_timeout_to_the_nanosecond() {
+    // scenario FW-3: 3 permits per 10 ms, waiting up to 12 ms; nine calls
+    // 1 ns apart, from 10 ms. A sliding log frees each permit one window
+    // after it was taken (where a fixed window frees them all at the next
+    // cycle): the 4th to 6th wait 10 ms - 3 ns each, and the 7th to 9th,
+    // whose permits would free 20 ms on, are refused. The limiter's waits
+    // are exact to the nanosecond; a waiting caller wakes on tokio's
+    // timer, whose resolution is a millisecond, so it may wait up to that
+    // much longer (here the first waiter's timer rounds up to the next
+    // tick, and the three 1 ns steps of the set-up are on top).
+    let layer = RateLimitLayer::sliding_log(3, ms(10))
+        .max_wait(ms(12))
+        .build()
+        .unwrap();
+    let svc = layer.layer(Probe::new(Answer::Now));
+    advance(ms(10)).await;
+    let mut calls = Vec::new();
+    for i in 1..=9 {
+        advance(Duration::from_nanos(1)).await;
+        calls.push(spawn_call(&svc, i));
+        tokio::task::yield_now().await;
+    }
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    let answers: Vec<_> = results[..6].iter().map(|(r, _)| *r).collect();
+    assert_eq!(answers, [Ok(1), Ok(2), Ok(3), Ok(4), Ok(5), Ok(6)]);
+    assert!(results[..3].iter().all(|(_, w)| w.is_zero()));
+    let exact = ms(10) - Duration::from_nanos(3);
+    for (_, waited) in &results[3..6] {
+        assert!(
+            *waited >= exact && *waited <= exact + ms(1) + Duration::from_nanos(9),
+            "{waited:?}"
+        );
+    }
+    for (result, waited) in &results[6..] {
+        assert!(result.is_err(), "{result:?}");
+        assert!(*waited <= ms(12), "{waited:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_reports_the_wait_to_the_next_permit() {
+    // scenario FW-4, first case: limit 2 per 20 s, both taken.
+    let mut svc = RateLimitLayer::sliding_log(2, secs(20))
+        .build()
+        .unwrap()
+        .layer(Probe::new(Answer::Now));
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    assert_eq!(send(&mut svc, 2).await, Ok(2));
+    assert_eq!(send(&mut svc, 3).await, Err(Some(secs(20))));
+    advance(secs(5)).await;
+    assert_eq!(send(&mut svc, 4).await, Err(Some(secs(15))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exhausted_limiter_makes_a_waiter_wait_one_interval() {
+    // scenario TB-11 (waiting): 10 per second, exhausted.
+    let layer = RateLimitLayer::gcra(10, secs(1))
+        .max_wait(secs(1))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    for i in 0..10 {
+        assert_eq!(send(&mut svc, i).await, Ok(i));
+    }
+    let start = tokio::time::Instant::now();
+    assert_eq!(send(&mut svc, 10).await, Ok(10));
+    assert_eq!(start.elapsed(), ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_outlives_the_layer_and_its_handles() {
+    // scenario QW-4 (disposal): the limiter lives as long as any service
+    // of it, so dropping the layer and every handle leaves a waiter to be
+    // served, not stranded.
+    let layer = RateLimitLayer::gcra(1, secs(1))
+        .max_wait(secs(5))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    let waiter = spawn_call(&svc, 2);
+    drop((layer, svc));
+    assert_eq!(waiter.await.unwrap(), (Ok(2), secs(1)));
 }

@@ -208,7 +208,8 @@ mod tests {
 
     #[test]
     fn batches_too_big_for_the_bucket_are_told_apart() {
-        // scenario TB-8: 5 per second.
+        // scenarios TB-8 and QW-4 (an oversized request is its own error,
+        // not a rate-limit refusal): 5 per second.
         let g = Gcra::new(5, Duration::from_secs(1), 5);
         for n in [15, 7, 6] {
             assert_eq!(g.acquire(0, n), Decision::TooLarge);
@@ -254,6 +255,43 @@ mod tests {
         assert!(admits(&g, 0));
         g.set(2, Duration::from_secs(1), 6, 0);
         assert_eq!(g.snapshot(0).remaining, 1);
+    }
+
+    #[test]
+    fn elapsed_time_is_never_lost() {
+        // scenario TB-3, for a continuous GCRA: 10 permits, 1 per 10 min.
+        const MIN: u64 = 60_000 * MS;
+        let g = Gcra::new(1, Duration::from_secs(600), 10);
+        assert!((0..3).all(|_| admits(&g, 0)));
+        assert_eq!(g.snapshot(0).remaining, 7);
+        assert_eq!(
+            g.snapshot(10 * MIN - MS).remaining,
+            7,
+            "almost a period: kept"
+        );
+        assert_eq!(
+            g.snapshot(20 * MIN).remaining,
+            9,
+            "and counted in full later"
+        );
+    }
+
+    #[test]
+    fn concurrent_checks_take_exactly_the_burst() {
+        // scenario TB-11: 20 per second, 20 threads check at once.
+        let g = std::sync::Arc::new(Gcra::new(20, Duration::from_secs(1), 20));
+        let admitted: usize = (0..20)
+            .map(|_| {
+                let g = g.clone();
+                std::thread::spawn(move || admits(&g, 0))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| usize::from(t.join().unwrap()))
+            .sum();
+        assert_eq!(admitted, 20);
+        assert!(!admits(&g, 2 * MS));
+        assert!(admits(&g, 1_000 * MS));
     }
 
     #[test]

@@ -23,12 +23,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(name: Name, limiter: Limiter, max_wait: Duration) -> Self {
+    pub(crate) fn new(
+        name: Name,
+        limiter: Limiter,
+        max_wait: Duration,
+        max_waiters: usize,
+    ) -> Self {
         Shared {
             name,
             limiter,
             max_wait,
-            queue: WaitQueue::default(),
+            queue: WaitQueue::new(max_waiters),
             refused: AtomicU64::new(0),
         }
     }

@@ -66,6 +66,9 @@ impl RateLimitLayer {
         if let Some(burst) = config.burst {
             b = b.burst(burst);
         }
+        if let Some(n) = config.max_waiters {
+            b = b.max_waiters(n);
+        }
         b.max_wait(config.max_wait).build()
     }
 
@@ -128,6 +131,7 @@ pub struct RateLimitBuilder {
     window: Duration,
     burst: Option<u64>,
     max_wait: Duration,
+    max_waiters: usize,
     name: Option<Cow<'static, str>>,
 }
 
@@ -139,8 +143,17 @@ impl RateLimitBuilder {
             window,
             burst: None,
             max_wait: Duration::ZERO,
+            max_waiters: usize::MAX,
             name: None,
         }
+    }
+
+    /// The most callers waiting at once, with a `max_wait` (default: no
+    /// bound but `max_wait` itself). A call that finds the queue full is
+    /// refused at once; the callers already waiting keep their places.
+    pub fn max_waiters(mut self, max_waiters: usize) -> Self {
+        self.max_waiters = max_waiters;
+        self
     }
 
     /// How long a call may wait for a permit (default zero: refuse at
@@ -202,6 +215,7 @@ impl RateLimitBuilder {
                 name,
                 Limiter::new(Algorithm::new(quota)),
                 self.max_wait,
+                self.max_waiters,
             )),
         })
     }
@@ -299,6 +313,7 @@ pub(crate) fn check_burst(rate: u64, period: Duration, burst: u64) -> Result<(),
 /// window = "1m"           # a GCRA limiter's period
 /// burst = 20              # GCRA only
 /// max_wait = "50ms"       # default: refuse at once
+/// max_waiters = 100       # default: no bound
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
@@ -322,6 +337,9 @@ pub struct RateLimitConfig {
     /// See [`RateLimitBuilder::max_wait`] (default zero).
     #[cfg_attr(feature = "serde", serde(default, with = "crate::serde_duration"))]
     pub max_wait: Duration,
+    /// See [`RateLimitBuilder::max_waiters`] (default no bound).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub max_waiters: Option<usize>,
 }
 
 #[cfg(feature = "serde")]
@@ -339,6 +357,7 @@ impl RateLimitConfig {
             window,
             burst: None,
             max_wait: Duration::ZERO,
+            max_waiters: None,
         }
     }
 }

@@ -79,9 +79,12 @@
 //! response future, as ever) when its `max_wait`, counted once from when
 //! it started waiting, runs out; a call that finds the queue empty and
 //! would wait longer than `max_wait` is refused at once, and so is the head
-//! once its permit would come too late. A waiter reserves nothing: one that
-//! is dropped, or gives up, consumes no permit, and its place goes to the
-//! next.
+//! once its permit would come too late. A waiter wakes on tokio's timer,
+//! whose resolution is one millisecond: it may be admitted up to a
+//! millisecond after the exact instant its permit frees. A waiter reserves
+//! nothing: one that is dropped, or gives up, consumes no permit, and its
+//! place goes to the next. [`max_waiters`](RateLimitBuilder::max_waiters)
+//! bounds the queue: a call that finds it full is refused at once.
 //!
 //! # Changing the limit at run time
 //!
@@ -105,6 +108,7 @@
 //! | `window` (period) | required | > 0 |
 //! | `burst` | the rate (GCRA only) | ≥ 1 |
 //! | `max_wait` | zero: refuse at once | any |
+//! | `max_waiters` | no bound | any; a call finding the queue full is refused |
 //! | `name` | `"rate_limit"` | any string |
 
 mod future;
@@ -203,21 +207,34 @@ impl<S> RateLimit<S> {
     /// [`poll_permit`](Self::poll_permit) with a `max_wait`.
     fn poll_permit_or_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let max_wait = self.shared.max_wait;
-        if self.waiting.is_none() && self.shared.queue.is_empty() {
-            // While others wait, a newcomer queues behind them instead.
-            self.permit = match self.shared.acquire() {
-                Ok(()) => Permit::Taken,
-                Err(Some(wait)) if wait <= max_wait => Permit::None,
-                Err(wait) => Permit::Refused(wait),
-            };
-            if self.permit != Permit::None {
-                return Poll::Ready(());
+        if self.waiting.is_none() {
+            // A fresh look: an earlier refusal does not stand.
+            self.permit = Permit::None;
+            // The limiter's wait, when a newcomer found the queue empty.
+            let mut wait = None;
+            if self.shared.queue.is_empty() {
+                // While others wait, a newcomer queues behind them instead.
+                match self.shared.acquire() {
+                    Ok(()) => self.permit = Permit::Taken,
+                    Err(Some(w)) if w <= max_wait => wait = Some(w),
+                    Err(w) => self.permit = Permit::Refused(w),
+                }
+                if self.permit != Permit::None {
+                    return Poll::Ready(());
+                }
+            }
+            match Waiting::join(self.shared.clone(), max_wait) {
+                Some(waiting) => self.waiting = Some(waiting),
+                None => {
+                    // The queue is full: refused at once.
+                    self.permit = Permit::Refused(wait);
+                    return Poll::Ready(());
+                }
             }
         }
-        let shared = &self.shared;
-        let waiting = self
-            .waiting
-            .get_or_insert_with(|| Waiting::join(shared.clone(), max_wait));
+        let Some(waiting) = self.waiting.as_mut() else {
+            return Poll::Ready(());
+        };
         let waited = std::task::ready!(waiting.poll_wait(cx));
         // Leaving the queue wakes the next in line.
         self.waiting = None;

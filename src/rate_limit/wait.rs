@@ -21,11 +21,13 @@ use super::handle::Shared;
 use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
 
 /// The queue of callers waiting for a permit.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WaitQueue {
     // Callers in the queue; read without the lock by newcomers, who may take
     // a permit directly only while it is zero.
     len: AtomicUsize,
+    // The most callers in it; a newcomer to a full queue is refused.
+    capacity: usize,
     entries: Mutex<Entries>,
 }
 
@@ -53,6 +55,14 @@ enum Place {
 }
 
 impl WaitQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        WaitQueue {
+            len: AtomicUsize::new(0),
+            capacity,
+            entries: Mutex::new(Entries::default()),
+        }
+    }
+
     /// Whether anyone is waiting.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
@@ -63,8 +73,12 @@ impl WaitQueue {
         self.len.load(Ordering::Acquire)
     }
 
-    fn push(&self, deadline: Instant) -> u64 {
+    /// A place at the back, unless the queue is full.
+    fn push(&self, deadline: Instant) -> Option<u64> {
         let mut entries = lock(&self.entries);
+        if entries.queue.len() >= self.capacity {
+            return None;
+        }
         let id = entries.next_id;
         entries.next_id += 1;
         entries.queue.push_back(Entry {
@@ -73,7 +87,7 @@ impl WaitQueue {
             waker: None,
         });
         self.len.fetch_add(1, Ordering::Release);
-        id
+        Some(id)
     }
 
     /// Where `id` stands at `now`. Heads whose deadline has passed are
@@ -144,19 +158,20 @@ pub(crate) enum Waited {
 }
 
 impl Waiting {
-    /// Joins the queue, to wait until `max_wait` from now at most.
-    pub(crate) fn join(shared: Arc<Shared>, max_wait: Duration) -> Self {
+    /// Joins the queue, to wait until `max_wait` from now at most; `None`
+    /// if the queue is full.
+    pub(crate) fn join(shared: Arc<Shared>, max_wait: Duration) -> Option<Self> {
         let now = Instant::now();
         let deadline = now
             .checked_add(max_wait)
             .unwrap_or(now + Duration::from_secs(86_400 * 365));
-        let id = shared.queue.push(deadline);
-        Waiting {
+        let id = shared.queue.push(deadline)?;
+        Some(Waiting {
             shared,
             id,
             deadline,
             sleep: Box::pin(sleep_until(deadline)),
-        }
+        })
     }
 
     pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Waited> {

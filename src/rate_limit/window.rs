@@ -296,6 +296,8 @@ mod tests {
 
     #[test]
     fn a_batch_larger_than_the_limit_is_too_large() {
+        // scenario QW-4: more than the limit is its own error, and takes
+        // nothing.
         let w = WindowCounter::new(5, Duration::from_secs(1));
         assert_eq!(w.acquire(0, 6), Decision::TooLarge);
         assert_eq!(w.acquire(0, 5), Decision::Admitted);
