@@ -96,6 +96,7 @@ impl Error for CircuitOpen {}
 pub struct RateLimited {
     name: Name,
     retry_after: Option<Duration>,
+    limit: Option<u64>,
 }
 
 impl RateLimited {
@@ -106,13 +107,25 @@ impl RateLimited {
         RateLimited {
             name: name.into().into(),
             retry_after,
+            limit: None,
         }
+    }
+
+    /// The same refusal, reporting the limiter's limit (the most calls it
+    /// admits at once: its limit per window, or a GCRA limiter's burst).
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
     }
 
     /// A refusal by a palisade limiter, whose name is already shared.
     #[cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
     pub(crate) fn with_name(name: Name, retry_after: Option<Duration>) -> Self {
-        RateLimited { name, retry_after }
+        RateLimited {
+            name,
+            retry_after,
+            limit: None,
+        }
     }
 
     /// The name of the rate limiter that refused the call.
@@ -123,6 +136,12 @@ impl RateLimited {
     /// The exact time until the limiter would admit this call, if known.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+    }
+
+    /// The limiter's limit (its burst, for GCRA), if known: what a 429's
+    /// `RateLimit-Limit` header reports. palisade's limiters always say.
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
     }
 }
 

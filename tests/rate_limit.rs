@@ -924,3 +924,88 @@ async fn a_waiter_outlives_the_layer_and_its_handles() {
     drop((layer, svc));
     assert_eq!(waiter.await.unwrap(), (Ok(2), secs(1)));
 }
+
+// ---------------------------------------------------------- report_state
+
+/// A response with room for the state its limiter reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Reported(Option<RateLimitState>);
+
+fn reporter(response: &mut Reported, state: RateLimitState) {
+    response.0 = Some(state);
+}
+
+fn answers_reported() -> impl Service<u64, Response = Reported, Error = BoxError, Future: Send> + Clone
+{
+    tower::service_fn(|_: u64| async { Ok::<_, BoxError>(Reported::default()) })
+}
+
+#[tokio::test(start_paused = true)]
+async fn report_state_hands_each_admitted_response_the_state_it_was_admitted_under() {
+    for builder in all_kinds(3, secs(1)) {
+        let layer = builder.build().unwrap().report_state(reporter);
+        let handle = layer.handle();
+        let mut svc = layer.layer(answers_reported());
+        for remaining in [2, 1, 0] {
+            let reported = svc.ready().await.unwrap().call(0).await.unwrap();
+            let state = reported.0.expect("an admitted response is reported");
+            assert_eq!((state.limit, state.remaining), (3, remaining));
+            assert!(!state.reset.is_zero());
+            // The same state the handle reads at this instant.
+            assert_eq!(state, handle.state());
+        }
+        // A refusal has no response to report on; its error names the limit.
+        let err = svc.ready().await.unwrap().call(0).await.unwrap_err();
+        let ErrorKind::RateLimited(limited) = ErrorKind::of(&err) else {
+            panic!("{err}")
+        };
+        assert_eq!(limited.limit(), Some(3));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn report_state_covers_a_caller_admitted_after_waiting() {
+    let layer = RateLimitLayer::sliding_log(1, secs(1))
+        .max_wait(secs(2))
+        .build()
+        .unwrap()
+        .report_state(reporter);
+    let mut svc = layer.layer(answers_reported());
+    let first = svc.ready().await.unwrap().call(0).await.unwrap();
+    assert_eq!(first.0.map(|s| s.remaining), Some(0));
+    // This one waits a second for the permit, and is reported all the same.
+    let second = svc.ready().await.unwrap().call(0).await.unwrap();
+    let state = second.0.expect("reported after waiting");
+    assert_eq!((state.limit, state.remaining, state.reset), (1, 0, secs(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn report_state_on_a_keyed_limiter_reports_each_keys_own_state() {
+    let layer = RateLimitLayer::sliding_log(2, secs(60))
+        .keyed(|client: &u64| *client)
+        .limit_for(7, 5, secs(60))
+        .build()
+        .unwrap()
+        .report_state(reporter);
+    let mut svc = layer.layer(answers_reported());
+    async fn state<S>(svc: &mut S, client: u64) -> Result<RateLimitState, BoxError>
+    where
+        S: Service<u64, Response = Reported, Error = BoxError>,
+    {
+        let reported = svc.ready().await?.call(client).await?;
+        Ok(reported.0.expect("an admitted response is reported"))
+    }
+    let a = state(&mut svc, 1).await.unwrap();
+    assert_eq!((a.limit, a.remaining), (2, 1));
+    let b = state(&mut svc, 2).await.unwrap();
+    assert_eq!((b.limit, b.remaining), (2, 1), "another key is untouched");
+    let own = state(&mut svc, 7).await.unwrap();
+    assert_eq!((own.limit, own.remaining), (5, 4), "a key's own limit");
+    assert_eq!(state(&mut svc, 1).await.unwrap().remaining, 0);
+    let err = state(&mut svc, 1).await.unwrap_err();
+    let ErrorKind::RateLimited(limited) = ErrorKind::of(&err) else {
+        panic!("{err}")
+    };
+    assert_eq!(limited.limit(), Some(2));
+    assert_eq!(limited.retry_after(), Some(secs(60)));
+}

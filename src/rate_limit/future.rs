@@ -8,26 +8,29 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use super::handle::Shared;
+use super::handle::{RateLimitState, Shared};
+use super::report::{NoReport, ReportState};
 use crate::error::{BoxError, RateLimited};
 
 pin_project! {
     /// The response future of [`RateLimit`](super::RateLimit): the inner
     /// service's, or the refusal.
     #[derive(Debug)]
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, R = NoReport> {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, R>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
-    enum Kind<F> {
+    enum Kind<F, R> {
         Admitted {
             #[pin]
             inner: F,
+            // The state to report on the response, when it is reported.
+            report: Option<(R, RateLimitState)>,
         },
         // The error is built when polled, so this rare variant does not make
         // every response future bigger.
@@ -46,10 +49,10 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn admitted(inner: F) -> Self {
+impl<F, R> ResponseFuture<F, R> {
+    pub(crate) fn admitted(inner: F, report: Option<(R, RateLimitState)>) -> Self {
         ResponseFuture {
-            kind: Kind::Admitted { inner },
+            kind: Kind::Admitted { inner, report },
         }
     }
 
@@ -72,16 +75,23 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, R, T, E> Future for ResponseFuture<F, R>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
+    R: ReportState<T>,
 {
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Admitted { inner } => Poll::Ready(ready!(inner.poll(cx)).map_err(Into::into)),
+            KindProj::Admitted { inner, report } => {
+                let mut result = ready!(inner.poll(cx));
+                if let (Ok(response), Some((report, state))) = (&mut result, report.take()) {
+                    report.report(response, state);
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
             KindProj::Refused { shared, wait } => Poll::Ready(Err(shared.rejection(*wait).into())),
             KindProj::Rejected { error } => Poll::Ready(Err(match error.take() {
                 Some(error) => error.into(),

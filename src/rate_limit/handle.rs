@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::layer::{Kind, LAYER, check_burst, check_quota};
-use super::limiter::{Algorithm, Decision, Limiter};
+use super::limiter::{Algorithm, Decision, Limiter, Snapshot};
 use super::wait::WaitQueue;
 use crate::error::{ConfigError, RateLimited};
 use crate::name::Name;
@@ -49,12 +49,32 @@ impl Shared {
         }
     }
 
+    /// [`acquire`](Self::acquire), with the state right after an admission
+    /// when `report` is set: one clock reading for both.
+    #[inline]
+    pub(crate) fn acquire_reporting(
+        &self,
+        report: bool,
+    ) -> Result<Option<RateLimitState>, Option<Duration>> {
+        if !report {
+            return self.acquire().map(|()| None);
+        }
+        match self.limiter.acquire_and_snapshot(1) {
+            (Decision::Admitted, state) => Ok(Some(state.into())),
+            (Decision::Refused { wait }, _) => Err(Some(wait)),
+            (Decision::TooLarge, _) => Err(None),
+        }
+    }
+
     pub(crate) fn count_refusal(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn rejection(&self, wait: Option<Duration>) -> RateLimited {
-        RateLimited::with_name(self.name.clone(), wait)
+        // A refusal is rare enough to afford a look at the limit, which the
+        // `RateLimit-Limit` header of a 429 reports.
+        let limit = self.limiter.snapshot().limit;
+        RateLimited::with_name(self.name.clone(), wait).with_limit(limit)
     }
 }
 
@@ -77,6 +97,16 @@ impl Shared {
 #[derive(Clone, Debug)]
 pub struct Handle {
     shared: Arc<Shared>,
+}
+
+impl From<Snapshot> for RateLimitState {
+    fn from(s: Snapshot) -> Self {
+        RateLimitState {
+            limit: s.limit,
+            remaining: s.remaining,
+            reset: s.reset,
+        }
+    }
 }
 
 /// A rate limiter's state at one instant: what the `RateLimit-Limit`,
@@ -105,12 +135,7 @@ impl Handle {
 
     /// The limit, the calls left and the time until they are all back.
     pub fn state(&self) -> RateLimitState {
-        let s = self.shared.limiter.snapshot();
-        RateLimitState {
-            limit: s.limit,
-            remaining: s.remaining,
-            reset: s.reset,
-        }
+        self.shared.limiter.snapshot().into()
     }
 
     /// The limit and its window (a GCRA limiter's rate and period).

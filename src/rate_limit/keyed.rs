@@ -16,7 +16,8 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::handle::RateLimitState;
 use super::layer::{Kind, LAYER, RateLimitBuilder, check_burst, check_quota};
-use super::limiter::{Algorithm, Clock, Decision, Quota, nanos};
+use super::limiter::{Algorithm, Clock, Decision, Quota, Snapshot, nanos};
+use super::report::{NoReport, ReportState};
 use crate::error::{BoxError, ConfigError, RateLimited};
 use crate::name::Name;
 
@@ -105,6 +106,7 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
                 refused_new_keys: AtomicU64::new(0),
             }),
             key: self.key,
+            report: NoReport,
             _key: PhantomData,
         })
     }
@@ -244,24 +246,40 @@ impl<K: Hash + Eq> Keyed<K> {
         shard.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes one permit for `key`, making its limiter on first use.
+    /// Takes one permit for `key`, making its limiter on first use. The
+    /// key's state comes with a refusal (for its limit), and with an
+    /// admission when `report` is set: read in the same lookup, at the same
+    /// instant.
     #[inline]
-    fn acquire(&self, key: K) -> Decision {
+    fn acquire(&self, key: K, report: bool) -> (Decision, Option<Snapshot>) {
         let key = self.hashed(key);
         let shard = self.shard(key.hash);
         let now = self.clock.now();
         if let Some(limiter) = Self::read(shard).limiters.get(&key) {
-            return limiter.acquire(now, 1);
+            return Self::acquire_from(limiter, now, report);
         }
-        self.acquire_new(shard, key, now)
+        self.acquire_new(shard, key, now, report)
+    }
+
+    #[inline]
+    fn acquire_from(limiter: &Algorithm, now: u64, report: bool) -> (Decision, Option<Snapshot>) {
+        let decision = limiter.acquire(now, 1);
+        let state = (report || decision != Decision::Admitted).then(|| limiter.snapshot(now));
+        (decision, state)
     }
 
     /// The slow path: a key with no limiter yet.
     #[cold]
-    fn acquire_new(&self, shard: &RwLock<Shard<K>>, key: Hashed<K>, now: u64) -> Decision {
+    fn acquire_new(
+        &self,
+        shard: &RwLock<Shard<K>>,
+        key: Hashed<K>,
+        now: u64,
+        report: bool,
+    ) -> (Decision, Option<Snapshot>) {
         let mut shard = Self::write(shard);
         if let Some(limiter) = shard.limiters.get(&key) {
-            return limiter.acquire(now, 1); // made meanwhile
+            return Self::acquire_from(limiter, now, report); // made meanwhile
         }
         let window = nanos(self.base().window);
         if now.saturating_sub(shard.last_sweep) >= window {
@@ -272,15 +290,15 @@ impl<K: Hash + Eq> Keyed<K> {
             // evicting a busy key, whose limit a flood of new keys could
             // otherwise reset.
             self.refused_new_keys.fetch_add(1, Ordering::Relaxed);
-            return Decision::Refused {
-                wait: Duration::from_nanos(window.saturating_sub(now - shard.last_sweep)),
-            };
+            let wait = Duration::from_nanos(window.saturating_sub(now - shard.last_sweep));
+            // No key's limit refused it, so none is reported.
+            return (Decision::Refused { wait }, None);
         }
         let quota = self.quota_for(&key.key);
         let limiter = Algorithm::new(quota);
-        let decision = limiter.acquire(now, 1);
+        let acquired = Self::acquire_from(&limiter, now, report);
         shard.limiters.insert(key, limiter);
-        decision
+        acquired
     }
 
     fn quota_for(&self, key: &K) -> Quota {
@@ -296,11 +314,7 @@ impl<K: Hash + Eq> Keyed<K> {
             Some(limiter) => limiter.snapshot(now),
             None => Algorithm::new(self.quota_for(&key.key)).snapshot(now),
         };
-        RateLimitState {
-            limit: snapshot.limit,
-            remaining: snapshot.remaining,
-            reset: snapshot.reset,
-        }
+        snapshot.into()
     }
 }
 
@@ -347,44 +361,59 @@ impl<K: Hash + Eq> Keyed<K> {
 /// `RateLimited` without reaching the inner service. Keys should be cheap to
 /// make and hash (an address, an `Arc<str>`, an id). Errors name the layer,
 /// never the key: keys are often secrets (API keys).
-pub struct KeyedRateLimitLayer<K, F> {
+pub struct KeyedRateLimitLayer<K, F, R = NoReport> {
     shared: Arc<Keyed<K>>,
     key: F,
+    report: R,
     _key: PhantomData<fn() -> K>,
 }
 
-impl<K, F: Clone> Clone for KeyedRateLimitLayer<K, F> {
+impl<K, F: Clone, R: Clone> Clone for KeyedRateLimitLayer<K, F, R> {
     fn clone(&self) -> Self {
         KeyedRateLimitLayer {
             shared: self.shared.clone(),
             key: self.key.clone(),
+            report: self.report.clone(),
             _key: PhantomData,
         }
     }
 }
 
-impl<K, F> KeyedRateLimitLayer<K, F> {
+impl<K, F, R> KeyedRateLimitLayer<K, F, R> {
     /// A handle on every key's limiter.
     pub fn handle(&self) -> KeyedHandle<K> {
         KeyedHandle {
             shared: self.shared.clone(),
         }
     }
+
+    /// Reports each key's state on the responses its limiter admitted,
+    /// through `report` ([`ReportState`]: the HTTP `RateLimit-*` headers,
+    /// say), from the same lookup that admitted the call.
+    pub fn report_state<R2>(self, report: R2) -> KeyedRateLimitLayer<K, F, R2> {
+        KeyedRateLimitLayer {
+            shared: self.shared,
+            key: self.key,
+            report,
+            _key: PhantomData,
+        }
+    }
 }
 
-impl<S, K, F: Clone> Layer<S> for KeyedRateLimitLayer<K, F> {
-    type Service = KeyedRateLimit<S, K, F>;
+impl<S, K, F: Clone, R: Clone> Layer<S> for KeyedRateLimitLayer<K, F, R> {
+    type Service = KeyedRateLimit<S, K, F, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         KeyedRateLimit {
             inner,
             shared: self.shared.clone(),
             key: self.key.clone(),
+            report: self.report.clone(),
         }
     }
 }
 
-impl<K, F> fmt::Debug for KeyedRateLimitLayer<K, F> {
+impl<K, F, R> fmt::Debug for KeyedRateLimitLayer<K, F, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedRateLimitLayer")
             .field("name", &self.shared.name)
@@ -395,23 +424,25 @@ impl<K, F> fmt::Debug for KeyedRateLimitLayer<K, F> {
 
 /// A service with one rate limiter per key; built by
 /// [`KeyedRateLimitLayer`].
-pub struct KeyedRateLimit<S, K, F> {
+pub struct KeyedRateLimit<S, K, F, R = NoReport> {
     inner: S,
     shared: Arc<Keyed<K>>,
     key: F,
+    report: R,
 }
 
-impl<S: Clone, K, F: Clone> Clone for KeyedRateLimit<S, K, F> {
+impl<S: Clone, K, F: Clone, R: Clone> Clone for KeyedRateLimit<S, K, F, R> {
     fn clone(&self) -> Self {
         KeyedRateLimit {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
             key: self.key.clone(),
+            report: self.report.clone(),
         }
     }
 }
 
-impl<S, K, F> KeyedRateLimit<S, K, F> {
+impl<S, K, F, R> KeyedRateLimit<S, K, F, R> {
     /// A handle on every key's limiter.
     pub fn handle(&self) -> KeyedHandle<K> {
         KeyedHandle {
@@ -420,16 +451,17 @@ impl<S, K, F> KeyedRateLimit<S, K, F> {
     }
 }
 
-impl<S, K, F, Request> Service<Request> for KeyedRateLimit<S, K, F>
+impl<S, K, F, R, Request> Service<Request> for KeyedRateLimit<S, K, F, R>
 where
     S: Service<Request>,
     S::Error: Into<BoxError>,
     K: Hash + Eq,
     F: Fn(&Request) -> K,
+    R: ReportState<S::Response> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -437,23 +469,35 @@ where
 
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
-        match self.shared.acquire((self.key)(&request)) {
-            Decision::Admitted => ResponseFuture::admitted(self.inner.call(request)),
-            Decision::Refused { wait } => self.refuse(Some(wait)),
-            Decision::TooLarge => self.refuse(None),
+        let (decision, state) = self.shared.acquire((self.key)(&request), R::REPORTS);
+        match decision {
+            Decision::Admitted => {
+                let report = state.map(|state| (self.report.clone(), state.into()));
+                ResponseFuture::admitted(self.inner.call(request), report)
+            }
+            Decision::Refused { wait } => self.refuse(Some(wait), state),
+            Decision::TooLarge => self.refuse(None, state),
         }
     }
 }
 
-impl<S, K, F> KeyedRateLimit<S, K, F> {
+impl<S, K, F, R> KeyedRateLimit<S, K, F, R> {
     #[cold]
-    fn refuse<Fut>(&self, wait: Option<Duration>) -> ResponseFuture<Fut> {
+    fn refuse<Fut>(
+        &self,
+        wait: Option<Duration>,
+        state: Option<Snapshot>,
+    ) -> ResponseFuture<Fut, R> {
         self.shared.refused.fetch_add(1, Ordering::Relaxed);
-        ResponseFuture::rejected(RateLimited::with_name(self.shared.name.clone(), wait))
+        let mut error = RateLimited::with_name(self.shared.name.clone(), wait);
+        if let Some(state) = state {
+            error = error.with_limit(state.limit);
+        }
+        ResponseFuture::rejected(error)
     }
 }
 
-impl<S: fmt::Debug, K, F> fmt::Debug for KeyedRateLimit<S, K, F> {
+impl<S: fmt::Debug, K, F, R> fmt::Debug for KeyedRateLimit<S, K, F, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedRateLimit")
             .field("inner", &self.inner)

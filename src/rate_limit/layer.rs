@@ -10,6 +10,7 @@ use super::RateLimit;
 use super::handle::{Handle, Shared};
 use super::keyed::KeyedRateLimitBuilder;
 use super::limiter::{Algorithm, Limiter, Quota, nanos};
+use super::report::NoReport;
 use crate::error::ConfigError;
 use crate::name::Name;
 use crate::tagged::COUNT_MAX;
@@ -28,8 +29,9 @@ pub(crate) const MAX_WINDOW: Duration = Duration::from_nanos(1 << 56);
 /// their clones. Build one with [`sliding_window`](Self::sliding_window),
 /// [`sliding_log`](Self::sliding_log) or [`gcra`](Self::gcra).
 #[derive(Clone, Debug)]
-pub struct RateLimitLayer {
+pub struct RateLimitLayer<R = NoReport> {
     shared: Arc<Shared>,
+    report: R,
 }
 
 impl RateLimitLayer {
@@ -71,18 +73,30 @@ impl RateLimitLayer {
         }
         b.max_wait(config.max_wait).build()
     }
+}
 
+impl<R> RateLimitLayer<R> {
     /// A handle on the limiter: its state, its limit.
     pub fn handle(&self) -> Handle {
         Handle::new(self.shared.clone())
     }
+
+    /// Reports the limiter's state on each response it admitted, through
+    /// `report` ([`ReportState`](super::ReportState): the HTTP `RateLimit-*` headers, say). The
+    /// limiter stays the same one.
+    pub fn report_state<R2>(self, report: R2) -> RateLimitLayer<R2> {
+        RateLimitLayer {
+            shared: self.shared,
+            report,
+        }
+    }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
+impl<S, R: Clone> Layer<S> for RateLimitLayer<R> {
+    type Service = RateLimit<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, self.shared.clone())
+        RateLimit::new(inner, self.shared.clone(), self.report.clone())
     }
 }
 
@@ -217,6 +231,7 @@ impl RateLimitBuilder {
                 self.max_wait,
                 self.max_waiters,
             )),
+            report: NoReport,
         })
     }
 

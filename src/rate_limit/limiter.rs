@@ -179,6 +179,13 @@ impl Limiter {
         self.algorithm.snapshot(self.clock.now())
     }
 
+    /// [`acquire`](Self::acquire), with the state right after it, read at
+    /// the same instant.
+    pub(crate) fn acquire_and_snapshot(&self, n: u64) -> (Decision, Snapshot) {
+        let now = self.clock.now();
+        (self.algorithm.acquire(now, n), self.algorithm.snapshot(now))
+    }
+
     pub(crate) fn now(&self) -> u64 {
         self.clock.now()
     }

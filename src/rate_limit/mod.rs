@@ -118,6 +118,7 @@ mod keyed;
 mod layer;
 mod limiter;
 mod log;
+mod report;
 mod wait;
 mod window;
 
@@ -125,6 +126,7 @@ pub use future::ResponseFuture;
 pub use handle::{Handle, RateLimitState};
 pub use keyed::{KeyedHandle, KeyedRateLimit, KeyedRateLimitBuilder, KeyedRateLimitLayer};
 pub use layer::{Kind, RateLimitBuilder, RateLimitConfig, RateLimitLayer};
+pub use report::{NoReport, ReportState};
 
 use std::fmt;
 use std::sync::Arc;
@@ -140,29 +142,32 @@ use wait::{Waited, Waiting};
 /// A service that admits calls at a limited rate.
 ///
 /// Built by [`RateLimitLayer`]; see the [module docs](self).
-pub struct RateLimit<S> {
+pub struct RateLimit<S, R = NoReport> {
     inner: S,
     shared: Arc<Shared>,
     permit: Permit,
     // A place in the queue, with a `max_wait`.
     waiting: Option<Waiting>,
+    report: R,
 }
 
 /// What `poll_ready` decided for the next call.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Permit {
     None,
-    Taken,
+    /// With the state after the admission, when it is reported.
+    Taken(Option<RateLimitState>),
     Refused(Option<Duration>),
 }
 
-impl<S> RateLimit<S> {
-    fn new(inner: S, shared: Arc<Shared>) -> Self {
+impl<S, R> RateLimit<S, R> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, report: R) -> Self {
         RateLimit {
             inner,
             shared,
             permit: Permit::None,
             waiting: None,
+            report,
         }
     }
 
@@ -187,25 +192,26 @@ impl<S> RateLimit<S> {
     }
 
     /// Decides this call's permit: taken, or refused. `Pending` while
-    /// waiting in the queue.
+    /// waiting in the queue. With `report`, a taken permit carries the
+    /// state after it.
     #[inline]
-    fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.permit == Permit::Taken {
+    fn poll_permit(&mut self, cx: &mut Context<'_>, report: bool) -> Poll<()> {
+        if let Permit::Taken(_) = self.permit {
             return Poll::Ready(());
         }
         if self.shared.max_wait.is_zero() {
             // A first look, or a fresh one after a refusal.
-            self.permit = match self.shared.acquire() {
-                Ok(()) => Permit::Taken,
+            self.permit = match self.shared.acquire_reporting(report) {
+                Ok(state) => Permit::Taken(state),
                 Err(wait) => Permit::Refused(wait),
             };
             return Poll::Ready(());
         }
-        self.poll_permit_or_wait(cx)
+        self.poll_permit_or_wait(cx, report)
     }
 
     /// [`poll_permit`](Self::poll_permit) with a `max_wait`.
-    fn poll_permit_or_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_permit_or_wait(&mut self, cx: &mut Context<'_>, report: bool) -> Poll<()> {
         let max_wait = self.shared.max_wait;
         if self.waiting.is_none() {
             // A fresh look: an earlier refusal does not stand.
@@ -214,8 +220,8 @@ impl<S> RateLimit<S> {
             let mut wait = None;
             if self.shared.queue.is_empty() {
                 // While others wait, a newcomer queues behind them instead.
-                match self.shared.acquire() {
-                    Ok(()) => self.permit = Permit::Taken,
+                match self.shared.acquire_reporting(report) {
+                    Ok(state) => self.permit = Permit::Taken(state),
                     Err(Some(w)) if w <= max_wait => wait = Some(w),
                     Err(w) => self.permit = Permit::Refused(w),
                 }
@@ -239,32 +245,36 @@ impl<S> RateLimit<S> {
         // Leaving the queue wakes the next in line.
         self.waiting = None;
         self.permit = match waited {
-            Waited::Admitted => Permit::Taken,
+            // A second look at the clock, on this slower path only.
+            Waited::Admitted => {
+                Permit::Taken(report.then(|| self.shared.limiter.snapshot().into()))
+            }
             Waited::Refused(wait) => Permit::Refused(wait),
         };
         Poll::Ready(())
     }
 }
 
-impl<S: Clone> Clone for RateLimit<S> {
+impl<S: Clone, R: Clone> Clone for RateLimit<S, R> {
     /// The clone shares the limiter but holds no permit of its own.
     fn clone(&self) -> Self {
-        RateLimit::new(self.inner.clone(), self.shared.clone())
+        RateLimit::new(self.inner.clone(), self.shared.clone(), self.report.clone())
     }
 }
 
-impl<S, Request> Service<Request> for RateLimit<S>
+impl<S, R, Request> Service<Request> for RateLimit<S, R>
 where
     S: Service<Request>,
     S::Error: Into<BoxError>,
+    R: ReportState<S::Response> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, R>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        std::task::ready!(self.poll_permit(cx));
+        std::task::ready!(self.poll_permit(cx, R::REPORTS));
         if let Permit::Refused(_) = self.permit {
             // Decided without touching the inner service's readiness.
             return Poll::Ready(Ok(()));
@@ -275,7 +285,10 @@ where
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
         match std::mem::replace(&mut self.permit, Permit::None) {
-            Permit::Taken => ResponseFuture::admitted(self.inner.call(request)),
+            Permit::Taken(state) => ResponseFuture::admitted(
+                self.inner.call(request),
+                state.map(|state| (self.report.clone(), state)),
+            ),
             Permit::Refused(wait) => {
                 self.shared.count_refusal();
                 ResponseFuture::refused(self.shared.clone(), wait)
@@ -285,7 +298,7 @@ where
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+impl<S: fmt::Debug, R> fmt::Debug for RateLimit<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
