@@ -13,6 +13,7 @@
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
 //! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest | `rate-limit` |
 //! | `chaos` | inject failures, latency and outages on purpose, to test the rest | `chaos` |
+//! | `http` | HTTP status classifier, `Retry-After`, idempotent retries, rejections as 429/503/504 responses, `RateLimit-*` headers | `http` |
 //!
 //! ```
 //! # #[cfg(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker", feature = "retry"))]
@@ -93,6 +94,7 @@
 //! | `retry` | yes | [`retry`] |
 //! | `rate-limit` | yes | [`rate_limit`] |
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
+//! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
 //!
 //! [tower]: https://docs.rs/tower
@@ -125,6 +127,8 @@ pub mod bulkhead;
 pub mod chaos;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
 #[cfg(feature = "retry")]

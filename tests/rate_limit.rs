@@ -935,8 +935,8 @@ fn reporter(response: &mut Reported, state: RateLimitState) {
     response.0 = Some(state);
 }
 
-fn answers_reported() -> impl Service<u64, Response = Reported, Error = BoxError, Future: Send> + Clone
-{
+fn answers_reported()
+-> impl Service<u64, Response = Reported, Error = BoxError, Future: Send> + Clone {
     tower::service_fn(|_: u64| async { Ok::<_, BoxError>(Reported::default()) })
 }
 

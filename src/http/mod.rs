@@ -1,0 +1,218 @@
+//! HTTP for palisade's layers: a status classifier, `Retry-After`, which
+//! requests a retry may send again, rejections as responses, and rate-limit
+//! headers.
+//!
+//! Built on the `http` and `http-body` crates only, so it serves any tower
+//! HTTP stack: hyper and hyper-util, axum, tonic, reqwest middleware.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), palisade::BoxError> {
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use palisade::circuit_breaker::CircuitBreakerLayer;
+//! use palisade::http::{IdempotentReplay, StatusClassifier};
+//! use palisade::retry::RetryLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! // An upstream that is busy once, and says for how long.
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let seen = calls.clone();
+//! let upstream = service_fn(move |_: Request<Full<Bytes>>| {
+//!     let busy = seen.fetch_add(1, Ordering::SeqCst) == 0;
+//!     async move {
+//!         let mut response = Response::new(Full::new(Bytes::from("ok")));
+//!         if busy {
+//!             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+//!             response.headers_mut().insert("retry-after", "1".parse()?);
+//!         }
+//!         Ok::<_, palisade::BoxError>(response)
+//!     }
+//! });
+//! let client = ServiceBuilder::new()
+//!     .layer(
+//!         RetryLayer::builder()
+//!             .classifier(StatusClassifier::new()) // 5xx, 408, 429: retry
+//!             .replay(IdempotentReplay::new())     // GET is idempotent
+//!             .build()?,
+//!     )
+//!     .layer(CircuitBreakerLayer::builder().classifier(StatusClassifier::new()).build()?)
+//!     .service(upstream);
+//!
+//! let started = tokio::time::Instant::now();
+//! let response = client.oneshot(Request::get("/products/1").body(Full::default())?).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(calls.load(Ordering::SeqCst), 2);
+//! assert!(started.elapsed() >= Duration::from_secs(1)); // waited as asked
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Classifying responses
+//!
+//! [`StatusClassifier`] counts 5xx, `408` and `429` responses as failures and
+//! errors as [`DefaultClassifier`](crate::classify::DefaultClassifier)
+//! does (a connect error or a timeout fails; a palisade refusal is
+//! ignored). [`StatusClassifier::by_status`] changes the rule for one
+//! upstream. The breaker and retry take it through their `classifier`
+//! settings.
+//!
+//! # `Retry-After`
+//!
+//! [`StatusClassifier`] reads a response's `Retry-After` (delay-seconds or
+//! an HTTP-date, see [`parse_retry_after`]) as its
+//! [`retry_after`](crate::classify::Classify::retry_after). Retry waits at
+//! least that long before the next attempt. A wait beyond the retry's
+//! backoff maximum, or past its deadline, is not cut short: retry gives up
+//! and returns the response, `Retry-After` and all, because calling sooner
+//! than the server asked would most likely fail again, and the caller can
+//! see the wait it asked for. A breaker built with `open_on_retry_after`
+//! opens for the wait, up to the bound it is given. An absent or malformed
+//! value is ignored.
+//!
+//! # Which requests are retried
+//!
+//! [`IdempotentReplay`] lets retry send again only what RFC 9110 calls
+//! idempotent (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), plus a
+//! `POST` or `PATCH` that carries an `Idempotency-Key`, and only when the
+//! body is in memory (`Full<Bytes>`, `Empty<Bytes>`, `String`, or a type you
+//! say how to copy). A streaming body is sent once and never retried.
+//!
+//! # Rejections as responses
+//!
+//! A hyper server closes the connection when its service fails, and axum
+//! wants services that never fail. [`ErrorResponseLayer`], outermost on a
+//! server or gateway, turns each error into a response:
+//!
+//! | error | status | `"error"` | `Retry-After` |
+//! |---|---|---|---|
+//! | [`RateLimited`](crate::error::RateLimited) | 429 | `rate_limited` | when known; with `RateLimit-Limit`, `RateLimit-Remaining: 0`, `RateLimit-Reset` |
+//! | [`CircuitOpen`](crate::error::CircuitOpen) | 503 | `circuit_open` | when known |
+//! | [`BulkheadFull`](crate::error::BulkheadFull) | 503 | `bulkhead_full` | |
+//! | [`Elapsed`](crate::error::Elapsed) | 504 | `timeout` | |
+//! | anything else | [`default_error_response`]: 502 for an upstream's failure, 500 otherwise; or your function | | |
+//!
+//! Each body is JSON: `{"error": "...", "message": "...", "retry_after":
+//! seconds}`, `retry_after` only when the wait is known (whole seconds,
+//! rounded up, as in the header). A rejection's message names the layer
+//! that refused; another error's message is generic, so that nothing of its
+//! text reaches a client. With it, axum's `HandleErrorLayer` is not needed.
+//!
+//! # Rate-limit headers
+//!
+//! [`RateLimitHeaders`] (feature `rate-limit` too) adds `RateLimit-Limit`,
+//! `RateLimit-Remaining` and `RateLimit-Reset` to each response a limiter
+//! admitted, from the state it decided on, for direct and keyed limiters:
+//! `RateLimitLayer::...build()?.report_state(RateLimitHeaders)`.
+//!
+//! # A client stack (hyper-util)
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), palisade::BoxError> {
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::Request;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use palisade::circuit_breaker::CircuitBreakerLayer;
+//! use palisade::http::{IdempotentReplay, StatusClassifier};
+//! use palisade::{bulkhead::BulkheadLayer, retry::RetryLayer, timeout::TimeoutLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let products = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_secs(10))?)
+//!     .layer(
+//!         RetryLayer::builder()
+//!             .name("products")
+//!             .classifier(StatusClassifier::new())
+//!             .replay(IdempotentReplay::new())
+//!             .build()?,
+//!     )
+//!     .layer(
+//!         CircuitBreakerLayer::builder()
+//!             .name("products")
+//!             .classifier(StatusClassifier::new())
+//!             .build()?,
+//!     )
+//!     .layer(TimeoutLayer::new(Duration::from_secs(2))?)
+//!     .layer(BulkheadLayer::builder().name("products").max_concurrent(64).build()?)
+//!     .service(http);
+//!
+//! let request = Request::get("http://127.0.0.1:8003/products/1").body(Full::default())?;
+//! let response = products.oneshot(request).await?;
+//! println!("{}", response.status());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # A server stack (hyper)
+//!
+//! hyper-util's `TowerToHyperService` clones the service for each request;
+//! each clone shares its layers' state, so the limits hold across
+//! connections.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), palisade::BoxError> {
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use hyper::body::Incoming;
+//! use hyper_util::rt::TokioIo;
+//! use hyper_util::service::TowerToHyperService;
+//! use palisade::http::{ErrorResponseLayer, RateLimitHeaders};
+//! use palisade::rate_limit::RateLimitLayer;
+//! use palisade::{bulkhead::BulkheadLayer, timeout::TimeoutLayer};
+//! use tower::{ServiceBuilder, service_fn};
+//!
+//! let app = service_fn(|_: Request<Incoming>| async {
+//!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello"))))
+//! });
+//! let service = ServiceBuilder::new()
+//!     .layer(ErrorResponseLayer::new()) // refusals become 429/503/504 responses
+//!     .layer(
+//!         RateLimitLayer::sliding_window(1_000, Duration::from_secs(1))
+//!             .build()?
+//!             .report_state(RateLimitHeaders),
+//!     )
+//!     .layer(TimeoutLayer::new(Duration::from_secs(5))?)
+//!     .layer(BulkheadLayer::builder().max_concurrent(256).build()?)
+//!     .service(app);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! loop {
+//!     let (stream, _) = listener.accept().await?;
+//!     let service = TowerToHyperService::new(service.clone());
+//!     tokio::spawn(async move {
+//!         let io = TokioIo::new(stream);
+//!         let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+//!     });
+//! }
+//! # }
+//! ```
+
+mod classify;
+mod error_response;
+mod headers;
+#[cfg(feature = "retry")]
+mod replay;
+mod retry_after;
+
+pub use classify::{StatusClassifier, default_outcome};
+pub use error_response::{
+    DefaultErrors, ErrorResponse, ErrorResponseLayer, OtherErrors, ResponseFuture,
+    bad_gateway_response, default_error_response, error_response,
+};
+#[cfg(feature = "rate-limit")]
+pub use headers::RateLimitHeaders;
+pub use headers::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET};
+#[cfg(feature = "retry")]
+pub use replay::{CheapBodies, IDEMPOTENCY_KEY, IdempotentReplay, is_idempotent};
+pub use retry_after::{parse_retry_after, retry_after};
