@@ -278,11 +278,72 @@ fn rate_limits(c: &mut Criterion) {
     });
 }
 
+/// One whole call of an HTTP-shaped service (`u64` in, `http::Response`
+/// out); the response is dropped after.
+#[cfg(feature = "http")]
+fn http_row<S, B>(c: &mut Criterion, name: &str, mut svc: S)
+where
+    S: Service<u64, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+            let mut future = pin!(svc.call(black_box(1)));
+            loop {
+                if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+                    return black_box(result.unwrap()).status();
+                }
+            }
+        })
+    });
+}
+
+/// The http module on the success path: the error-response layer passing a
+/// response through, and rate-limit headers written on it.
+#[cfg(feature = "http")]
+fn http(c: &mut Criterion) {
+    use palisade::http::{ErrorResponseLayer, RateLimitHeaders};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = runtime.enter();
+    let answer = tower::service_fn(|n: u64| {
+        std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(n)))
+    });
+    http_row(c, "http/bare_response", answer);
+    http_row(
+        c,
+        "http/error_response_pass_through",
+        ErrorResponseLayer::new().layer(answer),
+    );
+    let window = || RateLimitLayer::sliding_window((1 << 40) - 1, Duration::from_secs(1));
+    http_row(
+        c,
+        "http/sliding_window_no_headers",
+        window().build().expect("valid limit").layer(answer),
+    );
+    http_row(
+        c,
+        "http/sliding_window_ratelimit_headers",
+        window()
+            .build()
+            .expect("valid limit")
+            .report_state(RateLimitHeaders)
+            .layer(answer),
+    );
+}
+
+#[cfg(not(feature = "http"))]
+fn http(_: &mut Criterion) {}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = layers, rate_limits
+    targets = layers, rate_limits, http
 }
 criterion_main!(benches);

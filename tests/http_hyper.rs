@@ -167,7 +167,13 @@ async fn a_real_upstream_that_fails_and_recovers() {
     let (mut products, breaker) = client_stack(http_client());
 
     // Healthy: one call, one answer, with the upstream's rate-limit headers.
-    let response = products.ready().await.unwrap().call(get(upstream.addr, "/products/1")).await.unwrap();
+    let response = products
+        .ready()
+        .await
+        .unwrap()
+        .call(get(upstream.addr, "/products/1"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["ratelimit-limit"], "1000");
     assert_eq!(response.headers()["ratelimit-remaining"], "999");
@@ -178,20 +184,41 @@ async fn a_real_upstream_that_fails_and_recovers() {
     // Failing: three attempts, all 503; the breaker sees 3 failures in 4
     // calls and opens. The last 503 comes back as it is.
     upstream.failing.store(true, Ordering::SeqCst);
-    let response = products.ready().await.unwrap().call(get(upstream.addr, "/products/1")).await.unwrap();
+    let response = products
+        .ready()
+        .await
+        .unwrap()
+        .call(get(upstream.addr, "/products/1"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(upstream.calls.load(Ordering::SeqCst), 4);
     assert_eq!(breaker.state(), State::Open);
 
     // Open: refused at once, without reaching the upstream, and not retried.
-    let err = products.ready().await.unwrap().call(get(upstream.addr, "/products/1")).await.unwrap_err();
-    assert!(matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)), "{err}");
+    let err = products
+        .ready()
+        .await
+        .unwrap()
+        .call(get(upstream.addr, "/products/1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)),
+        "{err}"
+    );
     assert_eq!(upstream.calls.load(Ordering::SeqCst), 4);
 
     // Recovered: after the open period a probe goes through and closes it.
     upstream.failing.store(false, Ordering::SeqCst);
     advance(Duration::from_secs(5)).await;
-    let response = products.ready().await.unwrap().call(get(upstream.addr, "/products/1")).await.unwrap();
+    let response = products
+        .ready()
+        .await
+        .unwrap()
+        .call(get(upstream.addr, "/products/1"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(breaker.state(), State::Closed);
     assert_eq!(upstream.calls.load(Ordering::SeqCst), 5);
@@ -202,20 +229,40 @@ async fn the_upstreams_rate_limit_reaches_the_client_as_a_429_it_does_not_retry_
     let upstream = upstream(2).await;
     let (mut products, breaker) = client_stack(http_client());
     for remaining in ["1", "0"] {
-        let response = products.ready().await.unwrap().call(get(upstream.addr, "/products/1")).await.unwrap();
+        let response = products
+            .ready()
+            .await
+            .unwrap()
+            .call(get(upstream.addr, "/products/1"))
+            .await
+            .unwrap();
         assert_eq!(response.headers()["ratelimit-remaining"], remaining);
     }
     // The third is refused at the upstream's door: a 429 asking for a
     // minute, longer than the client's retry may wait, so it is handed back.
-    let response = products.ready().await.unwrap().call(get(upstream.addr, "/products/1")).await.unwrap();
+    let response = products
+        .ready()
+        .await
+        .unwrap()
+        .call(get(upstream.addr, "/products/1"))
+        .await
+        .unwrap();
     let (parts, body) = body_json(response).await;
     assert_eq!(parts.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(parts.headers["retry-after"], "60");
     assert_eq!(parts.headers["ratelimit-remaining"], "0");
     assert_eq!(body["error"], "rate_limited");
     assert_eq!(body["retry_after"], 60);
-    assert_eq!(upstream.calls.load(Ordering::SeqCst), 2, "the app never saw the third");
-    assert_eq!(breaker.snapshot().failures, 1, "a 429 is a failure to the breaker");
+    assert_eq!(
+        upstream.calls.load(Ordering::SeqCst),
+        2,
+        "the app never saw the third"
+    );
+    assert_eq!(
+        breaker.snapshot().failures,
+        1,
+        "a 429 is a failure to the breaker"
+    );
 }
 
 /// A raw TCP upstream that answers every connection with `reply` (after
@@ -252,15 +299,30 @@ async fn an_upstream_that_closes_mid_response_is_reported_not_a_panic() {
     // reports the cut.
     let (addr, _) = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial").await;
     let (mut products, _) = client_stack(http_client());
-    let response = products.ready().await.unwrap().call(get(addr, "/products/1")).await.unwrap();
+    let response = products
+        .ready()
+        .await
+        .unwrap()
+        .call(get(addr, "/products/1"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.into_body().collect().await.is_err(), "the cut body is an error");
+    assert!(
+        response.into_body().collect().await.is_err(),
+        "the cut body is an error"
+    );
 
     // Closed before a status line: an error, classified as a failure and
     // retried (a GET), then returned.
     let (addr, connections) = raw_upstream(b"").await;
     let (mut products, breaker) = client_stack(http_client());
-    let err = products.ready().await.unwrap().call(get(addr, "/products/1")).await.unwrap_err();
+    let err = products
+        .ready()
+        .await
+        .unwrap()
+        .call(get(addr, "/products/1"))
+        .await
+        .unwrap_err();
     assert!(matches!(ErrorKind::of(&err), ErrorKind::Inner(_)), "{err}");
     assert_eq!(connections.load(Ordering::SeqCst), 3, "three attempts");
     assert_eq!(breaker.snapshot().failures, 3);
@@ -275,7 +337,13 @@ async fn a_malformed_retry_after_from_a_real_upstream_is_ignored() {
     )
     .await;
     let (mut products, _) = client_stack(http_client());
-    let response = products.ready().await.unwrap().call(get(addr, "/products/1")).await.unwrap();
+    let response = products
+        .ready()
+        .await
+        .unwrap()
+        .call(get(addr, "/products/1"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(connections.load(Ordering::SeqCst), 3);
 }
@@ -292,7 +360,9 @@ async fn gateway(upstream: SocketAddr) -> SocketAddr {
             let body = body.collect().await?.to_bytes();
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             parts.uri = format!("http://{upstream}{path}").parse()?;
-            products.oneshot(Request::from_parts(parts, Full::new(body))).await
+            products
+                .oneshot(Request::from_parts(parts, Full::new(body)))
+                .await
         }
     });
     let service = ServiceBuilder::new()

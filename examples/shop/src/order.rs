@@ -1,0 +1,346 @@
+//! The order service: `GET /orders`, `GET /orders/{id}`, and `POST /orders`,
+//! which checks the user and product, reserves stock, charges payment, and
+//! releases the stock again when the charge fails (a small saga).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use palisade::{BoxError, ErrorKind};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::api::{AdminAuth, ApiError, Id, JsonBody, RequestId, service_router};
+use crate::payment::{Charge, Payment};
+use crate::product::{Product, Release, Reserve};
+use crate::upstream::Upstream;
+use crate::user::User;
+
+/// `POST /orders`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    pub user_id: u64,
+    pub product_id: u64,
+    pub quantity: u64,
+}
+
+/// An order; `total` in cents; `status` is `confirmed` or `cancelled`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Order {
+    pub id: u64,
+    pub user_id: u64,
+    pub product_id: u64,
+    pub quantity: u64,
+    pub total: u64,
+    pub status: String,
+}
+
+/// What an `Idempotency-Key` has led to.
+#[derive(Debug, Clone)]
+enum Keyed {
+    InProgress,
+    Done(u64),
+}
+
+#[derive(Debug, Default)]
+struct Orders {
+    next: u64,
+    all: BTreeMap<u64, Order>,
+    keys: HashMap<String, Keyed>,
+}
+
+/// The order service's state: its orders and its upstreams.
+#[derive(Clone, Debug)]
+pub struct OrderService {
+    orders: Arc<Mutex<Orders>>,
+    pub users: Upstream,
+    pub products: Upstream,
+    pub payments: Upstream,
+}
+
+impl OrderService {
+    pub fn new(users: Upstream, products: Upstream, payments: Upstream) -> Self {
+        OrderService {
+            orders: Arc::default(),
+            users,
+            products,
+            payments,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Orders> {
+        self.orders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An upstream's failure as this service answers it.
+fn upstream_error(upstream: &str, err: &BoxError) -> ApiError {
+    tracing::warn!(upstream, error = %err, "upstream call failed");
+    match ErrorKind::of(err) {
+        ErrorKind::CircuitOpen(_) | ErrorKind::BulkheadFull(_) | ErrorKind::RateLimited(_) => {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                format!("the {upstream} service is not taking calls now"),
+            )
+        }
+        ErrorKind::Elapsed(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("the {upstream} service did not answer in time"),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_failed",
+            format!("the {upstream} service failed"),
+        ),
+    }
+}
+
+async fn list(State(service): State<OrderService>) -> Json<Vec<Order>> {
+    Json(service.lock().all.values().cloned().collect())
+}
+
+async fn one(State(service): State<OrderService>, Id(id): Id) -> Result<Json<Order>, ApiError> {
+    service
+        .lock()
+        .all
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("order", id))
+}
+
+/// The answer for a finished order: 201 when confirmed; a cancelled one
+/// (its payment failed) is a 502 that carries the order.
+fn order_response(order: Order) -> Response {
+    if order.status == "confirmed" {
+        (StatusCode::CREATED, Json(order)).into_response()
+    } else {
+        let body = json!({
+            "error": "payment_failed",
+            "message": "the payment failed; the order is cancelled and its stock released",
+            "order": order,
+        });
+        (StatusCode::BAD_GATEWAY, Json(body)).into_response()
+    }
+}
+
+async fn create(
+    State(service): State<OrderService>,
+    request_id: Option<Extension<RequestId>>,
+    headers: HeaderMap,
+    JsonBody(new): JsonBody<NewOrder>,
+) -> Result<Response, ApiError> {
+    if new.quantity == 0 || new.quantity > 1_000 {
+        return Err(ApiError::invalid("quantity must be 1 to 1000"));
+    }
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(key) => match key.to_str() {
+            Ok(key) if !key.is_empty() && key.len() <= 128 => Some(key.to_owned()),
+            _ => {
+                return Err(ApiError::invalid(
+                    "Idempotency-Key must be 1 to 128 visible characters",
+                ));
+            }
+        },
+    };
+    if let Some(key) = &key {
+        let mut orders = service.lock();
+        match orders.keys.get(key) {
+            Some(Keyed::Done(id)) => return Ok(order_response(orders.all[id].clone())),
+            Some(Keyed::InProgress) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "in_progress",
+                    "an order with this Idempotency-Key is being placed",
+                ));
+            }
+            None => {
+                orders.keys.insert(key.clone(), Keyed::InProgress);
+            }
+        }
+    }
+    let id = request_id.map(|Extension(RequestId(id))| id);
+    // In a task of its own, so that a caller who hangs up does not leave
+    // an order half placed (stock reserved, the key stuck in progress).
+    let placing = service.clone();
+    let placed = tokio::spawn(async move { place(&placing, &new, id.as_ref()).await })
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "placing the order failed",
+            ))
+        });
+    let mut orders = service.lock();
+    match (placed, key) {
+        (Ok(order), key) => {
+            if let Some(key) = key {
+                orders.keys.insert(key, Keyed::Done(order.id));
+            }
+            orders.all.insert(order.id, order.clone());
+            Ok(order_response(order))
+        }
+        (Err(err), key) => {
+            // Nothing was done: the key may be used again.
+            if let Some(key) = key {
+                orders.keys.remove(&key);
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Places `new`: checks, reserves, charges. `Err` means nothing is left
+/// reserved; a failed charge is an `Ok` cancelled order.
+async fn place(
+    service: &OrderService,
+    new: &NewOrder,
+    request_id: Option<&HeaderValue>,
+) -> Result<Order, ApiError> {
+    let user: Option<User> = service
+        .users
+        .get_json(&format!("/users/{}", new.user_id), request_id)
+        .await
+        .map_err(|e| upstream_error("user", &e))?;
+    if user.is_none() {
+        return Err(ApiError::invalid(format!(
+            "no user with id {}",
+            new.user_id
+        )));
+    }
+    let product: Product = service
+        .products
+        .get_json(&format!("/products/{}", new.product_id), request_id)
+        .await
+        .map_err(|e| upstream_error("product", &e))?
+        .ok_or_else(|| ApiError::invalid(format!("no product with id {}", new.product_id)))?;
+    let total = product
+        .price
+        .checked_mul(new.quantity)
+        .ok_or_else(|| ApiError::invalid("the total is too large"))?;
+    let id = {
+        let mut orders = service.lock();
+        orders.next += 1;
+        orders.next
+    };
+    let mut order = Order {
+        id,
+        user_id: new.user_id,
+        product_id: new.product_id,
+        quantity: new.quantity,
+        total,
+        status: "confirmed".into(),
+    };
+    let key = format!("order-{id}");
+    let reserve = Reserve {
+        order_id: id,
+        quantity: new.quantity,
+    };
+    let reserved = service
+        .products
+        .call(
+            Method::POST,
+            &format!("/products/{}/reserve", new.product_id),
+            Some(&reserve),
+            request_id,
+            Some(&key),
+        )
+        .await;
+    match reserved {
+        Ok((status, _)) if status.is_success() => {}
+        Ok((StatusCode::CONFLICT, body)) => {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "not enough stock".into());
+            return Err(ApiError::new(StatusCode::CONFLICT, "out_of_stock", message));
+        }
+        other => {
+            // The reservation may or may not have happened: release it,
+            // which is a no-op if it did not.
+            release(service, new.product_id, id, request_id).await;
+            return Err(match other {
+                Err(e) => upstream_error("product", &e),
+                Ok((status, _)) => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    format!("the product service answered {status}"),
+                ),
+            });
+        }
+    }
+    let charge = Charge {
+        order_id: id,
+        amount: total,
+    };
+    let charged = service
+        .payments
+        .call(
+            Method::POST,
+            "/payments",
+            Some(&charge),
+            request_id,
+            Some(&key),
+        )
+        .await;
+    let paid = match &charged {
+        Ok((status, body)) if status.is_success() => {
+            serde_json::from_slice::<Payment>(body).is_ok()
+        }
+        Ok((status, _)) => {
+            tracing::warn!(order = id, %status, "payment refused");
+            false
+        }
+        Err(err) => {
+            tracing::warn!(order = id, error = %err, "payment failed");
+            false
+        }
+    };
+    if !paid {
+        release(service, new.product_id, id, request_id).await;
+        order.status = "cancelled".into();
+    }
+    Ok(order)
+}
+
+/// Gives an order's stock back (idempotent on the product side).
+async fn release(
+    service: &OrderService,
+    product_id: u64,
+    order_id: u64,
+    request_id: Option<&HeaderValue>,
+) {
+    let released = service
+        .products
+        .call(
+            Method::POST,
+            &format!("/products/{product_id}/release"),
+            Some(&Release { order_id }),
+            request_id,
+            Some(&format!("order-{order_id}")),
+        )
+        .await;
+    match released {
+        Ok((status, _)) if status.is_success() => {}
+        Ok((status, _)) => tracing::error!(order_id, %status, "stock not released"),
+        Err(err) => tracing::error!(order_id, error = %err, "stock not released"),
+    }
+}
+
+/// The order service's router.
+pub fn router(service: OrderService, auth: AdminAuth) -> Router {
+    let api = Router::new()
+        .route("/orders", get(list).post(create))
+        .route("/orders/{id}", get(one))
+        .with_state(service);
+    service_router("order", api, auth)
+}

@@ -1,0 +1,93 @@
+//! The payment service: `POST /payments`, idempotent per order, and
+//! `GET /payments/{id}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{AdminAuth, ApiError, Id, JsonBody, service_router};
+
+/// `POST /payments`; `amount` in cents.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Charge {
+    pub order_id: u64,
+    pub amount: u64,
+}
+
+/// A payment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Payment {
+    pub id: u64,
+    pub order_id: u64,
+    pub amount: u64,
+    pub status: String,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    next: u64,
+    payments: HashMap<u64, Payment>,
+    by_order: HashMap<u64, u64>,
+}
+
+type Store = Arc<Mutex<Ledger>>;
+
+fn lock(store: &Store) -> MutexGuard<'_, Ledger> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn charge(
+    State(store): State<Store>,
+    JsonBody(charge): JsonBody<Charge>,
+) -> Result<(StatusCode, Json<Payment>), ApiError> {
+    if charge.amount == 0 {
+        return Err(ApiError::invalid("amount must be positive"));
+    }
+    let mut ledger = lock(&store);
+    // One payment per order: a repeat gets the first one back.
+    if let Some(id) = ledger.by_order.get(&charge.order_id) {
+        let payment = ledger.payments[id].clone();
+        if payment.amount != charge.amount {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "amount_mismatch",
+                "this order was already charged a different amount",
+            ));
+        }
+        return Ok((StatusCode::OK, Json(payment)));
+    }
+    ledger.next += 1;
+    let payment = Payment {
+        id: ledger.next,
+        order_id: charge.order_id,
+        amount: charge.amount,
+        status: "captured".into(),
+    };
+    ledger.by_order.insert(payment.order_id, payment.id);
+    ledger.payments.insert(payment.id, payment.clone());
+    Ok((StatusCode::CREATED, Json(payment)))
+}
+
+async fn one(State(store): State<Store>, Id(id): Id) -> Result<Json<Payment>, ApiError> {
+    lock(&store)
+        .payments
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("payment", id))
+}
+
+/// The payment service's router.
+pub fn router(auth: AdminAuth) -> Router {
+    let api = Router::new()
+        .route("/payments", post(charge))
+        .route("/payments/{id}", get(one))
+        .with_state(Store::default());
+    service_router("payment", api, auth)
+}
