@@ -290,19 +290,20 @@ pub fn chaos(
 
 /// The parts every service's router gets: `api` (faulted by `chaos`) and
 /// `/health`, the admin fault routes, JSON 404s, the body limit, request
-/// ids, and palisade errors as responses.
-pub fn service_router(name: &'static str, api: Router, auth: AdminAuth) -> Router {
+/// ids, and palisade errors as responses. The fault handle comes too.
+pub fn service_router(name: &'static str, api: Router, auth: AdminAuth) -> (Router, FaultHandle) {
     let chaos = chaos(name);
+    let faults = chaos.handle();
     let admin = Admin {
         auth,
-        faults: chaos.handle(),
+        faults: faults.clone(),
     };
     let api = api.layer(
         tower::ServiceBuilder::new()
             .layer(palisade::http::ErrorResponseLayer::new())
             .layer(chaos),
     );
-    Router::new()
+    let router = Router::new()
         .route(
             "/health",
             get(move || async move { Json(json!({"status": "ok", "service": name})) }),
@@ -311,7 +312,8 @@ pub fn service_router(name: &'static str, api: Router, auth: AdminAuth) -> Route
         .merge(api)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn(request_id));
+    (router, faults)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; requests in

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use palisade::chaos::Handle as FaultHandle;
 use palisade::rate_limit::KeyedHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -60,6 +61,15 @@ impl Default for ShopOptions {
     }
 }
 
+/// The fault handles of the four services.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    pub user: FaultHandle,
+    pub order: FaultHandle,
+    pub product: FaultHandle,
+    pub payment: FaultHandle,
+}
+
 /// The five services, running.
 #[derive(Debug)]
 pub struct Running {
@@ -70,6 +80,8 @@ pub struct Running {
     pub payment: SocketAddr,
     /// The gateway's per-client limiter.
     pub ingress: KeyedHandle<ClientKey>,
+    /// Each service's faults: user, order, product, payment.
+    pub faults: Faults,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<io::Result<()>>>,
 }
@@ -165,12 +177,16 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
         auth.clone(),
     )
     .map_err(invalid)?;
+    let (user_router, user_faults) = user::router(auth.clone());
+    let (order_router, order_faults) = order::router(orders, auth.clone());
+    let (product_router, product_faults) = product::router(auth.clone());
+    let (payment_router, payment_faults) = payment::router(auth);
     let routers: [Router; 5] = [
         gateway_router,
-        user::router(auth.clone()),
-        order::router(orders, auth.clone()),
-        product::router(auth.clone()),
-        payment::router(auth),
+        user_router,
+        order_router,
+        product_router,
+        payment_router,
     ];
     let (shutdown, stop) = watch::channel(false);
     let tasks = listeners
@@ -190,6 +206,12 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
         product,
         payment,
         ingress,
+        faults: Faults {
+            user: user_faults,
+            order: order_faults,
+            product: product_faults,
+            payment: payment_faults,
+        },
         shutdown,
         tasks,
     })

@@ -14,6 +14,8 @@ use palisade::{BoxError, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use palisade::chaos::Handle as FaultHandle;
+
 use crate::api::{AdminAuth, ApiError, Id, JsonBody, RequestId, service_router};
 use crate::payment::{Charge, Payment};
 use crate::product::{Product, Release, Reserve};
@@ -337,7 +339,7 @@ async fn release(
 }
 
 /// The order service's router.
-pub fn router(service: OrderService, auth: AdminAuth) -> Router {
+pub fn router(service: OrderService, auth: AdminAuth) -> (Router, FaultHandle) {
     let api = Router::new()
         .route("/orders", get(list).post(create))
         .route("/orders/{id}", get(one))

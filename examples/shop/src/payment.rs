@@ -10,6 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use palisade::chaos::Handle as FaultHandle;
+
 use crate::api::{AdminAuth, ApiError, Id, JsonBody, service_router};
 
 /// `POST /payments`; `amount` in cents.
@@ -84,7 +86,7 @@ async fn one(State(store): State<Store>, Id(id): Id) -> Result<Json<Payment>, Ap
 }
 
 /// The payment service's router.
-pub fn router(auth: AdminAuth) -> Router {
+pub fn router(auth: AdminAuth) -> (Router, FaultHandle) {
     let api = Router::new()
         .route("/payments", post(charge))
         .route("/payments/{id}", get(one))

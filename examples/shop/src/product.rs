@@ -10,6 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use palisade::chaos::Handle as FaultHandle;
+
 use crate::api::{AdminAuth, ApiError, Id, JsonBody, service_router};
 
 /// A product; `price` is in cents.
@@ -172,7 +174,7 @@ async fn release(
 }
 
 /// The product service's router.
-pub fn router(auth: AdminAuth) -> Router {
+pub fn router(auth: AdminAuth) -> (Router, FaultHandle) {
     let api = Router::new()
         .route("/products", get(list))
         .route("/products/{id}", get(one))

@@ -10,6 +10,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use palisade::chaos::Handle as FaultHandle;
+
 use crate::api::{AdminAuth, ApiError, Id, JsonBody, service_router};
 
 /// A user.
@@ -125,7 +127,7 @@ async fn update(
 }
 
 /// The user service's router.
-pub fn router(auth: AdminAuth) -> Router {
+pub fn router(auth: AdminAuth) -> (Router, FaultHandle) {
     let api = Router::new()
         .route("/users", get(list).post(create))
         .route("/users/{id}", get(one).put(update))

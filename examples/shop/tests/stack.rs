@@ -1,0 +1,480 @@
+//! The shop, started in-process on ephemeral ports, under tokio's paused
+//! clock: sockets are real, while open periods, timeouts and injected
+//! latency pass in virtual time (the test advances it, or the runtime does
+//! when it has nothing else to do). Nothing sleeps in real time.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use palisade_shop::upstream::{HttpClient, http_client};
+use palisade_shop::{Running, ShopOptions, start};
+use serde_json::{Value, json};
+use tokio::time::advance;
+
+struct Shop {
+    running: Running,
+    client: HttpClient,
+}
+
+/// An answer: status, headers, JSON body (`Null` when not JSON).
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+impl Shop {
+    async fn start() -> Shop {
+        Self::with(ShopOptions::default()).await
+    }
+
+    async fn with(options: ShopOptions) -> Shop {
+        let running = start(ShopOptions {
+            base_port: 0,
+            ..options
+        })
+        .await
+        .expect("the shop starts");
+        Shop {
+            running,
+            client: http_client(),
+        }
+    }
+
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        request: http::request::Builder,
+        body: Option<Value>,
+    ) -> Answer {
+        let (request, body) = match body {
+            Some(body) => (
+                request.header("content-type", "application/json"),
+                Bytes::from(body.to_string()),
+            ),
+            None => (request, Bytes::new()),
+        };
+        let request = request.body(Full::new(body)).unwrap();
+        let (mut parts, body) = {
+            let mut request = request;
+            let path = request.uri().path_and_query().unwrap().as_str().to_owned();
+            *request.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+            self.client
+                .request(request)
+                .await
+                .expect("an answer")
+                .into_parts()
+        };
+        let bytes = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: std::mem::take(&mut parts.headers),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(self.running.gateway, Request::get(path), None)
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(self.running.gateway, Request::post(path), Some(body))
+            .await
+    }
+
+    async fn faults(&self, service: SocketAddr, error_rate: f64, latency_ms: u64) {
+        let answer = self
+            .send(
+                service,
+                Request::put("/admin/faults"),
+                Some(json!({"error_rate": error_rate, "latency_ms": latency_ms})),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+
+    async fn stock(&self, product: u64) -> u64 {
+        let answer = self
+            .send(
+                self.running.product,
+                Request::get(format!("/products/{product}")),
+                None,
+            )
+            .await;
+        answer.body["stock"].as_u64().expect("a stock figure")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthy_traffic_gets_answers_with_rate_limit_headers_and_a_request_id() {
+    let shop = Shop::start().await;
+    let answer = shop.get("/api/products/1").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body["name"], "Mechanical keyboard");
+    assert_eq!(answer.headers["ratelimit-limit"], "100");
+    assert_eq!(answer.headers["ratelimit-remaining"], "99");
+    assert!(answer.headers.contains_key("x-request-id"));
+    // A caller's own id is kept.
+    let own = shop
+        .send(
+            shop.running.gateway,
+            Request::get("/api/users/1").header("x-request-id", "trace-42"),
+            None,
+        )
+        .await;
+    assert_eq!(own.headers["x-request-id"], "trace-42");
+    assert_eq!(own.body["name"], "Ada Lovelace");
+    let health = shop.get("/health").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body["upstreams"]["product"]["circuit"], "closed");
+    shop.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_product_service_opens_the_breaker_then_recovers() {
+    let shop = Shop::start().await;
+    shop.faults(shop.running.product, 1.0, 0).await;
+    // Each request makes up to 3 attempts; after 10 failed calls in the
+    // window the breaker opens and the gateway answers 503 at once.
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(shop.get("/api/products/1").await.status.as_u16());
+    }
+    assert!(statuses.contains(&500), "{statuses:?}");
+    let open = shop.get("/api/products/1").await;
+    assert_eq!(open.status, StatusCode::SERVICE_UNAVAILABLE, "{statuses:?}");
+    assert_eq!(open.body["error"], "circuit_open");
+    assert!(open.headers.contains_key("retry-after"));
+    let health = shop.get("/health").await;
+    assert_eq!(health.body["upstreams"]["product"]["circuit"], "open");
+    // Other upstreams are untouched.
+    assert_eq!(shop.get("/api/users/1").await.status, StatusCode::OK);
+
+    shop.faults(shop.running.product, 0.0, 0).await;
+    advance(Duration::from_secs(5)).await;
+    for _ in 0..3 {
+        assert_eq!(shop.get("/api/products/1").await.status, StatusCode::OK);
+    }
+    let health = shop.get("/health").await;
+    assert_eq!(health.body["upstreams"]["product"]["circuit"], "closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_product_service_is_cut_off_at_the_attempt_timeout() {
+    let shop = Shop::start().await;
+    shop.faults(shop.running.product, 0.0, 3_000).await;
+    let started = tokio::time::Instant::now();
+    let answer = shop.get("/api/products/1").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.body["error"], "timeout");
+    // Three attempts of 2 s at most, with backoff between them: well short
+    // of three 3 s answers.
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_client_over_its_limit_gets_429s_and_another_is_unaffected() {
+    let shop = Shop::with(ShopOptions {
+        rate_limit: (5, Duration::from_secs(60)),
+        ..ShopOptions::default()
+    })
+    .await;
+    let as_client = |id: &'static str| Request::get("/api/products/2").header("x-client-id", id);
+    for _ in 0..5 {
+        let answer = shop
+            .send(shop.running.gateway, as_client("greedy"), None)
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let limited = shop
+        .send(shop.running.gateway, as_client("greedy"), None)
+        .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.body["error"], "rate_limited");
+    assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(limited.headers["ratelimit-remaining"], "0");
+    let other = shop
+        .send(shop.running.gateway, as_client("polite"), None)
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert_eq!(other.headers["ratelimit-remaining"], "4");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_payment_cancels_the_order_and_restores_the_stock() {
+    let shop = Shop::start().await;
+    let before = shop.stock(4).await;
+    shop.faults(shop.running.payment, 1.0, 0).await;
+    let answer = shop
+        .post(
+            "/api/orders",
+            json!({"user_id": 1, "product_id": 4, "quantity": 2}),
+        )
+        .await;
+    assert!(!answer.status.is_success(), "{}", answer.body);
+    assert_eq!(answer.body["error"], "payment_failed");
+    assert_eq!(answer.body["order"]["status"], "cancelled");
+    assert_eq!(shop.stock(4).await, before, "the stock is back");
+
+    shop.faults(shop.running.payment, 0.0, 0).await;
+    let answer = shop
+        .post(
+            "/api/orders",
+            json!({"user_id": 1, "product_id": 4, "quantity": 2}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert_eq!(answer.body["status"], "confirmed");
+    assert_eq!(answer.body["total"], 25_000);
+    assert_eq!(shop.stock(4).await, before - 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_idempotency_key_places_one_order() {
+    let shop = Shop::start().await;
+    let before = shop.stock(2).await;
+    let order = || Request::post("/api/orders").header("idempotency-key", "checkout-7f3a");
+    let body = json!({"user_id": 2, "product_id": 2, "quantity": 3});
+    let first = shop
+        .send(shop.running.gateway, order(), Some(body.clone()))
+        .await;
+    let second = shop.send(shop.running.gateway, order(), Some(body)).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert_eq!(first.body, second.body, "the same order");
+    assert_eq!(shop.stock(2).await, before - 3, "reserved once");
+    let orders = shop.get("/api/orders").await;
+    assert_eq!(orders.body.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_order_for_more_than_the_stock_is_refused_and_leaves_nothing_behind() {
+    let shop = Shop::start().await;
+    let before = shop.stock(4).await;
+    let answer = shop
+        .post(
+            "/api/orders",
+            json!({"user_id": 1, "product_id": 4, "quantity": before + 1}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    assert_eq!(answer.body["error"], "out_of_stock");
+    assert_eq!(shop.stock(4).await, before);
+    let unknown_user = shop
+        .post(
+            "/api/orders",
+            json!({"user_id": 999, "product_id": 1, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(unknown_user.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(shop.get("/api/orders").await.body, json!([]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_input_gets_a_json_4xx_saying_what_is_wrong() {
+    let shop = Shop::start().await;
+    let gateway = shop.running.gateway;
+    let raw = |body: &'static str| {
+        let request = Request::post("/api/users").header("content-type", "application/json");
+        (request, body)
+    };
+    for (body, status, error) in [
+        (
+            "{\"name\": \"x\", ",
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "{\"name\": 5, \"email\": \"a@b.c\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "{\"name\": \"x\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "{\"name\": \"\", \"email\": \"a@b.c\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "{\"name\": \"x\", \"email\": \"nope\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+    ] {
+        let (request, body) = raw(body);
+        let request = request
+            .uri(format!("http://{gateway}/api/users"))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = shop.client.request(request).await.unwrap();
+        assert_eq!(response.status(), status, "{body}");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: Value = serde_json::from_slice(&bytes).expect("a JSON error");
+        assert_eq!(json["error"], error, "{body}");
+        assert!(json["message"].is_string());
+    }
+    let answer = shop.get("/api/users/abc").await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_id"))
+    );
+    let answer = shop.get("/api/nothing/here").await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let answer = shop.get("/nowhere").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    // Over 1 MiB.
+    let big = "x".repeat(1024 * 1024 + 1);
+    let answer = shop
+        .post("/api/users", json!({"name": big, "email": "a@b.c"}))
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.body["error"], "body_too_large");
+    // Nothing was created by any of it.
+    assert_eq!(
+        shop.get("/api/users").await.body.as_array().unwrap().len(),
+        3
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gateway_never_reaches_a_services_admin_endpoints() {
+    let shop = Shop::start().await;
+    for path in [
+        "/api/products/../admin/faults",
+        "/api/products/%2e%2e/admin/faults",
+        "/api/admin/faults",
+        "/admin/faults",
+    ] {
+        let answer = shop
+            .send(
+                shop.running.gateway,
+                Request::builder().method(Method::PUT).uri(path),
+                Some(json!({"error_rate": 1.0})),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    // The product service still has no faults.
+    assert_eq!(shop.get("/api/products/1").await.status, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_token_admin_endpoints_answer_only_to_its_bearer() {
+    let shop = Shop::with(ShopOptions {
+        admin_token: Some("s3cret".into()),
+        ..ShopOptions::default()
+    })
+    .await;
+    let put = |auth: Option<&'static str>| {
+        let request = Request::put("/admin/faults");
+        match auth {
+            Some(auth) => request.header("authorization", auth),
+            None => request,
+        }
+    };
+    let body = Some(json!({"error_rate": 0.5, "latency_ms": 0}));
+    for auth in [
+        None,
+        Some("Bearer wrong!"),
+        Some("Bearer s3cre"),
+        Some("s3cret"),
+    ] {
+        let answer = shop
+            .send(shop.running.product, put(auth), body.clone())
+            .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{auth:?}");
+    }
+    let answer = shop
+        .send(shop.running.product, put(Some("Bearer s3cret")), body)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = shop
+        .send(
+            shop.running.gateway,
+            Request::get("/admin/resilience"),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let answer = shop
+        .send(
+            shop.running.gateway,
+            Request::get("/admin/resilience").header("authorization", "Bearer s3cret"),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.body["upstreams"]["product"]["breaker"]["state"],
+        "closed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn faults_reject_values_out_of_range() {
+    let shop = Shop::start().await;
+    for body in [
+        json!({"error_rate": 1.5}),
+        json!({"error_rate": -0.1}),
+        json!({"latency_ms": 600_000}),
+        json!({"error_rate": "high"}),
+        json!({"surprise": 1}),
+    ] {
+        let answer = shop
+            .send(
+                shop.running.user,
+                Request::put("/admin/faults"),
+                Some(body.clone()),
+            )
+            .await;
+        assert!(answer.status.is_client_error(), "{body}: {}", answer.status);
+        assert!(answer.body["error"].is_string());
+    }
+    let answer = shop
+        .send(shop.running.user, Request::get("/admin/faults"), None)
+        .await;
+    assert_eq!(answer.body, json!({"error_rate": 0.0, "latency_ms": 0}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    let shop = Shop::start().await;
+    shop.faults(shop.running.user, 0.0, 1_000).await;
+    let gateway = shop.running.gateway;
+    let client = shop.client.clone();
+    let slow = tokio::spawn(async move {
+        let request = Request::get(format!("http://{gateway}/api/users/1"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        client.request(request).await.map(|r| r.status())
+    });
+    // Wait until it is inside the user service, in its injected delay.
+    while shop.running.faults.user.delayed() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let asked = tokio::time::Instant::now();
+    shop.running.shutdown().await.unwrap();
+    // Shutdown waited for the answer, a virtual second away.
+    assert!(asked.elapsed() >= Duration::from_secs(1), "{:?}", asked.elapsed());
+    assert_eq!(slow.await.unwrap().unwrap(), StatusCode::OK);
+}
