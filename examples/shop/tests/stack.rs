@@ -475,6 +475,10 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     let asked = tokio::time::Instant::now();
     shop.running.shutdown().await.unwrap();
     // Shutdown waited for the answer, a virtual second away.
-    assert!(asked.elapsed() >= Duration::from_secs(1), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(slow.await.unwrap().unwrap(), StatusCode::OK);
 }
