@@ -526,7 +526,33 @@ impl<C> CircuitBreakerBuilder<C> {
 }
 
 impl CircuitBreakerBuilder {
-    fn from_config(config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+    /// A builder holding a [`CircuitBreakerConfig`]'s settings, so that the
+    /// parts a file cannot hold (a classifier, a listener) can be added
+    /// before [`build`](Self::build):
+    ///
+    /// ```
+    /// use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerConfig};
+    /// use palisade::classify::Outcome;
+    ///
+    /// let mut config = CircuitBreakerConfig::default();
+    /// config.minimum_calls = Some(5);
+    /// let layer = CircuitBreakerBuilder::from_config(config)?
+    ///     .classifier(|result: &Result<u16, std::io::Error>| match result {
+    ///         Ok(status) if *status >= 500 => Outcome::Failure,
+    ///         Ok(_) => Outcome::Success,
+    ///         Err(_) => Outcome::Failure,
+    ///     })
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), palisade::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// When both `count_window` and `time_window` are set, or only one of
+    /// `slow_call_duration` and `slow_call_rate`, or only one of
+    /// `open_multiplier` and `open_max`.
+    pub fn from_config(config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
         let mut b = CircuitBreakerLayer::builder();
         if let Some(name) = config.name {
             b = b.name(name);

@@ -61,17 +61,7 @@ impl RateLimitLayer {
     ///
     /// As [`RateLimitBuilder::build`].
     pub fn from_config(config: RateLimitConfig) -> Result<Self, ConfigError> {
-        let mut b = RateLimitBuilder::new(config.algorithm, config.limit, config.window);
-        if let Some(name) = config.name {
-            b = b.name(name);
-        }
-        if let Some(burst) = config.burst {
-            b = b.burst(burst);
-        }
-        if let Some(n) = config.max_waiters {
-            b = b.max_waiters(n);
-        }
-        b.max_wait(config.max_wait).build()
+        RateLimitBuilder::from_config(config).build()
     }
 }
 
@@ -150,6 +140,35 @@ pub struct RateLimitBuilder {
 }
 
 impl RateLimitBuilder {
+    /// A builder holding a [`RateLimitConfig`]'s settings, so that the parts
+    /// a file cannot hold (a key function, a listener) can be added before
+    /// building:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade::rate_limit::{RateLimitBuilder, RateLimitConfig};
+    ///
+    /// let config = RateLimitConfig::new(100, Duration::from_secs(60));
+    /// let per_client = RateLimitBuilder::from_config(config)
+    ///     .keyed(|request: &(String, u32)| request.0.clone())
+    ///     .build()?;
+    /// assert_eq!(per_client.handle().state(&"someone".to_string()).remaining, 100);
+    /// # Ok::<(), palisade::ConfigError>(())
+    /// ```
+    pub fn from_config(config: RateLimitConfig) -> Self {
+        let mut b = RateLimitBuilder::new(config.algorithm, config.limit, config.window);
+        if let Some(name) = config.name {
+            b = b.name(name);
+        }
+        if let Some(burst) = config.burst {
+            b = b.burst(burst);
+        }
+        if let Some(n) = config.max_waiters {
+            b = b.max_waiters(n);
+        }
+        b.max_wait(config.max_wait)
+    }
+
     fn new(kind: Kind, limit: u64, window: Duration) -> Self {
         RateLimitBuilder {
             kind,

@@ -335,7 +335,26 @@ impl<C, R> RetryBuilder<C, R> {
 }
 
 impl RetryBuilder {
-    fn from_config(config: RetryConfig) -> Self {
+    /// A builder holding a [`RetryConfig`]'s settings, so that the parts a
+    /// file cannot hold (a classifier, a replay rule, a listener) can be
+    /// added before [`build`](Self::build):
+    ///
+    /// ```
+    /// use palisade::retry::{RetryBuilder, RetryConfig};
+    /// use palisade::classify::Outcome;
+    ///
+    /// let mut config = RetryConfig::default();
+    /// config.max_attempts = Some(4);
+    /// let layer = RetryBuilder::from_config(config)
+    ///     .classifier(|result: &Result<u16, std::io::Error>| match result {
+    ///         Ok(503) | Err(_) => Outcome::Failure,
+    ///         Ok(_) => Outcome::Success,
+    ///     })
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), palisade::ConfigError>(())
+    /// ```
+    pub fn from_config(config: RetryConfig) -> Self {
         let mut b = RetryLayer::builder();
         if let Some(name) = config.name {
             b = b.name(name);
