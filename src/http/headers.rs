@@ -54,6 +54,11 @@ mod report {
     /// answers it with a 429 carrying `Retry-After` and the same three
     /// headers (`RateLimit-Remaining: 0`).
     ///
+    /// Only responses carry the headers, not errors: for an admitted call
+    /// that fails (a timeout below the limiter, say) to answer with them
+    /// too, put an `ErrorResponseLayer` below the limiter as well as the
+    /// one above it, so that the failure reaches the limiter as a response.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), palisade::BoxError> {
