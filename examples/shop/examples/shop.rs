@@ -2,25 +2,64 @@
 //! user (8001), order (8002), product (8003) and payment (8004) services.
 //!
 //! ```text
-//! cargo run --release --example shop [-- --base-port N] [--rate-limit N/SECONDS]
-//!                                       [--admin-token TOKEN] [--no-resilience]
+//! cargo run --release --example shop -- [--demo] [OPTIONS]
+//! cargo run --release --example shop -- serve SERVICE [OPTIONS]
 //! ```
 //!
-//! Serves until Ctrl-C, then lets the requests in flight finish.
+//! Serves until Ctrl-C, then lets the requests in flight finish. `--demo`
+//! instead runs the six-phase demo against the stack and exits. `serve`
+//! runs one service alone, finding the others through `USER_SERVICE_URL`,
+//! `ORDER_SERVICE_URL`, `PRODUCT_SERVICE_URL` and `PAYMENT_SERVICE_URL`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use palisade_shop::{ShopOptions, start};
+use palisade_shop::config::{ShopConfig, merge, rate_limit_override};
+use palisade_shop::{ShopOptions, demo, start, start_service, urls_from_env};
 
-const USAGE: &str =
-    "usage: shop [--base-port N] [--rate-limit N/SECONDS] [--admin-token TOKEN] [--no-resilience]";
+const USAGE: &str = "\
+usage: shop [--demo] [OPTIONS]
+       shop serve (gateway|user|order|product|payment) [OPTIONS]
 
-fn parse(args: impl Iterator<Item = String>) -> Result<ShopOptions, String> {
-    let mut options = ShopOptions::default();
+options:
+  --base-port N          the gateway's port; the services take N+1..N+4 (default 8000;
+                         the demo uses free ports unless this is given)
+  --config FILE          TOML settings, reloaded when the file changes or on SIGHUP
+  --rate-limit N/SECS    requests per client per window at the gateway (default 100/60)
+  --admin-token TOKEN    admin endpoints need `Authorization: Bearer TOKEN`
+                         (without it they answer loopback peers only)
+  --no-resilience        call upstreams without palisade's layers (for comparison)
+  --demo                 run the six-phase demo and exit (0 when every phase showed
+                         what it should)";
+
+/// What the command line asks for.
+struct Command {
+    options: ShopOptions,
+    demo: bool,
+    /// `serve NAME`: one service alone.
+    service: Option<String>,
+    base_port_given: bool,
+}
+
+fn parse(args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut command = Command {
+        options: ShopOptions {
+            reload_on_sighup: true,
+            ..ShopOptions::default()
+        },
+        demo: false,
+        service: None,
+        base_port_given: false,
+    };
     let mut args = args.peekable();
+    if args.peek().map(String::as_str) == Some("serve") {
+        args.next();
+        command.service = Some(args.next().ok_or("serve needs a service name")?);
+    }
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        let options = &mut command.options;
         match arg.as_str() {
             "--base-port" => {
                 let port: u16 = value("--base-port")?
@@ -30,15 +69,24 @@ fn parse(args: impl Iterator<Item = String>) -> Result<ShopOptions, String> {
                     return Err(format!("--base-port must be 1 to {}", u16::MAX - 4));
                 }
                 options.base_port = port;
+                command.base_port_given = true;
             }
-            "--rate-limit" => options.rate_limit = rate_limit(&value("--rate-limit")?)?,
+            "--config" => options.config_file = Some(PathBuf::from(value("--config")?)),
+            "--rate-limit" => {
+                let (limit, window) = rate_limit(&value("--rate-limit")?)?;
+                merge(&mut options.overrides, &rate_limit_override(limit, window));
+            }
             "--admin-token" => options.admin_token = Some(value("--admin-token")?),
             "--no-resilience" => options.resilience = false,
+            "--demo" => command.demo = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
     }
-    Ok(options)
+    if command.demo && command.service.is_some() {
+        return Err("--demo runs the whole stack; it does not go with serve".into());
+    }
+    Ok(command)
 }
 
 /// `N/SECONDS`, e.g. `100/60`.
@@ -55,19 +103,44 @@ fn rate_limit(text: &str) -> Result<(u64, Duration), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = match parse(std::env::args().skip(1)) {
-        Ok(options) => options,
+    let command = match parse(std::env::args().skip(1)) {
+        Ok(command) => command,
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
         }
     };
+    // The demo prints its own tables; the services' warnings would
+    // interleave with them.
+    let default_filter = if command.demo {
+        "error"
+    } else {
+        "warn,palisade_shop=info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,palisade_shop=info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
+    // Refuse a bad file before binding anything, naming the field.
+    let config = match command.options.load_config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if command.demo {
+        return run_demo(command).await;
+    }
+    if let Some(service) = &command.service {
+        return serve_one(service, command.options).await;
+    }
+    serve_all(command.options, &config).await
+}
+
+async fn serve_all(options: ShopOptions, config: &ShopConfig) -> ExitCode {
     let running = match start(options.clone()).await {
         Ok(running) => running,
         Err(err) => {
@@ -78,11 +151,11 @@ async fn main() -> ExitCode {
     for (name, addr) in running.addresses() {
         println!("{name:>8}  http://{addr}");
     }
-    let (limit, window) = options.rate_limit;
+    let (limit, window) = config.rate_limit();
     println!(
         "resilience {}; {limit} requests per {}s per client; Ctrl-C to stop",
         if options.resilience { "on" } else { "off" },
-        window.as_secs()
+        window.as_secs_f64()
     );
     let _ = tokio::signal::ctrl_c().await;
     println!("shutting down; letting requests in flight finish");
@@ -92,5 +165,62 @@ async fn main() -> ExitCode {
             eprintln!("shutdown: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn serve_one(service: &str, options: ShopOptions) -> ExitCode {
+    let urls = urls_from_env(options.base_port, |var| std::env::var(var).ok());
+    let single = match start_service(service, options, urls).await {
+        Ok(single) => single,
+        Err(err) => {
+            eprintln!("cannot start {service}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "{:>8}  http://{}  (Ctrl-C to stop)",
+        single.name, single.addr
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    match single.shutdown().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("shutdown: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_demo(command: Command) -> ExitCode {
+    let mut options = command.options;
+    if !command.base_port_given {
+        options.base_port = 0;
+    }
+    let running = match start(options).await {
+        Ok(running) => running,
+        Err(err) => {
+            eprintln!("cannot start the shop: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "palisade shop demo: gateway http://{} in front of user, order, product and payment",
+        running.gateway
+    );
+    let started = std::time::Instant::now();
+    let mut stdout = std::io::stdout();
+    let reports = demo::run(&running, &mut stdout, true).await;
+    let failed = reports.iter().filter(|r| !r.passed()).count();
+    println!(
+        "\n{} of {} phases showed what they should, in {:.1} s",
+        reports.len() - failed,
+        reports.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = running.shutdown().await;
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -125,8 +125,13 @@ pub async fn no_route() -> ApiError {
 pub struct RequestId(pub HeaderValue);
 
 /// Gives each request an id (keeping one the caller sent, when it is
-/// sane), logs the request under it, and returns it on the response.
-pub async fn request_id(mut request: Request, next: Next) -> Response {
+/// sane), logs the request under it with the service's name, and returns
+/// it on the response. The state is the service's name.
+pub async fn request_id(
+    State(service): State<&'static str>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let id = request
         .headers()
         .get(REQUEST_ID)
@@ -137,6 +142,7 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!(
         "request",
+        service,
         id = %String::from_utf8_lossy(id.as_bytes()),
         method = %request.method(),
         path = %request.uri().path(),
@@ -312,7 +318,7 @@ pub fn service_router(name: &'static str, api: Router, auth: AdminAuth) -> (Rout
         .merge(api)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(request_id));
+        .layer(axum::middleware::from_fn_with_state(name, request_id));
     (router, faults)
 }
 

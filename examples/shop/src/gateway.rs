@@ -3,8 +3,10 @@
 //! layers in front of every upstream.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,17 +17,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use palisade::circuit_breaker::State as CircuitState;
 use palisade::http::{ErrorResponseLayer, RateLimitHeaders, bad_gateway_response};
-use palisade::rate_limit::{KeyedHandle, RateLimitLayer};
+use palisade::rate_limit::{KeyedHandle, KeyedRateLimitLayer, RateLimitBuilder};
 use palisade::{BoxError, ConfigError};
 use serde_json::{Value, json};
-use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
 
 use crate::api::{AdminAuth, ApiError, MAX_BODY, no_route, request_id};
-use crate::upstream::{HttpClient, Upstream, UpstreamSettings};
+use crate::config::{ShopConfig, UPSTREAMS};
+use crate::upstream::{HttpClient, Upstream, state_name};
 
-/// Where the services are.
+/// Where the services are, unless the configuration says otherwise.
 #[derive(Clone, Debug)]
 pub struct UpstreamUrls {
     pub user: String,
@@ -34,15 +37,15 @@ pub struct UpstreamUrls {
     pub payment: String,
 }
 
-/// The gateway's settings.
-#[derive(Clone, Debug)]
-pub struct GatewaySettings {
-    pub urls: UpstreamUrls,
-    /// Requests per client per window.
-    pub rate_limit: (u64, Duration),
-    pub upstream: UpstreamSettings,
-    /// palisade's layers on (`false`: `--no-resilience`, for comparison).
-    pub resilience: bool,
+impl UpstreamUrls {
+    fn get(&self, name: &str) -> &str {
+        match name {
+            "user" => &self.user,
+            "product" => &self.product,
+            "order" => &self.order,
+            _ => &self.payment,
+        }
+    }
 }
 
 /// A client as the ingress limit counts it.
@@ -70,69 +73,215 @@ fn client_key(request: &Request) -> ClientKey {
     }
 }
 
-/// The gateway's state.
-#[derive(Clone, Debug)]
-pub struct Gateway {
-    upstreams: Arc<BTreeMap<&'static str, Upstream>>,
-    client: HttpClient,
-    ingress: KeyedHandle<ClientKey>,
-    settings: Arc<GatewaySettings>,
-    auth: AdminAuth,
+type Upstreams = BTreeMap<&'static str, Upstream>;
+
+/// The ingress limiter: one sliding window per client, reporting its state
+/// as `RateLimit-*` headers.
+type IngressLayer = KeyedRateLimitLayer<ClientKey, fn(&Request) -> ClientKey, RateLimitHeaders>;
+
+/// `/api/...` through the ingress limit and the proxy, rejections answered.
+type ApiService = BoxCloneSyncService<Request, Response, Infallible>;
+
+/// The settings in force and what was built from them. A reload makes a
+/// new one; a call keeps the one it started with to the end.
+struct Generation {
+    config: Arc<ShopConfig>,
+    upstreams: Arc<Upstreams>,
+    ingress: IngressLayer,
+    api: ApiService,
 }
 
-/// Builds the gateway's router; its ingress limiter's handle comes too.
-pub fn router(
-    settings: GatewaySettings,
+/// The gateway: its settings in force, swapped whole by a reload.
+#[derive(Clone)]
+pub struct Gateway {
+    current: Arc<RwLock<Arc<Generation>>>,
     client: HttpClient,
+    urls: Arc<UpstreamUrls>,
+    resilience: bool,
     auth: AdminAuth,
-) -> Result<(Router, KeyedHandle<ClientKey>), ConfigError> {
-    let urls = &settings.urls;
-    let mut upstreams = BTreeMap::new();
-    for (name, url) in [
-        ("user", &urls.user),
-        ("product", &urls.product),
-        ("order", &urls.order),
-        ("payment", &urls.payment),
-    ] {
-        let upstream = Upstream::new(
-            name,
-            url,
-            client.clone(),
-            &settings.upstream,
-            settings.resilience,
-        )?;
-        upstreams.insert(name, upstream);
+    /// The configuration file, shown by `/admin/config`.
+    source: Option<Arc<Path>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("resilience", &self.resilience)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
-    let (limit, window) = settings.rate_limit;
-    let ingress = RateLimitLayer::sliding_window(limit, window)
-        .name("ingress")
-        .keyed(client_key)
+}
+
+impl Gateway {
+    /// A gateway calling the services at `urls` (unless `config` names
+    /// others), with palisade's layers when `resilience` is on.
+    pub fn new(
+        config: ShopConfig,
+        urls: UpstreamUrls,
+        client: HttpClient,
+        resilience: bool,
+        auth: AdminAuth,
+        source: Option<&Path>,
+    ) -> Result<Gateway, ConfigError> {
+        let upstreams = UPSTREAMS
+            .into_iter()
+            .map(|name| {
+                Ok((
+                    name,
+                    build_upstream(name, &config, &urls, &client, resilience)?,
+                ))
+            })
+            .collect::<Result<Upstreams, ConfigError>>()?;
+        let ingress = ingress_layer(&config)?;
+        let generation = Generation::new(config, upstreams, ingress, resilience);
+        Ok(Gateway {
+            current: Arc::new(RwLock::new(Arc::new(generation))),
+            client,
+            urls: Arc::new(urls),
+            resilience,
+            auth,
+            source: source.map(Arc::from),
+        })
+    }
+
+    fn current(&self) -> Arc<Generation> {
+        // A poisoned lock still holds a whole generation: the swap is one
+        // assignment.
+        match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `config` in force for new calls; calls in flight finish with
+    /// the settings they started with. An upstream whose settings did not
+    /// change keeps its layers, and with them its breaker's state and its
+    /// counts; so does the ingress limiter. Answers what changed.
+    pub fn apply(&self, config: ShopConfig) -> Result<Vec<String>, ConfigError> {
+        let old = self.current();
+        let mut changed = Vec::new();
+        let mut upstreams = Upstreams::new();
+        for name in UPSTREAMS {
+            let upstream = if config.upstreams.get(name) == old.config.upstreams.get(name) {
+                old.upstreams[name].clone()
+            } else {
+                changed.push(format!("upstreams.{name}"));
+                build_upstream(name, &config, &self.urls, &self.client, self.resilience)?
+            };
+            upstreams.insert(name, upstream);
+        }
+        let ingress = if config.rate_limit == old.config.rate_limit {
+            old.ingress.clone()
+        } else {
+            changed.push("gateway.rate_limit".to_owned());
+            ingress_layer(&config)?
+        };
+        let generation = Arc::new(Generation::new(config, upstreams, ingress, self.resilience));
+        match self.current.write() {
+            Ok(mut current) => *current = generation,
+            Err(poisoned) => *poisoned.into_inner() = generation,
+        }
+        Ok(changed)
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<ShopConfig> {
+        self.current().config.clone()
+    }
+
+    /// The per-client limiter in force.
+    pub fn ingress(&self) -> KeyedHandle<ClientKey> {
+        self.current().ingress.handle()
+    }
+
+    /// The upstream called `name`, as now in force.
+    pub fn upstream(&self, name: &str) -> Option<Upstream> {
+        self.current().upstreams.get(name).cloned()
+    }
+
+    /// The gateway's routes.
+    pub fn router(&self) -> Router {
+        let gateway = self.clone();
+        let api = tower::service_fn(move |request: Request| {
+            let api = gateway.current().api.clone();
+            api.oneshot(request)
+        });
+        Router::new()
+            .route("/health", get(health))
+            .route("/admin/resilience", get(resilience))
+            .route("/admin/config", get(show_config))
+            .with_state(self.clone())
+            .route_service("/api/{*path}", api)
+            .fallback(no_route)
+            .layer(axum::middleware::from_fn_with_state("gateway", request_id))
+    }
+}
+
+impl Generation {
+    /// `resilience` off (`--no-resilience`): no ingress limit either, so
+    /// that a load test compares the proxy with and without every palisade
+    /// layer.
+    fn new(
+        config: ShopConfig,
+        upstreams: Upstreams,
+        ingress: IngressLayer,
+        resilience: bool,
+    ) -> Generation {
+        let upstreams = Arc::new(upstreams);
+        let routes = upstreams.clone();
+        let proxy = tower::service_fn(move |request: Request| {
+            let routes = routes.clone();
+            async move { proxy(&routes, request).await }
+        });
+        let answered = ErrorResponseLayer::new().other_errors(bad_gateway_response);
+        let api = if resilience {
+            // Upstream failures become responses below the limiter, so that
+            // they carry its RateLimit-* headers like any other answer; the
+            // outer layer answers the limiter's own refusals.
+            BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .map_response(IntoResponse::into_response)
+                    .layer(ErrorResponseLayer::new())
+                    .layer(ingress.clone())
+                    .layer(answered)
+                    .service(proxy),
+            )
+        } else {
+            BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .map_response(IntoResponse::into_response)
+                    .layer(answered)
+                    .service(proxy),
+            )
+        };
+        Generation {
+            config: Arc::new(config),
+            upstreams,
+            ingress,
+            api,
+        }
+    }
+}
+
+fn build_upstream(
+    name: &'static str,
+    config: &ShopConfig,
+    urls: &UpstreamUrls,
+    client: &HttpClient,
+    resilience: bool,
+) -> Result<Upstream, ConfigError> {
+    let settings = &config.upstreams[name];
+    let url = settings.url.as_deref().unwrap_or(urls.get(name));
+    Upstream::new(name, url, client.clone(), settings, resilience)
+}
+
+fn ingress_layer(config: &ShopConfig) -> Result<IngressLayer, ConfigError> {
+    let mut rate_limit = config.rate_limit.clone();
+    rate_limit.name.get_or_insert_with(|| "ingress".to_owned());
+    Ok(RateLimitBuilder::from_config(rate_limit)
+        .keyed(client_key as fn(&Request) -> ClientKey)
         .build()?
-        .report_state(RateLimitHeaders);
-    let ingress_handle = ingress.handle();
-    let gateway = Gateway {
-        upstreams: Arc::new(upstreams),
-        client,
-        ingress: ingress_handle.clone(),
-        settings: Arc::new(settings),
-        auth,
-    };
-    let proxy_state = gateway.clone();
-    let proxy = ServiceBuilder::new()
-        .layer(ErrorResponseLayer::new().other_errors(bad_gateway_response))
-        .layer(ingress)
-        .service(tower::service_fn(move |request: Request| {
-            let gateway = proxy_state.clone();
-            async move { proxy(&gateway, request).await }
-        }));
-    let router = Router::new()
-        .route("/health", get(health))
-        .route("/admin/resilience", get(resilience))
-        .with_state(gateway)
-        .route_service("/api/{*path}", proxy)
-        .fallback(no_route)
-        .layer(axum::middleware::from_fn(request_id));
-    Ok((router, ingress_handle))
+        .report_state(RateLimitHeaders))
 }
 
 /// Headers that belong to one connection, not to the message.
@@ -156,10 +305,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Which upstream a gateway path goes to, and the path there: `/api/users/1`
 /// is the user service's `/users/1`. `None` for a path with dot segments
 /// (they could climb to a service's `/admin`).
-fn route<'a>(
-    upstreams: &'a BTreeMap<&'static str, Upstream>,
-    path: &str,
-) -> Option<(&'a Upstream, String)> {
+fn route<'a>(upstreams: &'a Upstreams, path: &str) -> Option<(&'a Upstream, String)> {
     let rest = path.strip_prefix("/api")?;
     let lowered = rest.to_ascii_lowercase();
     if rest.split('/').any(|s| s == "." || s == "..")
@@ -179,9 +325,9 @@ fn route<'a>(
     Some((upstreams.get(name)?, rest.to_owned()))
 }
 
-async fn proxy(gateway: &Gateway, request: Request) -> Result<Response, BoxError> {
+async fn proxy(upstreams: &Upstreams, request: Request) -> Result<Response, BoxError> {
     let (mut parts, body) = request.into_parts();
-    let Some((upstream, path)) = route(&gateway.upstreams, parts.uri.path()) else {
+    let Some((upstream, path)) = route(upstreams, parts.uri.path()) else {
         return Ok(no_route().await.into_response());
     };
     let path_and_query = match parts.uri.query() {
@@ -202,6 +348,9 @@ async fn proxy(gateway: &Gateway, request: Request) -> Result<Response, BoxError
     };
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
+    // What the gateway's own layers left here (the peer address, the
+    // matched route) means nothing upstream, and a retry would copy it.
+    parts.extensions.clear();
     parts.uri = path_and_query.parse()?;
     let forwarded = http::Request::from_parts(parts, Full::<Bytes>::new(body));
     let response = upstream.send(forwarded).await?;
@@ -213,24 +362,12 @@ async fn proxy(gateway: &Gateway, request: Request) -> Result<Response, BoxError
     ))
 }
 
-fn circuit(state: CircuitState) -> &'static str {
-    match state {
-        CircuitState::Closed => "closed",
-        CircuitState::Open => "open",
-        CircuitState::HalfOpen => "half_open",
-        CircuitState::ForcedOpen => "forced_open",
-        CircuitState::Disabled => "disabled",
-        CircuitState::MetricsOnly => "metrics_only",
-        _ => "unknown",
-    }
-}
-
 /// Each upstream's `/health`, asked directly (not through its breaker),
 /// with its circuit state.
 async fn health(State(gateway): State<Gateway>) -> Response {
     let mut all_healthy = true;
     let mut upstreams = serde_json::Map::new();
-    for (name, upstream) in gateway.upstreams.iter() {
+    for (name, upstream) in gateway.current().upstreams.iter() {
         let uri = format!("{}/health", upstream.base);
         let request = http::Request::get(uri).body(Full::<Bytes>::default());
         let healthy = match request {
@@ -243,7 +380,7 @@ async fn health(State(gateway): State<Gateway>) -> Response {
         all_healthy &= healthy;
         upstreams.insert(
             (*name).to_owned(),
-            json!({"healthy": healthy, "circuit": circuit(upstream.breaker.state())}),
+            json!({"healthy": healthy, "circuit": state_name(upstream.breaker.state())}),
         );
     }
     let status = if all_healthy {
@@ -264,15 +401,17 @@ async fn resilience(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     gateway.auth.check(peer, &headers)?;
+    let current = gateway.current();
     let mut upstreams = serde_json::Map::new();
-    for (name, upstream) in gateway.upstreams.iter() {
+    for (name, upstream) in current.upstreams.iter() {
         let b = upstream.breaker.snapshot();
         let r = upstream.retry.counts();
         upstreams.insert(
             (*name).to_owned(),
             json!({
                 "breaker": {
-                    "state": circuit(b.state),
+                    "state": state_name(b.state),
+                    "transitions": upstream.transitions.since(0),
                     "calls": b.calls,
                     "failures": b.failures,
                     "failure_rate": b.failure_rate,
@@ -297,15 +436,31 @@ async fn resilience(
             }),
         );
     }
-    let (limit, window) = gateway.settings.rate_limit;
+    let (limit, window) = current.config.rate_limit();
+    let ingress = current.ingress.handle();
     Ok(Json(json!({
-        "resilience": gateway.settings.resilience,
+        "resilience": gateway.resilience,
         "upstreams": upstreams,
         "ingress": {
             "limit": limit,
             "window_secs": window.as_secs_f64(),
-            "clients": gateway.ingress.len(),
-            "refused": gateway.ingress.refused(),
+            "clients": ingress.len(),
+            "refused": ingress.refused(),
         },
+    })))
+}
+
+/// The settings in force (defaults, file and flags merged) and where they
+/// came from.
+async fn show_config(
+    State(gateway): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    gateway.auth.check(peer, &headers)?;
+    Ok(Json(json!({
+        "file": gateway.source.as_ref().map(|path| path.display().to_string()),
+        "resilience": gateway.resilience,
+        "config": gateway.config().to_json(),
     })))
 }

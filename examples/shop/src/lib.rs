@@ -13,6 +13,8 @@
 //! layers can be seen at work.
 
 pub mod api;
+pub mod config;
+pub mod demo;
 pub mod gateway;
 pub mod order;
 pub mod payment;
@@ -22,19 +24,20 @@ pub mod user;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use palisade::chaos::Handle as FaultHandle;
-use palisade::rate_limit::KeyedHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use api::AdminAuth;
-use gateway::{ClientKey, GatewaySettings, UpstreamUrls};
-use upstream::{Upstream, UpstreamSettings, http_client};
+use config::{ConfigFileError, ShopConfig};
+use gateway::{Gateway, UpstreamUrls};
+use upstream::{Upstream, http_client};
 
 /// How to start the shop.
 #[derive(Clone, Debug)]
@@ -42,9 +45,13 @@ pub struct ShopOptions {
     /// The gateway's port; the services take the next four. 0: every
     /// service on an ephemeral port (tests).
     pub base_port: u16,
-    /// Requests per client per window at the gateway.
-    pub rate_limit: (u64, Duration),
-    pub upstream: UpstreamSettings,
+    /// A TOML file of settings (see [`config`]), watched for changes.
+    pub config_file: Option<PathBuf>,
+    /// Settings laid over the file's (`--rate-limit`), as a TOML table.
+    pub overrides: toml::Table,
+    /// Reload the file on SIGHUP too.
+    pub reload_on_sighup: bool,
+    /// palisade's layers on (`false`: `--no-resilience`, for comparison).
     pub resilience: bool,
     pub admin_token: Option<String>,
 }
@@ -53,10 +60,29 @@ impl Default for ShopOptions {
     fn default() -> Self {
         ShopOptions {
             base_port: 8000,
-            rate_limit: (100, Duration::from_secs(60)),
-            upstream: UpstreamSettings::default(),
+            config_file: None,
+            overrides: toml::Table::new(),
+            reload_on_sighup: false,
             resilience: true,
             admin_token: None,
+        }
+    }
+}
+
+impl ShopOptions {
+    /// Lays `settings` (TOML, as in a configuration file) over the
+    /// overrides so far.
+    pub fn settings(mut self, settings: &str) -> Result<Self, toml::de::Error> {
+        config::merge(&mut self.overrides, &settings.parse()?);
+        Ok(self)
+    }
+
+    /// The configuration these options give: the file, if any, with the
+    /// overrides laid over it.
+    pub fn load_config(&self) -> Result<ShopConfig, ConfigFileError> {
+        match &self.config_file {
+            Some(path) => ShopConfig::load(path, &self.overrides),
+            None => ShopConfig::from_layers("", &self.overrides),
         }
     }
 }
@@ -78,13 +104,80 @@ pub struct Running {
     pub order: SocketAddr,
     pub product: SocketAddr,
     pub payment: SocketAddr,
-    /// The gateway's per-client limiter.
-    pub ingress: KeyedHandle<ClientKey>,
+    /// The gateway's settings in force, its limiter and its upstreams.
+    pub control: Gateway,
     /// Each service's faults: user, order, product, payment.
     pub faults: Faults,
+    /// The order service, with the upstreams it calls.
+    pub orders: order::OrderService,
+    reloader: Reloader,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<io::Result<()>>>,
 }
+
+/// Re-reads the configuration file and puts it in force.
+#[derive(Clone, Debug)]
+struct Reloader {
+    options: Arc<ShopOptions>,
+    gateway: Gateway,
+}
+
+impl Reloader {
+    /// Reloads now. An invalid file changes nothing.
+    fn reload(&self) -> Result<Vec<String>, ConfigFileError> {
+        let config = self.options.load_config()?;
+        self.gateway.apply(config).map_err(|e| ConfigFileError {
+            path: self.options.config_file.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reloads, logging the outcome.
+    fn reload_and_log(&self, why: &str) {
+        match self.reload() {
+            Ok(changed) if changed.is_empty() => {
+                tracing::info!(why, "configuration reloaded; nothing changed")
+            }
+            Ok(changed) => tracing::info!(why, ?changed, "configuration reloaded"),
+            Err(error) => {
+                tracing::error!(why, %error, "configuration refused; the settings in force stay")
+            }
+        }
+    }
+
+    /// Reloads whenever the file's contents change, checking every
+    /// [`WATCH_EVERY`], until `stop`.
+    async fn watch(self, path: PathBuf, mut stop: watch::Receiver<bool>) -> io::Result<()> {
+        let mut seen = std::fs::read(&path).ok();
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+            let now = std::fs::read(&path).ok();
+            if now != seen {
+                seen = now;
+                self.reload_and_log("the file changed");
+            }
+        }
+    }
+
+    /// Reloads on every SIGHUP, until `stop`.
+    #[cfg(unix)]
+    async fn on_sighup(self, mut stop: watch::Receiver<bool>) -> io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                Some(()) = hangups.recv() => self.reload_and_log("SIGHUP"),
+            }
+        }
+    }
+}
+
+/// How often the configuration file is checked for changes.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 impl Running {
     /// The services' names and addresses, gateway first.
@@ -96,6 +189,13 @@ impl Running {
             ("product", self.product),
             ("payment", self.payment),
         ]
+    }
+
+    /// Re-reads the configuration file and puts it in force for new calls.
+    /// Answers what changed; an invalid file changes nothing and is
+    /// refused with the field at fault.
+    pub fn reload_config(&self) -> Result<Vec<String>, ConfigFileError> {
+        self.reloader.reload()
     }
 
     /// Stops accepting connections; returns once the requests in flight
@@ -123,13 +223,74 @@ async fn bind(options: &ShopOptions, offset: u16) -> io::Result<TcpListener> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await
 }
 
+fn invalid(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, error)
+}
+
 fn url(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
+/// The order service, calling the others at `urls` (unless the
+/// configuration names others) through the stacks `config` describes.
+fn order_service(
+    config: &ShopConfig,
+    urls: &UpstreamUrls,
+    client: &upstream::HttpClient,
+    resilience: bool,
+) -> io::Result<order::OrderService> {
+    let upstream = |name: &'static str, default: &str| {
+        let settings = &config.upstreams[name];
+        let base = settings.url.as_deref().unwrap_or(default);
+        Upstream::new(name, base, client.clone(), settings, resilience).map_err(invalid)
+    };
+    Ok(order::OrderService::new(
+        upstream("user", &urls.user)?,
+        upstream("product", &urls.product)?,
+        upstream("payment", &urls.payment)?,
+    ))
+}
+
+/// Keeps `gateway`'s settings in step with the configuration file (polled,
+/// and on SIGHUP when asked), until `stop`.
+fn spawn_reloader(
+    options: &ShopOptions,
+    gateway: &Gateway,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<io::Result<()>>>,
+) -> Reloader {
+    let reloader = Reloader {
+        options: Arc::new(options.clone()),
+        gateway: gateway.clone(),
+    };
+    if let Some(path) = options.config_file.clone() {
+        tasks.push(tokio::spawn(reloader.clone().watch(path, stop.clone())));
+        #[cfg(unix)]
+        if options.reload_on_sighup {
+            tasks.push(tokio::spawn(reloader.clone().on_sighup(stop.clone())));
+        }
+    }
+    reloader
+}
+
+fn serve_all(
+    servers: impl IntoIterator<Item = (TcpListener, Router)>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<io::Result<()>>> {
+    servers
+        .into_iter()
+        .map(|(listener, router)| {
+            let mut stop = stop.clone();
+            tokio::spawn(api::serve(listener, router, async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            }))
+        })
+        .collect()
+}
+
 /// Starts the gateway and the four services on 127.0.0.1.
 pub async fn start(options: ShopOptions) -> io::Result<Running> {
-    let invalid = |e: palisade::ConfigError| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let config = options.load_config().map_err(invalid)?;
     let listeners = [
         bind(&options, 0).await?,
         bind(&options, 1).await?,
@@ -143,75 +304,163 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
         .collect::<io::Result<_>>()?;
     let [gateway, user, order, product, payment] =
         [addrs[0], addrs[1], addrs[2], addrs[3], addrs[4]];
+    let urls = UpstreamUrls {
+        user: url(user),
+        product: url(product),
+        order: url(order),
+        payment: url(payment),
+    };
     let auth = AdminAuth {
         token: options.admin_token.as_deref().map(Arc::from),
     };
     let client = http_client();
-    let upstream = |name, addr| {
-        Upstream::new(
-            name,
-            &url(addr),
-            client.clone(),
-            &options.upstream,
-            options.resilience,
-        )
-    };
-    let orders = order::OrderService::new(
-        upstream("user", user).map_err(invalid)?,
-        upstream("product", product).map_err(invalid)?,
-        upstream("payment", payment).map_err(invalid)?,
-    );
-    let (gateway_router, ingress) = gateway::router(
-        GatewaySettings {
-            urls: UpstreamUrls {
-                user: url(user),
-                product: url(product),
-                order: url(order),
-                payment: url(payment),
-            },
-            rate_limit: options.rate_limit,
-            upstream: options.upstream.clone(),
-            resilience: options.resilience,
-        },
-        client.clone(),
+    let orders = order_service(&config, &urls, &client, options.resilience)?;
+    let control = Gateway::new(
+        config,
+        urls,
+        client,
+        options.resilience,
         auth.clone(),
+        options.config_file.as_deref(),
     )
     .map_err(invalid)?;
     let (user_router, user_faults) = user::router(auth.clone());
-    let (order_router, order_faults) = order::router(orders, auth.clone());
+    let (order_router, order_faults) = order::router(orders.clone(), auth.clone());
     let (product_router, product_faults) = product::router(auth.clone());
     let (payment_router, payment_faults) = payment::router(auth);
     let routers: [Router; 5] = [
-        gateway_router,
+        control.router(),
         user_router,
         order_router,
         product_router,
         payment_router,
     ];
     let (shutdown, stop) = watch::channel(false);
-    let tasks = listeners
-        .into_iter()
-        .zip(routers)
-        .map(|(listener, router)| {
-            let mut stop = stop.clone();
-            tokio::spawn(api::serve(listener, router, async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            }))
-        })
-        .collect();
+    let mut tasks = serve_all(listeners.into_iter().zip(routers), &stop);
+    let reloader = spawn_reloader(&options, &control, &stop, &mut tasks);
     Ok(Running {
         gateway,
         user,
         order,
         product,
         payment,
-        ingress,
+        control,
+        orders,
         faults: Faults {
             user: user_faults,
             order: order_faults,
             product: product_faults,
             payment: payment_faults,
         },
+        reloader,
+        shutdown,
+        tasks,
+    })
+}
+
+/// The services by name, and each one's port offset from the base port.
+pub const SERVICES: [(&str, u16); 5] = [
+    ("gateway", 0),
+    ("user", 1),
+    ("order", 2),
+    ("product", 3),
+    ("payment", 4),
+];
+
+/// Where a service running alone finds the others: `USER_SERVICE_URL`,
+/// `ORDER_SERVICE_URL`, `PRODUCT_SERVICE_URL` and `PAYMENT_SERVICE_URL`,
+/// else 127.0.0.1 on the ports [`start`] would give them. (A `url` in the
+/// configuration file wins over both.)
+pub fn urls_from_env(base_port: u16, env: impl Fn(&str) -> Option<String>) -> UpstreamUrls {
+    let at = |var: &str, offset: u16| {
+        env(var).unwrap_or_else(|| format!("http://127.0.0.1:{}", base_port.saturating_add(offset)))
+    };
+    UpstreamUrls {
+        user: at("USER_SERVICE_URL", 1),
+        order: at("ORDER_SERVICE_URL", 2),
+        product: at("PRODUCT_SERVICE_URL", 3),
+        payment: at("PAYMENT_SERVICE_URL", 4),
+    }
+}
+
+/// One service running alone.
+#[derive(Debug)]
+pub struct Single {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    /// The gateway's settings, when this is the gateway.
+    pub control: Option<Gateway>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl Single {
+    /// Stops accepting connections; returns once the requests in flight
+    /// have been answered.
+    pub async fn shutdown(self) -> io::Result<()> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            task.await.map_err(io::Error::other)??;
+        }
+        Ok(())
+    }
+}
+
+/// Starts the service called `name` alone on 127.0.0.1, on its port from
+/// `options.base_port` (0: an ephemeral one), calling the others at `urls`.
+pub async fn start_service(
+    name: &str,
+    options: ShopOptions,
+    urls: UpstreamUrls,
+) -> io::Result<Single> {
+    let Some(&(name, offset)) = SERVICES.iter().find(|(known, _)| *known == name) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "no service called `{name}`; the services are gateway, user, order, product and payment"
+            ),
+        ));
+    };
+    let config = options.load_config().map_err(invalid)?;
+    let listener = bind(&options, offset).await?;
+    let addr = listener.local_addr()?;
+    let auth = AdminAuth {
+        token: options.admin_token.as_deref().map(Arc::from),
+    };
+    let client = http_client();
+    let mut control = None;
+    let router = match name {
+        "gateway" => {
+            let gateway = Gateway::new(
+                config,
+                urls,
+                client,
+                options.resilience,
+                auth,
+                options.config_file.as_deref(),
+            )
+            .map_err(invalid)?;
+            let router = gateway.router();
+            control = Some(gateway);
+            router
+        }
+        "user" => user::router(auth).0,
+        "product" => product::router(auth).0,
+        "payment" => payment::router(auth).0,
+        _ => {
+            let orders = order_service(&config, &urls, &client, options.resilience)?;
+            order::router(orders, auth).0
+        }
+    };
+    let (shutdown, stop) = watch::channel(false);
+    let mut tasks = serve_all([(listener, router)], &stop);
+    if let Some(gateway) = &control {
+        spawn_reloader(&options, gateway, &stop, &mut tasks);
+    }
+    Ok(Single {
+        name,
+        addr,
+        control,
         shutdown,
         tasks,
     })

@@ -119,7 +119,11 @@ async fn one(State(service): State<OrderService>, Id(id): Id) -> Result<Json<Ord
 }
 
 /// The answer for a finished order: 201 when confirmed; a cancelled one
-/// (its payment failed) is a 502 that carries the order.
+/// (its payment failed) is a 402 that carries the order. Not a 5xx: this
+/// service did its job (it cancelled the order and released the stock), so
+/// a gateway must neither retry the call nor count it against this
+/// service's circuit; the payment service's failures count against its own
+/// circuit, here.
 fn order_response(order: Order) -> Response {
     if order.status == "confirmed" {
         (StatusCode::CREATED, Json(order)).into_response()
@@ -129,7 +133,7 @@ fn order_response(order: Order) -> Response {
             "message": "the payment failed; the order is cancelled and its stock released",
             "order": order,
         });
-        (StatusCode::BAD_GATEWAY, Json(body)).into_response()
+        (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response()
     }
 }
 

@@ -1,7 +1,8 @@
 //! A call path to another service: hyper-util's client wrapped in the
 //! palisade stack a real team would put there.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::http::{HeaderValue, Method, Request, Response, StatusCode};
 use bytes::Bytes;
@@ -11,9 +12,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use palisade::bulkhead::{BulkheadLayer, Handle as BulkheadHandle};
-use palisade::circuit_breaker::{CircuitBreakerLayer, Handle as BreakerHandle};
+use palisade::circuit_breaker::{CircuitBreakerBuilder, Event, Handle as BreakerHandle, State};
 use palisade::http::{IdempotentReplay, StatusClassifier};
-use palisade::retry::{Backoff, Handle as RetryHandle, RetryLayer};
+use palisade::retry::{Handle as RetryHandle, RetryBuilder};
 use palisade::timeout::TimeoutLayer;
 use palisade::{BoxError, ConfigError};
 use serde::Serialize;
@@ -22,6 +23,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::api::REQUEST_ID;
+use crate::config::UpstreamConfig;
 
 /// The HTTP client every upstream shares (one connection pool).
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -35,31 +37,37 @@ pub fn http_client() -> HttpClient {
         .build(connector)
 }
 
-/// The resilience settings of one upstream.
+/// The client as the innermost service of a stack: one `Arc` to clone.
+///
+/// Retry keeps a clone of the service below it for each call, and the
+/// stack is cloned per call; hyper-util's `Client` holds several `Arc`s,
+/// and under load on more than one core their reference counts bounce
+/// between cores on every clone and drop. Behind one `Arc` that cost is
+/// paid once (measured with the load test in `load/`: see the README).
 #[derive(Clone, Debug)]
-pub struct UpstreamSettings {
-    pub attempt_timeout: Duration,
-    pub max_attempts: u32,
-    pub breaker_window: usize,
-    pub breaker_minimum_calls: u64,
-    pub breaker_failure_rate: f64,
-    pub breaker_open_for: Duration,
-    pub breaker_probes: u32,
-    pub bulkhead: usize,
+pub struct SharedClient(Arc<HttpClient>);
+
+impl SharedClient {
+    pub fn new(client: HttpClient) -> Self {
+        SharedClient(Arc::new(client))
+    }
 }
 
-impl Default for UpstreamSettings {
-    fn default() -> Self {
-        UpstreamSettings {
-            attempt_timeout: Duration::from_secs(2),
-            max_attempts: 3,
-            breaker_window: 20,
-            breaker_minimum_calls: 10,
-            breaker_failure_rate: 0.5,
-            breaker_open_for: Duration::from_secs(5),
-            breaker_probes: 3,
-            bulkhead: 64,
-        }
+impl tower::Service<Request<Full<Bytes>>> for SharedClient {
+    type Response = Response<Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = hyper_util::client::legacy::ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // The client is always ready: it queues for a connection itself.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
+        self.0.request(request)
     }
 }
 
@@ -74,6 +82,67 @@ pub struct Upstream {
     pub breaker: BreakerHandle,
     pub bulkhead: BulkheadHandle,
     pub retry: RetryHandle,
+    /// The breaker's changes of state.
+    pub transitions: Transitions,
+}
+
+/// A breaker's changes of state, the last [`Transitions::KEPT`] of them.
+#[derive(Clone, Debug, Default)]
+pub struct Transitions {
+    inner: Arc<Mutex<TransitionLog>>,
+}
+
+#[derive(Debug, Default)]
+struct TransitionLog {
+    total: usize,
+    recent: VecDeque<(State, State)>,
+}
+
+impl Transitions {
+    /// How many are kept.
+    pub const KEPT: usize = 64;
+
+    fn lock(&self) -> MutexGuard<'_, TransitionLog> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, from: State, to: State) {
+        let mut log = self.lock();
+        log.total += 1;
+        if log.recent.len() == Self::KEPT {
+            log.recent.pop_front();
+        }
+        log.recent.push_back((from, to));
+    }
+
+    /// How many there have been.
+    pub fn total(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Those after the first `seen` (as far as kept), as `closed→open`.
+    pub fn since(&self, seen: usize) -> Vec<String> {
+        let log = self.lock();
+        let skip = seen.saturating_sub(log.total - log.recent.len());
+        log.recent
+            .iter()
+            .skip(skip)
+            .map(|(from, to)| format!("{}→{}", state_name(*from), state_name(*to)))
+            .collect()
+    }
+}
+
+/// A breaker state as shown in JSON and logs.
+pub fn state_name(state: State) -> &'static str {
+    match state {
+        State::Closed => "closed",
+        State::Open => "open",
+        State::HalfOpen => "half_open",
+        State::ForcedOpen => "forced_open",
+        State::Disabled => "disabled",
+        State::MetricsOnly => "metrics_only",
+        _ => "unknown",
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -92,34 +161,39 @@ impl Upstream {
         name: &'static str,
         base: &str,
         client: HttpClient,
-        settings: &UpstreamSettings,
+        config: &UpstreamConfig,
         resilience: bool,
     ) -> Result<Self, ConfigError> {
-        let retry = RetryLayer::builder()
-            .name(name)
-            .max_attempts(settings.max_attempts)
-            .backoff(Backoff::exponential(Duration::from_millis(50)).max(Duration::from_secs(1)))
-            .deadline(Duration::from_secs(10))
+        // A name from the file wins; else the upstream's own.
+        let mut retry = RetryBuilder::from_config(config.retry.clone());
+        if config.retry.name.is_none() {
+            retry = retry.name(name);
+        }
+        let retry = retry
             .classifier(StatusClassifier::new())
             .replay(IdempotentReplay::new())
             .build()?;
-        let breaker = CircuitBreakerLayer::builder()
-            .name(name)
-            .count_window(settings.breaker_window)
-            .minimum_calls(settings.breaker_minimum_calls)
-            .failure_rate(settings.breaker_failure_rate)
-            .open_for(settings.breaker_open_for)
-            .half_open_probes(settings.breaker_probes)
+        let mut breaker = CircuitBreakerBuilder::from_config(config.circuit_breaker.clone())?;
+        if config.circuit_breaker.name.is_none() {
+            breaker = breaker.name(name);
+        }
+        let transitions = Transitions::default();
+        let log = transitions.clone();
+        let breaker = breaker
             .classifier(StatusClassifier::new())
+            .on_event(move |event| {
+                if let Event::Transition(t) = event {
+                    tracing::info!(upstream = name, from = state_name(t.from), to = state_name(t.to), reason = ?t.reason, "circuit breaker");
+                    log.push(t.from, t.to);
+                }
+            })
             .build()?;
-        let bulkhead = BulkheadLayer::builder()
-            .name(name)
-            .max_concurrent(settings.bulkhead)
-            .build()?;
-        let timeout = TimeoutLayer::builder()
-            .name(name)
-            .timeout(settings.attempt_timeout)
-            .build()?;
+        let mut bulkhead = config.bulkhead.clone();
+        bulkhead.name.get_or_insert_with(|| name.to_owned());
+        let bulkhead = BulkheadLayer::from_config(bulkhead)?;
+        let mut timeout = config.timeout.clone();
+        timeout.name.get_or_insert_with(|| name.to_owned());
+        let timeout = TimeoutLayer::from_config(timeout)?;
         let (retry_handle, breaker_handle, bulkhead_handle) =
             (retry.handle(), breaker.handle(), bulkhead.handle());
         let stack = if resilience {
@@ -129,7 +203,7 @@ impl Upstream {
                     .layer(breaker)
                     .layer(timeout)
                     .layer(bulkhead)
-                    .service(client),
+                    .service(SharedClient::new(client)),
             )
         } else {
             BoxCloneSyncService::new(client.map_err(BoxError::from))
@@ -141,6 +215,7 @@ impl Upstream {
             breaker: breaker_handle,
             bulkhead: bulkhead_handle,
             retry: retry_handle,
+            transitions,
         })
     }
 

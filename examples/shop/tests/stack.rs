@@ -3,111 +3,17 @@
 //! latency pass in virtual time (the test advances it, or the runtime does
 //! when it has nothing else to do). Nothing sleeps in real time.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use palisade_shop::upstream::{HttpClient, http_client};
-use palisade_shop::{Running, ShopOptions, start};
+use palisade_shop::ShopOptions;
 use serde_json::{Value, json};
+use support::Shop;
 use tokio::time::advance;
-
-struct Shop {
-    running: Running,
-    client: HttpClient,
-}
-
-/// An answer: status, headers, JSON body (`Null` when not JSON).
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Value,
-}
-
-impl Shop {
-    async fn start() -> Shop {
-        Self::with(ShopOptions::default()).await
-    }
-
-    async fn with(options: ShopOptions) -> Shop {
-        let running = start(ShopOptions {
-            base_port: 0,
-            ..options
-        })
-        .await
-        .expect("the shop starts");
-        Shop {
-            running,
-            client: http_client(),
-        }
-    }
-
-    async fn send(
-        &self,
-        addr: SocketAddr,
-        request: http::request::Builder,
-        body: Option<Value>,
-    ) -> Answer {
-        let (request, body) = match body {
-            Some(body) => (
-                request.header("content-type", "application/json"),
-                Bytes::from(body.to_string()),
-            ),
-            None => (request, Bytes::new()),
-        };
-        let request = request.body(Full::new(body)).unwrap();
-        let (mut parts, body) = {
-            let mut request = request;
-            let path = request.uri().path_and_query().unwrap().as_str().to_owned();
-            *request.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
-            self.client
-                .request(request)
-                .await
-                .expect("an answer")
-                .into_parts()
-        };
-        let bytes = body.collect().await.unwrap().to_bytes();
-        Answer {
-            status: parts.status,
-            headers: std::mem::take(&mut parts.headers),
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Answer {
-        self.send(self.running.gateway, Request::get(path), None)
-            .await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Answer {
-        self.send(self.running.gateway, Request::post(path), Some(body))
-            .await
-    }
-
-    async fn faults(&self, service: SocketAddr, error_rate: f64, latency_ms: u64) {
-        let answer = self
-            .send(
-                service,
-                Request::put("/admin/faults"),
-                Some(json!({"error_rate": error_rate, "latency_ms": latency_ms})),
-            )
-            .await;
-        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    }
-
-    async fn stock(&self, product: u64) -> u64 {
-        let answer = self
-            .send(
-                self.running.product,
-                Request::get(format!("/products/{product}")),
-                None,
-            )
-            .await;
-        answer.body["stock"].as_u64().expect("a stock figure")
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn healthy_traffic_gets_answers_with_rate_limit_headers_and_a_request_id() {
@@ -149,6 +55,9 @@ async fn a_failing_product_service_opens_the_breaker_then_recovers() {
     assert_eq!(open.status, StatusCode::SERVICE_UNAVAILABLE, "{statuses:?}");
     assert_eq!(open.body["error"], "circuit_open");
     assert!(open.headers.contains_key("retry-after"));
+    // An answer the gateway made up still counts against the client's
+    // limit, and says so.
+    assert_eq!(open.headers["ratelimit-limit"], "100");
     let health = shop.get("/health").await;
     assert_eq!(health.body["upstreams"]["product"]["circuit"], "open");
     // Other upstreams are untouched.
@@ -187,11 +96,10 @@ async fn a_slow_product_service_is_cut_off_at_the_attempt_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn one_client_over_its_limit_gets_429s_and_another_is_unaffected() {
-    let shop = Shop::with(ShopOptions {
-        rate_limit: (5, Duration::from_secs(60)),
-        ..ShopOptions::default()
-    })
-    .await;
+    let options = ShopOptions::default()
+        .settings("gateway.rate_limit = { limit = 5, window = \"60s\" }")
+        .unwrap();
+    let shop = Shop::with(options).await;
     let as_client = |id: &'static str| Request::get("/api/products/2").header("x-client-id", id);
     for _ in 0..5 {
         let answer = shop
@@ -224,7 +132,12 @@ async fn a_failed_payment_cancels_the_order_and_restores_the_stock() {
             json!({"user_id": 1, "product_id": 4, "quantity": 2}),
         )
         .await;
-    assert!(!answer.status.is_success(), "{}", answer.body);
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        answer.body
+    );
     assert_eq!(answer.body["error"], "payment_failed");
     assert_eq!(answer.body["order"]["status"], "cancelled");
     assert_eq!(shop.stock(4).await, before, "the stock is back");
@@ -481,4 +394,29 @@ async fn shutdown_lets_a_request_in_flight_finish() {
         asked.elapsed()
     );
     assert_eq!(slow.await.unwrap().unwrap(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_resilience_the_gateway_is_a_bare_proxy() {
+    let shop = Shop::with(ShopOptions {
+        resilience: false,
+        ..ShopOptions::default()
+    })
+    .await;
+    let answer = shop.get("/api/products/1").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(!answer.headers.contains_key("ratelimit-limit"));
+    // No breaker opens, no retry is made: every failure comes through.
+    shop.faults(shop.running.product, 1.0, 0).await;
+    for _ in 0..30 {
+        let answer = shop.get("/api/products/1").await;
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(shop.running.faults.product.failed(), 30);
+    // No limit: far past the 100 a client may send.
+    shop.faults(shop.running.product, 0.0, 0).await;
+    for _ in 0..80 {
+        assert_eq!(shop.get("/api/products/2").await.status, StatusCode::OK);
+    }
+    shop.running.shutdown().await.unwrap();
 }

@@ -1,0 +1,465 @@
+//! The shop's configuration: a TOML file read through palisade's serde
+//! configurations, laid over built-in defaults.
+//!
+//! ```toml
+//! [gateway.rate_limit]        # palisade::rate_limit::RateLimitConfig
+//! limit = 100
+//! window = "60s"
+//!
+//! [upstream]                  # every upstream, unless overridden below
+//! timeout = { timeout = "2s" }                      # TimeoutConfig
+//! bulkhead = { max_concurrent = 64 }                # BulkheadConfig
+//!
+//! [upstream.retry]            # RetryConfig
+//! max_attempts = 3
+//!
+//! [upstream.circuit_breaker]  # CircuitBreakerConfig
+//! failure_rate = 0.5
+//!
+//! [upstreams.product]         # one upstream: its URL and its own settings
+//! url = "http://10.0.0.7:8003"
+//! circuit_breaker = { open_for = "10s" }
+//! ```
+//!
+//! The file is laid over [`DEFAULTS`] key by key: a table in the file
+//! changes only the keys it names, except `backoff` and `budget`, which are
+//! replaced whole (their `kind` decides which keys they have), and a
+//! breaker's `count_window` or `time_window`, which drops the other. Each
+//! upstream's settings are then `[upstream]` with `[upstreams.<name>]` laid
+//! over it. An error names the field it is about.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use palisade::bulkhead::BulkheadConfig;
+use palisade::circuit_breaker::CircuitBreakerConfig;
+use palisade::rate_limit::RateLimitConfig;
+use palisade::retry::RetryConfig;
+use palisade::timeout::TimeoutConfig;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+use toml::{Table, Value};
+
+/// The services a gateway calls, in the order they are shown.
+pub const UPSTREAMS: [&str; 4] = ["user", "order", "product", "payment"];
+
+/// The settings the issue describes, as a configuration file would hold
+/// them: a file need only name what it changes.
+pub const DEFAULTS: &str = r#"
+[gateway.rate_limit]
+algorithm = "sliding_window"
+limit = 100
+window = "60s"
+
+[upstream.timeout]
+timeout = "2s"
+
+[upstream.retry]
+max_attempts = 3
+deadline = "10s"
+backoff = { kind = "exponential", base = "50ms", max = "1s", jitter = "full" }
+
+[upstream.circuit_breaker]
+count_window = 20
+minimum_calls = 10
+failure_rate = 0.5
+open_for = "5s"
+half_open_probes = 3
+
+[upstream.bulkhead]
+max_concurrent = 64
+"#;
+
+/// Keys whose tables are replaced whole rather than merged.
+const REPLACED_WHOLE: [&str; 2] = ["backoff", "budget"];
+
+/// Keys that exclude each other: setting one drops the other.
+const EXCLUSIVE: [(&str, &str); 2] = [
+    ("count_window", "time_window"),
+    ("count_window", "time_window_buckets"),
+];
+
+/// Why a configuration was refused.
+#[derive(Debug)]
+pub struct ConfigFileError {
+    /// The file, when there is one.
+    pub path: Option<PathBuf>,
+    /// What is wrong, naming the field (`upstreams.product.circuit_breaker.
+    /// failure_rate: must be in (0, 1], got 2`).
+    pub message: String,
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "{}: {}", path.display(), self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigFileError {}
+
+fn refused(message: impl Into<String>) -> ConfigFileError {
+    ConfigFileError {
+        path: None,
+        message: message.into(),
+    }
+}
+
+/// One upstream's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamConfig {
+    /// Where it is; `None`: where the caller says.
+    pub url: Option<String>,
+    pub timeout: TimeoutConfig,
+    pub retry: RetryConfig,
+    pub circuit_breaker: CircuitBreakerConfig,
+    pub bulkhead: BulkheadConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamTable {
+    #[serde(default)]
+    url: Option<String>,
+    timeout: TimeoutConfig,
+    retry: RetryConfig,
+    circuit_breaker: CircuitBreakerConfig,
+    bulkhead: BulkheadConfig,
+}
+
+/// The whole configuration in force: the merged document and what was
+/// read from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShopConfig {
+    /// The merged document (defaults, file, overrides), as shown by
+    /// `GET /admin/config`.
+    pub document: Table,
+    /// The gateway's per-client limit.
+    pub rate_limit: RateLimitConfig,
+    /// Each upstream's settings, by name.
+    pub upstreams: BTreeMap<&'static str, UpstreamConfig>,
+}
+
+impl ShopConfig {
+    /// The defaults, then `file` (TOML text), then `overrides` (command-line
+    /// flags), each laid over the one before.
+    pub fn from_layers(file: &str, overrides: &Table) -> Result<Self, ConfigFileError> {
+        let mut document: Table = parse_toml(DEFAULTS)?;
+        merge(&mut document, &parse_toml(file)?);
+        merge(&mut document, overrides);
+        Self::from_document(document)
+    }
+
+    /// Reads `path` and lays it over the defaults, then `overrides`.
+    pub fn load(path: &Path, overrides: &Table) -> Result<Self, ConfigFileError> {
+        let in_file = |mut e: ConfigFileError| {
+            e.path = Some(path.to_owned());
+            e
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| in_file(refused(format!("cannot read it: {e}"))))?;
+        Self::from_layers(&text, overrides).map_err(in_file)
+    }
+
+    fn from_document(document: Table) -> Result<Self, ConfigFileError> {
+        for key in document.keys() {
+            if !["gateway", "upstream", "upstreams"].contains(&key.as_str()) {
+                return Err(refused(format!(
+                    "unknown section `{key}`; expected `gateway`, `upstream` or `upstreams`"
+                )));
+            }
+        }
+        let gateway = table(&document, "gateway")?;
+        for key in gateway.keys() {
+            if key != "rate_limit" {
+                return Err(refused(format!(
+                    "gateway.{key}: unknown field; expected `rate_limit`"
+                )));
+            }
+        }
+        let rate_limit: RateLimitConfig = read(&gateway, "gateway.rate_limit", "rate_limit")?;
+        palisade::rate_limit::RateLimitLayer::from_config(rate_limit.clone())
+            .map_err(|e| named("gateway.rate_limit", &e))?;
+
+        let shared = table(&document, "upstream")?;
+        let named = table(&document, "upstreams")?;
+        for key in named.keys() {
+            if !UPSTREAMS.contains(&key.as_str()) {
+                return Err(refused(format!(
+                    "upstreams.{key}: unknown upstream; expected one of {}",
+                    UPSTREAMS.join(", ")
+                )));
+            }
+        }
+        let mut upstreams = BTreeMap::new();
+        for name in UPSTREAMS {
+            let mut settings = shared.clone();
+            merge(&mut settings, &table(&named, name)?);
+            let path = format!("upstreams.{name}");
+            let read: UpstreamTable = deserialize(Value::Table(settings), &path)?;
+            let config = UpstreamConfig {
+                url: read.url,
+                timeout: read.timeout,
+                retry: read.retry,
+                circuit_breaker: read.circuit_breaker,
+                bulkhead: read.bulkhead,
+            };
+            validate(&config, &path)?;
+            upstreams.insert(name, config);
+        }
+        Ok(ShopConfig {
+            document,
+            rate_limit,
+            upstreams,
+        })
+    }
+
+    /// The document as JSON, for `GET /admin/config`.
+    pub fn to_json(&self) -> Json {
+        serde_json::to_value(&self.document).unwrap_or(Json::Null)
+    }
+
+    /// The gateway's limit as (limit, window).
+    pub fn rate_limit(&self) -> (u64, Duration) {
+        (self.rate_limit.limit, self.rate_limit.window)
+    }
+}
+
+/// `[gateway.rate_limit]` with `limit` and `window` (`--rate-limit`).
+pub fn rate_limit_override(limit: u64, window: Duration) -> Table {
+    let mut rate_limit = Table::new();
+    rate_limit.insert(
+        "limit".into(),
+        Value::Integer(limit.min(i64::MAX as u64) as i64),
+    );
+    rate_limit.insert("window".into(), Value::Float(window.as_secs_f64()));
+    let mut gateway = Table::new();
+    gateway.insert("rate_limit".into(), Value::Table(rate_limit));
+    let mut document = Table::new();
+    document.insert("gateway".into(), Value::Table(gateway));
+    document
+}
+
+/// Builds each layer once, so that a setting palisade refuses (a failure
+/// rate of 2) is reported with the file, not at the first call.
+fn validate(config: &UpstreamConfig, path: &str) -> Result<(), ConfigFileError> {
+    use palisade::{bulkhead, circuit_breaker, retry, timeout};
+    let at = |section: &'static str| {
+        move |e: palisade::ConfigError| named(&format!("{path}.{section}"), &e)
+    };
+    timeout::TimeoutLayer::from_config(config.timeout.clone()).map_err(at("timeout"))?;
+    retry::RetryLayer::from_config(config.retry.clone()).map_err(at("retry"))?;
+    circuit_breaker::CircuitBreakerLayer::from_config(config.circuit_breaker.clone())
+        .map_err(at("circuit_breaker"))?;
+    bulkhead::BulkheadLayer::from_config(config.bulkhead.clone()).map_err(at("bulkhead"))?;
+    Ok(())
+}
+
+/// `section.field: rule`, from palisade's own error.
+fn named(section: &str, error: &palisade::ConfigError) -> ConfigFileError {
+    refused(format!("{section}.{}: {}", error.field(), error.rule()))
+}
+
+fn parse_toml(text: &str) -> Result<Table, ConfigFileError> {
+    text.parse::<Table>()
+        .map_err(|e| refused(e.to_string().trim_end().to_owned()))
+}
+
+/// `document[key]` as a table; absent is empty.
+fn table(document: &Table, key: &str) -> Result<Table, ConfigFileError> {
+    match document.get(key) {
+        None => Ok(Table::new()),
+        Some(Value::Table(table)) => Ok(table.clone()),
+        Some(other) => Err(refused(format!(
+            "{key}: expected a table, found {}",
+            other.type_str()
+        ))),
+    }
+}
+
+fn read<T: DeserializeOwned>(parent: &Table, path: &str, key: &str) -> Result<T, ConfigFileError> {
+    let value = parent
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| Value::Table(Table::new()));
+    deserialize(value, path)
+}
+
+/// Deserializes `value`, naming the field of any error (`path.field: ...`).
+fn deserialize<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, ConfigFileError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let at = if field == "." {
+            path.to_owned()
+        } else {
+            format!("{path}.{field}")
+        };
+        refused(format!("{at}: {}", e.inner()))
+    })
+}
+
+/// Lays `over` onto `base`, key by key (see the module docs).
+pub fn merge(base: &mut Table, over: &Table) {
+    for (key, value) in over {
+        for (a, b) in EXCLUSIVE {
+            if key == a {
+                base.remove(b);
+            } else if key == b {
+                base.remove(a);
+            }
+        }
+        match (base.get_mut(key), value) {
+            (Some(Value::Table(base)), Value::Table(over))
+                if !REPLACED_WHOLE.contains(&key.as_str()) =>
+            {
+                merge(base, over)
+            }
+            _ => {
+                base.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(file: &str) -> Result<ShopConfig, String> {
+        ShopConfig::from_layers(file, &Table::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_settings() {
+        let config = config("").unwrap();
+        assert_eq!(config.rate_limit(), (100, Duration::from_secs(60)));
+        let product = &config.upstreams["product"];
+        assert_eq!(product.timeout.timeout, Duration::from_secs(2));
+        assert_eq!(product.retry.max_attempts, Some(3));
+        assert_eq!(product.circuit_breaker.count_window, Some(20));
+        assert_eq!(product.circuit_breaker.minimum_calls, Some(10));
+        assert_eq!(product.circuit_breaker.failure_rate, Some(0.5));
+        assert_eq!(
+            product.circuit_breaker.open_for,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(product.circuit_breaker.half_open_probes, Some(3));
+        assert_eq!(product.bulkhead.max_concurrent, 64);
+        assert_eq!(product.url, None);
+    }
+
+    #[test]
+    fn a_file_changes_only_what_it_names_and_one_upstream_can_differ() {
+        let config = config(
+            r#"
+            [upstream.circuit_breaker]
+            open_for = "10s"
+            [upstreams.product]
+            url = "http://10.0.0.7:8003"
+            timeout = { timeout = "500ms" }
+            [upstreams.product.circuit_breaker]
+            time_window = "30s"
+            "#,
+        )
+        .unwrap();
+        let user = &config.upstreams["user"];
+        assert_eq!(user.circuit_breaker.open_for, Some(Duration::from_secs(10)));
+        assert_eq!(user.circuit_breaker.count_window, Some(20));
+        assert_eq!(user.timeout.timeout, Duration::from_secs(2));
+        let product = &config.upstreams["product"];
+        assert_eq!(product.url.as_deref(), Some("http://10.0.0.7:8003"));
+        assert_eq!(product.timeout.timeout, Duration::from_millis(500));
+        // time_window took count_window's place; the rest stayed.
+        assert_eq!(product.circuit_breaker.count_window, None);
+        assert_eq!(
+            product.circuit_breaker.time_window,
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            product.circuit_breaker.open_for,
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(product.circuit_breaker.failure_rate, Some(0.5));
+    }
+
+    #[test]
+    fn a_backoff_is_replaced_whole() {
+        let config = config(
+            r#"
+            [upstream.retry]
+            backoff = { kind = "constant", base = "100ms" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.upstreams["order"].retry.backoff,
+            Some(palisade::retry::Backoff::constant(Duration::from_millis(
+                100
+            )))
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let config = ShopConfig::from_layers(
+            "[gateway.rate_limit]\nlimit = 7\n",
+            &rate_limit_override(5, Duration::from_secs(10)),
+        )
+        .unwrap();
+        assert_eq!(config.rate_limit(), (5, Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn every_error_names_its_field() {
+        for (file, named) in [
+            (
+                "[upstream.circuit_breaker]\nfailure_rate = 2.0",
+                "upstreams.user.circuit_breaker.failure_rate",
+            ),
+            (
+                "[upstream.circuit_breaker]\nfailure_rate = \"half\"",
+                "upstreams.user.circuit_breaker.failure_rate",
+            ),
+            (
+                "[upstreams.payment.retry]\nmax_attempts = 0",
+                "upstreams.payment.retry.max_attempts",
+            ),
+            ("[upstreams.product]\ntimout = \"1s\"", "timout"),
+            (
+                "[upstream.bulkhead]\nmax_concurrent = -1",
+                "upstreams.user.bulkhead.max_concurrent",
+            ),
+            (
+                "[upstream.timeout]\ntimeout = \"soon\"",
+                "upstreams.user.timeout.timeout",
+            ),
+            (
+                "[gateway.rate_limit]\nlimit = 0",
+                "gateway.rate_limit.limit",
+            ),
+            (
+                "[gateway.rate_limit]\nwindow = true",
+                "gateway.rate_limit.window",
+            ),
+            ("[gateway]\nrate = 1", "gateway.rate"),
+            (
+                "[upstreams.inventory]\nurl = \"http://x\"",
+                "upstreams.inventory",
+            ),
+            ("[cache]\nsize = 1", "`cache`"),
+            ("upstream = 3", "upstream"),
+            ("[upstream\nbroken", "line 1"),
+        ] {
+            let error = config(file).expect_err(file);
+            assert!(
+                error.contains(named),
+                "{file:?} gave {error:?}, not naming {named}"
+            );
+        }
+    }
+}

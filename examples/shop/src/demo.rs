@@ -1,0 +1,621 @@
+//! The demo: six phases of traffic through the gateway, each showing one
+//! layer at work, with a table per phase and a check of what it should
+//! show.
+//!
+//! 1. Healthy traffic.
+//! 2. The product service fails every call: the breaker opens and the
+//!    gateway answers 503 `circuit_open` at once.
+//! 3. Faults cleared: half-open probes, the circuit closes, traffic
+//!    recovers.
+//! 4. The product service takes 3 s: each attempt is cut at the 2 s attempt
+//!    timeout and the answer is a 504.
+//! 5. One client goes over its rate limit and gets 429s while another is
+//!    unaffected.
+//! 6. The payment service fails: orders are cancelled and their stock is
+//!    restored.
+//!
+//! It expects the default settings ([`crate::config::DEFAULTS`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::Running;
+use crate::upstream::{HttpClient, Upstream, http_client};
+
+/// What one phase did and whether it showed what it should.
+#[derive(Debug, Clone)]
+pub struct PhaseReport {
+    pub title: &'static str,
+    pub requests: usize,
+    /// Answers by status; 0 for a request that got no answer.
+    pub statuses: BTreeMap<u16, usize>,
+    pub p50: Duration,
+    pub p99: Duration,
+    /// Breaker changes seen, as `gateway→product closed→open`.
+    pub transitions: Vec<String>,
+    /// Retries made by every upstream stack, and retries the retry budget
+    /// refused.
+    pub retries: u64,
+    pub budget_refusals: u64,
+    /// What the phase should show, and whether it did.
+    pub checks: Vec<(String, bool)>,
+}
+
+impl PhaseReport {
+    /// Every check held.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|(_, held)| *held)
+    }
+
+    /// The phase as a small table.
+    pub fn table(&self, number: usize) -> String {
+        let mut out = String::new();
+        let statuses = self
+            .statuses
+            .iter()
+            .map(|(status, n)| match status {
+                0 => format!("{n} × no answer"),
+                s => format!("{n} × {s}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let transitions = if self.transitions.is_empty() {
+            "none".to_owned()
+        } else {
+            self.transitions.join(", ")
+        };
+        let _ = writeln!(out, "\nPhase {number}: {}", self.title);
+        let _ = writeln!(out, "  requests     {}", self.requests);
+        let _ = writeln!(out, "  answers      {statuses}");
+        let _ = writeln!(
+            out,
+            "  latency      p50 {}  p99 {}",
+            millis(self.p50),
+            millis(self.p99)
+        );
+        let _ = writeln!(out, "  breakers     {transitions}");
+        let _ = writeln!(
+            out,
+            "  retries      {} ({} refused by the retry budget)",
+            self.retries, self.budget_refusals
+        );
+        for (check, held) in &self.checks {
+            let _ = writeln!(out, "  {} {check}", if *held { "ok  " } else { "FAIL" });
+        }
+        out
+    }
+}
+
+fn millis(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.2} s", d.as_secs_f64())
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+/// One answer as the demo's client saw it.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    body: Value,
+    took: Duration,
+}
+
+/// A request to send through the gateway.
+#[derive(Debug, Clone)]
+struct Call {
+    method: Method,
+    path: String,
+    client: &'static str,
+    body: Option<Value>,
+    idempotency_key: Option<String>,
+}
+
+impl Call {
+    fn get(path: impl Into<String>, client: &'static str) -> Call {
+        Call {
+            method: Method::GET,
+            path: path.into(),
+            client,
+            body: None,
+            idempotency_key: None,
+        }
+    }
+
+    fn order(client: &'static str, product_id: u64, key: String) -> Call {
+        Call {
+            method: Method::POST,
+            path: "/api/orders".into(),
+            client,
+            body: Some(json!({"user_id": 1, "product_id": product_id, "quantity": 1})),
+            idempotency_key: Some(key),
+        }
+    }
+}
+
+/// The demo's view of the stack: the gateway to call, the services to
+/// break, the breakers to watch.
+struct Demo<'a> {
+    running: &'a Running,
+    client: HttpClient,
+    progress: Progress,
+}
+
+/// Runs the six phases against `running` and writes a table per phase to
+/// `out`; `progress` draws a progress bar on standard error when it is a
+/// terminal. Answers each phase's report.
+pub async fn run(running: &Running, out: &mut dyn Write, progress: bool) -> Vec<PhaseReport> {
+    let mut demo = Demo {
+        running,
+        client: http_client(),
+        progress: Progress::new(progress && std::io::stderr().is_terminal()),
+    };
+    let mut reports = Vec::new();
+    for number in 1..=PHASES.len() {
+        let report = demo.phase(number).await;
+        demo.progress.clear();
+        let _ = out.write_all(report.table(number).as_bytes());
+        let _ = out.flush();
+        reports.push(report);
+    }
+    reports
+}
+
+const PHASES: [&str; 6] = [
+    "healthy traffic",
+    "the product service fails every call",
+    "faults cleared: the breaker probes and closes",
+    "the product service takes 3 s per call",
+    "one client goes over its rate limit",
+    "the payment service fails",
+];
+
+/// Watches every upstream stack, the gateway's and the order service's:
+/// breaker transitions and retry counts.
+struct Watch {
+    breakers: Vec<(String, Upstream, usize)>,
+    retries: (u64, u64),
+}
+
+impl Watch {
+    fn start(running: &Running) -> Watch {
+        let mut breakers = Vec::new();
+        for name in crate::config::UPSTREAMS {
+            if let Some(upstream) = running.control.upstream(name) {
+                breakers.push((format!("gateway→{name}"), upstream, 0));
+            }
+        }
+        let orders = &running.orders;
+        for upstream in [&orders.users, &orders.products, &orders.payments] {
+            breakers.push((format!("order→{}", upstream.name), upstream.clone(), 0));
+        }
+        for (_, upstream, seen) in &mut breakers {
+            *seen = upstream.transitions.total();
+        }
+        let retries = Self::retries(&breakers);
+        Watch { breakers, retries }
+    }
+
+    fn retries(breakers: &[(String, Upstream, usize)]) -> (u64, u64) {
+        breakers
+            .iter()
+            .fold((0, 0), |(retries, refused), (_, upstream, _)| {
+                let counts = upstream.retry.counts();
+                (retries + counts.retries, refused + counts.budget_refusals)
+            })
+    }
+
+    /// Retries and budget refusals since the watch started.
+    fn retried(&self) -> (u64, u64) {
+        let (retries, refused) = Self::retries(&self.breakers);
+        (retries - self.retries.0, refused - self.retries.1)
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.breakers
+            .iter()
+            .flat_map(|(label, upstream, seen)| {
+                upstream
+                    .transitions
+                    .since(*seen)
+                    .into_iter()
+                    .map(move |t| format!("{label} {t}"))
+            })
+            .collect()
+    }
+}
+
+impl Demo<'_> {
+    async fn phase(&mut self, number: usize) -> PhaseReport {
+        let title = PHASES[number - 1];
+        self.progress.phase(number, title);
+        let watch = Watch::start(self.running);
+        let (answers, checks) = match number {
+            1 => self.healthy().await,
+            2 => self.product_fails().await,
+            3 => self.recovery().await,
+            4 => self.product_slow().await,
+            5 => self.rate_limited().await,
+            _ => self.payment_fails().await,
+        };
+        let mut took: Vec<Duration> = answers.iter().map(|a| a.took).collect();
+        took.sort();
+        let mut statuses = BTreeMap::new();
+        for answer in &answers {
+            *statuses.entry(answer.status).or_default() += 1;
+        }
+        let (retries, budget_refusals) = watch.retried();
+        PhaseReport {
+            title,
+            retries,
+            budget_refusals,
+            requests: answers.len(),
+            statuses,
+            p50: percentile(&took, 0.50),
+            p99: percentile(&took, 0.99),
+            transitions: watch.seen(),
+            checks,
+        }
+    }
+
+    async fn healthy(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        let mut calls: Vec<Call> = (0..24)
+            .map(|i| match i % 2 {
+                0 => Call::get(format!("/api/products/{}", i % 4 + 1), "demo-healthy"),
+                _ => Call::get(format!("/api/users/{}", i % 3 + 1), "demo-healthy"),
+            })
+            .collect();
+        calls.extend((0..6).map(|i| Call::order("demo-healthy", 1, format!("demo-healthy-{i}"))));
+        let answers = self.send_all(calls, 4).await;
+        let ok = answers.iter().all(|a| (200..300).contains(&a.status));
+        (answers, vec![("every answer is 2xx".into(), ok)])
+    }
+
+    async fn product_fails(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        self.faults("product", 1.0, 0).await;
+        let mut answers = Vec::new();
+        for _ in 0..30 {
+            answers.push(self.send(Call::get("/api/products/1", "demo-faults")).await);
+            self.progress.step(answers.len(), 30);
+        }
+        self.faults("product", 0.0, 0).await;
+        let open: Vec<&Answer> = answers
+            .iter()
+            .filter(|a| a.status == 503 && a.body["error"] == "circuit_open")
+            .collect();
+        let slowest_open = open.iter().map(|a| a.took).max().unwrap_or_default();
+        let checks = vec![
+            (
+                "the product service's 500s come through at first".into(),
+                answers.first().is_some_and(|a| a.status == 500),
+            ),
+            (
+                format!("then 503 circuit_open ({} of 30)", open.len()),
+                open.len() >= 20,
+            ),
+            (
+                format!(
+                    "answered at once, without calling the product service (slowest {})",
+                    millis(slowest_open)
+                ),
+                !open.is_empty() && slowest_open < Duration::from_millis(100),
+            ),
+            (
+                "each 503 says when to come back (Retry-After)".into(),
+                open.iter()
+                    .all(|a| a.body["retry_after"].as_u64().is_some()),
+            ),
+        ];
+        (answers, checks)
+    }
+
+    async fn recovery(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        // The breaker stays open for its open period; then probes go.
+        let product = self.running.control.upstream("product");
+        let started = Instant::now();
+        let open_for = Duration::from_secs(5);
+        while let Some(product) = &product
+            && product.breaker.snapshot().retry_after.is_some()
+            && started.elapsed() < open_for * 2
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.progress.wait(started.elapsed(), open_for);
+        }
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            answers.push(
+                self.send(Call::get("/api/products/1", "demo-recovery"))
+                    .await,
+            );
+            self.progress.step(answers.len(), 20);
+        }
+        let closed = product
+            .as_ref()
+            .is_some_and(|p| p.breaker.state() == palisade::circuit_breaker::State::Closed);
+        let checks = vec![
+            (
+                "every answer is 200 once the open period is over".into(),
+                answers.iter().all(|a| a.status == 200),
+            ),
+            ("the product circuit is closed again".into(), closed),
+        ];
+        (answers, checks)
+    }
+
+    async fn product_slow(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        self.faults("product", 0.0, 3000).await;
+        // Three callers, so that the breaker (ten calls at least) stays
+        // closed and each one ends in the timeout rather than an open
+        // circuit.
+        let calls = (0..3)
+            .map(|_| Call::get("/api/products/2", "demo-slow"))
+            .collect();
+        let answers = self.send_all(calls, 3).await;
+        self.faults("product", 0.0, 0).await;
+        let slowest = answers.iter().map(|a| a.took).max().unwrap_or_default();
+        let checks = vec![
+            (
+                "every answer is 504 timeout".into(),
+                answers
+                    .iter()
+                    .all(|a| a.status == 504 && a.body["error"] == "timeout"),
+            ),
+            (
+                format!(
+                    "no attempt waits out the 3 s: each is cut at 2 s (slowest answer {}, \
+                     at most 3 attempts)",
+                    millis(slowest)
+                ),
+                slowest < Duration::from_secs(7),
+            ),
+        ];
+        (answers, checks)
+    }
+
+    async fn rate_limited(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        let greedy = (0..110)
+            .map(|_| Call::get("/api/products/3", "demo-greedy"))
+            .collect();
+        let mut answers = self.send_all(greedy, 8).await;
+        let refused = answers.iter().filter(|a| a.status == 429).count();
+        let polite = (0..10)
+            .map(|_| Call::get("/api/products/3", "demo-polite"))
+            .collect();
+        let polite = self.send_all(polite, 2).await;
+        let polite_ok = polite.iter().all(|a| a.status == 200);
+        answers.extend(polite);
+        let checks = vec![
+            (
+                format!("demo-greedy: 100 admitted, {refused} of 110 refused with 429"),
+                refused == 10,
+            ),
+            ("demo-polite: all 10 answered 200".into(), polite_ok),
+        ];
+        (answers, checks)
+    }
+
+    async fn payment_fails(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        let stock = |answer: &Answer| answer.body["stock"].as_u64();
+        let before = self
+            .send(Call::get("/api/products/2", "demo-payment"))
+            .await;
+        self.faults("payment", 1.0, 0).await;
+        let mut answers = Vec::new();
+        for i in 0..5 {
+            let key = format!("demo-payment-{i}");
+            answers.push(self.send(Call::order("demo-payment", 2, key)).await);
+            self.progress.step(i + 1, 5);
+        }
+        self.faults("payment", 0.0, 0).await;
+        let after = self
+            .send(Call::get("/api/products/2", "demo-payment"))
+            .await;
+        let cancelled = answers
+            .iter()
+            .filter(|a| a.status == 402 && a.body["order"]["status"] == "cancelled")
+            .count();
+        let checks = vec![
+            (
+                format!("{cancelled} of 5 orders cancelled (402 payment_failed)"),
+                cancelled == 5,
+            ),
+            (
+                format!(
+                    "stock restored: {} before, {} after",
+                    stock(&before).map_or("?".into(), |s| s.to_string()),
+                    stock(&after).map_or("?".into(), |s| s.to_string())
+                ),
+                stock(&before).is_some() && stock(&before) == stock(&after),
+            ),
+        ];
+        (answers, checks)
+    }
+
+    /// Sets a service's faults through its admin endpoint.
+    async fn faults(&self, service: &str, error_rate: f64, latency_ms: u64) {
+        let addr = match service {
+            "product" => self.running.product,
+            _ => self.running.payment,
+        };
+        let body = json!({"error_rate": error_rate, "latency_ms": latency_ms});
+        let answer = send(
+            &self.client,
+            addr,
+            Call {
+                method: Method::PUT,
+                path: "/admin/faults".into(),
+                client: "demo",
+                body: Some(body),
+                idempotency_key: None,
+            },
+        )
+        .await;
+        if answer.status != 200 {
+            tracing::error!(service, status = answer.status, "could not set faults");
+        }
+    }
+
+    async fn send(&self, call: Call) -> Answer {
+        send(&self.client, self.running.gateway, call).await
+    }
+
+    /// Sends `calls`, `concurrency` at a time; answers in sending order.
+    async fn send_all(&mut self, calls: Vec<Call>, concurrency: usize) -> Vec<Answer> {
+        let total = calls.len();
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let mut tasks = JoinSet::new();
+        for (i, call) in calls.into_iter().enumerate() {
+            let (client, gateway, permits) =
+                (self.client.clone(), self.running.gateway, permits.clone());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                (i, send(&client, gateway, call).await)
+            });
+        }
+        let mut answers = vec![None; total];
+        let mut done = 0;
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, answer)) = joined {
+                answers[i] = Some(answer);
+            }
+            done += 1;
+            self.progress.step(done, total);
+        }
+        answers.into_iter().flatten().collect()
+    }
+}
+
+async fn send(client: &HttpClient, addr: SocketAddr, call: Call) -> Answer {
+    let started = Instant::now();
+    let mut request = Request::builder()
+        .method(call.method)
+        .uri(format!("http://{addr}{}", call.path))
+        .header("x-client-id", call.client);
+    if let Some(key) = &call.idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    let body = match &call.body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Bytes::from(body.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let answer = match request.body(Full::new(body)) {
+        Ok(request) => match client.request(request).await {
+            Ok(response) => {
+                let status = response.status();
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                Some((
+                    status.as_u16(),
+                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                ))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no answer");
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    let (status, body) = answer.unwrap_or((0, Value::Null));
+    Answer {
+        status,
+        body,
+        took: started.elapsed(),
+    }
+}
+
+/// The `q` quantile of sorted durations (nearest rank).
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A one-line progress bar on standard error, redrawn in place.
+struct Progress {
+    enabled: bool,
+    label: String,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Progress {
+        Progress {
+            enabled,
+            label: String::new(),
+        }
+    }
+
+    fn phase(&mut self, number: usize, title: &str) {
+        self.label = format!("phase {number}/{}: {title}", PHASES.len());
+        self.draw(0.0, "");
+    }
+
+    fn step(&self, done: usize, total: usize) {
+        self.draw(
+            done as f64 / total.max(1) as f64,
+            &format!("{done}/{total}"),
+        );
+    }
+
+    fn wait(&self, waited: Duration, of: Duration) {
+        let note = format!("waiting for the open period, {:.1} s", waited.as_secs_f64());
+        self.draw((waited.as_secs_f64() / of.as_secs_f64()).min(1.0), &note);
+    }
+
+    fn draw(&self, fraction: f64, note: &str) {
+        if !self.enabled {
+            return;
+        }
+        const WIDTH: usize = 30;
+        let filled = ((fraction.clamp(0.0, 1.0)) * WIDTH as f64).round() as usize;
+        let bar = format!("{}{}", "#".repeat(filled), "-".repeat(WIDTH - filled));
+        let mut stderr = std::io::stderr();
+        let _ = write!(stderr, "\r\x1b[2K[{bar}] {} {note}", self.label);
+        let _ = stderr.flush();
+    }
+
+    fn clear(&self) {
+        if self.enabled {
+            let mut stderr = std::io::stderr();
+            let _ = write!(stderr, "\r\x1b[2K");
+            let _ = stderr.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let ms = |v: u64| Duration::from_millis(v);
+        let sorted: Vec<Duration> = (1..=100).map(ms).collect();
+        assert_eq!(percentile(&sorted, 0.5), ms(50));
+        assert_eq!(percentile(&sorted, 0.99), ms(99));
+        assert_eq!(percentile(&[ms(7)], 0.99), ms(7));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+}

@@ -1,0 +1,208 @@
+//! Configuration files: read at start, reloaded when they change, refused
+//! (naming the field) when invalid, shown by `GET /admin/config`; under
+//! tokio's paused clock.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use palisade::circuit_breaker::State;
+use palisade_shop::{ShopOptions, WATCH_EVERY, start};
+use support::Shop;
+use tokio::time::advance;
+
+/// A file of its own for one test, removed when dropped.
+struct File(PathBuf);
+
+impl File {
+    fn new(name: &str, text: &str) -> File {
+        let path =
+            std::env::temp_dir().join(format!("palisade-shop-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        File(path)
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).unwrap();
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn shop_with(file: &File) -> Shop {
+    Shop::with(ShopOptions {
+        config_file: Some(file.0.clone()),
+        ..ShopOptions::default()
+    })
+    .await
+}
+
+/// Lets the file watcher run its next check.
+async fn next_check() {
+    advance(WATCH_EVERY + Duration::from_millis(10)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_settings() {
+    let file = File::new("reload", "[upstreams.product.timeout]\ntimeout = \"2s\"\n");
+    let shop = shop_with(&file).await;
+    let upstream = |name| shop.running.control.upstream(name).unwrap();
+
+    shop.faults(shop.running.product, 0.0, 1_500).await;
+    let gateway = shop.running.gateway;
+    let client = shop.client.clone();
+    let in_flight = tokio::spawn(async move {
+        let request = Request::get(format!("http://{gateway}/api/products/1"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        client.request(request).await.map(|r| r.status())
+    });
+    while shop.running.faults.product.delayed() == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Breaker states that show which upstreams a reload rebuilds: the
+    // product's settings change, the user's stay.
+    assert!(upstream("product").breaker.force_open());
+    assert!(upstream("user").breaker.force_open());
+
+    file.write(
+        "[upstreams.product.timeout]\ntimeout = \"1s\"\n\
+         [gateway.rate_limit]\nlimit = 50\n",
+    );
+    next_check().await;
+    let config = shop.running.control.config();
+    assert_eq!(
+        config.upstreams["product"].timeout.timeout,
+        Duration::from_secs(1)
+    );
+    assert_eq!(config.rate_limit(), (50, Duration::from_secs(60)));
+
+    // A new call has the new attempt timeout: 1.5 s is too slow now.
+    let answer = shop.get("/api/products/1").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.headers["ratelimit-limit"], "50");
+    // The call in flight kept its 2 s and got its answer.
+    assert_eq!(in_flight.await.unwrap().unwrap(), StatusCode::OK);
+
+    // The product upstream was rebuilt (its new breaker is closed, which
+    // is why the call above reached the service); the user upstream kept
+    // its layers and its breaker's state.
+    assert_eq!(upstream("product").breaker.state(), State::Closed);
+    assert_eq!(upstream("user").breaker.state(), State::ForcedOpen);
+    shop.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_file_is_refused_naming_the_field_and_the_settings_in_force_stay() {
+    let file = File::new("invalid", "[upstream.circuit_breaker]\nopen_for = \"7s\"\n");
+    let shop = shop_with(&file).await;
+    let before = shop.running.control.config();
+    assert_eq!(
+        before.upstreams["payment"].circuit_breaker.open_for,
+        Some(Duration::from_secs(7))
+    );
+
+    for (text, field) in [
+        (
+            "[upstream.circuit_breaker]\nfailure_rate = 2.0\n",
+            "upstreams.user.circuit_breaker.failure_rate",
+        ),
+        (
+            "[upstreams.product.retry]\nmax_attempts = \"three\"\n",
+            "upstreams.product.retry.max_attempts",
+        ),
+        ("[upstream.timeout\n", "line 1"),
+    ] {
+        file.write(text);
+        let error = shop.running.reload_config().expect_err(text).to_string();
+        assert!(error.contains(field), "{error:?} does not name {field}");
+        assert!(error.contains(&file.0.display().to_string()), "{error:?}");
+        // The watcher refuses it too, and nothing changes.
+        next_check().await;
+        assert_eq!(shop.running.control.config(), before);
+        assert_eq!(shop.get("/api/users/1").await.status, StatusCode::OK);
+    }
+
+    // A good file after a bad one is taken.
+    file.write("[upstream.circuit_breaker]\nopen_for = \"9s\"\n");
+    next_check().await;
+    assert_eq!(
+        shop.running.control.config().upstreams["payment"]
+            .circuit_breaker
+            .open_for,
+        Some(Duration::from_secs(9))
+    );
+    shop.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_file_at_start_is_refused_naming_the_field() {
+    let file = File::new("start", "[gateway.rate_limit]\nlimit = 0\n");
+    let error = start(ShopOptions {
+        base_port: 0,
+        config_file: Some(file.0.clone()),
+        ..ShopOptions::default()
+    })
+    .await
+    .expect_err("a limit of 0 is refused");
+    assert!(
+        error.to_string().contains("gateway.rate_limit.limit"),
+        "{error}"
+    );
+    let missing = start(ShopOptions {
+        base_port: 0,
+        config_file: Some(PathBuf::from("/nonexistent/shop.toml")),
+        ..ShopOptions::default()
+    })
+    .await
+    .expect_err("a missing file is refused");
+    assert!(missing.to_string().contains("cannot read it"), "{missing}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn admin_config_shows_the_settings_in_force_to_admins_only() {
+    let file = File::new("show", "[upstreams.order.bulkhead]\nmax_concurrent = 8\n");
+    let shop = Shop::with(ShopOptions {
+        config_file: Some(file.0.clone()),
+        admin_token: Some("s3cret".into()),
+        ..ShopOptions::default()
+    })
+    .await;
+    let refused = shop.get("/admin/config").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let answer = shop
+        .send(
+            shop.running.gateway,
+            Request::get("/admin/config").header("authorization", "Bearer s3cret"),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["file"], file.0.display().to_string());
+    let config = &answer.body["config"];
+    // The file's own setting, and the defaults around it.
+    assert_eq!(
+        config["upstreams"]["order"]["bulkhead"]["max_concurrent"],
+        8
+    );
+    assert_eq!(config["upstream"]["bulkhead"]["max_concurrent"], 64);
+    assert_eq!(config["upstream"]["circuit_breaker"]["failure_rate"], 0.5);
+    assert_eq!(config["gateway"]["rate_limit"]["limit"], 100);
+    shop.running.shutdown().await.unwrap();
+}

@@ -1,0 +1,47 @@
+//! The demo, run in-process under tokio's paused clock: every phase must
+//! show what it is there to show.
+
+use palisade_shop::{ShopOptions, demo, start};
+
+#[tokio::test(start_paused = true)]
+async fn every_demo_phase_shows_what_it_should() {
+    let running = start(ShopOptions {
+        base_port: 0,
+        ..ShopOptions::default()
+    })
+    .await
+    .expect("the shop starts");
+    let mut tables = Vec::new();
+    let reports = demo::run(&running, &mut tables, false).await;
+    let tables = String::from_utf8(tables).unwrap();
+    assert_eq!(reports.len(), 6);
+    for (number, report) in reports.iter().enumerate() {
+        assert!(report.passed(), "{}", report.table(number + 1));
+        assert!(report.requests > 0);
+        assert!(tables.contains(report.title));
+    }
+    // The phases' own figures, beyond their checks.
+    let [healthy, failing, recovery, slow, limited, payment] = &reports[..] else {
+        unreachable!()
+    };
+    assert!(healthy.transitions.is_empty());
+    assert_eq!(failing.transitions, ["gateway→product closed→open"]);
+    assert_eq!(
+        recovery.transitions,
+        [
+            "gateway→product open→half_open",
+            "gateway→product half_open→closed"
+        ]
+    );
+    assert_eq!(slow.statuses.get(&504), Some(&3));
+    assert_eq!(limited.statuses.get(&429), Some(&10));
+    assert_eq!(payment.statuses.get(&402), Some(&5));
+    // Nobody's order breaker opened over cancelled orders.
+    assert!(
+        !payment
+            .transitions
+            .iter()
+            .any(|t| t.starts_with("gateway→order"))
+    );
+    running.shutdown().await.unwrap();
+}

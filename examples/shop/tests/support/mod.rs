@@ -1,0 +1,114 @@
+//! The shop started in-process for a test, and a client for it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use palisade_shop::upstream::{HttpClient, http_client};
+use palisade_shop::{Running, ShopOptions, start};
+use serde_json::{Value, json};
+
+pub struct Shop {
+    pub running: Running,
+    pub client: HttpClient,
+}
+
+/// An answer: status, headers, JSON body (`Null` when not JSON).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+impl Shop {
+    pub async fn start() -> Shop {
+        Self::with(ShopOptions::default()).await
+    }
+
+    pub async fn with(options: ShopOptions) -> Shop {
+        let running = start(ShopOptions {
+            base_port: 0,
+            ..options
+        })
+        .await
+        .expect("the shop starts");
+        Shop {
+            running,
+            client: http_client(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        request: http::request::Builder,
+        body: Option<Value>,
+    ) -> Answer {
+        send(&self.client, addr, request, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.running.gateway, Request::get(path), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(self.running.gateway, Request::post(path), Some(body))
+            .await
+    }
+
+    pub async fn faults(&self, service: SocketAddr, error_rate: f64, latency_ms: u64) {
+        let answer = self
+            .send(
+                service,
+                Request::put("/admin/faults"),
+                Some(json!({"error_rate": error_rate, "latency_ms": latency_ms})),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+
+    pub async fn stock(&self, product: u64) -> u64 {
+        let answer = self
+            .send(
+                self.running.product,
+                Request::get(format!("/products/{product}")),
+                None,
+            )
+            .await;
+        answer.body["stock"].as_u64().expect("a stock figure")
+    }
+}
+
+/// Sends `request` (its URI a path) to `addr`, with `body` as JSON.
+pub async fn send(
+    client: &HttpClient,
+    addr: SocketAddr,
+    request: http::request::Builder,
+    body: Option<Value>,
+) -> Answer {
+    let (request, body) = match body {
+        Some(body) => (
+            request.header("content-type", "application/json"),
+            Bytes::from(body.to_string()),
+        ),
+        None => (request, Bytes::new()),
+    };
+    let mut request = request.body(Full::new(body)).unwrap();
+    let path = request.uri().path_and_query().unwrap().as_str().to_owned();
+    *request.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+    let (mut parts, body) = client
+        .request(request)
+        .await
+        .expect("an answer")
+        .into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: std::mem::take(&mut parts.headers),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
