@@ -1032,6 +1032,20 @@ fn configuration_loads_from_json() {
         CircuitBreakerLayer::from_config(both).unwrap_err().field(),
         "time_window"
     );
+    // Buckets without a time window would be ignored: refused instead.
+    for alone in [
+        r#"{"time_window_buckets": 10}"#,
+        r#"{"count_window": 10, "time_window_buckets": 10}"#,
+    ] {
+        let config: CircuitBreakerConfig = serde_json::from_str(alone).unwrap();
+        assert_eq!(
+            CircuitBreakerLayer::from_config(config)
+                .unwrap_err()
+                .field(),
+            "time_window_buckets",
+            "{alone}"
+        );
+    }
     let half: CircuitBreakerConfig = serde_json::from_str(r#"{"open_multiplier": 2.0}"#).unwrap();
     assert_eq!(
         CircuitBreakerLayer::from_config(half).unwrap_err().field(),

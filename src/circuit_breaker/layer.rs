@@ -564,6 +564,12 @@ impl CircuitBreakerBuilder {
                     "set `count_window` or `time_window`, not both",
                 ));
             }
+            (_, None) if config.time_window_buckets.is_some() => {
+                return Err(invalid(
+                    "time_window_buckets",
+                    "must be set with `time_window`",
+                ));
+            }
             (Some(n), None) => b.count_window(n),
             (None, Some(length)) => match config.time_window_buckets {
                 Some(buckets) => b.time_window_buckets(length, buckets),

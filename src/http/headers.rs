@@ -14,7 +14,7 @@ pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset
 /// `d` in whole seconds, rounded up: a client that waits this long is not
 /// early.
 pub(crate) fn seconds_up(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 /// Sets the three `RateLimit-*` headers.
@@ -93,5 +93,19 @@ mod report {
                 state.reset,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seconds_up;
+    use std::time::Duration;
+
+    #[test]
+    fn seconds_up_rounds_up_and_saturates() {
+        assert_eq!(seconds_up(Duration::ZERO), 0);
+        assert_eq!(seconds_up(Duration::from_millis(1)), 1);
+        assert_eq!(seconds_up(Duration::from_secs(2)), 2);
+        assert_eq!(seconds_up(Duration::MAX), u64::MAX);
     }
 }

@@ -76,7 +76,13 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Command, String> {
                 let (limit, window) = rate_limit(&value("--rate-limit")?)?;
                 merge(&mut options.overrides, &rate_limit_override(limit, window));
             }
-            "--admin-token" => options.admin_token = Some(value("--admin-token")?),
+            "--admin-token" => {
+                let token = value("--admin-token")?;
+                if token.is_empty() {
+                    return Err("--admin-token must not be empty".into());
+                }
+                options.admin_token = Some(token);
+            }
             "--no-resilience" => options.resilience = false,
             "--demo" => command.demo = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -85,6 +91,15 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Command, String> {
     }
     if command.demo && command.service.is_some() {
         return Err("--demo runs the whole stack; it does not go with serve".into());
+    }
+    // The demo's phases are written for the default settings (a limit of
+    // 100, an open period of 5 s, a 2 s attempt timeout).
+    if command.demo
+        && (command.options.config_file.is_some() || !command.options.overrides.is_empty())
+    {
+        return Err(
+            "--demo runs with the default settings; leave out --config and --rate-limit".into(),
+        );
     }
     Ok(command)
 }

@@ -185,9 +185,12 @@ impl AdminAuth {
             Some(token) => {
                 let presented = headers
                     .get(axum::http::header::AUTHORIZATION)
-                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-                    .unwrap_or_default();
-                if constant_time_eq(presented, token.as_bytes()) {
+                    .and_then(|v| bearer(v.as_bytes()));
+                // An empty token is refused when the shop starts; checked
+                // here too, so that no header can ever match one.
+                if !token.is_empty()
+                    && presented.is_some_and(|p| constant_time_eq(p, token.as_bytes()))
+                {
                     Ok(())
                 } else {
                     Err(ApiError::new(
@@ -199,6 +202,15 @@ impl AdminAuth {
             }
         }
     }
+}
+
+/// The credentials of an `Authorization: Bearer ...` value (the scheme is
+/// case-insensitive, RFC 9110 section 11.1).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, credentials) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then_some(credentials)
 }
 
 /// Compares without stopping at the first difference, so the time taken
@@ -335,4 +347,70 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(token: Option<&str>, peer: &str, authorization: Option<&str>) -> Option<StatusCode> {
+        let auth = AdminAuth {
+            token: token.map(Arc::from),
+        };
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(
+                axum::http::header::AUTHORIZATION,
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        auth.check(peer.parse().unwrap(), &headers)
+            .err()
+            .map(|e| e.status)
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_callers_are_admins() {
+        assert_eq!(check(None, "127.0.0.1:5000", None), None);
+        assert_eq!(check(None, "[::1]:5000", None), None);
+        assert_eq!(
+            check(None, "10.0.0.8:5000", None),
+            Some(StatusCode::FORBIDDEN)
+        );
+        // A header does not help a remote caller when no token is set.
+        assert_eq!(
+            check(None, "10.0.0.8:5000", Some("Bearer x")),
+            Some(StatusCode::FORBIDDEN)
+        );
+    }
+
+    #[test]
+    fn with_a_token_only_its_bearer_is_an_admin_wherever_it_calls_from() {
+        let token = Some("s3cret");
+        assert_eq!(check(token, "10.0.0.8:5000", Some("Bearer s3cret")), None);
+        assert_eq!(check(token, "10.0.0.8:5000", Some("bearer s3cret")), None);
+        for refused in [
+            None,
+            Some("Bearer s3cre"),
+            Some("Bearer s3cretx"),
+            Some("s3cret"),
+            Some("Basic s3cret"),
+            Some("Bearer "),
+        ] {
+            assert_eq!(
+                check(token, "127.0.0.1:5000", refused),
+                Some(StatusCode::UNAUTHORIZED),
+                "{refused:?}"
+            );
+        }
+        // An empty token matches nothing, not even an empty bearer.
+        assert_eq!(
+            check(Some(""), "127.0.0.1:5000", Some("Bearer ")),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            check(Some(""), "127.0.0.1:5000", None),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+    }
 }

@@ -132,6 +132,18 @@ struct UpstreamTable {
     bulkhead: BulkheadConfig,
 }
 
+impl UpstreamTable {
+    fn into_config(self) -> UpstreamConfig {
+        UpstreamConfig {
+            url: self.url,
+            timeout: self.timeout,
+            retry: self.retry,
+            circuit_breaker: self.circuit_breaker,
+            bulkhead: self.bulkhead,
+        }
+    }
+}
+
 /// The whole configuration in force: the merged document and what was
 /// read from it.
 #[derive(Clone, Debug, PartialEq)]
@@ -187,6 +199,10 @@ impl ShopConfig {
             .map_err(|e| named("gateway.rate_limit", &e))?;
 
         let shared = table(&document, "upstream")?;
+        // The shared table on its own first, so that an error in it is
+        // named there rather than in the first upstream that inherits it.
+        let read: UpstreamTable = deserialize(Value::Table(shared.clone()), "upstream")?;
+        validate(&read.into_config(), "upstream")?;
         let named = table(&document, "upstreams")?;
         for key in named.keys() {
             if !UPSTREAMS.contains(&key.as_str()) {
@@ -202,13 +218,7 @@ impl ShopConfig {
             merge(&mut settings, &table(&named, name)?);
             let path = format!("upstreams.{name}");
             let read: UpstreamTable = deserialize(Value::Table(settings), &path)?;
-            let config = UpstreamConfig {
-                url: read.url,
-                timeout: read.timeout,
-                retry: read.retry,
-                circuit_breaker: read.circuit_breaker,
-                bulkhead: read.bulkhead,
-            };
+            let config = read.into_config();
             validate(&config, &path)?;
             upstreams.insert(name, config);
         }
@@ -249,6 +259,9 @@ pub fn rate_limit_override(limit: u64, window: Duration) -> Table {
 /// rate of 2) is reported with the file, not at the first call.
 fn validate(config: &UpstreamConfig, path: &str) -> Result<(), ConfigFileError> {
     use palisade::{bulkhead, circuit_breaker, retry, timeout};
+    if let Some(url) = &config.url {
+        check_url(url).map_err(|rule| refused(format!("{path}.url: {rule}, got {url:?}")))?;
+    }
     let at = |section: &'static str| {
         move |e: palisade::ConfigError| named(&format!("{path}.{section}"), &e)
     };
@@ -258,6 +271,20 @@ fn validate(config: &UpstreamConfig, path: &str) -> Result<(), ConfigFileError> 
         .map_err(at("circuit_breaker"))?;
     bulkhead::BulkheadLayer::from_config(config.bulkhead.clone()).map_err(at("bulkhead"))?;
     Ok(())
+}
+
+/// An upstream's address: `http://host:port`, nothing after it (the
+/// client speaks plain HTTP/1.1; paths come from the gateway's routes).
+fn check_url(url: &str) -> Result<(), &'static str> {
+    const RULE: &str = "must be http://host:port (plain HTTP, no path)";
+    let uri: http::Uri = url.parse().map_err(|_| RULE)?;
+    let plain_http = uri.scheme_str() == Some("http");
+    let bare = matches!(uri.path(), "" | "/") && uri.query().is_none();
+    if plain_http && uri.authority().is_some() && bare {
+        Ok(())
+    } else {
+        Err(RULE)
+    }
 }
 
 /// `section.field: rule`, from palisade's own error.
@@ -354,6 +381,17 @@ mod tests {
     }
 
     #[test]
+    fn upstream_urls_are_plain_http_addresses() {
+        for good in [
+            "http://127.0.0.1:8003",
+            "http://products.internal",
+            "http://[::1]:80/",
+        ] {
+            assert_eq!(check_url(good), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
     fn a_file_changes_only_what_it_names_and_one_upstream_can_differ() {
         let config = config(
             r#"
@@ -417,40 +455,68 @@ mod tests {
     #[test]
     fn every_error_names_its_field() {
         for (file, named) in [
+            // In the shared table: named there (with the ": " that ends the
+            // field, so that `upstreams.` does not match).
             (
                 "[upstream.circuit_breaker]\nfailure_rate = 2.0",
-                "upstreams.user.circuit_breaker.failure_rate",
+                "upstream.circuit_breaker.failure_rate: ",
             ),
             (
                 "[upstream.circuit_breaker]\nfailure_rate = \"half\"",
-                "upstreams.user.circuit_breaker.failure_rate",
+                "upstream.circuit_breaker.failure_rate: ",
             ),
-            (
-                "[upstreams.payment.retry]\nmax_attempts = 0",
-                "upstreams.payment.retry.max_attempts",
-            ),
-            ("[upstreams.product]\ntimout = \"1s\"", "timout"),
             (
                 "[upstream.bulkhead]\nmax_concurrent = -1",
-                "upstreams.user.bulkhead.max_concurrent",
+                "upstream.bulkhead.max_concurrent: ",
             ),
             (
                 "[upstream.timeout]\ntimeout = \"soon\"",
-                "upstreams.user.timeout.timeout",
+                "upstream.timeout.timeout: ",
             ),
             (
-                "[gateway.rate_limit]\nlimit = 0",
-                "gateway.rate_limit.limit",
+                "[upstream.circuit_breaker]\ntime_window_buckets = 10",
+                "upstream.circuit_breaker.time_window_buckets: ",
+            ),
+            // In one upstream's table.
+            (
+                "[upstreams.payment.retry]\nmax_attempts = 0",
+                "upstreams.payment.retry.max_attempts: ",
             ),
             (
-                "[gateway.rate_limit]\nwindow = true",
-                "gateway.rate_limit.window",
+                "[upstreams.order.circuit_breaker]\nfailure_rate = 0.0",
+                "upstreams.order.circuit_breaker.failure_rate: ",
             ),
-            ("[gateway]\nrate = 1", "gateway.rate"),
+            ("[upstreams.product]\ntimout = \"1s\"", "timout"),
+            (
+                "[upstreams.product]\nurl = \"10.0.0.7:8003\"",
+                "upstreams.product.url: ",
+            ),
+            (
+                "[upstreams.product]\nurl = \"https://10.0.0.7\"",
+                "upstreams.product.url: ",
+            ),
+            (
+                "[upstreams.product]\nurl = \"http://10.0.0.7:8003/v2\"",
+                "upstreams.product.url: ",
+            ),
+            (
+                "[upstreams.product]\nurl = \"not a url\"",
+                "upstreams.product.url: ",
+            ),
             (
                 "[upstreams.inventory]\nurl = \"http://x\"",
                 "upstreams.inventory",
             ),
+            // The gateway and the document.
+            (
+                "[gateway.rate_limit]\nlimit = 0",
+                "gateway.rate_limit.limit: ",
+            ),
+            (
+                "[gateway.rate_limit]\nwindow = true",
+                "gateway.rate_limit.window: ",
+            ),
+            ("[gateway]\nrate = 1", "gateway.rate"),
             ("[cache]\nsize = 1", "`cache`"),
             ("upstream = 3", "upstream"),
             ("[upstream\nbroken", "line 1"),

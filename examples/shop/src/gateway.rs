@@ -325,6 +325,19 @@ fn route<'a>(upstreams: &'a Upstreams, path: &str) -> Option<(&'a Upstream, Stri
     Some((upstreams.get(name)?, rest.to_owned()))
 }
 
+/// Whether reading a body failed on the size limit (rather than on the
+/// connection).
+fn is_too_large(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 async fn proxy(upstreams: &Upstreams, request: Request) -> Result<Response, BoxError> {
     let (mut parts, body) = request.into_parts();
     let Some((upstream, path)) = route(upstreams, parts.uri.path()) else {
@@ -337,11 +350,19 @@ async fn proxy(upstreams: &Upstreams, request: Request) -> Result<Response, BoxE
     // Buffered, so that a retry can send it again; bounded.
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => body,
-        Err(_) => {
+        Err(err) if is_too_large(&err) => {
             return Ok(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("the body is over {MAX_BODY} bytes"),
+            )
+            .into_response());
+        }
+        Err(_) => {
+            return Ok(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                "the request body could not be read to its end",
             )
             .into_response());
         }
@@ -362,25 +383,37 @@ async fn proxy(upstreams: &Upstreams, request: Request) -> Result<Response, BoxE
     ))
 }
 
-/// Each upstream's `/health`, asked directly (not through its breaker),
-/// with its circuit state.
+/// Each upstream's `/health`, asked directly (not through its breaker) and
+/// all at once, with its circuit state.
 async fn health(State(gateway): State<Gateway>) -> Response {
-    let mut all_healthy = true;
-    let mut upstreams = serde_json::Map::new();
-    for (name, upstream) in gateway.current().upstreams.iter() {
+    let current = gateway.current();
+    let mut checks = tokio::task::JoinSet::new();
+    for (name, upstream) in current.upstreams.iter() {
+        let (name, client) = (*name, gateway.client.clone());
         let uri = format!("{}/health", upstream.base);
-        let request = http::Request::get(uri).body(Full::<Bytes>::default());
-        let healthy = match request {
-            Ok(request) => matches!(
-                tokio::time::timeout(Duration::from_secs(1), gateway.client.request(request)).await,
-                Ok(Ok(response)) if response.status().is_success()
-            ),
-            Err(_) => false,
-        };
-        all_healthy &= healthy;
+        checks.spawn(async move {
+            let healthy = match http::Request::get(uri).body(Full::<Bytes>::default()) {
+                Ok(request) => matches!(
+                    tokio::time::timeout(Duration::from_secs(1), client.request(request)).await,
+                    Ok(Ok(response)) if response.status().is_success()
+                ),
+                Err(_) => false,
+            };
+            (name, healthy)
+        });
+    }
+    let mut healthy = BTreeMap::new();
+    while let Some(Ok((name, up))) = checks.join_next().await {
+        healthy.insert(name, up);
+    }
+    let mut upstreams = serde_json::Map::new();
+    let mut all_healthy = true;
+    for (name, upstream) in current.upstreams.iter() {
+        let up = healthy.get(name).copied().unwrap_or(false);
+        all_healthy &= up;
         upstreams.insert(
             (*name).to_owned(),
-            json!({"healthy": healthy, "circuit": state_name(upstream.breaker.state())}),
+            json!({"healthy": up, "circuit": state_name(upstream.breaker.state())}),
         );
     }
     let status = if all_healthy {
@@ -463,4 +496,61 @@ async fn show_config(
         "resilience": gateway.resilience,
         "config": gateway.config().to_json(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ShopConfig;
+    use crate::upstream::http_client;
+
+    fn upstreams() -> Upstreams {
+        let config = ShopConfig::from_layers("", &toml::Table::new()).unwrap();
+        UPSTREAMS
+            .into_iter()
+            .map(|name| {
+                let url = "http://127.0.0.1:1";
+                let settings = &config.upstreams[name];
+                let upstream = Upstream::new(name, url, http_client(), settings, true).unwrap();
+                (name, upstream)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn api_paths_go_to_their_service_and_never_climb_out_of_it() {
+        let upstreams = upstreams();
+        let routed = |path: &str| route(&upstreams, path).map(|(u, p)| (u.name, p));
+        assert_eq!(
+            routed("/api/users/1"),
+            Some(("user", "/users/1".to_owned()))
+        );
+        assert_eq!(
+            routed("/api/products"),
+            Some(("product", "/products".to_owned()))
+        );
+        assert_eq!(
+            routed("/api/orders/7"),
+            Some(("order", "/orders/7".to_owned()))
+        );
+        assert_eq!(
+            routed("/api/payments/3"),
+            Some(("payment", "/payments/3".to_owned()))
+        );
+        for refused in [
+            "/api/admin/faults",
+            "/api/users/../admin/faults",
+            "/api/users/./1",
+            "/api/users/%2e%2e/admin/faults",
+            "/api/users/%2E%2E/admin/faults",
+            "/api/users/..%2fadmin",
+            "/api/users%2f..%2fadmin",
+            "/api/../users/1",
+            "/api/inventory/1",
+            "/users/1",
+            "/api",
+        ] {
+            assert_eq!(routed(refused), None, "{refused}");
+        }
+    }
 }

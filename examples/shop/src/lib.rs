@@ -120,11 +120,15 @@ pub struct Running {
 struct Reloader {
     options: Arc<ShopOptions>,
     gateway: Gateway,
+    /// One reload at a time, so that the file watcher and SIGHUP cannot
+    /// put an older read in force after a newer one.
+    reloading: Arc<std::sync::Mutex<()>>,
 }
 
 impl Reloader {
     /// Reloads now. An invalid file changes nothing.
     fn reload(&self) -> Result<Vec<String>, ConfigFileError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let config = self.options.load_config()?;
         self.gateway.apply(config).map_err(|e| ConfigFileError {
             path: self.options.config_file.clone(),
@@ -146,23 +150,30 @@ impl Reloader {
     }
 
     /// Reloads whenever the file's contents change, checking every
-    /// [`WATCH_EVERY`], until `stop`.
+    /// [`WATCH_EVERY`], until `stop`. New contents are applied once two
+    /// checks in a row read the same, so that a file caught half written
+    /// (an editor saving in place) is not put in force for a moment.
     async fn watch(self, path: PathBuf, mut stop: watch::Receiver<bool>) -> io::Result<()> {
-        let mut seen = std::fs::read(&path).ok();
+        let mut applied = std::fs::read(&path).ok();
+        let mut last = applied.clone();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => return Ok(()),
                 _ = tokio::time::sleep(WATCH_EVERY) => {}
             }
             let now = std::fs::read(&path).ok();
-            if now != seen {
-                seen = now;
+            let settled = now == last;
+            last = now;
+            if settled && last != applied {
+                applied = last.clone();
                 self.reload_and_log("the file changed");
             }
         }
     }
 
-    /// Reloads on every SIGHUP, until `stop`.
+    /// Reloads on every SIGHUP, until `stop`. Without a file there is
+    /// nothing to reload; the signal is still taken (and logged), so that
+    /// it does not end the process.
     #[cfg(unix)]
     async fn on_sighup(self, mut stop: watch::Receiver<bool>) -> io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
@@ -170,7 +181,13 @@ impl Reloader {
         loop {
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => return Ok(()),
-                Some(()) = hangups.recv() => self.reload_and_log("SIGHUP"),
+                Some(()) = hangups.recv() => {
+                    if self.options.config_file.is_some() {
+                        self.reload_and_log("SIGHUP");
+                    } else {
+                        tracing::info!("SIGHUP: no --config file to reload");
+                    }
+                }
             }
         }
     }
@@ -223,6 +240,20 @@ async fn bind(options: &ShopOptions, offset: u16) -> io::Result<TcpListener> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await
 }
 
+/// Who may use the admin endpoints; an empty token is refused, as it
+/// would be a password anyone could guess.
+fn admin_auth(options: &ShopOptions) -> io::Result<AdminAuth> {
+    match options.admin_token.as_deref() {
+        Some("") => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--admin-token must not be empty",
+        )),
+        token => Ok(AdminAuth {
+            token: token.map(Arc::from),
+        }),
+    }
+}
+
 fn invalid(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, error)
 }
@@ -262,13 +293,14 @@ fn spawn_reloader(
     let reloader = Reloader {
         options: Arc::new(options.clone()),
         gateway: gateway.clone(),
+        reloading: Arc::default(),
     };
     if let Some(path) = options.config_file.clone() {
         tasks.push(tokio::spawn(reloader.clone().watch(path, stop.clone())));
-        #[cfg(unix)]
-        if options.reload_on_sighup {
-            tasks.push(tokio::spawn(reloader.clone().on_sighup(stop.clone())));
-        }
+    }
+    #[cfg(unix)]
+    if options.reload_on_sighup {
+        tasks.push(tokio::spawn(reloader.clone().on_sighup(stop.clone())));
     }
     reloader
 }
@@ -310,9 +342,7 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
         order: url(order),
         payment: url(payment),
     };
-    let auth = AdminAuth {
-        token: options.admin_token.as_deref().map(Arc::from),
-    };
+    let auth = admin_auth(&options)?;
     let client = http_client();
     let orders = order_service(&config, &urls, &client, options.resilience)?;
     let control = Gateway::new(
@@ -424,9 +454,7 @@ pub async fn start_service(
     let config = options.load_config().map_err(invalid)?;
     let listener = bind(&options, offset).await?;
     let addr = listener.local_addr()?;
-    let auth = AdminAuth {
-        token: options.admin_token.as_deref().map(Arc::from),
-    };
+    let auth = admin_auth(&options)?;
     let client = http_client();
     let mut control = None;
     let router = match name {

@@ -174,28 +174,41 @@ async fn create(
         }
     }
     let id = request_id.map(|Extension(RequestId(id))| id);
-    // In a task of its own, so that a caller who hangs up does not leave
-    // an order half placed (stock reserved, the key stuck in progress).
+    // In a task of its own, bookkeeping included, so that a caller who
+    // hangs up (a gateway's attempt timeout, say) leaves neither an order
+    // half placed nor its key stuck in progress: the order is finished and
+    // recorded, and a retry with the same key gets it.
     let placing = service.clone();
-    let placed = tokio::spawn(async move { place(&placing, &new, id.as_ref()).await })
-        .await
-        .unwrap_or_else(|_| {
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "placing the order failed",
-            ))
-        });
+    tokio::spawn(async move {
+        let placed = place(&placing, &new, id.as_ref()).await;
+        record(&placing, placed, key)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "placing the order failed",
+        ))
+    })
+}
+
+/// Records a placed order under its key; a refused one frees the key.
+fn record(
+    service: &OrderService,
+    placed: Result<Order, ApiError>,
+    key: Option<String>,
+) -> Result<Response, ApiError> {
     let mut orders = service.lock();
-    match (placed, key) {
-        (Ok(order), key) => {
+    match placed {
+        Ok(order) => {
             if let Some(key) = key {
                 orders.keys.insert(key, Keyed::Done(order.id));
             }
             orders.all.insert(order.id, order.clone());
             Ok(order_response(order))
         }
-        (Err(err), key) => {
+        Err(err) => {
             // Nothing was done: the key may be used again.
             if let Some(key) = key {
                 orders.keys.remove(&key);

@@ -42,8 +42,8 @@ pub fn http_client() -> HttpClient {
 /// Retry keeps a clone of the service below it for each call, and the
 /// stack is cloned per call; hyper-util's `Client` holds several `Arc`s,
 /// and under load on more than one core their reference counts bounce
-/// between cores on every clone and drop. Behind one `Arc` that cost is
-/// paid once (measured with the load test in `load/`: see the README).
+/// between cores on every clone and drop. Behind one `Arc` there is one
+/// count to move (the README's load section has the figures).
 #[derive(Clone, Debug)]
 pub struct SharedClient(Arc<HttpClient>);
 
@@ -206,7 +206,7 @@ impl Upstream {
                     .service(SharedClient::new(client)),
             )
         } else {
-            BoxCloneSyncService::new(client.map_err(BoxError::from))
+            BoxCloneSyncService::new(SharedClient::new(client).map_err(BoxError::from))
         };
         Ok(Upstream {
             name,

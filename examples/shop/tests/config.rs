@@ -53,13 +53,20 @@ async fn next_check() {
     }
 }
 
+/// Lets the watcher see a change and then see it settled: it applies new
+/// contents once two checks in a row read the same.
+async fn settled() {
+    next_check().await;
+    next_check().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_settings() {
-    let file = File::new("reload", "[upstreams.product.timeout]\ntimeout = \"2s\"\n");
+    let file = File::new("reload", "[upstreams.product.timeout]\ntimeout = \"5s\"\n");
     let shop = shop_with(&file).await;
     let upstream = |name| shop.running.control.upstream(name).unwrap();
 
-    shop.faults(shop.running.product, 0.0, 1_500).await;
+    shop.faults(shop.running.product, 0.0, 3_000).await;
     let gateway = shop.running.gateway;
     let client = shop.client.clone();
     let in_flight = tokio::spawn(async move {
@@ -80,6 +87,9 @@ async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_se
         "[upstreams.product.timeout]\ntimeout = \"1s\"\n\
          [gateway.rate_limit]\nlimit = 50\n",
     );
+    // One check sees the change; it waits for the next to find the same.
+    next_check().await;
+    assert_eq!(shop.running.control.config().rate_limit().0, 100);
     next_check().await;
     let config = shop.running.control.config();
     assert_eq!(
@@ -87,8 +97,10 @@ async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_se
         Duration::from_secs(1)
     );
     assert_eq!(config.rate_limit(), (50, Duration::from_secs(60)));
+    // The reload came while the first call was still waiting on the product.
+    assert!(!in_flight.is_finished());
 
-    // A new call has the new attempt timeout: 1.5 s is too slow now.
+    // A new call has the new attempt timeout: 3 s is too slow now.
     let answer = shop.get("/api/products/1").await;
     assert_eq!(
         answer.status,
@@ -97,7 +109,7 @@ async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_se
         answer.body
     );
     assert_eq!(answer.headers["ratelimit-limit"], "50");
-    // The call in flight kept its 2 s and got its answer.
+    // The call in flight kept its 5 s and got its answer.
     assert_eq!(in_flight.await.unwrap().unwrap(), StatusCode::OK);
 
     // The product upstream was rebuilt (its new breaker is closed, which
@@ -121,7 +133,7 @@ async fn an_invalid_file_is_refused_naming_the_field_and_the_settings_in_force_s
     for (text, field) in [
         (
             "[upstream.circuit_breaker]\nfailure_rate = 2.0\n",
-            "upstreams.user.circuit_breaker.failure_rate",
+            "upstream.circuit_breaker.failure_rate: ",
         ),
         (
             "[upstreams.product.retry]\nmax_attempts = \"three\"\n",
@@ -134,14 +146,14 @@ async fn an_invalid_file_is_refused_naming_the_field_and_the_settings_in_force_s
         assert!(error.contains(field), "{error:?} does not name {field}");
         assert!(error.contains(&file.0.display().to_string()), "{error:?}");
         // The watcher refuses it too, and nothing changes.
-        next_check().await;
+        settled().await;
         assert_eq!(shop.running.control.config(), before);
         assert_eq!(shop.get("/api/users/1").await.status, StatusCode::OK);
     }
 
     // A good file after a bad one is taken.
     file.write("[upstream.circuit_breaker]\nopen_for = \"9s\"\n");
-    next_check().await;
+    settled().await;
     assert_eq!(
         shop.running.control.config().upstreams["payment"]
             .circuit_breaker

@@ -174,6 +174,39 @@ async fn the_same_idempotency_key_places_one_order() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_order_whose_caller_hangs_up_is_still_placed_once_and_found_by_its_key() {
+    let shop = Shop::start().await;
+    let before = shop.stock(3).await;
+    // The payment takes a second; the caller gives up after a tenth.
+    shop.faults(shop.running.payment, 0.0, 1_000).await;
+    let order = || Request::post("/orders").header("idempotency-key", "hung-up-1");
+    let body = json!({"user_id": 1, "product_id": 3, "quantity": 2});
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        shop.send(shop.running.order, order(), Some(body.clone())),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller hung up first");
+    advance(Duration::from_secs(2)).await;
+    shop.faults(shop.running.payment, 0.0, 0).await;
+    // The placing goes on without the caller, to its end.
+    let mut waited = 0;
+    while shop.get("/api/orders").await.body.as_array().unwrap().is_empty() {
+        waited += 1;
+        assert!(waited < 100, "the order was never recorded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The order was finished and recorded under its key: asking again
+    // returns it, without reserving or charging again.
+    let again = shop.send(shop.running.order, order(), Some(body)).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    assert_eq!(again.body["status"], "confirmed");
+    assert_eq!(shop.stock(3).await, before - 2, "reserved once");
+    let orders = shop.get("/api/orders").await;
+    assert_eq!(orders.body.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_order_for_more_than_the_stock_is_refused_and_leaves_nothing_behind() {
     let shop = Shop::start().await;
     let before = shop.stock(4).await;

@@ -194,9 +194,13 @@ pub fn error_response(
 /// - `502 Bad Gateway`, `{"error": "upstream_failed"}`, when the error is a
 ///   failed exchange with an upstream: an I/O error anywhere in its
 ///   [`source`](std::error::Error::source) chain (a refused or reset
-///   connection; hyper-util's client errors carry one), or a chaos layer's
-///   injected fault.
-/// - `500 Internal Server Error`, `{"error": "internal"}`, otherwise.
+///   connection, for which hyper-util's client errors carry one), or a
+///   chaos layer's injected fault.
+/// - `500 Internal Server Error`, `{"error": "internal"}`, otherwise. That
+///   includes client errors with no I/O error inside, such as hyper's for
+///   an upstream that closed before sending a whole response or sent a
+///   malformed one: this crate does not depend on hyper, so it cannot tell
+///   them from the service's own failures.
 ///
 /// The message is generic: an inner error's text can hold what a client
 /// should not see, so it is logged (`tracing`, level `debug`) and not sent.
