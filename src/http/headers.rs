@@ -8,7 +8,11 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 /// `RateLimit-Remaining`: the requests that would be admitted now.
 pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-/// `RateLimit-Reset`: seconds until the limit is whole again.
+/// `RateLimit-Reset`, in whole seconds rounded up: on an admitted response,
+/// until the limit is whole again (for a sliding window, up to two windows
+/// after a burst, as its estimate lets go of the previous window); on a 429
+/// from [`ErrorResponseLayer`](super::ErrorResponseLayer), until the next
+/// request would be admitted, the same as its `Retry-After`.
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// `d` in whole seconds, rounded up: a client that waits this long is not

@@ -10,7 +10,9 @@
 //!   front of each.
 //!
 //! Every service injects faults on demand (`PUT /admin/faults`), so the
-//! layers can be seen at work.
+//! layers can be seen at work; [`demo`] runs six phases of them. The
+//! gateway's settings come from a TOML file ([`config`]) that it reloads
+//! when the file changes.
 
 pub mod api;
 pub mod config;
@@ -49,7 +51,7 @@ pub struct ShopOptions {
     pub config_file: Option<PathBuf>,
     /// Settings laid over the file's (`--rate-limit`), as a TOML table.
     pub overrides: toml::Table,
-    /// Reload the file on SIGHUP too.
+    /// Take SIGHUP (Unix): reload the file then, if there is one.
     pub reload_on_sighup: bool,
     /// palisade's layers on (`false`: `--no-resilience`, for comparison).
     pub resilience: bool,

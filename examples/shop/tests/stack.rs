@@ -191,7 +191,14 @@ async fn an_order_whose_caller_hangs_up_is_still_placed_once_and_found_by_its_ke
     shop.faults(shop.running.payment, 0.0, 0).await;
     // The placing goes on without the caller, to its end.
     let mut waited = 0;
-    while shop.get("/api/orders").await.body.as_array().unwrap().is_empty() {
+    while shop
+        .get("/api/orders")
+        .await
+        .body
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
         waited += 1;
         assert!(waited < 100, "the order was never recorded");
         tokio::time::sleep(Duration::from_millis(10)).await;
