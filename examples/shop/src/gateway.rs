@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use palisade::http::{ErrorResponseLayer, RateLimitHeaders, bad_gateway_response};
-use palisade::rate_limit::{KeyedHandle, KeyedRateLimitLayer, RateLimitBuilder};
+use palisade::rate_limit::{KeyedHandle, KeyedRateLimitLayer, RateLimitBuilder, RateLimitConfig};
 use palisade::{BoxError, ConfigError};
 use serde_json::{Value, json};
 use tower::util::BoxCloneSyncService;
@@ -170,9 +170,20 @@ impl Gateway {
             };
             upstreams.insert(name, upstream);
         }
-        let ingress = if config.rate_limit == old.config.rate_limit {
+        let (new_limit, old_limit) = (&config.rate_limit, &old.config.rate_limit);
+        let ingress = if new_limit == old_limit {
+            old.ingress.clone()
+        } else if only_quota_differs(new_limit, old_limit) {
+            // The same limiter with a new quota: every client keeps what it
+            // has spent.
+            old.ingress
+                .handle()
+                .set_limit(new_limit.limit, new_limit.window)?;
+            changed.push("gateway.rate_limit".to_owned());
             old.ingress.clone()
         } else {
+            // Another algorithm, burst or queue: a new limiter, and every
+            // client starts afresh.
             changed.push("gateway.rate_limit".to_owned());
             ingress_layer(&config)?
         };
@@ -273,6 +284,14 @@ fn build_upstream(
     let settings = &config.upstreams[name];
     let url = settings.url.as_deref().unwrap_or(urls.get(name));
     Upstream::new(name, url, client.clone(), settings, resilience)
+}
+
+/// Whether `new` is `old` with another limit or window only.
+fn only_quota_differs(new: &RateLimitConfig, old: &RateLimitConfig) -> bool {
+    let mut with_new_quota = old.clone();
+    with_new_quota.limit = new.limit;
+    with_new_quota.window = new.window;
+    with_new_quota == *new
 }
 
 fn ingress_layer(config: &ShopConfig) -> Result<IngressLayer, ConfigError> {

@@ -218,3 +218,41 @@ async fn admin_config_shows_the_settings_in_force_to_admins_only() {
     assert_eq!(config["gateway"]["rate_limit"]["limit"], 100);
     shop.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_limit_keeps_what_each_client_has_spent_and_a_new_algorithm_starts_afresh() {
+    let file = File::new(
+        "limit",
+        "[gateway.rate_limit]\nlimit = 5\nwindow = \"60s\"\n",
+    );
+    let shop = shop_with(&file).await;
+    let as_client = || Request::get("/api/products/1").header("x-client-id", "spender");
+    let remaining = |answer: &support::Answer| {
+        answer.headers["ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let answer = shop.send(shop.running.gateway, as_client(), None).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    file.write("[gateway.rate_limit]\nlimit = 4\nwindow = \"60s\"\n");
+    settled().await;
+    assert_eq!(shop.running.control.config().rate_limit().0, 4);
+    // 3 of 4 spent before the change: this is the last one.
+    let answer = shop.send(shop.running.gateway, as_client(), None).await;
+    assert_eq!(answer.headers["ratelimit-limit"], "4");
+    assert_eq!(remaining(&answer), 0);
+    let refused = shop.send(shop.running.gateway, as_client(), None).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Another algorithm is another limiter: the client starts afresh.
+    file.write("[gateway.rate_limit]\nlimit = 4\nwindow = \"60s\"\nalgorithm = \"sliding_log\"\n");
+    settled().await;
+    let answer = shop.send(shop.running.gateway, as_client(), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(remaining(&answer), 3);
+    shop.running.shutdown().await.unwrap();
+}
