@@ -460,3 +460,60 @@ async fn without_resilience_the_gateway_is_a_bare_proxy() {
     }
     shop.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_full_bulkhead_is_503_bulkhead_full_and_an_unreachable_upstream_502() {
+    // A port with nothing listening on it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let options = ShopOptions::default()
+        .settings(&format!(
+            "[upstreams.user]\nbulkhead = {{ max_concurrent = 1 }}\n\
+             [upstreams.payment]\nurl = \"http://{closed}\"\n"
+        ))
+        .unwrap();
+    let shop = Shop::with(options).await;
+
+    // One slow call holds the user upstream's only slot.
+    shop.faults(shop.running.user, 0.0, 1_000).await;
+    let gateway = shop.running.gateway;
+    let client = shop.client.clone();
+    let holding = tokio::spawn(async move {
+        let request = Request::get(format!("http://{gateway}/api/users/1"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        client.request(request).await.map(|r| r.status())
+    });
+    while shop.running.faults.user.delayed() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let full = shop.get("/api/users/2").await;
+    assert_eq!(
+        full.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        full.body
+    );
+    assert_eq!(full.body["error"], "bulkhead_full");
+    assert_eq!(holding.await.unwrap().unwrap(), StatusCode::OK);
+
+    // Nothing answers where the payment service is said to be.
+    let unreachable = shop.get("/api/payments/1").await;
+    assert_eq!(
+        unreachable.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        unreachable.body
+    );
+    assert_eq!(unreachable.body["error"], "upstream_failed");
+    // The text of the connection error stays in the gateway's log.
+    assert!(
+        !unreachable.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1")
+    );
+    shop.running.shutdown().await.unwrap();
+}
