@@ -1,9 +1,11 @@
 //! The order service: `GET /orders`, `GET /orders/{id}`, and `POST /orders`,
 //! which checks the user and product, reserves stock, charges payment, and
-//! releases the stock again when the charge fails (a small saga).
+//! when the charge fails voids it (it may have gone through unseen) and
+//! releases the stock again (a small saga).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -17,7 +19,7 @@ use serde_json::json;
 use palisade::chaos::Handle as FaultHandle;
 
 use crate::api::{AdminAuth, ApiError, Id, JsonBody, RequestId, service_router};
-use crate::payment::{Charge, Payment};
+use crate::payment::{Charge, Payment, Void};
 use crate::product::{Product, Release, Reserve};
 use crate::upstream::Upstream;
 use crate::user::User;
@@ -130,7 +132,7 @@ fn order_response(order: Order) -> Response {
     } else {
         let body = json!({
             "error": "payment_failed",
-            "message": "the payment failed; the order is cancelled and its stock released",
+            "message": "the payment failed; the order is cancelled, its payment voided and its stock released",
             "order": order,
         });
         (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response()
@@ -325,10 +327,54 @@ async fn place(
         }
     };
     if !paid {
+        // The charge may have gone through even so (an answer lost to a
+        // timeout): void it before giving the stock back, so that a
+        // cancelled order is never a paid one.
+        void_payment(service, id, request_id).await;
         release(service, new.product_id, id, request_id).await;
         order.status = "cancelled".into();
     }
     Ok(order)
+}
+
+/// Voids order `order_id`'s payment (idempotent on the payment side). When
+/// the payment service cannot be reached now, a task keeps trying until it
+/// can, backing off to a try every 30 s.
+async fn void_payment(service: &OrderService, order_id: u64, request_id: Option<&HeaderValue>) {
+    if try_void(service, order_id, request_id).await {
+        return;
+    }
+    tracing::warn!(
+        order_id,
+        "payment not voided yet; retrying in the background"
+    );
+    let service = service.clone();
+    let request_id = request_id.cloned();
+    tokio::spawn(async move {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            if try_void(&service, order_id, request_id.as_ref()).await {
+                tracing::info!(order_id, "payment voided");
+                return;
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    });
+}
+
+async fn try_void(service: &OrderService, order_id: u64, request_id: Option<&HeaderValue>) -> bool {
+    let voided = service
+        .payments
+        .call(
+            Method::POST,
+            "/payments/void",
+            Some(&Void { order_id }),
+            request_id,
+            Some(&format!("void-order-{order_id}")),
+        )
+        .await;
+    matches!(voided, Ok((status, _)) if status.is_success())
 }
 
 /// Gives an order's stock back (idempotent on the product side).

@@ -1,7 +1,8 @@
-//! The payment service: `POST /payments`, idempotent per order, and
-//! `GET /payments/{id}`.
+//! The payment service: `POST /payments`, idempotent per order,
+//! `GET /payments/{id}`, and `POST /payments/void`, which cancels an
+//! order's payment whether or not it was ever made.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::State;
@@ -31,11 +32,21 @@ pub struct Payment {
     pub status: String,
 }
 
+/// `POST /payments/void`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Void {
+    pub order_id: u64,
+}
+
 #[derive(Debug, Default)]
 struct Ledger {
     next: u64,
     payments: HashMap<u64, Payment>,
     by_order: HashMap<u64, u64>,
+    /// Orders voided: a charge for one is refused, even one that arrives
+    /// after the void (a request that was slow on its way).
+    voided: HashSet<u64>,
 }
 
 type Store = Arc<Mutex<Ledger>>;
@@ -52,6 +63,13 @@ async fn charge(
         return Err(ApiError::invalid("amount must be positive"));
     }
     let mut ledger = lock(&store);
+    if ledger.voided.contains(&charge.order_id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "voided",
+            "this order's payment was voided; it cannot be charged",
+        ));
+    }
     // One payment per order: a repeat gets the first one back.
     if let Some(id) = ledger.by_order.get(&charge.order_id) {
         let payment = ledger.payments[id].clone();
@@ -76,6 +94,28 @@ async fn charge(
     Ok((StatusCode::CREATED, Json(payment)))
 }
 
+/// Voids the order's payment, or, when there is none (yet), makes sure
+/// there never will be. Idempotent: voiding twice answers the same.
+async fn void(
+    State(store): State<Store>,
+    JsonBody(void): JsonBody<Void>,
+) -> Json<serde_json::Value> {
+    let mut ledger = lock(&store);
+    ledger.voided.insert(void.order_id);
+    let payment = match ledger.by_order.get(&void.order_id).copied() {
+        Some(id) => ledger.payments.get_mut(&id).map(|payment| {
+            payment.status = "voided".into();
+            payment.clone()
+        }),
+        None => None,
+    };
+    Json(serde_json::json!({
+        "order_id": void.order_id,
+        "status": "voided",
+        "payment": payment,
+    }))
+}
+
 async fn one(State(store): State<Store>, Id(id): Id) -> Result<Json<Payment>, ApiError> {
     lock(&store)
         .payments
@@ -89,6 +129,7 @@ async fn one(State(store): State<Store>, Id(id): Id) -> Result<Json<Payment>, Ap
 pub fn router(auth: AdminAuth) -> (Router, FaultHandle) {
     let api = Router::new()
         .route("/payments", post(charge))
+        .route("/payments/void", post(void))
         .route("/payments/{id}", get(one))
         .with_state(Store::default());
     service_router("payment", api, auth)

@@ -517,3 +517,86 @@ async fn a_full_bulkhead_is_503_bulkhead_full_and_an_unreachable_upstream_502() 
     );
     shop.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_order_is_never_a_paid_one() {
+    let shop = Shop::start().await;
+    // A charge for the coming order 1 that went through, for another
+    // amount (as if from an earlier try whose answer was lost): the
+    // order's own charge then fails, and its compensation voids this one.
+    let charged = shop
+        .send(
+            shop.running.payment,
+            Request::post("/payments"),
+            Some(json!({"order_id": 1, "amount": 1})),
+        )
+        .await;
+    assert_eq!(charged.status, StatusCode::CREATED);
+    let payment_id = charged.body["id"].as_u64().unwrap();
+    let cancelled = shop
+        .post(
+            "/api/orders",
+            json!({"user_id": 1, "product_id": 1, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(
+        cancelled.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        cancelled.body
+    );
+    assert_eq!(cancelled.body["order"]["id"], 1);
+    let payment = shop
+        .send(
+            shop.running.payment,
+            Request::get(format!("/payments/{payment_id}")),
+            None,
+        )
+        .await;
+    assert_eq!(payment.body["status"], "voided");
+
+    // With the payment service down, the void waits in the background. A
+    // charge that reaches the payment service first (a late retry, say) is
+    // voided when the void lands; one after it is refused.
+    shop.faults(shop.running.payment, 1.0, 0).await;
+    let cancelled = shop
+        .post(
+            "/api/orders",
+            json!({"user_id": 1, "product_id": 1, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::PAYMENT_REQUIRED);
+    let order_id = cancelled.body["order"]["id"].as_u64().unwrap();
+    shop.faults(shop.running.payment, 0.0, 0).await;
+    let charge = || {
+        shop.send(
+            shop.running.payment,
+            Request::post("/payments"),
+            Some(json!({"order_id": order_id, "amount": 2499})),
+        )
+    };
+    let early = charge().await;
+    assert_eq!(early.status, StatusCode::CREATED, "{}", early.body);
+    let early_id = early.body["id"].as_u64().unwrap();
+    let mut status = Value::Null;
+    for _ in 0..60 {
+        advance(Duration::from_secs(1)).await;
+        status = shop
+            .send(
+                shop.running.payment,
+                Request::get(format!("/payments/{early_id}")),
+                None,
+            )
+            .await
+            .body["status"]
+            .clone();
+        if status == "voided" {
+            break;
+        }
+    }
+    assert_eq!(status, "voided", "the background void never landed");
+    let late = charge().await;
+    assert_eq!(late.status, StatusCode::CONFLICT);
+    assert_eq!(late.body["error"], "voided");
+    shop.running.shutdown().await.unwrap();
+}
