@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use bytes::Bytes;
 use palisade::{BoxError, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -337,25 +338,36 @@ async fn place(
     Ok(order)
 }
 
-/// Voids order `order_id`'s payment (idempotent on the payment side). When
-/// the payment service cannot be reached now, a task keeps trying until it
-/// can, backing off to a try every 30 s.
+/// Voids order `order_id`'s payment (idempotent on the payment side),
+/// now or, when the payment service cannot be reached, in the background.
 async fn void_payment(service: &OrderService, order_id: u64, request_id: Option<&HeaderValue>) {
-    if try_void(service, order_id, request_id).await {
+    let request_id = request_id.cloned();
+    let service = service.clone();
+    until_done("void the payment", order_id, move || {
+        let (service, request_id) = (service.clone(), request_id.clone());
+        async move { try_void(&service, order_id, request_id.as_ref()).await }
+    })
+    .await;
+}
+
+/// Runs a compensating step once now and, if it did not succeed, again in
+/// a task of its own until it does, backing off to a try every 30 s: a
+/// compensation that is given up on leaves money or stock behind.
+async fn until_done<F, Fut>(what: &'static str, order_id: u64, mut attempt: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    if attempt().await {
         return;
     }
-    tracing::warn!(
-        order_id,
-        "payment not voided yet; retrying in the background"
-    );
-    let service = service.clone();
-    let request_id = request_id.cloned();
+    tracing::warn!(order_id, what, "not done yet; retrying in the background");
     tokio::spawn(async move {
         let mut wait = Duration::from_secs(1);
         loop {
             tokio::time::sleep(wait).await;
-            if try_void(&service, order_id, request_id.as_ref()).await {
-                tracing::info!(order_id, "payment voided");
+            if attempt().await {
+                tracing::info!(order_id, what, "done");
                 return;
             }
             wait = (wait * 2).min(Duration::from_secs(30));
@@ -374,31 +386,49 @@ async fn try_void(service: &OrderService, order_id: u64, request_id: Option<&Hea
             Some(&format!("void-order-{order_id}")),
         )
         .await;
-    matches!(voided, Ok((status, _)) if status.is_success())
+    settled("void the payment", order_id, &voided)
 }
 
-/// Gives an order's stock back (idempotent on the product side).
+/// Whether a compensating call is over: it worked, or it was refused in a
+/// way that trying again cannot change (a 4xx, logged).
+fn settled(what: &str, order_id: u64, result: &Result<(StatusCode, Bytes), BoxError>) -> bool {
+    match result {
+        Ok((status, _)) if status.is_success() => true,
+        Ok((status, _)) if status.is_client_error() => {
+            tracing::error!(order_id, what, %status, "refused; not retried");
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Gives an order's stock back (idempotent on the product side), now or,
+/// when the product service cannot be reached, in the background.
 async fn release(
     service: &OrderService,
     product_id: u64,
     order_id: u64,
     request_id: Option<&HeaderValue>,
 ) {
-    let released = service
-        .products
-        .call(
-            Method::POST,
-            &format!("/products/{product_id}/release"),
-            Some(&Release { order_id }),
-            request_id,
-            Some(&format!("order-{order_id}")),
-        )
-        .await;
-    match released {
-        Ok((status, _)) if status.is_success() => {}
-        Ok((status, _)) => tracing::error!(order_id, %status, "stock not released"),
-        Err(err) => tracing::error!(order_id, error = %err, "stock not released"),
-    }
+    let request_id = request_id.cloned();
+    let service = service.clone();
+    until_done("release the stock", order_id, move || {
+        let (service, request_id) = (service.clone(), request_id.clone());
+        async move {
+            let released = service
+                .products
+                .call(
+                    Method::POST,
+                    &format!("/products/{product_id}/release"),
+                    Some(&Release { order_id }),
+                    request_id.as_ref(),
+                    Some(&format!("order-{order_id}")),
+                )
+                .await;
+            settled("release the stock", order_id, &released)
+        }
+    })
+    .await;
 }
 
 /// The order service's router.

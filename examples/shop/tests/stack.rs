@@ -600,3 +600,56 @@ async fn a_cancelled_order_is_never_a_paid_one() {
     assert_eq!(late.body["error"], "voided");
     shop.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn stock_a_failed_order_could_not_release_at_once_comes_back_later() {
+    let shop = Shop::start().await;
+    let before = shop.stock(3).await;
+    // Order 1's charge will fail (an earlier charge for another amount),
+    // after a second's delay; meanwhile the product service goes down, so
+    // the release fails too.
+    let earlier = shop
+        .send(
+            shop.running.payment,
+            Request::post("/payments"),
+            Some(json!({"order_id": 1, "amount": 1})),
+        )
+        .await;
+    assert_eq!(earlier.status, StatusCode::CREATED);
+    shop.faults(shop.running.payment, 0.0, 1_000).await;
+    let order_service = shop.running.order;
+    let client = shop.client.clone();
+    let placing = tokio::spawn(async move {
+        support::send(
+            &client,
+            order_service,
+            Request::post("/orders"),
+            Some(json!({"user_id": 1, "product_id": 3, "quantity": 4})),
+        )
+        .await
+    });
+    while shop.running.faults.payment.delayed() == 0 {
+        tokio::task::yield_now().await;
+    }
+    shop.faults(shop.running.product, 1.0, 0).await;
+    let cancelled = placing.await.unwrap();
+    assert_eq!(
+        cancelled.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        cancelled.body
+    );
+    // Back up: the release, retried in the background, lands.
+    shop.faults(shop.running.product, 0.0, 0).await;
+    shop.faults(shop.running.payment, 0.0, 0).await;
+    let mut stock = 0;
+    for _ in 0..60 {
+        advance(Duration::from_secs(1)).await;
+        stock = shop.stock(3).await;
+        if stock == before {
+            break;
+        }
+    }
+    assert_eq!(stock, before, "the stock came back");
+    shop.running.shutdown().await.unwrap();
+}
