@@ -18,7 +18,9 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use palisade::http::{ErrorResponseLayer, RateLimitHeaders, bad_gateway_response};
-use palisade::rate_limit::{KeyedHandle, KeyedRateLimitLayer, RateLimitBuilder, RateLimitConfig};
+use palisade::rate_limit::{
+    KeyedHandle, KeyedRateLimitLayer, Kind, RateLimitBuilder, RateLimitConfig,
+};
 use palisade::{BoxError, ConfigError};
 use serde_json::{Value, json};
 use tower::util::BoxCloneSyncService;
@@ -173,8 +175,8 @@ impl Gateway {
         let (new_limit, old_limit) = (&config.rate_limit, &old.config.rate_limit);
         let ingress = if new_limit == old_limit {
             old.ingress.clone()
-        } else if only_quota_differs(new_limit, old_limit) {
-            // The same limiter with a new quota: every client keeps what it
+        } else if only_limit_differs(new_limit, old_limit) {
+            // The same limiter with a new limit: every client keeps what it
             // has spent.
             old.ingress
                 .handle()
@@ -182,8 +184,8 @@ impl Gateway {
             changed.push("gateway.rate_limit".to_owned());
             old.ingress.clone()
         } else {
-            // Another algorithm, burst or queue: a new limiter, and every
-            // client starts afresh.
+            // Another window, algorithm, burst or queue: a new limiter, and
+            // every client starts afresh.
             changed.push("gateway.rate_limit".to_owned());
             ingress_layer(&config)?
         };
@@ -286,12 +288,15 @@ fn build_upstream(
     Upstream::new(name, url, client.clone(), settings, resilience)
 }
 
-/// Whether `new` is `old` with another limit or window only.
-fn only_quota_differs(new: &RateLimitConfig, old: &RateLimitConfig) -> bool {
-    let mut with_new_quota = old.clone();
-    with_new_quota.limit = new.limit;
-    with_new_quota.window = new.window;
-    with_new_quota == *new
+/// Whether `new` is `old` with another limit only, which the limiter in
+/// force can take with every client's count kept. Not a new window (a
+/// sliding window starts its counts over then anyway), and not for GCRA
+/// without an explicit burst: a new limiter's burst would follow the new
+/// limit, the old one's would not.
+fn only_limit_differs(new: &RateLimitConfig, old: &RateLimitConfig) -> bool {
+    let mut with_new_limit = old.clone();
+    with_new_limit.limit = new.limit;
+    with_new_limit == *new && (new.algorithm != Kind::Gcra || new.burst.is_some())
 }
 
 fn ingress_layer(config: &ShopConfig) -> Result<IngressLayer, ConfigError> {
@@ -333,7 +338,19 @@ fn route<'a>(upstreams: &'a Upstreams, path: &str) -> Option<(&'a Upstream, Stri
     {
         return None;
     }
-    let collection = rest.trim_start_matches('/').split('/').next()?;
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    // The saga's own steps are for the order service, not for clients: a
+    // client could otherwise free another order's stock or void its
+    // payment.
+    if let [_, _, action] | [_, action] = segments[..]
+        && is_internal(
+            &segments[0].to_ascii_lowercase(),
+            &action.to_ascii_lowercase(),
+        )
+    {
+        return None;
+    }
+    let collection = *segments.first()?;
     let name = match collection {
         "users" => "user",
         "products" => "product",
@@ -342,6 +359,14 @@ fn route<'a>(upstreams: &'a Upstreams, path: &str) -> Option<(&'a Upstream, Stri
         _ => return None,
     };
     Some((upstreams.get(name)?, rest.to_owned()))
+}
+
+/// `products/{id}/reserve`, `products/{id}/release` and `payments/void`.
+fn is_internal(collection: &str, action: &str) -> bool {
+    matches!(
+        (collection, action),
+        ("products", "reserve" | "release") | ("payments", "void")
+    )
 }
 
 /// Whether reading a body failed on the size limit (rather than on the
@@ -566,10 +591,42 @@ mod tests {
             "/api/users%2f..%2fadmin",
             "/api/../users/1",
             "/api/inventory/1",
+            "/api/products/1/reserve",
+            "/api/products/1/Release",
+            "/api/payments/void",
+            "/api/payments/VOID",
+            "/api/products/1/reserve/",
+            "/api//payments//void",
             "/users/1",
             "/api",
         ] {
             assert_eq!(routed(refused), None, "{refused}");
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_a_new_limit_is_taken_in_place() {
+        let minute = Duration::from_secs(60);
+        let old = RateLimitConfig::new(100, minute);
+        assert!(only_limit_differs(&RateLimitConfig::new(50, minute), &old));
+        assert!(!only_limit_differs(
+            &RateLimitConfig::new(100, minute * 2),
+            &old
+        ));
+        let mut gcra = old.clone();
+        gcra.algorithm = Kind::Gcra;
+        let mut more = gcra.clone();
+        more.limit = 1_000;
+        // The burst would stay at 100 in place; a new limiter's is 1 000.
+        assert!(!only_limit_differs(&more, &gcra));
+        gcra.burst = Some(100);
+        more.burst = Some(100);
+        assert!(only_limit_differs(&more, &gcra));
     }
 }

@@ -1,7 +1,8 @@
 //! The order service: `GET /orders`, `GET /orders/{id}`, and `POST /orders`,
 //! which checks the user and product, reserves stock, charges payment, and
-//! when the charge fails voids it (it may have gone through unseen) and
-//! releases the stock again (a small saga).
+//! when the charge fails releases the stock and voids the charge (it may
+//! have gone through unseen), retrying either until its service answers (a
+//! small saga).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -133,7 +134,7 @@ fn order_response(order: Order) -> Response {
     } else {
         let body = json!({
             "error": "payment_failed",
-            "message": "the payment failed; the order is cancelled, its payment voided and its stock released",
+            "message": "the payment failed; the order is cancelled, its stock released (or as soon as the product service answers), and any payment for it voided",
             "order": order,
         });
         (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response()
@@ -329,71 +330,96 @@ async fn place(
     };
     if !paid {
         // The charge may have gone through even so (an answer lost to a
-        // timeout): void it before giving the stock back, so that a
-        // cancelled order is never a paid one.
-        void_payment(service, id, request_id).await;
+        // timeout): void it, in the background, so that a payment service
+        // that is slow or down does not hold the caller's answer too.
+        spawn_void(service, id, total, request_id);
         release(service, new.product_id, id, request_id).await;
         order.status = "cancelled".into();
     }
     Ok(order)
 }
 
-/// Voids order `order_id`'s payment (idempotent on the payment side),
-/// now or, when the payment service cannot be reached, in the background.
-async fn void_payment(service: &OrderService, order_id: u64, request_id: Option<&HeaderValue>) {
-    let request_id = request_id.cloned();
-    let service = service.clone();
-    until_done("void the payment", order_id, move || {
+/// Voids order `order_id`'s payment of `amount` (idempotent on the
+/// payment side), in a task of its own that keeps trying until the payment
+/// service answers.
+fn spawn_void(
+    service: &OrderService,
+    order_id: u64,
+    amount: u64,
+    request_id: Option<&HeaderValue>,
+) {
+    let (service, request_id) = (service.clone(), request_id.cloned());
+    tokio::spawn(until_done("void the payment", order_id, move || {
         let (service, request_id) = (service.clone(), request_id.clone());
-        async move { try_void(&service, order_id, request_id.as_ref()).await }
-    })
-    .await;
+        async move { try_void(&service, order_id, amount, request_id.as_ref()).await }
+    }));
 }
 
-/// Runs a compensating step once now and, if it did not succeed, again in
-/// a task of its own until it does, backing off to a try every 30 s: a
-/// compensation that is given up on leaves money or stock behind.
-async fn until_done<F, Fut>(what: &'static str, order_id: u64, mut attempt: F)
+/// How long a compensating step is retried before it is given up (and
+/// logged as an error, for someone to settle by hand).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+
+/// Runs a compensating step until it is over: once now, then, if the
+/// service did not answer, again after 1 s, 2 s, 4 s... up to every 30 s
+/// (with jitter, so that steps waiting on one service do not all come back
+/// together), for at most [`GIVE_UP_AFTER`]. Answers whether it was over
+/// at the first try; the rest goes on in a task of its own.
+async fn until_done<F, Fut>(what: &'static str, order_id: u64, mut attempt: F) -> bool
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     if attempt().await {
-        return;
+        return true;
     }
     tracing::warn!(order_id, what, "not done yet; retrying in the background");
     tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
         let mut wait = Duration::from_secs(1);
         loop {
-            tokio::time::sleep(wait).await;
+            // Half to all of the backoff.
+            let jitter = rand::random_range(0.5..=1.0);
+            tokio::time::sleep(wait.mul_f64(jitter)).await;
             if attempt().await {
                 tracing::info!(order_id, what, "done");
                 return;
             }
+            if started.elapsed() >= GIVE_UP_AFTER {
+                tracing::error!(order_id, what, "given up; settle it by hand");
+                return;
+            }
+            tracing::debug!(order_id, what, "not done yet");
             wait = (wait * 2).min(Duration::from_secs(30));
         }
     });
+    false
 }
 
-async fn try_void(service: &OrderService, order_id: u64, request_id: Option<&HeaderValue>) -> bool {
+async fn try_void(
+    service: &OrderService,
+    order_id: u64,
+    amount: u64,
+    request_id: Option<&HeaderValue>,
+) -> bool {
     let voided = service
         .payments
         .call(
             Method::POST,
             "/payments/void",
-            Some(&Void { order_id }),
+            Some(&Void { order_id, amount }),
             request_id,
             Some(&format!("void-order-{order_id}")),
         )
         .await;
     settled("void the payment", order_id, &voided)
 }
-
 /// Whether a compensating call is over: it worked, or it was refused in a
-/// way that trying again cannot change (a 4xx, logged).
+/// way that trying again cannot change (a 4xx other than 408 and 429,
+/// logged).
 fn settled(what: &str, order_id: u64, result: &Result<(StatusCode, Bytes), BoxError>) -> bool {
     match result {
         Ok((status, _)) if status.is_success() => true,
+        Ok((StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS, _)) => false,
         Ok((status, _)) if status.is_client_error() => {
             tracing::error!(order_id, what, %status, "refused; not retried");
             true

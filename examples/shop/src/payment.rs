@@ -1,6 +1,7 @@
 //! The payment service: `POST /payments`, idempotent per order,
 //! `GET /payments/{id}`, and `POST /payments/void`, which cancels an
-//! order's payment whether or not it was ever made.
+//! order's payment whether or not it was ever made (for the order service;
+//! the gateway does not expose it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,11 +33,12 @@ pub struct Payment {
     pub status: String,
 }
 
-/// `POST /payments/void`.
+/// `POST /payments/void`: the order and the amount it was to be charged.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Void {
     pub order_id: u64,
+    pub amount: u64,
 }
 
 #[derive(Debug, Default)]
@@ -44,9 +46,9 @@ struct Ledger {
     next: u64,
     payments: HashMap<u64, Payment>,
     by_order: HashMap<u64, u64>,
-    /// Orders voided: a charge for one is refused, even one that arrives
-    /// after the void (a request that was slow on its way).
-    voided: HashSet<u64>,
+    /// Orders voided, with their amount: such a charge is refused, even
+    /// one that arrives after the void (a request slow on its way).
+    voided: HashSet<(u64, u64)>,
 }
 
 type Store = Arc<Mutex<Ledger>>;
@@ -63,7 +65,7 @@ async fn charge(
         return Err(ApiError::invalid("amount must be positive"));
     }
     let mut ledger = lock(&store);
-    if ledger.voided.contains(&charge.order_id) {
+    if ledger.voided.contains(&(charge.order_id, charge.amount)) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "voided",
@@ -94,26 +96,37 @@ async fn charge(
     Ok((StatusCode::CREATED, Json(payment)))
 }
 
-/// Voids the order's payment, or, when there is none (yet), makes sure
-/// there never will be. Idempotent: voiding twice answers the same.
+/// Voids the order's payment of that amount or, when there is none (yet),
+/// makes sure there never will be. A payment for the order of another
+/// amount is not this caller's to void (an order id reused after a
+/// restart, say): 409, and it stays. Idempotent: voiding twice answers the
+/// same.
 async fn void(
     State(store): State<Store>,
     JsonBody(void): JsonBody<Void>,
-) -> Json<serde_json::Value> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let mut ledger = lock(&store);
-    ledger.voided.insert(void.order_id);
-    let payment = match ledger.by_order.get(&void.order_id).copied() {
-        Some(id) => ledger.payments.get_mut(&id).map(|payment| {
+    let existing = ledger.by_order.get(&void.order_id).copied();
+    let payment = match existing.and_then(|id| ledger.payments.get_mut(&id)) {
+        Some(payment) if payment.amount != void.amount => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "amount_mismatch",
+                "this order's payment is of another amount; it was not voided",
+            ));
+        }
+        Some(payment) => {
             payment.status = "voided".into();
-            payment.clone()
-        }),
+            Some(payment.clone())
+        }
         None => None,
     };
-    Json(serde_json::json!({
+    ledger.voided.insert((void.order_id, void.amount));
+    Ok(Json(serde_json::json!({
         "order_id": void.order_id,
         "status": "voided",
         "payment": payment,
-    }))
+    })))
 }
 
 async fn one(State(store): State<Store>, Id(id): Id) -> Result<Json<Payment>, ApiError> {

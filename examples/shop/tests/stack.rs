@@ -521,18 +521,90 @@ async fn a_full_bulkhead_is_503_bulkhead_full_and_an_unreachable_upstream_502() 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_order_is_never_a_paid_one() {
     let shop = Shop::start().await;
-    // A charge for the coming order 1 that went through, for another
-    // amount (as if from an earlier try whose answer was lost): the
-    // order's own charge then fails, and its compensation voids this one.
-    let charged = shop
+    // The payment service is down: the order is cancelled, and its void
+    // waits in the background.
+    shop.faults(shop.running.payment, 1.0, 0).await;
+    let cancelled = shop
+        .post(
+            "/api/orders",
+            json!({"user_id": 1, "product_id": 1, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(
+        cancelled.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        cancelled.body
+    );
+    let order_id = cancelled.body["order"]["id"].as_u64().unwrap();
+    let amount = cancelled.body["order"]["total"].as_u64().unwrap();
+    shop.faults(shop.running.payment, 0.0, 0).await;
+
+    // A charge for the order reaching the payment service now (a late
+    // retry, say) either comes before the void, and the void then voids
+    // it, or after, and is refused. Either way no payment stays captured.
+    let charge = || {
+        shop.send(
+            shop.running.payment,
+            Request::post("/payments"),
+            Some(json!({"order_id": order_id, "amount": amount})),
+        )
+    };
+    let late = charge().await;
+    match late.status {
+        StatusCode::CREATED => {
+            let id = late.body["id"].as_u64().unwrap();
+            let mut status = Value::Null;
+            for _ in 0..60 {
+                advance(Duration::from_secs(1)).await;
+                let path = format!("/payments/{id}");
+                let payment = shop
+                    .send(shop.running.payment, Request::get(path), None)
+                    .await;
+                status = payment.body["status"].clone();
+                if status == "voided" {
+                    break;
+                }
+            }
+            assert_eq!(status, "voided", "the background void never landed");
+        }
+        StatusCode::CONFLICT => assert_eq!(late.body["error"], "voided"),
+        other => panic!("{other}: {}", late.body),
+    }
+    // After the void, whenever it landed, a charge is refused.
+    let after = charge().await;
+    assert_eq!(after.status, StatusCode::CONFLICT);
+    assert_eq!(after.body["error"], "voided");
+
+    // The void is the order service's, not a client's to send through
+    // the gateway; nor are reserving and releasing stock.
+    for path in [
+        "/api/payments/void",
+        "/api/products/1/release",
+        "/api/products/1/reserve",
+    ] {
+        let answer = shop
+            .post(path, json!({"order_id": 99, "amount": 1, "quantity": 1}))
+            .await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    shop.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_void_leaves_a_payment_of_another_amount_alone() {
+    let shop = Shop::start().await;
+    // A payment for order 1 of another amount (an order id reused after the
+    // order service restarted, say): order 1's own charge fails on it, and
+    // its void must not touch it.
+    let other = shop
         .send(
             shop.running.payment,
             Request::post("/payments"),
             Some(json!({"order_id": 1, "amount": 1})),
         )
         .await;
-    assert_eq!(charged.status, StatusCode::CREATED);
-    let payment_id = charged.body["id"].as_u64().unwrap();
+    assert_eq!(other.status, StatusCode::CREATED);
     let cancelled = shop
         .post(
             "/api/orders",
@@ -546,58 +618,12 @@ async fn a_cancelled_order_is_never_a_paid_one() {
         cancelled.body
     );
     assert_eq!(cancelled.body["order"]["id"], 1);
+    advance(Duration::from_secs(1)).await;
+    let path = format!("/payments/{}", other.body["id"]);
     let payment = shop
-        .send(
-            shop.running.payment,
-            Request::get(format!("/payments/{payment_id}")),
-            None,
-        )
+        .send(shop.running.payment, Request::get(path), None)
         .await;
-    assert_eq!(payment.body["status"], "voided");
-
-    // With the payment service down, the void waits in the background. A
-    // charge that reaches the payment service first (a late retry, say) is
-    // voided when the void lands; one after it is refused.
-    shop.faults(shop.running.payment, 1.0, 0).await;
-    let cancelled = shop
-        .post(
-            "/api/orders",
-            json!({"user_id": 1, "product_id": 1, "quantity": 1}),
-        )
-        .await;
-    assert_eq!(cancelled.status, StatusCode::PAYMENT_REQUIRED);
-    let order_id = cancelled.body["order"]["id"].as_u64().unwrap();
-    shop.faults(shop.running.payment, 0.0, 0).await;
-    let charge = || {
-        shop.send(
-            shop.running.payment,
-            Request::post("/payments"),
-            Some(json!({"order_id": order_id, "amount": 2499})),
-        )
-    };
-    let early = charge().await;
-    assert_eq!(early.status, StatusCode::CREATED, "{}", early.body);
-    let early_id = early.body["id"].as_u64().unwrap();
-    let mut status = Value::Null;
-    for _ in 0..60 {
-        advance(Duration::from_secs(1)).await;
-        status = shop
-            .send(
-                shop.running.payment,
-                Request::get(format!("/payments/{early_id}")),
-                None,
-            )
-            .await
-            .body["status"]
-            .clone();
-        if status == "voided" {
-            break;
-        }
-    }
-    assert_eq!(status, "voided", "the background void never landed");
-    let late = charge().await;
-    assert_eq!(late.status, StatusCode::CONFLICT);
-    assert_eq!(late.body["error"], "voided");
+    assert_eq!(payment.body["status"], "captured");
     shop.running.shutdown().await.unwrap();
 }
 
@@ -638,6 +664,10 @@ async fn stock_a_failed_order_could_not_release_at_once_comes_back_later() {
         StatusCode::PAYMENT_REQUIRED,
         "{}",
         cancelled.body
+    );
+    assert!(
+        shop.running.faults.product.failed() > 0,
+        "the release failed at first"
     );
     // Back up: the release, retried in the background, lands.
     shop.faults(shop.running.product, 0.0, 0).await;
