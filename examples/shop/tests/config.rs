@@ -7,9 +7,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::Full;
 use palisade::circuit_breaker::State;
 use palisade_shop::{ShopOptions, WATCH_EVERY, start};
 use support::Shop;
@@ -67,17 +65,9 @@ async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_se
     let upstream = |name| shop.running.control.upstream(name).unwrap();
 
     shop.faults(shop.running.product, 0.0, 3_000).await;
-    let gateway = shop.running.gateway;
-    let client = shop.client.clone();
-    let in_flight = tokio::spawn(async move {
-        let request = Request::get(format!("http://{gateway}/api/products/1"))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        client.request(request).await.map(|r| r.status())
-    });
-    while shop.running.faults.product.delayed() == 0 {
-        tokio::task::yield_now().await;
-    }
+    let in_flight = shop
+        .get_in_flight("/api/products/1", &shop.running.faults.product)
+        .await;
     // Breaker states that show which upstreams a reload rebuilds: the
     // product's settings change, the user's stay.
     assert!(upstream("product").breaker.force_open());

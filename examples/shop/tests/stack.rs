@@ -413,18 +413,10 @@ async fn faults_reject_values_out_of_range() {
 async fn shutdown_lets_a_request_in_flight_finish() {
     let shop = Shop::start().await;
     shop.faults(shop.running.user, 0.0, 1_000).await;
-    let gateway = shop.running.gateway;
-    let client = shop.client.clone();
-    let slow = tokio::spawn(async move {
-        let request = Request::get(format!("http://{gateway}/api/users/1"))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        client.request(request).await.map(|r| r.status())
-    });
-    // Wait until it is inside the user service, in its injected delay.
-    while shop.running.faults.user.delayed() == 0 {
-        tokio::task::yield_now().await;
-    }
+    // Held inside the user service, in its injected delay.
+    let slow = shop
+        .get_in_flight("/api/users/1", &shop.running.faults.user)
+        .await;
     let asked = tokio::time::Instant::now();
     shop.running.shutdown().await.unwrap();
     // Shutdown waited for the answer, a virtual second away.
@@ -478,17 +470,9 @@ async fn a_full_bulkhead_is_503_bulkhead_full_and_an_unreachable_upstream_502() 
 
     // One slow call holds the user upstream's only slot.
     shop.faults(shop.running.user, 0.0, 1_000).await;
-    let gateway = shop.running.gateway;
-    let client = shop.client.clone();
-    let holding = tokio::spawn(async move {
-        let request = Request::get(format!("http://{gateway}/api/users/1"))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        client.request(request).await.map(|r| r.status())
-    });
-    while shop.running.faults.user.delayed() == 0 {
-        tokio::task::yield_now().await;
-    }
+    let holding = shop
+        .get_in_flight("/api/users/1", &shop.running.faults.user)
+        .await;
     let full = shop.get("/api/users/2").await;
     assert_eq!(
         full.status,

@@ -50,6 +50,27 @@ impl Shop {
         send(&self.client, addr, request, body).await
     }
 
+    /// `GET path` through the gateway, in a task of its own, once `faults`
+    /// (the service it reaches) has it in an injected delay: a call held
+    /// in flight. Answers its status when it ends.
+    pub async fn get_in_flight(
+        &self,
+        path: &str,
+        faults: &palisade::chaos::Handle,
+    ) -> tokio::task::JoinHandle<Result<StatusCode, hyper_util::client::legacy::Error>> {
+        let delayed = faults.delayed();
+        let client = self.client.clone();
+        let uri = format!("http://{}{path}", self.running.gateway);
+        let call = tokio::spawn(async move {
+            let request = Request::get(uri).body(Full::<Bytes>::default()).unwrap();
+            client.request(request).await.map(|r| r.status())
+        });
+        while faults.delayed() == delayed {
+            tokio::task::yield_now().await;
+        }
+        call
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         self.send(self.running.gateway, Request::get(path), None)
             .await
