@@ -126,12 +126,7 @@ async fn a_failed_payment_cancels_the_order_and_restores_the_stock() {
     let shop = Shop::start().await;
     let before = shop.stock(4).await;
     shop.faults(shop.running.payment, 1.0, 0).await;
-    let answer = shop
-        .post(
-            "/api/orders",
-            json!({"user_id": 1, "product_id": 4, "quantity": 2}),
-        )
-        .await;
+    let answer = shop.order(1, 4, 2).await;
     assert_eq!(
         answer.status,
         StatusCode::PAYMENT_REQUIRED,
@@ -143,12 +138,7 @@ async fn a_failed_payment_cancels_the_order_and_restores_the_stock() {
     assert_eq!(shop.stock(4).await, before, "the stock is back");
 
     shop.faults(shop.running.payment, 0.0, 0).await;
-    let answer = shop
-        .post(
-            "/api/orders",
-            json!({"user_id": 1, "product_id": 4, "quantity": 2}),
-        )
-        .await;
+    let answer = shop.order(1, 4, 2).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
     assert_eq!(answer.body["status"], "confirmed");
     assert_eq!(answer.body["total"], 25_000);
@@ -217,21 +207,11 @@ async fn an_order_whose_caller_hangs_up_is_still_placed_once_and_found_by_its_ke
 async fn an_order_for_more_than_the_stock_is_refused_and_leaves_nothing_behind() {
     let shop = Shop::start().await;
     let before = shop.stock(4).await;
-    let answer = shop
-        .post(
-            "/api/orders",
-            json!({"user_id": 1, "product_id": 4, "quantity": before + 1}),
-        )
-        .await;
+    let answer = shop.order(1, 4, before + 1).await;
     assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
     assert_eq!(answer.body["error"], "out_of_stock");
     assert_eq!(shop.stock(4).await, before);
-    let unknown_user = shop
-        .post(
-            "/api/orders",
-            json!({"user_id": 999, "product_id": 1, "quantity": 1}),
-        )
-        .await;
+    let unknown_user = shop.order(999, 1, 1).await;
     assert_eq!(unknown_user.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(shop.get("/api/orders").await.body, json!([]));
 }
@@ -508,12 +488,7 @@ async fn a_cancelled_order_is_never_a_paid_one() {
     // The payment service is down: the order is cancelled, and its void
     // waits in the background.
     shop.faults(shop.running.payment, 1.0, 0).await;
-    let cancelled = shop
-        .post(
-            "/api/orders",
-            json!({"user_id": 1, "product_id": 1, "quantity": 1}),
-        )
-        .await;
+    let cancelled = shop.order(1, 1, 1).await;
     assert_eq!(
         cancelled.status,
         StatusCode::PAYMENT_REQUIRED,
@@ -589,12 +564,7 @@ async fn a_void_leaves_a_payment_of_another_amount_alone() {
         )
         .await;
     assert_eq!(other.status, StatusCode::CREATED);
-    let cancelled = shop
-        .post(
-            "/api/orders",
-            json!({"user_id": 1, "product_id": 1, "quantity": 1}),
-        )
-        .await;
+    let cancelled = shop.order(1, 1, 1).await;
     assert_eq!(
         cancelled.status,
         StatusCode::PAYMENT_REQUIRED,

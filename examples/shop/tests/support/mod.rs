@@ -71,6 +71,12 @@ impl Shop {
         call
     }
 
+    /// `POST /api/orders` through the gateway, without an Idempotency-Key.
+    pub async fn order(&self, user_id: u64, product_id: u64, quantity: u64) -> Answer {
+        let body = json!({"user_id": user_id, "product_id": product_id, "quantity": quantity});
+        self.post("/api/orders", body).await
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         self.send(self.running.gateway, Request::get(path), None)
             .await
