@@ -117,6 +117,47 @@ impl Backoff {
         self
     }
 
+    /// The delays before each retry in turn (the first retry's first),
+    /// jittered, from a random seed: for a loop of your own, such as a
+    /// background task that retries until a service answers. The sequence
+    /// never ends; bound it with `take`, a deadline or a budget.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade::retry::{Backoff, Jitter};
+    ///
+    /// let backoff = Backoff::exponential(Duration::from_secs(1)).max(Duration::from_secs(30));
+    /// let delays: Vec<Duration> = backoff.delays().take(7).collect();
+    /// assert_eq!(delays[..3], [1, 2, 4].map(Duration::from_secs));
+    /// assert_eq!(delays[6], Duration::from_secs(30)); // capped
+    ///
+    /// // Jittered, each delay is drawn within its band.
+    /// let jittered = backoff.jitter(Jitter::Equal).delays().take(3);
+    /// for (delay, band) in jittered.zip([1, 2, 4]) {
+    ///     let band = Duration::from_secs(band);
+    ///     assert!(band / 2 <= delay && delay <= band);
+    /// }
+    /// ```
+    ///
+    /// The values are not checked here: a maximum below the base gives
+    /// delays capped at the maximum. [`RetryBuilder::build`] checks them.
+    ///
+    /// [`RetryBuilder::build`]: super::RetryBuilder::build
+    pub fn delays(&self) -> Delays {
+        self.delays_seeded(Rng::random_seed(self.base.subsec_nanos().into()))
+    }
+
+    /// As [`delays`](Self::delays), from `seed`: the same seed, the same
+    /// sequence.
+    pub fn delays_seeded(&self, seed: u64) -> Delays {
+        Delays {
+            backoff: *self,
+            rng: Rng::new(seed),
+            retry: 0,
+            previous: None,
+        }
+    }
+
     /// The checks the retry builder runs; `Err` names the field and the rule.
     pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
         if self.max < self.base {
@@ -244,6 +285,26 @@ mod spec {
     }
 }
 
+/// The delays of a [`Backoff`], one per retry: made by [`Backoff::delays`].
+#[derive(Clone, Debug)]
+pub struct Delays {
+    backoff: Backoff,
+    rng: Rng,
+    retry: u32,
+    previous: Option<Duration>,
+}
+
+impl Iterator for Delays {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.retry = self.retry.saturating_add(1);
+        let delay = self.backoff.delay(self.retry, self.previous, &mut self.rng);
+        self.previous = Some(delay);
+        Some(delay)
+    }
+}
+
 /// `d × factor`, saturating at `Duration::MAX` instead of panicking.
 fn scale(d: Duration, factor: f64) -> Duration {
     Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
@@ -266,6 +327,35 @@ mod tests {
 
     fn schedule(backoff: Backoff, n: u32) -> Vec<u128> {
         (1..=n).map(|r| backoff.scheduled(r).as_millis()).collect()
+    }
+
+    #[test]
+    fn delays_follow_the_schedule_and_a_seed_repeats_them() {
+        let plain = Backoff::linear(ms(10)).max(ms(35));
+        let delays: Vec<u128> = plain.delays().take(5).map(|d| d.as_millis()).collect();
+        assert_eq!(delays, [10, 20, 30, 35, 35]);
+
+        let full = Backoff::exponential(ms(100)).jitter(Jitter::Full);
+        let a: Vec<Duration> = full.delays_seeded(7).take(20).collect();
+        let b: Vec<Duration> = full.delays_seeded(7).take(20).collect();
+        let c: Vec<Duration> = full.delays_seeded(8).take(20).collect();
+        assert_eq!(a, b, "the same seed, the same delays");
+        assert_ne!(a, c);
+        for (retry, delay) in (1..).zip(&a) {
+            assert!(*delay <= full.scheduled(retry), "retry {retry}: {delay:?}");
+        }
+    }
+
+    #[test]
+    fn decorrelated_delays_grow_from_the_one_before() {
+        let backoff = Backoff::exponential(ms(10))
+            .max(Duration::from_secs(60))
+            .jitter(Jitter::Decorrelated);
+        let delays: Vec<Duration> = backoff.delays_seeded(3).take(200).collect();
+        for pair in delays.windows(2) {
+            assert!(pair[1] >= ms(10) && pair[1] <= pair[0] * 3 + ms(10));
+        }
+        assert!(delays.iter().any(|d| *d > ms(100)), "it grows: {delays:?}");
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! every service a layer builds, so that retries cannot multiply the load on
 //! a service that is already failing (a retry storm).
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::error::ConfigError;
 use crate::sync::Ordering;
 use crate::tagged::TaggedCount;
 
@@ -189,6 +191,75 @@ mod spec {
                 BudgetSpec::Unlimited => RetryBudget::unlimited(),
             }
         }
+    }
+}
+
+/// A [`RetryBudget`] in use on its own, for retries a layer does not make:
+/// a background task retrying a compensating step, a batch job, a client
+/// library's own loop. Clones share one budget.
+///
+/// Tell it about each request's first attempt ([`on_request`]), each
+/// attempt's outcome ([`on_success`], [`on_failure`]), and ask before each
+/// retry ([`try_retry`], which pays for the retry when it answers `true`).
+///
+/// ```
+/// use palisade::retry::{RetryBudget, SharedBudget};
+///
+/// let budget = SharedBudget::new(RetryBudget::tokens(4, 0.5))?;
+/// budget.on_request();
+/// budget.on_failure(); // 3 tokens left of 4
+/// assert!(budget.try_retry());
+/// budget.on_failure(); // 2 left: not more than half
+/// assert!(!budget.try_retry());
+/// budget.on_success(); // 2.5
+/// assert!(budget.try_retry());
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
+///
+/// [`on_request`]: SharedBudget::on_request
+/// [`on_success`]: SharedBudget::on_success
+/// [`on_failure`]: SharedBudget::on_failure
+/// [`try_retry`]: SharedBudget::try_retry
+#[derive(Clone, Debug)]
+pub struct SharedBudget {
+    state: Arc<Budget>,
+}
+
+impl SharedBudget {
+    /// A budget with `config`'s settings, full.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field, by the rules of
+    /// [`RetryBuilder::build`](super::RetryBuilder::build).
+    pub fn new(config: RetryBudget) -> Result<Self, ConfigError> {
+        config
+            .check()
+            .map_err(|(field, rule)| ConfigError::new("retry", field, rule))?;
+        Ok(SharedBudget {
+            state: Arc::new(Budget::new(config)),
+        })
+    }
+
+    /// A request's first attempt is about to go (the windowed budget
+    /// counts it toward what retries may add).
+    pub fn on_request(&self) {
+        self.state.on_request();
+    }
+
+    /// An attempt succeeded (the token budget earns a little back).
+    pub fn on_success(&self) {
+        self.state.on_success();
+    }
+
+    /// An attempt failed (the token budget spends a token).
+    pub fn on_failure(&self) {
+        self.state.on_failure();
+    }
+
+    /// Whether a retry may go now; when `true`, the retry is paid for.
+    pub fn try_retry(&self) -> bool {
+        self.state.try_retry()
     }
 }
 
