@@ -336,14 +336,117 @@ fn http(c: &mut Criterion) {
     );
 }
 
+/// One whole call of an `http::Request` service, the request made anew
+/// each time by `request` (its cost is in every row: subtract the bare
+/// one).
+#[cfg(feature = "http")]
+fn request_row<S, B>(
+    c: &mut Criterion,
+    name: &str,
+    request: impl Fn() -> http::Request<()>,
+    mut svc: S,
+) where
+    S: Service<http::Request<()>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+            let mut future = pin!(svc.call(black_box(request())));
+            loop {
+                if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+                    return black_box(result.unwrap()).status();
+                }
+            }
+        })
+    });
+}
+
+/// Deadline support: what a timeout and the header layers cost with no
+/// deadline about (the default slot, a request without one, a request
+/// without the header) and with one.
+#[cfg(feature = "http")]
+fn deadlines(c: &mut Criterion) {
+    use palisade::deadline::Deadline;
+    use palisade::http::{InExtensions, ReadDeadlineLayer, WriteDeadlineLayer};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = runtime.enter();
+    let answer = tower::service_fn(|_: http::Request<()>| {
+        std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(())))
+    });
+    let plain = || http::Request::new(());
+    let carrying = || {
+        let mut request = http::Request::new(());
+        request.extensions_mut().insert(Deadline::after(TIMEOUT));
+        request
+    };
+    let with_header = || {
+        let mut request = http::Request::new(());
+        let value = http::HeaderValue::from_static("20S");
+        request.headers_mut().insert("grpc-timeout", value);
+        request
+    };
+    request_row(c, "deadline/bare_request", plain, answer);
+    request_row(
+        c,
+        "deadline/timeout_default_slot",
+        plain,
+        palisade_timeout().layer(answer),
+    );
+    let in_extensions = || palisade_timeout().deadline_slot(InExtensions);
+    request_row(
+        c,
+        "deadline/timeout_in_extensions_none_carried",
+        plain,
+        in_extensions().layer(answer),
+    );
+    request_row(
+        c,
+        "deadline/timeout_in_extensions_earlier_carried",
+        carrying,
+        in_extensions().layer(answer),
+    );
+    request_row(
+        c,
+        "deadline/read_no_header",
+        plain,
+        ReadDeadlineLayer::new().layer(answer),
+    );
+    request_row(
+        c,
+        "deadline/read_header",
+        with_header,
+        ReadDeadlineLayer::new().layer(answer),
+    );
+    request_row(
+        c,
+        "deadline/write_none_carried",
+        plain,
+        WriteDeadlineLayer::new().layer(answer),
+    );
+    request_row(
+        c,
+        "deadline/write_carried",
+        carrying,
+        WriteDeadlineLayer::new().layer(answer),
+    );
+}
+
 #[cfg(not(feature = "http"))]
 fn http(_: &mut Criterion) {}
+
+#[cfg(not(feature = "http"))]
+fn deadlines(_: &mut Criterion) {}
 
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = layers, rate_limits, http
+    targets = layers, rate_limits, http, deadlines
 }
 criterion_main!(benches);

@@ -165,6 +165,7 @@ impl<Res, Err: 'static> Classify<Res, Err> for DefaultClassifier {
                     | ErrorKind::RateLimited(_)
                     | ErrorKind::BulkheadFull(_),
                 ) => Outcome::Ignored,
+                Some(ErrorKind::Elapsed(e)) if e.by_deadline() => Outcome::Ignored,
                 _ => Outcome::Failure,
             },
         }
@@ -178,7 +179,7 @@ impl<Res, Err: 'static> Classify<Res, Err> for DefaultClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{BulkheadFull, Elapsed};
+    use crate::error::{BulkheadFull, Elapsed, Why};
     use crate::name::Name;
     use std::time::Duration;
 
@@ -210,6 +211,16 @@ mod tests {
             true,
         )));
         assert_eq!(c.classify(&never_ready), Outcome::Failure);
+        // Cut short by the caller's deadline, or not sent for it: the
+        // service's health is not in question.
+        for why in [Why::Deadline, Why::Expired] {
+            let hurried: Result<(), BoxError> = Err(Box::new(Elapsed::because(
+                Name::Static("t"),
+                Duration::from_millis(10),
+                why,
+            )));
+            assert_eq!(c.classify(&hurried), Outcome::Ignored, "{why:?}");
+        }
         let io: Result<(), std::io::Error> = Err(std::io::ErrorKind::Other.into());
         assert_eq!(c.classify(&io), Outcome::Failure);
     }

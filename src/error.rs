@@ -211,33 +211,58 @@ impl fmt::Display for BulkheadFull {
 impl Error for BulkheadFull {}
 
 /// A call, or the wait for the inner service to become ready, took longer
-/// than a timeout allowed.
+/// than a timeout allowed, or ran into the request's
+/// [`Deadline`](crate::deadline::Deadline).
 ///
-/// When the call timed out, its future was dropped, which cancels the work.
-/// When the wait for readiness timed out, the inner service was not called.
+/// When the call timed out, its future was dropped, which cancels the work
+/// here; whether the service below had already carried the request out is
+/// not known. When the wait for readiness timed out, or the request's
+/// deadline had passed before it was sent, the inner service was not
+/// called.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Elapsed {
     name: Name,
     timeout: Duration,
-    waiting_for_readiness: bool,
+    why: Why,
+}
+
+/// What ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The call ran past the layer's own timeout.
+    Timeout,
+    /// The inner service was not ready within the readiness bound.
+    NotReady,
+    /// The call ran into the request's deadline, which came before the
+    /// layer's own timeout.
+    Deadline,
+    /// The request's deadline had passed before the call was sent.
+    Expired,
 }
 
 impl Elapsed {
     pub(crate) fn new(name: Name, timeout: Duration, waiting_for_readiness: bool) -> Self {
-        Elapsed {
-            name,
-            timeout,
-            waiting_for_readiness,
-        }
+        let why = if waiting_for_readiness {
+            Why::NotReady
+        } else {
+            Why::Timeout
+        };
+        Elapsed::because(name, timeout, why)
     }
 
-    /// The name of the timeout layer that fired.
+    pub(crate) fn because(name: Name, timeout: Duration, why: Why) -> Self {
+        Elapsed { name, timeout, why }
+    }
+
+    /// The name of the layer that fired.
     pub fn name(&self) -> &str {
         self.name.as_str()
     }
 
-    /// The limit that was exceeded.
+    /// The limit that was exceeded: the layer's timeout, or, when the
+    /// request's deadline came first, the time the call had until it (zero
+    /// for a request that arrived with none left).
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -245,24 +270,52 @@ impl Elapsed {
     /// `true` when the inner service did not become ready in time (and so was
     /// never called); `false` when the call itself ran too long.
     pub fn waiting_for_readiness(&self) -> bool {
-        self.waiting_for_readiness
+        self.why == Why::NotReady
+    }
+
+    /// `true` when the request's own deadline, set by its caller or a
+    /// layer above, ended the call (or kept it from being sent) before this
+    /// layer's timeout would have. Such a call was not given the time the
+    /// layer allows, so it says nothing certain about the service's health:
+    /// the [`DefaultClassifier`](crate::classify::DefaultClassifier) ignores
+    /// it.
+    pub fn by_deadline(&self) -> bool {
+        matches!(self.why, Why::Deadline | Why::Expired)
+    }
+
+    /// `true` when the inner service was called; `false` when it was not
+    /// (not ready in time, or the deadline had already passed), so that the
+    /// request certainly had no effect.
+    pub fn was_sent(&self) -> bool {
+        matches!(self.why, Why::Timeout | Why::Deadline)
     }
 }
 
 impl fmt::Display for Elapsed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.waiting_for_readiness {
-            write!(
+        let (name, timeout) = (&self.name, self.timeout);
+        match self.why {
+            Why::NotReady => write!(
                 f,
-                "timeout `{}`: the service was not ready within {:?}, so the call was not sent",
-                self.name, self.timeout
-            )
-        } else {
-            write!(
+                "timeout `{name}`: the service was not ready within {timeout:?}, so the call was not sent"
+            ),
+            Why::Expired => write!(
                 f,
-                "timeout `{}`: the call did not complete within {:?} and was cancelled",
-                self.name, self.timeout
-            )
+                "timeout `{name}`: the request's deadline had passed, so the call was not sent"
+            ),
+            // Cancelled here, but the service may have acted on the request
+            // already: say so, so that nobody reads this as "nothing
+            // happened" and pays twice.
+            Why::Timeout => write!(
+                f,
+                "timeout `{name}`: no answer within {timeout:?}; the call was abandoned, \
+                 and whether the service carried it out is unknown"
+            ),
+            Why::Deadline => write!(
+                f,
+                "timeout `{name}`: the request's deadline passed after {timeout:?} with no answer; \
+                 the call was abandoned, and whether the service carried it out is unknown"
+            ),
         }
     }
 }
@@ -324,15 +377,15 @@ impl<'a> ErrorKind<'a> {
     }
 
     /// `true` when a palisade layer refused the call before it reached the
-    /// service below it (open circuit, rate limited, bulkhead full, or the
-    /// service never became ready in time). Such a call did no work, so it is
-    /// always safe to send again.
+    /// service below it (open circuit, rate limited, bulkhead full, the
+    /// service never became ready in time, or the request's deadline had
+    /// passed). Such a call did no work, so it is always safe to send again.
     pub fn is_rejected_before_call(&self) -> bool {
         match self {
             ErrorKind::CircuitOpen(_) | ErrorKind::RateLimited(_) | ErrorKind::BulkheadFull(_) => {
                 true
             }
-            ErrorKind::Elapsed(e) => e.waiting_for_readiness(),
+            ErrorKind::Elapsed(e) => !e.was_sent(),
             ErrorKind::Inner(_) => false,
         }
     }

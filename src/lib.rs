@@ -13,7 +13,11 @@
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
 //! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest | `rate-limit` |
 //! | `chaos` | inject failures, latency and outages on purpose, to test the rest | `chaos` |
-//! | `http` | HTTP status classifier, `Retry-After`, idempotent retries, rejections as 429/503/504 responses, `RateLimit-*` headers | `http` |
+//! | `http` | HTTP status classifier, `Retry-After`, idempotent retries, rejections as 429/503/504 responses, `RateLimit-*` headers, deadlines across hops (`grpc-timeout`) | `http` |
+//!
+//! A request can carry a [`deadline`]: timeouts and retry below the layer
+//! that set it work to the time left, and over HTTP it travels to the next
+//! service.
 //!
 //! ```
 //! # #[cfg(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker", feature = "retry"))]
@@ -109,6 +113,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod classify;
+#[cfg(any(feature = "timeout", feature = "retry", feature = "http"))]
+pub mod deadline;
 pub mod error;
 mod name;
 #[cfg(feature = "serde")]

@@ -93,7 +93,7 @@
 //! | [`RateLimited`](crate::error::RateLimited) | 429 | `rate_limited` | when known; with `RateLimit-Limit`, `RateLimit-Remaining: 0`, `RateLimit-Reset` |
 //! | [`CircuitOpen`](crate::error::CircuitOpen) | 503 | `circuit_open` | when known |
 //! | [`BulkheadFull`](crate::error::BulkheadFull) | 503 | `bulkhead_full` | |
-//! | [`Elapsed`](crate::error::Elapsed) | 504 | `timeout` | |
+//! | [`Elapsed`](crate::error::Elapsed) | 504 | `timeout`; the message says whether the call was not sent (so had no effect) or was abandoned with its outcome unknown | |
 //! | anything else | [`default_error_response`]: 502 for an upstream's failure, 500 otherwise; or your function | | |
 //!
 //! Each body is JSON: `{"error": "...", "message": "...", "retry_after":
@@ -101,6 +101,16 @@
 //! rounded up, as in the header). A rejection's message names the layer
 //! that refused; another error's message is generic, so that nothing of its
 //! text reaches a client. With it, axum's `HandleErrorLayer` is not needed.
+//!
+//! # Deadlines across hops
+//!
+//! [`ReadDeadlineLayer`] on a server turns a caller's `grpc-timeout` header
+//! into a [`Deadline`](crate::deadline::Deadline) in the request's
+//! extensions (refusing a request that arrives with no time left, a 504
+//! through [`ErrorResponseLayer`], without calling the service);
+//! [`InExtensions`] lets a timeout and retry honour it; and
+//! [`WriteDeadlineLayer`], innermost on a client, writes the time left on
+//! each request it sends. See [`deadline`] for the rules.
 //!
 //! # Rate-limit headers
 //!
@@ -199,6 +209,7 @@
 //! ```
 
 mod classify;
+pub mod deadline;
 mod error_response;
 mod headers;
 #[cfg(feature = "retry")]
@@ -206,6 +217,10 @@ mod replay;
 mod retry_after;
 
 pub use classify::{StatusClassifier, default_outcome};
+pub use deadline::{
+    GRPC_TIMEOUT, InExtensions, ReadDeadline, ReadDeadlineHandle, ReadDeadlineLayer, WriteDeadline,
+    WriteDeadlineLayer,
+};
 pub use error_response::{
     DefaultErrors, ErrorResponse, ErrorResponseLayer, OtherErrors, ResponseFuture,
     bad_gateway_response, default_error_response, error_response,

@@ -14,6 +14,7 @@ use super::budget::{Budget, RetryBudget};
 use super::handle::{Counters, Handle, RetryEvent};
 use super::replay::{CloneIf, CloneRequest};
 use crate::classify::DefaultClassifier;
+use crate::deadline::NoDeadline;
 use crate::error::ConfigError;
 use crate::name::Name;
 use crate::rng::{Rng, splitmix64};
@@ -81,10 +82,11 @@ impl fmt::Debug for Shared {
 /// One layer value is one budget and one set of counters, shared by every
 /// service it builds and their clones.
 #[derive(Clone)]
-pub struct RetryLayer<C = DefaultClassifier, R = CloneRequest> {
+pub struct RetryLayer<C = DefaultClassifier, R = CloneRequest, D = NoDeadline> {
     shared: Arc<Shared>,
     classifier: C,
     replay: R,
+    slot: D,
 }
 
 impl RetryLayer {
@@ -105,15 +107,29 @@ impl RetryLayer {
     }
 }
 
-impl<C, R> RetryLayer<C, R> {
+impl<C, R, D> RetryLayer<C, R, D> {
     /// A handle on the layer's counters.
     pub fn handle(&self) -> Handle {
         Handle::new(self.shared.clone())
     }
+
+    /// Honours the deadline requests carry in `slot`: no attempt starts,
+    /// and no backoff sleeps, past the earlier of the request's deadline
+    /// and this layer's own [`deadline`](RetryBuilder::deadline); when this
+    /// layer's own comes first, every attempt carries it. See
+    /// [`deadline`](crate::deadline).
+    pub fn deadline_slot<D2>(self, slot: D2) -> RetryLayer<C, R, D2> {
+        RetryLayer {
+            shared: self.shared,
+            classifier: self.classifier,
+            replay: self.replay,
+            slot,
+        }
+    }
 }
 
-impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
-    type Service = Retry<S, C, R>;
+impl<S, C: Clone, R: Clone, D: Clone> Layer<S> for RetryLayer<C, R, D> {
+    type Service = Retry<S, C, R, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry::new(
@@ -121,11 +137,12 @@ impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
             self.shared.clone(),
             self.classifier.clone(),
             self.replay.clone(),
+            self.slot.clone(),
         )
     }
 }
 
-impl<C, R> fmt::Debug for RetryLayer<C, R> {
+impl<C, R, D> fmt::Debug for RetryLayer<C, R, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
             .field("shared", &self.shared)
@@ -330,6 +347,7 @@ impl<C, R> RetryBuilder<C, R> {
             }),
             classifier: self.classifier,
             replay: self.replay,
+            slot: NoDeadline,
         })
     }
 }

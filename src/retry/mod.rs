@@ -66,7 +66,14 @@
 //!
 //! With a [`deadline`](RetryBuilder::deadline), no retry starts after it and
 //! no backoff sleeps past it; the attempt in flight is not cut short (put a
-//! timeout outside the retry for a hard bound).
+//! timeout outside the retry for a hard bound). With
+//! [`RetryLayer::deadline_slot`] the request's own
+//! [`Deadline`] bounds the retries the same way
+//! (the earlier of the two applies, and a retry never starts it afresh), and
+//! when the layer's own deadline is the earlier, every attempt carries it,
+//! so an attempt timeout below and the next hop work to it. A call that the
+//! request's deadline cut short is not retried: there is no time left for
+//! it.
 //!
 //! # The budget
 //!
@@ -78,6 +85,12 @@
 //! every success earns a tenth of one back, retries stop below half), because
 //! it needs no clock read on the success path; [`RetryBudget::windowed`] is
 //! Finagle's (retries up to a ratio of the last seconds' requests).
+//!
+//! # On its own
+//!
+//! The pieces work outside the layer too: [`Backoff::delays`] gives the
+//! jittered delays for a loop of your own, and [`SharedBudget`] is a retry
+//! budget to ask before each retry that loop makes.
 //!
 //! # The tower contract
 //!
@@ -114,8 +127,8 @@ mod handle;
 mod layer;
 mod replay;
 
-pub use backoff::{Backoff, Jitter};
-pub use budget::RetryBudget;
+pub use backoff::{Backoff, Delays, Jitter};
+pub use budget::{RetryBudget, SharedBudget};
 pub use future::ResponseFuture;
 pub use handle::{Counts, Handle, RetryEvent};
 pub use layer::{RetryBuilder, RetryConfig, RetryLayer};
@@ -125,30 +138,32 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::classify::{Classify, DefaultClassifier};
+use crate::deadline::{Deadline, DeadlineSlot, NoDeadline};
 use crate::error::BoxError;
 use layer::Shared;
 
 /// A service that sends a failed request again, within its limits.
 ///
 /// Built by [`RetryLayer`]; see the [module docs](self).
-pub struct Retry<S, C = DefaultClassifier, R = CloneRequest> {
+pub struct Retry<S, C = DefaultClassifier, R = CloneRequest, D = NoDeadline> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
     replay: R,
+    slot: D,
 }
 
-impl<S, C, R> Retry<S, C, R> {
-    fn new(inner: S, shared: Arc<Shared>, classifier: C, replay: R) -> Self {
+impl<S, C, R, D> Retry<S, C, R, D> {
+    fn new(inner: S, shared: Arc<Shared>, classifier: C, replay: R, slot: D) -> Self {
         Retry {
             inner,
             shared,
             classifier,
             replay,
+            slot,
         }
     }
 
@@ -173,23 +188,25 @@ impl<S, C, R> Retry<S, C, R> {
     }
 }
 
-impl<S: Clone, C: Clone, R: Clone> Clone for Retry<S, C, R> {
+impl<S: Clone, C: Clone, R: Clone, D: Clone> Clone for Retry<S, C, R, D> {
     fn clone(&self) -> Self {
         Retry::new(
             self.inner.clone(),
             self.shared.clone(),
             self.classifier.clone(),
             self.replay.clone(),
+            self.slot.clone(),
         )
     }
 }
 
-impl<S, C, R, Req> Service<Req> for Retry<S, C, R>
+impl<S, C, R, D, Req> Service<Req> for Retry<S, C, R, D>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError> + 'static,
     C: Classify<S::Response, S::Error> + Clone,
     R: Replay<Req> + Clone,
+    D: DeadlineSlot<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -199,17 +216,15 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn call(&mut self, mut request: Req) -> Self::Future {
         let shared = &self.shared;
+        let deadline = self.deadline(&mut request);
         let copy = if shared.max_attempts > 1 {
             self.replay.replay(&request)
         } else {
             None
         };
         shared.budget.on_request();
-        let deadline = shared
-            .deadline
-            .and_then(|deadline| Instant::now().checked_add(deadline));
         // The first attempt goes to the service that was driven to ready;
         // retries go to a clone, driven to ready first.
         let future = self.inner.call(request);
@@ -220,12 +235,32 @@ where
             self.classifier.clone(),
             self.replay.clone(),
             shared.clone(),
-            deadline,
+            deadline.map(Deadline::instant),
         )
     }
 }
 
-impl<S: fmt::Debug, C, R> fmt::Debug for Retry<S, C, R> {
+impl<S, C, R, D> Retry<S, C, R, D> {
+    /// The earlier of the request's deadline and this layer's own, which
+    /// the request (and so every copy of it) then carries.
+    #[inline]
+    fn deadline<Req>(&self, request: &mut Req) -> Option<Deadline>
+    where
+        D: DeadlineSlot<Req>,
+    {
+        let inherited = self.slot.deadline(request);
+        // The clock is read only for a deadline of this layer's own.
+        match self.shared.deadline.map(Deadline::after) {
+            Some(own) if inherited.is_none_or(|inherited| own < inherited) => {
+                self.slot.set_deadline(request, own);
+                Some(own)
+            }
+            _ => inherited,
+        }
+    }
+}
+
+impl<S: fmt::Debug, C, R, D> fmt::Debug for Retry<S, C, R, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)

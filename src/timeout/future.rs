@@ -6,9 +6,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
-use crate::error::{BoxError, Elapsed};
+use crate::error::{BoxError, Elapsed, Why};
 use crate::name::Name;
 
 pin_project! {
@@ -31,6 +31,12 @@ pin_project! {
             #[pin]
             timer: Timer,
             timeout: Duration,
+            // When the timer fires, if the clock was read in `call` (to
+            // hand a deadline on); else `timeout` from the first wait.
+            until: Option<Instant>,
+            // What firing means: this layer's timeout, or the request's
+            // deadline.
+            why: Why,
             name: Name,
         },
         // Timed out: the inner service was never called (it did not become
@@ -62,12 +68,29 @@ impl<F> ResponseFuture<F> {
                 inner,
                 timer: Timer::Unarmed,
                 timeout,
+                until: None,
+                why: Why::Timeout,
                 name,
             },
         }
     }
 
-    pub(crate) fn not_ready(error: Elapsed) -> Self {
+    /// A call that fails at `until`: the layer's own deadline (`why` is
+    /// [`Why::Timeout`]) or the request's, `timeout` after the call.
+    pub(crate) fn until(inner: F, until: Instant, timeout: Duration, why: Why, name: Name) -> Self {
+        ResponseFuture {
+            kind: Kind::Call {
+                inner,
+                timer: Timer::Unarmed,
+                timeout,
+                until: Some(until),
+                why,
+                name,
+            },
+        }
+    }
+
+    pub(crate) fn failed(error: Elapsed) -> Self {
         ResponseFuture {
             kind: Kind::Failed { error },
         }
@@ -90,6 +113,8 @@ where
                 inner,
                 mut timer,
                 timeout,
+                until,
+                why,
                 name,
             } => {
                 // The inner future goes first: a result that is ready wins a
@@ -104,7 +129,10 @@ where
                             break;
                         }
                         TimerProj::Unarmed => timer.set(Timer::Armed {
-                            sleep: tokio::time::sleep(*timeout),
+                            sleep: match until {
+                                Some(until) => tokio::time::sleep_until(*until),
+                                None => tokio::time::sleep(*timeout),
+                            },
                         }),
                     }
                 }
@@ -112,9 +140,10 @@ where
                     target: "palisade::timeout",
                     name = %name,
                     timeout = ?timeout,
+                    by_deadline = *why == Why::Deadline,
                     "call timed out and was cancelled"
                 );
-                Elapsed::new(name.clone(), *timeout, false)
+                Elapsed::because(name.clone(), *timeout, *why)
             }
         };
         // Drop the inner future now, not when the caller drops this one: the

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::Timeout;
+use crate::deadline::NoDeadline;
 use crate::error::ConfigError;
 use crate::name::Name;
 
@@ -24,8 +25,9 @@ pub(crate) struct Settings {
 ///
 /// Build one with [`TimeoutLayer::new`] or [`TimeoutLayer::builder`].
 #[derive(Clone, Debug)]
-pub struct TimeoutLayer {
+pub struct TimeoutLayer<D = NoDeadline> {
     settings: Settings,
+    slot: D,
 }
 
 impl TimeoutLayer {
@@ -61,11 +63,29 @@ impl TimeoutLayer {
     }
 }
 
-impl<S> Layer<S> for TimeoutLayer {
-    type Service = Timeout<S>;
+impl<D> TimeoutLayer<D> {
+    /// Honours the deadline requests carry in `slot`: a call fails at this
+    /// layer's timeout or at the request's deadline, whichever comes first;
+    /// the earlier of the two is handed to the inner service in the
+    /// request; and a request whose deadline has already passed is not
+    /// sent. See [`deadline`](crate::deadline).
+    ///
+    /// With a slot that carries deadlines the layer reads the clock in
+    /// every `call` (to set the deadline it hands on), so a call that
+    /// answers at once costs one clock read more than without.
+    pub fn deadline_slot<D2>(self, slot: D2) -> TimeoutLayer<D2> {
+        TimeoutLayer {
+            settings: self.settings,
+            slot,
+        }
+    }
+}
+
+impl<S, D: Clone> Layer<S> for TimeoutLayer<D> {
+    type Service = Timeout<S, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout::new(inner, self.settings.clone())
+        Timeout::new(inner, self.settings.clone(), self.slot.clone())
     }
 }
 
@@ -145,6 +165,7 @@ impl TimeoutBuilder {
                 timeout,
                 ready_timeout: self.ready_timeout,
             },
+            slot: NoDeadline,
         })
     }
 }

@@ -42,6 +42,23 @@
 //! first poll, are not counted. Response futures are normally polled as soon
 //! as they are made, so the two agree in practice.
 //!
+//! # Deadlines
+//!
+//! With [`TimeoutLayer::deadline_slot`] the layer also honours the
+//! [`Deadline`] a request carries (for HTTP,
+//! `palisade::http::InExtensions`): the call fails at this layer's timeout
+//! or at the request's deadline, whichever comes first; the earlier of the
+//! two is the deadline the inner service receives in the request (and so
+//! the one written on the next hop); and a request whose deadline has
+//! already passed is not sent at all. An [`Elapsed`] says which fired:
+//! [`by_deadline`](Elapsed::by_deadline) is `true` when the request's
+//! deadline did, and the default classifier then ignores the call (see
+//! [`deadline`](crate::deadline)). With a deadline slot the clock is read
+//! in `call`, so a call that answers at once costs one clock read; without
+//! one (the default) nothing changes. tokio's timer fires on whole
+//! milliseconds, so a deadline a few nanoseconds away fires at the next
+//! millisecond.
+//!
 //! # Readiness
 //!
 //! By default, like tower's, this layer does not bound the wait for the inner
@@ -92,17 +109,19 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::error::{BoxError, Elapsed};
+use crate::deadline::{Deadline, DeadlineSlot, NoDeadline};
+use crate::error::{BoxError, Elapsed, Why};
 use layer::Settings;
 
 /// A service that fails calls taking longer than a limit with [`Elapsed`].
 ///
 /// Built by [`TimeoutLayer`]; see the [module docs](self).
 #[derive(Debug)]
-pub struct Timeout<S> {
+pub struct Timeout<S, D = NoDeadline> {
     inner: S,
     settings: Settings,
     ready_wait: ReadyWait,
+    slot: D,
 }
 
 /// The bounded wait for the inner service's readiness. Each clone starts with
@@ -143,12 +162,13 @@ impl ReadyWait {
     }
 }
 
-impl<S> Timeout<S> {
-    fn new(inner: S, settings: Settings) -> Self {
+impl<S, D> Timeout<S, D> {
+    fn new(inner: S, settings: Settings, slot: D) -> Self {
         Timeout {
             inner,
             settings,
             ready_wait: ReadyWait::default(),
+            slot,
         }
     }
 
@@ -168,16 +188,17 @@ impl<S> Timeout<S> {
     }
 }
 
-impl<S: Clone> Clone for Timeout<S> {
+impl<S: Clone, D: Clone> Clone for Timeout<S, D> {
     fn clone(&self) -> Self {
-        Timeout::new(self.inner.clone(), self.settings.clone())
+        Timeout::new(self.inner.clone(), self.settings.clone(), self.slot.clone())
     }
 }
 
-impl<S, Request> Service<Request> for Timeout<S>
+impl<S, D, Request> Service<Request> for Timeout<S, D>
 where
     S: Service<Request>,
     S::Error: Into<BoxError>,
+    D: DeadlineSlot<Request>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -211,16 +232,52 @@ where
                 timeout = ?limit,
                 "service not ready in time; call not sent"
             );
-            return ResponseFuture::not_ready(Elapsed::new(
-                self.settings.name.clone(),
-                limit,
-                true,
-            ));
+            return ResponseFuture::failed(Elapsed::new(self.settings.name.clone(), limit, true));
         }
-        ResponseFuture::new(
-            self.inner.call(request),
-            self.settings.timeout,
-            self.settings.name.clone(),
-        )
+        if !self.slot.carries_deadlines() {
+            return ResponseFuture::new(
+                self.inner.call(request),
+                self.settings.timeout,
+                self.settings.name.clone(),
+            );
+        }
+        self.call_within_deadline(request)
+    }
+}
+
+impl<S, D> Timeout<S, D> {
+    /// Calls with the earlier of the request's deadline and this layer's
+    /// own, handing that one on; a request whose deadline has passed is
+    /// not sent.
+    fn call_within_deadline<Request>(&mut self, mut request: Request) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request>,
+        D: DeadlineSlot<Request>,
+    {
+        let now = Instant::now();
+        let name = self.settings.name.clone();
+        let own = Deadline::after_from(now, self.settings.timeout);
+        match self.slot.deadline(&request) {
+            Some(inherited) if inherited.instant() <= now => {
+                tracing::debug!(
+                    target: "palisade::timeout",
+                    name = %name,
+                    late_by = ?now.duration_since(inherited.instant()),
+                    "the request's deadline has passed; call not sent"
+                );
+                ResponseFuture::failed(Elapsed::because(name, Duration::ZERO, Why::Expired))
+            }
+            Some(inherited) if inherited < own => {
+                let left = inherited.remaining_at(now);
+                let future = self.inner.call(request);
+                ResponseFuture::until(future, inherited.instant(), left, Why::Deadline, name)
+            }
+            _ => {
+                self.slot.set_deadline(&mut request, own);
+                let future = self.inner.call(request);
+                let timeout = self.settings.timeout;
+                ResponseFuture::until(future, own.instant(), timeout, Why::Timeout, name)
+            }
+        }
     }
 }
