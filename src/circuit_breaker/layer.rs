@@ -23,7 +23,10 @@ const DEFAULT_NAME: &str = "circuit_breaker";
 
 const DEFAULT_COUNT_WINDOW: usize = 100;
 const DEFAULT_MINIMUM_CALLS: u64 = 20;
-const DEFAULT_FAILURE_RATE: f64 = 0.5;
+/// High, so that a dependency that still serves most calls (a brown-out,
+/// an overload whose refusals come back at once) is not shut out
+/// altogether; a dependency that is down fails far more than this.
+const DEFAULT_FAILURE_RATE: f64 = 0.8;
 const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
 const DEFAULT_HALF_OPEN_PROBES: u32 = 3;
 const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);

@@ -115,11 +115,18 @@
 //!
 //! # Configuration
 //!
+//! The default threshold is high on purpose. A breaker answers a dependency
+//! that is down: it stops the calls that cannot succeed. Opened on a
+//! dependency that still serves half its calls, it refuses every call for
+//! its open period, and callers get less than the dependency could give
+//! them; at 50 % an upstream at 30 % random errors opens it now and then by
+//! chance. Retry with its budget deals with scattered failures.
+//!
 //! | option | default | rule |
 //! |---|---|---|
 //! | `count_window` / `time_window` | last 100 calls | window ≥ 1; a time window has one bucket per second unless told, buckets ≥ 1 ms, at most 10 000, dividing it exactly |
 //! | `minimum_calls` | 20 (or the count window, if smaller) | ≥ 1, ≤ a count window's size |
-//! | `failure_rate` | 0.5 | in (0, 1] |
+//! | `failure_rate` | 0.8 | in (0, 1] |
 //! | `slow_calls` | off | duration > 0, rate in (0, 1] |
 //! | `consecutive_failures` | off | ≥ 1 |
 //! | `open_for` | 30 s | > 0 |

@@ -228,7 +228,7 @@ impl<C, R> RetryBuilder<C, R> {
         self
     }
 
-    /// The retry budget (default [`RetryBudget::tokens(10, 0.1)`](RetryBudget::tokens)).
+    /// The retry budget (default [`RetryBudget::tokens(100, 0.5)`](RetryBudget::tokens)).
     pub fn budget(mut self, budget: RetryBudget) -> Self {
         self.budget = budget;
         self

@@ -82,7 +82,8 @@
 //! it is on by default and shared by every service one layer builds. When it
 //! is spent, the last result is returned as is. The default is a token
 //! budget (gRPC's retry throttling: every failed attempt spends a token,
-//! every success earns a tenth of one back, retries stop below half), because
+//! every success earns half of one back, retries stop while fewer than half
+//! the tokens are left), because
 //! it needs no clock read on the success path; [`RetryBudget::windowed`] is
 //! Finagle's (retries up to a ratio of the last seconds' requests).
 //!
@@ -111,7 +112,7 @@
 //! |---|---|---|
 //! | `max_attempts` | 3 (the first call included) | ≥ 1 |
 //! | `backoff` | exponential from 100 ms, ×2, at most 5 s, full jitter | max ≥ base, multiplier ≥ 1, proportional jitter in [0, 1] |
-//! | `budget` | `RetryBudget::tokens(10, 0.1)` | tokens ≥ 1, ratio in (0, 1]; windowed: ttl 1 s to 60 s, ratio in [0, 1] |
+//! | `budget` | `RetryBudget::tokens(100, 0.5)` | tokens ≥ 1, ratio in (0, 1]; windowed: ttl 1 s to 60 s, ratio in [0, 1] |
 //! | `deadline` | none | > 0 |
 //! | `retry_rate_limited` | true | |
 //! | `classifier` | `DefaultClassifier` | |
