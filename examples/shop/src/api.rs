@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use palisade::chaos::{ChaosLayer, Handle as FaultHandle};
+use palisade::http::ReadDeadlineLayer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -26,6 +27,20 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 /// The header that carries a request's id through every service.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// The longest deadline a caller may ask for (in `grpc-timeout`); a longer
+/// one is cut to this.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Reads the caller's deadline from `grpc-timeout` (at most
+/// [`MAX_DEADLINE`]) for the layers and calls below, and refuses a request
+/// that arrives with no time left (a 504, from the error layer above it)
+/// without doing any of its work.
+pub fn read_deadline() -> ReadDeadlineLayer {
+    ReadDeadlineLayer::new()
+        .max(MAX_DEADLINE)
+        .expect("a cap above zero")
+}
 
 /// An error answer: a status and `{"error": kind, "message": ...}`.
 #[derive(Debug)]
@@ -319,6 +334,7 @@ pub fn service_router(name: &'static str, api: Router, auth: AdminAuth) -> (Rout
     let api = api.layer(
         tower::ServiceBuilder::new()
             .layer(palisade::http::ErrorResponseLayer::new())
+            .layer(read_deadline())
             .layer(chaos),
     );
     let router = Router::new()

@@ -17,6 +17,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use palisade::deadline::Deadline;
 use palisade::http::{ErrorResponseLayer, RateLimitHeaders, bad_gateway_response};
 use palisade::rate_limit::{
     KeyedHandle, KeyedRateLimitLayer, Kind, RateLimitBuilder, RateLimitConfig,
@@ -26,7 +27,7 @@ use serde_json::{Value, json};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::api::{AdminAuth, ApiError, MAX_BODY, no_route, request_id};
+use crate::api::{AdminAuth, ApiError, MAX_BODY, no_route, read_deadline, request_id};
 use crate::config::{ShopConfig, UPSTREAMS};
 use crate::upstream::{HttpClient, Upstream, state_name};
 
@@ -251,12 +252,15 @@ impl Generation {
             // Upstream failures become responses below the limiter, so that
             // they carry its RateLimit-* headers like any other answer; the
             // outer layer answers the limiter's own refusals.
+            // A client may send a deadline of its own (`grpc-timeout`); the
+            // upstream calls work to it, and it goes on to the services.
             BoxCloneSyncService::new(
                 ServiceBuilder::new()
                     .map_response(IntoResponse::into_response)
                     .layer(ErrorResponseLayer::new())
                     .layer(ingress.clone())
                     .layer(answered)
+                    .layer(read_deadline())
                     .service(proxy),
             )
         } else {
@@ -414,8 +418,13 @@ async fn proxy(upstreams: &Upstreams, request: Request) -> Result<Response, BoxE
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
     // What the gateway's own layers left here (the peer address, the
-    // matched route) means nothing upstream, and a retry would copy it.
+    // matched route) means nothing upstream, and a retry would copy it; the
+    // caller's deadline, if it sent one, goes on.
+    let deadline = parts.extensions.remove::<Deadline>();
     parts.extensions.clear();
+    if let Some(deadline) = deadline {
+        parts.extensions.insert(deadline);
+    }
     parts.uri = path_and_query.parse()?;
     let forwarded = http::Request::from_parts(parts, Full::<Bytes>::new(body));
     let response = upstream.send(forwarded).await?;

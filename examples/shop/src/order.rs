@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
+use palisade::deadline::Deadline;
+use palisade::retry::{Backoff, Jitter, RetryBudget, SharedBudget};
 use palisade::{BoxError, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -23,7 +25,7 @@ use palisade::chaos::Handle as FaultHandle;
 use crate::api::{AdminAuth, ApiError, Id, JsonBody, RequestId, service_router};
 use crate::payment::{Charge, Payment, Void};
 use crate::product::{Product, Release, Reserve};
-use crate::upstream::Upstream;
+use crate::upstream::{Inbound, Upstream};
 use crate::user::User;
 
 /// `POST /orders`.
@@ -67,6 +69,9 @@ pub struct OrderService {
     pub users: Upstream,
     pub products: Upstream,
     pub payments: Upstream,
+    /// Bounds the background retries of compensating steps, all of them
+    /// together, so that a service that is down is not flooded with them.
+    compensation_budget: SharedBudget,
 }
 
 impl OrderService {
@@ -76,6 +81,8 @@ impl OrderService {
             users,
             products,
             payments,
+            compensation_budget: SharedBudget::new(RetryBudget::tokens(100, 0.5))
+                .expect("a valid budget"),
         }
     }
 
@@ -144,6 +151,7 @@ fn order_response(order: Order) -> Response {
 async fn create(
     State(service): State<OrderService>,
     request_id: Option<Extension<RequestId>>,
+    deadline: Option<Extension<Deadline>>,
     headers: HeaderMap,
     JsonBody(new): JsonBody<NewOrder>,
 ) -> Result<Response, ApiError> {
@@ -177,14 +185,21 @@ async fn create(
             }
         }
     }
-    let id = request_id.map(|Extension(RequestId(id))| id);
+    // The caller's deadline (the gateway's, passed on) bounds every step:
+    // none starts after it, and a step cut short by it counts as failed, so
+    // the order is cancelled and compensated rather than finished after
+    // the caller was told it timed out.
+    let inbound = Inbound {
+        request_id: request_id.map(|Extension(RequestId(id))| id),
+        deadline: deadline.map(|Extension(deadline)| deadline),
+    };
     // In a task of its own, bookkeeping included, so that a caller who
-    // hangs up (a gateway's attempt timeout, say) leaves neither an order
-    // half placed nor its key stuck in progress: the order is finished and
-    // recorded, and a retry with the same key gets it.
+    // hangs up leaves neither an order half placed nor its key stuck in
+    // progress: the order is finished (or cancelled) and recorded, and a
+    // retry with the same key gets it.
     let placing = service.clone();
     tokio::spawn(async move {
-        let placed = place(&placing, &new, id.as_ref()).await;
+        let placed = place(&placing, &new, &inbound).await;
         record(&placing, placed, key)
     })
     .await
@@ -227,11 +242,11 @@ fn record(
 async fn place(
     service: &OrderService,
     new: &NewOrder,
-    request_id: Option<&HeaderValue>,
+    inbound: &Inbound,
 ) -> Result<Order, ApiError> {
     let user: Option<User> = service
         .users
-        .get_json(&format!("/users/{}", new.user_id), request_id)
+        .get_json(&format!("/users/{}", new.user_id), inbound)
         .await
         .map_err(|e| upstream_error("user", &e))?;
     if user.is_none() {
@@ -242,7 +257,7 @@ async fn place(
     }
     let product: Product = service
         .products
-        .get_json(&format!("/products/{}", new.product_id), request_id)
+        .get_json(&format!("/products/{}", new.product_id), inbound)
         .await
         .map_err(|e| upstream_error("product", &e))?
         .ok_or_else(|| ApiError::invalid(format!("no product with id {}", new.product_id)))?;
@@ -274,7 +289,7 @@ async fn place(
             Method::POST,
             &format!("/products/{}/reserve", new.product_id),
             Some(&reserve),
-            request_id,
+            inbound,
             Some(&key),
         )
         .await;
@@ -290,7 +305,7 @@ async fn place(
         other => {
             // The reservation may or may not have happened: release it,
             // which is a no-op if it did not.
-            release(service, new.product_id, id, request_id).await;
+            release(service, new.product_id, id, inbound).await;
             return Err(match other {
                 Err(e) => upstream_error("product", &e),
                 Ok((status, _)) => ApiError::new(
@@ -311,7 +326,7 @@ async fn place(
             Method::POST,
             "/payments",
             Some(&charge),
-            request_id,
+            inbound,
             Some(&key),
         )
         .await;
@@ -332,8 +347,8 @@ async fn place(
         // The charge may have gone through even so (an answer lost to a
         // timeout): void it, in the background, so that a payment service
         // that is slow or down does not hold the caller's answer too.
-        spawn_void(service, id, total, request_id);
-        release(service, new.product_id, id, request_id).await;
+        spawn_void(service, id, total, inbound);
+        release(service, new.product_id, id, inbound).await;
         order.status = "cancelled".into();
     }
     Ok(order)
@@ -342,17 +357,26 @@ async fn place(
 /// Voids order `order_id`'s payment of `amount` (idempotent on the
 /// payment side), in a task of its own that keeps trying until the payment
 /// service answers.
-fn spawn_void(
-    service: &OrderService,
-    order_id: u64,
-    amount: u64,
-    request_id: Option<&HeaderValue>,
-) {
-    let (service, request_id) = (service.clone(), request_id.cloned());
-    tokio::spawn(until_done("void the payment", order_id, move || {
-        let (service, request_id) = (service.clone(), request_id.clone());
-        async move { try_void(&service, order_id, amount, request_id.as_ref()).await }
-    }));
+fn spawn_void(service: &OrderService, order_id: u64, amount: u64, inbound: &Inbound) {
+    let (service, inbound) = (service.clone(), compensating(inbound));
+    tokio::spawn(until_done(
+        "void the payment",
+        order_id,
+        service.clone(),
+        move || {
+            let (service, inbound) = (service.clone(), inbound.clone());
+            async move { try_void(&service, order_id, amount, &inbound).await }
+        },
+    ));
+}
+
+/// What a compensating step carries on from the call it cleans up after:
+/// the request id, not the deadline. It must run however late it is.
+fn compensating(inbound: &Inbound) -> Inbound {
+    Inbound {
+        request_id: inbound.request_id.clone(),
+        deadline: None,
+    }
 }
 
 /// How long a compensating step is retried before it is given up (and
@@ -360,59 +384,71 @@ fn spawn_void(
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 /// Runs a compensating step until it is over: once now, then, if the
-/// service did not answer, again after 1 s, 2 s, 4 s... up to every 30 s
-/// (with jitter, so that steps waiting on one service do not all come back
-/// together), for at most [`GIVE_UP_AFTER`]. Answers whether it was over
-/// at the first try; the rest goes on in a task of its own.
-async fn until_done<F, Fut>(what: &'static str, order_id: u64, mut attempt: F) -> bool
+/// service did not answer, again after about 1 s, 2 s, 4 s... up to every
+/// 30 s (jittered, so that steps waiting on one service do not all come
+/// back together), for at most [`GIVE_UP_AFTER`]. A retry the service's
+/// shared compensation budget refuses waits for the next turn. Answers
+/// whether it was over at the first try; the rest goes on in a task of its
+/// own.
+async fn until_done<F, Fut>(
+    what: &'static str,
+    order_id: u64,
+    service: OrderService,
+    mut attempt: F,
+) -> bool
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    let budget = service.compensation_budget;
+    budget.on_request();
     if attempt().await {
+        budget.on_success();
         return true;
     }
+    budget.on_failure();
     tracing::warn!(order_id, what, "not done yet; retrying in the background");
     tokio::spawn(async move {
         let started = tokio::time::Instant::now();
-        let mut wait = Duration::from_secs(1);
-        loop {
-            // Half to all of the backoff.
-            let jitter = rand::random_range(0.5..=1.0);
-            tokio::time::sleep(wait.mul_f64(jitter)).await;
-            if attempt().await {
-                tracing::info!(order_id, what, "done");
-                return;
-            }
+        let backoff = Backoff::exponential(Duration::from_secs(1))
+            .max(Duration::from_secs(30))
+            .jitter(Jitter::Equal);
+        for delay in backoff.delays() {
+            tokio::time::sleep(delay).await;
             if started.elapsed() >= GIVE_UP_AFTER {
                 tracing::error!(order_id, what, "given up; settle it by hand");
                 return;
             }
+            if !budget.try_retry() {
+                tracing::debug!(order_id, what, "retry budget spent; waiting a turn");
+                continue;
+            }
+            if attempt().await {
+                budget.on_success();
+                tracing::info!(order_id, what, "done");
+                return;
+            }
+            budget.on_failure();
             tracing::debug!(order_id, what, "not done yet");
-            wait = (wait * 2).min(Duration::from_secs(30));
         }
     });
     false
 }
 
-async fn try_void(
-    service: &OrderService,
-    order_id: u64,
-    amount: u64,
-    request_id: Option<&HeaderValue>,
-) -> bool {
+async fn try_void(service: &OrderService, order_id: u64, amount: u64, inbound: &Inbound) -> bool {
     let voided = service
         .payments
         .call(
             Method::POST,
             "/payments/void",
             Some(&Void { order_id, amount }),
-            request_id,
+            inbound,
             Some(&format!("void-order-{order_id}")),
         )
         .await;
     settled("void the payment", order_id, &voided)
 }
+
 /// Whether a compensating call is over: it worked, or it was refused in a
 /// way that trying again cannot change (a 4xx other than 408 and 429,
 /// logged).
@@ -430,16 +466,10 @@ fn settled(what: &str, order_id: u64, result: &Result<(StatusCode, Bytes), BoxEr
 
 /// Gives an order's stock back (idempotent on the product side), now or,
 /// when the product service cannot be reached, in the background.
-async fn release(
-    service: &OrderService,
-    product_id: u64,
-    order_id: u64,
-    request_id: Option<&HeaderValue>,
-) {
-    let request_id = request_id.cloned();
-    let service = service.clone();
-    until_done("release the stock", order_id, move || {
-        let (service, request_id) = (service.clone(), request_id.clone());
+async fn release(service: &OrderService, product_id: u64, order_id: u64, inbound: &Inbound) {
+    let (steps, inbound) = (service.clone(), compensating(inbound));
+    until_done("release the stock", order_id, service.clone(), move || {
+        let (service, inbound) = (steps.clone(), inbound.clone());
         async move {
             let released = service
                 .products
@@ -447,7 +477,7 @@ async fn release(
                     Method::POST,
                     &format!("/products/{product_id}/release"),
                     Some(&Release { order_id }),
-                    request_id.as_ref(),
+                    &inbound,
                     Some(&format!("order-{order_id}")),
                 )
                 .await;

@@ -13,7 +13,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use palisade::bulkhead::{BulkheadLayer, Handle as BulkheadHandle};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, Event, Handle as BreakerHandle, State};
-use palisade::http::{IdempotentReplay, StatusClassifier};
+use palisade::deadline::Deadline;
+use palisade::http::{IdempotentReplay, InExtensions, StatusClassifier, WriteDeadlineLayer};
 use palisade::retry::{Handle as RetryHandle, RetryBuilder};
 use palisade::timeout::TimeoutLayer;
 use palisade::{BoxError, ConfigError};
@@ -69,6 +70,16 @@ impl tower::Service<Request<Full<Bytes>>> for SharedClient {
     fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
         self.0.request(request)
     }
+}
+
+/// What a call to an upstream carries on from the call it serves.
+#[derive(Clone, Debug, Default)]
+pub struct Inbound {
+    /// The request id, logged by every service.
+    pub request_id: Option<HeaderValue>,
+    /// When the caller stops waiting: calls made for it work to this, and
+    /// no step starts after it.
+    pub deadline: Option<Deadline>,
 }
 
 type Stack = BoxCloneSyncService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
@@ -193,7 +204,11 @@ impl Upstream {
         let bulkhead = BulkheadLayer::from_config(bulkhead)?;
         let mut timeout = config.timeout.clone();
         timeout.name.get_or_insert_with(|| name.to_owned());
-        let timeout = TimeoutLayer::from_config(timeout)?;
+        // Retry and the attempt timeout work to the deadline a call carries
+        // (the caller's, passed on), and the next service is told the time
+        // left.
+        let timeout = TimeoutLayer::from_config(timeout)?.deadline_slot(InExtensions);
+        let retry = retry.deadline_slot(InExtensions);
         let (retry_handle, breaker_handle, bulkhead_handle) =
             (retry.handle(), breaker.handle(), bulkhead.handle());
         let stack = if resilience {
@@ -203,6 +218,7 @@ impl Upstream {
                     .layer(breaker)
                     .layer(timeout)
                     .layer(bulkhead)
+                    .layer(WriteDeadlineLayer::new())
                     .service(SharedClient::new(client)),
             )
         } else {
@@ -229,14 +245,15 @@ impl Upstream {
         self.stack.clone().oneshot(request).await
     }
 
-    /// A JSON call: `method path` with `body`, passing `request_id` on, and
-    /// an `Idempotency-Key` when given. Answers the status and the body.
+    /// A JSON call: `method path` with `body`, passing on the request id
+    /// and the deadline of `inbound` (the call this one serves), and an
+    /// `Idempotency-Key` when given. Answers the status and the body.
     pub async fn call<B: Serialize>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
-        request_id: Option<&HeaderValue>,
+        inbound: &Inbound,
         idempotency_key: Option<&str>,
     ) -> Result<(StatusCode, Bytes), BoxError> {
         let body = match body {
@@ -247,11 +264,14 @@ impl Upstream {
         if !body.is_empty() {
             request = request.header("content-type", "application/json");
         }
-        if let Some(id) = request_id {
+        if let Some(id) = &inbound.request_id {
             request = request.header(REQUEST_ID, id);
         }
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
+        }
+        if let Some(deadline) = inbound.deadline {
+            request = request.extension(deadline);
         }
         let response = self.send(request.body(Full::new(body))?).await?;
         let status = response.status();
@@ -263,10 +283,10 @@ impl Upstream {
     pub async fn get_json<T: DeserializeOwned>(
         &self,
         path: &str,
-        request_id: Option<&HeaderValue>,
+        inbound: &Inbound,
     ) -> Result<Option<T>, BoxError> {
         let (status, body) = self
-            .call::<()>(Method::GET, path, None, request_id, None)
+            .call::<()>(Method::GET, path, None, inbound, None)
             .await?;
         match status {
             StatusCode::NOT_FOUND => Ok(None),
