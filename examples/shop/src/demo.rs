@@ -3,8 +3,9 @@
 //! show.
 //!
 //! 1. Healthy traffic.
-//! 2. The product service fails every call: the breaker opens and the
-//!    gateway answers 503 `circuit_open` at once.
+//! 2. The product service fails every call: once failures are 80 % of the
+//!    breaker's window, it opens and the gateway answers 503
+//!    `circuit_open` at once.
 //! 3. Faults cleared: half-open probes, the circuit closes, traffic
 //!    recovers.
 //! 4. The product service takes 3 s: each attempt is cut at the 2 s attempt
@@ -303,8 +304,18 @@ impl Demo<'_> {
                 answers.first().is_some_and(|a| a.status == 500),
             ),
             (
-                format!("then 503 circuit_open ({} of 30)", open.len()),
-                open.len() >= 20,
+                format!(
+                    "then, once the circuit opened, 503 circuit_open for every request ({} of 30)",
+                    open.len()
+                ),
+                // The failures must outweigh the successes of the phase
+                // before in the breaker's window (80 % of its last 100
+                // calls) before it opens; from then on, nothing gets through.
+                answers
+                    .iter()
+                    .skip_while(|a| a.status == 500)
+                    .all(|a| a.status == 503 && a.body["error"] == "circuit_open")
+                    && !open.is_empty(),
             ),
             (
                 format!(
