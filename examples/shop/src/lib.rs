@@ -15,6 +15,7 @@
 //! when the file changes.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod gateway;
