@@ -230,7 +230,8 @@ impl Upstream {
     }
 
     /// A JSON call: `method path` with `body`, passing `request_id` on, and
-    /// an `Idempotency-Key` when given. Answers the status and the body.
+    /// an `Idempotency-Key` and a bearer token when given. Answers the
+    /// status and the body.
     pub async fn call<B: Serialize>(
         &self,
         method: Method,
@@ -238,6 +239,7 @@ impl Upstream {
         body: Option<&B>,
         request_id: Option<&HeaderValue>,
         idempotency_key: Option<&str>,
+        bearer: Option<&str>,
     ) -> Result<(StatusCode, Bytes), BoxError> {
         let body = match body {
             Some(body) => Bytes::from(serde_json::to_vec(body)?),
@@ -253,6 +255,9 @@ impl Upstream {
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
         }
+        if let Some(token) = bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
         let response = self.send(request.body(Full::new(body))?).await?;
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
@@ -266,7 +271,7 @@ impl Upstream {
         request_id: Option<&HeaderValue>,
     ) -> Result<Option<T>, BoxError> {
         let (status, body) = self
-            .call::<()>(Method::GET, path, None, request_id, None)
+            .call::<()>(Method::GET, path, None, request_id, None, None)
             .await?;
         match status {
             StatusCode::NOT_FOUND => Ok(None),
