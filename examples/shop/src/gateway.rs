@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::api::{AdminAuth, ApiError, MAX_BODY, no_route, request_id};
+use crate::api::{AdminAuth, ApiError, MAX_BODY, json_405, no_route, request_id};
 use crate::auth::{AuthError, CUSTOMER, Verifier};
 use crate::config::{ShopConfig, UPSTREAMS};
 use crate::upstream::{HttpClient, Upstream, state_name};
@@ -403,6 +403,7 @@ impl Gateway {
             .with_state(self.clone())
             .route_service("/api/{*path}", api)
             .fallback(no_route)
+            .layer(axum::middleware::from_fn(json_405))
             .layer(axum::middleware::from_fn_with_state("gateway", request_id))
     }
 }

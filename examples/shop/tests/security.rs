@@ -317,3 +317,118 @@ async fn idempotency_keys_and_orders_belong_to_their_customer() {
     assert_eq!(for_ada.status, StatusCode::FORBIDDEN, "{}", for_ada.body);
     shop.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_405_is_a_json_error_with_allow() {
+    let shop = Shop::start().await;
+    for (addr, method, path, allow) in [
+        // axum answers HEAD wherever it answers GET.
+        (shop.running.user, Method::PATCH, "/users/1", "GET,HEAD,PUT"),
+        (
+            shop.running.product,
+            Method::DELETE,
+            "/products",
+            "GET,HEAD",
+        ),
+        (shop.running.gateway, Method::POST, "/health", "GET,HEAD"),
+        (
+            shop.running.gateway,
+            Method::PATCH,
+            "/api/users/1",
+            "GET, PUT",
+        ),
+    ] {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("authorization", bearer(1));
+        let answer = shop.send(addr, request, None).await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(answer.headers["allow"], allow, "{path}");
+        assert_eq!(answer.headers["content-type"], "application/json", "{path}");
+        assert_eq!(answer.body["error"], "method_not_allowed", "{path}");
+        let message = answer.body["message"].as_str().unwrap();
+        assert!(message.contains(method.as_str()), "{path}: {message}");
+    }
+    shop.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn error_messages_say_what_is_wrong_without_rust_type_names() {
+    let shop = Shop::start().await;
+    let raw = |addr, path: &str, body: &'static str| {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .header("authorization", bearer(1))
+            .header("x-shop-customer", "1");
+        support::send_raw(&shop.client, addr, request, body)
+    };
+    let gateway = shop.running.gateway;
+    for (addr, path, body, says) in [
+        (gateway, "/api/users", "[]", "expected an object"),
+        (
+            gateway,
+            "/api/users",
+            "null",
+            "invalid type: null, expected an object",
+        ),
+        (gateway, "/api/users", "\"ada\"", "expected an object"),
+        (
+            gateway,
+            "/api/users",
+            "{\"name\": 5, \"email\": \"a@b.c\"}",
+            "name: invalid type: integer `5`, expected a string",
+        ),
+        (
+            gateway,
+            "/api/orders",
+            "{\"user_id\": \"one\", \"product_id\": 1, \"quantity\": 1}",
+            "user_id: invalid type: string \"one\", expected a whole number, 0 or more",
+        ),
+        (
+            gateway,
+            "/api/orders",
+            "{\"user_id\": 1, \"product_id\": -1, \"quantity\": 1}",
+            "product_id: invalid value: integer `-1`, expected a whole number, 0 or more",
+        ),
+        (
+            gateway,
+            "/api/orders",
+            "{\"user_id\": 1, \"product_id\": 1}",
+            "missing field `quantity`",
+        ),
+        (
+            gateway,
+            "/api/orders",
+            "{\"user_id\": 1, \"product_id\": 1, \"quantity\": 1.5}",
+            "expected a whole number, 0 or more",
+        ),
+        (
+            gateway,
+            "/api/users",
+            "{\"name\": \"x\",",
+            "the body is not valid JSON",
+        ),
+    ] {
+        let answer = raw(addr, path, body).await;
+        assert!(answer.status.is_client_error(), "{body}: {}", answer.status);
+        let message = answer.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(says),
+            "{body}: {message:?} does not say {says:?}"
+        );
+        for rust in ["struct", "u64", "UserFields", "NewOrder", "line 1 column"] {
+            assert!(!message.contains(rust), "{body}: {message:?} names {rust}");
+        }
+    }
+    let answer = shop
+        .send(shop.running.product, Request::get("/products/abc"), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let message = answer.body["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "the id in the path must be a whole number: got `abc`"
+    );
+    shop.running.shutdown().await.unwrap();
+}
