@@ -113,9 +113,9 @@ pub enum AuthError {
     Invalid(&'static str),
 }
 
-impl AuthError {
-    /// The 401, with the `WWW-Authenticate` challenge of RFC 6750.
-    pub fn into_response(self) -> Response {
+/// The 401, with the `WWW-Authenticate` challenge of RFC 6750.
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
         let (error, message, challenge) = match &self {
             AuthError::Missing => (
                 "unauthorized",
@@ -168,6 +168,7 @@ impl Verifier {
     pub fn without_keys(config: &AuthConfig) -> Verifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // The identity provider's clock and ours may differ a little.
         validation.leeway = 30;
         if let Some(issuer) = &config.issuer {
             validation.set_issuer(&[issuer]);
@@ -180,11 +181,6 @@ impl Verifier {
             keys: Vec::new(),
             validation,
         }
-    }
-
-    /// Whether any key is configured.
-    pub fn has_keys(&self) -> bool {
-        !self.keys.is_empty()
     }
 
     /// The caller's identity from `headers`: `Ok(None)` without an
@@ -352,6 +348,7 @@ impl Grants {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[GRANT_AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "aud"]);
+        // Both services share a machine or a network's time source.
         validation.leeway = 5;
         Grants {
             encoding: EncodingKey::from_secret(secret.as_bytes()),

@@ -315,6 +315,15 @@ async fn idempotency_keys_and_orders_belong_to_their_customer() {
     )
     .await;
     assert_eq!(for_ada.status, StatusCode::FORBIDDEN, "{}", for_ada.body);
+    // The order service itself takes no order without a customer.
+    let nobody = shop
+        .send(
+            shop.running.order,
+            Request::post("/orders"),
+            Some(json!({"user_id": 1, "product_id": 1, "quantity": 1})),
+        )
+        .await;
+    assert_eq!(nobody.status, StatusCode::UNAUTHORIZED, "{}", nobody.body);
     shop.running.shutdown().await.unwrap();
 }
 
