@@ -207,7 +207,7 @@ async fn serve_one(service: &str, options: ShopOptions) -> ExitCode {
 }
 
 async fn run_demo(command: Command) -> ExitCode {
-    let mut options = command.options;
+    let mut options = demo::with_demo_key(command.options);
     if !command.base_port_given {
         options.base_port = 0;
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Loads the shop's gateway with wrk (keep-alive, GET /api/products/{id} over
-# 10 000 client ids), once with palisade's layers on and once with them off
+# Loads the shop's gateway with wrk (keep-alive, anonymous GET
+# /api/products/{id}), once with palisade's layers on and once with them off
 # (--no-resilience), ROUNDS times each, alternating, and prints wrk's figures.
 #
 #   examples/shop/load/run.sh            # 2 rounds of 15 s per mode

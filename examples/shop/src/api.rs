@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -14,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use bytes::Bytes;
 use palisade::chaos::{ChaosLayer, Handle as FaultHandle};
 use palisade::http::ReadDeadlineLayer;
 use serde::de::DeserializeOwned;
@@ -79,9 +81,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body, or a JSON error saying what is wrong with it: 400 for bad
-/// syntax, 422 for a missing field or a wrong type, 415 without a JSON
-/// content type, 413 over [`MAX_BODY`].
+/// A JSON body, or a JSON error saying what is wrong with it in the API's
+/// terms (the field, and what it should be): 400 for bad syntax, 422 for a
+/// missing field or a wrong type, 415 without a JSON content type, 413
+/// over [`MAX_BODY`].
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -89,22 +92,83 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON, sent with `Content-Type: application/json`",
+            ));
         }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                let error = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "body_too_large"
+                } else {
+                    "body_unreadable"
+                };
+                ApiError::new(rejection.status(), error, rejection.body_text())
+            })?;
+        // Read here rather than by axum's `Json`, whose messages name our
+        // Rust types ("expected struct UserFields").
+        let mut json = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut json)
+            .map_err(|e| body_error(e.path().to_string(), e.into_inner()))?;
+        json.end().map_err(|e| body_error(".".to_owned(), e))?;
+        Ok(JsonBody(value))
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let error = match rejection {
-        JsonRejection::JsonDataError(_) => "invalid_body",
-        JsonRejection::JsonSyntaxError(_) => "malformed_json",
-        JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
-        JsonRejection::BytesRejection(_) => "body_too_large",
-        _ => "bad_request",
+/// `application/json`, or another JSON type (`application/problem+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else {
+        return false;
     };
-    ApiError::new(rejection.status(), error, rejection.body_text())
+    let mime = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
+    let mime = mime.split(';').next().unwrap_or_default().trim();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// 400 for JSON that does not parse, 422 for JSON of the wrong shape,
+/// naming the field.
+fn body_error(field: String, inner: serde_json::Error) -> ApiError {
+    let message = in_api_terms(&inner.to_string());
+    if inner.classify() != serde_json::error::Category::Data {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {message}"),
+        );
+    }
+    let message = if field == "." {
+        message
+    } else {
+        format!("{field}: {message}")
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+}
+
+/// serde's message in JSON's words: "expected struct NewOrder" or
+/// "expected u64" names a Rust type, which means nothing to a client.
+fn in_api_terms(message: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    let message = message
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("invalid type: map", "invalid type: object")
+        .replace("invalid type: unit value", "invalid type: null");
+    let Some((head, expected)) = message.rsplit_once("expected ") else {
+        return message;
+    };
+    let expected = match expected {
+        e if e.starts_with("struct ") || e == "a map" => "an object",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a sequence" => "an array",
+        "option" => "a value or null",
+        other => other,
+    };
+    format!("{head}expected {expected}")
 }
 
 /// A numeric id from the path, or a 400 saying it is not one.
@@ -126,13 +190,57 @@ fn path_rejection(rejection: PathRejection) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_id",
-        format!("the id must be a whole number: {}", rejection.body_text()),
+        format!(
+            "the id in the path must be a whole number: {}",
+            id_problem(&rejection)
+        ),
     )
+}
+
+/// What is wrong with the id, without axum's words for it ("Cannot parse
+/// `abc` to a `u64`").
+fn id_problem(rejection: &PathRejection) -> String {
+    match rejection {
+        PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+            ErrorKind::ParseError { value, .. }
+            | ErrorKind::ParseErrorAtKey { value, .. }
+            | ErrorKind::ParseErrorAtIndex { value, .. } => format!("got `{value}`"),
+            _ => "it is missing or malformed".to_owned(),
+        },
+        _ => "it is missing".to_owned(),
+    }
 }
 
 /// The 404 for a route no service has.
 pub async fn no_route() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// axum answers a method a route lacks with an empty 405; this gives it
+/// the JSON error every other refusal has. (axum adds `Allow` to it after
+/// this layer, as it would to its own.)
+pub async fn json_405(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    let message = format!("this route does not take {method}; `Allow` lists those it does");
+    let answer = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    let mut answer = answer.into_response();
+    for (name, value) in &parts.headers {
+        answer.headers_mut().entry(name).or_insert(value.clone());
+    }
+    answer
 }
 
 /// A request's id, kept in its extensions.
@@ -345,6 +453,7 @@ pub fn service_router(name: &'static str, api: Router, auth: AdminAuth) -> (Rout
         .merge(fault_routes(admin))
         .merge(api)
         .fallback(no_route)
+        .layer(axum::middleware::from_fn(json_405))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(name, request_id));
     (router, faults)

@@ -19,6 +19,16 @@
 //! [upstreams.product]         # one upstream: its URL and its own settings
 //! url = "http://10.0.0.7:8003"
 //! circuit_breaker = { open_for = "10s" }
+//!
+//! [gateway.auth]              # crate::auth::AuthConfig: customers' tokens
+//! audience = "shop"                                 # optional; so is issuer
+//! keys = [
+//!   { kid = "2026-12", alg = "HS256", secret = "at least 32 bytes ..." },
+//!   { kid = "idp-1", alg = "RS256", public_key = "-----BEGIN PUBLIC KEY-----..." },
+//! ]
+//!
+//! [charges]                   # shared by the order and payment services
+//! secret = "at least 32 bytes ..."
 //! ```
 //!
 //! The file is laid over [`DEFAULTS`] key by key: a table in the file
@@ -42,6 +52,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use toml::{Table, Value};
+
+use crate::auth::{AuthConfig, MIN_SECRET, Verifier};
 
 /// The services a gateway calls, in the order they are shown.
 pub const UPSTREAMS: [&str; 4] = ["user", "order", "product", "payment"];
@@ -157,6 +169,11 @@ pub struct ShopConfig {
     pub document: Table,
     /// The gateway's per-client limit.
     pub rate_limit: RateLimitConfig,
+    /// The keys customers' tokens are checked with.
+    pub auth: AuthConfig,
+    /// The secret of the order service's grants to the payment service;
+    /// `None`: [`crate::start`] makes one up (both run in one process).
+    pub charge_secret: Option<String>,
     /// Each upstream's settings, by name.
     pub upstreams: BTreeMap<&'static str, UpstreamConfig>,
 }
@@ -184,23 +201,33 @@ impl ShopConfig {
 
     fn from_document(document: Table) -> Result<Self, ConfigFileError> {
         for key in document.keys() {
-            if !["gateway", "upstream", "upstreams"].contains(&key.as_str()) {
+            if !["gateway", "upstream", "upstreams", "charges"].contains(&key.as_str()) {
                 return Err(refused(format!(
-                    "unknown section `{key}`; expected `gateway`, `upstream` or `upstreams`"
+                    "unknown section `{key}`; expected `gateway`, `upstream`, `upstreams` or `charges`"
                 )));
             }
         }
         let gateway = table(&document, "gateway")?;
         for key in gateway.keys() {
-            if key != "rate_limit" {
+            if key != "rate_limit" && key != "auth" {
                 return Err(refused(format!(
-                    "gateway.{key}: unknown field; expected `rate_limit`"
+                    "gateway.{key}: unknown field; expected `rate_limit` or `auth`"
                 )));
             }
         }
         let rate_limit: RateLimitConfig = read(&gateway, "gateway.rate_limit", "rate_limit")?;
         palisade::rate_limit::RateLimitLayer::from_config(rate_limit.clone())
             .map_err(|e| named("gateway.rate_limit", &e))?;
+        let auth: AuthConfig = read(&gateway, "gateway.auth", "auth")?;
+        Verifier::new(&auth, "gateway.auth").map_err(refused)?;
+        let charges: Charges = read(&document, "charges", "charges")?;
+        if let Some(secret) = &charges.secret
+            && secret.len() < MIN_SECRET
+        {
+            return Err(refused(format!(
+                "charges.secret: must be at least {MIN_SECRET} bytes"
+            )));
+        }
 
         let shared = table(&document, "upstream")?;
         // The shared table on its own first, so that an error in it is
@@ -229,18 +256,48 @@ impl ShopConfig {
         Ok(ShopConfig {
             document,
             rate_limit,
+            auth,
+            charge_secret: charges.secret,
             upstreams,
         })
     }
 
-    /// The document as JSON, for `GET /admin/config`.
+    /// The document as JSON, for `GET /admin/config`, its secrets
+    /// redacted: an admin may see that a key is there, not what it is.
     pub fn to_json(&self) -> Json {
-        serde_json::to_value(&self.document).unwrap_or(Json::Null)
+        let mut json = serde_json::to_value(&self.document).unwrap_or(Json::Null);
+        redact_secrets(&mut json);
+        json
     }
 
     /// The gateway's limit as (limit, window).
     pub fn rate_limit(&self) -> (u64, Duration) {
         (self.rate_limit.limit, self.rate_limit.window)
+    }
+}
+
+/// `[charges]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Charges {
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+/// Every `secret` anywhere in `json`, as `"<redacted>"`.
+fn redact_secrets(json: &mut Json) {
+    match json {
+        Json::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if key == "secret" && value.is_string() {
+                    *value = Json::from("<redacted>");
+                } else {
+                    redact_secrets(value);
+                }
+            }
+        }
+        Json::Array(items) => items.iter_mut().for_each(redact_secrets),
+        _ => {}
     }
 }
 
@@ -385,6 +442,21 @@ mod tests {
     }
 
     #[test]
+    fn admin_config_never_shows_a_secret() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let config = config(&format!(
+            "[gateway.auth]\nkeys = [{{ kid = \"k1\", alg = \"HS256\", secret = \"{secret}\" }}]\n\
+             [charges]\nsecret = \"{secret}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.charge_secret.as_deref(), Some(secret));
+        let shown = config.to_json();
+        assert!(!shown.to_string().contains(secret), "{shown}");
+        assert_eq!(shown["gateway"]["auth"]["keys"][0]["kid"], "k1");
+        assert_eq!(shown["charges"]["secret"], "<redacted>");
+    }
+
+    #[test]
     fn upstream_urls_are_plain_http_addresses() {
         for good in [
             "http://127.0.0.1:8003",
@@ -522,6 +594,16 @@ mod tests {
             ),
             ("[gateway]\nrate = 1", "gateway.rate"),
             ("[cache]\nsize = 1", "`cache`"),
+            (
+                "[gateway.auth]\nkeys = [{ alg = \"HS256\", secret = \"short\" }]",
+                "gateway.auth.keys[0].secret: ",
+            ),
+            (
+                "[gateway.auth]\nkeys = [{ alg = \"RS256\", public_key = \"x\" }]",
+                "gateway.auth.keys[0].public_key: ",
+            ),
+            ("[gateway.auth]\nkey = []", "gateway.auth"),
+            ("[charges]\nsecret = \"short\"", "charges.secret: "),
             ("upstream = 3", "upstream"),
             ("[upstream\nbroken", "line 1"),
         ] {

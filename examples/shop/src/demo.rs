@@ -15,7 +15,11 @@
 //! 6. The payment service fails: orders are cancelled and their stock is
 //!    restored.
 //!
-//! It expects the default settings ([`crate::config::DEFAULTS`]).
+//! It expects the default settings ([`crate::config::DEFAULTS`]) and a key
+//! of its own to sign customers' tokens with ([`with_demo_key`]): it plays
+//! the identity provider. Product browsing is anonymous; users and orders
+//! are called as customer 1, and phase 5's two clients are customers 2
+//! and 3, calling from the same address.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,8 +36,28 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::Running;
 use crate::upstream::{HttpClient, Upstream, http_client};
+use crate::{Running, ShopOptions, auth, config};
+
+/// The `kid` of the demo's key.
+const DEMO_KID: &str = "demo";
+
+/// `options` with a key for the demo to sign customers' tokens with: an
+/// HS256 secret made up for this run, so that no token outlives it.
+pub fn with_demo_key(mut options: ShopOptions) -> ShopOptions {
+    let mut key = toml::Table::new();
+    key.insert("kid".into(), DEMO_KID.into());
+    key.insert("alg".into(), "HS256".into());
+    key.insert("secret".into(), auth::random_secret().into());
+    let mut auth = toml::Table::new();
+    auth.insert("keys".into(), toml::Value::Array(vec![key.into()]));
+    let mut gateway = toml::Table::new();
+    gateway.insert("auth".into(), auth.into());
+    let mut document = toml::Table::new();
+    document.insert("gateway".into(), gateway.into());
+    config::merge(&mut options.overrides, &document);
+    options
+}
 
 /// What one phase did and whether it showed what it should.
 #[derive(Debug, Clone)]
@@ -120,30 +144,39 @@ struct Answer {
 struct Call {
     method: Method,
     path: String,
-    client: &'static str,
+    /// A customer's token; `None`: anonymous.
+    token: Option<String>,
     body: Option<Value>,
     idempotency_key: Option<String>,
 }
 
 impl Call {
-    fn get(path: impl Into<String>, client: &'static str) -> Call {
+    /// An anonymous `GET`.
+    fn get(path: impl Into<String>) -> Call {
         Call {
             method: Method::GET,
             path: path.into(),
-            client,
+            token: None,
             body: None,
             idempotency_key: None,
         }
     }
 
-    fn order(client: &'static str, product_id: u64, key: String) -> Call {
+    /// An order of one of `product_id` for the customer whose `token` it
+    /// is, user 1.
+    fn order(token: String, product_id: u64, key: String) -> Call {
         Call {
             method: Method::POST,
             path: "/api/orders".into(),
-            client,
+            token: Some(token),
             body: Some(json!({"user_id": 1, "product_id": product_id, "quantity": 1})),
             idempotency_key: Some(key),
         }
+    }
+
+    fn by(mut self, token: String) -> Call {
+        self.token = Some(token);
+        self
     }
 }
 
@@ -153,16 +186,30 @@ struct Demo<'a> {
     running: &'a Running,
     client: HttpClient,
     progress: Progress,
+    /// The secret of the demo's key, from the gateway's settings.
+    secret: String,
 }
 
 /// Runs the six phases against `running` and writes a table per phase to
 /// `out`; `progress` draws a progress bar on standard error when it is a
 /// terminal. Answers each phase's report.
 pub async fn run(running: &Running, out: &mut dyn Write, progress: bool) -> Vec<PhaseReport> {
+    let secret = running
+        .control
+        .config()
+        .auth
+        .keys
+        .iter()
+        .find(|key| key.kid.as_deref() == Some(DEMO_KID))
+        .and_then(|key| key.secret.clone());
+    if secret.is_none() {
+        tracing::error!("no demo key (see with_demo_key): every customer's call will be a 401");
+    }
     let mut demo = Demo {
         running,
         client: http_client(),
         progress: Progress::new(progress && std::io::stderr().is_terminal()),
+        secret: secret.unwrap_or_default(),
     };
     let mut reports = Vec::new();
     for number in 1..=PHASES.len() {
@@ -240,6 +287,17 @@ impl Watch {
 }
 
 impl Demo<'_> {
+    /// A token for customer `user`, good for the demo's run.
+    fn token(&self, user: u64) -> String {
+        let ttl = Duration::from_secs(3600);
+        auth::mint_hs256(
+            self.secret.as_bytes(),
+            Some(DEMO_KID),
+            &user.to_string(),
+            ttl,
+        )
+    }
+
     async fn phase(&mut self, number: usize) -> PhaseReport {
         let title = PHASES[number - 1];
         self.progress.phase(number, title);
@@ -275,11 +333,11 @@ impl Demo<'_> {
     async fn healthy(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
         let mut calls: Vec<Call> = (0..24)
             .map(|i| match i % 2 {
-                0 => Call::get(format!("/api/products/{}", i % 4 + 1), "demo-healthy"),
-                _ => Call::get(format!("/api/users/{}", i % 3 + 1), "demo-healthy"),
+                0 => Call::get(format!("/api/products/{}", i % 4 + 1)),
+                _ => Call::get("/api/users/1").by(self.token(1)),
             })
             .collect();
-        calls.extend((0..6).map(|i| Call::order("demo-healthy", 1, format!("demo-healthy-{i}"))));
+        calls.extend((0..6).map(|i| Call::order(self.token(1), 1, format!("demo-healthy-{i}"))));
         let answers = self.send_all(calls, 4).await;
         let ok = answers.iter().all(|a| (200..300).contains(&a.status));
         (answers, vec![("every answer is 2xx".into(), ok)])
@@ -289,7 +347,7 @@ impl Demo<'_> {
         self.faults("product", 1.0, 0).await;
         let mut answers = Vec::new();
         for _ in 0..30 {
-            answers.push(self.send(Call::get("/api/products/1", "demo-faults")).await);
+            answers.push(self.send(Call::get("/api/products/1")).await);
             self.progress.step(answers.len(), 30);
         }
         self.faults("product", 0.0, 0).await;
@@ -347,10 +405,7 @@ impl Demo<'_> {
         }
         let mut answers = Vec::new();
         for _ in 0..20 {
-            answers.push(
-                self.send(Call::get("/api/products/1", "demo-recovery"))
-                    .await,
-            );
+            answers.push(self.send(Call::get("/api/products/1")).await);
             self.progress.step(answers.len(), 20);
         }
         let closed = product
@@ -372,9 +427,7 @@ impl Demo<'_> {
         // Three callers, so that the breaker (ten calls at least) stays
         // closed and each one ends in the timeout rather than an open
         // circuit.
-        let calls = (0..3)
-            .map(|_| Call::get("/api/products/2", "demo-slow"))
-            .collect();
+        let calls = (0..3).map(|_| Call::get("/api/products/2")).collect();
         let answers = self.send_all(calls, 3).await;
         self.faults("product", 0.0, 0).await;
         // Each attempt reached the product service and sat in its delay.
@@ -406,43 +459,41 @@ impl Demo<'_> {
     }
 
     async fn rate_limited(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        // Both from this one address: the limit keys on who the token
+        // says they are.
         let greedy = (0..110)
-            .map(|_| Call::get("/api/products/3", "demo-greedy"))
+            .map(|_| Call::get("/api/products/3").by(self.token(2)))
             .collect();
         let mut answers = self.send_all(greedy, 8).await;
         let refused = answers.iter().filter(|a| a.status == 429).count();
         let polite = (0..10)
-            .map(|_| Call::get("/api/products/3", "demo-polite"))
+            .map(|_| Call::get("/api/products/3").by(self.token(3)))
             .collect();
         let polite = self.send_all(polite, 2).await;
         let polite_ok = polite.iter().all(|a| a.status == 200);
         answers.extend(polite);
         let checks = vec![
             (
-                format!("demo-greedy: 100 admitted, {refused} of 110 refused with 429"),
+                format!("customer 2: 100 admitted, {refused} of 110 refused with 429"),
                 refused == 10,
             ),
-            ("demo-polite: all 10 answered 200".into(), polite_ok),
+            ("customer 3: all 10 answered 200".into(), polite_ok),
         ];
         (answers, checks)
     }
 
     async fn payment_fails(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
         let stock = |answer: &Answer| answer.body["stock"].as_u64();
-        let before = self
-            .send(Call::get("/api/products/2", "demo-payment"))
-            .await;
+        let before = self.send(Call::get("/api/products/2")).await;
         self.faults("payment", 1.0, 0).await;
         let mut answers = Vec::new();
         for i in 0..5 {
             let key = format!("demo-payment-{i}");
-            answers.push(self.send(Call::order("demo-payment", 2, key)).await);
+            answers.push(self.send(Call::order(self.token(1), 2, key)).await);
             self.progress.step(i + 1, 5);
         }
         self.faults("payment", 0.0, 0).await;
-        let after = self
-            .send(Call::get("/api/products/2", "demo-payment"))
-            .await;
+        let after = self.send(Call::get("/api/products/2")).await;
         let cancelled = answers
             .iter()
             .filter(|a| a.status == 402 && a.body["order"]["status"] == "cancelled")
@@ -477,7 +528,7 @@ impl Demo<'_> {
             Call {
                 method: Method::PUT,
                 path: "/admin/faults".into(),
-                client: "demo",
+                token: None,
                 body: Some(body),
                 idempotency_key: None,
             },
@@ -522,8 +573,10 @@ async fn send(client: &HttpClient, addr: SocketAddr, call: Call) -> Answer {
     let started = Instant::now();
     let mut request = Request::builder()
         .method(call.method)
-        .uri(format!("http://{addr}{}", call.path))
-        .header("x-client-id", call.client);
+        .uri(format!("http://{addr}{}", call.path));
+    if let Some(token) = &call.token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
     if let Some(key) = &call.idempotency_key {
         request = request.header("idempotency-key", key);
     }

@@ -1,6 +1,7 @@
-//! The gateway: `/api/{users,products,orders,payments}/...` proxied to each
-//! service's own path, behind a per-client rate limit, with palisade's
-//! layers in front of every upstream.
+//! The gateway: the routes a customer may call ([`ROUTES`]), each proxied
+//! to its service's own path once the caller's token is checked, behind a
+//! per-client rate limit, with palisade's layers in front of every
+//! upstream.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -27,7 +28,8 @@ use serde_json::{Value, json};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::api::{AdminAuth, ApiError, MAX_BODY, no_route, read_deadline, request_id};
+use crate::api::{AdminAuth, ApiError, MAX_BODY, json_405, no_route, read_deadline, request_id};
+use crate::auth::{AuthError, CUSTOMER, Verifier};
 use crate::config::{ShopConfig, UPSTREAMS};
 use crate::upstream::{HttpClient, Upstream, state_name};
 
@@ -51,29 +53,200 @@ impl UpstreamUrls {
     }
 }
 
-/// A client as the ingress limit counts it.
+/// A client as the ingress limit counts it: only what the gateway can
+/// trust, never a header the client picks.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ClientKey {
-    /// From `X-Client-ID`.
-    Id(String),
-    /// The peer's address.
+    /// A customer, by their verified token's `sub`.
+    Customer(String),
+    /// A caller without a token, by the peer's address.
     Addr(std::net::IpAddr),
     /// Neither known.
     Unknown,
 }
 
 fn client_key(request: &Request) -> ClientKey {
-    if let Some(id) = request.headers().get("x-client-id")
-        && let Ok(id) = id.to_str()
-        && !id.is_empty()
-        && id.len() <= 64
+    if let Some(Admission::Admitted {
+        caller: Some(sub), ..
+    }) = request.extensions().get::<Admission>()
     {
-        return ClientKey::Id(id.to_owned());
+        return ClientKey::Customer(sub.clone());
     }
     match request.extensions().get::<ConnectInfo<SocketAddr>>() {
         Some(ConnectInfo(peer)) => ClientKey::Addr(peer.ip()),
         None => ClientKey::Unknown,
     }
+}
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone. A token, when sent, must be good; it then keys the limit.
+    Anyone,
+    /// A customer with a token. The service answers with their own data
+    /// only (their orders), told who they are by the gateway.
+    Customer,
+    /// A customer, on their own user: `{id}` must be their token's `sub`.
+    OwnUser,
+}
+
+/// A route a client may call through the gateway.
+#[derive(Debug)]
+pub struct Route {
+    /// The path under `/api`, also the service's own; `{id}` is a whole
+    /// number.
+    pub path: &'static str,
+    pub methods: &'static [&'static str],
+    pub upstream: &'static str,
+    pub access: Access,
+}
+
+/// Everything a client may call; the rest is 404 (405, with `Allow`,
+/// where only the method differs). Not here, being the services' business
+/// and not a customer's: the saga's steps (reserving and releasing stock,
+/// charging and voiding a payment), the list of every user, and payments.
+pub const ROUTES: [Route; 6] = [
+    Route {
+        path: "/products",
+        methods: &["GET"],
+        upstream: "product",
+        access: Access::Anyone,
+    },
+    Route {
+        path: "/products/{id}",
+        methods: &["GET"],
+        upstream: "product",
+        access: Access::Anyone,
+    },
+    // Signing up needs no token: the identity provider issues it after.
+    Route {
+        path: "/users",
+        methods: &["POST"],
+        upstream: "user",
+        access: Access::Anyone,
+    },
+    Route {
+        path: "/users/{id}",
+        methods: &["GET", "PUT"],
+        upstream: "user",
+        access: Access::OwnUser,
+    },
+    Route {
+        path: "/orders",
+        methods: &["GET", "POST"],
+        upstream: "order",
+        access: Access::Customer,
+    },
+    Route {
+        path: "/orders/{id}",
+        methods: &["GET"],
+        upstream: "order",
+        access: Access::Customer,
+    },
+];
+
+/// The route `path` is, with the `{id}` in it: the path must be the
+/// route's exactly, so nothing else (dot segments, `/admin`, another
+/// service's path) can be reached.
+fn find_route(path: &str) -> Option<(&'static Route, Option<&str>)> {
+    let rest = path.strip_prefix("/api")?;
+    ROUTES.iter().find_map(|route| {
+        let mut id = None;
+        let (mut want, mut have) = (route.path.split('/'), rest.split('/'));
+        loop {
+            match (want.next(), have.next()) {
+                (None, None) => return Some((route, id)),
+                (Some("{id}"), Some(segment)) if !segment.is_empty() => id = Some(segment),
+                (Some(a), Some(b)) if a == b => {}
+                _ => return None,
+            }
+        }
+    })
+}
+
+/// What the gateway decided about a request from its head alone, before
+/// the limiter and before reading the body.
+#[derive(Clone, Debug)]
+enum Admission {
+    /// On `route`, as the customer `caller` (`None`: no token).
+    Admitted {
+        route: &'static Route,
+        caller: Option<String>,
+    },
+    Refused(Refusal),
+}
+
+#[derive(Clone, Debug)]
+enum Refusal {
+    NoRoute,
+    /// The method the route does not take, and those it does.
+    Method(axum::http::Method, &'static [&'static str]),
+    BadId,
+    Auth(AuthError),
+    /// Another customer's user: answered as if there were none.
+    NotYours(u64),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::NoRoute => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
+            }
+            Refusal::Method(method, methods) => {
+                let allow = methods.join(", ");
+                let message = format!("this route does not take {method}; it takes {allow}");
+                let mut response = ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    message,
+                )
+                .into_response();
+                if let Ok(allow) = HeaderValue::from_str(&allow) {
+                    response.headers_mut().insert(header::ALLOW, allow);
+                }
+                response
+            }
+            Refusal::BadId => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_id",
+                "the id in the path must be a whole number",
+            )
+            .into_response(),
+            Refusal::Auth(error) => error.into_response(),
+            Refusal::NotYours(id) => ApiError::not_found("user", id).into_response(),
+        }
+    }
+}
+
+/// Finds the request's route and checks its caller: from the head alone,
+/// so that a refused request reaches no upstream and is not read.
+fn admit(verifier: &Verifier, request: &Request) -> Admission {
+    let refused = Admission::Refused;
+    let Some((route, id)) = find_route(request.uri().path()) else {
+        return refused(Refusal::NoRoute);
+    };
+    if !route.methods.contains(&request.method().as_str()) {
+        return refused(Refusal::Method(request.method().clone(), route.methods));
+    }
+    let id = match id.map(str::parse::<u64>) {
+        Some(Err(_)) => return refused(Refusal::BadId),
+        Some(Ok(id)) => Some(id),
+        None => None,
+    };
+    let caller = match verifier.caller(request.headers()) {
+        Ok(caller) => caller,
+        Err(error) => return refused(Refusal::Auth(error)),
+    };
+    match (route.access, &caller, id) {
+        (Access::Anyone, _, _) => {}
+        (_, None, _) => return refused(Refusal::Auth(AuthError::Missing)),
+        (Access::OwnUser, Some(sub), Some(id)) if *sub != id.to_string() => {
+            return refused(Refusal::NotYours(id));
+        }
+        _ => {}
+    }
+    Admission::Admitted { route, caller }
 }
 
 type Upstreams = BTreeMap<&'static str, Upstream>;
@@ -190,6 +363,10 @@ impl Gateway {
             changed.push("gateway.rate_limit".to_owned());
             ingress_layer(&config)?
         };
+        if config.auth != old.config.auth {
+            // The generation's verifier is built from it: keys rotate here.
+            changed.push("gateway.auth".to_owned());
+        }
         let generation = Arc::new(Generation::new(config, upstreams, ingress, self.resilience));
         match self.current.write() {
             Ok(mut current) => *current = generation,
@@ -227,6 +404,7 @@ impl Gateway {
             .with_state(self.clone())
             .route_service("/api/{*path}", api)
             .fallback(no_route)
+            .layer(axum::middleware::from_fn(json_405))
             .layer(axum::middleware::from_fn_with_state("gateway", request_id))
     }
 }
@@ -242,6 +420,19 @@ impl Generation {
         resilience: bool,
     ) -> Generation {
         let upstreams = Arc::new(upstreams);
+        let verifier = Verifier::new(&config.auth, "gateway.auth").unwrap_or_else(|error| {
+            // Checked when the configuration was read; refusing every
+            // token is the safe side should it ever get here.
+            tracing::error!(%error, "gateway.auth refused; every token will be");
+            Verifier::without_keys(&config.auth)
+        });
+        let verifier = Arc::new(verifier);
+        // Before the limiter, which keys on the caller found here.
+        let admit = move |mut request: Request| {
+            let admission = admit(&verifier, &request);
+            request.extensions_mut().insert(admission);
+            request
+        };
         let routes = upstreams.clone();
         let proxy = tower::service_fn(move |request: Request| {
             let routes = routes.clone();
@@ -258,6 +449,7 @@ impl Generation {
                 ServiceBuilder::new()
                     .map_response(IntoResponse::into_response)
                     .layer(ErrorResponseLayer::new())
+                    .map_request(admit)
                     .layer(ingress.clone())
                     .layer(answered)
                     .layer(read_deadline())
@@ -267,6 +459,7 @@ impl Generation {
             BoxCloneSyncService::new(
                 ServiceBuilder::new()
                     .map_response(IntoResponse::into_response)
+                    .map_request(admit)
                     .layer(answered)
                     .service(proxy),
             )
@@ -330,49 +523,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Which upstream a gateway path goes to, and the path there: `/api/users/1`
-/// is the user service's `/users/1`. `None` for a path with dot segments
-/// (they could climb to a service's `/admin`).
-fn route<'a>(upstreams: &'a Upstreams, path: &str) -> Option<(&'a Upstream, String)> {
-    let rest = path.strip_prefix("/api")?;
-    let lowered = rest.to_ascii_lowercase();
-    if rest.split('/').any(|s| s == "." || s == "..")
-        || lowered.contains("%2e")
-        || lowered.contains("%2f")
-    {
-        return None;
-    }
-    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    // The saga's own steps are for the order service, not for clients: a
-    // client could otherwise free another order's stock or void its
-    // payment.
-    if let [_, _, action] | [_, action] = segments[..]
-        && is_internal(
-            &segments[0].to_ascii_lowercase(),
-            &action.to_ascii_lowercase(),
-        )
-    {
-        return None;
-    }
-    let collection = *segments.first()?;
-    let name = match collection {
-        "users" => "user",
-        "products" => "product",
-        "orders" => "order",
-        "payments" => "payment",
-        _ => return None,
-    };
-    Some((upstreams.get(name)?, rest.to_owned()))
-}
-
-/// `products/{id}/reserve`, `products/{id}/release` and `payments/void`.
-fn is_internal(collection: &str, action: &str) -> bool {
-    matches!(
-        (collection, action),
-        ("products", "reserve" | "release") | ("payments", "void")
-    )
-}
-
 /// Whether reading a body failed on the size limit (rather than on the
 /// connection).
 fn is_too_large(err: &axum::Error) -> bool {
@@ -388,12 +538,19 @@ fn is_too_large(err: &axum::Error) -> bool {
 
 async fn proxy(upstreams: &Upstreams, request: Request) -> Result<Response, BoxError> {
     let (mut parts, body) = request.into_parts();
-    let Some((upstream, path)) = route(upstreams, parts.uri.path()) else {
+    let (route, caller) = match parts.extensions.remove::<Admission>() {
+        Some(Admission::Admitted { route, caller }) => (route, caller),
+        Some(Admission::Refused(refusal)) => return Ok(refusal.into_response()),
+        None => return Ok(no_route().await.into_response()),
+    };
+    let Some(upstream) = upstreams.get(route.upstream) else {
         return Ok(no_route().await.into_response());
     };
+    // The path matched a route exactly: under `/api` it is the service's.
+    let path = parts.uri.path().strip_prefix("/api").unwrap_or("/");
     let path_and_query = match parts.uri.query() {
         Some(query) => format!("{path}?{query}"),
-        None => path,
+        None => path.to_owned(),
     };
     // Buffered, so that a retry can send it again; bounded.
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
@@ -417,6 +574,15 @@ async fn proxy(upstreams: &Upstreams, request: Request) -> Result<Response, BoxE
     };
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
+    // The services learn who calls from the gateway alone: a copy the
+    // client sent is dropped, and so is its token, which they do not need.
+    parts.headers.remove(CUSTOMER);
+    parts.headers.remove(header::AUTHORIZATION);
+    if let Some(sub) = caller {
+        parts
+            .headers
+            .insert(CUSTOMER, HeaderValue::from_bytes(sub.as_bytes())?);
+    }
     // What the gateway's own layers left here (the peer address, the
     // matched route) means nothing upstream, and a retry would copy it; the
     // caller's deadline, if it sent one, goes on.
@@ -554,63 +720,79 @@ async fn show_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ShopConfig;
-    use crate::upstream::http_client;
 
-    fn upstreams() -> Upstreams {
-        let config = ShopConfig::from_layers("", &toml::Table::new()).unwrap();
-        UPSTREAMS
-            .into_iter()
-            .map(|name| {
-                let url = "http://127.0.0.1:1";
-                let settings = &config.upstreams[name];
-                let upstream = Upstream::new(name, url, http_client(), settings, true).unwrap();
-                (name, upstream)
-            })
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn api_paths_go_to_their_service_and_never_climb_out_of_it() {
-        let upstreams = upstreams();
-        let routed = |path: &str| route(&upstreams, path).map(|(u, p)| (u.name, p));
-        assert_eq!(
-            routed("/api/users/1"),
-            Some(("user", "/users/1".to_owned()))
-        );
-        assert_eq!(
-            routed("/api/products"),
-            Some(("product", "/products".to_owned()))
-        );
-        assert_eq!(
-            routed("/api/orders/7"),
-            Some(("order", "/orders/7".to_owned()))
-        );
-        assert_eq!(
-            routed("/api/payments/3"),
-            Some(("payment", "/payments/3".to_owned()))
-        );
+    // Changed with the allow-list: payments are no longer routed, and a
+    // path must be a route's exactly.
+    #[test]
+    fn api_paths_go_to_their_service_and_never_climb_out_of_it() {
+        fn routed(path: &str) -> Option<(&'static str, Option<&str>)> {
+            find_route(path).map(|(route, id)| (route.upstream, id))
+        }
+        assert_eq!(routed("/api/users/1"), Some(("user", Some("1"))));
+        assert_eq!(routed("/api/products"), Some(("product", None)));
+        assert_eq!(routed("/api/orders/7"), Some(("order", Some("7"))));
         for refused in [
+            "/api/payments/3",
+            "/api/payments",
             "/api/admin/faults",
             "/api/users/../admin/faults",
             "/api/users/./1",
             "/api/users/%2e%2e/admin/faults",
-            "/api/users/%2E%2E/admin/faults",
-            "/api/users/..%2fadmin",
-            "/api/users%2f..%2fadmin",
+            "/api/users/..%2fadmin/x",
             "/api/../users/1",
             "/api/inventory/1",
             "/api/products/1/reserve",
             "/api/products/1/Release",
             "/api/payments/void",
-            "/api/payments/VOID",
-            "/api/products/1/reserve/",
-            "/api//payments//void",
+            "/api/products/1/",
+            "/api//products",
+            "/api/Products",
             "/users/1",
             "/api",
         ] {
             assert_eq!(routed(refused), None, "{refused}");
         }
+    }
+
+    #[test]
+    fn each_route_takes_its_methods_and_callers_only() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let config = crate::auth::AuthConfig {
+            keys: vec![crate::auth::KeyConfig {
+                kid: None,
+                alg: "HS256".into(),
+                secret: Some(secret.into()),
+                public_key: None,
+            }],
+            ..Default::default()
+        };
+        let verifier = Verifier::new(&config, "gateway.auth").unwrap();
+        let token = crate::auth::mint_hs256(secret.as_bytes(), None, "2", Duration::from_secs(60));
+        let admit = |method: &str, path: &str, customer: bool| {
+            let mut request = Request::builder().method(method).uri(path);
+            if customer {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            match admit(&verifier, &request.body(Body::empty()).unwrap()) {
+                Admission::Admitted { caller, .. } => Ok(caller),
+                Admission::Refused(refusal) => Err(refusal.into_response().status().as_u16()),
+            }
+        };
+        assert_eq!(admit("GET", "/api/products/1", false), Ok(None));
+        assert_eq!(admit("GET", "/api/products/1", true), Ok(Some("2".into())));
+        assert_eq!(admit("POST", "/api/users", false), Ok(None));
+        assert_eq!(admit("GET", "/api/users/2", true), Ok(Some("2".into())));
+        assert_eq!(admit("PUT", "/api/users/2", true), Ok(Some("2".into())));
+        assert_eq!(admit("POST", "/api/orders", true), Ok(Some("2".into())));
+        assert_eq!(admit("GET", "/api/orders/9", true), Ok(Some("2".into())));
+        // Refused, with the status each gets.
+        assert_eq!(admit("GET", "/api/users/2", false), Err(401));
+        assert_eq!(admit("GET", "/api/users/1", true), Err(404));
+        assert_eq!(admit("GET", "/api/users/x", true), Err(400));
+        assert_eq!(admit("POST", "/api/orders", false), Err(401));
+        assert_eq!(admit("GET", "/api/users", true), Err(405));
+        assert_eq!(admit("DELETE", "/api/orders/9", true), Err(405));
+        assert_eq!(admit("POST", "/api/payments", true), Err(404));
     }
 }
 

@@ -15,6 +15,7 @@
 //! when the file changes.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod gateway;
@@ -265,12 +266,14 @@ fn url(addr: SocketAddr) -> String {
 }
 
 /// The order service, calling the others at `urls` (unless the
-/// configuration names others) through the stacks `config` describes.
+/// configuration names others) through the stacks `config` describes,
+/// signing charges and voids with `grants`.
 fn order_service(
     config: &ShopConfig,
     urls: &UpstreamUrls,
     client: &upstream::HttpClient,
     resilience: bool,
+    grants: auth::Grants,
 ) -> io::Result<order::OrderService> {
     let upstream = |name: &'static str, default: &str| {
         let settings = &config.upstreams[name];
@@ -281,7 +284,32 @@ fn order_service(
         upstream("user", &urls.user)?,
         upstream("product", &urls.product)?,
         upstream("payment", &urls.payment)?,
+        grants,
     ))
+}
+
+/// The order and payment services' shared secret: the configured one, or
+/// (only when both run in this process) one made up now.
+fn grants(config: &ShopConfig, both_here: bool) -> io::Result<auth::Grants> {
+    match &config.charge_secret {
+        Some(secret) => Ok(auth::Grants::new(secret)),
+        None if both_here => Ok(auth::Grants::new(&auth::random_secret())),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the order and payment services, run apart, need the secret they share: \
+             `[charges] secret` in the --config file",
+        )),
+    }
+}
+
+/// Says at start when no customer can be let in, so that a wall of 401s
+/// is not a mystery.
+fn warn_without_keys(config: &ShopConfig) {
+    if config.auth.keys.is_empty() {
+        tracing::warn!(
+            "no [gateway.auth] keys configured: routes that need a customer's token answer 401"
+        );
+    }
 }
 
 /// Keeps `gateway`'s settings in step with the configuration file (polled,
@@ -346,7 +374,9 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
     };
     let auth = admin_auth(&options)?;
     let client = http_client();
-    let orders = order_service(&config, &urls, &client, options.resilience)?;
+    let grants = grants(&config, true)?;
+    warn_without_keys(&config);
+    let orders = order_service(&config, &urls, &client, options.resilience, grants.clone())?;
     let control = Gateway::new(
         config,
         urls,
@@ -359,7 +389,7 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
     let (user_router, user_faults) = user::router(auth.clone());
     let (order_router, order_faults) = order::router(orders.clone(), auth.clone());
     let (product_router, product_faults) = product::router(auth.clone());
-    let (payment_router, payment_faults) = payment::router(auth);
+    let (payment_router, payment_faults) = payment::router(auth, grants);
     let routers: [Router; 5] = [
         control.router(),
         user_router,
@@ -461,6 +491,7 @@ pub async fn start_service(
     let mut control = None;
     let router = match name {
         "gateway" => {
+            warn_without_keys(&config);
             let gateway = Gateway::new(
                 config,
                 urls,
@@ -476,9 +507,10 @@ pub async fn start_service(
         }
         "user" => user::router(auth).0,
         "product" => product::router(auth).0,
-        "payment" => payment::router(auth).0,
+        "payment" => payment::router(auth, grants(&config, false)?).0,
         _ => {
-            let orders = order_service(&config, &urls, &client, options.resilience)?;
+            let grants = grants(&config, false)?;
+            let orders = order_service(&config, &urls, &client, options.resilience, grants)?;
             order::router(orders, auth).0
         }
     };

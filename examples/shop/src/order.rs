@@ -3,6 +3,12 @@
 //! when the charge fails releases the stock and voids the charge (it may
 //! have gone through unseen), retrying either until its service answers (a
 //! small saga).
+//!
+//! Every order belongs to the customer the gateway names in the
+//! [`CUSTOMER`] header; a customer sees only their own orders, and their
+//! `Idempotency-Key`s are theirs alone. Without the header (a caller
+//! inside the shop) every order is seen. Charges and voids carry a grant
+//! signed for their order and amount ([`Grants`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,13 +29,14 @@ use serde_json::json;
 use palisade::chaos::Handle as FaultHandle;
 
 use crate::api::{AdminAuth, ApiError, Id, JsonBody, RequestId, service_router};
+use crate::auth::{CUSTOMER, Grants};
 use crate::payment::{Charge, Payment, Void};
 use crate::product::{Product, Release, Reserve};
 use crate::upstream::{Inbound, Upstream};
 use crate::user::User;
 
 /// `POST /orders`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
     pub user_id: u64,
@@ -46,20 +53,24 @@ pub struct Order {
     pub quantity: u64,
     pub total: u64,
     pub status: String,
+    /// Whose it is: their token's `sub`.
+    pub customer: String,
 }
 
-/// What an `Idempotency-Key` has led to.
+/// What an `Idempotency-Key` has led to, with the request it came with:
+/// the key means that request and no other.
 #[derive(Debug, Clone)]
 enum Keyed {
-    InProgress,
-    Done(u64),
+    InProgress(NewOrder),
+    Done(u64, NewOrder),
 }
 
 #[derive(Debug, Default)]
 struct Orders {
     next: u64,
     all: BTreeMap<u64, Order>,
-    keys: HashMap<String, Keyed>,
+    /// By customer and key: one customer's key is nothing to another.
+    keys: HashMap<(String, String), Keyed>,
 }
 
 /// The order service's state: its orders and its upstreams.
@@ -69,18 +80,22 @@ pub struct OrderService {
     pub users: Upstream,
     pub products: Upstream,
     pub payments: Upstream,
+    grants: Grants,
     /// Bounds the background retries of compensating steps, all of them
     /// together, so that a service that is down is not flooded with them.
     compensation_budget: SharedBudget,
 }
 
 impl OrderService {
-    pub fn new(users: Upstream, products: Upstream, payments: Upstream) -> Self {
+    /// Calls `users`, `products` and `payments`, signing each charge and
+    /// void with `grants`.
+    pub fn new(users: Upstream, products: Upstream, payments: Upstream, grants: Grants) -> Self {
         OrderService {
             orders: Arc::default(),
             users,
             products,
             payments,
+            grants,
             compensation_budget: SharedBudget::new(RetryBudget::tokens(100, 0.5))
                 .expect("a valid budget"),
         }
@@ -115,15 +130,41 @@ fn upstream_error(upstream: &str, err: &BoxError) -> ApiError {
     }
 }
 
-async fn list(State(service): State<OrderService>) -> Json<Vec<Order>> {
-    Json(service.lock().all.values().cloned().collect())
+/// The customer the gateway named, if any.
+fn customer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CUSTOMER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-async fn one(State(service): State<OrderService>, Id(id): Id) -> Result<Json<Order>, ApiError> {
+/// Whether `order` is for the caller's eyes: theirs, or any for a caller
+/// inside the shop.
+fn visible(order: &Order, customer: Option<&str>) -> bool {
+    customer.is_none_or(|customer| order.customer == customer)
+}
+
+async fn list(State(service): State<OrderService>, headers: HeaderMap) -> Json<Vec<Order>> {
+    let customer = customer(&headers);
+    let orders = service.lock();
+    let mine = orders
+        .all
+        .values()
+        .filter(|o| visible(o, customer.as_deref()));
+    Json(mine.cloned().collect())
+}
+
+/// Another customer's order is answered as if there were none.
+async fn one(
+    State(service): State<OrderService>,
+    Id(id): Id,
+    headers: HeaderMap,
+) -> Result<Json<Order>, ApiError> {
+    let customer = customer(&headers);
     service
         .lock()
         .all
         .get(&id)
+        .filter(|order| visible(order, customer.as_deref()))
         .cloned()
         .map(Json)
         .ok_or_else(|| ApiError::not_found("order", id))
@@ -155,6 +196,20 @@ async fn create(
     headers: HeaderMap,
     JsonBody(new): JsonBody<NewOrder>,
 ) -> Result<Response, ApiError> {
+    let Some(customer) = customer(&headers) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an order needs a customer: place it through the gateway, with a token",
+        ));
+    };
+    if new.user_id.to_string() != customer {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a customer orders for themselves: user_id must be {customer}"),
+        ));
+    }
     if new.quantity == 0 || new.quantity > 1_000 {
         return Err(ApiError::invalid("quantity must be 1 to 1000"));
     }
@@ -169,11 +224,19 @@ async fn create(
             }
         },
     };
+    let key = key.map(|key| (customer.clone(), key));
     if let Some(key) = &key {
         let mut orders = service.lock();
         match orders.keys.get(key) {
-            Some(Keyed::Done(id)) => return Ok(order_response(orders.all[id].clone())),
-            Some(Keyed::InProgress) => {
+            Some(Keyed::InProgress(first) | Keyed::Done(_, first)) if *first != new => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for another order; use a new key for a new order",
+                ));
+            }
+            Some(Keyed::Done(id, _)) => return Ok(order_response(orders.all[id].clone())),
+            Some(Keyed::InProgress(_)) => {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "in_progress",
@@ -181,7 +244,9 @@ async fn create(
                 ));
             }
             None => {
-                orders.keys.insert(key.clone(), Keyed::InProgress);
+                orders
+                    .keys
+                    .insert(key.clone(), Keyed::InProgress(new.clone()));
             }
         }
     }
@@ -199,8 +264,8 @@ async fn create(
     // retry with the same key gets it.
     let placing = service.clone();
     tokio::spawn(async move {
-        let placed = place(&placing, &new, &inbound).await;
-        record(&placing, placed, key)
+        let placed = place(&placing, &new, customer, &inbound).await;
+        record(&placing, placed, key, new)
     })
     .await
     .unwrap_or_else(|_| {
@@ -216,13 +281,14 @@ async fn create(
 fn record(
     service: &OrderService,
     placed: Result<Order, ApiError>,
-    key: Option<String>,
+    key: Option<(String, String)>,
+    new: NewOrder,
 ) -> Result<Response, ApiError> {
     let mut orders = service.lock();
     match placed {
         Ok(order) => {
             if let Some(key) = key {
-                orders.keys.insert(key, Keyed::Done(order.id));
+                orders.keys.insert(key, Keyed::Done(order.id, new));
             }
             orders.all.insert(order.id, order.clone());
             Ok(order_response(order))
@@ -242,6 +308,7 @@ fn record(
 async fn place(
     service: &OrderService,
     new: &NewOrder,
+    customer: String,
     inbound: &Inbound,
 ) -> Result<Order, ApiError> {
     let user: Option<User> = service
@@ -277,6 +344,7 @@ async fn place(
         quantity: new.quantity,
         total,
         status: "confirmed".into(),
+        customer,
     };
     let key = format!("order-{id}");
     let reserve = Reserve {
@@ -291,6 +359,7 @@ async fn place(
             Some(&reserve),
             inbound,
             Some(&key),
+            None,
         )
         .await;
     match reserved {
@@ -320,6 +389,7 @@ async fn place(
         order_id: id,
         amount: total,
     };
+    let grant = service.grants.sign("charge", id, total);
     let charged = service
         .payments
         .call(
@@ -328,6 +398,7 @@ async fn place(
             Some(&charge),
             inbound,
             Some(&key),
+            Some(&grant),
         )
         .await;
     let paid = match &charged {
@@ -436,6 +507,8 @@ where
 }
 
 async fn try_void(service: &OrderService, order_id: u64, amount: u64, inbound: &Inbound) -> bool {
+    // Signed at each attempt: the background retries outlast a grant.
+    let grant = service.grants.sign("void", order_id, amount);
     let voided = service
         .payments
         .call(
@@ -444,6 +517,7 @@ async fn try_void(service: &OrderService, order_id: u64, amount: u64, inbound: &
             Some(&Void { order_id, amount }),
             inbound,
             Some(&format!("void-order-{order_id}")),
+            Some(&grant),
         )
         .await;
     settled("void the payment", order_id, &voided)
@@ -479,6 +553,7 @@ async fn release(service: &OrderService, product_id: u64, order_id: u64, inbound
                     Some(&Release { order_id }),
                     &inbound,
                     Some(&format!("order-{order_id}")),
+                    None,
                 )
                 .await;
             settled("release the stock", order_id, &released)

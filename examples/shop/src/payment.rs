@@ -1,13 +1,14 @@
 //! The payment service: `POST /payments`, idempotent per order,
 //! `GET /payments/{id}`, and `POST /payments/void`, which cancels an
-//! order's payment whether or not it was ever made (for the order service;
-//! the gateway does not expose it).
+//! order's payment whether or not it was ever made. Charging and voiding
+//! are the order service's alone: each needs its grant for that order and
+//! amount ([`Grants`]); the gateway exposes none of these routes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use palisade::chaos::Handle as FaultHandle;
 
 use crate::api::{AdminAuth, ApiError, Id, JsonBody, service_router};
+use crate::auth::Grants;
 
 /// `POST /payments`; `amount` in cents.
 #[derive(Debug, Deserialize, Serialize)]
@@ -51,19 +53,28 @@ struct Ledger {
     voided: HashSet<(u64, u64)>,
 }
 
-type Store = Arc<Mutex<Ledger>>;
+/// The ledger, and the grants charges and voids must carry.
+#[derive(Clone, Debug)]
+struct Store {
+    ledger: Arc<Mutex<Ledger>>,
+    grants: Grants,
+}
 
 fn lock(store: &Store) -> MutexGuard<'_, Ledger> {
-    store.lock().unwrap_or_else(|p| p.into_inner())
+    store.ledger.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn charge(
     State(store): State<Store>,
+    headers: HeaderMap,
     JsonBody(charge): JsonBody<Charge>,
 ) -> Result<(StatusCode, Json<Payment>), ApiError> {
     if charge.amount == 0 {
         return Err(ApiError::invalid("amount must be positive"));
     }
+    store
+        .grants
+        .check(&headers, "charge", charge.order_id, charge.amount)?;
     let mut ledger = lock(&store);
     if ledger.voided.contains(&(charge.order_id, charge.amount)) {
         return Err(ApiError::new(
@@ -103,8 +114,12 @@ async fn charge(
 /// same.
 async fn void(
     State(store): State<Store>,
+    headers: HeaderMap,
     JsonBody(void): JsonBody<Void>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    store
+        .grants
+        .check(&headers, "void", void.order_id, void.amount)?;
     let mut ledger = lock(&store);
     let existing = ledger.by_order.get(&void.order_id).copied();
     let payment = match existing.and_then(|id| ledger.payments.get_mut(&id)) {
@@ -138,12 +153,17 @@ async fn one(State(store): State<Store>, Id(id): Id) -> Result<Json<Payment>, Ap
         .ok_or_else(|| ApiError::not_found("payment", id))
 }
 
-/// The payment service's router.
-pub fn router(auth: AdminAuth) -> (Router, FaultHandle) {
+/// The payment service's router: charges and voids need a grant signed
+/// with `grants`' secret.
+pub fn router(auth: AdminAuth, grants: Grants) -> (Router, FaultHandle) {
+    let store = Store {
+        ledger: Arc::default(),
+        grants,
+    };
     let api = Router::new()
         .route("/payments", post(charge))
         .route("/payments/void", post(void))
         .route("/payments/{id}", get(one))
-        .with_state(Store::default());
+        .with_state(store);
     service_router("payment", api, auth)
 }

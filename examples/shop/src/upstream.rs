@@ -246,8 +246,9 @@ impl Upstream {
     }
 
     /// A JSON call: `method path` with `body`, passing on the request id
-    /// and the deadline of `inbound` (the call this one serves), and an
-    /// `Idempotency-Key` when given. Answers the status and the body.
+    /// and the deadline of `inbound` (the call this one serves), with an
+    /// `Idempotency-Key` and a bearer token when given. Answers the status
+    /// and the body.
     pub async fn call<B: Serialize>(
         &self,
         method: Method,
@@ -255,6 +256,7 @@ impl Upstream {
         body: Option<&B>,
         inbound: &Inbound,
         idempotency_key: Option<&str>,
+        bearer: Option<&str>,
     ) -> Result<(StatusCode, Bytes), BoxError> {
         let body = match body {
             Some(body) => Bytes::from(serde_json::to_vec(body)?),
@@ -269,6 +271,9 @@ impl Upstream {
         }
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
+        }
+        if let Some(token) = bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
         }
         if let Some(deadline) = inbound.deadline {
             request = request.extension(deadline);
@@ -286,7 +291,7 @@ impl Upstream {
         inbound: &Inbound,
     ) -> Result<Option<T>, BoxError> {
         let (status, body) = self
-            .call::<()>(Method::GET, path, None, inbound, None)
+            .call::<()>(Method::GET, path, None, inbound, None, None)
             .await?;
         match status {
             StatusCode::NOT_FOUND => Ok(None),

@@ -138,7 +138,7 @@ async fn an_invalid_file_is_refused_naming_the_field_and_the_settings_in_force_s
         // The watcher refuses it too, and nothing changes.
         settled().await;
         assert_eq!(shop.running.control.config(), before);
-        assert_eq!(shop.get("/api/users/1").await.status, StatusCode::OK);
+        assert_eq!(shop.get_as(1, "/api/users/1").await.status, StatusCode::OK);
     }
 
     // A good file after a bad one is taken.
@@ -216,7 +216,7 @@ async fn a_new_limit_keeps_what_each_client_has_spent_and_a_new_algorithm_starts
         "[gateway.rate_limit]\nlimit = 5\nwindow = \"60s\"\n",
     );
     let shop = shop_with(&file).await;
-    let as_client = || Request::get("/api/products/1").header("x-client-id", "spender");
+    let as_client = || Request::get("/api/products/1").header("authorization", support::bearer(1));
     let remaining = |answer: &support::Answer| {
         answer.headers["ratelimit-remaining"]
             .to_str()
@@ -245,4 +245,72 @@ async fn a_new_limit_keeps_what_each_client_has_spent_and_a_new_algorithm_starts
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(remaining(&answer), 3);
     shop.running.shutdown().await.unwrap();
+}
+
+/// `[gateway.auth]` with HS256 secrets and RS256 public keys, by kid.
+fn keys_file(keys: &[(&str, &str)]) -> String {
+    let mut text = String::from("[gateway.auth]\nkeys = [\n");
+    for (kid, key) in keys {
+        if key.starts_with("-----BEGIN") {
+            text +=
+                &format!("  {{ kid = \"{kid}\", alg = \"RS256\", public_key = '''{key}''' }},\n");
+        } else {
+            text += &format!("  {{ kid = \"{kid}\", alg = \"HS256\", secret = \"{key}\" }},\n");
+        }
+    }
+    text + "]\n"
+}
+
+fn rs256_token(kid: Option<&str>, sub: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = kid.map(str::to_owned);
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("support/test-rs256-private.pem"))
+            .unwrap();
+    let claims =
+        serde_json::json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 3600});
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_keys_rotate_with_the_file_hs256_and_rs256_by_kid() {
+    let old = "old-secret-0123456789abcdef-01234";
+    let new = "new-secret-0123456789abcdef-01234";
+    let public = include_str!("support/test-rs256-public.pem");
+    let file = File::new("keys", &keys_file(&[("old", old), ("idp", public)]));
+    let shop = Shop::bare(ShopOptions {
+        config_file: Some(file.0.clone()),
+        ..ShopOptions::default()
+    })
+    .await;
+    let hs256 = |secret: &str, kid: &str| {
+        palisade_shop::auth::mint_hs256(secret.as_bytes(), Some(kid), "1", Duration::from_secs(60))
+    };
+    let shop = &shop;
+    let status = |token: String| {
+        let request =
+            Request::get("/api/users/1").header("authorization", format!("Bearer {token}"));
+        async move { shop.send(shop.running.gateway, request, None).await.status }
+    };
+    assert_eq!(status(hs256(old, "old")).await, StatusCode::OK);
+    assert_eq!(status(rs256_token(Some("idp"), "1")).await, StatusCode::OK);
+    // Without a kid, every key of the token's algorithm is tried.
+    assert_eq!(status(rs256_token(None, "1")).await, StatusCode::OK);
+    assert_eq!(status(hs256(new, "new")).await, StatusCode::UNAUTHORIZED);
+
+    file.write(&keys_file(&[("new", new), ("idp", public)]));
+    let changed = shop.running.reload_config().unwrap();
+    assert!(changed.contains(&"gateway.auth".to_owned()), "{changed:?}");
+    assert_eq!(status(hs256(old, "old")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(hs256(new, "new")).await, StatusCode::OK);
+    assert_eq!(status(rs256_token(Some("idp"), "1")).await, StatusCode::OK);
+
+    // An admin sees which keys there are, not their secrets.
+    let shown = shop
+        .send(shop.running.gateway, Request::get("/admin/config"), None)
+        .await;
+    let keys = &shown.body["config"]["gateway"]["auth"]["keys"];
+    assert_eq!(keys[0]["kid"], "new");
+    assert_eq!(keys[0]["secret"], "<redacted>");
+    assert!(!shown.body.to_string().contains(new));
 }

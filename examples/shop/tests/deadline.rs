@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use serde_json::json;
-use support::Shop;
+use support::{Shop, bearer};
 
 /// The order service's view of order `id`.
 async fn order(shop: &Shop, id: u64) -> serde_json::Value {
@@ -105,7 +105,9 @@ async fn a_clients_deadline_crosses_every_hop() {
     let answer = shop
         .send(
             shop.running.gateway,
-            Request::post("/api/orders").header("grpc-timeout", "500m"),
+            Request::post("/api/orders")
+                .header("authorization", bearer(1))
+                .header("grpc-timeout", "500m"),
             Some(body.clone()),
         )
         .await;
@@ -123,7 +125,9 @@ async fn a_clients_deadline_crosses_every_hop() {
     let answer = shop
         .send(
             shop.running.gateway,
-            Request::post("/api/orders").header("grpc-timeout", "0m"),
+            Request::post("/api/orders")
+                .header("authorization", bearer(1))
+                .header("grpc-timeout", "0m"),
             Some(body),
         )
         .await;
@@ -140,7 +144,11 @@ async fn a_clients_deadline_crosses_every_hop() {
             .contains("not sent")
     );
     let orders = shop
-        .send(shop.running.order, Request::get("/orders"), None)
+        .send(
+            shop.running.order,
+            Request::get("/orders").header("x-shop-customer", "1"),
+            None,
+        )
         .await;
     assert_eq!(orders.body.as_array().unwrap().len(), 1, "no second order");
 }

@@ -5,10 +5,10 @@ use palisade_shop::{ShopOptions, demo, start};
 
 #[tokio::test(start_paused = true)]
 async fn every_demo_phase_shows_what_it_should() {
-    let running = start(ShopOptions {
+    let running = start(demo::with_demo_key(ShopOptions {
         base_port: 0,
         ..ShopOptions::default()
-    })
+    }))
     .await
     .expect("the shop starts");
     let mut tables = Vec::new();

@@ -82,7 +82,9 @@ async fn an_order_is_logged_under_one_id_by_every_service_it_touches() {
     let answer = shop
         .send(
             shop.running.gateway,
-            Request::post("/api/orders").header("x-request-id", "follow-me-1"),
+            Request::post("/api/orders")
+                .header("x-request-id", "follow-me-1")
+                .header("authorization", support::bearer(2)),
             Some(json!({"user_id": 2, "product_id": 3, "quantity": 1})),
         )
         .await;
@@ -105,7 +107,8 @@ async fn an_order_is_logged_under_one_id_by_every_service_it_touches() {
 
     // Without an id of the client's own, the gateway's id goes all the way.
     let answer = shop
-        .post(
+        .post_as(
+            1,
             "/api/orders",
             json!({"user_id": 1, "product_id": 1, "quantity": 1}),
         )

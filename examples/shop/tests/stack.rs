@@ -28,7 +28,9 @@ async fn healthy_traffic_gets_answers_with_rate_limit_headers_and_a_request_id()
     let own = shop
         .send(
             shop.running.gateway,
-            Request::get("/api/users/1").header("x-request-id", "trace-42"),
+            Request::get("/api/users/1")
+                .header("x-request-id", "trace-42")
+                .header("authorization", support::bearer(1)),
             None,
         )
         .await;
@@ -61,7 +63,7 @@ async fn a_failing_product_service_opens_the_breaker_then_recovers() {
     let health = shop.get("/health").await;
     assert_eq!(health.body["upstreams"]["product"]["circuit"], "open");
     // Other upstreams are untouched.
-    assert_eq!(shop.get("/api/users/1").await.status, StatusCode::OK);
+    assert_eq!(shop.get_as(1, "/api/users/1").await.status, StatusCode::OK);
 
     shop.faults(shop.running.product, 0.0, 0).await;
     advance(Duration::from_secs(5)).await;
@@ -100,7 +102,10 @@ async fn one_client_over_its_limit_gets_429s_and_another_is_unaffected() {
         .settings("gateway.rate_limit = { limit = 5, window = \"60s\" }")
         .unwrap();
     let shop = Shop::with(options).await;
-    let as_client = |id: &'static str| Request::get("/api/products/2").header("x-client-id", id);
+    // Two customers, told apart by their tokens.
+    let as_client = |id: &'static str| {
+        Request::get("/api/products/2").header("authorization", support::bearer(id))
+    };
     for _ in 0..5 {
         let answer = shop
             .send(shop.running.gateway, as_client("greedy"), None)
@@ -149,7 +154,11 @@ async fn a_failed_payment_cancels_the_order_and_restores_the_stock() {
 async fn the_same_idempotency_key_places_one_order() {
     let shop = Shop::start().await;
     let before = shop.stock(2).await;
-    let order = || Request::post("/api/orders").header("idempotency-key", "checkout-7f3a");
+    let order = || {
+        Request::post("/api/orders")
+            .header("idempotency-key", "checkout-7f3a")
+            .header("authorization", support::bearer(2))
+    };
     let body = json!({"user_id": 2, "product_id": 2, "quantity": 3});
     let first = shop
         .send(shop.running.gateway, order(), Some(body.clone()))
@@ -159,7 +168,7 @@ async fn the_same_idempotency_key_places_one_order() {
     assert_eq!(second.status, StatusCode::CREATED);
     assert_eq!(first.body, second.body, "the same order");
     assert_eq!(shop.stock(2).await, before - 3, "reserved once");
-    let orders = shop.get("/api/orders").await;
+    let orders = shop.get_as(2, "/api/orders").await;
     assert_eq!(orders.body.as_array().unwrap().len(), 1);
 }
 
@@ -169,7 +178,12 @@ async fn an_order_whose_caller_hangs_up_is_still_placed_once_and_found_by_its_ke
     let before = shop.stock(3).await;
     // The payment takes a second; the caller gives up after a tenth.
     shop.faults(shop.running.payment, 0.0, 1_000).await;
-    let order = || Request::post("/orders").header("idempotency-key", "hung-up-1");
+    // Straight to the order service, as the gateway would call it.
+    let order = || {
+        Request::post("/orders")
+            .header("idempotency-key", "hung-up-1")
+            .header("x-shop-customer", "1")
+    };
     let body = json!({"user_id": 1, "product_id": 3, "quantity": 2});
     let gave_up = tokio::time::timeout(
         Duration::from_millis(100),
@@ -182,7 +196,7 @@ async fn an_order_whose_caller_hangs_up_is_still_placed_once_and_found_by_its_ke
     // The placing goes on without the caller, to its end.
     let mut waited = 0;
     while shop
-        .get("/api/orders")
+        .get_as(1, "/api/orders")
         .await
         .body
         .as_array()
@@ -199,7 +213,7 @@ async fn an_order_whose_caller_hangs_up_is_still_placed_once_and_found_by_its_ke
     assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
     assert_eq!(again.body["status"], "confirmed");
     assert_eq!(shop.stock(3).await, before - 2, "reserved once");
-    let orders = shop.get("/api/orders").await;
+    let orders = shop.get_as(1, "/api/orders").await;
     assert_eq!(orders.body.as_array().unwrap().len(), 1);
 }
 
@@ -213,7 +227,7 @@ async fn an_order_for_more_than_the_stock_is_refused_and_leaves_nothing_behind()
     assert_eq!(shop.stock(4).await, before);
     let unknown_user = shop.order(999, 1, 1).await;
     assert_eq!(unknown_user.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(shop.get("/api/orders").await.body, json!([]));
+    assert_eq!(shop.get_as(1, "/api/orders").await.body, json!([]));
 }
 
 #[tokio::test(start_paused = true)]
@@ -282,11 +296,12 @@ async fn bad_input_gets_a_json_4xx_saying_what_is_wrong() {
         .await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(answer.body["error"], "body_too_large");
-    // Nothing was created by any of it.
-    assert_eq!(
-        shop.get("/api/users").await.body.as_array().unwrap().len(),
-        3
-    );
+    // Nothing was created by any of it (the list of users is the user
+    // service's, not the gateway's).
+    let users = shop
+        .send(shop.running.user, Request::get("/users"), None)
+        .await;
+    assert_eq!(users.body.as_array().unwrap().len(), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -443,7 +458,7 @@ async fn a_full_bulkhead_is_503_bulkhead_full_and_an_unreachable_upstream_502() 
     let options = ShopOptions::default()
         .settings(&format!(
             "[upstreams.user]\nbulkhead = {{ max_concurrent = 1 }}\n\
-             [upstreams.payment]\nurl = \"http://{closed}\"\n"
+             [upstreams.product]\nurl = \"http://{closed}\"\n"
         ))
         .unwrap();
     let shop = Shop::with(options).await;
@@ -453,7 +468,7 @@ async fn a_full_bulkhead_is_503_bulkhead_full_and_an_unreachable_upstream_502() 
     let holding = shop
         .get_in_flight("/api/users/1", &shop.running.faults.user)
         .await;
-    let full = shop.get("/api/users/2").await;
+    let full = shop.get_as(2, "/api/users/2").await;
     assert_eq!(
         full.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -463,8 +478,8 @@ async fn a_full_bulkhead_is_503_bulkhead_full_and_an_unreachable_upstream_502() 
     assert_eq!(full.body["error"], "bulkhead_full");
     assert_eq!(holding.await.unwrap().unwrap(), StatusCode::OK);
 
-    // Nothing answers where the payment service is said to be.
-    let unreachable = shop.get("/api/payments/1").await;
+    // Nothing answers where the product service is said to be.
+    let unreachable = shop.get("/api/products/1").await;
     assert_eq!(
         unreachable.status,
         StatusCode::BAD_GATEWAY,
@@ -505,7 +520,8 @@ async fn a_cancelled_order_is_never_a_paid_one() {
     let charge = || {
         shop.send(
             shop.running.payment,
-            Request::post("/payments"),
+            Request::post("/payments")
+                .header("authorization", support::grant("charge", order_id, amount)),
             Some(json!({"order_id": order_id, "amount": amount})),
         )
     };
@@ -559,7 +575,7 @@ async fn a_void_leaves_a_payment_of_another_amount_alone() {
     let other = shop
         .send(
             shop.running.payment,
-            Request::post("/payments"),
+            Request::post("/payments").header("authorization", support::grant("charge", 1, 1)),
             Some(json!({"order_id": 1, "amount": 1})),
         )
         .await;
@@ -591,7 +607,7 @@ async fn stock_a_failed_order_could_not_release_at_once_comes_back_later() {
     let earlier = shop
         .send(
             shop.running.payment,
-            Request::post("/payments"),
+            Request::post("/payments").header("authorization", support::grant("charge", 1, 1)),
             Some(json!({"order_id": 1, "amount": 1})),
         )
         .await;
@@ -603,7 +619,7 @@ async fn stock_a_failed_order_could_not_release_at_once_comes_back_later() {
         support::send(
             &client,
             order_service,
-            Request::post("/orders"),
+            Request::post("/orders").header("x-shop-customer", "1"),
             Some(json!({"user_id": 1, "product_id": 3, "quantity": 4})),
         )
         .await

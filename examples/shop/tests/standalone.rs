@@ -10,10 +10,14 @@ use palisade_shop::{ShopOptions, Single, start_service, urls_from_env};
 use serde_json::json;
 
 async fn alone(name: &str, env: &HashMap<&str, String>) -> Single {
+    // The gateway's key, and the secret the order and payment services
+    // share: separate processes cannot make one up between them.
     let options = ShopOptions {
         base_port: 0,
         ..ShopOptions::default()
-    };
+    }
+    .settings(support::TEST_SETTINGS)
+    .unwrap();
     let urls = urls_from_env(8000, |var| env.get(var).cloned());
     start_service(name, options, urls).await.expect(name)
 }
@@ -39,7 +43,7 @@ async fn services_started_alone_find_each_other_through_the_environment() {
     let answer = support::send(
         &client,
         gateway.addr,
-        Request::post("/api/orders"),
+        Request::post("/api/orders").header("authorization", support::bearer(3)),
         Some(json!({"user_id": 3, "product_id": 2, "quantity": 1})),
     )
     .await;
