@@ -722,11 +722,15 @@ async fn a_million_distinct_keys_leave_memory_bounded() {
     }
     assert!(most <= MAX_KEYS, "{most} keys held");
     assert_eq!(refused, 0, "idle keys made room for every newcomer");
-    assert_eq!(handle.refused_new_keys(), 0);
+    assert_eq!(handle.overflow_calls(), 0, "no key went past the table");
 }
 
+/// A full table keeps its busy keys (none is evicted, so none gets a
+/// fresh limit) and decides a new key through the overflow sketch instead
+/// of refusing it. (This test asserted the old behaviour, a new key
+/// refused while the table was full, before the sketch.)
 #[tokio::test(start_paused = true)]
-async fn a_full_map_of_busy_keys_refuses_a_new_key_instead_of_evicting_one() {
+async fn a_full_map_of_busy_keys_keeps_them_and_lets_a_new_key_through_the_sketch() {
     let layer = RateLimitLayer::gcra(1, secs(60))
         .keyed(|n: &u64| *n)
         .max_keys(16)
@@ -736,22 +740,28 @@ async fn a_full_map_of_busy_keys_refuses_a_new_key_instead_of_evicting_one() {
     let mut svc = layer.layer(tower::service_fn(
         |n: u64| async move { Ok::<_, BoxError>(n) },
     ));
-    // Fill every map: each key is busy for a minute after its call.
+    // Fill a map: each key is busy for a minute after its call.
     let mut n = 0;
-    while handle.refused_new_keys() == 0 {
-        let _ = svc.ready().await.unwrap().call(n).await;
+    let mut last = Ok(0);
+    while handle.overflow_calls() == 0 {
+        last = svc.ready().await.unwrap().call(n).await;
         n += 1;
     }
     assert!(handle.len() <= 16, "{}", handle.len());
-    // The busy keys keep their state: none got a fresh limit.
-    for key in 0..n - 1 {
-        if handle.state(&key).remaining == 0 {
-            assert!(svc.ready().await.unwrap().call(key).await.is_err());
-        }
+    let newcomer = n - 1;
+    assert!(last.is_ok(), "the first key past the table is admitted");
+    assert!(handle.refused() == 0);
+    // The busy keys keep their state: none got a fresh limit; nor did
+    // the newcomer, whose permit the sketch holds.
+    for key in 0..n {
+        assert_eq!(handle.state(&key).remaining, 0, "key {key}");
+        assert!(svc.ready().await.unwrap().call(key).await.is_err());
     }
-    // Once they are idle, a new key is welcome again.
+    assert_eq!(handle.overflow_calls(), 2, "the newcomer, twice");
+    // Once they are idle, a new key takes a place in the table again.
     advance(secs(61)).await;
-    assert!(svc.ready().await.unwrap().call(1_000_000).await.is_ok());
+    assert!(svc.ready().await.unwrap().call(newcomer).await.is_ok());
+    assert_eq!(handle.overflow_calls(), 2);
 }
 
 #[test]
