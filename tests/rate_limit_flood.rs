@@ -52,14 +52,16 @@ where
 /// keys, one call each, 2 000 a minute into a table of 1 000 keys (16 maps
 /// of 63) with a sliding window of 10 a minute. The table stays full of
 /// the flood's keys, busy for up to two windows each, and most of the flood
-/// is decided through the overflow sketch. Every minute a new client makes
-/// 12 calls at once: it gets at most its 10, and loses permits only to the
-/// flood's calls through all four of its sketch cells (about 1.5 per cell
-/// per window here; losing more than 5 needs more than 5 in each of the
-/// four, odds under 1 in 10^9 per client). Before the sketch, a new key
-/// was refused outright while the table was full. The table never holds
-/// more than `max_keys` (the sketch's cells are allocated once: 4 rows of
-/// 1 008, checked in its unit tests).
+/// is decided through the overflow sketch. Every minute, halfway through
+/// the window, a new client makes 12 calls at once. It gets at most its 10
+/// (the sketch only over-counts), and loses permits only to the flood's
+/// calls through all four of its sketch cells, about 2 a cell in the window
+/// at that instant: on average it gets over 9, and fewer than 4 would need
+/// more than 6 of them in each of its four cells (odds under 1 in 10⁹ per
+/// client for calls spread at random). Before the sketch, a new key was
+/// refused outright while the table was full. The table never holds more
+/// than `max_keys` rounded up to a multiple of 16 (the sketch's cells are
+/// allocated once: 4 rows of 1 008, checked in its unit tests).
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_new_keys_does_not_lock_out_a_new_client() {
     const MAX_KEYS: usize = 1_000;
@@ -92,13 +94,8 @@ async fn a_flood_of_new_keys_does_not_lock_out_a_new_client() {
     let total: u64 = clients.iter().sum();
     let fewest = clients.iter().min().copied().unwrap_or(0);
     let most_got = clients.iter().max().copied().unwrap_or(0);
-    println!(
-        "{} clients, {total} admitted, fewest {fewest}, overflow {}",
-        clients.len(),
-        handle.overflow_calls()
-    );
     assert!(most_got <= 10, "a client got {most_got} of its 10");
-    assert!(fewest >= 5, "a client got only {fewest} of its 10");
+    assert!(fewest >= 4, "a client got only {fewest} of its 10");
     assert!(
         total * 100 >= clients.len() as u64 * 10 * 90,
         "{total} of {} admitted",
@@ -127,7 +124,9 @@ where
 }
 
 /// A client that spent its limit, then a flood that fills the table and
-/// then rotates it, then that client again: nothing is reset.
+/// then rotates it, then that client again: nothing is reset (scenario
+/// FX-3's rule, that a keyed store drops a limiter only once nothing it
+/// counted still matters, under a flood).
 ///
 /// For each algorithm (10 per minute, a table of 16 keys): key `A` spends
 /// its 10 in the table before the flood, and during it gets back exactly

@@ -416,20 +416,21 @@ impl<K: Hash + Eq> Keyed<K> {
 ///   4 cells, counting every call admitted through it (its own and the
 ///   others'), has room for it: over the window (the sliding window's
 ///   weighted count; for a log, the previous window whole) or, for GCRA,
-///   over the last `burst` emission intervals. So it is refused before its
-///   own limit only when all 4 of its cells are busy with other keys'
-///   calls; in a window, it loses at most the fewest other keys' calls
-///   any one of them holds. With `R` calls decided through the sketch per window, spread
-///   over `max_keys` cells a row, a cell holds `R / max_keys` of them on
-///   average, and (by Markov's inequality, the rows taken as independent)
-///   a key finds more than `m` in each of its 4 cells with probability at
-///   most `(R / (max_keys × m))⁴`. With the defaults and a limit of 100 a
-///   minute, a flood of 100 000 new keys a minute past the table puts one
-///   call in a cell on average: a new client loses more than 10 of its
-///   100 permits with probability at most 10⁻⁴ by that bound (about
-///   10⁻²⁸ for calls spread at random). Locking clients out takes every
-///   cell full: about `max_keys × limit` calls a window (10⁷ a minute
-///   here), and then only until the window moves on.
+///   over the last `burst` emission intervals. So it is refused before
+///   its own limit only when all 4 of its cells are busy with other keys'
+///   calls; in a window, it loses at most the fewest other keys' calls any
+///   one of them holds. With `R` calls decided through the sketch per
+///   window, spread over `max_keys` cells a row, a cell holds
+///   `R / max_keys` of them on average, and (by Markov's inequality, the
+///   rows taken as independent) a key finds more than `m` in each of its 4
+///   cells with probability at most `(R / (max_keys × m))⁴`. With the
+///   defaults and a limit of 100 a minute, a flood of 100 000 new keys a
+///   minute past the table puts one call in a cell on average: a new
+///   client loses more than 10 of its 100 permits with probability at most
+///   10⁻⁴ by that bound (about 10⁻³² for calls spread at random).
+///   Locking clients out takes every cell full: about `max_keys × limit`
+///   calls a window (10⁷ a minute here), and then only until the window
+///   moves on.
 ///
 /// [`KeyedHandle::overflow_calls`] counts the calls decided through the
 /// sketch, and [`KeyedHandle::state`] reports a key outside the table from

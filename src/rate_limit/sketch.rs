@@ -429,7 +429,8 @@ mod tests {
                 }
                 let (decision, _) = sketch.acquire(hash(key), now, false);
                 if decision == Decision::Admitted {
-                    prop_assert_eq!(own[key].acquire(now, 1), Decision::Admitted, "key {} at {}", key, now);
+                    let own = own[key].acquire(now, 1);
+                    prop_assert_eq!(own, Decision::Admitted, "key {} at {}", key, now);
                 }
             }
         }
