@@ -764,6 +764,64 @@ async fn a_full_map_of_busy_keys_keeps_them_and_lets_a_new_key_through_the_sketc
     assert_eq!(handle.overflow_calls(), 2);
 }
 
+/// A key with a limit of its own always gets a place in the table, full or
+/// not: the sketch knows only the layer's limit.
+#[tokio::test(start_paused = true)]
+async fn a_key_with_a_limit_of_its_own_has_a_place_in_a_full_table() {
+    const PARTNER: u64 = u64::MAX;
+    let layer = RateLimitLayer::gcra(1, secs(60))
+        .keyed(|n: &u64| *n)
+        .limit_for(PARTNER, 5, secs(60))
+        .max_keys(16)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(
+        |n: u64| async move { Ok::<_, BoxError>(n) },
+    ));
+    let mut n = 0;
+    while handle.len() < 16 {
+        let _ = svc.ready().await.unwrap().call(n).await;
+        n += 1;
+    }
+    let mut admitted = 0;
+    while svc.ready().await.unwrap().call(PARTNER).await.is_ok() {
+        admitted += 1;
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(handle.len(), 17);
+    assert_eq!(handle.state(&PARTNER).limit, 5);
+}
+
+/// A key decided through the sketch, then given a limit of its own at run
+/// time, takes a place in the table with its spent permit converted (as
+/// `set_limit_for` converts a key in the table), not a fresh bucket.
+#[tokio::test(start_paused = true)]
+async fn a_key_given_its_own_limit_outside_the_table_carries_its_count() {
+    let layer = RateLimitLayer::gcra(1, secs(60))
+        .keyed(|n: &u64| *n)
+        .max_keys(16)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(
+        |n: u64| async move { Ok::<_, BoxError>(n) },
+    ));
+    let mut key = 0;
+    while handle.overflow_calls() == 0 {
+        assert!(svc.ready().await.unwrap().call(key).await.is_ok());
+        key += 1;
+    }
+    let outside = key - 1;
+    handle.set_limit_for(outside, 3, secs(60)).unwrap();
+    // Its bucket is empty, and now refills one permit per 20 s.
+    assert!(svc.ready().await.unwrap().call(outside).await.is_err());
+    assert_eq!(handle.overflow_calls(), 1, "decided in the table");
+    advance(secs(20)).await;
+    assert!(svc.ready().await.unwrap().call(outside).await.is_ok());
+    assert!(svc.ready().await.unwrap().call(outside).await.is_err());
+}
+
 #[test]
 fn a_keyed_limiter_cannot_wait() {
     let err = RateLimitLayer::gcra(1, secs(1))
