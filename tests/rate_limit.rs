@@ -822,6 +822,46 @@ async fn a_key_given_its_own_limit_outside_the_table_carries_its_count() {
     assert!(svc.ready().await.unwrap().call(outside).await.is_err());
 }
 
+/// `KeyedHandle::set_limit` reaches the keys decided through the sketch
+/// too: a key outside the table, with the same calls as a key in it, has
+/// the same limit and permits left after the change, and gets as many
+/// more (a GCRA limiter keeps its burst, so only its refill changes).
+#[tokio::test(start_paused = true)]
+async fn a_new_limit_reaches_the_keys_outside_the_table() {
+    let kinds = ["sliding window", "sliding log", "gcra"];
+    for (kind, builder) in kinds.into_iter().zip(all_kinds(10, secs(60))) {
+        let layer = builder.keyed(|n: &u64| *n).max_keys(16).build().unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(tower::service_fn(
+            |n: u64| async move { Ok::<_, BoxError>(n) },
+        ));
+        let mut key = 0;
+        while handle.overflow_calls() == 0 {
+            assert!(svc.ready().await.unwrap().call(key).await.is_ok());
+            key += 1;
+        }
+        let (inside, outside) = (0, key - 1);
+        for key in [inside, outside] {
+            assert!(svc.ready().await.unwrap().call(key).await.is_ok());
+        }
+        advance(secs(1)).await;
+        handle.set_limit(3, secs(60)).unwrap();
+        let (a, b) = (handle.state(&inside), handle.state(&outside));
+        assert_eq!((a.limit, a.remaining), (b.limit, b.remaining), "{kind}");
+        // Now, and after a GCRA interval at the new rate.
+        for wait in [0, 20] {
+            advance(secs(wait)).await;
+            let mut more = [0, 0];
+            for (n, key) in more.iter_mut().zip([inside, outside]) {
+                while svc.ready().await.unwrap().call(key).await.is_ok() {
+                    *n += 1;
+                }
+            }
+            assert_eq!(more[0], more[1], "{kind} after {wait} s");
+        }
+    }
+}
+
 #[test]
 fn a_keyed_limiter_cannot_wait() {
     let err = RateLimitLayer::gcra(1, secs(1))
