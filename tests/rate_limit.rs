@@ -722,11 +722,15 @@ async fn a_million_distinct_keys_leave_memory_bounded() {
     }
     assert!(most <= MAX_KEYS, "{most} keys held");
     assert_eq!(refused, 0, "idle keys made room for every newcomer");
-    assert_eq!(handle.refused_new_keys(), 0);
+    assert_eq!(handle.overflow_calls(), 0, "no key went past the table");
 }
 
+/// A full table keeps its busy keys (none is evicted, so none gets a
+/// fresh limit) and decides a new key through the overflow sketch instead
+/// of refusing it. (This test asserted the old behaviour, a new key
+/// refused while the table was full, before the sketch.)
 #[tokio::test(start_paused = true)]
-async fn a_full_map_of_busy_keys_refuses_a_new_key_instead_of_evicting_one() {
+async fn a_full_map_of_busy_keys_keeps_them_and_lets_a_new_key_through_the_sketch() {
     let layer = RateLimitLayer::gcra(1, secs(60))
         .keyed(|n: &u64| *n)
         .max_keys(16)
@@ -736,22 +740,126 @@ async fn a_full_map_of_busy_keys_refuses_a_new_key_instead_of_evicting_one() {
     let mut svc = layer.layer(tower::service_fn(
         |n: u64| async move { Ok::<_, BoxError>(n) },
     ));
-    // Fill every map: each key is busy for a minute after its call.
+    // Fill a map: each key is busy for a minute after its call.
     let mut n = 0;
-    while handle.refused_new_keys() == 0 {
-        let _ = svc.ready().await.unwrap().call(n).await;
+    let mut last = Ok(0);
+    while handle.overflow_calls() == 0 {
+        last = svc.ready().await.unwrap().call(n).await;
         n += 1;
     }
     assert!(handle.len() <= 16, "{}", handle.len());
-    // The busy keys keep their state: none got a fresh limit.
-    for key in 0..n - 1 {
-        if handle.state(&key).remaining == 0 {
-            assert!(svc.ready().await.unwrap().call(key).await.is_err());
+    let newcomer = n - 1;
+    assert!(last.is_ok(), "the first key past the table is admitted");
+    assert!(handle.refused() == 0);
+    // The busy keys keep their state: none got a fresh limit; nor did
+    // the newcomer, whose permit the sketch holds.
+    for key in 0..n {
+        assert_eq!(handle.state(&key).remaining, 0, "key {key}");
+        assert!(svc.ready().await.unwrap().call(key).await.is_err());
+    }
+    assert_eq!(handle.overflow_calls(), 2, "the newcomer, twice");
+    // Once they are idle, a new key takes a place in the table again.
+    advance(secs(61)).await;
+    assert!(svc.ready().await.unwrap().call(newcomer).await.is_ok());
+    assert_eq!(handle.overflow_calls(), 2);
+}
+
+/// A key with a limit of its own always gets a place in the table, full or
+/// not: the sketch knows only the layer's limit.
+#[tokio::test(start_paused = true)]
+async fn a_key_with_a_limit_of_its_own_has_a_place_in_a_full_table() {
+    const PARTNER: u64 = u64::MAX;
+    let layer = RateLimitLayer::gcra(1, secs(60))
+        .keyed(|n: &u64| *n)
+        .limit_for(PARTNER, 5, secs(60))
+        .max_keys(16)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(
+        |n: u64| async move { Ok::<_, BoxError>(n) },
+    ));
+    let mut n = 0;
+    while handle.len() < 16 {
+        let _ = svc.ready().await.unwrap().call(n).await;
+        n += 1;
+    }
+    let mut admitted = 0;
+    while svc.ready().await.unwrap().call(PARTNER).await.is_ok() {
+        admitted += 1;
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(handle.len(), 17);
+    assert_eq!(handle.state(&PARTNER).limit, 5);
+}
+
+/// A key decided through the sketch, then given a limit of its own at run
+/// time, takes a place in the table with its spent permit converted (as
+/// `set_limit_for` converts a key in the table), not a fresh bucket.
+#[tokio::test(start_paused = true)]
+async fn a_key_given_its_own_limit_outside_the_table_carries_its_count() {
+    let layer = RateLimitLayer::gcra(1, secs(60))
+        .keyed(|n: &u64| *n)
+        .max_keys(16)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(
+        |n: u64| async move { Ok::<_, BoxError>(n) },
+    ));
+    let mut key = 0;
+    while handle.overflow_calls() == 0 {
+        assert!(svc.ready().await.unwrap().call(key).await.is_ok());
+        key += 1;
+    }
+    let outside = key - 1;
+    handle.set_limit_for(outside, 3, secs(60)).unwrap();
+    // Its bucket is empty, and now refills one permit per 20 s.
+    assert!(svc.ready().await.unwrap().call(outside).await.is_err());
+    assert_eq!(handle.overflow_calls(), 1, "decided in the table");
+    advance(secs(20)).await;
+    assert!(svc.ready().await.unwrap().call(outside).await.is_ok());
+    assert!(svc.ready().await.unwrap().call(outside).await.is_err());
+}
+
+/// `KeyedHandle::set_limit` reaches the keys decided through the sketch
+/// too: a key outside the table, with the same calls as a key in it, has
+/// the same limit and permits left after the change, and gets as many
+/// more (a GCRA limiter keeps its burst, so only its refill changes).
+#[tokio::test(start_paused = true)]
+async fn a_new_limit_reaches_the_keys_outside_the_table() {
+    let kinds = ["sliding window", "sliding log", "gcra"];
+    for (kind, builder) in kinds.into_iter().zip(all_kinds(10, secs(60))) {
+        let layer = builder.keyed(|n: &u64| *n).max_keys(16).build().unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(tower::service_fn(
+            |n: u64| async move { Ok::<_, BoxError>(n) },
+        ));
+        let mut key = 0;
+        while handle.overflow_calls() == 0 {
+            assert!(svc.ready().await.unwrap().call(key).await.is_ok());
+            key += 1;
+        }
+        let (inside, outside) = (0, key - 1);
+        for key in [inside, outside] {
+            assert!(svc.ready().await.unwrap().call(key).await.is_ok());
+        }
+        advance(secs(1)).await;
+        handle.set_limit(3, secs(60)).unwrap();
+        let (a, b) = (handle.state(&inside), handle.state(&outside));
+        assert_eq!((a.limit, a.remaining), (b.limit, b.remaining), "{kind}");
+        // Now, and after a GCRA interval at the new rate.
+        for wait in [0, 20] {
+            advance(secs(wait)).await;
+            let mut more = [0, 0];
+            for (n, key) in more.iter_mut().zip([inside, outside]) {
+                while svc.ready().await.unwrap().call(key).await.is_ok() {
+                    *n += 1;
+                }
+            }
+            assert_eq!(more[0], more[1], "{kind} after {wait} s");
         }
     }
-    // Once they are idle, a new key is welcome again.
-    advance(secs(61)).await;
-    assert!(svc.ready().await.unwrap().call(1_000_000).await.is_ok());
 }
 
 #[test]

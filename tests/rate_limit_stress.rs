@@ -6,13 +6,14 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use palisade::BoxError;
 use palisade::rate_limit::{RateLimitBuilder, RateLimitLayer};
 use support::stress::hammer;
 use support::yielder::{Counters, Yielder};
-use tower::Layer;
+use tower::{Layer, Service, ServiceExt};
 
 const TASKS: u64 = 16;
 const CALLS: u64 = 200;
@@ -136,5 +137,56 @@ async fn a_keyed_limiter_admits_exactly_each_keys_limit_under_contention() {
     assert_eq!(handle.len(), 7);
     for key in 0..7 {
         assert_eq!(handle.state(&key).remaining, 0, "key {key}");
+    }
+}
+
+/// A keyed limiter whose table is full, for each algorithm: every map
+/// holds a key busy for the whole run, so the seven keys the tasks call
+/// are all decided through the overflow sketch, under contention. No key
+/// is admitted more than its limit, and none loses more than a few permits
+/// to the others sharing its cells (it would need every one of its four
+/// cells shared with a key that spent them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_keyed_limiter_admits_no_key_more_than_its_limit_under_contention() {
+    const PER_KEY: u64 = 50;
+    let window = Duration::from_secs(36_000);
+    let kinds = [
+        RateLimitLayer::sliding_window(PER_KEY, window),
+        RateLimitLayer::sliding_log(PER_KEY, window),
+        RateLimitLayer::gcra(PER_KEY, window),
+    ];
+    for (seed, builder) in (6..).zip(kinds) {
+        let layer = builder
+            .keyed(|request: &u64| *request)
+            .max_keys(16)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let sent: Arc<[AtomicU64; 7]> = Arc::default();
+        let counted = sent.clone();
+        let mut svc = layer.layer(tower::service_fn(move |key: u64| {
+            // Counted when called, so a call cancelled afterwards counts.
+            if let Some(count) = counted.get(key as usize) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            async move { Ok::<_, BoxError>(key) }
+        }));
+        let mut filler = 1_000;
+        while handle.len() < 16 {
+            svc.ready().await.unwrap().call(filler).await.unwrap();
+            filler += 1;
+        }
+        let tally = hammer(svc, TASKS, CALLS, NEVER, seed).await;
+        assert_eq!(tally.failed, 0);
+        assert_eq!(tally.total(), TASKS * CALLS);
+        assert_eq!(handle.len(), 16, "the table stayed full");
+        assert!(handle.overflow_calls() >= tally.succeeded + tally.refused);
+        for (key, sent) in sent.iter().enumerate() {
+            let sent = sent.load(Ordering::SeqCst);
+            assert!(
+                (PER_KEY - 5..=PER_KEY).contains(&sent),
+                "key {key}: {sent} admitted of {PER_KEY}"
+            );
+        }
     }
 }

@@ -40,6 +40,13 @@ impl Gcra {
         g
     }
 
+    /// A limiter whose theoretical arrival time is already `tat`.
+    pub(crate) fn with_tat(rate: u64, period: Duration, burst: u64, tat: u64) -> Self {
+        let g = Gcra::new(rate, period, burst);
+        g.tat.store(tat, Ordering::Relaxed);
+        g
+    }
+
     /// New settings from `now` on. The permits left carry over (at most the
     /// new burst); the part of a permit already refilled does not.
     pub(crate) fn set(&self, rate: u64, period: Duration, burst: u64, now: u64) {
@@ -63,7 +70,7 @@ impl Gcra {
         self.rate.store(rate, Ordering::Relaxed);
         self.period.store(period, Ordering::Relaxed);
         self.interval
-            .store(period.div_ceil(rate.max(1)).max(1), Ordering::Relaxed);
+            .store(interval(rate, period), Ordering::Relaxed);
         self.burst.store(burst, Ordering::Relaxed);
     }
 
@@ -112,18 +119,31 @@ impl Gcra {
     }
 
     pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
-        let burst = self.burst();
-        let tat = self.tat.load(Ordering::Relaxed);
-        Snapshot {
-            limit: burst,
-            remaining: left(tat, now, self.interval(), burst),
-            reset: Duration::from_nanos(tat.saturating_sub(now)),
-        }
+        snapshot(
+            self.tat.load(Ordering::Relaxed),
+            now,
+            self.interval(),
+            self.burst(),
+        )
+    }
+}
+
+/// Nanoseconds between permits at `rate` per `period` nanoseconds.
+pub(crate) fn interval(rate: u64, period: u64) -> u64 {
+    period.div_ceil(rate.max(1)).max(1)
+}
+
+/// The state of a bucket whose TAT is `tat`, at `now`.
+pub(crate) fn snapshot(tat: u64, now: u64, interval: u64, burst: u64) -> Snapshot {
+    Snapshot {
+        limit: burst,
+        remaining: left(tat, now, interval, burst),
+        reset: Duration::from_nanos(tat.saturating_sub(now)),
     }
 }
 
 /// Whole permits left in a bucket whose TAT is `tat`, at `now`.
-fn left(tat: u64, now: u64, interval: u64, burst: u64) -> u64 {
+pub(crate) fn left(tat: u64, now: u64, interval: u64, burst: u64) -> u64 {
     let owed = tat.saturating_sub(now);
     interval
         .saturating_mul(burst)

@@ -1,5 +1,6 @@
 //! One limiter per key (client address, API key, tenant), created on first
-//! use, in bounded memory.
+//! use, in bounded memory: a table of keys, and past it an overflow sketch
+//! that can only over-count (see [`KeyedRateLimitLayer`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,12 +19,16 @@ use super::handle::RateLimitState;
 use super::layer::{Kind, LAYER, RateLimitBuilder, check_burst, check_quota};
 use super::limiter::{Algorithm, Clock, Decision, Quota, Snapshot, nanos};
 use super::report::{NoReport, ReportState};
+use super::sketch::Sketch;
 use crate::error::{BoxError, ConfigError, RateLimited};
 use crate::name::Name;
 
 const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Keys are spread over this many maps, each behind its own lock.
 const SHARDS: usize = 16;
+/// The fewest cells in each row of a map's part of the sketch: a small
+/// table still gets a sketch wide enough to keep keys apart.
+const MIN_SKETCH_WIDTH: usize = 16;
 
 /// Builds a [`KeyedRateLimitLayer`]; made by [`RateLimitBuilder::keyed`].
 #[must_use = "a builder does nothing until `build` is called"]
@@ -44,9 +49,10 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
         }
     }
 
-    /// The most keys with a limiter at once (default 100 000; rounded up to
-    /// a multiple of 16). See [`KeyedRateLimitLayer`] for what happens at
-    /// the bound.
+    /// The most keys with a limiter in the table at once (default 100 000;
+    /// rounded up to a multiple of 16), and the width of the overflow sketch
+    /// that limits the keys past it. See [`KeyedRateLimitLayer`] for what
+    /// happens at the bound and the memory both take.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
@@ -93,6 +99,7 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
             overrides.insert(key, own_quota(base, limit, window));
         }
         let shard_capacity = self.max_keys.div_ceil(SHARDS);
+        let sketch_width = shard_capacity.max(MIN_SKETCH_WIDTH);
         Ok(KeyedRateLimitLayer {
             shared: Arc::new(Keyed {
                 name: self.base.name_or_default(),
@@ -100,10 +107,12 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
                 clock: Clock::new(),
                 shard_capacity,
                 hasher: RandomState::new(),
-                shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+                shards: (0..SHARDS)
+                    .map(|_| RwLock::new(Shard::new(Sketch::new(base, sketch_width))))
+                    .collect(),
                 overrides: RwLock::new(overrides),
                 refused: AtomicU64::new(0),
-                refused_new_keys: AtomicU64::new(0),
+                overflow_calls: AtomicU64::new(0),
             }),
             key: self.key,
             report: NoReport,
@@ -183,18 +192,19 @@ struct Shard<K> {
     limiters: Map<K>,
     /// When idle keys were last dropped, in the clock's nanoseconds.
     last_sweep: u64,
-}
-
-impl<K> Default for Shard<K> {
-    fn default() -> Self {
-        Shard {
-            limiters: Map::default(),
-            last_sweep: 0,
-        }
-    }
+    /// Decides for this map's keys that find it full.
+    sketch: Sketch,
 }
 
 impl<K> Shard<K> {
+    fn new(sketch: Sketch) -> Self {
+        Shard {
+            limiters: Map::default(),
+            last_sweep: 0,
+            sketch,
+        }
+    }
+
     /// Drops the keys whose limiter is as good as new: it would decide
     /// exactly as a fresh one from now on.
     fn sweep(&mut self, now: u64) {
@@ -213,7 +223,7 @@ struct Keyed<K> {
     shards: Box<[RwLock<Shard<K>>]>,
     overrides: RwLock<HashMap<K, Quota>>,
     refused: AtomicU64,
-    refused_new_keys: AtomicU64,
+    overflow_calls: AtomicU64,
 }
 
 impl<K> Keyed<K> {
@@ -268,7 +278,9 @@ impl<K: Hash + Eq> Keyed<K> {
         (decision, state)
     }
 
-    /// The slow path: a key with no limiter yet.
+    /// The slow path: a key with no limiter in the table. It gets one if
+    /// its map has room (or it has a limit of its own), starting from what
+    /// the sketch holds for it; otherwise the sketch decides.
     #[cold]
     fn acquire_new(
         &self,
@@ -281,29 +293,45 @@ impl<K: Hash + Eq> Keyed<K> {
         if let Some(limiter) = shard.limiters.get(&key) {
             return Self::acquire_from(limiter, now, report); // made meanwhile
         }
+        // The sketch has seen no instant later than the one used here.
+        let now = shard.sketch.now(now);
         let window = nanos(self.base().window);
         if now.saturating_sub(shard.last_sweep) >= window {
             shard.sweep(now);
         }
-        if shard.limiters.len() >= self.shard_capacity {
-            // Full of keys in use: a new one is refused rather than
-            // evicting a busy key, whose limit a flood of new keys could
-            // otherwise reset.
-            self.refused_new_keys.fetch_add(1, Ordering::Relaxed);
-            let wait = Duration::from_nanos(window.saturating_sub(now - shard.last_sweep));
-            // No key's limit refused it, so none is reported.
-            return (Decision::Refused { wait }, None);
+        let own = self.own_quota(&key.key);
+        if own.is_none() && shard.limiters.len() >= self.shard_capacity {
+            // Full of keys in use: none is evicted (its count would go),
+            // and the sketch, which can only over-count, decides.
+            self.overflow_calls.fetch_add(1, Ordering::Relaxed);
+            return shard.sketch.acquire(key.hash, now, report);
         }
-        let quota = self.quota_for(&key.key);
-        let limiter = Algorithm::new(quota);
+        let limiter = Self::carried(&shard.sketch, key.hash, own, now);
         let acquired = Self::acquire_from(&limiter, now, report);
         shard.limiters.insert(key, limiter);
         acquired
     }
 
-    fn quota_for(&self, key: &K) -> Quota {
+    /// A key's limiter, carrying what the sketch holds for it; a key with a
+    /// limit of its own converts that as
+    /// [`KeyedHandle::set_limit_for`] does.
+    fn carried(sketch: &Sketch, hash: u64, own: Option<Quota>, now: u64) -> Algorithm {
+        let carried = sketch.limiter(hash, now);
+        match own {
+            None => carried,
+            Some(own) if carried.is_fresh(now) => Algorithm::new(own),
+            Some(own) => {
+                carried.set_limit(own.limit, own.window, now);
+                carried.set_burst(own.burst, now);
+                carried
+            }
+        }
+    }
+
+    /// `key`'s own quota, if it has one.
+    fn own_quota(&self, key: &K) -> Option<Quota> {
         let overrides = self.overrides.read().unwrap_or_else(|p| p.into_inner());
-        overrides.get(key).copied().unwrap_or_else(|| self.base())
+        overrides.get(key).copied()
     }
 
     fn state(&self, key: K) -> RateLimitState {
@@ -312,7 +340,11 @@ impl<K: Hash + Eq> Keyed<K> {
         let shard = Self::read(self.shard(key.hash));
         let snapshot = match shard.limiters.get(&key) {
             Some(limiter) => limiter.snapshot(now),
-            None => Algorithm::new(self.quota_for(&key.key)).snapshot(now),
+            None => {
+                let now = shard.sketch.now(now);
+                let own = self.own_quota(&key.key);
+                Self::carried(&shard.sketch, key.hash, own, now).snapshot(now)
+            }
         };
         snapshot.into()
     }
@@ -340,18 +372,69 @@ impl<K: Hash + Eq> Keyed<K> {
 ///
 /// # Memory
 ///
-/// A key costs its own size plus a 64-byte limiter, inline in a hash map
-/// (which keeps a control byte per slot and up to an eighth spare): about
-/// 100 bytes for an `IpAddr` key. A sliding log adds 8 bytes per permit of
-/// its limit. The keys are spread over 16 maps, each behind its own lock. A key goes when its limiter is as good as new (it would decide
-/// exactly as a fresh one: all its calls have left the window, or its GCRA
-/// bucket is full again); such keys are swept when a new key arrives, at
-/// most once per window per map. Each map holds at most `max_keys / 16`
-/// keys (rounded up, so at most `max_keys` rounded up to a multiple of 16
-/// in all): when a new key finds its map full of keys still in use, the
-/// call is refused with `RateLimited` (and a `retry_after` until that map's
-/// next sweep) rather than evicting a busy key, which a flood of new keys
-/// could otherwise use to reset a heavy client's limit.
+/// A key in the table costs its own size plus a 64-byte limiter, inline in
+/// a hash map (which keeps a control byte per slot and up to an eighth
+/// spare): about 100 bytes for an `IpAddr` key. A sliding log adds 8 bytes
+/// per permit of its limit. The keys are spread over 16 maps, each behind
+/// its own lock, each holding at most `max_keys / 16` keys (rounded up), plus
+/// the keys with a limit of their own, which always get a place. A key goes
+/// when its limiter is as good as new (it would decide exactly as a fresh
+/// one: all its calls have left the window, or its GCRA bucket is full
+/// again); such keys are swept when a new key arrives, at most once per
+/// window per map. A key still in use is never dropped: its count would go
+/// with it.
+///
+/// The overflow sketch below adds 4 rows of `max_keys` cells (in each map,
+/// 4 rows of `max_keys / 16` rounded up, at least 16), allocated for a map
+/// the first time a key finds it full, never grown: 8 bytes a cell for
+/// GCRA, 16 for the windows. At the default 100 000 keys that is 3.2 MB or
+/// 6.4 MB, beside about 10 MB of table for `IpAddr` keys.
+///
+/// # When the table is full
+///
+/// A key that finds its map full of keys in use is decided through the
+/// overflow sketch: a count-min sketch of 4 rows in which a key has one
+/// cell per row, picked by the layer's hash (randomly seeded for each
+/// layer, so callers cannot aim keys at a cell). A cell is a limiter state
+/// of the layer's algorithm, shared by the keys that land on it: a GCRA
+/// theoretical arrival time, or the counts of the current and the previous
+/// window. A key's estimate is the least consumed of its 4 cells, and each
+/// admission raises each of its cells to the key's new estimate, no
+/// further. So:
+///
+/// - **No key gets more than its limit.** Each cell holds at least what the
+///   key alone would, so a key is admitted only when its own limiter would
+///   admit it. A sliding log's keys are counted in windows, the previous
+///   window's count taken whole rather than weighted: never more than
+///   `limit` in any window-length, as with the log, but a burst can keep
+///   the key refused for up to two windows instead of one.
+/// - **Nothing is reset.** A key in use is never evicted, and a key that
+///   finds room in the table again (once idle keys are swept) starts from
+///   the sketch's estimate: its counts, its arrival time, or for a log its
+///   estimate's calls, taken as made now. It can only have spent more.
+/// - **Early refusals are bounded.** A key is admitted whenever one of its
+///   4 cells, counting every call admitted through it (its own and the
+///   others'), has room for it: over the window (the sliding window's
+///   weighted count; for a log, the previous window whole) or, for GCRA,
+///   over the last `burst` emission intervals. So it is refused before
+///   its own limit only when all 4 of its cells are busy with other keys'
+///   calls; in a window, it loses at most the fewest other keys' calls any
+///   one of them holds. With `R` calls decided through the sketch per
+///   window, spread over `max_keys` cells a row, a cell holds
+///   `R / max_keys` of them on average, and (by Markov's inequality, the
+///   rows taken as independent) a key finds more than `m` in each of its 4
+///   cells with probability at most `(R / (max_keys × m))⁴`. With the
+///   defaults and a limit of 100 a minute, a flood of 100 000 new keys a
+///   minute past the table puts one call in a cell on average: a new
+///   client loses more than 10 of its 100 permits with probability at most
+///   10⁻⁴ by that bound (about 10⁻³² for calls spread at random).
+///   Locking clients out takes every cell full: about `max_keys × limit`
+///   calls a window (10⁷ a minute here), and then only until the window
+///   moves on.
+///
+/// [`KeyedHandle::overflow_calls`] counts the calls decided through the
+/// sketch, and [`KeyedHandle::state`] reports a key outside the table from
+/// its estimate.
 ///
 /// # The tower contract
 ///
@@ -534,7 +617,9 @@ impl<K: Hash + Eq> KeyedHandle<K> {
     }
 
     /// `key`'s limit, calls left and time until they are all back; a key
-    /// with no limiter yet reports a fresh one's.
+    /// with no limiter in the table reports what the overflow sketch holds
+    /// for it (a fresh limiter's state, unless it or keys sharing its cells
+    /// were decided there lately).
     pub fn state(&self, key: &K) -> RateLimitState
     where
         K: Clone,
@@ -542,7 +627,8 @@ impl<K: Hash + Eq> KeyedHandle<K> {
         self.shared.state(key.clone())
     }
 
-    /// How many keys have a limiter now.
+    /// How many keys have a limiter in the table now (at most `max_keys`,
+    /// rounded up, plus the keys with a limit of their own).
     pub fn len(&self) -> usize {
         self.shared
             .shards
@@ -551,7 +637,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
             .sum()
     }
 
-    /// Whether no key has a limiter now.
+    /// Whether no key has a limiter in the table now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -565,21 +651,26 @@ impl<K: Hash + Eq> KeyedHandle<K> {
         }
     }
 
-    /// Calls refused so far, for any key.
+    /// Calls refused so far, for any key (through the table or the
+    /// overflow sketch).
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
     }
 
-    /// Of those, the calls refused because `max_keys` was reached with
-    /// every key in use.
-    pub fn refused_new_keys(&self) -> u64 {
-        self.shared.refused_new_keys.load(Ordering::Relaxed)
+    /// Calls decided through the overflow sketch (admitted or refused),
+    /// because their key's map was full of keys in use: how often
+    /// `max_keys` was reached.
+    pub fn overflow_calls(&self) -> u64 {
+        self.shared.overflow_calls.load(Ordering::Relaxed)
     }
 
     /// Changes the limit of every key without a limit of its own, from now
     /// on: the keys that have a limiter change as
     /// [`Handle::set_limit`](super::Handle::set_limit) describes, and new
-    /// keys start from it. A GCRA limiter keeps its burst.
+    /// keys start from it. A GCRA limiter keeps its burst. The overflow
+    /// sketch keeps what its cells hold: GCRA cells their permits left,
+    /// window cells their counts (a new window carries them whole into its
+    /// current window, where a window counter in the table starts over).
     ///
     /// # Errors
     ///
@@ -601,7 +692,9 @@ impl<K: Hash + Eq> KeyedHandle<K> {
         // here. (No lock is held across another, so none can deadlock.)
         let now = shared.clock.now();
         for shard in shared.shards.iter() {
-            let shard = Keyed::read(shard);
+            let mut shard = Keyed::write(shard);
+            let now = shard.sketch.now(now);
+            shard.sketch.set_limit(limit, window, now);
             let overrides = shared.overrides.read().unwrap_or_else(|p| p.into_inner());
             for (key, limiter) in &shard.limiters {
                 if !overrides.contains_key(&key.key) {
@@ -613,7 +706,9 @@ impl<K: Hash + Eq> KeyedHandle<K> {
     }
 
     /// Gives `key` a limit of its own from now on (see
-    /// [`KeyedRateLimitBuilder::limit_for`]); its counts carry over.
+    /// [`KeyedRateLimitBuilder::limit_for`]); its counts carry over (a key
+    /// outside the table carries the overflow sketch's estimate into the
+    /// table on its next call).
     ///
     /// # Errors
     ///

@@ -37,6 +37,16 @@ impl WindowLog {
         }
     }
 
+    /// A log holding `count` admissions (at most `limit`) made at `at`.
+    pub(crate) fn with_admissions(limit: u64, window: Duration, at: u64, count: u64) -> Self {
+        let log = WindowLog::new(limit, window);
+        let count = capacity(count.min(limit));
+        lock(&log.state)
+            .times
+            .extend(std::iter::repeat_n(at, count));
+        log
+    }
+
     pub(crate) fn limit(&self) -> u64 {
         lock(&self.state).limit
     }

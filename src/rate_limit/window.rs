@@ -37,10 +37,29 @@ impl WindowCounter {
     pub(crate) fn new(limit: u64, window: Duration) -> Self {
         WindowCounter {
             limit: AtomicU64::new(limit),
-            window: AtomicU64::new(nanos(window).max(1)),
+            window: AtomicU64::new(window_nanos(window)),
             counts: [TaggedCount::default(), TaggedCount::default()],
             latest: AtomicU64::new(0),
         }
+    }
+
+    /// A counter that has counted `previous` calls in window `epoch − 1`
+    /// and `current` in window `epoch` (windows numbered as `now / window`,
+    /// as this counter numbers them).
+    pub(crate) fn with_counts(
+        limit: u64,
+        window: Duration,
+        epoch: u64,
+        previous: u64,
+        current: u64,
+    ) -> Self {
+        let counter = WindowCounter::new(limit, window);
+        if epoch > 0 {
+            counter.count(epoch - 1).add(epoch - 1, previous);
+        }
+        counter.count(epoch).add(epoch, current);
+        counter.latest.store(epoch, Ordering::Relaxed);
+        counter
     }
 
     pub(crate) fn limit(&self) -> u64 {
@@ -55,7 +74,7 @@ impl WindowCounter {
     /// changing only the limit keeps them.
     pub(crate) fn set(&self, limit: u64, window: Duration) {
         self.limit.store(limit, Ordering::Relaxed);
-        let window = nanos(window).max(1);
+        let window = window_nanos(window);
         if self.window.swap(window, Ordering::Relaxed) != window {
             // Old counts would carry old window numbers, which may pass for
             // later windows than the new numbering's.
@@ -160,22 +179,45 @@ impl WindowCounter {
         let (epoch, into) = self.locate(now, window);
         let previous = self.count(epoch.wrapping_sub(1)).get(epoch.wrapping_sub(1));
         let current = self.count(epoch).get(epoch);
-        // The previous window's weight, rounded up: what is left of a call
-        // still counts as a whole one.
-        let weighted = (u128::from(previous) * u128::from(window - into)).div_ceil(window.into());
-        let used = u64::try_from(weighted)
-            .unwrap_or(u64::MAX)
-            .saturating_add(current);
-        let reset = match (previous, current) {
-            (_, c) if c > 0 => 2 * window - into,
-            (p, _) if p > 0 => window - into,
-            _ => 0,
-        };
-        Snapshot {
-            limit,
-            remaining: limit.saturating_sub(used),
-            reset: Duration::from_nanos(reset),
-        }
+        snapshot(previous, current, limit, window, into)
+    }
+}
+
+/// A window's length in nanoseconds, never 0 (windows are numbered by
+/// dividing by it).
+pub(crate) fn window_nanos(window: Duration) -> u64 {
+    nanos(window).max(1)
+}
+
+/// The state of a counter holding `previous` and `current`, `into`
+/// nanoseconds into the current window.
+pub(crate) fn snapshot(
+    previous: u64,
+    current: u64,
+    limit: u64,
+    window: u64,
+    into: u64,
+) -> Snapshot {
+    // The previous window's weight, rounded up: what is left of a call
+    // still counts as a whole one.
+    let weighted = (u128::from(previous) * u128::from(window - into)).div_ceil(window.into());
+    let used = u64::try_from(weighted)
+        .unwrap_or(u64::MAX)
+        .saturating_add(current);
+    Snapshot {
+        limit,
+        remaining: limit.saturating_sub(used),
+        reset: Duration::from_nanos(reset(previous, current, window, into)),
+    }
+}
+
+/// Nanoseconds until a counter holding `previous` and `current` has
+/// counted nothing that still matters.
+pub(crate) fn reset(previous: u64, current: u64, window: u64, into: u64) -> u64 {
+    match (previous, current) {
+        (_, c) if c > 0 => 2 * window - into,
+        (p, _) if p > 0 => window - into,
+        _ => 0,
     }
 }
 
@@ -183,7 +225,7 @@ impl WindowCounter {
 /// `current` fits in `limit`, `into` nanoseconds into the current window:
 /// `previous × (window − into) / window + current ≤ limit`, in integers.
 #[inline]
-fn fits(previous: u64, current: u64, limit: u64, window: u64, into: u64) -> bool {
+pub(crate) fn fits(previous: u64, current: u64, limit: u64, window: u64, into: u64) -> bool {
     let lhs =
         u128::from(previous) * u128::from(window - into) + u128::from(current) * u128::from(window);
     lhs <= u128::from(limit) * u128::from(window)
@@ -192,7 +234,14 @@ fn fits(previous: u64, current: u64, limit: u64, window: u64, into: u64) -> bool
 /// The exact wait until `n` more permits fit, if nothing else happens:
 /// within the current window as the previous one slides out, else in the
 /// next one, as the current one does. `n ≤ limit`.
-fn wait(previous: u64, current: u64, n: u64, limit: u64, window: u64, into: u64) -> Duration {
+pub(crate) fn wait(
+    previous: u64,
+    current: u64,
+    n: u64,
+    limit: u64,
+    window: u64,
+    into: u64,
+) -> Duration {
     let left = window - into;
     // In this window: previous × (left − d) ≤ (limit − current − n) × window.
     if let Some(room) = limit.checked_sub(current + n) {
