@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
@@ -96,7 +97,7 @@ struct Generation {
 /// The gateway: its settings in force, swapped whole by a reload.
 #[derive(Clone)]
 pub struct Gateway {
-    current: Arc<RwLock<Arc<Generation>>>,
+    current: Arc<ArcSwap<Generation>>,
     client: HttpClient,
     urls: Arc<UpstreamUrls>,
     resilience: bool,
@@ -137,7 +138,7 @@ impl Gateway {
         let ingress = ingress_layer(&config)?;
         let generation = Generation::new(config, upstreams, ingress, resilience);
         Ok(Gateway {
-            current: Arc::new(RwLock::new(Arc::new(generation))),
+            current: Arc::new(ArcSwap::from_pointee(generation)),
             client,
             urls: Arc::new(urls),
             resilience,
@@ -147,12 +148,7 @@ impl Gateway {
     }
 
     fn current(&self) -> Arc<Generation> {
-        // A poisoned lock still holds a whole generation: the swap is one
-        // assignment.
-        match self.current.read() {
-            Ok(current) => current.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.load_full()
     }
 
     /// Puts `config` in force for new calls; calls in flight finish with
@@ -189,11 +185,8 @@ impl Gateway {
             changed.push("gateway.rate_limit".to_owned());
             ingress_layer(&config)?
         };
-        let generation = Arc::new(Generation::new(config, upstreams, ingress, self.resilience));
-        match self.current.write() {
-            Ok(mut current) => *current = generation,
-            Err(poisoned) => *poisoned.into_inner() = generation,
-        }
+        let generation = Generation::new(config, upstreams, ingress, self.resilience);
+        self.current.store(Arc::new(generation));
         Ok(changed)
     }
 
