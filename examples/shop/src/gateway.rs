@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::api::{AdminAuth, ApiError, MAX_BODY, no_route, request_id};
+use crate::api::{AdminAuth, ApiError, MAX_BODY, no_route};
 use crate::config::{ShopConfig, UPSTREAMS};
 use crate::upstream::{HttpClient, Upstream, state_name};
 
@@ -205,7 +205,8 @@ impl Gateway {
         self.current().upstreams.get(name).cloned()
     }
 
-    /// The gateway's routes.
+    /// The gateway's routes. [`crate::api::serve`] adds request ids,
+    /// logging and the client timeouts.
     pub fn router(&self) -> Router {
         let gateway = self.clone();
         let api = tower::service_fn(move |request: Request| {
@@ -219,7 +220,6 @@ impl Gateway {
             .with_state(self.clone())
             .route_service("/api/{*path}", api)
             .fallback(no_route)
-            .layer(axum::middleware::from_fn_with_state("gateway", request_id))
     }
 }
 

@@ -41,6 +41,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use api::AdminAuth;
+pub use api::ServeOptions;
 use config::{ConfigFileError, ShopConfig};
 use gateway::{Gateway, UpstreamUrls};
 use upstream::{Upstream, http_client};
@@ -60,6 +61,8 @@ pub struct ShopOptions {
     /// palisade's layers on (`false`: `--no-resilience`, for comparison).
     pub resilience: bool,
     pub admin_token: Option<String>,
+    /// Timeouts for slow clients, and the shutdown grace period.
+    pub serve: ServeOptions,
 }
 
 impl Default for ShopOptions {
@@ -71,6 +74,7 @@ impl Default for ShopOptions {
             reload_on_sighup: false,
             resilience: true,
             admin_token: None,
+            serve: ServeOptions::default(),
         }
     }
 }
@@ -308,8 +312,8 @@ impl Running {
         self.reloader.reads.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting connections; returns once the requests in flight
-    /// have been answered.
+    /// Stops accepting connections and closes idle ones; returns once the
+    /// requests in flight have been answered, or the grace period is over.
     pub async fn shutdown(self) -> io::Result<()> {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
@@ -407,14 +411,15 @@ fn spawn_reloader(
 }
 
 fn serve_all(
-    servers: impl IntoIterator<Item = (TcpListener, Router)>,
+    servers: impl IntoIterator<Item = (&'static str, TcpListener, Router)>,
+    options: ServeOptions,
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<io::Result<()>>> {
     servers
         .into_iter()
-        .map(|(listener, router)| {
+        .map(|(name, listener, router)| {
             let mut stop = stop.clone();
-            tokio::spawn(api::serve(listener, router, async move {
+            tokio::spawn(api::serve(listener, name, router, options, async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             }))
         })
@@ -469,7 +474,12 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Vec::new();
     let reloader = spawn_reloader(&options, &control, &stop, &mut tasks)?;
-    tasks.extend(serve_all(listeners.into_iter().zip(routers), &stop));
+    let servers = SERVICES
+        .into_iter()
+        .zip(listeners)
+        .zip(routers)
+        .map(|(((name, _), listener), router)| (name, listener, router));
+    tasks.extend(serve_all(servers, options.serve, &stop));
     Ok(Running {
         gateway,
         user,
@@ -527,8 +537,8 @@ pub struct Single {
 }
 
 impl Single {
-    /// Stops accepting connections; returns once the requests in flight
-    /// have been answered.
+    /// Stops accepting connections and closes idle ones; returns once the
+    /// requests in flight have been answered, or the grace period is over.
     pub async fn shutdown(self) -> io::Result<()> {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
@@ -587,7 +597,7 @@ pub async fn start_service(
     if let Some(gateway) = &control {
         spawn_reloader(&options, gateway, &stop, &mut tasks)?;
     }
-    tasks.extend(serve_all([(listener, router)], &stop));
+    tasks.extend(serve_all([(name, listener, router)], options.serve, &stop));
     Ok(Single {
         name,
         addr,
