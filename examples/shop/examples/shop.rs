@@ -6,9 +6,10 @@
 //! cargo run --release --example shop -- serve SERVICE [OPTIONS]
 //! ```
 //!
-//! Serves until Ctrl-C, then lets the requests in flight finish. `--demo`
-//! instead runs the six-phase demo against the stack and exits. `serve`
-//! runs one service alone, finding the others through `USER_SERVICE_URL`,
+//! Serves until SIGTERM or Ctrl-C (SIGINT), then lets the requests in
+//! flight finish, for up to a grace period. `--demo` instead runs the
+//! six-phase demo against the stack and exits. `serve` runs one service
+//! alone, finding the others through `USER_SERVICE_URL`,
 //! `ORDER_SERVICE_URL`, `PRODUCT_SERVICE_URL` and `PAYMENT_SERVICE_URL`.
 
 use std::path::PathBuf;
@@ -16,7 +17,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use palisade_shop::config::{ShopConfig, merge, rate_limit_override};
-use palisade_shop::{ShopOptions, demo, start, start_service, urls_from_env};
+use palisade_shop::{
+    ServeOptions, ShopOptions, demo, start, start_service, stop_signal, urls_from_env,
+};
 
 const USAGE: &str = "\
 usage: shop [--demo] [OPTIONS]
@@ -156,6 +159,14 @@ async fn main() -> ExitCode {
 }
 
 async fn serve_all(options: ShopOptions, config: &ShopConfig) -> ExitCode {
+    // Before starting: a signal from then on stops the shop gracefully.
+    let stop = match stop_signal() {
+        Ok(stop) => stop,
+        Err(err) => {
+            eprintln!("cannot take SIGTERM and SIGINT: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let running = match start(options.clone()).await {
         Ok(running) => running,
         Err(err) => {
@@ -168,12 +179,11 @@ async fn serve_all(options: ShopOptions, config: &ShopConfig) -> ExitCode {
     }
     let (limit, window) = config.rate_limit();
     println!(
-        "resilience {}; {limit} requests per {}s per client; Ctrl-C to stop",
+        "resilience {}; {limit} requests per {}s per client; Ctrl-C or SIGTERM to stop",
         if options.resilience { "on" } else { "off" },
         window.as_secs_f64()
     );
-    let _ = tokio::signal::ctrl_c().await;
-    println!("shutting down; letting requests in flight finish");
+    stopping(stop.await, &options.serve);
     match running.shutdown().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -184,6 +194,14 @@ async fn serve_all(options: ShopOptions, config: &ShopConfig) -> ExitCode {
 }
 
 async fn serve_one(service: &str, options: ShopOptions) -> ExitCode {
+    let stop = match stop_signal() {
+        Ok(stop) => stop,
+        Err(err) => {
+            eprintln!("cannot take SIGTERM and SIGINT: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let serve = options.serve;
     let urls = urls_from_env(options.base_port, |var| std::env::var(var).ok());
     let single = match start_service(service, options, urls).await {
         Ok(single) => single,
@@ -193,10 +211,10 @@ async fn serve_one(service: &str, options: ShopOptions) -> ExitCode {
         }
     };
     println!(
-        "{:>8}  http://{}  (Ctrl-C to stop)",
+        "{:>8}  http://{}  (Ctrl-C or SIGTERM to stop)",
         single.name, single.addr
     );
-    let _ = tokio::signal::ctrl_c().await;
+    stopping(stop.await, &serve);
     match single.shutdown().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -204,6 +222,13 @@ async fn serve_one(service: &str, options: ShopOptions) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn stopping(signal: &str, serve: &ServeOptions) {
+    println!(
+        "{signal}: shutting down; letting requests in flight finish (for up to {} s)",
+        serve.shutdown_grace.as_secs()
+    );
 }
 
 async fn run_demo(command: Command) -> ExitCode {

@@ -285,6 +285,31 @@ fn may_change_contents(kind: EventKind) -> bool {
     }
 }
 
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C): the signals that ask
+/// a server to stop (container runtimes and systemd send SIGTERM). The
+/// handlers are in place when this returns, so that a signal sent from
+/// then on is taken rather than ending the process. Answers the signal's
+/// name.
+pub fn stop_signal() -> io::Result<impl Future<Output = &'static str>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    })
+}
+
 impl Running {
     /// The services' names and addresses, gateway first.
     pub fn addresses(&self) -> [(&'static str, SocketAddr); 5] {
