@@ -1,28 +1,42 @@
 //! What every service shares: JSON errors, extractors that answer bad input
 //! with them, request ids, the admin guard, fault injection and serving.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use palisade::chaos::{ChaosLayer, Handle as FaultHandle};
 use palisade::http::ReadDeadlineLayer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tracing::Instrument;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::{TimeoutBody, TimeoutError};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 /// The largest request body a service reads: more is a 413.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -243,50 +257,10 @@ pub async fn json_405(request: Request, next: Next) -> Response {
     answer
 }
 
-/// A request's id, kept in its extensions.
+/// A request's id, kept in its extensions for the handlers that pass it
+/// on to other services.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub HeaderValue);
-
-/// Gives each request an id (keeping one the caller sent, when it is
-/// sane), logs the request under it with the service's name, and returns
-/// it on the response. The state is the service's name.
-pub async fn request_id(
-    State(service): State<&'static str>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let id = request
-        .headers()
-        .get(REQUEST_ID)
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .cloned()
-        .unwrap_or_else(new_request_id);
-    request.headers_mut().insert(REQUEST_ID, id.clone());
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!(
-        "request",
-        service,
-        id = %String::from_utf8_lossy(id.as_bytes()),
-        method = %request.method(),
-        path = %request.uri().path(),
-    );
-    let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| tracing::info!(status = response.status().as_u16(), "answered"));
-    response.headers_mut().insert(REQUEST_ID, id);
-    response
-}
-
-fn new_request_id() -> HeaderValue {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let prefix = *PREFIX.get_or_init(|| {
-        use std::hash::BuildHasher;
-        std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
-    });
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix:08x}-{n:08}"))
-        .expect("hex and digits are a valid header")
-}
 
 /// Who may use the admin endpoints: loopback peers, or with a token only
 /// callers that present it.
@@ -310,9 +284,11 @@ impl AdminAuth {
                     .get(axum::http::header::AUTHORIZATION)
                     .and_then(|v| bearer(v.as_bytes()));
                 // An empty token is refused when the shop starts; checked
-                // here too, so that no header can ever match one.
+                // here too, so that no header can ever match one. Compared
+                // in constant time: how long it takes says nothing about
+                // how much of a guess was right (the length is not hidden).
                 if !token.is_empty()
-                    && presented.is_some_and(|p| constant_time_eq(p, token.as_bytes()))
+                    && presented.is_some_and(|p| bool::from(p.ct_eq(token.as_bytes())))
                 {
                     Ok(())
                 } else {
@@ -334,17 +310,6 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     scheme
         .eq_ignore_ascii_case(b"bearer ")
         .then_some(credentials)
-}
-
-/// Compares without stopping at the first difference, so the time taken
-/// says nothing about how much of a guess was right. (The length is not
-/// hidden.)
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 /// Admin state: who may use it, and the service's faults.
@@ -430,8 +395,8 @@ pub fn chaos(
 }
 
 /// The parts every service's router gets: `api` (faulted by `chaos`) and
-/// `/health`, the admin fault routes, JSON 404s, the body limit, request
-/// ids, and palisade errors as responses. The fault handle comes too.
+/// `/health`, the admin fault routes, JSON 404s, the body limit and
+/// palisade errors as responses. The fault handle comes too.
 pub fn service_router(name: &'static str, api: Router, auth: AdminAuth) -> (Router, FaultHandle) {
     let chaos = chaos(name);
     let faults = chaos.handle();
@@ -454,24 +419,218 @@ pub fn service_router(name: &'static str, api: Router, auth: AdminAuth) -> (Rout
         .merge(api)
         .fallback(no_route)
         .layer(axum::middleware::from_fn(json_405))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(name, request_id));
+        .layer(DefaultBodyLimit::max(MAX_BODY));
     (router, faults)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; requests in
-/// flight then finish before this returns.
+/// How long a client may take over a request, and how long shutdown waits
+/// for the requests in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// The most a client may take to send a request's headers; also how
+    /// long a keep-alive connection may stay idle. Then the connection is
+    /// closed.
+    pub header_read_timeout: Duration,
+    /// The most a client may pause while sending a body. Then the answer
+    /// is a 408 and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// How long shutdown lets requests in flight finish before it closes
+    /// their connections. Idle connections are closed at once.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `router` as the service called `name` on `listener` until
+/// `shutdown` resolves. Then it stops accepting, closes idle connections at
+/// once, lets the requests in flight finish for up to
+/// `options.shutdown_grace`, and closes whatever is still open.
 pub async fn serve(
     listener: TcpListener,
+    name: &'static str,
     router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let app = with_request_layers(name, router, options.body_read_timeout);
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    // Owns every connection's task, so that the ones still open after the
+    // grace period can be ended.
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    wait_after_accept_error(name, &error).await;
+                    continue;
+                }
+            },
+        };
+        // Handlers see the peer as axum's `ConnectInfo`.
+        let app = app
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(service = name, %peer, %error, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            service = name,
+            open = connections.len(),
+            "shutdown grace period over; closing the connections still open"
+        );
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// After a failed accept: a connection that went away before it was taken
+/// is nothing, while anything else (most likely out of file descriptors)
+/// would fail again at once, so it waits a moment rather than spin.
+async fn wait_after_accept_error(name: &'static str, error: &io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        tracing::error!(service = name, %error, "cannot accept a connection");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What every service does around its routes: gives each request an id (a
+/// caller's own when it is sane, else a new one) and returns it on the
+/// response, logs the request in a `request{service, id, method, path}`
+/// span, and answers a body that stalls with a 408.
+fn with_request_layers(
+    service: &'static str,
+    router: Router,
+    body_read_timeout: Duration,
+) -> Router {
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            body_read_timeout,
+            time_out_stalled_body,
+        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .map_request(drop_unusable_request_id)
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(move |request: &Request| request_span(service, request))
+                        .on_response(|response: &Response, latency: Duration, _: &Span| {
+                            let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+                            tracing::info!(
+                                status = response.status().as_u16(),
+                                latency_ms,
+                                "answered"
+                            );
+                        })
+                        // The answer above says it already, status and all.
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .map_request(request_id_for_handlers),
+        )
+}
+
+/// A caller's request id is kept only when it is sane: it is logged and
+/// passed on to every service the request reaches.
+fn drop_unusable_request_id(mut request: Request) -> Request {
+    if request
+        .headers()
+        .get(REQUEST_ID)
+        .is_some_and(|id| id.is_empty() || id.len() > 128)
+    {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+fn request_span(service: &'static str, request: &Request) -> Span {
+    let id = request.headers().get(REQUEST_ID).map(HeaderValue::as_bytes);
+    tracing::info_span!(
+        "request",
+        service,
+        id = %String::from_utf8_lossy(id.unwrap_or_default()),
+        method = %request.method(),
+        path = %request.uri().path(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+}
+
+/// tower-http's id as the shop's own [`RequestId`], which the handlers
+/// that call other services read.
+fn request_id_for_handlers(mut request: Request) -> Request {
+    if let Some(id) = request
+        .extensions()
+        .get::<tower_http::request_id::RequestId>()
+    {
+        let id = RequestId(id.header_value().clone());
+        request.extensions_mut().insert(id);
+    }
+    request
+}
+
+/// Answers 408, and closes the connection, when the client pauses longer
+/// than the timeout (the state) while sending the body: whatever the
+/// handler made of a body cut short, the client is what went wrong.
+async fn time_out_stalled_body(
+    State(timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let stalled = Arc::new(AtomicBool::new(false));
+    let seen = stalled.clone();
+    let request = request.map(|body| {
+        Body::new(TimeoutBody::new(timeout, body).map_err(move |error| {
+            if error.is::<TimeoutError>() {
+                seen.store(true, Ordering::Relaxed);
+            }
+            error
+        }))
+    });
+    let response = next.run(request).await;
+    if !stalled.load(Ordering::Relaxed) {
+        return response;
+    }
+    let mut response = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!("no part of the body came for {} s", timeout.as_secs_f64()),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 #[cfg(test)]

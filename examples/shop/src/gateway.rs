@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -28,7 +29,7 @@ use serde_json::{Value, json};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::api::{AdminAuth, ApiError, MAX_BODY, json_405, no_route, read_deadline, request_id};
+use crate::api::{AdminAuth, ApiError, MAX_BODY, json_405, no_route, read_deadline};
 use crate::auth::{AuthError, CUSTOMER, Verifier};
 use crate::config::{ShopConfig, UPSTREAMS};
 use crate::upstream::{HttpClient, Upstream, state_name};
@@ -270,7 +271,7 @@ struct Generation {
 /// The gateway: its settings in force, swapped whole by a reload.
 #[derive(Clone)]
 pub struct Gateway {
-    current: Arc<RwLock<Arc<Generation>>>,
+    current: Arc<ArcSwap<Generation>>,
     client: HttpClient,
     urls: Arc<UpstreamUrls>,
     resilience: bool,
@@ -311,7 +312,7 @@ impl Gateway {
         let ingress = ingress_layer(&config)?;
         let generation = Generation::new(config, upstreams, ingress, resilience);
         Ok(Gateway {
-            current: Arc::new(RwLock::new(Arc::new(generation))),
+            current: Arc::new(ArcSwap::from_pointee(generation)),
             client,
             urls: Arc::new(urls),
             resilience,
@@ -321,12 +322,7 @@ impl Gateway {
     }
 
     fn current(&self) -> Arc<Generation> {
-        // A poisoned lock still holds a whole generation: the swap is one
-        // assignment.
-        match self.current.read() {
-            Ok(current) => current.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.load_full()
     }
 
     /// Puts `config` in force for new calls; calls in flight finish with
@@ -367,11 +363,8 @@ impl Gateway {
             // The generation's verifier is built from it: keys rotate here.
             changed.push("gateway.auth".to_owned());
         }
-        let generation = Arc::new(Generation::new(config, upstreams, ingress, self.resilience));
-        match self.current.write() {
-            Ok(mut current) => *current = generation,
-            Err(poisoned) => *poisoned.into_inner() = generation,
-        }
+        let generation = Generation::new(config, upstreams, ingress, self.resilience);
+        self.current.store(Arc::new(generation));
         Ok(changed)
     }
 
@@ -390,7 +383,8 @@ impl Gateway {
         self.current().upstreams.get(name).cloned()
     }
 
-    /// The gateway's routes.
+    /// The gateway's routes. [`crate::api::serve`] adds request ids,
+    /// logging and the client timeouts.
     pub fn router(&self) -> Router {
         let gateway = self.clone();
         let api = tower::service_fn(move |request: Request| {
@@ -405,7 +399,6 @@ impl Gateway {
             .route_service("/api/{*path}", api)
             .fallback(no_route)
             .layer(axum::middleware::from_fn(json_405))
-            .layer(axum::middleware::from_fn_with_state("gateway", request_id))
     }
 }
 

@@ -27,17 +27,22 @@ pub mod user;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use palisade::chaos::Handle as FaultHandle;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use api::AdminAuth;
+pub use api::ServeOptions;
 use config::{ConfigFileError, ShopConfig};
 use gateway::{Gateway, UpstreamUrls};
 use upstream::{Upstream, http_client};
@@ -57,6 +62,8 @@ pub struct ShopOptions {
     /// palisade's layers on (`false`: `--no-resilience`, for comparison).
     pub resilience: bool,
     pub admin_token: Option<String>,
+    /// Timeouts for slow clients, and the shutdown grace period.
+    pub serve: ServeOptions,
 }
 
 impl Default for ShopOptions {
@@ -68,6 +75,7 @@ impl Default for ShopOptions {
             reload_on_sighup: false,
             resilience: true,
             admin_token: None,
+            serve: ServeOptions::default(),
         }
     }
 }
@@ -126,6 +134,8 @@ struct Reloader {
     /// One reload at a time, so that the file watcher and SIGHUP cannot
     /// put an older read in force after a newer one.
     reloading: Arc<std::sync::Mutex<()>>,
+    /// How many times the file watcher has read the file.
+    reads: Arc<AtomicU64>,
 }
 
 impl Reloader {
@@ -152,24 +162,67 @@ impl Reloader {
         }
     }
 
-    /// Reloads whenever the file's contents change, checking every
-    /// [`WATCH_EVERY`], until `stop`. New contents are applied once two
-    /// checks in a row read the same, so that a file caught half written
-    /// (an editor saving in place) is not put in force for a moment.
-    async fn watch(self, path: PathBuf, mut stop: watch::Receiver<bool>) -> io::Result<()> {
-        let mut applied = std::fs::read(&path).ok();
-        let mut last = applied.clone();
+    /// The file's contents (`None` when it cannot be read), counted.
+    fn read(&self, path: &Path) -> Option<Vec<u8>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        std::fs::read(path).ok()
+    }
+
+    /// Reloads whenever the file's contents change, until `stop`; `changes`
+    /// wakes it when the file system reports one, and `watcher` sends the
+    /// reports.
+    async fn watch(
+        self,
+        watcher: RecommendedWatcher,
+        path: PathBuf,
+        changes: Arc<Notify>,
+        mut applied: Option<Vec<u8>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> io::Result<()> {
+        let _reporting = watcher;
         loop {
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => return Ok(()),
-                _ = tokio::time::sleep(WATCH_EVERY) => {}
+                () = changes.notified() => {}
             }
-            let now = std::fs::read(&path).ok();
-            let settled = now == last;
-            last = now;
-            if settled && last != applied {
-                applied = last.clone();
-                self.reload_and_log("the file changed");
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                contents = self.settled(&path, &changes) => if contents != applied {
+                    applied = contents;
+                    self.reload_and_log("the file changed");
+                }
+            }
+        }
+    }
+
+    /// The file's contents once they have stayed the same for [`SETTLE`]:
+    /// read at every change reported and again after SETTLE without one, so
+    /// that a file caught half written (an editor saving in place writes in
+    /// more than one go) is not put in force for a moment.
+    async fn settled(&self, path: &Path, changes: &Notify) -> Option<Vec<u8>> {
+        let mut contents = self.read(path);
+        let mut quiet_until = Instant::now() + SETTLE;
+        loop {
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(quiet_until) => {
+                    let again = self.read(path);
+                    if again == contents {
+                        return contents;
+                    }
+                    contents = again;
+                    quiet_until = Instant::now() + SETTLE;
+                }
+                () = changes.notified() => {
+                    // One save is often several reports, and the directory
+                    // may hold other files: only new contents start the
+                    // wait again.
+                    let again = self.read(path);
+                    if again != contents {
+                        contents = again;
+                        quiet_until = Instant::now() + SETTLE;
+                    }
+                }
             }
         }
     }
@@ -196,8 +249,67 @@ impl Reloader {
     }
 }
 
-/// How often the configuration file is checked for changes.
-pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// How long the configuration file must stay the same after a change
+/// before the file watcher puts it in force.
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// Watches the directory of `path` and wakes `changes` on anything there
+/// that may have changed the file. The directory rather than the file:
+/// editors that save by renaming a new file over the old one, and mounts
+/// that swap a symlinked directory (as Kubernetes does), change the
+/// directory's entries, not the file that was watched.
+fn watch_directory(path: &Path, changes: Arc<Notify>) -> io::Result<RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // An error (reports lost, say) may hide a change: read to be sure.
+        if event.map_or(true, |event| may_change_contents(event.kind)) {
+            changes.notify_one();
+        }
+    })
+    .map_err(io::Error::other)?;
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    watcher
+        .watch(directory, RecursiveMode::NonRecursive)
+        .map_err(|e| io::Error::other(format!("cannot watch {}: {e}", directory.display())))?;
+    Ok(watcher)
+}
+
+/// Whether a report may mean new contents: not an open or a read (the
+/// watcher's own reads are reported too), nor a change of metadata.
+fn may_change_contents(kind: EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C): the signals that ask
+/// a server to stop (container runtimes and systemd send SIGTERM). The
+/// handlers are in place when this returns, so that a signal sent from
+/// then on is taken rather than ending the process. Answers the signal's
+/// name.
+pub fn stop_signal() -> io::Result<impl Future<Output = &'static str>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    })
+}
 
 impl Running {
     /// The services' names and addresses, gateway first.
@@ -218,8 +330,16 @@ impl Running {
         self.reloader.reload()
     }
 
-    /// Stops accepting connections; returns once the requests in flight
-    /// have been answered.
+    /// How many times the file watcher has read the configuration file: at
+    /// each change the file system reports, and once more before putting
+    /// new contents in force. Tests wait on it, as the reports come from a
+    /// thread of the operating system, out of step with tokio's clock.
+    pub fn config_file_reads(&self) -> u64 {
+        self.reloader.reads.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting connections and closes idle ones; returns once the
+    /// requests in flight have been answered, or the grace period is over.
     pub async fn shutdown(self) -> io::Result<()> {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
@@ -312,38 +432,47 @@ fn warn_without_keys(config: &ShopConfig) {
     }
 }
 
-/// Keeps `gateway`'s settings in step with the configuration file (polled,
-/// and on SIGHUP when asked), until `stop`.
+/// Keeps `gateway`'s settings in step with the configuration file (when
+/// it changes, and on SIGHUP when asked), until `stop`.
 fn spawn_reloader(
     options: &ShopOptions,
     gateway: &Gateway,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<io::Result<()>>>,
-) -> Reloader {
+) -> io::Result<Reloader> {
     let reloader = Reloader {
         options: Arc::new(options.clone()),
         gateway: gateway.clone(),
         reloading: Arc::default(),
+        reads: Arc::default(),
     };
     if let Some(path) = options.config_file.clone() {
-        tasks.push(tokio::spawn(reloader.clone().watch(path, stop.clone())));
+        let changes = Arc::new(Notify::new());
+        // Watching before reading: a change in between is reported.
+        let watcher = watch_directory(&path, changes.clone())?;
+        let applied = std::fs::read(&path).ok();
+        let watch = reloader
+            .clone()
+            .watch(watcher, path, changes, applied, stop.clone());
+        tasks.push(tokio::spawn(watch));
     }
     #[cfg(unix)]
     if options.reload_on_sighup {
         tasks.push(tokio::spawn(reloader.clone().on_sighup(stop.clone())));
     }
-    reloader
+    Ok(reloader)
 }
 
 fn serve_all(
-    servers: impl IntoIterator<Item = (TcpListener, Router)>,
+    servers: impl IntoIterator<Item = (&'static str, TcpListener, Router)>,
+    options: ServeOptions,
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<io::Result<()>>> {
     servers
         .into_iter()
-        .map(|(listener, router)| {
+        .map(|(name, listener, router)| {
             let mut stop = stop.clone();
-            tokio::spawn(api::serve(listener, router, async move {
+            tokio::spawn(api::serve(listener, name, router, options, async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             }))
         })
@@ -398,8 +527,14 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
         payment_router,
     ];
     let (shutdown, stop) = watch::channel(false);
-    let mut tasks = serve_all(listeners.into_iter().zip(routers), &stop);
-    let reloader = spawn_reloader(&options, &control, &stop, &mut tasks);
+    let mut tasks = Vec::new();
+    let reloader = spawn_reloader(&options, &control, &stop, &mut tasks)?;
+    let servers = SERVICES
+        .into_iter()
+        .zip(listeners)
+        .zip(routers)
+        .map(|(((name, _), listener), router)| (name, listener, router));
+    tasks.extend(serve_all(servers, options.serve, &stop));
     Ok(Running {
         gateway,
         user,
@@ -457,8 +592,8 @@ pub struct Single {
 }
 
 impl Single {
-    /// Stops accepting connections; returns once the requests in flight
-    /// have been answered.
+    /// Stops accepting connections and closes idle ones; returns once the
+    /// requests in flight have been answered, or the grace period is over.
     pub async fn shutdown(self) -> io::Result<()> {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
@@ -515,10 +650,11 @@ pub async fn start_service(
         }
     };
     let (shutdown, stop) = watch::channel(false);
-    let mut tasks = serve_all([(listener, router)], &stop);
+    let mut tasks = Vec::new();
     if let Some(gateway) = &control {
-        spawn_reloader(&options, gateway, &stop, &mut tasks);
+        spawn_reloader(&options, gateway, &stop, &mut tasks)?;
     }
+    tasks.extend(serve_all([(name, listener, router)], options.serve, &stop));
     Ok(Single {
         name,
         addr,

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::http::{HeaderValue, Method, Request, Response, StatusCode};
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use palisade::bulkhead::{BulkheadLayer, Handle as BulkheadHandle};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, Event, Handle as BreakerHandle, State};
 use palisade::deadline::Deadline;
@@ -29,12 +30,20 @@ use crate::config::UpstreamConfig;
 /// The HTTP client every upstream shares (one connection pool).
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// How long the client keeps an idle connection for another request.
+/// Shorter than the services' header read timeout (10 s by default), which
+/// closes idle connections too: a connection the server is about to close
+/// could otherwise be taken for a request that the close then cuts off.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A client with keep-alive and `TCP_NODELAY`.
 pub fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
         .build(connector)
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use palisade::circuit_breaker::State;
-use palisade_shop::{ShopOptions, WATCH_EVERY, start};
+use palisade_shop::{SETTLE, ShopOptions, start};
 use support::Shop;
 use tokio::time::advance;
 
@@ -43,19 +43,36 @@ async fn shop_with(file: &File) -> Shop {
     .await
 }
 
-/// Lets the file watcher run its next check.
-async fn next_check() {
-    advance(WATCH_EVERY + Duration::from_millis(10)).await;
+/// Writes `text` to the file and waits until the watcher has read it. The
+/// file system reports the change from a thread of its own, in real time;
+/// this only yields, so that virtual time stands still meanwhile.
+async fn write_seen(shop: &Shop, file: &File, text: &str) {
+    let reads = shop.running.config_file_reads();
+    file.write(text);
+    let mut yields = 0;
+    while shop.running.config_file_reads() == reads {
+        assert!(
+            yields < 10_000_000,
+            "the watcher was not told of the change"
+        );
+        yields += 1;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Lets the watcher find the file unchanged for [`SETTLE`]: it puts new
+/// contents in force then.
+async fn settle() {
+    advance(SETTLE + Duration::from_millis(10)).await;
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
 }
 
-/// Lets the watcher see a change and then see it settled: it applies new
-/// contents once two checks in a row read the same.
-async fn settled() {
-    next_check().await;
-    next_check().await;
+/// Writes `text` and lets the watcher put it in force.
+async fn write_settled(shop: &Shop, file: &File, text: &str) {
+    write_seen(shop, file, text).await;
+    settle().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -73,14 +90,17 @@ async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_se
     assert!(upstream("product").breaker.force_open());
     assert!(upstream("user").breaker.force_open());
 
-    file.write(
+    write_seen(
+        &shop,
+        &file,
         "[upstreams.product.timeout]\ntimeout = \"1s\"\n\
          [gateway.rate_limit]\nlimit = 50\n",
-    );
-    // One check sees the change; it waits for the next to find the same.
-    next_check().await;
+    )
+    .await;
+    // The watcher has read the change; it waits to find the same after
+    // SETTLE.
     assert_eq!(shop.running.control.config().rate_limit().0, 100);
-    next_check().await;
+    settle().await;
     let config = shop.running.control.config();
     assert_eq!(
         config.upstreams["product"].timeout.timeout,
@@ -111,6 +131,32 @@ async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_se
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_file_replaced_by_a_rename_is_seen() {
+    let file = File::new("rename", "[gateway.rate_limit]\nlimit = 10\n");
+    let shop = shop_with(&file).await;
+    // As editors save: a new file, renamed over the old one.
+    let new = file.0.with_extension("toml.new");
+    std::fs::write(&new, "[gateway.rate_limit]\nlimit = 30\n").unwrap();
+    let reads = shop.running.config_file_reads();
+    std::fs::rename(&new, &file.0).unwrap();
+    let mut yields = 0;
+    while shop.running.config_file_reads() == reads {
+        assert!(
+            yields < 10_000_000,
+            "the watcher was not told of the rename"
+        );
+        yields += 1;
+        tokio::task::yield_now().await;
+    }
+    settle().await;
+    assert_eq!(shop.running.control.config().rate_limit().0, 30);
+    // The file now in place is watched as the old one was.
+    write_settled(&shop, &file, "[gateway.rate_limit]\nlimit = 40\n").await;
+    assert_eq!(shop.running.control.config().rate_limit().0, 40);
+    shop.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_invalid_file_is_refused_naming_the_field_and_the_settings_in_force_stay() {
     let file = File::new("invalid", "[upstream.circuit_breaker]\nopen_for = \"7s\"\n");
     let shop = shop_with(&file).await;
@@ -131,19 +177,23 @@ async fn an_invalid_file_is_refused_naming_the_field_and_the_settings_in_force_s
         ),
         ("[upstream.timeout\n", "line 1"),
     ] {
-        file.write(text);
+        write_seen(&shop, &file, text).await;
         let error = shop.running.reload_config().expect_err(text).to_string();
         assert!(error.contains(field), "{error:?} does not name {field}");
         assert!(error.contains(&file.0.display().to_string()), "{error:?}");
         // The watcher refuses it too, and nothing changes.
-        settled().await;
+        settle().await;
         assert_eq!(shop.running.control.config(), before);
         assert_eq!(shop.get_as(1, "/api/users/1").await.status, StatusCode::OK);
     }
 
     // A good file after a bad one is taken.
-    file.write("[upstream.circuit_breaker]\nopen_for = \"9s\"\n");
-    settled().await;
+    write_settled(
+        &shop,
+        &file,
+        "[upstream.circuit_breaker]\nopen_for = \"9s\"\n",
+    )
+    .await;
     assert_eq!(
         shop.running.control.config().upstreams["payment"]
             .circuit_breaker
@@ -228,8 +278,12 @@ async fn a_new_limit_keeps_what_each_client_has_spent_and_a_new_algorithm_starts
         let answer = shop.send(shop.running.gateway, as_client(), None).await;
         assert_eq!(answer.status, StatusCode::OK);
     }
-    file.write("[gateway.rate_limit]\nlimit = 4\nwindow = \"60s\"\n");
-    settled().await;
+    write_settled(
+        &shop,
+        &file,
+        "[gateway.rate_limit]\nlimit = 4\nwindow = \"60s\"\n",
+    )
+    .await;
     assert_eq!(shop.running.control.config().rate_limit().0, 4);
     // 3 of 4 spent before the change: this is the last one.
     let answer = shop.send(shop.running.gateway, as_client(), None).await;
@@ -239,8 +293,12 @@ async fn a_new_limit_keeps_what_each_client_has_spent_and_a_new_algorithm_starts
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
 
     // Another algorithm is another limiter: the client starts afresh.
-    file.write("[gateway.rate_limit]\nlimit = 4\nwindow = \"60s\"\nalgorithm = \"sliding_log\"\n");
-    settled().await;
+    write_settled(
+        &shop,
+        &file,
+        "[gateway.rate_limit]\nlimit = 4\nwindow = \"60s\"\nalgorithm = \"sliding_log\"\n",
+    )
+    .await;
     let answer = shop.send(shop.running.gateway, as_client(), None).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(remaining(&answer), 3);

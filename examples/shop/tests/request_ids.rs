@@ -124,3 +124,42 @@ async fn an_order_is_logged_under_one_id_by_every_service_it_touches() {
     }
     shop.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unusable_caller_id_is_replaced_by_a_new_one_used_everywhere() {
+    let spans = Spans::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let shop = Shop::start().await;
+    let too_long = "x".repeat(129);
+    for unusable in ["", too_long.as_str()] {
+        let answer = shop
+            .send(
+                shop.running.gateway,
+                Request::get("/api/products/1").header("x-request-id", unusable),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let id = answer.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert!(!id.is_empty() && id != unusable, "{id:?}");
+        let seen = spans.with_id(&id);
+        for (service, path) in [("gateway", "/api/products/1"), ("product", "/products/1")] {
+            assert!(
+                seen.contains(&(service.to_owned(), path.to_owned())),
+                "{service} {path} not logged under {id}; logged: {seen:?}"
+            );
+        }
+    }
+    // 128 bytes is still an id of the caller's own.
+    let longest = "y".repeat(128);
+    let answer = shop
+        .send(
+            shop.running.gateway,
+            Request::get("/api/products/1").header("x-request-id", longest.as_str()),
+            None,
+        )
+        .await;
+    assert_eq!(answer.headers["x-request-id"], longest.as_str());
+    shop.running.shutdown().await.unwrap();
+}

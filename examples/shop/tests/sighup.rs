@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use palisade_shop::{ShopOptions, WATCH_EVERY, start};
+use palisade_shop::{SETTLE, ShopOptions, start};
 use tokio::time::Instant;
 
 #[tokio::test(start_paused = true)]
@@ -31,15 +31,16 @@ async fn sighup_reloads_the_file_before_the_watcher_would() {
         .status()
         .expect("kill runs");
     assert!(status.success());
-    // Only yielding: virtual time does not move, so the file watcher (due
-    // after WATCH_EVERY) cannot be what reloads it.
+    // Only yielding: virtual time does not move, so the file watcher
+    // (which waits for the file to stay the same for SETTLE) cannot be
+    // what reloads it.
     let mut yields = 0;
     while running.control.config().rate_limit().0 != 20 {
         assert!(yields < 1_000_000, "SIGHUP did not reload the file");
         yields += 1;
         tokio::task::yield_now().await;
     }
-    assert!(asked.elapsed() < WATCH_EVERY);
+    assert!(asked.elapsed() < SETTLE);
     assert_eq!(
         running.control.config().rate_limit(),
         (20, Duration::from_secs(60))
