@@ -1,4 +1,4 @@
-//! The demo: six phases of traffic through the gateway, each showing one
+//! The demo: seven phases of traffic through the gateway, each showing one
 //! layer at work, with a table per phase and a check of what it should
 //! show.
 //!
@@ -14,12 +14,17 @@
 //!    unaffected.
 //! 6. The payment service fails: orders are cancelled and their stock is
 //!    restored.
+//! 7. The product service fails 30 % of its calls at random: through the
+//!    layers callers are served more often than straight from the service,
+//!    the service sees at most 1.5 times the requests, and its breaker
+//!    stays closed.
 //!
 //! It expects the default settings ([`crate::config::DEFAULTS`]) and a key
 //! of its own to sign customers' tokens with ([`with_demo_key`]): it plays
 //! the identity provider. Product browsing is anonymous; users and orders
-//! are called as customer 1, and phase 5's two clients are customers 2
-//! and 3, calling from the same address.
+//! are called as customer 1, phase 5's two clients are customers 2 and 3,
+//! calling from the same address, and phase 7 spreads its requests over
+//! customers 100 to 119, so that no one of them meets the rate limit.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -190,7 +195,7 @@ struct Demo<'a> {
     secret: String,
 }
 
-/// Runs the six phases against `running` and writes a table per phase to
+/// Runs the seven phases against `running` and writes a table per phase to
 /// `out`; `progress` draws a progress bar on standard error when it is a
 /// terminal. Answers each phase's report.
 pub async fn run(running: &Running, out: &mut dyn Write, progress: bool) -> Vec<PhaseReport> {
@@ -222,13 +227,14 @@ pub async fn run(running: &Running, out: &mut dyn Write, progress: bool) -> Vec<
     reports
 }
 
-const PHASES: [&str; 6] = [
+const PHASES: [&str; 7] = [
     "healthy traffic",
     "the product service fails every call",
     "faults cleared: the breaker probes and closes",
     "the product service takes 3 s per call",
     "one client goes over its rate limit",
     "the payment service fails",
+    "the product service fails 30 % of calls at random",
 ];
 
 /// Watches every upstream stack, the gateway's and the order service's:
@@ -308,7 +314,8 @@ impl Demo<'_> {
             3 => self.recovery().await,
             4 => self.product_slow().await,
             5 => self.rate_limited().await,
-            _ => self.payment_fails().await,
+            6 => self.payment_fails().await,
+            _ => self.scattered_failures().await,
         };
         let mut took: Vec<Duration> = answers.iter().map(|a| a.took).collect();
         took.sort();
@@ -515,6 +522,56 @@ impl Demo<'_> {
         (answers, checks)
     }
 
+    /// 400 product reads while the product service fails 30 % of its
+    /// calls at random, through the gateway and then straight to the
+    /// service: retry (within its budget) turns most failures into answers,
+    /// the budget keeps the extra load under half, and the breaker, there
+    /// for a service that is down, stays closed.
+    async fn scattered_failures(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        const REQUESTS: usize = 400;
+        let product = self.running.control.upstream("product");
+        let openings = product.as_ref().map(|p| p.transitions.total());
+        let faults = &self.running.faults.product;
+        self.faults("product", 0.3, 0).await;
+        let failed_before = faults.failed();
+        let calls = (0..REQUESTS)
+            .map(|i| {
+                let customer = 100 + (i % 20) as u64;
+                Call::get(format!("/api/products/{}", i % 4 + 1)).by(self.token(customer))
+            })
+            .collect();
+        let answers = self.send_all(calls, 4).await;
+        let ok = |answers: &[Answer]| answers.iter().filter(|a| a.status == 200).count();
+        let served = ok(&answers);
+        // Each failure the service injected, and each answer it gave (a
+        // request is answered once).
+        let upstream_calls = (faults.failed() - failed_before) as usize + served;
+        let direct = (0..REQUESTS)
+            .map(|i| Call::get(format!("/products/{}", i % 4 + 1)))
+            .collect();
+        let direct = self.send_all_to(self.running.product, direct, 4).await;
+        self.faults("product", 0.0, 0).await;
+        let percent = |n: usize| 100.0 * n as f64 / REQUESTS as f64;
+        let amplification = upstream_calls as f64 / REQUESTS as f64;
+        let closed = product.as_ref().map(|p| p.transitions.total()) == openings;
+        let checks = vec![
+            (
+                format!(
+                    "{:.1} % served through the layers, {:.1} % straight from the service",
+                    percent(served),
+                    percent(ok(&direct))
+                ),
+                served >= ok(&direct) && percent(served) >= 85.0,
+            ),
+            (
+                format!("the product service saw {amplification:.2} × the requests (at most 1.5)"),
+                amplification <= 1.5,
+            ),
+            ("the product breaker stayed closed".into(), closed),
+        ];
+        (answers, checks)
+    }
+
     /// Sets a service's faults through its admin endpoint.
     async fn faults(&self, service: &str, error_rate: f64, latency_ms: u64) {
         let addr = match service {
@@ -543,17 +600,29 @@ impl Demo<'_> {
         send(&self.client, self.running.gateway, call).await
     }
 
-    /// Sends `calls`, `concurrency` at a time; answers in sending order.
+    /// Sends `calls` through the gateway, `concurrency` at a time; answers
+    /// in sending order.
     async fn send_all(&mut self, calls: Vec<Call>, concurrency: usize) -> Vec<Answer> {
+        self.send_all_to(self.running.gateway, calls, concurrency)
+            .await
+    }
+
+    /// Sends `calls` to `addr`, `concurrency` at a time; answers in sending
+    /// order.
+    async fn send_all_to(
+        &mut self,
+        addr: SocketAddr,
+        calls: Vec<Call>,
+        concurrency: usize,
+    ) -> Vec<Answer> {
         let total = calls.len();
         let permits = Arc::new(Semaphore::new(concurrency));
         let mut tasks = JoinSet::new();
         for (i, call) in calls.into_iter().enumerate() {
-            let (client, gateway, permits) =
-                (self.client.clone(), self.running.gateway, permits.clone());
+            let (client, permits) = (self.client.clone(), permits.clone());
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                (i, send(&client, gateway, call).await)
+                (i, send(&client, addr, call).await)
             });
         }
         let mut answers = vec![None; total];

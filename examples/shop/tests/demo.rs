@@ -14,14 +14,23 @@ async fn every_demo_phase_shows_what_it_should() {
     let mut tables = Vec::new();
     let reports = demo::run(&running, &mut tables, false).await;
     let tables = String::from_utf8(tables).unwrap();
-    assert_eq!(reports.len(), 6);
+    assert_eq!(reports.len(), 7);
     for (number, report) in reports.iter().enumerate() {
         assert!(report.passed(), "{}", report.table(number + 1));
         assert!(report.requests > 0);
         assert!(tables.contains(report.title));
     }
     // The phases' own figures, beyond their checks.
-    let [healthy, failing, recovery, slow, limited, payment] = &reports[..] else {
+    let [
+        healthy,
+        failing,
+        recovery,
+        slow,
+        limited,
+        payment,
+        scattered,
+    ] = &reports[..]
+    else {
         unreachable!()
     };
     assert!(healthy.transitions.is_empty());
@@ -42,6 +51,19 @@ async fn every_demo_phase_shows_what_it_should() {
             .transitions
             .iter()
             .any(|t| t.starts_with("gateway→order"))
+    );
+    // Scattered failures open no breaker, and most of them are retried
+    // into answers.
+    assert!(
+        scattered.transitions.is_empty(),
+        "{:?}",
+        scattered.transitions
+    );
+    assert!(scattered.retries > 0);
+    assert!(
+        scattered.statuses.get(&200) > Some(&340),
+        "{:?}",
+        scattered.statuses
     );
     running.shutdown().await.unwrap();
 }
