@@ -391,6 +391,8 @@ fn deadlines(c: &mut Criterion) {
         request
     };
     request_row(c, "deadline/bare_request", plain, answer);
+    request_row(c, "deadline/bare_request_carrying", carrying, answer);
+    request_row(c, "deadline/bare_request_with_header", with_header, answer);
     request_row(
         c,
         "deadline/timeout_default_slot",

@@ -208,6 +208,29 @@ fn get() -> Request<Full<Bytes>> {
     Request::get("/").body(Full::default()).unwrap()
 }
 
+/// `retry` around attempts of at most 100 ms that honour the deadline and
+/// write it on the request they send `upstream`.
+fn attempts(
+    retry: RetryLayer<
+        palisade::classify::DefaultClassifier,
+        palisade::retry::CloneRequest,
+        InExtensions,
+    >,
+    upstream: Hop,
+) -> Hop {
+    BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(retry)
+            .layer(
+                TimeoutLayer::new(ms(100))
+                    .unwrap()
+                    .deadline_slot(InExtensions),
+            )
+            .layer(WriteDeadlineLayer::new())
+            .service(upstream),
+    )
+}
+
 /// Scenario DL-5: each attempt gets only what is left, and says so
 /// downstream; the call fails at the overall deadline exactly.
 #[tokio::test(start_paused = true)]
@@ -220,15 +243,7 @@ async fn retries_live_inside_the_deadline_and_say_so_downstream() {
         .build()
         .unwrap()
         .deadline_slot(InExtensions);
-    let svc = ServiceBuilder::new()
-        .layer(retry)
-        .layer(
-            TimeoutLayer::new(ms(100))
-                .unwrap()
-                .deadline_slot(InExtensions),
-        )
-        .layer(WriteDeadlineLayer::new())
-        .service(upstream);
+    let svc = attempts(retry, upstream);
     let start = Instant::now();
     let err = svc.oneshot(get()).await.unwrap_err();
     assert_eq!(start.elapsed(), ms(250));
@@ -251,15 +266,7 @@ async fn an_inherited_deadline_bounds_every_attempt() {
         .build()
         .unwrap()
         .deadline_slot(InExtensions);
-    let svc = ServiceBuilder::new()
-        .layer(retry)
-        .layer(
-            TimeoutLayer::new(ms(100))
-                .unwrap()
-                .deadline_slot(InExtensions),
-        )
-        .layer(WriteDeadlineLayer::new())
-        .service(upstream);
+    let svc = attempts(retry, upstream);
     let mut request = get();
     request.extensions_mut().insert(Deadline::after(ms(300)));
     let start = Instant::now();
@@ -325,7 +332,8 @@ async fn retry_never_waits_for_what_cannot_finish_in_time() {
 }
 
 /// A breaker does not open because callers arrive with little time left:
-/// calls their deadline cut short are ignored, while the same slowness
+/// calls their deadline cut short are ignored, neither failures nor slow
+/// (though they ran past the slow-call threshold), while the same slowness
 /// against the layer's own timeout opens it.
 #[tokio::test(start_paused = true)]
 async fn a_breaker_ignores_calls_cut_short_by_their_callers_deadline() {
@@ -337,6 +345,7 @@ async fn a_breaker_ignores_calls_cut_short_by_their_callers_deadline() {
         .count_window(4)
         .minimum_calls(4)
         .failure_rate(0.5)
+        .slow_calls(ms(5), 0.5)
         .build()
         .unwrap();
     let health = breaker.handle();

@@ -102,6 +102,11 @@
 //! panics is a failure. With slow-call detection on, a call strictly longer
 //! than the threshold is slow, whether it succeeded or failed.
 //!
+//! A call that its request's [`Deadline`](crate::deadline::Deadline) cut
+//! short, before a timeout's own limit, is ignored too, neither a failure
+//! nor slow: the breaker judges a dependency by the time it is allowed, not
+//! by the time its callers had left. Callers in a hurry do not open it.
+//!
 //! # Where to put it
 //!
 //! Inside retry (`retry(breaker(service))`), the breaker sees every attempt:
