@@ -129,10 +129,13 @@ where
 ///   upstream never saw the call, so it says nothing about the upstream's
 ///   health, and a breaker above a bulkhead must not open because the
 ///   bulkhead shed load.
-/// - Any other error is a [`Failure`](Outcome::Failure). That includes both
-///   kinds of [`Elapsed`](crate::error::Elapsed): a service that does not
-///   become ready in time (it cannot connect, say) is as unhealthy as one that
-///   answers too slowly.
+/// - Any other error is a [`Failure`](Outcome::Failure). That includes a
+///   timeout's own [`Elapsed`](crate::error::Elapsed), of either kind: a
+///   service that does not become ready in time (it cannot connect, say) is
+///   as unhealthy as one that answers too slowly. A call that the request's
+///   [`Deadline`](crate::deadline::Deadline) cut short before the timeout's
+///   own limit is [`Ignored`](Outcome::Ignored), since the service was not
+///   given its time.
 ///
 /// Errors are recognised through [`ErrorKind::of`] when the error type is
 /// [`BoxError`] (as it is for every palisade layer); any other error type is

@@ -214,7 +214,7 @@ impl Error for BulkheadFull {}
 /// than a timeout allowed, or ran into the request's
 /// [`Deadline`](crate::deadline::Deadline).
 ///
-/// When the call timed out, its future was dropped, which cancels the work
+/// When the call timed out, its future was dropped, which stops the work
 /// here; whether the service below had already carried the request out is
 /// not known. When the wait for readiness timed out, or the request's
 /// deadline had passed before it was sent, the inner service was not

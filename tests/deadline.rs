@@ -170,6 +170,24 @@ async fn a_request_whose_deadline_has_passed_is_not_sent() {
     assert!(hangs.seen().is_empty(), "the inner service was not called");
 }
 
+/// Retry sends not even a first attempt for a request whose deadline has
+/// passed.
+#[tokio::test(start_paused = true)]
+async fn retry_sends_nothing_once_the_deadline_has_passed() {
+    let hangs = Hangs::default();
+    let retry = RetryLayer::builder().build().unwrap();
+    let counts = retry.handle();
+    let svc = ServiceBuilder::new()
+        .layer(retry.deadline_slot(InExtensions))
+        .service(hangs.service());
+    let request = with_deadline(ms(10));
+    advance(ms(10)).await;
+    let err = svc.oneshot(request).await.unwrap_err();
+    assert!(elapsed(&err).by_deadline() && !elapsed(&err).was_sent());
+    assert!(hangs.seen().is_empty(), "the inner service was not called");
+    assert_eq!(counts.counts().retries, 0);
+}
+
 /// An inner service that records the `grpc-timeout` header each attempt
 /// carried, and answers with `answer` (or never, for `None`).
 fn recorder(

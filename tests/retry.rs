@@ -567,7 +567,8 @@ async fn configuration_loads_from_json_and_takes_effect() {
             "budget": {"kind": "tokens", "max_tokens": 4}}"#,
     )
     .unwrap();
-    assert_eq!(config.budget, Some(RetryBudget::tokens(4, 0.1)));
+    // The ratio not given is the default budget's.
+    assert_eq!(config.budget, Some(RetryBudget::tokens(4, 0.5)));
     let layer = RetryLayer::from_config(config).unwrap();
     assert_eq!(layer.handle().name(), "orders");
     let script = Script::new(&[Reply::Fail("x")]);

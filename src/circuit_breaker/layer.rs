@@ -201,7 +201,7 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 
     /// Open when at least this share of the window's calls failed (default
-    /// 0.5); in (0, 1].
+    /// 0.8); in (0, 1].
     pub fn failure_rate(mut self, rate: f64) -> Self {
         self.failure_rate = rate;
         self

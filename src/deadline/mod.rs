@@ -24,7 +24,21 @@
 //!
 //! The earliest deadline always wins: combining two deadlines gives the
 //! earlier one, in either order, and no layer ever moves a request's
-//! deadline later.
+//! deadline later. Across a network hop the time left is sent and counted
+//! again from the request's arrival, so the next service's deadline falls
+//! later than its caller's by the time the request spent on the wire (and
+//! the header's rounding up, at most a microsecond below 100 s): a caller
+//! may give up a moment before the service it called does.
+//!
+//! # Attempt timeouts and the deadlines callers bring
+//!
+//! A call cut short by its request's deadline before the timeout's own limit
+//! is ignored by a breaker (it was not given its time). So give each attempt
+//! a timeout shorter than the deadlines its callers usually bring: a hung
+//! dependency then fails against the attempt timeout, and the breaker sees
+//! it. A service whose own calls have the same timeout as its callers'
+//! deadlines would see only deadline-cut calls, and its breakers would never
+//! learn that a dependency hangs.
 //!
 //! # Where a request keeps its deadline
 //!
@@ -91,9 +105,8 @@ impl Deadline {
         Deadline(instant)
     }
 
-    /// The deadline `time` from now. A `time` beyond the clock's range
-    /// gives the furthest deadline the clock can hold, about thirty years
-    /// away, rather than a panic.
+    /// The deadline `time` from now. A `time` the clock cannot add to now
+    /// gives a deadline about thirty years away rather than a panic.
     pub fn after(time: Duration) -> Self {
         Deadline::after_from(Instant::now(), time)
     }

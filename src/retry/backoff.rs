@@ -306,8 +306,10 @@ impl Iterator for Delays {
 }
 
 /// `d × factor`, saturating at `Duration::MAX` instead of panicking.
+/// A negative factor (a proportional jitter over 1, which the retry
+/// builder refuses but `Backoff::delays` does not check) gives zero.
 fn scale(d: Duration, factor: f64) -> Duration {
-    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 impl Rng {
@@ -343,6 +345,14 @@ mod tests {
         assert_ne!(a, c);
         for (retry, delay) in (1..).zip(&a) {
             assert!(*delay <= full.scheduled(retry), "retry {retry}: {delay:?}");
+        }
+    }
+
+    #[test]
+    fn an_unchecked_proportional_jitter_over_one_never_gives_an_endless_delay() {
+        let wild = Backoff::constant(ms(100)).jitter(Jitter::Proportional(3.0));
+        for delay in wild.delays_seeded(11).take(1_000) {
+            assert!(delay <= ms(400), "{delay:?}");
         }
     }
 

@@ -21,8 +21,8 @@ const SLOTS: u64 = 10;
 ///
 /// - [`RetryBudget::tokens`] (the default, `tokens(100, 0.5)`): the gRPC
 ///   retry-throttling scheme. Every failed attempt spends a token, every
-///   successful one earns back `token_ratio`, and retries stop while fewer
-///   than half the tokens are left. It needs no clock: a success costs one
+///   successful one earns back `token_ratio`, and retries go only while
+///   more than half the tokens are left. It needs no clock: a success costs one
 ///   atomic load while the bucket is full, which is why it is the default.
 ///   Over any run, retries are at most `token_ratio` per success plus half
 ///   the tokens, so the default never sends an upstream much more than 1.5
@@ -46,7 +46,7 @@ const SLOTS: u64 = 10;
 ///
 /// ```text
 /// [budget]
-/// kind = "tokens"        # max_tokens = 10, token_ratio = 0.1
+/// kind = "tokens"        # max_tokens = 100, token_ratio = 0.5
 /// # kind = "windowed"    # ttl = "10s", min_per_sec = 10, ratio = 0.2
 /// # kind = "unlimited"
 /// ```
@@ -170,11 +170,12 @@ mod spec {
         Unlimited,
     }
 
+    // The default budget's (`RetryBudget::default`).
     fn max_tokens() -> u32 {
-        10
+        100
     }
     fn token_ratio() -> f64 {
-        0.1
+        0.5
     }
     fn ttl() -> Duration {
         Duration::from_secs(10)
@@ -225,6 +226,11 @@ mod spec {
 /// assert!(budget.try_retry());
 /// # Ok::<(), palisade::ConfigError>(())
 /// ```
+///
+/// A token budget refills only from successes: a loop that stops trying
+/// while the budget refuses earns nothing back, and after a long outage
+/// would stay refused. For such loops use [`RetryBudget::windowed`], which
+/// allows `min_per_sec` retries every second whatever came before.
 ///
 /// [`on_request`]: SharedBudget::on_request
 /// [`on_success`]: SharedBudget::on_success

@@ -15,7 +15,7 @@ use super::handle::{Counters, RetryEvent};
 use super::layer::Shared;
 use super::replay::Replay;
 use crate::classify::{Classify, Outcome, kind_of};
-use crate::error::{BoxError, ErrorKind};
+use crate::error::{BoxError, Elapsed, ErrorKind, Why};
 use crate::rng::Rng;
 
 pin_project! {
@@ -64,6 +64,9 @@ pin_project! {
             sleep: Sleep,
         },
         Readying,
+        // The request's deadline had passed before the first attempt: none
+        // is sent.
+        Expired,
     }
 }
 
@@ -91,6 +94,24 @@ where
             shared,
             attempt: 1,
             deadline,
+            rng: None,
+            previous_delay: None,
+        }
+    }
+
+    /// A call whose deadline passed before its first attempt: it fails with
+    /// the deadline error, and the service is not called.
+    pub(crate) fn expired(service: S, classifier: C, replay: R, shared: Arc<Shared>) -> Self {
+        ResponseFuture {
+            state: State::Expired,
+            service,
+            request: None,
+            last: None,
+            classifier,
+            replay,
+            shared,
+            attempt: 0,
+            deadline: None,
             rng: None,
             previous_delay: None,
         }
@@ -150,6 +171,11 @@ where
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.poll(cx));
                     this.state.set(State::Readying);
+                }
+                StateProj::Expired => {
+                    let name = this.shared.name.clone();
+                    let expired = Elapsed::because(name, Duration::ZERO, Why::Expired);
+                    return Poll::Ready(Err(expired.into()));
                 }
                 StateProj::Readying => {
                     if let Err(err) = ready!(this.service.poll_ready(cx)) {

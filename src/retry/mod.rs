@@ -82,8 +82,8 @@
 //! it is on by default and shared by every service one layer builds. When it
 //! is spent, the last result is returned as is. The default is a token
 //! budget (gRPC's retry throttling: every failed attempt spends a token,
-//! every success earns half of one back, retries stop while fewer than half
-//! the tokens are left), because
+//! every success earns half of one back, retries go only while more than
+//! half the tokens are left), because
 //! it needs no clock read on the success path; [`RetryBudget::windowed`] is
 //! Finagle's (retries up to a ratio of the last seconds' requests).
 //!
@@ -220,6 +220,15 @@ where
     fn call(&mut self, mut request: Req) -> Self::Future {
         let shared = &self.shared;
         let deadline = self.deadline(&mut request);
+        if deadline.is_some_and(Deadline::is_expired) {
+            // Nobody waits for the answer: not even the first attempt goes.
+            return ResponseFuture::expired(
+                self.inner.clone(),
+                self.classifier.clone(),
+                self.replay.clone(),
+                shared.clone(),
+            );
+        }
         let copy = if shared.max_attempts > 1 {
             self.replay.replay(&request)
         } else {

@@ -141,7 +141,7 @@ where
                     name = %name,
                     timeout = ?timeout,
                     by_deadline = *why == Why::Deadline,
-                    "call timed out and was cancelled"
+                    "call timed out and was abandoned"
                 );
                 Elapsed::because(name.clone(), *timeout, *why)
             }

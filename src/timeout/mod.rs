@@ -1,8 +1,10 @@
 //! Fail calls that take too long.
 //!
 //! [`TimeoutLayer`] gives every call a deadline. When the deadline passes, the
-//! inner call's future is dropped, which cancels its work, and the caller gets
-//! an [`Elapsed`] error naming the layer and the limit. A call that finishes in
+//! inner call's future is dropped, which stops its work here (whether a
+//! service on the other side of a network had already carried the request out
+//! is not known), and the caller gets an [`Elapsed`] error naming the layer and
+//! the limit. A call that finishes in
 //! time returns its own result unchanged; an inner error passes through as it
 //! is (a `BoxError` from below is not boxed again).
 //!

@@ -27,8 +27,9 @@ use crate::api::ApiError;
 /// `sub`) to the services behind it.
 pub const CUSTOMER: &str = "x-shop-customer";
 
-/// The shortest HS256 secret taken: 256 bits, the size of the hash
-/// (RFC 7518, section 3.2).
+/// The shortest HS256 secret taken, in bytes: as long as the hash (RFC 7518,
+/// section 3.2). A secret of that length is only as strong as it is
+/// random: 32 hex digits carry 128 bits.
 pub const MIN_SECRET: usize = 32;
 
 /// The longest `sub` taken: it keys the rate limit and owns orders.
@@ -168,6 +169,9 @@ impl Verifier {
     pub fn without_keys(config: &AuthConfig) -> Verifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // A token not yet valid (`nbf`) is refused too; jsonwebtoken does
+        // not check it unless asked.
+        validation.validate_nbf = true;
         // The identity provider's clock and ours may differ a little.
         validation.leeway = 30;
         if let Some(issuer) = &config.issuer {
@@ -431,6 +435,24 @@ mod tests {
             secret: Some(secret.into()),
             public_key: None,
         }
+    }
+
+    #[test]
+    fn a_token_not_yet_valid_is_refused() {
+        let verifier = verifier(vec![hs256(None, SECRET)]);
+        let now = jsonwebtoken::get_current_timestamp();
+        let token = |nbf: u64| {
+            let claims = serde_json::json!({"sub": "7", "exp": now + 3600, "nbf": nbf});
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        assert!(matches!(
+            verifier.verify(&token(now + 600)),
+            Err(AuthError::Invalid(_))
+        ));
+        // Within the leeway for clocks that differ, and in the past: taken.
+        assert_eq!(verifier.verify(&token(now + 10)), Ok("7".to_owned()));
+        assert_eq!(verifier.verify(&token(now - 10)), Ok("7".to_owned()));
     }
 
     #[test]

@@ -87,6 +87,15 @@ half_open_probes = 3
 
 [upstream.bulkhead]
 max_concurrent = 64
+
+# Placing an order takes several calls of up to 2 s each: the gateway gives
+# it more, and the order service's steps work to that deadline. Each step's
+# own 2 s stays shorter than the deadline it brings, so that a step that
+# hangs fails against its own timeout, where its breaker sees it (a call
+# that only the caller's deadline cut short is not held against the
+# service).
+[upstreams.order.timeout]
+timeout = "5s"
 "#;
 
 /// Keys whose tables are replaced whole rather than merged.

@@ -522,13 +522,13 @@ impl Demo<'_> {
         (answers, checks)
     }
 
-    /// 400 product reads while the product service fails 30 % of its
+    /// 1 000 product reads while the product service fails 30 % of its
     /// calls at random, through the gateway and then straight to the
     /// service: retry (within its budget) turns most failures into answers,
     /// the budget keeps the extra load under half, and the breaker, there
     /// for a service that is down, stays closed.
     async fn scattered_failures(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
-        const REQUESTS: usize = 400;
+        const REQUESTS: usize = 1_000;
         let product = self.running.control.upstream("product");
         let openings = product.as_ref().map(|p| p.transitions.total());
         let faults = &self.running.faults.product;

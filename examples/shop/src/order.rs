@@ -53,9 +53,22 @@ pub struct Order {
     pub quantity: u64,
     pub total: u64,
     pub status: String,
+    /// Why a cancelled order was: `payment_failed`, or `deadline_exceeded`
+    /// when its caller's deadline passed before it was paid for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_because: Option<String>,
     /// Whose it is: their token's `sub`.
     pub customer: String,
 }
+
+impl Order {
+    /// Cancelled because nobody was waiting for it any more.
+    fn abandoned(&self) -> bool {
+        self.cancelled_because.as_deref() == Some(DEADLINE_EXCEEDED)
+    }
+}
+
+const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 
 /// What an `Idempotency-Key` has led to, with the request it came with:
 /// the key means that request and no other.
@@ -82,7 +95,9 @@ pub struct OrderService {
     pub payments: Upstream,
     grants: Grants,
     /// Bounds the background retries of compensating steps, all of them
-    /// together, so that a service that is down is not flooded with them.
+    /// together, so that a service that is down is not flooded with them:
+    /// at most 5 a second, plus a fifth of the steps started in the last
+    /// 10 s.
     compensation_budget: SharedBudget,
 }
 
@@ -96,8 +111,16 @@ impl OrderService {
             products,
             payments,
             grants,
-            compensation_budget: SharedBudget::new(RetryBudget::tokens(100, 0.5))
-                .expect("a valid budget"),
+            // Windowed, so that it refills with time: a token budget earns
+            // only from successes, and after a long outage there would be
+            // none left to earn from, and the pending steps would wait
+            // until they were given up.
+            compensation_budget: SharedBudget::new(RetryBudget::windowed(
+                Duration::from_secs(10),
+                5,
+                0.2,
+            ))
+            .expect("a valid budget"),
         }
     }
 
@@ -170,8 +193,9 @@ async fn one(
         .ok_or_else(|| ApiError::not_found("order", id))
 }
 
-/// The answer for a finished order: 201 when confirmed; a cancelled one
-/// (its payment failed) is a 402 that carries the order. Not a 5xx: this
+/// The answer for a finished order: 201 when confirmed; one cancelled
+/// because its caller's deadline passed is a 504 that carries the order; one
+/// cancelled because its payment failed is a 402 that carries the order. Not a 5xx: this
 /// service did its job (it cancelled the order and released the stock), so
 /// a gateway must neither retry the call nor count it against this
 /// service's circuit; the payment service's failures count against its own
@@ -179,6 +203,13 @@ async fn one(
 fn order_response(order: Order) -> Response {
     if order.status == "confirmed" {
         (StatusCode::CREATED, Json(order)).into_response()
+    } else if order.abandoned() {
+        let body = json!({
+            "error": DEADLINE_EXCEEDED,
+            "message": "the caller's deadline passed before the order was paid for; it is cancelled, its stock released and any payment for it voided; the same Idempotency-Key places it anew",
+            "order": order,
+        });
+        (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response()
     } else {
         let body = json!({
             "error": "payment_failed",
@@ -288,7 +319,13 @@ fn record(
     match placed {
         Ok(order) => {
             if let Some(key) = key {
-                orders.keys.insert(key, Keyed::Done(order.id, new));
+                if order.abandoned() {
+                    // Cancelled for lack of time, not for anything the
+                    // request said: the key may place it again.
+                    orders.keys.remove(&key);
+                } else {
+                    orders.keys.insert(key, Keyed::Done(order.id, new));
+                }
             }
             orders.all.insert(order.id, order.clone());
             Ok(order_response(order))
@@ -344,6 +381,7 @@ async fn place(
         quantity: new.quantity,
         total,
         status: "confirmed".into(),
+        cancelled_because: None,
         customer,
     };
     let key = format!("order-{id}");
@@ -415,12 +453,21 @@ async fn place(
         }
     };
     if !paid {
+        // Not paid because the caller stopped waiting (the charge was cut
+        // short, or not sent), or because the payment failed.
+        let late = inbound.deadline.is_some_and(Deadline::is_expired);
         // The charge may have gone through even so (an answer lost to a
         // timeout): void it, in the background, so that a payment service
         // that is slow or down does not hold the caller's answer too.
         spawn_void(service, id, total, inbound);
         release(service, new.product_id, id, inbound).await;
         order.status = "cancelled".into();
+        let because = if late {
+            DEADLINE_EXCEEDED
+        } else {
+            "payment_failed"
+        };
+        order.cancelled_because = Some(because.into());
     }
     Ok(order)
 }

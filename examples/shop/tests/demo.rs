@@ -61,7 +61,7 @@ async fn every_demo_phase_shows_what_it_should() {
     );
     assert!(scattered.retries > 0);
     assert!(
-        scattered.statuses.get(&200) > Some(&340),
+        scattered.statuses.get(&200) > Some(&850),
         "{:?}",
         scattered.statuses
     );

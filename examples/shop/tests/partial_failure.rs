@@ -8,9 +8,9 @@ use http::{Request, StatusCode};
 use palisade_shop::ShopOptions;
 use support::Shop;
 
-const REQUESTS: u64 = 400;
+const REQUESTS: u64 = 1_000;
 
-/// A shop whose ingress limit does not get in the way of one client's 400
+/// A shop whose ingress limit does not get in the way of one client's 1 000
 /// requests, with or without palisade's layers.
 async fn shop(resilience: bool) -> Shop {
     let options = ShopOptions {

@@ -653,3 +653,43 @@ async fn stock_a_failed_order_could_not_release_at_once_comes_back_later() {
     assert_eq!(stock, before, "the stock came back");
     shop.running.shutdown().await.unwrap();
 }
+
+/// Voids that waited out a long payment outage all land once it is over:
+/// the background retries share a budget that refills with time, so a long
+/// run of failures cannot stop them for good.
+#[tokio::test(start_paused = true)]
+async fn compensation_outlasts_a_long_outage() {
+    let shop = Shop::start().await;
+    shop.faults(shop.running.payment, 1.0, 0).await;
+    for _ in 0..20 {
+        let answer = shop.order(1, 2, 1).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::PAYMENT_REQUIRED,
+            "{}",
+            answer.body
+        );
+    }
+    // Long enough for every void to fail many times over.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    shop.faults(shop.running.payment, 0.0, 0).await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    for order_id in 1..=20 {
+        // A void that landed refuses any later charge of the order.
+        let charge = shop
+            .send(
+                shop.running.payment,
+                Request::post("/payments")
+                    .header("authorization", support::grant("charge", order_id, 5_400)),
+                Some(json!({"order_id": order_id, "amount": 5_400})),
+            )
+            .await;
+        assert_eq!(
+            charge.status,
+            StatusCode::CONFLICT,
+            "order {order_id}: {}",
+            charge.body
+        );
+        assert_eq!(charge.body["error"], "voided");
+    }
+}

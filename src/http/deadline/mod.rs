@@ -16,7 +16,9 @@
 //!   its caller gets an [`Elapsed`] whose
 //!   [`by_deadline`](crate::error::Elapsed::by_deadline) is `true`.
 //! - [`ReadDeadlineLayer`], on a server, turns the header into a deadline
-//!   in the request's extensions, capped by the server's own
+//!   in the request's extensions, counted from the request's arrival (so a
+//!   little later than the caller's own, by the time on the wire), capped
+//!   by the server's own
 //!   [`max`](ReadDeadlineLayer::max), and removes the header (the
 //!   extension now says it, and a handler that forwards headers must not
 //!   pass on a stale time). A request that arrives with no time left (`0m`,
