@@ -123,7 +123,8 @@ mod serde_duration;
     feature = "bulkhead",
     feature = "circuit-breaker",
     feature = "retry",
-    feature = "rate-limit"
+    feature = "rate-limit",
+    feature = "throttle"
 ))]
 mod sync;
 
@@ -139,10 +140,17 @@ pub mod http;
 pub mod rate_limit;
 #[cfg(feature = "retry")]
 pub mod retry;
-#[cfg(any(feature = "retry", feature = "circuit-breaker", feature = "chaos"))]
+#[cfg(any(
+    feature = "retry",
+    feature = "circuit-breaker",
+    feature = "chaos",
+    feature = "throttle"
+))]
 mod rng;
-#[cfg(any(feature = "retry", feature = "rate-limit"))]
+#[cfg(any(feature = "retry", feature = "rate-limit", feature = "throttle"))]
 mod tagged;
+#[cfg(feature = "throttle")]
+pub mod throttle;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 
