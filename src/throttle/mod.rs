@@ -119,11 +119,13 @@
 //!   minutes. But the throttle reacts to an overload once the old accepts
 //!   have left the window, and after the upstream recovers, the calls let
 //!   through grow by about a factor of e every half window: both take a
-//!   window or two. In a simulation of an upstream whose capacity dropped
-//!   to a fifth, a 10 s window throttled within 9 s and was back to full
-//!   traffic 6 to 17 s after recovery; a 2-minute window took about 100 s
-//!   to react and 75 to 180 s to recover, while the upstream received the
-//!   same share in the steady state with either. 10 s still holds enough
+//!   window or two. In simulations (20 to 1 000 calls a second, the
+//!   upstream's capacity dropping to between a fifth and a twentieth of
+//!   that), a 10 s window throttled within 8 to 9 s and was back to full
+//!   traffic 6 to 16 s after the upstream recovered; a 2-minute window
+//!   took about 100 to 115 s to react and 75 to 180 s to recover, while
+//!   the upstream received the same share in the steady state with
+//!   either. 10 s still holds enough
 //!   outcomes to judge by at a call a second or more. Outcomes leave the
 //!   window a bucket at a time: each counts for between 9 and 10 s.
 //! - **Padding 1**, the SRE book's: a single failure in a quiet window

@@ -404,3 +404,36 @@ mod tests {
         assert_eq!(probability(counts, 2.0, 0.0), 0.0);
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::{Arc, loom_model as model};
+    use loom::thread;
+
+    /// A reader clearing a mark that has left the window, while a new miss
+    /// is recorded: the new miss keeps its mark, so the next decision still
+    /// reads the window.
+    #[test]
+    fn loom_a_miss_recorded_while_an_old_mark_is_cleared_keeps_its_mark() {
+        model(|| {
+            let settings = Settings {
+                k: 2.0,
+                padding: 1.0,
+                window: Duration::from_secs(10),
+                buckets: 10,
+            };
+            let t = Arc::new(Throttler::new(Name::Static("t"), settings, 1));
+            // A miss in epoch 0, which has left the window by epoch 10.
+            t.record_at(0, false);
+            let recorder = {
+                let t = t.clone();
+                thread::spawn(move || t.record_at(10, false))
+            };
+            let _ = t.probability_at(10);
+            recorder.join().unwrap();
+            assert_eq!(t.last_miss.load(Ordering::Relaxed), 11);
+            assert!(t.probability_at(10) > 0.0);
+        });
+    }
+}
