@@ -455,6 +455,18 @@ async fn a_cancelled_call_counts_neither_way() {
     assert_eq!(handle.requests(), 0);
 }
 
+/// A call whose future panics is a request without an accept: the
+/// upstream is broken, not merely busy elsewhere.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_call_is_a_request_without_an_accept() {
+    let layer = builder().build().unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(Probe::new(Answer::PanicInFuture));
+    let joined = tokio::spawn(svc.oneshot(1)).await;
+    assert!(joined.unwrap_err().is_panic());
+    assert_eq!((handle.requests(), handle.accepts()), (1, 0));
+}
+
 /// Many tasks on two worker threads, calls cancelled at random, an
 /// upstream failing every call or one in three: every finished call is
 /// counted once, every refusal too, and no refused call reaches the
