@@ -192,6 +192,18 @@ fn layers(c: &mut Criterion) {
     );
     two_thread_row(c, "bare_two_threads", Noop, &runtime);
 
+    // Client-side throttling, a healthy upstream (probability 0): beside
+    // the Closed breaker's rows.
+    #[cfg(feature = "throttle")]
+    row(
+        c,
+        "throttle/healthy",
+        palisade::throttle::ThrottleLayer::builder()
+            .build()
+            .expect("valid throttle")
+            .layer(Noop),
+    );
+
     // Retry, the first attempt succeeding: the budgets' success paths.
     let tps = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
     row(

@@ -125,7 +125,7 @@ where
 ///
 /// - `Ok(_)` is a [`Success`](Outcome::Success).
 /// - A call that a palisade layer below shed on purpose (an open circuit, a
-///   rate limit, a full bulkhead) is [`Ignored`](Outcome::Ignored): the
+///   rate limit, a full bulkhead, a throttle) is [`Ignored`](Outcome::Ignored): the
 ///   upstream never saw the call, so it says nothing about the upstream's
 ///   health, and a breaker above a bulkhead must not open because the
 ///   bulkhead shed load.
@@ -166,7 +166,8 @@ impl<Res, Err: 'static> Classify<Res, Err> for DefaultClassifier {
                 Some(
                     ErrorKind::CircuitOpen(_)
                     | ErrorKind::RateLimited(_)
-                    | ErrorKind::BulkheadFull(_),
+                    | ErrorKind::BulkheadFull(_)
+                    | ErrorKind::Throttled(_),
                 ) => Outcome::Ignored,
                 Some(ErrorKind::Elapsed(e)) if e.by_deadline() => Outcome::Ignored,
                 _ => Outcome::Failure,
@@ -202,6 +203,11 @@ mod tests {
             Duration::ZERO,
         )));
         assert_eq!(c.classify(&full), Outcome::Ignored);
+        let throttled: Result<(), BoxError> = Err(Box::new(crate::error::Throttled::new(
+            Name::Static("t"),
+            0.5,
+        )));
+        assert_eq!(c.classify(&throttled), Outcome::Ignored);
         let slow: Result<(), BoxError> = Err(Box::new(Elapsed::new(
             Name::Static("t"),
             Duration::from_secs(1),

@@ -3,7 +3,8 @@
 //!
 //! palisade follows tower's convention: a layer that adds a failure mode
 //! returns [`BoxError`]. Its own rejections are small concrete types
-//! ([`CircuitOpen`], [`RateLimited`], [`BulkheadFull`], [`Elapsed`]) that carry
+//! ([`CircuitOpen`], [`RateLimited`], [`BulkheadFull`], [`Throttled`],
+//! [`Elapsed`]) that carry
 //! what a caller needs to act: the layer's name and, where it is known, how
 //! long to wait before trying again. An error from the inner service is passed
 //! through as it is: a `BoxError` from below is not boxed a second time, so a
@@ -210,6 +211,50 @@ impl fmt::Display for BulkheadFull {
 
 impl Error for BulkheadFull {}
 
+/// A call was refused by a client-side throttle: the upstream has lately
+/// accepted too few calls, and the throttle refuses a share of them
+/// locally, at random, so as not to pile more onto it.
+///
+/// The call never reached the inner service. The next call may well go
+/// through: there is no time to wait for, only a probability.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Throttled {
+    name: Name,
+    probability: f64,
+}
+
+impl Throttled {
+    #[cfg_attr(not(feature = "throttle"), allow(dead_code))]
+    pub(crate) fn new(name: Name, probability: f64) -> Self {
+        Throttled { name, probability }
+    }
+
+    /// The name of the throttle that refused the call.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The rejection probability the call was refused at, in (0, 1).
+    pub fn probability(&self) -> f64 {
+        self.probability
+    }
+}
+
+impl fmt::Display for Throttled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "throttle `{}` refused the call locally, so it was not sent: the upstream has \
+             lately accepted too few calls, and {:.1} % of calls are refused until it does",
+            self.name,
+            self.probability * 100.0
+        )
+    }
+}
+
+impl Error for Throttled {}
+
 /// A call, or the wait for the inner service to become ready, took longer
 /// than a timeout allowed, or ran into the request's
 /// [`Deadline`](crate::deadline::Deadline).
@@ -334,6 +379,8 @@ pub enum ErrorKind<'a> {
     RateLimited(&'a RateLimited),
     /// A bulkhead refused the call.
     BulkheadFull(&'a BulkheadFull),
+    /// A client-side throttle refused the call.
+    Throttled(&'a Throttled),
     /// A timeout fired.
     Elapsed(&'a Elapsed),
     /// Not one of palisade's: the inner service's own error, unchanged.
@@ -371,20 +418,24 @@ impl<'a> ErrorKind<'a> {
             Some(ErrorKind::BulkheadFull(e))
         } else if let Some(e) = e.downcast_ref::<CircuitOpen>() {
             Some(ErrorKind::CircuitOpen(e))
+        } else if let Some(e) = e.downcast_ref::<Throttled>() {
+            Some(ErrorKind::Throttled(e))
         } else {
             e.downcast_ref::<RateLimited>().map(ErrorKind::RateLimited)
         }
     }
 
     /// `true` when a palisade layer refused the call before it reached the
-    /// service below it (open circuit, rate limited, bulkhead full, the
-    /// service never became ready in time, or the request's deadline had
-    /// passed). Such a call did no work, so it is always safe to send again.
+    /// service below it (open circuit, rate limited, bulkhead full,
+    /// throttled, the service never became ready in time, or the request's
+    /// deadline had passed). Such a call did no work, so it is always safe
+    /// to send again.
     pub fn is_rejected_before_call(&self) -> bool {
         match self {
-            ErrorKind::CircuitOpen(_) | ErrorKind::RateLimited(_) | ErrorKind::BulkheadFull(_) => {
-                true
-            }
+            ErrorKind::CircuitOpen(_)
+            | ErrorKind::RateLimited(_)
+            | ErrorKind::BulkheadFull(_)
+            | ErrorKind::Throttled(_) => true,
             ErrorKind::Elapsed(e) => !e.was_sent(),
             ErrorKind::Inner(_) => false,
         }
@@ -401,6 +452,7 @@ impl<'a> ErrorKind<'a> {
             ErrorKind::CircuitOpen(e) => Some(e.name()),
             ErrorKind::RateLimited(e) => Some(e.name()),
             ErrorKind::BulkheadFull(e) => Some(e.name()),
+            ErrorKind::Throttled(e) => Some(e.name()),
             ErrorKind::Elapsed(e) => Some(e.name()),
             ErrorKind::Inner(_) => None,
         }
@@ -495,6 +547,7 @@ mod tests {
             Box::new(BulkheadFull::new(name(), 4, Duration::ZERO)),
             Box::new(Elapsed::new(name(), Duration::from_secs(1), false)),
             "boom".into(),
+            Box::new(Throttled::new(name(), 0.25)),
         ];
         let kinds: Vec<_> = errors.iter().map(ErrorKind::of).collect();
         assert!(matches!(kinds[0], ErrorKind::CircuitOpen(_)));
@@ -509,6 +562,13 @@ mod tests {
         assert!(kinds[..4].iter().all(|k| k.layer_name() == Some("n")));
         assert_eq!(kinds[4].layer_name(), None);
         assert!(!kinds[4].is_palisade());
+        let ErrorKind::Throttled(throttled) = kinds[5] else {
+            panic!("expected Throttled, got {:?}", kinds[5]);
+        };
+        assert_eq!(throttled.probability(), 0.25);
+        assert!(kinds[5].is_rejected_before_call());
+        assert_eq!(kinds[5].layer_name(), Some("n"));
+        assert_eq!(kinds[5].retry_after(), None, "a probability, not a wait");
     }
 
     #[test]
@@ -532,6 +592,12 @@ mod tests {
         assert_eq!(
             full.to_string(),
             "bulkhead `db` is full (8 calls in flight), so the call was not sent; no slot freed up within 50ms"
+        );
+        let throttled = Throttled::new(Name::Static("products"), 0.396);
+        assert_eq!(
+            throttled.to_string(),
+            "throttle `products` refused the call locally, so it was not sent: the upstream has \
+             lately accepted too few calls, and 39.6 % of calls are refused until it does"
         );
         let ready = Elapsed::new(Name::Static("t"), Duration::from_millis(10), true);
         assert!(ready.to_string().contains("not ready within 10ms"));

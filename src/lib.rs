@@ -1,5 +1,5 @@
 //! Resilience layers for [tower]: circuit breaker, retry with jittered
-//! backoff, rate limiting, timeouts and bulkheads.
+//! backoff, rate limiting, client-side throttling, timeouts and bulkheads.
 //!
 //! Every layer composes with `tower::ServiceBuilder` around any
 //! `tower::Service`: a hyper client, a tonic channel, an axum router, a
@@ -12,6 +12,7 @@
 //! | [`bulkhead`] | cap the calls in flight, so one slow dependency cannot take every resource | `bulkhead` |
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
 //! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest | `rate-limit` |
+//! | [`throttle`] | refuse locally, at random, the share of calls an overloaded upstream is refusing anyway (the SRE book's client-side throttling) | `throttle` |
 //! | `chaos` | inject failures, latency and outages on purpose, to test the rest | `chaos` |
 //! | `http` | HTTP status classifier, `Retry-After`, idempotent retries, rejections as 429/503/504 responses, `RateLimit-*` headers, deadlines across hops (`grpc-timeout`) | `http` |
 //!
@@ -20,17 +21,18 @@
 //! service.
 //!
 //! ```
-//! # #[cfg(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker", feature = "retry"))]
+//! # #[cfg(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker", feature = "retry", feature = "throttle"))]
 //! # fn main() -> Result<(), palisade::BoxError> {
 //! use std::time::Duration;
 //! use palisade::{bulkhead::BulkheadLayer, circuit_breaker::CircuitBreakerLayer};
-//! use palisade::{retry::RetryLayer, timeout::TimeoutLayer};
+//! use palisade::{retry::RetryLayer, throttle::ThrottleLayer, timeout::TimeoutLayer};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! let inventory = service_fn(|sku: u32| async move { Ok::<_, palisade::BoxError>(sku * 2) });
 //! let client = ServiceBuilder::new()
 //!     .layer(TimeoutLayer::new(Duration::from_secs(5))?) // the whole call, retries included
 //!     .layer(RetryLayer::builder().name("inventory").build()?)
+//!     .layer(ThrottleLayer::builder().name("inventory").build()?) // sends what it can take
 //!     .layer(CircuitBreakerLayer::builder().name("inventory").build()?)
 //!     .layer(TimeoutLayer::new(Duration::from_secs(1))?) // each attempt: a hung one is a failure
 //!     .layer(BulkheadLayer::builder().name("inventory").max_concurrent(64).build()?)
@@ -42,7 +44,7 @@
 //! # })?;
 //! # Ok(())
 //! # }
-//! # #[cfg(not(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker", feature = "retry")))]
+//! # #[cfg(not(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker", feature = "retry", feature = "throttle")))]
 //! # fn main() {}
 //! ```
 //!
@@ -55,15 +57,23 @@
 //! 2. **Retry**, so every attempt passes through the layers below it: the
 //!    breaker sees each attempt, and an open circuit fails a retry fast
 //!    (palisade's retry does not retry a `CircuitOpen`).
-//! 3. **The circuit breaker**, outside the attempt timeout, so that a hung
+//! 3. **Client-side throttling**, just outside the breaker: like the
+//!    breaker it sees every attempt, and retry does not retry its refusals,
+//!    so retries cannot multiply the load on an overloaded upstream; a call
+//!    it refuses never touches the breaker, and while the breaker is open
+//!    it sees only refusals, which it ignores, so its window (10 s by
+//!    default) empties before the breaker's probes go (after 30 s by
+//!    default). The breaker is for an upstream that is down,
+//!    the throttle for one that is struggling.
+//! 4. **The circuit breaker**, outside the attempt timeout, so that a hung
 //!    call counts as a failure.
-//! 4. **A client-side rate limit**, inside the breaker: a call the limiter
+//! 5. **A client-side rate limit**, inside the breaker: a call the limiter
 //!    refuses never reaches the upstream, so the breaker ignores it (the
 //!    default classifier calls it neither success nor failure), and retry
 //!    waits out its `retry_after`. (On a server, a rate limit goes
 //!    outermost, to shed load before any work.)
-//! 5. **An attempt timeout.**
-//! 6. **The bulkhead**, innermost, so that its slots are held only while a
+//! 6. **An attempt timeout.**
+//! 7. **The bulkhead**, innermost, so that its slots are held only while a
 //!    call is really in flight (not while a retry waits out its backoff).
 //!
 //! # Principles
@@ -97,6 +107,7 @@
 //! | `circuit-breaker` | yes | [`circuit_breaker`] |
 //! | `retry` | yes | [`retry`] |
 //! | `rate-limit` | yes | [`rate_limit`] |
+//! | `throttle` | yes | [`throttle`] |
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
 //! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
@@ -123,7 +134,8 @@ mod serde_duration;
     feature = "bulkhead",
     feature = "circuit-breaker",
     feature = "retry",
-    feature = "rate-limit"
+    feature = "rate-limit",
+    feature = "throttle"
 ))]
 mod sync;
 
@@ -139,10 +151,17 @@ pub mod http;
 pub mod rate_limit;
 #[cfg(feature = "retry")]
 pub mod retry;
-#[cfg(any(feature = "retry", feature = "circuit-breaker", feature = "chaos"))]
+#[cfg(any(
+    feature = "retry",
+    feature = "circuit-breaker",
+    feature = "chaos",
+    feature = "throttle"
+))]
 mod rng;
-#[cfg(any(feature = "retry", feature = "rate-limit"))]
+#[cfg(any(feature = "retry", feature = "rate-limit", feature = "throttle"))]
 mod tagged;
+#[cfg(feature = "throttle")]
+pub mod throttle;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 

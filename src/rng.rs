@@ -31,13 +31,42 @@ impl Rng {
 
     /// Uniform in [0, 1).
     pub(crate) fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        unit_of(self.next_u64())
     }
 }
 
+/// Uniform in [0, 1), from the top 53 bits of `x`.
+fn unit_of(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The splitmix64 sequence shared between threads: each draw advances one
+/// atomic counter, so clones of a service draw from one sequence without a
+/// lock, and a seed fixes it (in draw order).
+#[cfg(feature = "throttle")]
+#[derive(Debug)]
+pub(crate) struct SharedRng(crate::sync::AtomicU64);
+
+#[cfg(feature = "throttle")]
+impl SharedRng {
+    pub(crate) fn new(seed: u64) -> Self {
+        SharedRng(crate::sync::AtomicU64::new(seed))
+    }
+
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&self) -> f64 {
+        // splitmix64 adds its constant, then mixes: the counter holds the
+        // state before the addition, so the draws are exactly its sequence.
+        let state = self.0.fetch_add(GAMMA, crate::sync::Ordering::Relaxed);
+        unit_of(splitmix64(state))
+    }
+}
+
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// One step of splitmix64: a bijection that scatters consecutive inputs.
 pub(crate) fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = x.wrapping_add(GAMMA);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

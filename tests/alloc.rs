@@ -204,6 +204,35 @@ fn chaos_with_no_fault_set_allocates_nothing() {
     assert_eq!(allocations_per_run(chaos.layer(Noop)), 0);
 }
 
+/// A healthy upstream, probability 0: the decision is one load, the
+/// success a clock read and a count in its bucket; and with failures in
+/// the window (below the threshold), a decision reads every bucket.
+#[cfg(feature = "throttle")]
+#[test]
+fn throttle_success_path_allocates_nothing() {
+    use palisade::throttle::ThrottleLayer;
+    let layer = ThrottleLayer::builder().build().unwrap();
+    assert_eq!(allocations_per_run(layer.layer(Noop)), 0);
+    // A failure in the window: each decision now sums the window (it stays
+    // at probability 0, as the accepts outweigh it).
+    let layer = ThrottleLayer::builder().build().unwrap();
+    let failing = tower::service_fn(|_: u64| async { Err::<u64, &str>("failed") });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use tower::ServiceExt;
+        for i in 0..10 {
+            layer.layer(Noop).oneshot(i).await.unwrap();
+        }
+        let _ = layer.layer(failing).oneshot(0).await;
+    });
+    assert_eq!(allocations_per_run(layer.layer(Noop)), 0);
+    assert!(layer.handle().requests() > 1_000);
+    assert_eq!(layer.handle().probability(), 0.0);
+}
+
 /// hyper clones the whole stack for every request.
 #[test]
 fn a_fresh_clone_per_call_allocates_nothing() {

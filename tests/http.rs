@@ -613,6 +613,46 @@ async fn bulkhead_full_is_503_and_elapsed_is_504() {
     assert!(body["message"].as_str().unwrap().contains("2s"), "{body}");
 }
 
+/// A throttle's refusal is a 503 with no `Retry-After`: it was a draw, and
+/// the next call may go through at once.
+#[cfg(feature = "throttle")]
+#[tokio::test(start_paused = true)]
+async fn throttled_is_503_without_retry_after() {
+    use palisade::throttle::ThrottleLayer;
+    let throttle = ThrottleLayer::builder()
+        .name("products")
+        .seed(1)
+        .classifier(StatusClassifier::new())
+        .build()
+        .unwrap();
+    let handle = throttle.handle();
+    let overloaded = service_fn(|_: Request<Full<Bytes>>| async {
+        let mut response = Response::new(Full::default());
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        Ok::<_, BoxError>(response)
+    });
+    let mut svc = ServiceBuilder::new()
+        .layer(ErrorResponseLayer::new())
+        .layer(throttle)
+        .service(overloaded);
+    // 503s from the upstream pass through until the throttle refuses one.
+    for _ in 0..20 {
+        let refused = handle.rejected();
+        let answer = answer(&mut svc).await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        if handle.rejected() == refused {
+            continue;
+        }
+        let (parts, body) = json(answer).await;
+        assert_eq!(body["error"], "throttled");
+        assert!(parts.headers.get("retry-after").is_none());
+        assert!(body.get("retry_after").is_none(), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("`products`"));
+        return;
+    }
+    panic!("the throttle never refused");
+}
+
 fn failing(
     err: fn() -> BoxError,
 ) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = BoxError> + Clone

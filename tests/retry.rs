@@ -341,6 +341,39 @@ async fn a_rate_limited_refusal_waits_its_retry_after_and_an_open_circuit_is_not
     assert_eq!(limited.calls(), 1);
 }
 
+/// A client-side throttle's refusal is not retried, like an open circuit:
+/// the throttle refuses to spare an overloaded upstream, and a retry would
+/// only ask it again.
+#[cfg(feature = "throttle")]
+#[tokio::test(start_paused = true)]
+async fn a_throttled_refusal_is_not_retried() {
+    use palisade::throttle::ThrottleLayer;
+    let throttle = ThrottleLayer::builder().seed(3).build().unwrap();
+    let handle = throttle.handle();
+    let probe = Probe::new(Answer::Fail);
+    // Fill the throttle's window with failures, straight past retry.
+    let mut direct = throttle.layer(probe.clone());
+    for i in 0..100 {
+        assert!(direct.ready().await.unwrap().call(i).await.is_err());
+    }
+    let layer = plain(5, ms(10)).build().unwrap();
+    let mut svc = layer.layer(throttle.layer(probe.clone()));
+    let mut throttled = 0;
+    for i in 0..20 {
+        let (attempts, refused, calls) = (handle.requests(), handle.rejected(), probe.calls());
+        let err = svc.ready().await.unwrap().call(i).await.unwrap_err();
+        let ended_throttled = matches!(ErrorKind::of(&err), ErrorKind::Throttled(_));
+        // Each attempt is a request to the throttle; the only one it
+        // refused was the last: no attempt followed a refusal.
+        let attempts = handle.requests() - attempts;
+        let sent = (probe.calls() - calls) as u64;
+        assert_eq!(attempts, sent + u64::from(ended_throttled), "request {i}");
+        assert_eq!(handle.rejected() - refused, u64::from(ended_throttled));
+        throttled += u64::from(ended_throttled);
+    }
+    assert!(throttled > 10, "{throttled} of 20 refused");
+}
+
 // ---------------------------------------------------------------- deadline
 
 #[tokio::test(start_paused = true)]

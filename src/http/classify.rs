@@ -30,10 +30,10 @@ pub fn default_outcome(status: StatusCode) -> Outcome {
 /// - A response is classified by its status: [`default_outcome`] unless
 ///   built with [`by_status`](Self::by_status).
 /// - An error is classified as [`DefaultClassifier`] does: a palisade
-///   refusal from a layer below (open circuit, rate limit, full bulkhead),
-///   or a call the request's deadline cut short, is ignored, and every other
-///   error (a connect error, a reset connection, a timeout's own) is a
-///   failure.
+///   refusal from a layer below (open circuit, rate limit, full bulkhead,
+///   throttle), or a call the request's deadline cut short, is ignored, and
+///   every other error (a connect error, a reset connection, a timeout's
+///   own) is a failure.
 /// - Its [`retry_after`](Classify::retry_after) is the response's
 ///   `Retry-After` header (see [`retry_after`](super::retry_after())), or a
 ///   palisade refusal's own.

@@ -93,6 +93,7 @@
 //! | [`RateLimited`](crate::error::RateLimited) | 429 | `rate_limited` | when known; with `RateLimit-Limit`, `RateLimit-Remaining: 0`, `RateLimit-Reset` |
 //! | [`CircuitOpen`](crate::error::CircuitOpen) | 503 | `circuit_open` | when known |
 //! | [`BulkheadFull`](crate::error::BulkheadFull) | 503 | `bulkhead_full` | |
+//! | [`Throttled`](crate::error::Throttled) | 503 | `throttled` | never: the next call may go through at once |
 //! | [`Elapsed`](crate::error::Elapsed) | 504 | `timeout`; the message says whether the call was not sent (so had no effect) or was abandoned with its outcome unknown | |
 //! | anything else | [`default_error_response`]: 502 for an upstream's failure, 500 otherwise; or your function | | |
 //!

@@ -46,8 +46,9 @@
 //! - A palisade [`RateLimited`](crate::error::RateLimited) refusal from a
 //!   layer below (turn off with
 //!   [`retry_rate_limited`](RetryBuilder::retry_rate_limited)). An open
-//!   circuit or a full bulkhead is not retried: the breaker exists to stop
-//!   those calls, and a bulkhead sheds load on purpose.
+//!   circuit, a full bulkhead or a throttle's refusal is not retried: the
+//!   breaker and the throttle exist to stop those calls, and a bulkhead
+//!   sheds load on purpose.
 //! - Only requests that [`Replay`] can copy: by default every request is
 //!   cloned; [`retry_if`](RetryBuilder::retry_if) limits retries to the
 //!   requests a predicate accepts (idempotent ones, say), and a custom

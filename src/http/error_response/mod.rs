@@ -136,6 +136,15 @@ fn error_to_response<F: OtherErrors>(err: &BoxError, other_errors: &F) -> Respon
             &e.to_string(),
             None,
         ),
+        // No `Retry-After`: the refusal was a draw at a probability, and
+        // the next call may go through at once; a wait would only delay
+        // the callers the upstream could serve.
+        ErrorKind::Throttled(e) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "throttled",
+            &e.to_string(),
+            None,
+        ),
         ErrorKind::Elapsed(e) => {
             error_response(StatusCode::GATEWAY_TIMEOUT, "timeout", &e.to_string(), None)
         }

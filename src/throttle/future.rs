@@ -1,0 +1,133 @@
+//! The response future of [`Throttle`](super::Throttle).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::throttler::Throttler;
+use crate::classify::{Classify, Outcome};
+use crate::error::{BoxError, Throttled};
+use crate::name::Name;
+
+pin_project! {
+    /// The response future of [`Throttle`](super::Throttle).
+    ///
+    /// An admitted call's outcome is classified and recorded when the inner
+    /// future completes. Dropping this future before then records nothing
+    /// (whether the upstream accepted the call is not known); a panic in
+    /// the inner future counts as a failure.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F, C> {
+        Admitted {
+            #[pin]
+            inner: F,
+            recorder: Recorder<C>,
+        },
+        // Boxed in `call`, so polling moves out a pointer, not the error.
+        Rejected {
+            error: Option<BoxError>,
+        },
+        // `call` without a `poll_ready` that returned `Ready(Ok(()))`.
+        NotReady {
+            name: Name,
+        },
+    }
+}
+
+/// Records an admitted call's outcome.
+#[derive(Debug)]
+struct Recorder<C> {
+    // Taken when the outcome is recorded.
+    throttler: Option<Arc<Throttler>>,
+    classifier: C,
+    // Set while the inner future is being polled: if this is dropped with it
+    // set, the inner future panicked.
+    polling: bool,
+}
+
+impl<C> Drop for Recorder<C> {
+    fn drop(&mut self) {
+        if let Some(throttler) = self.throttler.take() {
+            if self.polling {
+                // The inner future panicked: no accept.
+                throttler.record(Outcome::Failure);
+            }
+            // Otherwise cancelled: nothing is known, nothing is recorded.
+        }
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn admitted(inner: F, throttler: Arc<Throttler>, classifier: C) -> Self {
+        ResponseFuture {
+            kind: Kind::Admitted {
+                inner,
+                recorder: Recorder {
+                    throttler: Some(throttler),
+                    classifier,
+                    polling: false,
+                },
+            },
+        }
+    }
+
+    pub(crate) fn rejected(error: Throttled) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected {
+                error: Some(Box::new(error)),
+            },
+        }
+    }
+
+    pub(crate) fn not_ready(name: Name) -> Self {
+        ResponseFuture {
+            kind: Kind::NotReady { name },
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, E>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Admitted { inner, recorder } => {
+                recorder.polling = true;
+                let polled = inner.poll(cx);
+                recorder.polling = false;
+                let Poll::Ready(result) = polled else {
+                    return Poll::Pending;
+                };
+                if let Some(throttler) = recorder.throttler.take() {
+                    throttler.record(recorder.classifier.classify(&result));
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+            KindProj::Rejected { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| "throttle response future polled after completion".into()))),
+            KindProj::NotReady { name } => Poll::Ready(Err(format!(
+                "throttle `{name}`: `call` was made without a successful `poll_ready`, \
+                 so the call was not sent"
+            )
+            .into())),
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! [`ThrottleLayer`], its builder and its configuration.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::Throttle;
+use super::handle::Handle;
+use super::throttler::{Settings, Throttler};
+use crate::classify::DefaultClassifier;
+use crate::error::ConfigError;
+use crate::name::Name;
+use crate::rng::Rng;
+
+const LAYER: &str = "throttle";
+const DEFAULT_NAME: &str = "throttle";
+
+const DEFAULT_K: f64 = 2.0;
+const DEFAULT_PADDING: f64 = 1.0;
+/// Short, because reaction and recovery both take a few windows; see the
+/// module docs' "Defaults".
+const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+const DEFAULT_BUCKETS: usize = 10;
+/// Fewer than the tags' lookahead (1024), so that every bucket of a window
+/// has a distinct tag.
+const MAX_BUCKETS: usize = 1_000;
+const MIN_BUCKET: Duration = Duration::from_millis(1);
+
+/// Applies a [`Throttle`] to a service.
+///
+/// One layer value is one throttle: every service it builds, and every
+/// clone of those, shares its window. Build one layer per upstream.
+#[derive(Clone)]
+pub struct ThrottleLayer<C = DefaultClassifier> {
+    throttler: Arc<Throttler>,
+    classifier: C,
+}
+
+impl ThrottleLayer {
+    /// A builder, starting from the defaults listed in the
+    /// [module docs](super#configuration).
+    pub fn builder() -> ThrottleBuilder {
+        ThrottleBuilder::default()
+    }
+
+    /// Builds a layer from a [`ThrottleConfig`] (loaded from a file, say),
+    /// with the default classifier.
+    ///
+    /// # Errors
+    ///
+    /// As [`ThrottleBuilder::build`].
+    pub fn from_config(config: ThrottleConfig) -> Result<Self, ConfigError> {
+        ThrottleBuilder::from_config(config).build()
+    }
+}
+
+impl<C> ThrottleLayer<C> {
+    /// A handle on the throttle: its window and rejection probability.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.throttler.clone())
+    }
+}
+
+impl<S, C: Clone> Layer<S> for ThrottleLayer<C> {
+    type Service = Throttle<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Throttle::new(inner, self.throttler.clone(), self.classifier.clone())
+    }
+}
+
+impl<C> fmt::Debug for ThrottleLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThrottleLayer")
+            .field("throttler", &self.throttler)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ThrottleLayer`].
+///
+/// Every option has a default (see the [module docs](super#configuration));
+/// [`build`](Self::build) checks them all and names the first bad one.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::throttle::ThrottleLayer;
+///
+/// let layer = ThrottleLayer::builder()
+///     .name("products")
+///     .k(2.0)
+///     .window(Duration::from_secs(30))
+///     .window_buckets(30)
+///     .padding(1.0)
+///     .build()?;
+/// assert_eq!(layer.handle().probability(), 0.0);
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ThrottleBuilder<C = DefaultClassifier> {
+    name: Option<Cow<'static, str>>,
+    k: f64,
+    window: Duration,
+    buckets: usize,
+    padding: f64,
+    seed: Option<u64>,
+    classifier: C,
+}
+
+impl Default for ThrottleBuilder {
+    fn default() -> Self {
+        ThrottleBuilder {
+            name: None,
+            k: DEFAULT_K,
+            window: DEFAULT_WINDOW,
+            buckets: DEFAULT_BUCKETS,
+            padding: DEFAULT_PADDING,
+            seed: None,
+            classifier: DefaultClassifier,
+        }
+    }
+}
+
+impl<C> ThrottleBuilder<C> {
+    /// The name used in errors and the handle (default `"throttle"`).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The multiplier K on accepts (default 2): calls are refused once the
+    /// window's requests exceed K times its accepts, so the upstream keeps
+    /// receiving about K times what it accepts. At least 1: below 1, even
+    /// an upstream that accepts every call would have some refused. A
+    /// lower K (1.1, say) throttles sooner and harder; a higher one lets
+    /// more doomed calls through.
+    pub fn k(mut self, k: f64) -> Self {
+        self.k = k;
+        self
+    }
+
+    /// How far back outcomes count (default 10 s). Reaction to an overload
+    /// and recovery after it both take about a window or two, so shorter is
+    /// faster; the window should still hold enough calls to judge by.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How many buckets the window is kept in (default 10): outcomes leave
+    /// it a bucket at a time. At most 1 000; each bucket is at least 1 ms
+    /// and they divide the window exactly. A decision that needs the
+    /// window reads every bucket, so more buckets slide more smoothly and
+    /// cost a little more then.
+    pub fn window_buckets(mut self, buckets: usize) -> Self {
+        self.buckets = buckets;
+        self
+    }
+
+    /// Added to the requests in the formula's denominator (default 1), so
+    /// that a few failures in a quiet window do not refuse most calls: with
+    /// padding P, one failure alone refuses 1 / (1 + P) of the calls. More
+    /// than 0.
+    pub fn padding(mut self, padding: f64) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Seeds the random draws, for reproducible tests (by default each
+    /// throttle draws a random seed). Clones share one sequence, drawn in
+    /// the order decisions are made.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Decides what counts as an accept (a success), a request without one
+    /// (a failure) or neither (ignored); default [`DefaultClassifier`]; see
+    /// the [module docs](super#what-counts).
+    pub fn classifier<C2>(self, classifier: C2) -> ThrottleBuilder<C2> {
+        ThrottleBuilder {
+            name: self.name,
+            k: self.k,
+            window: self.window,
+            buckets: self.buckets,
+            padding: self.padding,
+            seed: self.seed,
+            classifier,
+        }
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field when: `k` is below 1 or not a
+    /// finite number; `padding` is not a finite number above 0; the window
+    /// is zero; the buckets are 0, more than 1 000, shorter than 1 ms, or do
+    /// not divide the window exactly.
+    pub fn build(self) -> Result<ThrottleLayer<C>, ConfigError> {
+        let settings = self.settings()?;
+        let name: Name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        let seed = self
+            .seed
+            .unwrap_or_else(|| Rng::random_seed(name.as_str().len() as u64));
+        Ok(ThrottleLayer {
+            throttler: Arc::new(Throttler::new(name, settings, seed)),
+            classifier: self.classifier,
+        })
+    }
+
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        // Written so that NaN fails too.
+        if !(self.k.is_finite() && self.k >= 1.0) {
+            return Err(invalid(
+                "k",
+                format!(
+                    "must be a finite number of at least 1 (below 1, calls to a healthy \
+                     upstream are refused), got {}",
+                    self.k
+                ),
+            ));
+        }
+        if !(self.padding.is_finite() && self.padding > 0.0) {
+            return Err(invalid(
+                "padding",
+                format!(
+                    "must be a finite number above 0 (with 0, one failure alone refuses \
+                     every call), got {}",
+                    self.padding
+                ),
+            ));
+        }
+        if self.window.is_zero() {
+            return Err(invalid("window", "must be more than zero"));
+        }
+        let buckets = self.buckets;
+        if buckets == 0 || buckets > MAX_BUCKETS {
+            return Err(invalid(
+                "window_buckets",
+                format!("must be 1 ..= {MAX_BUCKETS}, got {buckets}"),
+            ));
+        }
+        if self.window.as_nanos() % buckets as u128 != 0 {
+            return Err(invalid(
+                "window_buckets",
+                format!("{buckets} buckets do not divide {:?} exactly", self.window),
+            ));
+        }
+        if self.window / (buckets as u32) < MIN_BUCKET {
+            return Err(invalid(
+                "window_buckets",
+                format!(
+                    "{buckets} buckets of {:?} are shorter than {MIN_BUCKET:?}",
+                    self.window
+                ),
+            ));
+        }
+        Ok(Settings {
+            k: self.k,
+            padding: self.padding,
+            window: self.window,
+            buckets,
+        })
+    }
+}
+
+impl ThrottleBuilder {
+    /// A builder holding a [`ThrottleConfig`]'s settings, so that a
+    /// classifier can be added before [`build`](Self::build).
+    pub fn from_config(config: ThrottleConfig) -> Self {
+        let mut b = ThrottleLayer::builder();
+        if let Some(name) = config.name {
+            b = b.name(name);
+        }
+        if let Some(k) = config.k {
+            b = b.k(k);
+        }
+        if let Some(window) = config.window {
+            b = b.window(window);
+        }
+        if let Some(buckets) = config.window_buckets {
+            b = b.window_buckets(buckets);
+        }
+        if let Some(padding) = config.padding {
+            b = b.padding(padding);
+        }
+        if let Some(seed) = config.seed {
+            b = b.seed(seed);
+        }
+        b
+    }
+}
+
+impl<C> fmt::Debug for ThrottleBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThrottleBuilder")
+            .field("name", &self.name)
+            .field("k", &self.k)
+            .field("window", &self.window)
+            .field("window_buckets", &self.buckets)
+            .field("padding", &self.padding)
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(field: &'static str, rule: impl Into<Cow<'static, str>>) -> ConfigError {
+    ConfigError::new(LAYER, field, rule)
+}
+
+/// A [`ThrottleLayer`]'s settings as plain data, for loading from a file.
+/// Every field may be left out, for its default; the classifier is code,
+/// so it is set on the builder.
+///
+/// With the `serde` feature it implements `Deserialize`; durations are
+/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds:
+///
+/// ```text
+/// name = "products"
+/// k = 2.0
+/// window = "10s"
+/// window_buckets = 10
+/// padding = 1.0
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct ThrottleConfig {
+    /// See [`ThrottleBuilder::name`].
+    pub name: Option<String>,
+    /// See [`ThrottleBuilder::k`].
+    pub k: Option<f64>,
+    /// See [`ThrottleBuilder::window`].
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
+    pub window: Option<Duration>,
+    /// See [`ThrottleBuilder::window_buckets`].
+    pub window_buckets: Option<usize>,
+    /// See [`ThrottleBuilder::padding`].
+    pub padding: Option<f64>,
+    /// See [`ThrottleBuilder::seed`].
+    pub seed: Option<u64>,
+}
