@@ -52,39 +52,20 @@ pub(crate) struct StackEntry {
     pub(crate) build: Build,
 }
 
-/// Every stack the tunnel knows; `--stack NAME` picks some.
+/// Every stack the tunnel knows; `--stack NAME` picks some. Add yours here.
 pub(crate) const STACKS: &[StackEntry] = &[
-    StackEntry {
-        name: "none",
-        clock: Clock::Virtual,
-        build: no_layers,
-    },
-    StackEntry {
-        name: "tower",
-        clock: Clock::Virtual,
-        build: tower_stack,
-    },
-    StackEntry {
-        name: "tower-resilience",
-        clock: Clock::Real,
-        build: tower_resilience_stack,
-    },
-    StackEntry {
-        name: "palisade-defaults",
-        clock: Clock::Virtual,
-        build: palisade_defaults,
-    },
-    StackEntry {
-        name: "palisade",
-        clock: Clock::Virtual,
-        build: palisade_matched,
-    },
-    StackEntry {
-        name: "palisade-file",
-        clock: Clock::Virtual,
-        build: palisade_file,
-    },
+    entry("none", Clock::Virtual, no_layers),
+    entry("tower", Clock::Virtual, tower_stack),
+    entry("tower-resilience", Clock::Real, tower_resilience_stack),
+    entry("palisade-defaults", Clock::Virtual, palisade_defaults),
+    entry("palisade", Clock::Virtual, palisade_matched),
+    // Only with --palisade-config FILE (or named with --stack).
+    entry("palisade-file", Clock::Virtual, palisade_file),
 ];
+
+const fn entry(name: &'static str, clock: Clock, build: Build) -> StackEntry {
+    StackEntry { name, clock, build }
+}
 
 // The settings every stack shares where its library has them.
 
