@@ -74,6 +74,10 @@ struct Args {
 fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
+        Err(message) if message.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
             eprintln!("{message}\n{USAGE}");
             return ExitCode::from(2);
@@ -163,7 +167,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             continue;
         }
         if flag == "--help" || flag == "-h" {
-            return Err(String::new());
+            return Err(String::new()); // not an error: main prints the usage
         }
         let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |what: &str| format!("{flag} {value}: {what}");

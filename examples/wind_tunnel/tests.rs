@@ -182,4 +182,6 @@ fn flags_pick_profiles_stacks_and_settings() {
     assert_eq!(args.settings.seed, 9);
     assert!(parse_args(["--stack", "nope"].into_iter().map(String::from)).is_err());
     assert!(parse_args(["--rate", "0"].into_iter().map(String::from)).is_err());
+    // --help is no error: main prints the usage and exits 0 on an empty message.
+    assert!(parse_args(["--help"].into_iter().map(String::from)).is_err_and(|m| m.is_empty()));
 }
