@@ -1,0 +1,337 @@
+//! The stacks under test: one line each in [`STACKS`].
+//!
+//! To measure your own stack, write a function like [`palisade_matched`]
+//! (it gets the upstream and returns the stack, boxed) and add a line for
+//! it to [`STACKS`]; or, for a palisade stack, write its settings to a TOML
+//! file and pass `--palisade-config FILE` (see [`palisade_file`]).
+
+use std::time::Duration;
+
+use palisade::BoxError;
+use palisade::bulkhead::BulkheadLayer;
+use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::retry::{Backoff, Jitter, RetryLayer};
+use palisade::timeout::TimeoutLayer;
+use tower::ServiceBuilder;
+use tower::ServiceExt;
+use tower::util::BoxCloneService;
+
+use crate::upstream::{Request, Response, Upstream};
+
+/// Any stack, boxed: the driver needs nothing more than this.
+pub(crate) type Stack = BoxCloneService<Request, Response, BoxError>;
+
+/// Which clock a stack's timers follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Clock {
+    /// Only `tokio::time`: the stack runs on tokio's paused clock, which
+    /// jumps to the next timer whenever every task waits (fast, and the
+    /// same every run).
+    Virtual,
+    /// The stack reads `std::time::Instant` somewhere, which a paused
+    /// tokio clock does not move: it runs in real time.
+    Real,
+}
+
+/// What a constructor gets besides the upstream.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StackSettings {
+    /// Seed for the stack's jitter, where the library lets one set it.
+    pub(crate) seed: u64,
+    /// `--palisade-config`: the file's contents.
+    pub(crate) palisade_config: Option<String>,
+}
+
+/// Builds a stack on the upstream.
+pub(crate) type Build = fn(Upstream, &StackSettings) -> Result<Stack, BoxError>;
+
+/// A named stack and how to build it.
+pub(crate) struct StackEntry {
+    pub(crate) name: &'static str,
+    pub(crate) clock: Clock,
+    pub(crate) build: Build,
+}
+
+/// Every stack the tunnel knows; `--stack NAME` picks some. Add yours here.
+pub(crate) const STACKS: &[StackEntry] = &[
+    entry("none", Clock::Virtual, no_layers),
+    entry("tower", Clock::Virtual, tower_stack),
+    entry("tower-resilience", Clock::Real, tower_resilience_stack),
+    entry("palisade-defaults", Clock::Virtual, palisade_defaults),
+    entry("palisade", Clock::Virtual, palisade_matched),
+    // Only with --palisade-config FILE (or named with --stack).
+    entry("palisade-file", Clock::Virtual, palisade_file),
+];
+
+const fn entry(name: &'static str, clock: Clock, build: Build) -> StackEntry {
+    StackEntry { name, clock, build }
+}
+
+// The settings every stack shares where its library has them.
+
+/// Attempts per request, the first included.
+pub(crate) const ATTEMPTS: u32 = 3;
+/// First backoff delay; it doubles, jittered.
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(10);
+/// Each attempt's timeout.
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
+/// The breaker opens at this failure rate over [`BREAKER_WINDOW`] calls,
+/// once it has seen [`BREAKER_MIN_CALLS`], for [`BREAKER_OPEN_FOR`].
+pub(crate) const BREAKER_FAILURE_RATE: f64 = 0.5;
+pub(crate) const BREAKER_WINDOW: usize = 100;
+pub(crate) const BREAKER_MIN_CALLS: usize = 20;
+pub(crate) const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
+/// Calls in flight at most.
+pub(crate) const BULKHEAD: usize = 64;
+
+/// (a) No layers: the upstream as it is.
+fn no_layers(upstream: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
+    Ok(BoxCloneService::new(upstream.map_err(BoxError::from)))
+}
+
+/// (d) palisade, each layer as `builder().build()` leaves it, in the
+/// crate's recommended order (retry, breaker, attempt timeout, bulkhead;
+/// the caller's deadline plays the total timeout). Jitter is seeded.
+fn palisade_defaults(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    let stack = ServiceBuilder::new()
+        .layer(RetryLayer::builder().jitter_seed(settings.seed).build()?)
+        .layer(
+            CircuitBreakerLayer::builder()
+                .jitter_seed(settings.seed)
+                .build()?,
+        )
+        .layer(TimeoutLayer::new(ATTEMPT_TIMEOUT)?)
+        .layer(BulkheadLayer::new(BULKHEAD)?)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+/// palisade with the settings the other stacks share (backoff from 10 ms,
+/// a breaker at 50 % over 100 calls, open 1 s), its defaults otherwise.
+fn palisade_matched(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    let retry = RetryLayer::builder()
+        .max_attempts(ATTEMPTS)
+        .backoff(Backoff::exponential(BACKOFF_BASE).jitter(Jitter::Full))
+        .jitter_seed(settings.seed)
+        .build()?;
+    let breaker = CircuitBreakerLayer::builder()
+        .count_window(BREAKER_WINDOW)
+        .minimum_calls(BREAKER_MIN_CALLS as u64)
+        .failure_rate(BREAKER_FAILURE_RATE)
+        .open_for(BREAKER_OPEN_FOR)
+        .jitter_seed(settings.seed)
+        .build()?;
+    let stack = ServiceBuilder::new()
+        .layer(retry)
+        .layer(breaker)
+        .layer(TimeoutLayer::new(ATTEMPT_TIMEOUT)?)
+        .layer(BulkheadLayer::new(BULKHEAD)?)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+/// A palisade stack read from `--palisade-config FILE`: TOML tables
+/// `[retry]`, `[circuit_breaker]`, `[timeout]` and `[bulkhead]`, each the
+/// library's `*Config` type (see their docs for the fields). A table left
+/// out leaves its layer out; the order is the recommended one.
+///
+/// ```toml
+/// [retry]
+/// max_attempts = 3
+/// backoff = { kind = "exponential", base = "10ms", jitter = "full" }
+///
+/// [circuit_breaker]
+/// failure_rate = 0.5
+/// open_for = "1s"
+///
+/// [timeout]
+/// timeout = "100ms"
+///
+/// [bulkhead]
+/// max_concurrent = 64
+/// ```
+#[cfg(feature = "serde")]
+fn palisade_file(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    use palisade::bulkhead::BulkheadConfig;
+    use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerConfig};
+    use palisade::retry::{RetryBuilder, RetryConfig};
+    use palisade::timeout::TimeoutConfig;
+    use tower::Layer;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        retry: Option<RetryConfig>,
+        circuit_breaker: Option<CircuitBreakerConfig>,
+        timeout: Option<TimeoutConfig>,
+        bulkhead: Option<BulkheadConfig>,
+    }
+
+    let text = settings
+        .palisade_config
+        .as_deref()
+        .ok_or("the palisade-file stack needs --palisade-config FILE")?;
+    let file: File = toml::from_str(text)?;
+    // Built from the inside out, boxing at each step, so that any table
+    // may be missing.
+    let mut stack = no_layers(upstream, settings)?;
+    if let Some(config) = file.bulkhead {
+        stack = BoxCloneService::new(BulkheadLayer::from_config(config)?.layer(stack));
+    }
+    if let Some(config) = file.timeout {
+        stack = BoxCloneService::new(TimeoutLayer::from_config(config)?.layer(stack));
+    }
+    if let Some(config) = file.circuit_breaker {
+        let breaker = CircuitBreakerBuilder::from_config(config)?
+            .jitter_seed(settings.seed)
+            .build()?;
+        stack = BoxCloneService::new(breaker.layer(stack));
+    }
+    if let Some(config) = file.retry {
+        let retry = RetryBuilder::from_config(config)
+            .jitter_seed(settings.seed)
+            .build()?;
+        stack = BoxCloneService::new(retry.layer(stack));
+    }
+    Ok(stack)
+}
+
+#[cfg(not(feature = "serde"))]
+fn palisade_file(_: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
+    Err("--palisade-config needs the serde feature: cargo run --release --example wind_tunnel --features serde".into())
+}
+
+/// (b) tower's own layers: `tower::retry` with a `TpsBudget` (its default:
+/// 10 s, 10 retries a second, 20 %) and jittered exponential backoff,
+/// `tower::timeout` per attempt, `ConcurrencyLimit` (which waits for a
+/// slot).
+fn tower_stack(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    use tower_policy::TowerRetry;
+    let stack = ServiceBuilder::new()
+        .retry(TowerRetry::new(settings.seed)?)
+        .timeout(ATTEMPT_TIMEOUT)
+        .concurrency_limit(BULKHEAD)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+/// tower leaves the retry policy to the user; this is the one its docs
+/// sketch, with the budget and backoff it ships.
+mod tower_policy {
+    use std::sync::{Arc, Mutex};
+
+    use palisade::BoxError;
+    use tower::retry::Policy;
+    use tower::retry::backoff::{
+        Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff,
+    };
+    use tower::retry::budget::{Budget, TpsBudget};
+    use tower::util::rng::Rng;
+
+    use super::{ATTEMPTS, BACKOFF_BASE};
+    use crate::upstream::{Request, Rng as Splitmix};
+
+    #[derive(Clone)]
+    pub(super) struct TowerRetry {
+        budget: Arc<TpsBudget>,
+        backoff: ExponentialBackoff<SeededRng>,
+        attempts_left: u32,
+    }
+
+    impl TowerRetry {
+        pub(super) fn new(seed: u64) -> Result<Self, BoxError> {
+            let mut maker = ExponentialBackoffMaker::new(
+                BACKOFF_BASE,
+                std::time::Duration::from_secs(1),
+                0.99, // tower's default
+                SeededRng::new(seed),
+            )
+            .map_err(|e| format!("{e:?}"))?;
+            Ok(TowerRetry {
+                budget: Arc::new(TpsBudget::default()),
+                backoff: maker.make_backoff(),
+                attempts_left: ATTEMPTS - 1,
+            })
+        }
+    }
+
+    impl<Res, E> Policy<Request, Res, E> for TowerRetry {
+        type Future = tokio::time::Sleep;
+
+        fn retry(&mut self, _: &mut Request, result: &mut Result<Res, E>) -> Option<Self::Future> {
+            match result {
+                Ok(_) => {
+                    self.budget.deposit();
+                    None
+                }
+                Err(_) if self.attempts_left > 0 && self.budget.withdraw() => {
+                    self.attempts_left -= 1;
+                    Some(self.backoff.next_backoff())
+                }
+                Err(_) => None,
+            }
+        }
+
+        fn clone_request(&mut self, request: &Request) -> Option<Request> {
+            Some(*request)
+        }
+    }
+
+    /// tower's `Rng` trait over one seeded generator that every clone
+    /// shares: tower clones the policy (backoff included) for each request,
+    /// and clones of a plain generator would all draw the same jitter.
+    #[derive(Clone)]
+    pub(super) struct SeededRng(Arc<Mutex<Splitmix>>);
+
+    impl SeededRng {
+        fn new(seed: u64) -> Self {
+            SeededRng(Arc::new(Mutex::new(Splitmix::new(seed))))
+        }
+    }
+
+    impl Rng for SeededRng {
+        fn next_u64(&mut self) -> u64 {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).next_u64()
+        }
+    }
+}
+
+/// (c) tower-resilience 0.13 in the order its composition guide gives for a
+/// client: retry (not retrying an open circuit, as it advises), circuit
+/// breaker, bulkhead, per-call time limiter.
+///
+/// Its breaker leaves Open by reading `std::time::Instant`, and its retry
+/// jitter draws from `rand`'s thread generator, so this stack runs in real
+/// time and its jitter is not seeded.
+fn tower_resilience_stack(upstream: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
+    use tower_resilience::bulkhead::BulkheadLayer;
+    use tower_resilience::circuitbreaker::{CircuitBreakerError, CircuitBreakerLayer};
+    use tower_resilience::retry::{ExponentialRandomBackoff, RetryLayer};
+    use tower_resilience::timelimiter::TimeLimiterLayer;
+
+    let breaker = CircuitBreakerLayer::builder()
+        .failure_rate_threshold(BREAKER_FAILURE_RATE)
+        .sliding_window_size(BREAKER_WINDOW)
+        .minimum_number_of_calls(BREAKER_MIN_CALLS)
+        .wait_duration_in_open(BREAKER_OPEN_FOR)
+        .build()?;
+    let bulkhead = BulkheadLayer::builder()
+        .max_concurrent_calls(BULKHEAD)
+        .build()?;
+    let time_limiter = TimeLimiterLayer::builder()
+        .timeout_duration(ATTEMPT_TIMEOUT)
+        .build();
+    let retry = RetryLayer::builder()
+        .max_attempts(ATTEMPTS as usize)
+        .backoff(ExponentialRandomBackoff::new(BACKOFF_BASE, 0.5)?)
+        .retry_on(|e| !matches!(e, CircuitBreakerError::OpenCircuit))
+        .build();
+    let stack = ServiceBuilder::new()
+        .layer(retry)
+        .layer(breaker)
+        .layer(bulkhead)
+        .layer(time_limiter)
+        .service(upstream)
+        .map_err(|e| BoxError::from(e.to_string()));
+    Ok(BoxCloneService::new(stack))
+}
