@@ -61,10 +61,8 @@
 //!    breaker it sees every attempt, and retry does not retry its refusals,
 //!    so retries cannot multiply the load on an overloaded upstream; a call
 //!    it refuses never touches the breaker, and while the breaker is open
-//!    it sees only refusals, which it ignores, so its window (10 s by
-//!    default) empties before the breaker's probes go (after 30 s by
-//!    default). The breaker is for an upstream that is down,
-//!    the throttle for one that is struggling.
+//!    it sees only refusals, which it ignores. The breaker is for an
+//!    upstream that is down, the throttle for one that is struggling.
 //! 4. **The circuit breaker**, outside the attempt timeout, so that a hung
 //!    call counts as a failure.
 //! 5. **A client-side rate limit**, inside the breaker: a call the limiter

@@ -897,7 +897,10 @@ fn bad_configuration_is_an_error_naming_the_field() {
         (b().time_window_buckets(secs(10), 3), "time_window_buckets"),
         (b().time_window_buckets(ms(10), 20), "time_window_buckets"),
         (b().open_backoff(0.5, secs(60)), "open_backoff.multiplier"),
-        (b().open_backoff(2.0, secs(1)), "open_backoff.max"),
+        (
+            b().open_for(secs(30)).open_backoff(2.0, secs(1)),
+            "open_backoff.max",
+        ),
         (b().open_jitter(1.0), "open_jitter"),
         (b().open_jitter(-0.1), "open_jitter"),
     ];

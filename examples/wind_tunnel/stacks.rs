@@ -11,6 +11,7 @@ use palisade::BoxError;
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::retry::{Backoff, Jitter, RetryLayer};
+use palisade::throttle::ThrottleLayer;
 use palisade::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
 use tower::ServiceExt;
@@ -59,6 +60,7 @@ pub(crate) const STACKS: &[StackEntry] = &[
     entry("tower-resilience", Clock::Real, tower_resilience_stack),
     entry("palisade-defaults", Clock::Virtual, palisade_defaults),
     entry("palisade", Clock::Virtual, palisade_matched),
+    entry("palisade-throttle", Clock::Virtual, palisade_throttled),
     // Only with --palisade-config FILE (or named with --stack).
     entry("palisade-file", Clock::Virtual, palisade_file),
 ];
@@ -95,6 +97,24 @@ fn no_layers(upstream: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
 fn palisade_defaults(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
     let stack = ServiceBuilder::new()
         .layer(RetryLayer::builder().jitter_seed(settings.seed).build()?)
+        .layer(
+            CircuitBreakerLayer::builder()
+                .jitter_seed(settings.seed)
+                .build()?,
+        )
+        .layer(TimeoutLayer::new(ATTEMPT_TIMEOUT)?)
+        .layer(BulkheadLayer::new(BULKHEAD)?)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+/// palisade's defaults with client-side throttling between retry and the
+/// breaker, as the crate docs recommend for an upstream that may be
+/// overloaded rather than down.
+fn palisade_throttled(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    let stack = ServiceBuilder::new()
+        .layer(RetryLayer::builder().jitter_seed(settings.seed).build()?)
+        .layer(ThrottleLayer::builder().seed(settings.seed).build()?)
         .layer(
             CircuitBreakerLayer::builder()
                 .jitter_seed(settings.seed)

@@ -27,7 +27,13 @@ const DEFAULT_MINIMUM_CALLS: u64 = 20;
 /// an overload whose refusals come back at once) is not shut out
 /// altogether; a dependency that is down fails far more than this.
 const DEFAULT_FAILURE_RATE: f64 = 0.8;
-const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
+/// Short, so that a dependency that comes back is used again within about
+/// 100 ms whatever the length of its outage; its cost is at most
+/// `half_open_probes` calls to a dead dependency every 100 ms (3 % of 1 000
+/// requests a second). The wind tunnel's outage profile measured 30 s: 0
+/// of the 4 s after the upstream's return served; 100 ms: served again
+/// within 100 ms.
+const DEFAULT_OPEN_FOR: Duration = Duration::from_millis(100);
 const DEFAULT_HALF_OPEN_PROBES: u32 = 3;
 const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -223,7 +229,7 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 
     /// How long the breaker stays open before letting probes through
-    /// (default 30 s); the first step when [`open_backoff`](Self::open_backoff)
+    /// (default 100 ms); the first step when [`open_backoff`](Self::open_backoff)
     /// is set.
     pub fn open_for(mut self, duration: Duration) -> Self {
         self.open_for = duration;

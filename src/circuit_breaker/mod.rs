@@ -134,7 +134,7 @@
 //! | `failure_rate` | 0.8 | in (0, 1] |
 //! | `slow_calls` | off | duration > 0, rate in (0, 1] |
 //! | `consecutive_failures` | off | ≥ 1 |
-//! | `open_for` | 30 s | > 0 |
+//! | `open_for` | 100 ms | > 0 |
 //! | `open_backoff` | off (fixed) | multiplier ≥ 1, max ≥ `open_for` |
 //! | `open_jitter` | 0 | in [0, 1) |
 //! | `half_open_probes` | 3 | 1 ..= 2 097 151 |
