@@ -128,7 +128,9 @@ where
 /// FX-3's rule, that a keyed store drops a limiter only once nothing it
 /// counted still matters, under a flood).
 ///
-/// For each algorithm (10 per minute, a table of 16 keys): key `A` spends
+/// For each algorithm (10 per minute, a table of 32 keys, two in each of
+/// its 16 maps, so that `B` finds room even in the map that holds `A`,
+/// which stays busy throughout): key `A` spends
 /// its 10 in the table before the flood, and during it gets back exactly
 /// what its own limiter gives back (nothing for the windows, GCRA's
 /// steady refill). Key `B` comes while the table is full, spends what the
@@ -157,14 +159,14 @@ async fn a_spent_key_stays_spent_through_a_flood_and_into_the_table() {
         };
         let (mut own_a, mut own_b) = (own(), own());
         let kind = algorithm(10, secs(60)).build().unwrap().handle().kind();
-        let (handle, mut svc) = keyed(algorithm(10, secs(60)), 16);
+        let (handle, mut svc) = keyed(algorithm(10, secs(60)), 32);
         let start = Instant::now();
         let until = |t: u64| start + secs(t) - Instant::now();
 
         assert_eq!(spend(&mut svc, &mut own_a, A, "A").await, 10, "{kind:?}");
         // The flood, until every map is full, and some more.
         let mut junk = 0;
-        while handle.len() < 16 {
+        while handle.len() < 32 {
             admitted(&mut svc, junk).await;
             junk += 1;
         }
