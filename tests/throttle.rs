@@ -28,8 +28,13 @@ fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// The SRE book's formula uncapped (`max_probability(1.0)`), as the
+/// scenarios state it.
 fn builder() -> ThrottleBuilder {
-    ThrottleLayer::builder().name("upstream").seed(42)
+    ThrottleLayer::builder()
+        .name("upstream")
+        .seed(42)
+        .max_probability(1.0)
 }
 
 /// One whole call: ready, then call.
@@ -383,6 +388,49 @@ async fn retries_pass_through_it_and_a_refusal_is_not_retried() {
     panic!("no attempt was refused");
 }
 
+/// A classifier of one's own that calls every error a failure does not make
+/// retry retry a throttled call: each retry would draw again, and the
+/// throttle would refuse less than it decided.
+#[tokio::test(start_paused = true)]
+async fn a_throttled_call_is_not_retried_whatever_the_classifier_says() {
+    use palisade::classify::Outcome;
+    use palisade::retry::{Backoff, RetryBudget, RetryLayer};
+    let retry = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(Backoff::constant(ms(10)))
+        .budget(RetryBudget::unlimited())
+        .classifier(|result: &Result<u64, BoxError>| match result {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        })
+        .build()
+        .unwrap();
+    let layer = builder().build().unwrap();
+    let handle = layer.handle();
+    let probe = Probe::new(Answer::Fail);
+    let mut svc = retry.layer(layer.layer(probe.clone()));
+    let mut refused = 0;
+    for request in 0..50 {
+        let (requests, calls) = (handle.requests(), probe.calls());
+        let result = send(&mut svc, request).await;
+        // Attempts the throttle saw, and those it let through.
+        let attempts = handle.requests() - requests;
+        let sent = (probe.calls() - calls) as u64;
+        // At most one refusal per request, and only as its last attempt.
+        assert!(
+            attempts - sent <= 1,
+            "request {request}: refused, then retried"
+        );
+        assert_eq!(
+            attempts - sent == 1,
+            is_throttled(&result),
+            "request {request}"
+        );
+        refused += attempts - sent;
+    }
+    assert!(refused > 0, "no attempt was refused");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_tower_contract_holds() {
     let layer = builder().build().unwrap();
@@ -526,4 +574,65 @@ fn a_config_file_builds_a_throttle() {
 fn the_default_config_is_the_default_builder() {
     let layer = ThrottleLayer::from_config(ThrottleConfig::default()).unwrap();
     assert_eq!(layer.handle().name(), "throttle");
+}
+
+/// Shares of one second of calls (100, one every 10 ms) that were not
+/// refused by the throttle, the upstream failing while `down`.
+async fn second_of_calls<S>(svc: &mut S, down: &std::sync::atomic::AtomicBool, up: bool) -> f64
+where
+    S: Service<u64, Response = u64, Error = BoxError>,
+{
+    down.store(!up, std::sync::atomic::Ordering::SeqCst);
+    let mut admitted = 0;
+    for i in 0..100 {
+        admitted += u64::from(!is_throttled(&send(svc, i).await));
+        tokio::time::sleep(ms(10)).await;
+    }
+    admitted as f64 / 100.0
+}
+
+/// After an outage longer than the window, the formula alone lets about
+/// one call a window through (the window is all refusals), so a recovered
+/// upstream would go unnoticed for a long while; the default cap keeps a
+/// tenth of the calls going, so its return is seen at once and full
+/// traffic is back within about two windows.
+#[tokio::test(start_paused = true)]
+async fn after_a_long_outage_a_tenth_still_goes_and_traffic_comes_back() {
+    for (cap, least_during, back_within) in [(0.9, 0.08, Some(20)), (1.0, 0.0, None)] {
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let failing = down.clone();
+        let upstream = tower::service_fn(move |n: u64| {
+            let down = failing.load(std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if down {
+                    Err::<u64, BoxError>("down".into())
+                } else {
+                    Ok(n)
+                }
+            }
+        });
+        let layer = ThrottleLayer::builder()
+            .seed(42)
+            .max_probability(cap)
+            .build()
+            .unwrap();
+        let mut svc = layer.layer(upstream);
+        // The share of calls let through over the outage's last 20 s.
+        let mut during = 0.0;
+        for second in 0..30 {
+            let share = second_of_calls(&mut svc, &down, false).await;
+            if second >= 10 {
+                during += share / 20.0;
+            }
+        }
+        assert!(during >= least_during, "cap {cap}: {during} of calls went");
+        let mut seconds = 0;
+        while second_of_calls(&mut svc, &down, true).await < 0.9 && seconds < 60 {
+            seconds += 1;
+        }
+        match back_within {
+            Some(bound) => assert!(seconds <= bound, "cap {cap}: back after {seconds} s"),
+            None => assert!(seconds > 25, "uncapped: back after {seconds} s"),
+        }
+    }
 }

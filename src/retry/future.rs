@@ -253,7 +253,9 @@ where
         }
         Outcome::Failure => {
             shared.budget.on_failure();
-            true
+            // Shed on purpose below: never retried, whatever a classifier
+            // of the user's own calls it.
+            !is_shed(result)
         }
         Outcome::Ignored => shared.retry_rate_limited && is_rate_limited(result),
     };
@@ -324,6 +326,17 @@ where
 }
 
 /// Whether `result` is a palisade rate-limit refusal.
+/// Whether `result` is a refusal whose layer sheds calls on purpose: an
+/// open circuit, a full bulkhead, a throttled call.
+#[cold]
+fn is_shed<T, E: 'static>(result: &Result<T, E>) -> bool {
+    let Err(err) = result else { return false };
+    matches!(
+        kind_of(err),
+        Some(ErrorKind::CircuitOpen(_) | ErrorKind::BulkheadFull(_) | ErrorKind::Throttled(_))
+    )
+}
+
 fn is_rate_limited<T, E: 'static>(result: &Result<T, E>) -> bool {
     let Err(err) = result else { return false };
     matches!(kind_of(err), Some(ErrorKind::RateLimited(_)))

@@ -46,9 +46,10 @@
 //! - A palisade [`RateLimited`](crate::error::RateLimited) refusal from a
 //!   layer below (turn off with
 //!   [`retry_rate_limited`](RetryBuilder::retry_rate_limited)). An open
-//!   circuit, a full bulkhead or a throttle's refusal is not retried: the
-//!   breaker and the throttle exist to stop those calls, and a bulkhead
-//!   sheds load on purpose.
+//!   circuit, a full bulkhead or a throttle's refusal is never retried,
+//!   whatever the classifier calls it: the breaker and the throttle exist
+//!   to stop those calls (a retry would draw the throttle's dice again),
+//!   and a bulkhead sheds load on purpose.
 //! - Only requests that [`Replay`] can copy: by default every request is
 //!   cloned; [`retry_if`](RetryBuilder::retry_if) limits retries to the
 //!   requests a predicate accepts (idempotent ones, say), and a custom

@@ -48,7 +48,7 @@ impl Handle {
         Snapshot {
             requests: counts.requests(),
             accepts: counts.accepts,
-            probability: probability(counts, settings.k, settings.padding),
+            probability: probability(counts, settings),
             rejected: t.rejected(),
         }
     }

@@ -20,6 +20,11 @@ const DEFAULT_NAME: &str = "throttle";
 
 const DEFAULT_K: f64 = 2.0;
 const DEFAULT_PADDING: f64 = 1.0;
+/// At least one call in ten goes through, whatever the window holds: after
+/// an outage the window is full of refusals and no accepts, and the formula
+/// alone would let through about one call per window, keeping a recovered
+/// upstream (and the breaker's probes) waiting for tens of seconds.
+const DEFAULT_MAX_PROBABILITY: f64 = 0.9;
 /// Short, because reaction and recovery both take a few windows; see the
 /// module docs' "Defaults".
 const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
@@ -106,6 +111,7 @@ pub struct ThrottleBuilder<C = DefaultClassifier> {
     window: Duration,
     buckets: usize,
     padding: f64,
+    max_probability: f64,
     seed: Option<u64>,
     classifier: C,
 }
@@ -118,6 +124,7 @@ impl Default for ThrottleBuilder {
             window: DEFAULT_WINDOW,
             buckets: DEFAULT_BUCKETS,
             padding: DEFAULT_PADDING,
+            max_probability: DEFAULT_MAX_PROBABILITY,
             seed: None,
             classifier: DefaultClassifier,
         }
@@ -169,6 +176,17 @@ impl<C> ThrottleBuilder<C> {
         self
     }
 
+    /// The highest probability a call is refused with (default 0.9), in
+    /// (0, 1]: at least `1 − max_probability` of the calls go through
+    /// however bad the window looks, so that an upstream back from an
+    /// outage is found out within moments rather than after the window's
+    /// worth of refusals has aged out. 1 is the SRE book's formula
+    /// uncapped.
+    pub fn max_probability(mut self, max_probability: f64) -> Self {
+        self.max_probability = max_probability;
+        self
+    }
+
     /// Seeds the random draws, for reproducible tests (by default each
     /// throttle draws a random seed). Clones share one sequence, drawn in
     /// the order decisions are made.
@@ -187,6 +205,7 @@ impl<C> ThrottleBuilder<C> {
             window: self.window,
             buckets: self.buckets,
             padding: self.padding,
+            max_probability: self.max_probability,
             seed: self.seed,
             classifier,
         }
@@ -197,7 +216,8 @@ impl<C> ThrottleBuilder<C> {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the field when: `k` is below 1 or not a
-    /// finite number; `padding` is not a finite number above 0; the window
+    /// finite number; `padding` is not a finite number above 0;
+    /// `max_probability` is not in (0, 1]; the window
     /// is zero; the buckets are 0, more than 1 000, shorter than 1 ms, or do
     /// not divide the window exactly.
     pub fn build(self) -> Result<ThrottleLayer<C>, ConfigError> {
@@ -234,6 +254,12 @@ impl<C> ThrottleBuilder<C> {
                 ),
             ));
         }
+        if !(self.max_probability > 0.0 && self.max_probability <= 1.0) {
+            return Err(invalid(
+                "max_probability",
+                format!("must be in (0, 1], got {}", self.max_probability),
+            ));
+        }
         if self.window.is_zero() {
             return Err(invalid("window", "must be more than zero"));
         }
@@ -262,6 +288,7 @@ impl<C> ThrottleBuilder<C> {
         Ok(Settings {
             k: self.k,
             padding: self.padding,
+            max_probability: self.max_probability,
             window: self.window,
             buckets,
         })
@@ -288,6 +315,9 @@ impl ThrottleBuilder {
         if let Some(padding) = config.padding {
             b = b.padding(padding);
         }
+        if let Some(max_probability) = config.max_probability {
+            b = b.max_probability(max_probability);
+        }
         if let Some(seed) = config.seed {
             b = b.seed(seed);
         }
@@ -303,6 +333,7 @@ impl<C> fmt::Debug for ThrottleBuilder<C> {
             .field("window", &self.window)
             .field("window_buckets", &self.buckets)
             .field("padding", &self.padding)
+            .field("max_probability", &self.max_probability)
             .field("seed", &self.seed)
             .finish_non_exhaustive()
     }
@@ -325,6 +356,7 @@ fn invalid(field: &'static str, rule: impl Into<Cow<'static, str>>) -> ConfigErr
 /// window = "10s"
 /// window_buckets = 10
 /// padding = 1.0
+/// max_probability = 0.9
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
@@ -342,6 +374,8 @@ pub struct ThrottleConfig {
     pub window_buckets: Option<usize>,
     /// See [`ThrottleBuilder::padding`].
     pub padding: Option<f64>,
+    /// See [`ThrottleBuilder::max_probability`].
+    pub max_probability: Option<f64>,
     /// See [`ThrottleBuilder::seed`].
     pub seed: Option<u64>,
 }

@@ -32,6 +32,7 @@ struct Bucket {
 pub(crate) struct Settings {
     pub(crate) k: f64,
     pub(crate) padding: f64,
+    pub(crate) max_probability: f64,
     pub(crate) window: Duration,
     pub(crate) buckets: usize,
 }
@@ -166,11 +167,7 @@ impl Throttler {
         if !self.misses_in_window(epoch) {
             return 0.0;
         }
-        probability(
-            self.counts_at(epoch),
-            self.settings.k,
-            self.settings.padding,
-        )
+        probability(self.counts_at(epoch), &self.settings)
     }
 
     /// Whether a miss may still be in the window at `epoch`; forgets the
@@ -260,8 +257,14 @@ impl Throttler {
     }
 }
 
-/// The SRE book's formula, 0 for an empty window.
-pub(crate) fn probability(counts: Counts, k: f64, padding: f64) -> f64 {
+/// The SRE book's formula, 0 for an empty window, capped at the settings'
+/// `max_probability`.
+pub(crate) fn probability(counts: Counts, settings: &Settings) -> f64 {
+    sre_probability(counts, settings.k, settings.padding).min(settings.max_probability)
+}
+
+/// The SRE book's formula alone, 0 for an empty window.
+pub(crate) fn sre_probability(counts: Counts, k: f64, padding: f64) -> f64 {
     let requests = counts.requests() as f64;
     let accepts = counts.accepts as f64;
     let p = (requests - k * accepts) / (requests + padding);
@@ -274,9 +277,11 @@ mod tests {
     use super::*;
 
     fn throttler(k: f64, padding: f64, window: Duration, buckets: usize) -> Throttler {
+        // Uncapped: these tests are of the formula itself.
         let settings = Settings {
             k,
             padding,
+            max_probability: 1.0,
             window,
             buckets,
         };
@@ -401,7 +406,7 @@ mod tests {
             accepts: 0,
             misses: 0,
         };
-        assert_eq!(probability(counts, 2.0, 0.0), 0.0);
+        assert_eq!(sre_probability(counts, 2.0, 0.0), 0.0);
     }
 }
 
@@ -420,6 +425,7 @@ mod loom_tests {
             let settings = Settings {
                 k: 2.0,
                 padding: 1.0,
+                max_probability: 1.0,
                 window: Duration::from_secs(10),
                 buckets: 10,
             };
