@@ -377,17 +377,29 @@ mod tests {
             0,
             "the mark is cleared"
         );
-        // A held-up caller's miss from a bucket since reused is dropped.
+        // A held-up caller's miss from a bucket since reused (by a miss in
+        // epoch 25) is dropped, and leaves the newer miss alone.
         t.latest.store(25, Ordering::Relaxed);
-        t.record_at(25, true);
+        t.record_at(25, false);
         t.record_at(15, false);
         assert_eq!(
             t.counts_at(25),
             Counts {
-                accepts: 1,
-                misses: 0
+                accepts: 0,
+                misses: 1
             }
         );
+        // The same miss found ahead by the bucket's own tag: `ahead` drops
+        // it too, since a later epoch has been seen.
+        let misses = &t.bucket(15).misses;
+        assert_eq!(misses.update(15, |n| Some(n + 1)), Err(Unchanged::Ahead));
+        t.ahead(misses, 15);
+        assert_eq!(t.counts_at(25).misses, 1);
+        // Nobody has seen a later epoch: the tag ahead is left from a wrap
+        // of the tags, and the count starts over.
+        t.latest.store(15, Ordering::Relaxed);
+        t.ahead(misses, 15);
+        assert_eq!((t.counts_at(15).misses, misses.get(25)), (1, 0));
     }
 
     #[test]
