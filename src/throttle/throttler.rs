@@ -224,6 +224,14 @@ impl Throttler {
 
     /// Records an accept, or a miss, in `epoch`.
     pub(crate) fn record_at(&self, epoch: u64, accepted: bool) {
+        if self.latest.load(Ordering::Relaxed) >= epoch.saturating_add(self.buckets.len() as u64) {
+            // Held up past a whole window: the outcome has left it. Dropped
+            // here, before the bucket is touched, because the bucket may
+            // by now hold a tag so far ahead (more than `AHEAD`, with more
+            // than 512 buckets and a stall of two windows) that it would
+            // pass for an older one and be overwritten.
+            return;
+        }
         let bucket = self.bucket(epoch);
         let count = if accepted {
             &bucket.accepts
@@ -246,14 +254,20 @@ impl Throttler {
     /// up past a whole window (its outcome has left the window anyway, so
     /// it is dropped), or the tag is left from a wrap of the 24-bit tags
     /// after a long idle spell (nobody has seen a later epoch): then the
-    /// count starts over.
+    /// count starts over, in one compare-and-swap so that two callers
+    /// doing so at once both count.
+    ///
+    /// The wrap comes after 2^24 buckets: 4.66 hours with 1 ms buckets,
+    /// 194 days with the default 1 s ones. A bucket idle for exactly a
+    /// multiple of that would pass for current, and its old counts be read
+    /// once more until the next outcome in it; a throttle that quiet for
+    /// that long barely notices.
     #[cold]
     fn ahead(&self, count: &TaggedCount, epoch: u64) {
         if self.latest.load(Ordering::Relaxed) > epoch {
             return;
         }
-        count.restart(epoch);
-        let _ = count.add(epoch, 1);
+        count.restart_add(epoch, 1);
     }
 }
 
@@ -402,6 +416,27 @@ mod tests {
         assert_eq!((t.counts_at(15).misses, misses.get(25)), (1, 0));
     }
 
+    /// With more than 512 buckets, a tag two windows ahead is more than
+    /// `AHEAD` ahead and would pass for an older one: a caller held up that
+    /// long must still leave the live bucket alone.
+    #[test]
+    fn a_caller_held_up_two_windows_leaves_a_live_bucket_alone() {
+        let t = throttler(2.0, 1.0, Duration::from_secs(600), 600);
+        let later = 5 + 2 * 600;
+        t.latest.store(later, Ordering::Relaxed);
+        t.record_at(later, false);
+        t.record_at(later, true);
+        t.record_at(5, false);
+        t.record_at(5, true);
+        assert_eq!(
+            t.counts_at(later),
+            Counts {
+                accepts: 1,
+                misses: 1
+            }
+        );
+    }
+
     #[test]
     fn a_late_miss_keeps_its_mark() {
         let t = throttler(2.0, 1.0, Duration::from_secs(10), 10);
@@ -452,6 +487,32 @@ mod loom_tests {
             recorder.join().unwrap();
             assert_eq!(t.last_miss.load(Ordering::Relaxed), 11);
             assert!(t.probability_at(10) > 0.0);
+        });
+    }
+
+    /// Two misses in a bucket whose tag is left from a wrap of the tags
+    /// (nobody has seen a later epoch): both start the count over at once,
+    /// and both count.
+    #[test]
+    fn loom_two_restarts_of_a_wrapped_bucket_both_count() {
+        model(|| {
+            let settings = Settings {
+                k: 2.0,
+                padding: 1.0,
+                max_probability: 1.0,
+                window: Duration::from_secs(10),
+                buckets: 10,
+            };
+            let t = Arc::new(Throttler::new(Name::Static("t"), settings, 1));
+            // Bucket 3 holds epoch 13's tag; `latest` is still 0.
+            t.record_at(13, false);
+            let other = {
+                let t = t.clone();
+                thread::spawn(move || t.record_at(3, false))
+            };
+            t.record_at(3, false);
+            other.join().unwrap();
+            assert_eq!(t.counts_at(3).misses, 2);
         });
     }
 }
