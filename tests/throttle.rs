@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use palisade::classify::Outcome;
-use palisade::throttle::{ThrottleBuilder, ThrottleConfig, ThrottleLayer};
+use palisade::throttle::{NotReady, ThrottleBuilder, ThrottleConfig, ThrottleLayer};
 use palisade::{BoxError, ErrorKind};
 use support::stress::{bounded, hammer};
 use support::yielder::{Counters, Yielder};
-use support::{Answer, Probe};
+use support::{Answer, Probe, Readiness};
 use tokio::time::advance;
 use tokio_test::task;
 use tower::{Layer, Service, ServiceExt};
@@ -142,7 +142,7 @@ async fn a_refused_call_fails_at_once_without_reaching_the_upstream() {
     }
     assert!(refused > 10, "at p ≈ 0.98, only {refused} of 20 refused");
     assert!(handle.rejected() >= refused);
-    // `call` without `poll_ready`: an error, and nothing sent.
+    // `call` without `poll_ready`: a typed error, and nothing sent.
     let calls = probe.calls();
     let err = svc.call(1).await.unwrap_err();
     assert!(
@@ -150,7 +150,33 @@ async fn a_refused_call_fails_at_once_without_reaching_the_upstream() {
             .contains("without a successful `poll_ready`"),
         "{err}"
     );
+    let not_ready = err.downcast_ref::<NotReady>().expect("a typed error");
+    assert_eq!(not_ready.name(), "upstream");
     assert_eq!(probe.calls(), calls);
+}
+
+/// An admission is used only by a `call` right after a `poll_ready` that
+/// returned ready: after a `Pending` from the inner service, `call` fails
+/// with [`NotReady`] and never reaches the (unready) upstream, and the
+/// admission still serves once the upstream is ready.
+#[tokio::test(start_paused = true)]
+async fn a_call_after_a_pending_poll_ready_is_not_sent() {
+    let layer = builder().build().unwrap();
+    let probe = Probe::new(Answer::Now);
+    probe.set_readiness(Readiness::Pending);
+    let mut svc = layer.layer(probe.clone());
+    let mut ready = task::spawn(std::future::poll_fn(|cx| svc.poll_ready(cx)));
+    assert!(ready.poll().is_pending());
+    drop(ready);
+    // The probe panics if called unready.
+    let err = svc.call(1).await.unwrap_err();
+    assert!(err.downcast_ref::<NotReady>().is_some(), "{err}");
+    assert_eq!(probe.calls(), 0);
+
+    probe.set_readiness(Readiness::Ready);
+    assert_eq!(send(&mut svc, 2).await.unwrap(), 2);
+    assert_eq!(probe.calls(), 1);
+    assert_eq!(layer.handle().accepts(), 1);
 }
 
 /// Scenario CT-1: K below 1 (and so below 0) is refused at build time,

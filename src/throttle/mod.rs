@@ -192,7 +192,11 @@
 //! inner service's readiness, and `call` sends it. The decision is kept in
 //! the service until `call` uses it (a clone starts without one), so
 //! polling readiness again does not draw again, except that a refusal
-//! decided in an earlier bucket of the window is drawn afresh.
+//! decided in an earlier bucket of the window is drawn afresh. `call` uses
+//! it only if the last `poll_ready` returned `Ready(Ok(()))`; otherwise
+//! (no `poll_ready`, or one that returned `Pending`) the call is not sent
+//! and fails with [`NotReady`], a bug in the caller rather than a failure
+//! of the upstream, and recorded as neither.
 //!
 //! [`Classify`]: crate::classify::Classify
 //! [`Throttled`]: crate::error::Throttled
@@ -202,7 +206,7 @@ mod handle;
 mod layer;
 mod throttler;
 
-pub use future::ResponseFuture;
+pub use future::{NotReady, ResponseFuture};
 pub use handle::{Handle, Snapshot};
 pub use layer::{ThrottleBuilder, ThrottleConfig, ThrottleLayer};
 
@@ -226,6 +230,10 @@ pub struct Throttle<S, C = DefaultClassifier> {
     classifier: C,
     // Decided in `poll_ready`, used by `call`.
     decision: Option<Decision>,
+    // Whether the last `poll_ready` returned `Ready(Ok(()))`: only then may
+    // `call` use the decision (an admission kept across a `Pending` would
+    // call an inner service that is not ready).
+    ready: bool,
 }
 
 impl<S, C> Throttle<S, C> {
@@ -235,6 +243,7 @@ impl<S, C> Throttle<S, C> {
             throttler,
             classifier,
             decision: None,
+            ready: false,
         }
     }
 
@@ -305,20 +314,34 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Decision::Reject { .. } = self.decide() {
             // Decided without touching the inner service's readiness.
+            self.ready = true;
             return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                self.ready = true;
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Err(err)) => {
                 // No call will follow.
                 self.decision = None;
+                self.ready = false;
                 Poll::Ready(Err(err.into()))
             }
-            other => other.map_err(Into::into),
+            Poll::Pending => {
+                // The admission stands for the next `poll_ready`, but a
+                // `call` now would find the inner service unready.
+                self.ready = false;
+                Poll::Pending
+            }
         }
     }
 
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
+        if !std::mem::take(&mut self.ready) {
+            return ResponseFuture::not_ready(self.throttler.name().clone());
+        }
         match self.decision.take() {
             Some(Decision::Admit) => ResponseFuture::admitted(
                 self.inner.call(request),
