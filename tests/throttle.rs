@@ -581,6 +581,47 @@ async fn counts_stay_exact_under_contention() {
     assert!(totals.refused > 0 && totals.cancelled > 0, "{totals:?}");
 }
 
+/// As above, but over a window of 2 ms in two buckets, so that buckets
+/// roll over while the tasks race (real time: the paused clock cannot span
+/// worker threads). Counts leave the window, so only what rollover keeps
+/// is checked: refusals and upstream calls stay exact, and the window
+/// never holds more than was recorded, nor more accepts than requests.
+/// Rounds repeat until the window has visibly rolled over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_stay_consistent_while_the_window_rolls_over() {
+    let layer = builder()
+        .window(Duration::from_millis(2))
+        .window_buckets(2)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let counters = Arc::new(Counters::default());
+    let svc = layer.layer(Yielder(counters.clone()));
+    let mut totals = support::stress::Tally::default();
+    for (round, fail_one_in) in [1, 3, 2].into_iter().cycle().enumerate().take(30) {
+        let tally = bounded(hammer(svc.clone(), 16, 50, fail_one_in, round as u64)).await;
+        totals.add(tally);
+        let s = handle.snapshot();
+        let recorded = totals.succeeded + totals.failed + totals.refused;
+        assert!(s.requests <= recorded, "{s:?} {totals:?}");
+        assert!(s.accepts <= totals.succeeded, "{s:?} {totals:?}");
+        assert!(s.accepts <= s.requests, "{s:?}");
+        assert_eq!(s.rejected, totals.refused, "{totals:?}");
+        let calls = counters.calls.load(Ordering::SeqCst) as u64;
+        assert_eq!(
+            calls,
+            totals.succeeded + totals.failed + totals.cancelled,
+            "{totals:?}"
+        );
+        assert_eq!(counters.in_flight.load(Ordering::SeqCst), 0);
+        if s.requests < recorded && round >= 2 {
+            // Outcomes have left the window, every kind of upstream seen.
+            return;
+        }
+    }
+    panic!("the window never rolled over: {totals:?}");
+}
+
 /// The configuration as a file holds it.
 #[cfg(feature = "serde")]
 #[test]

@@ -437,6 +437,54 @@ mod tests {
         );
     }
 
+    /// Threads record as fast as they can over a real window of 20 ms in
+    /// 10 buckets, for at least three whole windows, so that buckets start
+    /// afresh while others add to them. Every epoch still in the window at
+    /// the end holds exactly the outcomes recorded in it: starting a bucket
+    /// over never loses, and a late caller never adds to, a count of the
+    /// window. (Real time, not the paused clock: that cannot span threads.)
+    #[test]
+    fn each_bucket_in_the_window_counts_exactly_while_buckets_roll_over() {
+        use std::collections::HashMap;
+        let t = std::sync::Arc::new(throttler(2.0, 1.0, Duration::from_millis(20), 10));
+        let start = t.epoch(Instant::now());
+        let threads: Vec<_> = (0..4)
+            .map(|n| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    let mut recorded: HashMap<(u64, bool), u64> = HashMap::new();
+                    for i in 0..10_000_000u64 {
+                        let epoch = t.epoch(Instant::now());
+                        let accepted = (i + n) % 3 != 0;
+                        t.record_at(epoch, accepted);
+                        *recorded.entry((epoch, accepted)).or_default() += 1;
+                        if epoch >= start + 30 {
+                            break;
+                        }
+                    }
+                    recorded
+                })
+            })
+            .collect();
+        let mut recorded: HashMap<(u64, bool), u64> = HashMap::new();
+        for thread in threads {
+            for (key, n) in thread.join().unwrap() {
+                *recorded.entry(key).or_default() += n;
+            }
+        }
+        let last = t.latest.load(Ordering::Relaxed);
+        assert!(last >= start + 30, "the window rolled over three times");
+        for epoch in last - 9..=last {
+            let bucket = t.bucket(epoch);
+            let expected = |accepted| recorded.get(&(epoch, accepted)).copied().unwrap_or(0);
+            assert_eq!(
+                (bucket.accepts.get(epoch), bucket.misses.get(epoch)),
+                (expected(true), expected(false)),
+                "epoch {epoch}"
+            );
+        }
+    }
+
     #[test]
     fn a_late_miss_keeps_its_mark() {
         let t = throttler(2.0, 1.0, Duration::from_secs(10), 10);
