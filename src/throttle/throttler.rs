@@ -244,8 +244,9 @@ impl Throttler {
             Err(Unchanged::Declined) => {}
         }
         if !accepted {
-            // After the count, so that a reader who finds the mark finds
-            // the miss too.
+            // Relaxed: a reader may see the mark before the miss, or the
+            // miss before the mark. Either way it only reads the window a
+            // call late or early; the counts themselves are exact.
             self.last_miss.fetch_max(epoch + 1, Ordering::Relaxed);
         }
     }
