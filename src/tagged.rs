@@ -96,6 +96,26 @@ impl TaggedCount {
             .store(Self::tag(epoch) << COUNT_BITS, Ordering::Relaxed);
     }
 
+    /// Adds `amount` in `epoch` whatever tag the count holds: a count of
+    /// `epoch` grows, any other tag (taken for stale, as by
+    /// [`restart`](Self::restart)) starts over at `amount`. One
+    /// compare-and-swap, so two holders restarting the same epoch at once
+    /// both count, where a restart followed by an add could lose one.
+    #[cold]
+    pub(crate) fn restart_add(&self, epoch: u64, amount: u64) {
+        let tag = Self::tag(epoch);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                let count = if word >> COUNT_BITS == tag {
+                    word & COUNT_MAX
+                } else {
+                    0
+                };
+                Some(tag << COUNT_BITS | count.saturating_add(amount).min(COUNT_MAX))
+            });
+    }
+
     /// The count if it belongs to `epoch`, else 0.
     #[inline]
     pub(crate) fn get(&self, epoch: u64) -> u64 {
@@ -158,6 +178,18 @@ mod tests {
         c.restart(3);
         assert_eq!((c.get(3), c.get(5)), (0, 0));
         assert_eq!(c.update(3, |n| Some(n + 1)), Ok(0));
+    }
+
+    #[test]
+    fn restart_add_starts_a_stale_tag_over_and_adds_to_its_own() {
+        let c = TaggedCount::default();
+        assert!(c.add(5, 3));
+        c.restart_add(3, 2);
+        assert_eq!((c.get(3), c.get(5)), (2, 0), "a tag ahead starts over");
+        c.restart_add(3, 1);
+        assert_eq!(c.get(3), 3, "its own tag's count grows");
+        c.restart_add(3, COUNT_MAX);
+        assert_eq!(c.get(3), COUNT_MAX, "and saturates");
     }
 }
 

@@ -214,8 +214,13 @@ fn throttle_success_path_allocates_nothing() {
     let layer = ThrottleLayer::builder().build().unwrap();
     assert_eq!(allocations_per_run(layer.layer(Noop)), 0);
     // A failure in the window: each decision now sums the window (it stays
-    // at probability 0, as the accepts outweigh it).
-    let layer = ThrottleLayer::builder().build().unwrap();
+    // at probability 0, as the accepts outweigh it). The window is an hour,
+    // so that the failure is still in it however slowly the test runs (it
+    // runs on the real clock: the allocator counts this thread only).
+    let layer = ThrottleLayer::builder()
+        .window(Duration::from_secs(3_600))
+        .build()
+        .unwrap();
     let failing = tower::service_fn(|_: u64| async { Err::<u64, &str>("failed") });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -229,8 +234,14 @@ fn throttle_success_path_allocates_nothing() {
         let _ = layer.layer(failing).oneshot(0).await;
     });
     assert_eq!(allocations_per_run(layer.layer(Noop)), 0);
-    assert!(layer.handle().requests() > 1_000);
-    assert_eq!(layer.handle().probability(), 0.0);
+    let handle = layer.handle();
+    assert!(handle.requests() > 1_000);
+    assert_eq!(
+        handle.requests(),
+        handle.accepts() + 1,
+        "the failure was still in the window"
+    );
+    assert_eq!(handle.probability(), 0.0);
 }
 
 /// hyper clones the whole stack for every request.

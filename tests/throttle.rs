@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use palisade::classify::Outcome;
-use palisade::throttle::{ThrottleBuilder, ThrottleConfig, ThrottleLayer};
+use palisade::throttle::{NotReady, ThrottleBuilder, ThrottleConfig, ThrottleLayer};
 use palisade::{BoxError, ErrorKind};
 use support::stress::{bounded, hammer};
 use support::yielder::{Counters, Yielder};
-use support::{Answer, Probe};
+use support::{Answer, Probe, Readiness};
 use tokio::time::advance;
 use tokio_test::task;
 use tower::{Layer, Service, ServiceExt};
@@ -142,7 +142,7 @@ async fn a_refused_call_fails_at_once_without_reaching_the_upstream() {
     }
     assert!(refused > 10, "at p ≈ 0.98, only {refused} of 20 refused");
     assert!(handle.rejected() >= refused);
-    // `call` without `poll_ready`: an error, and nothing sent.
+    // `call` without `poll_ready`: a typed error, and nothing sent.
     let calls = probe.calls();
     let err = svc.call(1).await.unwrap_err();
     assert!(
@@ -150,7 +150,33 @@ async fn a_refused_call_fails_at_once_without_reaching_the_upstream() {
             .contains("without a successful `poll_ready`"),
         "{err}"
     );
+    let not_ready = err.downcast_ref::<NotReady>().expect("a typed error");
+    assert_eq!(not_ready.name(), "upstream");
     assert_eq!(probe.calls(), calls);
+}
+
+/// An admission is used only by a `call` right after a `poll_ready` that
+/// returned ready: after a `Pending` from the inner service, `call` fails
+/// with [`NotReady`] and never reaches the (unready) upstream, and the
+/// admission still serves once the upstream is ready.
+#[tokio::test(start_paused = true)]
+async fn a_call_after_a_pending_poll_ready_is_not_sent() {
+    let layer = builder().build().unwrap();
+    let probe = Probe::new(Answer::Now);
+    probe.set_readiness(Readiness::Pending);
+    let mut svc = layer.layer(probe.clone());
+    let mut ready = task::spawn(std::future::poll_fn(|cx| svc.poll_ready(cx)));
+    assert!(ready.poll().is_pending());
+    drop(ready);
+    // The probe panics if called unready.
+    let err = svc.call(1).await.unwrap_err();
+    assert!(err.downcast_ref::<NotReady>().is_some(), "{err}");
+    assert_eq!(probe.calls(), 0);
+
+    probe.set_readiness(Readiness::Ready);
+    assert_eq!(send(&mut svc, 2).await.unwrap(), 2);
+    assert_eq!(probe.calls(), 1);
+    assert_eq!(layer.handle().accepts(), 1);
 }
 
 /// Scenario CT-1: K below 1 (and so below 0) is refused at build time,
@@ -553,6 +579,47 @@ async fn counts_stay_exact_under_contention() {
     // The runs had both: refusals (when every call failed) and
     // cancellations (of admitted calls, mostly when few failed).
     assert!(totals.refused > 0 && totals.cancelled > 0, "{totals:?}");
+}
+
+/// As above, but over a window of 2 ms in two buckets, so that buckets
+/// roll over while the tasks race (real time: the paused clock cannot span
+/// worker threads). Counts leave the window, so only what rollover keeps
+/// is checked: refusals and upstream calls stay exact, and the window
+/// never holds more than was recorded, nor more accepts than requests.
+/// Rounds repeat until the window has visibly rolled over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_stay_consistent_while_the_window_rolls_over() {
+    let layer = builder()
+        .window(Duration::from_millis(2))
+        .window_buckets(2)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let counters = Arc::new(Counters::default());
+    let svc = layer.layer(Yielder(counters.clone()));
+    let mut totals = support::stress::Tally::default();
+    for (round, fail_one_in) in [1, 3, 2].into_iter().cycle().enumerate().take(30) {
+        let tally = bounded(hammer(svc.clone(), 16, 50, fail_one_in, round as u64)).await;
+        totals.add(tally);
+        let s = handle.snapshot();
+        let recorded = totals.succeeded + totals.failed + totals.refused;
+        assert!(s.requests <= recorded, "{s:?} {totals:?}");
+        assert!(s.accepts <= totals.succeeded, "{s:?} {totals:?}");
+        assert!(s.accepts <= s.requests, "{s:?}");
+        assert_eq!(s.rejected, totals.refused, "{totals:?}");
+        let calls = counters.calls.load(Ordering::SeqCst) as u64;
+        assert_eq!(
+            calls,
+            totals.succeeded + totals.failed + totals.cancelled,
+            "{totals:?}"
+        );
+        assert_eq!(counters.in_flight.load(Ordering::SeqCst), 0);
+        if s.requests < recorded && round >= 2 {
+            // Outcomes have left the window, every kind of upstream seen.
+            return;
+        }
+    }
+    panic!("the window never rolled over: {totals:?}");
 }
 
 /// The configuration as a file holds it.

@@ -29,8 +29,11 @@ const DEFAULT_MAX_PROBABILITY: f64 = 0.9;
 /// module docs' "Defaults".
 const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 const DEFAULT_BUCKETS: usize = 10;
-/// Fewer than the tags' lookahead (1024), so that every bucket of a window
-/// has a distinct tag.
+/// At most the tags' lookahead (1024 epochs): a bucket reused one lap (a
+/// window's worth of buckets) later must read as ahead of the epoch a
+/// held-up caller still holds, not as an older one it may overwrite.
+/// (Distinct tags within a window would allow 2^24.) Callers held up for
+/// longer than a whole window are dropped before they touch a bucket.
 const MAX_BUCKETS: usize = 1_000;
 const MIN_BUCKET: Duration = Duration::from_millis(1);
 

@@ -12,10 +12,12 @@
 //!
 //! (at most `max_probability`, 0.9 by default) and fails at once with
 //! [`Throttled`]. This is client-side throttling as the Google SRE book
-//! describes it ("Handling Overload"). A call refused here counts as a
-//! request without an accept, so what the upstream receives settles at
-//! about K times what it accepts: enough to see it recover, not enough to
-//! keep it drowning.
+//! describes it ("Handling Overload"). A call refused here still counts as
+//! a request (one without an accept), which keeps the probability up while
+//! the upstream is short of room: what limits itself is the volume sent,
+//! requests × (1 − probability), which settles at about K times what the
+//! upstream accepts: enough to see it recover, not enough to keep it
+//! drowning.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -127,22 +129,27 @@
 //! - **K = 2**, the SRE book's: the upstream receives up to twice what it
 //!   accepts, so it can show that it has room again.
 //! - **A window of 10 s, in 10 buckets of 1 s.** The SRE book uses two
-//!   minutes. But the throttle reacts to an overload once the old accepts
-//!   have left the window, and after the upstream recovers, the calls let
-//!   through grow by about a factor of e every half window: both take a
-//!   window or two. In simulations (20 to 1 000 calls a second, the
-//!   upstream's capacity dropping to between a fifth and a twentieth of
-//!   that), a 10 s window throttled within 8 to 9 s and was back to full
-//!   traffic 6 to 16 s after the upstream recovered; a 2-minute window
-//!   took about 100 to 115 s to react and 75 to 180 s to recover, while
-//!   the upstream received the same share in the steady state with
-//!   either. 10 s still holds enough
-//!   outcomes to judge by at a call a second or more. Outcomes leave the
-//!   window a bucket at a time: each counts for between 9 and 10 s.
-//! - **Padding 1**, the SRE book's: a single failure in a quiet window
-//!   refuses half the calls. Raise it for an upstream called rarely.
-//! - **No minimum number of calls.** The padding already damps a quiet
-//!   window, and the refused share limits itself.
+//!   minutes. But the throttle reacts to an overload only once the old
+//!   accepts have left the window (about a window), and after the upstream
+//!   recovers, the calls let through grow by a factor of e about every
+//!   0.63 window with K = 2 (every W / x, where x = K (1 − e^−x)): both
+//!   take a window or a few. Both scale with the window, so a 2-minute
+//!   one is twelve times slower to react and to recover, while the
+//!   upstream receives the same share in the steady state. This crate's
+//!   test of a 30 s outage at 100 calls a second sees full traffic back
+//!   16 s after the upstream returns with the 10 s default (it asserts at
+//!   most 20 s). 10 s still holds enough outcomes to judge by at a call a
+//!   second or more. Outcomes leave the window a bucket at a time: each
+//!   counts for between 9 and 10 s.
+//! - **Padding 1**, the SRE book's. It matters only in a nearly empty
+//!   window: after a single failure there, the next call is refused with
+//!   probability 1/2 (1 / (1 + padding)); each refusal raises that (it
+//!   counts as a request), and accepts bring it down (one accept beside
+//!   the lone failure, to 0).
+//! - **No minimum number of calls.** The padding plays that part, and at
+//!   1 it barely damps a quiet window: raise it for an upstream called
+//!   rarely (with a padding of 10, a lone failure refuses the next call
+//!   with probability 1/11).
 //!
 //! # Where to put it
 //!
@@ -192,7 +199,11 @@
 //! inner service's readiness, and `call` sends it. The decision is kept in
 //! the service until `call` uses it (a clone starts without one), so
 //! polling readiness again does not draw again, except that a refusal
-//! decided in an earlier bucket of the window is drawn afresh.
+//! decided in an earlier bucket of the window is drawn afresh. `call` uses
+//! it only if the last `poll_ready` returned `Ready(Ok(()))`; otherwise
+//! (no `poll_ready`, or one that returned `Pending`) the call is not sent
+//! and fails with [`NotReady`], a bug in the caller rather than a failure
+//! of the upstream, and recorded as neither.
 //!
 //! [`Classify`]: crate::classify::Classify
 //! [`Throttled`]: crate::error::Throttled
@@ -202,7 +213,7 @@ mod handle;
 mod layer;
 mod throttler;
 
-pub use future::ResponseFuture;
+pub use future::{NotReady, ResponseFuture};
 pub use handle::{Handle, Snapshot};
 pub use layer::{ThrottleBuilder, ThrottleConfig, ThrottleLayer};
 
@@ -226,6 +237,10 @@ pub struct Throttle<S, C = DefaultClassifier> {
     classifier: C,
     // Decided in `poll_ready`, used by `call`.
     decision: Option<Decision>,
+    // Whether the last `poll_ready` returned `Ready(Ok(()))`: only then may
+    // `call` use the decision (an admission kept across a `Pending` would
+    // call an inner service that is not ready).
+    ready: bool,
 }
 
 impl<S, C> Throttle<S, C> {
@@ -235,6 +250,7 @@ impl<S, C> Throttle<S, C> {
             throttler,
             classifier,
             decision: None,
+            ready: false,
         }
     }
 
@@ -305,20 +321,34 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Decision::Reject { .. } = self.decide() {
             // Decided without touching the inner service's readiness.
+            self.ready = true;
             return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                self.ready = true;
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Err(err)) => {
                 // No call will follow.
                 self.decision = None;
+                self.ready = false;
                 Poll::Ready(Err(err.into()))
             }
-            other => other.map_err(Into::into),
+            Poll::Pending => {
+                // The admission stands for the next `poll_ready`, but a
+                // `call` now would find the inner service unready.
+                self.ready = false;
+                Poll::Pending
+            }
         }
     }
 
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
+        if !std::mem::take(&mut self.ready) {
+            return ResponseFuture::not_ready(self.throttler.name().clone());
+        }
         match self.decision.take() {
             Some(Decision::Admit) => ResponseFuture::admitted(
                 self.inner.call(request),
