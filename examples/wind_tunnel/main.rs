@@ -27,7 +27,8 @@
 //! --rate N               requests per second (default 500)
 //! --duration SECS        length of each run (default 10)
 //! --deadline SECS        the caller's deadline per request (default 1)
-//! --seed N               seeds the faults and every jitter that can be seeded (default 42)
+//! --seed N               seeds the faults and every jitter that can be seeded (default 42;
+//!                        each gets a seed of its own derived from it: see upstream::Seeds)
 //! --real-time            run every stack in real time, not only those that need it
 //! --palisade-config FILE a palisade stack from a TOML file (needs --features serde)
 //! ```
@@ -57,7 +58,7 @@ use palisade::BoxError;
 
 use drive::{Report, RunSettings, drive};
 use stacks::{Clock, STACKS, StackEntry, StackSettings};
-use upstream::{Profile, Upstream};
+use upstream::{Profile, Seeds, Upstream};
 
 const USAGE: &str = "usage: wind_tunnel [--profile NAME]... [--stack NAME]... [--rate N] \
 [--duration SECS] [--deadline SECS] [--seed N] [--real-time] [--palisade-config FILE]";
@@ -145,8 +146,19 @@ async fn measure(
     settings: &StackSettings,
     run: RunSettings,
 ) -> Result<Report, BoxError> {
-    let upstream = Upstream::new(profile, run.duration, run.rate, run.requests(), run.seed);
-    let stack = build(upstream.clone(), settings)?;
+    let seeds = Seeds::of(run.seed);
+    let upstream = Upstream::new(
+        profile,
+        run.duration,
+        run.rate,
+        run.requests(),
+        seeds.faults,
+    );
+    let settings = StackSettings {
+        seed: seeds.stacks,
+        ..settings.clone()
+    };
+    let stack = build(upstream.clone(), &settings)?;
     Ok(drive(stack, &upstream, profile, run).await)
 }
 
@@ -204,7 +216,6 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
-    settings.seed = run.seed;
     if profiles.is_empty() {
         profiles = Profile::ALL.to_vec();
     }

@@ -138,6 +138,33 @@ async fn a_seed_repeats_a_run_and_another_seed_changes_it() {
     assert_ne!(run(Profile::BrownOut, stack("palisade"), 8).await, first);
 }
 
+/// The faults and the stacks draw from streams of their own: with one seed
+/// for both, tower's jitter and palisade's throttle (both a splitmix64
+/// sequence from their seed) drew the very numbers that decided the faults.
+#[test]
+fn the_faults_and_the_stacks_draw_from_separate_streams() {
+    for seed in [0, 1, 42, 43] {
+        let seeds = upstream::Seeds::of(seed);
+        assert_ne!(seeds.faults, seeds.stacks);
+        let draws = |seed| {
+            let mut rng = upstream::Rng::new(seed);
+            (0..10_000).map(|_| rng.next_u64()).collect::<Vec<_>>()
+        };
+        let faults: std::collections::HashSet<u64> = draws(seeds.faults).into_iter().collect();
+        let shared = draws(seeds.stacks)
+            .into_iter()
+            .filter(|x| faults.contains(x))
+            .count();
+        assert_eq!(shared, 0, "seed {seed}: the streams overlap");
+    }
+    // Neighbouring run seeds (--runs uses seed, seed + 1, ...) do not give
+    // neighbouring fault seeds either.
+    assert_ne!(
+        upstream::Seeds::of(43).faults,
+        upstream::Seeds::of(42).faults.wrapping_add(1)
+    );
+}
+
 /// The sample file builds the same stack as `palisade`, so it measures
 /// the same.
 #[cfg(feature = "serde")]
@@ -187,7 +214,7 @@ fn flags_pick_profiles_stacks_and_settings() {
         ["none"]
     );
     assert_eq!(args.run.requests(), 500);
-    assert_eq!(args.settings.seed, 9);
+    assert_eq!(args.run.seed, 9);
     assert!(parse_args(["--stack", "nope"].into_iter().map(String::from)).is_err());
     assert!(parse_args(["--rate", "0"].into_iter().map(String::from)).is_err());
     // --help is no error: main prints the usage and exits 0 on an empty message.

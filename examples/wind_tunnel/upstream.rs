@@ -301,6 +301,41 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The seeds of a run's components, each derived from the run's one seed.
+///
+/// The upstream's fault draws and the stacks' jitter and throttle draws must
+/// not be one stream: the upstream's [`Rng`], palisade's seeding and its
+/// throttle's generator are all splitmix64, so a stack given the faults'
+/// seed would draw the very numbers that decided the faults (tower's
+/// jitter and palisade's throttle draw exactly that sequence), and its
+/// "random" retries would line up with the failures. Each component gets
+/// `splitmix64(seed ^ TAG)` with a tag of its own instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seeds {
+    /// The upstream's fault and latency draws.
+    pub(crate) faults: u64,
+    /// Every seedable draw of the stack: jitter, throttle.
+    pub(crate) stacks: u64,
+}
+
+/// "faults" and "stacks" in ASCII: any two distinct constants would do.
+const TAG_FAULTS: u64 = 0x6661_756c_7473;
+const TAG_STACKS: u64 = 0x7374_6163_6b73;
+
+impl Seeds {
+    pub(crate) fn of(seed: u64) -> Seeds {
+        Seeds {
+            faults: splitmix64(seed ^ TAG_FAULTS),
+            stacks: splitmix64(seed ^ TAG_STACKS),
+        }
+    }
+}
+
+/// One step of splitmix64, as a function of its input.
+fn splitmix64(x: u64) -> u64 {
+    Rng::new(x).next_u64()
+}
+
 /// splitmix64: small, seedable, and good enough for fault draws.
 pub(crate) struct Rng(u64);
 
