@@ -30,17 +30,31 @@ fn stack(name: &str) -> stacks::Build {
 }
 
 async fn run(profile: Profile, build: stacks::Build, seed: u64) -> Report {
+    run_for(profile, build, short_run(seed)).await
+}
+
+async fn run_for(profile: Profile, build: stacks::Build, run: RunSettings) -> Report {
     measure(
         profile,
         build,
         &StackSettings {
-            seed,
+            seed: run.seed,
             palisade_config: None,
         },
-        short_run(seed),
+        run,
     )
     .await
     .expect("the stack builds")
+}
+
+/// A full 10 s run, long enough for all three outages.
+async fn full_outage_run(build: stacks::Build) -> drive::Outage {
+    let run = RunSettings {
+        duration: Duration::from_secs(10),
+        ..short_run(1)
+    };
+    let report = run_for(Profile::Outage, build, run).await;
+    report.outage.expect("the outage profile measures recovery")
 }
 
 #[tokio::test(start_paused = true)]
@@ -76,13 +90,53 @@ async fn amplification_counts_every_attempt_of_a_request() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_bare_stack_recovers_from_the_outage_at_once() {
-    let report = run(Profile::Outage, stack("none"), 1).await;
-    let outage = report.outage.expect("the outage profile measures recovery");
-    assert_eq!(outage.recovery, Some(Duration::ZERO));
+async fn the_bare_stack_recovers_from_every_outage_at_once() {
+    let run = RunSettings {
+        duration: Duration::from_secs(10),
+        ..short_run(1)
+    };
+    let report = run_for(Profile::Outage, stack("none"), run).await;
+    let outage = report
+        .outage
+        .clone()
+        .expect("the outage profile measures recovery");
+    assert_eq!(outage.recoveries, [Some(Duration::ZERO); 3]);
     assert_eq!(outage.amplification, 1.0);
-    // Down for 0.8 s of the 2 s run: those requests, and no others, fail.
-    assert!((report.success_rate - 0.6).abs() < 0.005, "{report:?}");
+    // Down for 0.35 + 1.35 + 3.35 s of the 10 s run: those requests, and
+    // no others, fail.
+    assert!((report.success_rate - 0.495).abs() < 0.002, "{report:?}");
+}
+
+/// Recovery is found to the request, not to a window: the first success
+/// that opens 100 ms of at least 90 % successes.
+#[test]
+fn recovery_is_measured_to_the_request() {
+    // A request every 2 ms from 0.9 s; up at 1 s; everything fails until
+    // 1.036 s, but for a lone success at 1.010 s.
+    let answers: Vec<drive::Answer> = (0..300)
+        .map(|i| {
+            let sent = Duration::from_millis(900 + 2 * i as u64);
+            let ok = sent >= Duration::from_millis(1036) || sent == Duration::from_millis(1010);
+            drive::Answer {
+                id: i,
+                sent,
+                latency: Duration::from_millis(10),
+                ok,
+            }
+        })
+        .collect();
+    let up = Duration::from_secs(1);
+    let recovery = |until| drive::recovery(&answers, up, until);
+    assert_eq!(
+        recovery(Duration::from_secs(2)),
+        Some(Duration::from_millis(36))
+    );
+    // The window must end before the next outage (or the run) does.
+    assert_eq!(recovery(Duration::from_millis(1135)), None);
+    assert_eq!(
+        recovery(Duration::from_millis(1136)),
+        Some(Duration::from_millis(36))
+    );
 }
 
 /// A breaker open for 30 s, longer than the run.
@@ -95,16 +149,26 @@ fn breaker_open_30_s(upstream: upstream::Upstream, _: &StackSettings) -> Result<
 
 #[tokio::test(start_paused = true)]
 async fn a_breaker_still_open_at_the_end_of_the_run_never_recovers() {
-    let report = run(Profile::Outage, breaker_open_30_s, 1).await;
-    assert_eq!(report.outage.and_then(|o| o.recovery), None, "{report:?}");
-    // palisade's default breaker (open 100 ms) is back within the run,
-    // after the upstream.
-    let report = run(Profile::Outage, stack("palisade-defaults"), 1).await;
-    let recovery = report.outage.and_then(|o| o.recovery).expect("recovered");
+    let outage = full_outage_run(breaker_open_30_s).await;
+    assert_eq!(outage.recoveries, [None; 3], "{outage:?}");
+    assert_eq!((outage.worst(), outage.mean()), (None, None));
+}
+
+/// The outages end part-way into a 1 s open period, so a breaker open 1 s
+/// (`palisade`) is seen to cost most of a second after each, and one open
+/// 100 ms (palisade's default) less than a tenth of that.
+#[tokio::test(start_paused = true)]
+async fn recovery_tells_a_long_open_period_from_a_short_one() {
+    let short = full_outage_run(stack("palisade-defaults")).await;
+    let worst = short.worst().expect("recovered");
     assert!(
-        recovery > Duration::ZERO && recovery <= Duration::from_millis(200),
-        "{report:?}"
+        worst > Duration::ZERO && worst <= Duration::from_millis(150),
+        "{short:?}"
     );
+    let long = full_outage_run(stack("palisade")).await;
+    let mean = long.mean().expect("recovered");
+    assert!(mean >= Duration::from_millis(500), "{long:?}");
+    assert!(long.worst() >= Some(mean) && short.mean() <= Some(worst));
 }
 
 fn bulkhead_of_eight(upstream: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {

@@ -59,8 +59,19 @@ const SLOW_SHARE: f64 = 0.1;
 const SLOW_CALL: Duration = Duration::from_millis(500);
 /// `brown-out`: the error rate reached at the end of the run.
 const BROWN_OUT_PEAK: f64 = 0.9;
-/// `outage`: how long the upstream is down.
-const OUTAGE: Duration = Duration::from_secs(3);
+/// `outage`: when the upstream goes down (from the start of the run) and for
+/// how long. The lengths are a whole number of seconds plus 350 ms, so the
+/// return falls part-way into a breaker's open period of 1 s (or of 100 ms,
+/// or 250 ms...), and differ, so that a breaker whose open period is long
+/// is seen to cost more than one whose period is short.
+const OUTAGES: [(Duration, Duration); 3] = [
+    (Duration::from_millis(500), Duration::from_millis(350)),
+    (Duration::from_millis(2500), Duration::from_millis(1350)),
+    (Duration::from_millis(5000), Duration::from_millis(3350)),
+];
+/// An outage is played only if the run goes on this long after it: its
+/// recovery is looked for there.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 /// `overload`: each call holds a worker this long, so the workers together
 /// serve `workers / OVERLOAD_SERVICE_TIME` calls a second.
 const OVERLOAD_SERVICE_TIME: Duration = Duration::from_millis(20);
@@ -103,11 +114,18 @@ impl Profile {
         match self {
             Profile::SteadyErrors => "30 % of calls fail at random".into(),
             Profile::Outage => {
-                let (down, up) = outage_window(duration);
+                let outages: Vec<String> = outage_windows(duration)
+                    .map(|(down, up)| {
+                        format!(
+                            "{:.2} s from {:.1} s",
+                            (up - down).as_secs_f64(),
+                            down.as_secs_f64()
+                        )
+                    })
+                    .collect();
                 format!(
-                    "healthy, down (every call fails at once) from {:.1} s to {:.1} s, healthy again",
-                    down.as_secs_f64(),
-                    up.as_secs_f64()
+                    "down (every call fails at once) for {}, healthy otherwise",
+                    outages.join(", ")
                 )
             }
             Profile::SlowTail => "10 % of calls take 500 ms".into(),
@@ -124,11 +142,14 @@ impl Profile {
     }
 }
 
-/// When the `outage` upstream is down, from the start of the run: from 30 %
-/// of the run for 3 s (or 40 % of a run too short for that).
-pub(crate) fn outage_window(duration: Duration) -> (Duration, Duration) {
-    let down = duration.mul_f64(0.3);
-    (down, down + OUTAGE.min(duration.mul_f64(0.4)))
+/// When the `outage` upstream is down, from the start of the run: each
+/// outage as (down, up), in order; those of [`OUTAGES`] followed by at
+/// least [`HEALTHY_AFTER`] of the run.
+pub(crate) fn outage_windows(duration: Duration) -> impl Iterator<Item = (Duration, Duration)> {
+    OUTAGES
+        .into_iter()
+        .map(|(down, length)| (down, down + length))
+        .filter(move |&(_, up)| up + HEALTHY_AFTER <= duration)
 }
 
 /// `overload`'s workers: enough to serve half of `rate`.
@@ -247,8 +268,7 @@ async fn serve(shared: Arc<Shared>, request: Request) -> Result<Response, Upstre
             fail_if(draw.chance < STEADY_ERROR_RATE)
         }
         Profile::Outage => {
-            let (down, up) = outage_window(shared.duration);
-            if (down..up).contains(&elapsed) {
+            if outage_windows(shared.duration).any(|(down, up)| (down..up).contains(&elapsed)) {
                 return Err(UpstreamError::Down);
             }
             sleep(draw.latency).await;
