@@ -23,7 +23,8 @@
 //! Run it with `cargo run --release --example wind_tunnel`; flags:
 //!
 //! ```text
-//! --profile NAME         steady-errors, outage, slow-tail, brown-out, overload (repeatable; default all)
+//! --profile NAME         steady-errors, outage, slow-tail, brown-out, overload, overload-costly
+//!                        (repeatable; default all)
 //! --stack NAME           a name from stacks::STACKS (repeatable; default all)
 //! --rate N               requests per second (default 500)
 //! --duration SECS        length of each run (default 10)

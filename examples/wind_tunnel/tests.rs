@@ -195,6 +195,46 @@ async fn retries_cannot_serve_more_than_the_overloaded_upstreams_capacity() {
     assert_eq!(report.peak_concurrency, 10, "{report:?}");
 }
 
+/// Refusals that hold a worker 5 ms leave the workers' 5000 ms a second
+/// for x served calls of 20 ms and 500 - x refused ones: x = 500 / 3.
+#[tokio::test(start_paused = true)]
+async fn refusals_that_cost_the_upstream_capacity_serve_fewer_calls() {
+    let free = run(Profile::Overload, stack("none"), 1).await;
+    assert!(free.success_rate > 0.49, "{free:?}");
+    let costly = run(Profile::OverloadCostly, stack("none"), 1).await;
+    assert!((0.31..0.36).contains(&costly.success_rate), "{costly:?}");
+    assert_eq!(costly.amplification, 1.0);
+    // Refused calls wait for a worker too, so more are inside at once.
+    assert!(costly.peak_concurrency > 10, "{costly:?}");
+    // Retries of refused calls now cost what they would have served...
+    let retried = run(Profile::OverloadCostly, unbudgeted_retry, 1).await;
+    assert!(
+        retried.success_rate < costly.success_rate - 0.05,
+        "{retried:?}"
+    );
+}
+
+/// ...and a stack that refuses locally part of what the upstream would
+/// refuse leaves it that capacity: the throttle serves more than the same
+/// stack without it.
+#[tokio::test(start_paused = true)]
+async fn the_throttle_serves_more_when_refusals_cost_capacity() {
+    let run = RunSettings {
+        duration: Duration::from_secs(10),
+        ..short_run(1)
+    };
+    let plain = run_for(Profile::OverloadCostly, stack("palisade-defaults"), run).await;
+    let throttled = run_for(Profile::OverloadCostly, stack("palisade-throttle"), run).await;
+    assert!(
+        throttled.success_rate > plain.success_rate + 0.03,
+        "{throttled:?} against {plain:?}"
+    );
+    assert!(
+        throttled.amplification < plain.amplification,
+        "{throttled:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_seed_repeats_a_run_and_another_seed_changes_it() {
     let first = run(Profile::BrownOut, stack("palisade"), 7).await;

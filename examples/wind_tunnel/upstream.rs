@@ -34,7 +34,8 @@ pub(crate) enum UpstreamError {
     Failed,
     /// The upstream is down (`outage`): it fails at once.
     Down,
-    /// Past its capacity (`overload`): refused at once, like a 503.
+    /// Past its capacity (`overload`, `overload-costly`): refused, like a
+    /// 503.
     Overloaded,
 }
 
@@ -75,6 +76,9 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 /// `overload`: each call holds a worker this long, so the workers together
 /// serve `workers / OVERLOAD_SERVICE_TIME` calls a second.
 const OVERLOAD_SERVICE_TIME: Duration = Duration::from_millis(20);
+/// `overload-costly`: how long refusing a call holds a worker (reading the
+/// request and answering 503 is work too).
+const REFUSAL_COST: Duration = Duration::from_millis(5);
 
 /// A named way for the upstream to misbehave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,15 +88,17 @@ pub(crate) enum Profile {
     SlowTail,
     BrownOut,
     Overload,
+    OverloadCostly,
 }
 
 impl Profile {
-    pub(crate) const ALL: [Profile; 5] = [
+    pub(crate) const ALL: [Profile; 6] = [
         Profile::SteadyErrors,
         Profile::Outage,
         Profile::SlowTail,
         Profile::BrownOut,
         Profile::Overload,
+        Profile::OverloadCostly,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -102,6 +108,7 @@ impl Profile {
             Profile::SlowTail => "slow-tail",
             Profile::BrownOut => "brown-out",
             Profile::Overload => "overload",
+            Profile::OverloadCostly => "overload-costly",
         }
     }
 
@@ -138,6 +145,13 @@ impl Profile {
                     workers as u64 * 1000 / OVERLOAD_SERVICE_TIME.as_millis() as u64
                 )
             }
+            Profile::OverloadCostly => {
+                let workers = overload_workers(rate);
+                format!(
+                    "as overload, but a refusal waits for one of the {workers} workers \
+                     and holds it 5 ms: refused calls eat capacity"
+                )
+            }
         }
     }
 }
@@ -170,8 +184,12 @@ struct Shared {
     duration: Duration,
     started: Instant,
     rng: Mutex<Rng>,
-    /// Calls inside the upstream now (queued or served), and the most ever.
+    /// Calls inside the upstream now (queued, served or being refused), and
+    /// the most ever.
     in_flight: AtomicUsize,
+    /// Calls admitted now (queued or served, not being refused): the
+    /// overload profiles refuse past twice the workers.
+    admitted: AtomicUsize,
     peak: AtomicUsize,
     /// Attempts per request id.
     attempts: Vec<AtomicU32>,
@@ -198,6 +216,7 @@ impl Upstream {
                 started: Instant::now(),
                 rng: Mutex::new(Rng::new(seed)),
                 in_flight: AtomicUsize::new(0),
+                admitted: AtomicUsize::new(0),
                 peak: AtomicUsize::new(0),
                 attempts: (0..requests).map(|_| AtomicU32::new(0)).collect(),
                 workers: Semaphore::new(worker_count),
@@ -242,16 +261,23 @@ async fn serve(shared: Arc<Shared>, request: Request) -> Result<Response, Upstre
     if let Some(count) = shared.attempts.get(request.id) {
         count.fetch_add(1, Ordering::Relaxed);
     }
-    // Busy workers plus a full queue: refused at once, as a 503, without
-    // ever counting as inside.
-    if shared.profile == Profile::Overload
-        && shared.in_flight.load(Ordering::Relaxed) >= 2 * shared.worker_count
+    // Busy workers plus a full queue: refused, as a 503.
+    if matches!(shared.profile, Profile::Overload | Profile::OverloadCostly)
+        && shared.admitted.load(Ordering::Relaxed) >= 2 * shared.worker_count
     {
+        if shared.profile == Profile::OverloadCostly {
+            // Refusing costs a worker too, so every refused call (a retry
+            // of one included) takes capacity from the calls served.
+            let _in_flight = InFlight::enter(&shared);
+            let _worker = shared.workers.acquire().await;
+            sleep(REFUSAL_COST).await;
+        }
         return Err(UpstreamError::Overloaded);
     }
     // Dropped when the call ends or when the caller gives up on it (a
     // timeout drops the future, as a client closing its connection).
     let _in_flight = InFlight::enter(&shared);
+    let _admitted = Admitted::enter(&shared);
     let elapsed = shared.started.elapsed();
     let draw = {
         let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
@@ -284,7 +310,7 @@ async fn serve(shared: Arc<Shared>, request: Request) -> Result<Response, Upstre
             sleep(draw.latency).await;
             fail_if(draw.chance < BROWN_OUT_PEAK * progress.min(1.0))
         }
-        Profile::Overload => {
+        Profile::Overload | Profile::OverloadCostly => {
             // Wait for a worker (FIFO): queueing is what makes an overloaded
             // upstream slow.
             let _worker = shared.workers.acquire().await;
@@ -354,6 +380,24 @@ impl Seeds {
 /// One step of splitmix64, as a function of its input.
 fn splitmix64(x: u64) -> u64 {
     Rng::new(x).next_u64()
+}
+
+/// One admitted call; keeps the admitted count.
+struct Admitted<'a> {
+    shared: &'a Shared,
+}
+
+impl<'a> Admitted<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        shared.admitted.fetch_add(1, Ordering::Relaxed);
+        Admitted { shared }
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.shared.admitted.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// splitmix64: small, seedable, and good enough for fault draws.
