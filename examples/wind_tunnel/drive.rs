@@ -67,6 +67,51 @@ pub(crate) struct Report {
     pub(crate) outage: Option<Outage>,
 }
 
+impl Report {
+    /// Each figure's median over `reports` (runs of one profile and stack
+    /// with different seeds), figure by figure, so the result need not be
+    /// any one run's; with an even count, the lower of the middle two. An
+    /// outage that never recovered counts as the longest recovery.
+    pub(crate) fn median(reports: &[Report]) -> Option<Report> {
+        let first = reports.first()?;
+        let median_f64 = |f: fn(&Report) -> f64| median(reports.iter().map(f), f64::total_cmp);
+        let median_of = |f: fn(&Report) -> Duration| median(reports.iter().map(f), Ord::cmp);
+        let outage = first.outage.as_ref().map(|o| {
+            let outages: Vec<&Outage> = reports.iter().filter_map(|r| r.outage.as_ref()).collect();
+            Outage {
+                recoveries: (0..o.recoveries.len())
+                    .map(|i| {
+                        let each = outages.iter().map(|o| o.recoveries[i]);
+                        median(each, |a, b| {
+                            a.unwrap_or(Duration::MAX).cmp(&b.unwrap_or(Duration::MAX))
+                        })
+                    })
+                    .collect(),
+                amplification: median(outages.iter().map(|o| o.amplification), f64::total_cmp),
+            }
+        });
+        Some(Report {
+            requests: median(reports.iter().map(|r| r.requests), Ord::cmp),
+            success_rate: median_f64(|r| r.success_rate),
+            p50: median_of(|r| r.p50),
+            p99: median_of(|r| r.p99),
+            amplification: median_f64(|r| r.amplification),
+            peak_concurrency: median(reports.iter().map(|r| r.peak_concurrency), Ord::cmp),
+            outage,
+        })
+    }
+}
+
+/// The median of `values` (not empty), the lower one of an even count.
+fn median<T>(
+    values: impl Iterator<Item = T>,
+    order: impl FnMut(&T, &T) -> std::cmp::Ordering,
+) -> T {
+    let mut values: Vec<T> = values.collect();
+    values.sort_by(order);
+    values.swap_remove((values.len() - 1) / 2)
+}
+
 /// How a stack went through the outages.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Outage {

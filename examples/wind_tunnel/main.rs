@@ -29,6 +29,8 @@
 //! --rate N               requests per second (default 500)
 //! --duration SECS        length of each run (default 10)
 //! --deadline SECS        the caller's deadline per request (default 1)
+//! --runs N               runs each (profile, stack) N times, with seeds seed, seed + 1, ...,
+//!                        and prints the median of each figure (default 1)
 //! --seed N               seeds the faults and every jitter that can be seeded (default 42;
 //!                        each gets a seed of its own derived from it: see upstream::Seeds)
 //! --real-time            run every stack in real time, not only those that need it
@@ -63,13 +65,15 @@ use stacks::{Clock, STACKS, StackEntry, StackSettings};
 use upstream::{Profile, Seeds, Upstream};
 
 const USAGE: &str = "usage: wind_tunnel [--profile NAME]... [--stack NAME]... [--rate N] \
-[--duration SECS] [--deadline SECS] [--seed N] [--real-time] [--palisade-config FILE]";
+[--duration SECS] [--deadline SECS] [--runs N] [--seed N] [--real-time] [--palisade-config FILE]";
 
 /// What to run.
 struct Args {
     profiles: Vec<Profile>,
     stacks: Vec<&'static StackEntry>,
     run: RunSettings,
+    /// Runs per (profile, stack), with seeds `run.seed`, `run.seed + 1`...
+    runs: u32,
     real_time: bool,
     settings: StackSettings,
 }
@@ -90,17 +94,27 @@ fn main() -> ExitCode {
     let mut results = Vec::new();
     for &profile in &args.profiles {
         println!(
-            "\n== {}: {} ({} requests at {}/s over {} s, deadline {})",
+            "\n== {}: {} ({} requests at {}/s over {} s, deadline {}{})",
             profile.name(),
             profile.describe(args.run.duration, args.run.rate),
             args.run.requests(),
             args.run.rate,
             args.run.duration.as_secs_f64(),
             ms(args.run.deadline),
+            if args.runs > 1 {
+                format!(
+                    "; medians of {} runs, seeds {} to {}",
+                    args.runs,
+                    args.run.seed,
+                    args.run.seed + u64::from(args.runs) - 1
+                )
+            } else {
+                String::new()
+            },
         );
         print_header(profile);
         for stack in &args.stacks {
-            match run_one(profile, stack, &args) {
+            match run_median(profile, stack, &args) {
                 Ok(report) => {
                     print_row(stack.name, clock_of(stack, &args), &report);
                     results.push((profile, stack.name, report));
@@ -128,9 +142,29 @@ fn clock_of(stack: &StackEntry, args: &Args) -> Clock {
     }
 }
 
+/// `--runs` runs of (profile, stack), one per seed from `--seed` on, and
+/// the median of each figure.
+fn run_median(profile: Profile, stack: &StackEntry, args: &Args) -> Result<Report, BoxError> {
+    let reports = (0..u64::from(args.runs))
+        .map(|i| {
+            let run = RunSettings {
+                seed: args.run.seed.wrapping_add(i),
+                ..args.run
+            };
+            run_one(profile, stack, args, run)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Report::median(&reports).ok_or_else(|| "--runs must be at least 1".into())
+}
+
 /// One (profile, stack) run, on a runtime of its own so that runs share
 /// nothing: one thread, and the paused clock where the stack allows it.
-fn run_one(profile: Profile, stack: &StackEntry, args: &Args) -> Result<Report, BoxError> {
+fn run_one(
+    profile: Profile,
+    stack: &StackEntry,
+    args: &Args,
+    run: RunSettings,
+) -> Result<Report, BoxError> {
     let mut runtime = tokio::runtime::Builder::new_current_thread();
     runtime.enable_time();
     if clock_of(stack, args) == Clock::Virtual {
@@ -138,7 +172,7 @@ fn run_one(profile: Profile, stack: &StackEntry, args: &Args) -> Result<Report, 
     }
     runtime
         .build()?
-        .block_on(measure(profile, stack.build, &args.settings, args.run))
+        .block_on(measure(profile, stack.build, &args.settings, run))
 }
 
 /// Builds a fresh upstream and the stack on it, and drives the run.
@@ -173,6 +207,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         deadline: Duration::from_secs(1),
         seed: 42,
     };
+    let mut runs = 1;
     let mut real_time = false;
     let mut settings = StackSettings::default();
     while let Some(flag) = argv.next() {
@@ -210,6 +245,13 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                 run.deadline =
                     seconds(&value).ok_or_else(|| bad("not a positive number of seconds"))?
             }
+            "--runs" => {
+                runs = value
+                    .parse()
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .ok_or_else(|| bad("not a positive integer"))?
+            }
             "--seed" => run.seed = value.parse().map_err(|_| bad("not an integer"))?,
             "--palisade-config" => {
                 let text = std::fs::read_to_string(&value).map_err(|e| bad(&e.to_string()))?;
@@ -242,6 +284,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         profiles,
         stacks,
         run,
+        runs,
         real_time,
         settings,
     })
@@ -259,8 +302,8 @@ fn print_header(profile: Profile) {
     );
     if profile == Profile::Outage {
         print!(
-            " {:>9} {:>9} {:>12}  {}",
-            "rec. max", "rec. mean", "ampl. (down)", "each recovery"
+            " {:>9} {:>9} {:>12}  each recovery",
+            "rec. max", "rec. mean", "ampl. (down)"
         );
     }
     println!();

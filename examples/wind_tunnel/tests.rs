@@ -310,6 +310,8 @@ fn flags_pick_profiles_stacks_and_settings() {
         "2.5",
         "--seed",
         "9",
+        "--runs",
+        "3",
     ];
     let args = parse_args(argv.into_iter().map(String::from)).expect("valid flags");
     assert_eq!(args.profiles, [Profile::Outage, Profile::Overload]);
@@ -319,8 +321,44 @@ fn flags_pick_profiles_stacks_and_settings() {
     );
     assert_eq!(args.run.requests(), 500);
     assert_eq!(args.run.seed, 9);
+    assert_eq!(args.runs, 3);
+    assert!(parse_args(["--runs", "0"].into_iter().map(String::from)).is_err());
+    let default = parse_args(std::iter::empty()).expect("no flags");
+    assert_eq!(default.runs, 1);
     assert!(parse_args(["--stack", "nope"].into_iter().map(String::from)).is_err());
     assert!(parse_args(["--rate", "0"].into_iter().map(String::from)).is_err());
     // --help is no error: main prints the usage and exits 0 on an empty message.
     assert!(parse_args(["--help"].into_iter().map(String::from)).is_err_and(|m| m.is_empty()));
+}
+
+/// `--runs`: each figure is the median of that figure over the runs, an
+/// outage that never recovered counting as the longest.
+#[test]
+fn the_median_of_runs_is_taken_figure_by_figure() {
+    let ms = Duration::from_millis;
+    let report = |success, p99, peak, recoveries: [Option<u64>; 3]| Report {
+        requests: 1000,
+        success_rate: success,
+        p50: ms(10),
+        p99: ms(p99),
+        amplification: success * 2.0,
+        peak_concurrency: peak,
+        outage: Some(drive::Outage {
+            recoveries: recoveries.iter().map(|r| r.map(ms)).collect(),
+            amplification: success,
+        }),
+    };
+    let runs = [
+        report(0.9, 300, 7, [Some(5), None, Some(40)]),
+        report(0.5, 100, 9, [Some(1), None, None]),
+        report(0.7, 200, 8, [Some(3), Some(20), Some(60)]),
+    ];
+    let median = Report::median(&runs).expect("three runs");
+    assert_eq!(
+        median,
+        report(0.7, 200, 8, [Some(3), None, Some(60)]),
+        "no run is the median of every figure"
+    );
+    assert_eq!(Report::median(&runs[..1]).as_ref(), Some(&runs[0]));
+    assert_eq!(Report::median(&[]), None);
 }
