@@ -47,9 +47,9 @@
 //! a second and repeats exactly. tower-resilience's circuit breaker decides
 //! when to leave Open by reading `std::time::Instant`, which the paused
 //! clock does not move, so its stack runs in real time: a full run takes
-//! about five times `--duration` for it (plus the last deadline), and its
-//! rows vary a little from run to run (its retry jitter is not seedable
-//! either).
+//! about six times `--duration` for it (plus the last deadlines; times
+//! `--runs`), and its rows vary a little from run to run (its retry jitter
+//! is not seedable either).
 
 mod drive;
 mod stacks;
