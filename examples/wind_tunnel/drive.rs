@@ -12,7 +12,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tower::ServiceExt;
 
 use crate::stacks::Stack;
-use crate::upstream::{Profile, Request, Upstream, outage_window};
+use crate::upstream::{Profile, Request, Upstream, outage_windows};
 
 /// What a run is: how fast, how long, how patient the callers are, and the
 /// seed of every random draw the tunnel makes.
@@ -32,7 +32,8 @@ impl RunSettings {
     }
 }
 
-/// The windows the outage's recovery is measured in.
+/// A recovered stack serves at least [`RECOVERED_SUCCESS`] of the requests
+/// sent over this long.
 pub(crate) const RECOVERY_WINDOW: Duration = Duration::from_millis(100);
 /// The share of a window's requests that must succeed for it to count as
 /// recovered.
@@ -40,13 +41,13 @@ pub(crate) const RECOVERED_SUCCESS: f64 = 0.9;
 
 /// What happened to one request, from its caller's side.
 #[derive(Clone, Copy, Debug)]
-struct Answer {
-    id: usize,
+pub(crate) struct Answer {
+    pub(crate) id: usize,
     /// When it was sent, from the start of the run.
-    sent: Duration,
+    pub(crate) sent: Duration,
     /// How long until the caller had an answer (its deadline at most).
-    latency: Duration,
-    ok: bool,
+    pub(crate) latency: Duration,
+    pub(crate) ok: bool,
 }
 
 /// The measurements of one (profile, stack) run.
@@ -66,15 +67,81 @@ pub(crate) struct Report {
     pub(crate) outage: Option<Outage>,
 }
 
-/// How a stack went through the outage.
-#[derive(Clone, Copy, Debug, PartialEq)]
+impl Report {
+    /// Each figure's median over `reports` (runs of one profile and stack
+    /// with different seeds), figure by figure, so the result need not be
+    /// any one run's; with an even count, the lower of the middle two. An
+    /// outage that never recovered counts as the longest recovery.
+    pub(crate) fn median(reports: &[Report]) -> Option<Report> {
+        let first = reports.first()?;
+        let median_f64 = |f: fn(&Report) -> f64| median(reports.iter().map(f), f64::total_cmp);
+        let median_of = |f: fn(&Report) -> Duration| median(reports.iter().map(f), Ord::cmp);
+        let outage = first.outage.as_ref().map(|o| {
+            let outages: Vec<&Outage> = reports.iter().filter_map(|r| r.outage.as_ref()).collect();
+            Outage {
+                recoveries: (0..o.recoveries.len())
+                    .map(|i| {
+                        let each = outages.iter().map(|o| o.recoveries[i]);
+                        median(each, |a, b| {
+                            a.unwrap_or(Duration::MAX).cmp(&b.unwrap_or(Duration::MAX))
+                        })
+                    })
+                    .collect(),
+                amplification: median(outages.iter().map(|o| o.amplification), f64::total_cmp),
+            }
+        });
+        Some(Report {
+            requests: median(reports.iter().map(|r| r.requests), Ord::cmp),
+            success_rate: median_f64(|r| r.success_rate),
+            p50: median_of(|r| r.p50),
+            p99: median_of(|r| r.p99),
+            amplification: median_f64(|r| r.amplification),
+            peak_concurrency: median(reports.iter().map(|r| r.peak_concurrency), Ord::cmp),
+            outage,
+        })
+    }
+}
+
+/// The median of `values` (not empty), the lower one of an even count.
+fn median<T>(
+    values: impl Iterator<Item = T>,
+    order: impl FnMut(&T, &T) -> std::cmp::Ordering,
+) -> T {
+    let mut values: Vec<T> = values.collect();
+    values.sort_by(order);
+    values.swap_remove((values.len() - 1) / 2)
+}
+
+/// How a stack went through the outages.
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Outage {
-    /// From the upstream's return to the start of the first 100 ms window
-    /// (by send time, windows aligned on the return) in which at least 90 %
-    /// of the requests sent succeeded. `None`: not within the run.
-    pub(crate) recovery: Option<Duration>,
+    /// Each outage's recovery, in order: from the upstream's return to the
+    /// first request sent after it that succeeded and opened
+    /// [`RECOVERY_WINDOW`] of requests (by send time) of which at least
+    /// [`RECOVERED_SUCCESS`] succeeded. Its resolution is the requests'
+    /// spacing (2 ms at 500 a second). `None`: not before the next outage
+    /// or the end of the run.
+    pub(crate) recoveries: Vec<Option<Duration>>,
     /// Upstream attempts per request, for requests sent while it was down.
     pub(crate) amplification: f64,
+}
+
+impl Outage {
+    /// The longest recovery; `None` if an outage never recovered.
+    pub(crate) fn worst(&self) -> Option<Duration> {
+        self.recoveries
+            .iter()
+            .try_fold(Duration::ZERO, |worst, r| r.map(|r| worst.max(r)))
+    }
+
+    /// The mean recovery; `None` if an outage never recovered.
+    pub(crate) fn mean(&self) -> Option<Duration> {
+        let total = self
+            .recoveries
+            .iter()
+            .try_fold(Duration::ZERO, |sum, r| r.map(|r| sum + r))?;
+        Some(total / self.recoveries.len().max(1) as u32)
+    }
 }
 
 /// Drives `stack` (built on `upstream`) open-loop through a run and
@@ -133,33 +200,57 @@ fn measure(answers: &[Answer], upstream: &Upstream, profile: Profile, run: RunSe
 }
 
 fn outage(answers: &[Answer], upstream: &Upstream, run: RunSettings) -> Outage {
-    let (down, up) = outage_window(run.duration);
+    let windows: Vec<(Duration, Duration)> = outage_windows(run.duration).collect();
     let during: Vec<&Answer> = answers
         .iter()
-        .filter(|a| (down..up).contains(&a.sent))
+        .filter(|a| {
+            windows
+                .iter()
+                .any(|(down, up)| (*down..*up).contains(&a.sent))
+        })
         .collect();
     let attempts: u64 = during
         .iter()
         .map(|a| u64::from(upstream.attempts(a.id)))
         .sum();
-    let mut recovery = None;
-    let mut window = up;
-    while window < run.duration {
-        let sent: Vec<&Answer> = answers
-            .iter()
-            .filter(|a| (window..window + RECOVERY_WINDOW).contains(&a.sent))
-            .collect();
-        let ok = sent.iter().filter(|a| a.ok).count();
-        if !sent.is_empty() && ratio(ok as f64, sent.len()) >= RECOVERED_SUCCESS {
-            recovery = Some(window - up);
-            break;
-        }
-        window += RECOVERY_WINDOW;
-    }
+    let recoveries = windows
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, up))| {
+            // Recovery must come before the next outage begins.
+            let until = windows.get(i + 1).map_or(run.duration, |next| next.0);
+            recovery(answers, up, until)
+        })
+        .collect();
     Outage {
-        recovery,
+        recoveries,
         amplification: ratio(attempts as f64, during.len()),
     }
+}
+
+/// From `up` to the first request sent in `[up, until)` that succeeded and
+/// opened a [`RECOVERY_WINDOW`] (ending by `until`) of requests of which at
+/// least [`RECOVERED_SUCCESS`] succeeded. `answers` are in sending order.
+pub(crate) fn recovery(answers: &[Answer], up: Duration, until: Duration) -> Option<Duration> {
+    let after: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| (up..until).contains(&a.sent))
+        .collect();
+    for (i, first) in after.iter().enumerate() {
+        let end = first.sent + RECOVERY_WINDOW;
+        if end > until {
+            break;
+        }
+        if !first.ok {
+            continue;
+        }
+        let window: Vec<&&Answer> = after[i..].iter().take_while(|a| a.sent < end).collect();
+        let ok = window.iter().filter(|a| a.ok).count();
+        if ratio(ok as f64, window.len()) >= RECOVERED_SUCCESS {
+            return Some(first.sent - up);
+        }
+    }
+    None
 }
 
 fn ratio(part: f64, whole: usize) -> f64 {

@@ -14,20 +14,25 @@
 //!   caller that gave up counts its deadline);
 //! - **ampl.**: upstream attempts per request (retries cost this);
 //! - **peak**: the most calls inside the upstream at once;
-//! - for `outage`, **recovery**: from the upstream's return to the start of
-//!   the first 100 ms window of requests (by send time, windows aligned on
-//!   the return) of which at least 90 % succeeded; and the amplification of
-//!   requests sent while it was down.
+//! - for `outage` (three outages, of 0.35 s, 1.35 s and 3.35 s), each
+//!   outage's **recovery**: from the upstream's return to the first request
+//!   sent after it that succeeded and opened 100 ms of requests (by send
+//!   time) of which at least 90 % succeeded; the worst and the mean of the
+//!   three; and the amplification of requests sent while it was down.
 //!
 //! Run it with `cargo run --release --example wind_tunnel`; flags:
 //!
 //! ```text
-//! --profile NAME         steady-errors, outage, slow-tail, brown-out, overload (repeatable; default all)
+//! --profile NAME         steady-errors, outage, slow-tail, brown-out, overload, overload-costly
+//!                        (repeatable; default all)
 //! --stack NAME           a name from stacks::STACKS (repeatable; default all)
 //! --rate N               requests per second (default 500)
 //! --duration SECS        length of each run (default 10)
 //! --deadline SECS        the caller's deadline per request (default 1)
-//! --seed N               seeds the faults and every jitter that can be seeded (default 42)
+//! --runs N               runs each (profile, stack) N times, with seeds seed, seed + 1, ...,
+//!                        and prints the median of each figure (default 1)
+//! --seed N               seeds the faults and every jitter that can be seeded (default 42;
+//!                        each gets a seed of its own derived from it: see upstream::Seeds)
 //! --real-time            run every stack in real time, not only those that need it
 //! --palisade-config FILE a palisade stack from a TOML file (needs --features serde)
 //! ```
@@ -42,9 +47,9 @@
 //! a second and repeats exactly. tower-resilience's circuit breaker decides
 //! when to leave Open by reading `std::time::Instant`, which the paused
 //! clock does not move, so its stack runs in real time: a full run takes
-//! about five times `--duration` for it (plus the last deadline), and its
-//! rows vary a little from run to run (its retry jitter is not seedable
-//! either).
+//! about six times `--duration` for it (plus the last deadlines; times
+//! `--runs`), and its rows vary a little from run to run (its retry jitter
+//! is not seedable either).
 
 mod drive;
 mod stacks;
@@ -57,16 +62,18 @@ use palisade::BoxError;
 
 use drive::{Report, RunSettings, drive};
 use stacks::{Clock, STACKS, StackEntry, StackSettings};
-use upstream::{Profile, Upstream};
+use upstream::{Profile, Seeds, Upstream};
 
 const USAGE: &str = "usage: wind_tunnel [--profile NAME]... [--stack NAME]... [--rate N] \
-[--duration SECS] [--deadline SECS] [--seed N] [--real-time] [--palisade-config FILE]";
+[--duration SECS] [--deadline SECS] [--runs N] [--seed N] [--real-time] [--palisade-config FILE]";
 
 /// What to run.
 struct Args {
     profiles: Vec<Profile>,
     stacks: Vec<&'static StackEntry>,
     run: RunSettings,
+    /// Runs per (profile, stack), with seeds `run.seed`, `run.seed + 1`...
+    runs: u32,
     real_time: bool,
     settings: StackSettings,
 }
@@ -87,17 +94,27 @@ fn main() -> ExitCode {
     let mut results = Vec::new();
     for &profile in &args.profiles {
         println!(
-            "\n== {}: {} ({} requests at {}/s over {} s, deadline {})",
+            "\n== {}: {} ({} requests at {}/s over {} s, deadline {}{})",
             profile.name(),
             profile.describe(args.run.duration, args.run.rate),
             args.run.requests(),
             args.run.rate,
             args.run.duration.as_secs_f64(),
             ms(args.run.deadline),
+            if args.runs > 1 {
+                format!(
+                    "; medians of {} runs, seeds {} to {}",
+                    args.runs,
+                    args.run.seed,
+                    args.run.seed + u64::from(args.runs) - 1
+                )
+            } else {
+                String::new()
+            },
         );
         print_header(profile);
         for stack in &args.stacks {
-            match run_one(profile, stack, &args) {
+            match run_median(profile, stack, &args) {
                 Ok(report) => {
                     print_row(stack.name, clock_of(stack, &args), &report);
                     results.push((profile, stack.name, report));
@@ -125,9 +142,29 @@ fn clock_of(stack: &StackEntry, args: &Args) -> Clock {
     }
 }
 
+/// `--runs` runs of (profile, stack), one per seed from `--seed` on, and
+/// the median of each figure.
+fn run_median(profile: Profile, stack: &StackEntry, args: &Args) -> Result<Report, BoxError> {
+    let reports = (0..u64::from(args.runs))
+        .map(|i| {
+            let run = RunSettings {
+                seed: args.run.seed.wrapping_add(i),
+                ..args.run
+            };
+            run_one(profile, stack, args, run)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Report::median(&reports).ok_or_else(|| "--runs must be at least 1".into())
+}
+
 /// One (profile, stack) run, on a runtime of its own so that runs share
 /// nothing: one thread, and the paused clock where the stack allows it.
-fn run_one(profile: Profile, stack: &StackEntry, args: &Args) -> Result<Report, BoxError> {
+fn run_one(
+    profile: Profile,
+    stack: &StackEntry,
+    args: &Args,
+    run: RunSettings,
+) -> Result<Report, BoxError> {
     let mut runtime = tokio::runtime::Builder::new_current_thread();
     runtime.enable_time();
     if clock_of(stack, args) == Clock::Virtual {
@@ -135,7 +172,7 @@ fn run_one(profile: Profile, stack: &StackEntry, args: &Args) -> Result<Report, 
     }
     runtime
         .build()?
-        .block_on(measure(profile, stack.build, &args.settings, args.run))
+        .block_on(measure(profile, stack.build, &args.settings, run))
 }
 
 /// Builds a fresh upstream and the stack on it, and drives the run.
@@ -145,8 +182,19 @@ async fn measure(
     settings: &StackSettings,
     run: RunSettings,
 ) -> Result<Report, BoxError> {
-    let upstream = Upstream::new(profile, run.duration, run.rate, run.requests(), run.seed);
-    let stack = build(upstream.clone(), settings)?;
+    let seeds = Seeds::of(run.seed);
+    let upstream = Upstream::new(
+        profile,
+        run.duration,
+        run.rate,
+        run.requests(),
+        seeds.faults,
+    );
+    let settings = StackSettings {
+        seed: seeds.stacks,
+        ..settings.clone()
+    };
+    let stack = build(upstream.clone(), &settings)?;
     Ok(drive(stack, &upstream, profile, run).await)
 }
 
@@ -159,6 +207,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         deadline: Duration::from_secs(1),
         seed: 42,
     };
+    let mut runs = 1;
     let mut real_time = false;
     let mut settings = StackSettings::default();
     while let Some(flag) = argv.next() {
@@ -196,6 +245,13 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                 run.deadline =
                     seconds(&value).ok_or_else(|| bad("not a positive number of seconds"))?
             }
+            "--runs" => {
+                runs = value
+                    .parse()
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .ok_or_else(|| bad("not a positive integer"))?
+            }
             "--seed" => run.seed = value.parse().map_err(|_| bad("not an integer"))?,
             "--palisade-config" => {
                 let text = std::fs::read_to_string(&value).map_err(|e| bad(&e.to_string()))?;
@@ -204,7 +260,6 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
-    settings.seed = run.seed;
     if profiles.is_empty() {
         profiles = Profile::ALL.to_vec();
     }
@@ -229,6 +284,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         profiles,
         stacks,
         run,
+        runs,
         real_time,
         settings,
     })
@@ -245,7 +301,10 @@ fn print_header(profile: Profile) {
         "stack", "clock", "success", "p50", "p99", "ampl.", "peak"
     );
     if profile == Profile::Outage {
-        print!(" {:>9} {:>12}", "recovery", "ampl. (down)");
+        print!(
+            " {:>9} {:>9} {:>12}  each recovery",
+            "rec. max", "rec. mean", "ampl. (down)"
+        );
     }
     println!();
 }
@@ -265,11 +324,14 @@ fn print_row(name: &str, clock: Clock, report: &Report) {
         report.amplification,
         report.peak_concurrency,
     );
-    if let Some(outage) = report.outage {
+    if let Some(outage) = &report.outage {
+        let each: Vec<String> = outage.recoveries.iter().map(|r| recovery(*r)).collect();
         print!(
-            " {:>9} {:>12.2}",
-            outage.recovery.map_or("never".into(), ms),
-            outage.amplification
+            " {:>9} {:>9} {:>12.2}  {}",
+            recovery(outage.worst()),
+            recovery(outage.mean()),
+            outage.amplification,
+            each.join(", ")
         );
     }
     println!();
@@ -278,7 +340,7 @@ fn print_row(name: &str, clock: Clock, report: &Report) {
 /// One line per stack: its success rate under each profile, and the
 /// outage's recovery; then the best stack per profile.
 fn print_summary(args: &Args, results: &[(Profile, &str, Report)]) {
-    println!("\n== summary: success rate (outage recovery)");
+    println!("\n== summary: success rate (outage: worst recovery)");
     print!("{:<18}", "stack");
     for profile in &args.profiles {
         print!(" {:>15}", profile.name());
@@ -297,11 +359,7 @@ fn print_summary(args: &Args, results: &[(Profile, &str, Report)]) {
                     outage: Some(o),
                     ..
                 }) => {
-                    format!(
-                        "{} ({})",
-                        percent(*success_rate),
-                        o.recovery.map_or("never".into(), ms)
-                    )
+                    format!("{} ({})", percent(*success_rate), recovery(o.worst()))
                 }
                 Some(report) => percent(report.success_rate),
                 None => "-".into(),
@@ -328,6 +386,10 @@ fn print_summary(args: &Args, results: &[(Profile, &str, Report)]) {
             percent(best)
         );
     }
+}
+
+fn recovery(recovery: Option<Duration>) -> String {
+    recovery.map_or("never".into(), ms)
 }
 
 fn percent(rate: f64) -> String {

@@ -37,7 +37,9 @@ pub(crate) enum Clock {
 /// What a constructor gets besides the upstream.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct StackSettings {
-    /// Seed for the stack's jitter, where the library lets one set it.
+    /// Seed for the stack's jitter and throttle, where the library lets one
+    /// set it: the run's [`Seeds::stacks`](crate::upstream::Seeds), set by
+    /// `measure` for each run.
     pub(crate) seed: u64,
     /// `--palisade-config`: the file's contents.
     pub(crate) palisade_config: Option<String>,

@@ -30,17 +30,31 @@ fn stack(name: &str) -> stacks::Build {
 }
 
 async fn run(profile: Profile, build: stacks::Build, seed: u64) -> Report {
+    run_for(profile, build, short_run(seed)).await
+}
+
+async fn run_for(profile: Profile, build: stacks::Build, run: RunSettings) -> Report {
     measure(
         profile,
         build,
         &StackSettings {
-            seed,
+            seed: run.seed,
             palisade_config: None,
         },
-        short_run(seed),
+        run,
     )
     .await
     .expect("the stack builds")
+}
+
+/// A full 10 s run, long enough for all three outages.
+async fn full_outage_run(build: stacks::Build) -> drive::Outage {
+    let run = RunSettings {
+        duration: Duration::from_secs(10),
+        ..short_run(1)
+    };
+    let report = run_for(Profile::Outage, build, run).await;
+    report.outage.expect("the outage profile measures recovery")
 }
 
 #[tokio::test(start_paused = true)]
@@ -76,13 +90,53 @@ async fn amplification_counts_every_attempt_of_a_request() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_bare_stack_recovers_from_the_outage_at_once() {
-    let report = run(Profile::Outage, stack("none"), 1).await;
-    let outage = report.outage.expect("the outage profile measures recovery");
-    assert_eq!(outage.recovery, Some(Duration::ZERO));
+async fn the_bare_stack_recovers_from_every_outage_at_once() {
+    let run = RunSettings {
+        duration: Duration::from_secs(10),
+        ..short_run(1)
+    };
+    let report = run_for(Profile::Outage, stack("none"), run).await;
+    let outage = report
+        .outage
+        .clone()
+        .expect("the outage profile measures recovery");
+    assert_eq!(outage.recoveries, [Some(Duration::ZERO); 3]);
     assert_eq!(outage.amplification, 1.0);
-    // Down for 0.8 s of the 2 s run: those requests, and no others, fail.
-    assert!((report.success_rate - 0.6).abs() < 0.005, "{report:?}");
+    // Down for 0.35 + 1.35 + 3.35 s of the 10 s run: those requests, and
+    // no others, fail.
+    assert!((report.success_rate - 0.495).abs() < 0.002, "{report:?}");
+}
+
+/// Recovery is found to the request, not to a window: the first success
+/// that opens 100 ms of at least 90 % successes.
+#[test]
+fn recovery_is_measured_to_the_request() {
+    // A request every 2 ms from 0.9 s; up at 1 s; everything fails until
+    // 1.036 s, but for a lone success at 1.010 s.
+    let answers: Vec<drive::Answer> = (0..300)
+        .map(|i| {
+            let sent = Duration::from_millis(900 + 2 * i as u64);
+            let ok = sent >= Duration::from_millis(1036) || sent == Duration::from_millis(1010);
+            drive::Answer {
+                id: i,
+                sent,
+                latency: Duration::from_millis(10),
+                ok,
+            }
+        })
+        .collect();
+    let up = Duration::from_secs(1);
+    let recovery = |until| drive::recovery(&answers, up, until);
+    assert_eq!(
+        recovery(Duration::from_secs(2)),
+        Some(Duration::from_millis(36))
+    );
+    // The window must end before the next outage (or the run) does.
+    assert_eq!(recovery(Duration::from_millis(1135)), None);
+    assert_eq!(
+        recovery(Duration::from_millis(1136)),
+        Some(Duration::from_millis(36))
+    );
 }
 
 /// A breaker open for 30 s, longer than the run.
@@ -95,16 +149,26 @@ fn breaker_open_30_s(upstream: upstream::Upstream, _: &StackSettings) -> Result<
 
 #[tokio::test(start_paused = true)]
 async fn a_breaker_still_open_at_the_end_of_the_run_never_recovers() {
-    let report = run(Profile::Outage, breaker_open_30_s, 1).await;
-    assert_eq!(report.outage.and_then(|o| o.recovery), None, "{report:?}");
-    // palisade's default breaker (open 100 ms) is back within the run,
-    // after the upstream.
-    let report = run(Profile::Outage, stack("palisade-defaults"), 1).await;
-    let recovery = report.outage.and_then(|o| o.recovery).expect("recovered");
+    let outage = full_outage_run(breaker_open_30_s).await;
+    assert_eq!(outage.recoveries, [None; 3], "{outage:?}");
+    assert_eq!((outage.worst(), outage.mean()), (None, None));
+}
+
+/// The outages end part-way into a 1 s open period, so a breaker open 1 s
+/// (`palisade`) is seen to cost most of a second after each, and one open
+/// 100 ms (palisade's default) less than a tenth of that.
+#[tokio::test(start_paused = true)]
+async fn recovery_tells_a_long_open_period_from_a_short_one() {
+    let short = full_outage_run(stack("palisade-defaults")).await;
+    let worst = short.worst().expect("recovered");
     assert!(
-        recovery > Duration::ZERO && recovery <= Duration::from_millis(200),
-        "{report:?}"
+        worst > Duration::ZERO && worst <= Duration::from_millis(150),
+        "{short:?}"
     );
+    let long = full_outage_run(stack("palisade")).await;
+    let mean = long.mean().expect("recovered");
+    assert!(mean >= Duration::from_millis(500), "{long:?}");
+    assert!(long.worst() >= Some(mean) && short.mean() <= Some(worst));
 }
 
 fn bulkhead_of_eight(upstream: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
@@ -131,11 +195,78 @@ async fn retries_cannot_serve_more_than_the_overloaded_upstreams_capacity() {
     assert_eq!(report.peak_concurrency, 10, "{report:?}");
 }
 
+/// Refusals that hold a worker 5 ms leave the workers' 5000 ms a second
+/// for x served calls of 20 ms and 500 - x refused ones: x = 500 / 3.
+#[tokio::test(start_paused = true)]
+async fn refusals_that_cost_the_upstream_capacity_serve_fewer_calls() {
+    let free = run(Profile::Overload, stack("none"), 1).await;
+    assert!(free.success_rate > 0.49, "{free:?}");
+    let costly = run(Profile::OverloadCostly, stack("none"), 1).await;
+    assert!((0.31..0.36).contains(&costly.success_rate), "{costly:?}");
+    assert_eq!(costly.amplification, 1.0);
+    // Refused calls wait for a worker too, so more are inside at once.
+    assert!(costly.peak_concurrency > 10, "{costly:?}");
+    // Retries of refused calls now cost what they would have served...
+    let retried = run(Profile::OverloadCostly, unbudgeted_retry, 1).await;
+    assert!(
+        retried.success_rate < costly.success_rate - 0.05,
+        "{retried:?}"
+    );
+}
+
+/// ...and a stack that refuses locally part of what the upstream would
+/// refuse leaves it that capacity: the throttle serves more than the same
+/// stack without it.
+#[tokio::test(start_paused = true)]
+async fn the_throttle_serves_more_when_refusals_cost_capacity() {
+    let run = RunSettings {
+        duration: Duration::from_secs(10),
+        ..short_run(1)
+    };
+    let plain = run_for(Profile::OverloadCostly, stack("palisade-defaults"), run).await;
+    let throttled = run_for(Profile::OverloadCostly, stack("palisade-throttle"), run).await;
+    assert!(
+        throttled.success_rate > plain.success_rate + 0.03,
+        "{throttled:?} against {plain:?}"
+    );
+    assert!(
+        throttled.amplification < plain.amplification,
+        "{throttled:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_seed_repeats_a_run_and_another_seed_changes_it() {
     let first = run(Profile::BrownOut, stack("palisade"), 7).await;
     assert_eq!(run(Profile::BrownOut, stack("palisade"), 7).await, first);
     assert_ne!(run(Profile::BrownOut, stack("palisade"), 8).await, first);
+}
+
+/// The faults and the stacks draw from streams of their own: with one seed
+/// for both, tower's jitter and palisade's throttle (both a splitmix64
+/// sequence from their seed) drew the very numbers that decided the faults.
+#[test]
+fn the_faults_and_the_stacks_draw_from_separate_streams() {
+    for seed in [0, 1, 42, 43] {
+        let seeds = upstream::Seeds::of(seed);
+        assert_ne!(seeds.faults, seeds.stacks);
+        let draws = |seed| {
+            let mut rng = upstream::Rng::new(seed);
+            (0..10_000).map(|_| rng.next_u64()).collect::<Vec<_>>()
+        };
+        let faults: std::collections::HashSet<u64> = draws(seeds.faults).into_iter().collect();
+        let shared = draws(seeds.stacks)
+            .into_iter()
+            .filter(|x| faults.contains(x))
+            .count();
+        assert_eq!(shared, 0, "seed {seed}: the streams overlap");
+    }
+    // Neighbouring run seeds (--runs uses seed, seed + 1, ...) do not give
+    // neighbouring fault seeds either.
+    assert_ne!(
+        upstream::Seeds::of(43).faults,
+        upstream::Seeds::of(42).faults.wrapping_add(1)
+    );
 }
 
 /// The sample file builds the same stack as `palisade`, so it measures
@@ -179,6 +310,8 @@ fn flags_pick_profiles_stacks_and_settings() {
         "2.5",
         "--seed",
         "9",
+        "--runs",
+        "3",
     ];
     let args = parse_args(argv.into_iter().map(String::from)).expect("valid flags");
     assert_eq!(args.profiles, [Profile::Outage, Profile::Overload]);
@@ -187,9 +320,45 @@ fn flags_pick_profiles_stacks_and_settings() {
         ["none"]
     );
     assert_eq!(args.run.requests(), 500);
-    assert_eq!(args.settings.seed, 9);
+    assert_eq!(args.run.seed, 9);
+    assert_eq!(args.runs, 3);
+    assert!(parse_args(["--runs", "0"].into_iter().map(String::from)).is_err());
+    let default = parse_args(std::iter::empty()).expect("no flags");
+    assert_eq!(default.runs, 1);
     assert!(parse_args(["--stack", "nope"].into_iter().map(String::from)).is_err());
     assert!(parse_args(["--rate", "0"].into_iter().map(String::from)).is_err());
     // --help is no error: main prints the usage and exits 0 on an empty message.
     assert!(parse_args(["--help"].into_iter().map(String::from)).is_err_and(|m| m.is_empty()));
+}
+
+/// `--runs`: each figure is the median of that figure over the runs, an
+/// outage that never recovered counting as the longest.
+#[test]
+fn the_median_of_runs_is_taken_figure_by_figure() {
+    let ms = Duration::from_millis;
+    let report = |success, p99, peak, recoveries: [Option<u64>; 3]| Report {
+        requests: 1000,
+        success_rate: success,
+        p50: ms(10),
+        p99: ms(p99),
+        amplification: success * 2.0,
+        peak_concurrency: peak,
+        outage: Some(drive::Outage {
+            recoveries: recoveries.iter().map(|r| r.map(ms)).collect(),
+            amplification: success,
+        }),
+    };
+    let runs = [
+        report(0.9, 300, 7, [Some(5), None, Some(40)]),
+        report(0.5, 100, 9, [Some(1), None, None]),
+        report(0.7, 200, 8, [Some(3), Some(20), Some(60)]),
+    ];
+    let median = Report::median(&runs).expect("three runs");
+    assert_eq!(
+        median,
+        report(0.7, 200, 8, [Some(3), None, Some(60)]),
+        "no run is the median of every figure"
+    );
+    assert_eq!(Report::median(&runs[..1]).as_ref(), Some(&runs[0]));
+    assert_eq!(Report::median(&[]), None);
 }

@@ -34,7 +34,8 @@ pub(crate) enum UpstreamError {
     Failed,
     /// The upstream is down (`outage`): it fails at once.
     Down,
-    /// Past its capacity (`overload`): refused at once, like a 503.
+    /// Past its capacity (`overload`, `overload-costly`): refused, like a
+    /// 503.
     Overloaded,
 }
 
@@ -59,11 +60,25 @@ const SLOW_SHARE: f64 = 0.1;
 const SLOW_CALL: Duration = Duration::from_millis(500);
 /// `brown-out`: the error rate reached at the end of the run.
 const BROWN_OUT_PEAK: f64 = 0.9;
-/// `outage`: how long the upstream is down.
-const OUTAGE: Duration = Duration::from_secs(3);
+/// `outage`: when the upstream goes down (from the start of the run) and for
+/// how long. The lengths are a whole number of seconds plus 350 ms, so the
+/// return falls part-way into a breaker's open period of 1 s (or of 100 ms,
+/// or 250 ms...), and differ, so that a breaker whose open period is long
+/// is seen to cost more than one whose period is short.
+const OUTAGES: [(Duration, Duration); 3] = [
+    (Duration::from_millis(500), Duration::from_millis(350)),
+    (Duration::from_millis(2500), Duration::from_millis(1350)),
+    (Duration::from_millis(5000), Duration::from_millis(3350)),
+];
+/// An outage is played only if the run goes on this long after it: its
+/// recovery is looked for there.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 /// `overload`: each call holds a worker this long, so the workers together
 /// serve `workers / OVERLOAD_SERVICE_TIME` calls a second.
 const OVERLOAD_SERVICE_TIME: Duration = Duration::from_millis(20);
+/// `overload-costly`: how long refusing a call holds a worker (reading the
+/// request and answering 503 is work too).
+const REFUSAL_COST: Duration = Duration::from_millis(5);
 
 /// A named way for the upstream to misbehave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,15 +88,17 @@ pub(crate) enum Profile {
     SlowTail,
     BrownOut,
     Overload,
+    OverloadCostly,
 }
 
 impl Profile {
-    pub(crate) const ALL: [Profile; 5] = [
+    pub(crate) const ALL: [Profile; 6] = [
         Profile::SteadyErrors,
         Profile::Outage,
         Profile::SlowTail,
         Profile::BrownOut,
         Profile::Overload,
+        Profile::OverloadCostly,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -91,6 +108,7 @@ impl Profile {
             Profile::SlowTail => "slow-tail",
             Profile::BrownOut => "brown-out",
             Profile::Overload => "overload",
+            Profile::OverloadCostly => "overload-costly",
         }
     }
 
@@ -103,11 +121,18 @@ impl Profile {
         match self {
             Profile::SteadyErrors => "30 % of calls fail at random".into(),
             Profile::Outage => {
-                let (down, up) = outage_window(duration);
+                let outages: Vec<String> = outage_windows(duration)
+                    .map(|(down, up)| {
+                        format!(
+                            "{:.2} s from {:.1} s",
+                            (up - down).as_secs_f64(),
+                            down.as_secs_f64()
+                        )
+                    })
+                    .collect();
                 format!(
-                    "healthy, down (every call fails at once) from {:.1} s to {:.1} s, healthy again",
-                    down.as_secs_f64(),
-                    up.as_secs_f64()
+                    "down (every call fails at once) for {}, healthy otherwise",
+                    outages.join(", ")
                 )
             }
             Profile::SlowTail => "10 % of calls take 500 ms".into(),
@@ -120,15 +145,25 @@ impl Profile {
                     workers as u64 * 1000 / OVERLOAD_SERVICE_TIME.as_millis() as u64
                 )
             }
+            Profile::OverloadCostly => {
+                let workers = overload_workers(rate);
+                format!(
+                    "as overload, but a refusal waits for one of the {workers} workers \
+                     and holds it 5 ms: refused calls eat capacity"
+                )
+            }
         }
     }
 }
 
-/// When the `outage` upstream is down, from the start of the run: from 30 %
-/// of the run for 3 s (or 40 % of a run too short for that).
-pub(crate) fn outage_window(duration: Duration) -> (Duration, Duration) {
-    let down = duration.mul_f64(0.3);
-    (down, down + OUTAGE.min(duration.mul_f64(0.4)))
+/// When the `outage` upstream is down, from the start of the run: each
+/// outage as (down, up), in order; those of [`OUTAGES`] followed by at
+/// least [`HEALTHY_AFTER`] of the run.
+pub(crate) fn outage_windows(duration: Duration) -> impl Iterator<Item = (Duration, Duration)> {
+    OUTAGES
+        .into_iter()
+        .map(|(down, length)| (down, down + length))
+        .filter(move |&(_, up)| up + HEALTHY_AFTER <= duration)
 }
 
 /// `overload`'s workers: enough to serve half of `rate`.
@@ -149,8 +184,12 @@ struct Shared {
     duration: Duration,
     started: Instant,
     rng: Mutex<Rng>,
-    /// Calls inside the upstream now (queued or served), and the most ever.
+    /// Calls inside the upstream now (queued, served or being refused), and
+    /// the most ever.
     in_flight: AtomicUsize,
+    /// Calls admitted now (queued or served, not being refused): the
+    /// overload profiles refuse past twice the workers.
+    admitted: AtomicUsize,
     peak: AtomicUsize,
     /// Attempts per request id.
     attempts: Vec<AtomicU32>,
@@ -177,6 +216,7 @@ impl Upstream {
                 started: Instant::now(),
                 rng: Mutex::new(Rng::new(seed)),
                 in_flight: AtomicUsize::new(0),
+                admitted: AtomicUsize::new(0),
                 peak: AtomicUsize::new(0),
                 attempts: (0..requests).map(|_| AtomicU32::new(0)).collect(),
                 workers: Semaphore::new(worker_count),
@@ -221,16 +261,23 @@ async fn serve(shared: Arc<Shared>, request: Request) -> Result<Response, Upstre
     if let Some(count) = shared.attempts.get(request.id) {
         count.fetch_add(1, Ordering::Relaxed);
     }
-    // Busy workers plus a full queue: refused at once, as a 503, without
-    // ever counting as inside.
-    if shared.profile == Profile::Overload
-        && shared.in_flight.load(Ordering::Relaxed) >= 2 * shared.worker_count
+    // Busy workers plus a full queue: refused, as a 503.
+    if matches!(shared.profile, Profile::Overload | Profile::OverloadCostly)
+        && shared.admitted.load(Ordering::Relaxed) >= 2 * shared.worker_count
     {
+        if shared.profile == Profile::OverloadCostly {
+            // Refusing costs a worker too, so every refused call (a retry
+            // of one included) takes capacity from the calls served.
+            let _in_flight = InFlight::enter(&shared);
+            let _worker = shared.workers.acquire().await;
+            sleep(REFUSAL_COST).await;
+        }
         return Err(UpstreamError::Overloaded);
     }
     // Dropped when the call ends or when the caller gives up on it (a
     // timeout drops the future, as a client closing its connection).
     let _in_flight = InFlight::enter(&shared);
+    let _admitted = Admitted::enter(&shared);
     let elapsed = shared.started.elapsed();
     let draw = {
         let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
@@ -247,8 +294,7 @@ async fn serve(shared: Arc<Shared>, request: Request) -> Result<Response, Upstre
             fail_if(draw.chance < STEADY_ERROR_RATE)
         }
         Profile::Outage => {
-            let (down, up) = outage_window(shared.duration);
-            if (down..up).contains(&elapsed) {
+            if outage_windows(shared.duration).any(|(down, up)| (down..up).contains(&elapsed)) {
                 return Err(UpstreamError::Down);
             }
             sleep(draw.latency).await;
@@ -264,7 +310,7 @@ async fn serve(shared: Arc<Shared>, request: Request) -> Result<Response, Upstre
             sleep(draw.latency).await;
             fail_if(draw.chance < BROWN_OUT_PEAK * progress.min(1.0))
         }
-        Profile::Overload => {
+        Profile::Overload | Profile::OverloadCostly => {
             // Wait for a worker (FIFO): queueing is what makes an overloaded
             // upstream slow.
             let _worker = shared.workers.acquire().await;
@@ -298,6 +344,59 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The seeds of a run's components, each derived from the run's one seed.
+///
+/// The upstream's fault draws and the stacks' jitter and throttle draws must
+/// not be one stream: the upstream's [`Rng`], palisade's seeding and its
+/// throttle's generator are all splitmix64, so a stack given the faults'
+/// seed would draw the very numbers that decided the faults (tower's
+/// jitter and palisade's throttle draw exactly that sequence), and its
+/// "random" retries would line up with the failures. Each component gets
+/// `splitmix64(seed ^ TAG)` with a tag of its own instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seeds {
+    /// The upstream's fault and latency draws.
+    pub(crate) faults: u64,
+    /// Every seedable draw of the stack: jitter, throttle.
+    pub(crate) stacks: u64,
+}
+
+/// "faults" and "stacks" in ASCII: any two distinct constants would do.
+const TAG_FAULTS: u64 = 0x6661_756c_7473;
+const TAG_STACKS: u64 = 0x7374_6163_6b73;
+
+impl Seeds {
+    pub(crate) fn of(seed: u64) -> Seeds {
+        Seeds {
+            faults: splitmix64(seed ^ TAG_FAULTS),
+            stacks: splitmix64(seed ^ TAG_STACKS),
+        }
+    }
+}
+
+/// One step of splitmix64, as a function of its input.
+fn splitmix64(x: u64) -> u64 {
+    Rng::new(x).next_u64()
+}
+
+/// One admitted call; keeps the admitted count.
+struct Admitted<'a> {
+    shared: &'a Shared,
+}
+
+impl<'a> Admitted<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        shared.admitted.fetch_add(1, Ordering::Relaxed);
+        Admitted { shared }
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.shared.admitted.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
