@@ -30,9 +30,10 @@ const DEFAULT_FAILURE_RATE: f64 = 0.8;
 /// Short, so that a dependency that comes back is used again within about
 /// 100 ms whatever the length of its outage; its cost is at most
 /// `half_open_probes` calls to a dead dependency every 100 ms (3 % of 1 000
-/// requests a second). The wind tunnel's outage profile measured 30 s: 0
-/// of the 4 s after the upstream's return served; 100 ms: served again
-/// within 100 ms.
+/// requests a second). In the wind tunnel's outage profile, 30 s left a
+/// recovered upstream unused for the rest of the run; 100 ms was back
+/// within 92 ms after each of three outages of 0.35 s to 3.35 s, and a 1 s
+/// open period took about 0.7 s.
 const DEFAULT_OPEN_FOR: Duration = Duration::from_millis(100);
 const DEFAULT_HALF_OPEN_PROBES: u32 = 3;
 const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
