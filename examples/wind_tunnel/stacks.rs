@@ -97,26 +97,26 @@ fn no_layers(upstream: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
 /// crate's recommended order (retry, breaker, attempt timeout, bulkhead;
 /// the caller's deadline plays the total timeout). Jitter is seeded.
 fn palisade_defaults(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
-    let stack = ServiceBuilder::new()
-        .layer(RetryLayer::builder().jitter_seed(settings.seed).build()?)
-        .layer(
-            CircuitBreakerLayer::builder()
-                .jitter_seed(settings.seed)
-                .build()?,
-        )
-        .layer(TimeoutLayer::new(ATTEMPT_TIMEOUT)?)
-        .layer(BulkheadLayer::new(BULKHEAD)?)
-        .service(upstream);
-    Ok(BoxCloneService::new(stack))
+    defaults_with(None, upstream, settings)
 }
 
 /// palisade's defaults with client-side throttling between retry and the
 /// breaker, as the crate docs recommend for an upstream that may be
 /// overloaded rather than down.
 fn palisade_throttled(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    let throttle = ThrottleLayer::builder().seed(settings.seed).build()?;
+    defaults_with(Some(throttle), upstream, settings)
+}
+
+/// palisade's defaults, with `throttle` between retry and the breaker.
+fn defaults_with(
+    throttle: Option<ThrottleLayer>,
+    upstream: Upstream,
+    settings: &StackSettings,
+) -> Result<Stack, BoxError> {
     let stack = ServiceBuilder::new()
         .layer(RetryLayer::builder().jitter_seed(settings.seed).build()?)
-        .layer(ThrottleLayer::builder().seed(settings.seed).build()?)
+        .option_layer(throttle)
         .layer(
             CircuitBreakerLayer::builder()
                 .jitter_seed(settings.seed)
@@ -125,7 +125,7 @@ fn palisade_throttled(upstream: Upstream, settings: &StackSettings) -> Result<St
         .layer(TimeoutLayer::new(ATTEMPT_TIMEOUT)?)
         .layer(BulkheadLayer::new(BULKHEAD)?)
         .service(upstream);
-    Ok(BoxCloneService::new(stack))
+    Ok(BoxCloneService::new(stack.map_err(BoxError::from)))
 }
 
 /// palisade with the settings the other stacks share (backoff from 10 ms,
