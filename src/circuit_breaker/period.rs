@@ -5,7 +5,7 @@
 //! [`Ticket`] on the period it was admitted under. An outcome is recorded
 //! into that period, whatever the breaker's state by the time it arrives: a
 //! late result lands in a period that is no longer current, where it can
-//! change nothing (principle 5, exact by construction). And a window is never
+//! change nothing (an outcome counts against the state it was admitted under). And a window is never
 //! reset while other threads write to it; it is simply left behind.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
