@@ -471,8 +471,8 @@ mod tests {
 
     #[test]
     fn decorrelated_jitter_grows_from_the_previous_delay_under_the_cap() {
-        // BO-7's properties for the formula: positive, capped,
-        // within [base, 3 × previous].
+        // BO-7's properties for decorrelated jitter, min(max, uniform(base,
+        // 3 × previous)): positive, capped, within [base, 3 × previous].
         let b = Backoff::exponential(ms(100))
             .max(ms(5_000))
             .jitter(Jitter::Decorrelated);
