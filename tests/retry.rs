@@ -657,3 +657,82 @@ async fn configuration_loads_from_json_and_takes_effect() {
     .unwrap_err();
     assert!(err.to_string().contains("multiplier"), "{err}");
 }
+
+/// scenario CT-3, restated for palisade's token budget (`tokens(10, 0.5)`,
+/// 4 attempts): a failed attempt spends a token, a success earns half of
+/// one, a retry goes only while more than half the tokens are left after
+/// the failure is counted, and the first attempt is never held back. A
+/// result the classifier ignores (gRPC's INVALID_ARGUMENT here) changes
+/// nothing; tokens stay between 0 and 10. gRPC's pushback is palisade's
+/// retry-after hint: 300 ms makes the next attempt leave after exactly
+/// 300 ms. (A malformed hint is read as no hint, as a malformed
+/// `Retry-After` is, rather than as "do not retry".)
+#[tokio::test(start_paused = true)]
+async fn the_token_budget_follows_grpc_retry_throttling() {
+    use palisade::classify::Outcome;
+    let layer = plain(4, ms(1))
+        .budget(RetryBudget::tokens(10, 0.5))
+        .classifier(with_retry_after(
+            |r: &Result<&'static str, BoxError>| match r {
+                Ok(_) => Outcome::Success,
+                Err(e) if e.to_string() == "invalid" => Outcome::Ignored,
+                Err(_) => Outcome::Failure,
+            },
+            |r: &Result<&'static str, BoxError>| {
+                let e = r.as_ref().err()?.to_string();
+                e.strip_prefix("wait ").and_then(|n| n.parse().ok()).map(ms)
+            },
+        ))
+        .build()
+        .unwrap();
+    // How many attempts one call made, answered by `replies`.
+    let attempts = |replies: &'static [Reply]| {
+        let layer = layer.clone();
+        async move {
+            let script = Script::new(replies);
+            let _ = send(&layer, &script, 1).await;
+            script.calls()
+        }
+    };
+    const FAIL: &[Reply] = &[Reply::Fail("x")];
+    const OK: &[Reply] = &[Reply::Ok("ok")];
+    assert_eq!(attempts(FAIL).await, 4, "call 1: 9, 8, 7, 6");
+    assert_eq!(attempts(FAIL).await, 1, "call 2: 5 is not above 5");
+    assert_eq!(attempts(FAIL).await, 1, "call 3: sent (4), not retried");
+    for _ in 0..4 {
+        assert_eq!(attempts(OK).await, 1); // 6
+    }
+    assert_eq!(attempts(FAIL).await, 1, "call 8: 5");
+    for _ in 0..3 {
+        attempts(OK).await; // 6.5
+    }
+    const ONCE: &[Reply] = &[Reply::Fail("x"), Reply::Ok("ok")];
+    assert_eq!(attempts(ONCE).await, 2, "call 12: 5.5, retried, then 6");
+    assert_eq!(attempts(&[Reply::Fail("invalid")]).await, 1);
+    attempts(OK).await; // 6.5: the ignored result changed nothing
+    assert_eq!(attempts(FAIL).await, 2, "5.5 retried, 4.5 not");
+
+    // Never below 0: after many failures, 13 successes (6.5) allow a retry.
+    for _ in 0..50 {
+        attempts(FAIL).await;
+    }
+    for _ in 0..13 {
+        attempts(OK).await;
+    }
+    assert_eq!(attempts(FAIL).await, 2, "from 0, not from below it");
+    // Never above 10: after many successes a failing call makes 4
+    // attempts (9, 8, 7, 6), and the next one none more (5).
+    for _ in 0..100 {
+        attempts(OK).await;
+    }
+    assert_eq!(attempts(FAIL).await, 4);
+    assert_eq!(attempts(FAIL).await, 1);
+
+    // Pushback: the hint sets the wait.
+    for _ in 0..20 {
+        attempts(OK).await;
+    }
+    let script = Script::new(&[Reply::Fail("wait 300"), Reply::Ok("ok")]);
+    let _ = send(&layer, &script, 1).await;
+    assert_eq!(script.waits(), [ms(300)]);
+}
