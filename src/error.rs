@@ -284,6 +284,9 @@ pub(crate) enum Why {
     Deadline,
     /// The request's deadline had passed before the call was sent.
     Expired,
+    /// The request's deadline passed while the response body was still
+    /// coming.
+    Body,
 }
 
 impl Elapsed {
@@ -325,14 +328,14 @@ impl Elapsed {
     /// the [`DefaultClassifier`](crate::classify::DefaultClassifier) ignores
     /// it.
     pub fn by_deadline(&self) -> bool {
-        matches!(self.why, Why::Deadline | Why::Expired)
+        matches!(self.why, Why::Deadline | Why::Expired | Why::Body)
     }
 
     /// `true` when the inner service was called; `false` when it was not
     /// (not ready in time, or the deadline had already passed), so that the
     /// request certainly had no effect.
     pub fn was_sent(&self) -> bool {
-        matches!(self.why, Why::Timeout | Why::Deadline)
+        matches!(self.why, Why::Timeout | Why::Deadline | Why::Body)
     }
 }
 
@@ -347,6 +350,11 @@ impl fmt::Display for Elapsed {
             Why::Expired => write!(
                 f,
                 "timeout `{name}`: the request's deadline had passed, so the call was not sent"
+            ),
+            Why::Body => write!(
+                f,
+                "timeout `{name}`: the request's deadline passed while the response body was \
+                 still coming; the rest of it was dropped"
             ),
             // Cancelled here, but the service may have acted on the request
             // already: say so, so that nobody reads this as "nothing

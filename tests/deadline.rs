@@ -20,7 +20,8 @@ use hyper_util::service::TowerToHyperService;
 use palisade::circuit_breaker::{CircuitBreakerLayer, State};
 use palisade::deadline::Deadline;
 use palisade::http::{
-    ErrorResponseLayer, InExtensions, ReadDeadlineLayer, StatusClassifier, WriteDeadlineLayer,
+    BodyDeadlineLayer, ErrorResponseLayer, InExtensions, ReadDeadlineLayer, StatusClassifier,
+    WriteDeadlineLayer,
 };
 use palisade::retry::{Backoff, Jitter, RetryLayer};
 use palisade::timeout::TimeoutLayer;
@@ -684,4 +685,133 @@ async fn the_deadline_crosses_a_real_http_hop() {
     assert!(body.contains("\"error\":\"timeout\""), "{body}");
     assert!(body.contains("not sent"), "{body}");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler did not run");
+}
+
+/// A body of five chunks, one every 400 ms, that says when it was dropped
+/// unfinished.
+struct SlowBody {
+    left: u32,
+    next: std::pin::Pin<Box<tokio::time::Sleep>>,
+    dropped_early: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for SlowBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.next.as_mut().poll(cx));
+        self.left -= 1;
+        let next = tokio::time::Instant::now() + ms(400);
+        self.next.as_mut().reset(next);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from("chunk")))))
+    }
+}
+
+impl Drop for SlowBody {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            self.dropped_early.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// An upstream that answers its head at 100 ms, then a chunk at 500, 900,
+/// 1 300, 1 700 and 2 100 ms.
+fn slow_body_upstream(
+    dropped_early: Arc<std::sync::atomic::AtomicBool>,
+) -> impl Service<Req, Response = Response<SlowBody>, Error = BoxError> + Clone {
+    service_fn(move |_: Req| {
+        let dropped_early = dropped_early.clone();
+        async move {
+            tokio::time::sleep(ms(100)).await;
+            let next = Box::pin(tokio::time::sleep(ms(400)));
+            let body = SlowBody {
+                left: 5,
+                next,
+                dropped_early,
+            };
+            Ok::<_, BoxError>(Response::new(body))
+        }
+    })
+}
+
+/// Reads `body` to its end or its first error; answers when each chunk
+/// came, from `start`, and the error.
+async fn read_body<B>(body: B, start: Instant) -> (Vec<Duration>, Option<BoxError>)
+where
+    B: http_body::Body<Error = BoxError> + Unpin,
+{
+    let mut body = body;
+    let mut chunks = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(_) => chunks.push(start.elapsed()),
+            Err(err) => return (chunks, Some(err)),
+        }
+    }
+    (chunks, None)
+}
+
+/// Scenario DL-7: with a 1 s deadline the caller gets the head at 100 ms
+/// and the chunks sent at 500 and 900 ms, then a deadline error at exactly
+/// 1 s, and the rest of the body is dropped; a body that ends in time is
+/// untouched, and without a deadline a slow body is never cut.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_covers_the_whole_response_body() {
+    let dropped_early = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let svc = ServiceBuilder::new()
+        .layer(
+            TimeoutLayer::new(ms(1_000))
+                .unwrap()
+                .deadline_slot(InExtensions),
+        )
+        .layer(BodyDeadlineLayer::new())
+        .service(slow_body_upstream(dropped_early.clone()));
+    let start = Instant::now();
+    let response = svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(start.elapsed(), ms(100), "the head");
+    let (chunks, err) = read_body(response.into_body(), start).await;
+    assert_eq!(chunks, [ms(500), ms(900)]);
+    let err = err.expect("cut at the deadline");
+    assert!(
+        elapsed(&err).by_deadline() && elapsed(&err).was_sent(),
+        "{err}"
+    );
+    assert_eq!(start.elapsed(), ms(1_000));
+    assert!(
+        dropped_early.load(Ordering::SeqCst),
+        "the stream was dropped"
+    );
+
+    // Time enough: the whole body, untouched.
+    let patient = ServiceBuilder::new()
+        .layer(
+            TimeoutLayer::new(ms(5_000))
+                .unwrap()
+                .deadline_slot(InExtensions),
+        )
+        .layer(BodyDeadlineLayer::new())
+        .service(slow_body_upstream(Arc::default()));
+    let start = Instant::now();
+    let response = patient.oneshot(Request::new(())).await.unwrap();
+    let (chunks, err) = read_body(response.into_body(), start).await;
+    assert!(err.is_none());
+    assert_eq!(chunks, [500, 900, 1_300, 1_700, 2_100].map(ms));
+
+    // No deadline at all: never cut.
+    let unbounded = ServiceBuilder::new()
+        .layer(BodyDeadlineLayer::new())
+        .service(slow_body_upstream(Arc::default()));
+    let start = Instant::now();
+    let response = unbounded.oneshot(Request::new(())).await.unwrap();
+    let (chunks, err) = read_body(response.into_body(), start).await;
+    assert!(err.is_none());
+    assert_eq!(chunks.len(), 5);
 }

@@ -219,8 +219,8 @@ mod retry_after;
 
 pub use classify::{StatusClassifier, default_outcome};
 pub use deadline::{
-    GRPC_TIMEOUT, InExtensions, ReadDeadline, ReadDeadlineHandle, ReadDeadlineLayer, WriteDeadline,
-    WriteDeadlineLayer,
+    BodyDeadline, BodyDeadlineLayer, DeadlineBody, GRPC_TIMEOUT, InExtensions, ReadDeadline,
+    ReadDeadlineHandle, ReadDeadlineLayer, WriteDeadline, WriteDeadlineLayer,
 };
 pub use error_response::{
     DefaultErrors, ErrorResponse, ErrorResponseLayer, OtherErrors, ResponseFuture,

@@ -15,14 +15,17 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use palisade::bulkhead::{BulkheadLayer, Handle as BulkheadHandle};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, Event, Handle as BreakerHandle, State};
 use palisade::deadline::Deadline;
-use palisade::http::{IdempotentReplay, InExtensions, StatusClassifier, WriteDeadlineLayer};
+use palisade::http::{
+    BodyDeadlineLayer, DeadlineBody, IdempotentReplay, InExtensions, StatusClassifier,
+    WriteDeadlineLayer,
+};
 use palisade::retry::{Handle as RetryHandle, RetryBuilder};
 use palisade::timeout::TimeoutLayer;
 use palisade::{BoxError, ConfigError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 
 use crate::api::REQUEST_ID;
 use crate::config::UpstreamConfig;
@@ -91,7 +94,10 @@ pub struct Inbound {
     pub deadline: Option<Deadline>,
 }
 
-type Stack = BoxCloneSyncService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
+/// An upstream's answer: its body is held to the call's deadline too.
+pub type Answer = Response<DeadlineBody<Incoming>>;
+
+type Stack = BoxCloneSyncService<Request<Full<Bytes>>, Answer, BoxError>;
 
 /// One upstream service and the layers in front of it.
 #[derive(Clone)]
@@ -227,11 +233,16 @@ impl Upstream {
                     .layer(breaker)
                     .layer(timeout)
                     .layer(bulkhead)
+                    .layer(BodyDeadlineLayer::new())
                     .layer(WriteDeadlineLayer::new())
                     .service(SharedClient::new(client)),
             )
         } else {
-            BoxCloneSyncService::new(SharedClient::new(client).map_err(BoxError::from))
+            BoxCloneSyncService::new(
+                BodyDeadlineLayer::new()
+                    .layer(SharedClient::new(client))
+                    .map_err(BoxError::from),
+            )
         };
         Ok(Upstream {
             name,
@@ -248,7 +259,7 @@ impl Upstream {
     pub async fn send(
         &self,
         mut request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, BoxError> {
+    ) -> Result<Answer, BoxError> {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         *request.uri_mut() = format!("{}{}", self.base, path).parse()?;
         self.stack.clone().oneshot(request).await

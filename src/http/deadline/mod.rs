@@ -27,6 +27,9 @@
 //!   the error is an `Elapsed` (a 504 through
 //!   [`ErrorResponseLayer`](super::ErrorResponseLayer)), and the
 //!   [`ReadDeadlineHandle`] counts it and how late it was.
+//! - [`BodyDeadlineLayer`], on a client below the timeout, holds the
+//!   response body to the same deadline: a body still streaming when it
+//!   passes ends there with an `Elapsed`, and the rest is dropped.
 //! - A malformed value (`1234`, `-1S`, nine digits) is ignored, as Envoy and
 //!   Finagle ignore it: the request is served under the server's own
 //!   timeouts, never as expired, and the handle counts it. gRPC refuses such
@@ -63,10 +66,12 @@
 //! # }
 //! ```
 
+mod body;
 mod future;
 mod grpc_timeout;
 mod layer;
 
+pub use body::{BodyDeadline, BodyDeadlineFuture, BodyDeadlineLayer, DeadlineBody};
 pub use future::ResponseFuture;
 pub use layer::{ReadDeadlineLayer, WriteDeadlineLayer};
 
