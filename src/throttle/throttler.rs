@@ -512,20 +512,25 @@ mod loom_tests {
     use crate::sync::{Arc, loom_model as model};
     use loom::thread;
 
+    /// K = 2, uncapped, 10 s in 10 buckets.
+    fn throttler() -> Arc<Throttler> {
+        let settings = Settings {
+            k: 2.0,
+            padding: 1.0,
+            max_probability: 1.0,
+            window: Duration::from_secs(10),
+            buckets: 10,
+        };
+        Arc::new(Throttler::new(Name::Static("t"), settings, 1))
+    }
+
     /// A reader clearing a mark that has left the window, while a new miss
     /// is recorded: the new miss keeps its mark, so the next decision still
     /// reads the window.
     #[test]
     fn loom_a_miss_recorded_while_an_old_mark_is_cleared_keeps_its_mark() {
         model(|| {
-            let settings = Settings {
-                k: 2.0,
-                padding: 1.0,
-                max_probability: 1.0,
-                window: Duration::from_secs(10),
-                buckets: 10,
-            };
-            let t = Arc::new(Throttler::new(Name::Static("t"), settings, 1));
+            let t = throttler();
             // A miss in epoch 0, which has left the window by epoch 10.
             t.record_at(0, false);
             let recorder = {
@@ -545,14 +550,7 @@ mod loom_tests {
     #[test]
     fn loom_two_restarts_of_a_wrapped_bucket_both_count() {
         model(|| {
-            let settings = Settings {
-                k: 2.0,
-                padding: 1.0,
-                max_probability: 1.0,
-                window: Duration::from_secs(10),
-                buckets: 10,
-            };
-            let t = Arc::new(Throttler::new(Name::Static("t"), settings, 1));
+            let t = throttler();
             // Bucket 3 holds epoch 13's tag; `latest` is still 0.
             t.record_at(13, false);
             let other = {
