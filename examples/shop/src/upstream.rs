@@ -256,10 +256,7 @@ impl Upstream {
     }
 
     /// Sends `request` (its URI a path, made absolute here).
-    pub async fn send(
-        &self,
-        mut request: Request<Full<Bytes>>,
-    ) -> Result<Answer, BoxError> {
+    pub async fn send(&self, mut request: Request<Full<Bytes>>) -> Result<Answer, BoxError> {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         *request.uri_mut() = format!("{}{}", self.base, path).parse()?;
         self.stack.clone().oneshot(request).await
