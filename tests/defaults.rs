@@ -162,3 +162,31 @@ async fn when_every_call_fails_the_breaker_opens_and_answers_at_once() {
         layered.answered_at_once
     );
 }
+
+/// The default breaker leaves alone a dependency that still serves some of
+/// its calls: one that fails 6 calls in 7 (86 %, a deep brown-out) keeps
+/// its breaker closed, so every call it can serve is served. At the old
+/// default, 0.8, the breaker opened on it and refused calls it would have
+/// served. One that fails every call still opens it (the test above).
+#[tokio::test(start_paused = true)]
+async fn the_default_breaker_stays_closed_while_one_call_in_seven_succeeds() {
+    let breaker = CircuitBreakerLayer::builder().build().unwrap();
+    let health = breaker.handle();
+    let mut service =
+        ServiceBuilder::new()
+            .layer(breaker)
+            .service(service_fn(|n: u64| async move {
+                if n % 7 == 0 {
+                    Ok(n)
+                } else {
+                    Err::<u64, BoxError>("upstream error".into())
+                }
+            }));
+    let mut served = 0;
+    for n in 0..700 {
+        served += u64::from(service.ready().await.unwrap().call(n).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(served, 100, "every call the dependency could serve");
+    assert_eq!(health.snapshot().state, State::Closed);
+}

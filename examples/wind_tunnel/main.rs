@@ -297,7 +297,7 @@ fn seconds(value: &str) -> Option<Duration> {
 
 fn print_header(profile: Profile) {
     print!(
-        "{:<18} {:<8} {:>8} {:>8} {:>8} {:>6} {:>5}",
+        "{:<21} {:<8} {:>8} {:>8} {:>8} {:>6} {:>5}",
         "stack", "clock", "success", "p50", "p99", "ampl.", "peak"
     );
     if profile == Profile::Outage {
@@ -315,7 +315,7 @@ fn print_row(name: &str, clock: Clock, report: &Report) {
         Clock::Real => "real",
     };
     print!(
-        "{:<18} {:<8} {:>8} {:>8} {:>8} {:>6.2} {:>5}",
+        "{:<21} {:<8} {:>8} {:>8} {:>8} {:>6.2} {:>5}",
         name,
         clock,
         percent(report.success_rate),
@@ -341,13 +341,13 @@ fn print_row(name: &str, clock: Clock, report: &Report) {
 /// outage's recovery; then the best stack per profile.
 fn print_summary(args: &Args, results: &[(Profile, &str, Report)]) {
     println!("\n== summary: success rate (outage: worst recovery)");
-    print!("{:<18}", "stack");
+    print!("{:<21}", "stack");
     for profile in &args.profiles {
         print!(" {:>15}", profile.name());
     }
     println!();
     for stack in &args.stacks {
-        print!("{:<18}", stack.name);
+        print!("{:<21}", stack.name);
         for profile in &args.profiles {
             let report = results
                 .iter()

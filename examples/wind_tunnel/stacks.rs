@@ -10,7 +10,7 @@ use std::time::Duration;
 use palisade::BoxError;
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::CircuitBreakerLayer;
-use palisade::retry::{Backoff, Jitter, RetryLayer};
+use palisade::retry::{Backoff, Jitter, RetryBudget, RetryLayer};
 use palisade::throttle::ThrottleLayer;
 use palisade::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
@@ -62,7 +62,7 @@ pub(crate) const STACKS: &[StackEntry] = &[
     entry("tower-resilience", Clock::Real, tower_resilience_stack),
     entry("palisade-defaults", Clock::Virtual, palisade_defaults),
     entry("palisade", Clock::Virtual, palisade_matched),
-    entry("palisade-throttle", Clock::Virtual, palisade_throttled),
+    entry("palisade-recommended", Clock::Virtual, palisade_recommended),
     // Only with --palisade-config FILE (or named with --stack).
     entry("palisade-file", Clock::Virtual, palisade_file),
 ];
@@ -97,26 +97,31 @@ fn no_layers(upstream: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
 /// crate's recommended order (retry, breaker, attempt timeout, bulkhead;
 /// the caller's deadline plays the total timeout). Jitter is seeded.
 fn palisade_defaults(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
-    defaults_with(None, upstream, settings)
-}
-
-/// palisade's defaults with client-side throttling between retry and the
-/// breaker, as the crate docs recommend for an upstream that may be
-/// overloaded rather than down.
-fn palisade_throttled(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
-    let throttle = ThrottleLayer::builder().seed(settings.seed).build()?;
-    defaults_with(Some(throttle), upstream, settings)
-}
-
-/// palisade's defaults, with `throttle` between retry and the breaker.
-fn defaults_with(
-    throttle: Option<ThrottleLayer>,
-    upstream: Upstream,
-    settings: &StackSettings,
-) -> Result<Stack, BoxError> {
     let stack = ServiceBuilder::new()
         .layer(RetryLayer::builder().jitter_seed(settings.seed).build()?)
-        .option_layer(throttle)
+        .layer(
+            CircuitBreakerLayer::builder()
+                .jitter_seed(settings.seed)
+                .build()?,
+        )
+        .layer(TimeoutLayer::new(ATTEMPT_TIMEOUT)?)
+        .layer(BulkheadLayer::new(BULKHEAD)?)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack.map_err(BoxError::from)))
+}
+
+/// The stack the crate docs recommend ("Which tool for which failure"):
+/// palisade's defaults, but a retry budget of half a retry per request
+/// (`RetryBudget::windowed`), with client-side throttling between retry and
+/// the breaker to keep those retries from feeding an overload.
+fn palisade_recommended(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    let retry = RetryLayer::builder()
+        .budget(RetryBudget::windowed(Duration::from_secs(10), 10, 0.5))
+        .jitter_seed(settings.seed)
+        .build()?;
+    let stack = ServiceBuilder::new()
+        .layer(retry)
+        .layer(ThrottleLayer::builder().seed(settings.seed).build()?)
         .layer(
             CircuitBreakerLayer::builder()
                 .jitter_seed(settings.seed)
@@ -153,7 +158,7 @@ fn palisade_matched(upstream: Upstream, settings: &StackSettings) -> Result<Stac
 }
 
 /// A palisade stack read from `--palisade-config FILE`: TOML tables
-/// `[retry]`, `[circuit_breaker]`, `[timeout]` and `[bulkhead]`, each the
+/// `[retry]`, `[throttle]`, `[circuit_breaker]`, `[timeout]` and `[bulkhead]`, each the
 /// library's `*Config` type (see their docs for the fields). A table left
 /// out leaves its layer out; the order is the recommended one.
 ///
@@ -177,6 +182,7 @@ fn palisade_file(upstream: Upstream, settings: &StackSettings) -> Result<Stack, 
     use palisade::bulkhead::BulkheadConfig;
     use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerConfig};
     use palisade::retry::{RetryBuilder, RetryConfig};
+    use palisade::throttle::{ThrottleBuilder, ThrottleConfig};
     use palisade::timeout::TimeoutConfig;
     use tower::Layer;
 
@@ -184,6 +190,7 @@ fn palisade_file(upstream: Upstream, settings: &StackSettings) -> Result<Stack, 
     #[serde(deny_unknown_fields)]
     struct File {
         retry: Option<RetryConfig>,
+        throttle: Option<ThrottleConfig>,
         circuit_breaker: Option<CircuitBreakerConfig>,
         timeout: Option<TimeoutConfig>,
         bulkhead: Option<BulkheadConfig>,
@@ -208,6 +215,12 @@ fn palisade_file(upstream: Upstream, settings: &StackSettings) -> Result<Stack, 
             .jitter_seed(settings.seed)
             .build()?;
         stack = BoxCloneService::new(breaker.layer(stack));
+    }
+    if let Some(config) = file.throttle {
+        let throttle = ThrottleBuilder::from_config(config)
+            .seed(settings.seed)
+            .build()?;
+        stack = BoxCloneService::new(throttle.layer(stack));
     }
     if let Some(config) = file.retry {
         let retry = RetryBuilder::from_config(config)

@@ -26,7 +26,7 @@ const DEFAULT_MINIMUM_CALLS: u64 = 20;
 /// High, so that a dependency that still serves most calls (a brown-out,
 /// an overload whose refusals come back at once) is not shut out
 /// altogether; a dependency that is down fails far more than this.
-const DEFAULT_FAILURE_RATE: f64 = 0.8;
+const DEFAULT_FAILURE_RATE: f64 = 0.9;
 /// Short, so that a dependency that comes back is used again within about
 /// 100 ms whatever the length of its outage; its cost is at most
 /// `half_open_probes` calls to a dead dependency every 100 ms (3 % of 1 000
@@ -208,7 +208,7 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 
     /// Open when at least this share of the window's calls failed (default
-    /// 0.8); in (0, 1].
+    /// 0.9); in (0, 1].
     pub fn failure_rate(mut self, rate: f64) -> Self {
         self.failure_rate = rate;
         self

@@ -125,13 +125,21 @@
 //! dependency that still serves half its calls, it refuses every call for
 //! its open period, and callers get less than the dependency could give
 //! them; at 50 % an upstream at 30 % random errors opens it now and then by
-//! chance. Retry with its budget deals with scattered failures.
+//! chance. Retry with its budget deals with scattered failures, and
+//! [throttling](crate::throttle) with a struggling dependency. At 0.9 a
+//! window of 100 calls opens on 90 failures: a dependency that is down
+//! fails them all and opens it as fast as at 0.5, while one that still
+//! serves a tenth of its calls keeps serving them. In the README's wind
+//! tunnel, where the error rate ramps from 0 to 90 %, the recommended
+//! stack served 76.5 % with the breaker at 0.9 and 73.2 % at 0.8, and
+//! recovered from outages as fast (within 100 ms of the dependency's
+//! return).
 //!
 //! | option | default | rule |
 //! |---|---|---|
 //! | `count_window` / `time_window` | last 100 calls | window ≥ 1; a time window has one bucket per second unless told, buckets ≥ 1 ms, at most 10 000, dividing it exactly |
 //! | `minimum_calls` | 20 (or the count window, if smaller) | ≥ 1, ≤ a count window's size |
-//! | `failure_rate` | 0.8 | in (0, 1] |
+//! | `failure_rate` | 0.9 | in (0, 1] |
 //! | `slow_calls` | off | duration > 0, rate in (0, 1] |
 //! | `consecutive_failures` | off | ≥ 1 |
 //! | `open_for` | 100 ms | > 0 |

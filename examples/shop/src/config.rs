@@ -14,7 +14,7 @@
 //! max_attempts = 3
 //!
 //! [upstream.circuit_breaker]  # CircuitBreakerConfig
-//! failure_rate = 0.8
+//! failure_rate = 0.9
 //!
 //! [upstreams.product]         # one upstream: its URL and its own settings
 //! url = "http://10.0.0.7:8003"
@@ -81,7 +81,7 @@ backoff = { kind = "exponential", base = "50ms", max = "1s", jitter = "full" }
 [upstream.circuit_breaker]
 count_window = 100
 minimum_calls = 20
-failure_rate = 0.8
+failure_rate = 0.9
 open_for = "5s"
 half_open_probes = 3
 
@@ -440,7 +440,7 @@ mod tests {
         assert_eq!(product.retry.max_attempts, Some(3));
         assert_eq!(product.circuit_breaker.count_window, Some(100));
         assert_eq!(product.circuit_breaker.minimum_calls, Some(20));
-        assert_eq!(product.circuit_breaker.failure_rate, Some(0.8));
+        assert_eq!(product.circuit_breaker.failure_rate, Some(0.9));
         assert_eq!(
             product.circuit_breaker.open_for,
             Some(Duration::from_secs(5))
@@ -507,7 +507,7 @@ mod tests {
             product.circuit_breaker.open_for,
             Some(Duration::from_secs(10))
         );
-        assert_eq!(product.circuit_breaker.failure_rate, Some(0.8));
+        assert_eq!(product.circuit_breaker.failure_rate, Some(0.9));
     }
 
     #[test]

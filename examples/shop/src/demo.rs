@@ -3,7 +3,7 @@
 //! show.
 //!
 //! 1. Healthy traffic.
-//! 2. The product service fails every call: once failures are 80 % of the
+//! 2. The product service fails every call: once failures are 90 % of the
 //!    breaker's window, it opens and the gateway answers 503
 //!    `circuit_open` at once.
 //! 3. Faults cleared: half-open probes, the circuit closes, traffic
@@ -46,6 +46,8 @@ use crate::{Running, ShopOptions, auth, config};
 
 /// The `kid` of the demo's key.
 const DEMO_KID: &str = "demo";
+/// Requests in phase 2, while the product service fails every call.
+const PRODUCT_FAILS_REQUESTS: usize = 80;
 
 /// `options` with a key for the demo to sign customers' tokens with: an
 /// HS256 secret made up for this run, so that no token outlives it.
@@ -350,12 +352,19 @@ impl Demo<'_> {
         (answers, vec![("every answer is 2xx".into(), ok)])
     }
 
+    /// Enough for the breaker to open: 90 % of its last 100 calls must be
+    /// failures, phase 1's successes included, and the retry budget lets
+    /// only some of the failed requests be retried.
     async fn product_fails(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
         self.faults("product", 1.0, 0).await;
         let mut answers = Vec::new();
-        for _ in 0..30 {
-            answers.push(self.send(Call::get("/api/products/1")).await);
-            self.progress.step(answers.len(), 30);
+        // A customer of its own, so that these requests stay within one
+        // client's rate limit (100 a minute) whatever the other phases send.
+        let token = self.token(4);
+        for _ in 0..PRODUCT_FAILS_REQUESTS {
+            let call = Call::get("/api/products/1").by(token.clone());
+            answers.push(self.send(call).await);
+            self.progress.step(answers.len(), PRODUCT_FAILS_REQUESTS);
         }
         self.faults("product", 0.0, 0).await;
         let open: Vec<&Answer> = answers
@@ -370,11 +379,11 @@ impl Demo<'_> {
             ),
             (
                 format!(
-                    "then, once the circuit opened, 503 circuit_open for every request ({} of 30)",
+                    "then, once the circuit opened, 503 circuit_open for every request ({} of {PRODUCT_FAILS_REQUESTS})",
                     open.len()
                 ),
                 // The failures must outweigh the successes of the phase
-                // before in the breaker's window (80 % of its last 100
+                // before in the breaker's window (90 % of its last 100
                 // calls) before it opens; from then on, nothing gets through.
                 answers
                     .iter()

@@ -254,7 +254,7 @@ async fn admin_config_shows_the_settings_in_force_to_admins_only() {
         8
     );
     assert_eq!(config["upstream"]["bulkhead"]["max_concurrent"], 64);
-    assert_eq!(config["upstream"]["circuit_breaker"]["failure_rate"], 0.8);
+    assert_eq!(config["upstream"]["circuit_breaker"]["failure_rate"], 0.9);
     assert_eq!(config["gateway"]["rate_limit"]["limit"], 100);
     shop.running.shutdown().await.unwrap();
 }
