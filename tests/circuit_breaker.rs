@@ -896,10 +896,10 @@ fn bad_configuration_is_an_error_naming_the_field() {
         (b().time_window_buckets(secs(1), 0), "time_window_buckets"),
         (b().time_window_buckets(secs(10), 3), "time_window_buckets"),
         (b().time_window_buckets(ms(10), 20), "time_window_buckets"),
-        (b().open_backoff(0.5, secs(60)), "open_backoff.multiplier"),
+        (b().open_backoff(0.5, secs(60)), "open_multiplier"),
         (
             b().open_for(secs(30)).open_backoff(2.0, secs(1)),
-            "open_backoff.max",
+            "open_max",
         ),
         (b().open_jitter(1.0), "open_jitter"),
         (b().open_jitter(-0.1), "open_jitter"),
@@ -1049,9 +1049,16 @@ fn configuration_loads_from_json() {
             "{alone}"
         );
     }
-    let half: CircuitBreakerConfig = serde_json::from_str(r#"{"open_multiplier": 2.0}"#).unwrap();
+    // A multiplier alone grows the open period with no cap, as documented;
+    // a cap alone has nothing to cap.
+    let uncapped: CircuitBreakerConfig =
+        serde_json::from_str(r#"{"open_multiplier": 2.0}"#).unwrap();
+    CircuitBreakerLayer::from_config(uncapped).unwrap();
+    let cap_alone: CircuitBreakerConfig = serde_json::from_str(r#"{"open_max": "1m"}"#).unwrap();
     assert_eq!(
-        CircuitBreakerLayer::from_config(half).unwrap_err().field(),
+        CircuitBreakerLayer::from_config(cap_alone)
+            .unwrap_err()
+            .field(),
         "open_max"
     );
     assert!(serde_json::from_str::<CircuitBreakerConfig>(r#"{"window": 3}"#).is_err());

@@ -601,7 +601,7 @@ async fn configuration_loads_from_json_and_takes_effect() {
     )
     .unwrap();
     // The ratio not given is the default budget's.
-    assert_eq!(config.budget, Some(RetryBudget::tokens(4, 0.5)));
+    assert_eq!(config.budget, RetryBudget::tokens(4, 0.5));
     let layer = RetryLayer::from_config(config).unwrap();
     assert_eq!(layer.handle().name(), "orders");
     let script = Script::new(&[Reply::Fail("x")]);
@@ -618,11 +618,11 @@ async fn configuration_loads_from_json_and_takes_effect() {
     .unwrap();
     assert_eq!(
         windowed.budget,
-        Some(RetryBudget::windowed(Duration::from_secs(5), 10, 0.2))
+        RetryBudget::windowed(Duration::from_secs(5), 10, 0.2)
     );
     assert_eq!(
         windowed.backoff,
-        Some(Backoff::constant(Duration::from_secs(1)).jitter(Jitter::Proportional(0.5)))
+        Backoff::constant(Duration::from_secs(1)).jitter(Jitter::Proportional(0.5))
     );
 
     // Values are checked when the layer is built, naming the field.

@@ -110,11 +110,12 @@ async fn a_caller_that_gives_up_first_drops_the_work_without_a_timeout() {
 fn nonsense_configuration_is_a_config_error() {
     let err = TimeoutLayer::new(Duration::ZERO).unwrap_err();
     assert_eq!((err.layer(), err.field()), ("timeout", "timeout"));
-    assert!(err.to_string().contains("greater than zero"), "{err}");
+    assert!(err.to_string().contains("more than zero"), "{err}");
 
+    // A builder never given a timeout says it must be set.
     let err = TimeoutLayer::builder().build().unwrap_err();
     assert_eq!(err.field(), "timeout");
-    assert_eq!(err.rule(), "must be set");
+    assert!(err.rule().starts_with("must be set"), "{err}");
 
     let err = TimeoutLayer::builder()
         .timeout(secs(1))

@@ -211,7 +211,7 @@ fn palisade_file(upstream: Upstream, settings: &StackSettings) -> Result<Stack, 
         stack = BoxCloneService::new(TimeoutLayer::from_config(config)?.layer(stack));
     }
     if let Some(config) = file.circuit_breaker {
-        let breaker = CircuitBreakerBuilder::from_config(config)?
+        let breaker = CircuitBreakerBuilder::from_config(config)
             .jitter_seed(settings.seed)
             .build()?;
         stack = BoxCloneService::new(breaker.layer(stack));

@@ -47,13 +47,7 @@ impl BulkheadLayer {
     ///
     /// As [`BulkheadBuilder::build`].
     pub fn from_config(config: BulkheadConfig) -> Result<Self, ConfigError> {
-        let mut builder = Self::builder()
-            .max_concurrent(config.max_concurrent)
-            .max_wait(config.max_wait);
-        if let Some(name) = config.name {
-            builder = builder.name(name);
-        }
-        builder.build()
+        BulkheadBuilder::from_config(config).build()
     }
 
     /// A handle on the shared state: slots in use, waiters, rejections.
@@ -84,24 +78,40 @@ impl<S> Layer<S> for BulkheadLayer {
 /// assert_eq!(layer.handle().max_concurrent(), 16);
 /// # Ok::<(), palisade::ConfigError>(())
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct BulkheadBuilder {
-    name: Option<Cow<'static, str>>,
-    max_concurrent: Option<usize>,
-    max_wait: Duration,
+    config: BulkheadConfig,
+}
+
+impl Default for BulkheadBuilder {
+    /// A builder with no limit yet: [`build`](Self::build) refuses it until
+    /// [`max_concurrent`](Self::max_concurrent) is set.
+    fn default() -> Self {
+        Self::from_config(BulkheadConfig::new(0))
+    }
 }
 
 impl BulkheadBuilder {
+    /// A builder holding `config`; [`build`](Self::build) checks it.
+    pub fn from_config(config: BulkheadConfig) -> Self {
+        BulkheadBuilder { config }
+    }
+
+    /// The settings so far, as [`build`](Self::build) will check them.
+    pub fn config(&self) -> &BulkheadConfig {
+        &self.config
+    }
+
     /// The name used in errors, events and the handle (default `"bulkhead"`).
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = Some(name.into());
+        self.config.name = Some(name.into().into_owned());
         self
     }
 
     /// The most calls in flight at once (required, at least 1).
     pub fn max_concurrent(mut self, max_concurrent: usize) -> Self {
-        self.max_concurrent = Some(max_concurrent);
+        self.config.max_concurrent = max_concurrent;
         self
     }
 
@@ -112,7 +122,7 @@ impl BulkheadBuilder {
     /// bulkhead with a `max_wait` must be polled inside a tokio runtime with
     /// time enabled (a fail-fast bulkhead needs no runtime at all).
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = max_wait;
+        self.config.max_wait = max_wait;
         self
     }
 
@@ -123,14 +133,13 @@ impl BulkheadBuilder {
     /// A [`ConfigError`] when `max_concurrent` is not set, is zero (every call
     /// would be refused), or is larger than `usize::MAX >> 3`.
     pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
-        let max_concurrent = self
-            .max_concurrent
-            .ok_or_else(|| ConfigError::new(LAYER, "max_concurrent", "must be set"))?;
+        let config = self.config;
+        let max_concurrent = config.max_concurrent;
         if max_concurrent == 0 {
             return Err(ConfigError::new(
                 LAYER,
                 "max_concurrent",
-                "must be at least 1, got 0 (a bulkhead with no slots refuses every call)",
+                "must be set to at least 1, got 0 (a bulkhead with no slots refuses every call)",
             ));
         }
         if max_concurrent > MAX_SLOTS {
@@ -140,24 +149,27 @@ impl BulkheadBuilder {
                 format!("must be at most {MAX_SLOTS}, got {max_concurrent}"),
             ));
         }
-        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        let name = match config.name {
+            Some(name) => Cow::Owned(name),
+            None => Cow::Borrowed(DEFAULT_NAME),
+        };
         Ok(BulkheadLayer {
-            shared: Arc::new(Shared::new(name, max_concurrent, self.max_wait)),
+            shared: Arc::new(Shared::new(name.into(), max_concurrent, config.max_wait)),
         })
     }
 }
 
-/// A [`BulkheadLayer`]'s settings as plain data, for loading from a file.
-///
-/// With the `serde` feature it implements `Deserialize`; durations are
-/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds, and
-/// `max_wait` may be left out (fail fast).
+/// A [`BulkheadLayer`]'s settings as plain data: what its builder fills,
+/// what [`BulkheadBuilder::build`] checks, and, with the `serde` feature,
+/// what a file holds (`Deserialize`; `max_concurrent` is required, the rest
+/// may be left out). Durations are written as `"250ms"`, `"5s"`, `"1m"` or a
+/// number of seconds; `max_wait` left out fails fast.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 #[non_exhaustive]
 pub struct BulkheadConfig {
-    /// See [`BulkheadBuilder::name`].
+    /// See [`BulkheadBuilder::name`]; `None`: `"bulkhead"`.
     #[cfg_attr(feature = "serde", serde(default))]
     pub name: Option<String>,
     /// See [`BulkheadBuilder::max_concurrent`].

@@ -70,7 +70,7 @@ impl<C, F> KeyedBuilder<C, F> {
     /// As [`CircuitBreakerBuilder::build`], when `max_keys` or `idle_after`
     /// is zero, and when `wait_when_open` is set.
     pub fn build<K>(self) -> Result<KeyedCircuitBreakerLayer<K, F, C>, ConfigError> {
-        let settings = self.breaker.settings()?;
+        let settings = self.breaker.config().settings()?;
         if settings.wait_when_open.is_some() {
             return Err(ConfigError::new(
                 "circuit_breaker",

@@ -67,10 +67,9 @@ impl CircuitBreakerLayer {
     ///
     /// # Errors
     ///
-    /// As [`CircuitBreakerBuilder::build`], and when both `count_window` and
-    /// `time_window` are set.
+    /// As [`CircuitBreakerBuilder::build`].
     pub fn from_config(config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
-        CircuitBreakerBuilder::from_config(config)?.build()
+        CircuitBreakerBuilder::from_config(config).build()
     }
 }
 
@@ -97,16 +96,11 @@ impl<C> fmt::Debug for CircuitBreakerLayer<C> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum WindowChoice {
-    Count(usize),
-    Time(Duration, Option<usize>),
-}
-
 /// Builds a [`CircuitBreakerLayer`].
 ///
-/// Every option has a default (see the [module docs](super#configuration));
-/// [`build`](Self::build) checks them all and names the first bad one.
+/// The builder holds a [`CircuitBreakerConfig`], which each setter fills;
+/// every option has a default (see the [module docs](super#configuration))
+/// and [`build`](Self::build) checks them all and names the first bad one.
 ///
 /// ```
 /// use std::time::Duration;
@@ -127,19 +121,7 @@ enum WindowChoice {
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
-    name: Option<Cow<'static, str>>,
-    window: WindowChoice,
-    minimum_calls: Option<u64>,
-    failure_rate: f64,
-    slow_calls: Option<(Duration, f64)>,
-    consecutive_failures: Option<u64>,
-    open_for: Duration,
-    open_backoff: Option<(f64, Duration)>,
-    open_jitter: f64,
-    half_open_probes: u32,
-    half_open_max_wait: Duration,
-    open_on_retry_after: Option<Duration>,
-    wait_when_open: Option<Duration>,
+    config: CircuitBreakerConfig,
     classifier: C,
     listener: Option<Listener>,
     seed: Option<u64>,
@@ -147,20 +129,34 @@ pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
 
 impl Default for CircuitBreakerBuilder {
     fn default() -> Self {
+        Self::from_config(CircuitBreakerConfig::default())
+    }
+}
+
+impl CircuitBreakerBuilder {
+    /// A builder holding `config`, so that the parts a file cannot hold (a
+    /// classifier, a listener) can be added before [`build`](Self::build),
+    /// which checks it:
+    ///
+    /// ```
+    /// use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerConfig};
+    /// use palisade::classify::Outcome;
+    ///
+    /// let mut config = CircuitBreakerConfig::default();
+    /// config.minimum_calls = Some(5);
+    /// let layer = CircuitBreakerBuilder::from_config(config)
+    ///     .classifier(|result: &Result<u16, std::io::Error>| match result {
+    ///         Ok(status) if *status >= 500 => Outcome::Failure,
+    ///         Ok(_) => Outcome::Success,
+    ///         Err(_) => Outcome::Failure,
+    ///     })
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), palisade::ConfigError>(())
+    /// ```
+    pub fn from_config(config: CircuitBreakerConfig) -> Self {
         CircuitBreakerBuilder {
-            name: None,
-            window: WindowChoice::Count(DEFAULT_COUNT_WINDOW),
-            minimum_calls: None,
-            failure_rate: DEFAULT_FAILURE_RATE,
-            slow_calls: None,
-            consecutive_failures: None,
-            open_for: DEFAULT_OPEN_FOR,
-            open_backoff: None,
-            open_jitter: 0.0,
-            half_open_probes: DEFAULT_HALF_OPEN_PROBES,
-            half_open_max_wait: DEFAULT_HALF_OPEN_MAX_WAIT,
-            open_on_retry_after: None,
-            wait_when_open: None,
+            config,
             classifier: DefaultClassifier,
             listener: None,
             seed: None,
@@ -169,33 +165,46 @@ impl Default for CircuitBreakerBuilder {
 }
 
 impl<C> CircuitBreakerBuilder<C> {
+    /// The settings so far, as [`build`](Self::build) will check them.
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.config
+    }
+
     /// The name used in errors, events and the handle (default
     /// `"circuit_breaker"`).
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = Some(name.into());
+        self.config.name = Some(name.into().into_owned());
         self
     }
 
     /// Judge the last `n` calls (the default, with `n` = 100). Each new
     /// outcome pushes the oldest out. Needs no clock read per call.
+    /// Replaces a time window set before.
     pub fn count_window(mut self, n: usize) -> Self {
-        self.window = WindowChoice::Count(n);
+        self.config.count_window = Some(n);
+        self.config.time_window = None;
+        self.config.time_window_buckets = None;
         self
     }
 
     /// Judge the calls of the last `length`, in about one bucket per second
     /// (the most, up to one per second and 10 000, that divide `length`
     /// exactly; one if `length` is under a second). Calls leave the window a
-    /// whole bucket at a time. Reads the clock once per call.
+    /// whole bucket at a time. Reads the clock once per call. Replaces a
+    /// count window set before.
     pub fn time_window(mut self, length: Duration) -> Self {
-        self.window = WindowChoice::Time(length, None);
+        self.config.count_window = None;
+        self.config.time_window = Some(length);
+        self.config.time_window_buckets = None;
         self
     }
 
     /// As [`time_window`](Self::time_window), in `buckets` buckets: more
     /// buckets slide more smoothly and cost 32 bytes each.
     pub fn time_window_buckets(mut self, length: Duration, buckets: usize) -> Self {
-        self.window = WindowChoice::Time(length, Some(buckets));
+        self.config.count_window = None;
+        self.config.time_window = Some(length);
+        self.config.time_window_buckets = Some(buckets);
         self
     }
 
@@ -203,14 +212,14 @@ impl<C> CircuitBreakerBuilder<C> {
     /// 20, or the window's size if that is smaller). At least 1, and for a
     /// count window at most its size.
     pub fn minimum_calls(mut self, n: u64) -> Self {
-        self.minimum_calls = Some(n);
+        self.config.minimum_calls = Some(n);
         self
     }
 
     /// Open when at least this share of the window's calls failed (default
     /// 0.9); in (0, 1].
     pub fn failure_rate(mut self, rate: f64) -> Self {
-        self.failure_rate = rate;
+        self.config.failure_rate = rate;
         self
     }
 
@@ -218,14 +227,15 @@ impl<C> CircuitBreakerBuilder<C> {
     /// `longer_than`, whether they succeeded or failed (off by default).
     /// Reads the clock when each call starts and ends.
     pub fn slow_calls(mut self, longer_than: Duration, rate: f64) -> Self {
-        self.slow_calls = Some((longer_than, rate));
+        self.config.slow_call_duration = Some(longer_than);
+        self.config.slow_call_rate = Some(rate);
         self
     }
 
     /// Also open after `n` failures in a row, however few calls the window
     /// holds (off by default).
     pub fn consecutive_failures(mut self, n: u64) -> Self {
-        self.consecutive_failures = Some(n);
+        self.config.consecutive_failures = Some(n);
         self
     }
 
@@ -233,15 +243,17 @@ impl<C> CircuitBreakerBuilder<C> {
     /// (default 100 ms); the first step when [`open_backoff`](Self::open_backoff)
     /// is set.
     pub fn open_for(mut self, duration: Duration) -> Self {
-        self.open_for = duration;
+        self.config.open_for = duration;
         self
     }
 
     /// Make each consecutive opening (reopening from HalfOpen without having
     /// closed) last `multiplier` times the one before, up to `max`. Closing
-    /// starts the schedule over.
+    /// starts the schedule over. (In a [`CircuitBreakerConfig`],
+    /// `open_multiplier` without `open_max` grows with no cap.)
     pub fn open_backoff(mut self, multiplier: f64, max: Duration) -> Self {
-        self.open_backoff = Some((multiplier, max));
+        self.config.open_multiplier = Some(multiplier);
+        self.config.open_max = Some(max);
         self
     }
 
@@ -249,7 +261,7 @@ impl<C> CircuitBreakerBuilder<C> {
     /// 0), so that many breakers opened together do not probe together. The
     /// backoff's maximum still holds. In [0, 1).
     pub fn open_jitter(mut self, fraction: f64) -> Self {
-        self.open_jitter = fraction;
+        self.config.open_jitter = fraction;
         self
     }
 
@@ -258,7 +270,7 @@ impl<C> CircuitBreakerBuilder<C> {
     /// report below the thresholds, and reopens as soon as their outcomes
     /// reach a threshold over all of them.
     pub fn half_open_probes(mut self, n: u32) -> Self {
-        self.half_open_probes = n;
+        self.config.half_open_probes = n;
         self
     }
 
@@ -266,26 +278,25 @@ impl<C> CircuitBreakerBuilder<C> {
     /// and reopens (default 60 s): after it, the first call that finds every
     /// probe slot taken reopens the breaker.
     pub fn half_open_max_wait(mut self, duration: Duration) -> Self {
-        self.half_open_max_wait = duration;
+        self.config.half_open_max_wait = duration;
         self
     }
 
     /// Opens the breaker at once when a failed call's result carries a
     /// retry-after ([`Classify::retry_after`]: an upstream's `Retry-After`, a
-    /// ban with a length), for that long but at most `longest` (scenario
-    /// CB-T7). Off by default. A hint of zero is no hint. Only Closed and
-    /// HalfOpen open this way: MetricsOnly never opens, and a forced state
-    /// holds.
+    /// ban with a length), for that long but at most `longest`. Off by
+    /// default. A hint of zero is no hint. Only Closed and HalfOpen open
+    /// this way: MetricsOnly never opens, and a forced state holds.
     ///
     /// [`Classify::retry_after`]: crate::classify::Classify::retry_after
     pub fn open_on_retry_after(mut self, longest: Duration) -> Self {
-        self.open_on_retry_after = Some(longest);
+        self.config.open_on_retry_after = Some(longest);
         self
     }
 
     /// Waiting mode: while the breaker refuses, `poll_ready` returns
     /// `Pending` for up to `max_wait` instead of admitting the call only to
-    /// refuse it (scenario CB-A2). Off by default.
+    /// refuse it. Off by default.
     ///
     /// - Open: the service sleeps until the open duration ends, on its own
     ///   timer, without polling the inner service, then decides again
@@ -312,7 +323,7 @@ impl<C> CircuitBreakerBuilder<C> {
     ///
     /// [`CircuitOpen`]: crate::error::CircuitOpen
     pub fn wait_when_open(mut self, max_wait: Duration) -> Self {
-        self.wait_when_open = Some(max_wait);
+        self.config.wait_when_open = Some(max_wait);
         self
     }
 
@@ -337,19 +348,7 @@ impl<C> CircuitBreakerBuilder<C> {
     /// [`DefaultClassifier`]); see [`crate::classify`].
     pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
         CircuitBreakerBuilder {
-            name: self.name,
-            window: self.window,
-            minimum_calls: self.minimum_calls,
-            failure_rate: self.failure_rate,
-            slow_calls: self.slow_calls,
-            consecutive_failures: self.consecutive_failures,
-            open_for: self.open_for,
-            open_backoff: self.open_backoff,
-            open_jitter: self.open_jitter,
-            half_open_probes: self.half_open_probes,
-            half_open_max_wait: self.half_open_max_wait,
-            open_on_retry_after: self.open_on_retry_after,
-            wait_when_open: self.wait_when_open,
+            config: self.config,
             classifier,
             listener: self.listener,
             seed: self.seed,
@@ -363,17 +362,19 @@ impl<C> CircuitBreakerBuilder<C> {
     /// A [`ConfigError`] naming the field when: a rate is outside (0, 1]; a
     /// window, the minimum calls, the probes, the consecutive failures, the
     /// open duration, the slow-call duration or the half-open wait is zero;
-    /// the minimum calls exceed a count window; a time window's buckets are
-    /// shorter than 1 ms, more than 10 000, or do not divide it exactly; the
-    /// backoff's multiplier is below 1 or its maximum below `open_for`; the
-    /// jitter is outside [0, 1); `open_on_retry_after` or `wait_when_open`
-    /// is zero.
+    /// both a count and a time window are set, or buckets without a time
+    /// window; the minimum calls exceed a count window; a time window's
+    /// buckets are shorter than 1 ms, more than 10 000, or do not divide it
+    /// exactly; only one of the slow-call duration and rate is set; the
+    /// backoff's multiplier is below 1, its maximum below `open_for`, or a
+    /// maximum is set without a multiplier; the jitter is outside [0, 1);
+    /// `open_on_retry_after` or `wait_when_open` is zero.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
-        let settings = self.settings()?;
-        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        let settings = self.config.settings()?;
+        let (name, listener, seed, classifier) = self.into_parts();
         Ok(CircuitBreakerLayer {
-            breaker: Breaker::new(name, settings, self.listener, self.seed),
-            classifier: self.classifier,
+            breaker: Breaker::new(name, settings, listener, seed),
+            classifier,
         })
     }
 
@@ -384,14 +385,47 @@ impl<C> CircuitBreakerBuilder<C> {
         KeyedBuilder::new(self, key)
     }
 
+    /// The parts a keyed breaker shares between its keys' breakers.
+    pub(crate) fn into_parts(self) -> (Name, Option<Listener>, Option<u64>, C) {
+        let name = match self.config.name {
+            Some(name) => Cow::Owned(name),
+            None => Cow::Borrowed(DEFAULT_NAME),
+        };
+        (name.into(), self.listener, self.seed, self.classifier)
+    }
+}
+
+impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerBuilder")
+            .field("config", &self.config)
+            .field("listener", &self.listener.is_some())
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CircuitBreakerConfig {
     /// Every setting, checked.
     pub(crate) fn settings(&self) -> Result<Settings, ConfigError> {
         let window = self.checked_window()?;
         let minimum_calls = self.checked_minimum_calls(window)?;
         let failure_ppm = rate("failure_rate", self.failure_rate)?;
-        let slow = match self.slow_calls {
-            None => None,
-            Some((longer_than, slow_rate)) => {
+        let slow = match (self.slow_call_duration, self.slow_call_rate) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "slow_call_rate",
+                    "must be set with `slow_call_duration`",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "slow_call_duration",
+                    "must be set with `slow_call_rate`",
+                ));
+            }
+            (Some(longer_than), Some(slow_rate)) => {
                 if longer_than.is_zero() {
                     return Err(invalid("slow_call_duration", "must be more than zero"));
                 }
@@ -426,46 +460,24 @@ impl<C> CircuitBreakerBuilder<C> {
         })
     }
 
-    /// The parts a keyed breaker shares between its keys' breakers.
-    pub(crate) fn into_parts(self) -> (Name, Option<Listener>, Option<u64>, C) {
-        let name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
-        (name, self.listener, self.seed, self.classifier)
-    }
-
     fn checked_window(&self) -> Result<WindowKind, ConfigError> {
-        match self.window {
-            WindowChoice::Count(0) => Err(invalid("count_window", "must hold at least 1 call")),
-            WindowChoice::Count(n) if n > MAX_COUNT_WINDOW => Err(invalid(
+        match (self.count_window, self.time_window) {
+            (Some(_), Some(_)) => Err(invalid(
+                "time_window",
+                "set `count_window` or `time_window`, not both",
+            )),
+            (_, None) if self.time_window_buckets.is_some() => Err(invalid(
+                "time_window_buckets",
+                "must be set with `time_window`",
+            )),
+            (None, None) => Ok(WindowKind::Count(DEFAULT_COUNT_WINDOW)),
+            (Some(0), None) => Err(invalid("count_window", "must hold at least 1 call")),
+            (Some(n), None) if n > MAX_COUNT_WINDOW => Err(invalid(
                 "count_window",
                 format!("must be at most {MAX_COUNT_WINDOW} calls, got {n}"),
             )),
-            WindowChoice::Count(n) => Ok(WindowKind::Count(n)),
-            WindowChoice::Time(length, buckets) => {
-                if length.is_zero() {
-                    return Err(invalid("time_window", "must be more than zero"));
-                }
-                let buckets = buckets.unwrap_or_else(|| default_buckets(length));
-                if buckets == 0 || buckets > MAX_BUCKETS {
-                    return Err(invalid(
-                        "time_window_buckets",
-                        format!("must be 1 ..= {MAX_BUCKETS}, got {buckets}"),
-                    ));
-                }
-                let nanos = length.as_nanos();
-                if nanos % buckets as u128 != 0 {
-                    return Err(invalid(
-                        "time_window_buckets",
-                        format!("{buckets} buckets do not divide {length:?} exactly"),
-                    ));
-                }
-                if length / (buckets as u32) < MIN_BUCKET {
-                    return Err(invalid(
-                        "time_window_buckets",
-                        format!("{buckets} buckets of {length:?} are shorter than {MIN_BUCKET:?}"),
-                    ));
-                }
-                Ok(WindowKind::Time { length, buckets })
-            }
+            (Some(n), None) => Ok(WindowKind::Count(n)),
+            (None, Some(length)) => checked_time_window(length, self.time_window_buckets),
         }
     }
 
@@ -490,19 +502,23 @@ impl<C> CircuitBreakerBuilder<C> {
 
     fn checked_open_schedule(&self) -> Result<OpenSchedule, ConfigError> {
         let base = positive("open_for", self.open_for)?;
-        let (multiplier, max) = match self.open_backoff {
+        let (multiplier, max) = match (self.open_multiplier, self.open_max) {
             // No growth, and no cap on the jitter's upper half.
-            None => (1.0, Duration::MAX),
-            Some((multiplier, max)) => {
+            (None, None) => (1.0, Duration::MAX),
+            (None, Some(_)) => {
+                return Err(invalid("open_max", "must be set with `open_multiplier`"));
+            }
+            (Some(multiplier), max) => {
                 if !(multiplier.is_finite() && multiplier >= 1.0) {
                     return Err(invalid(
-                        "open_backoff.multiplier",
+                        "open_multiplier",
                         format!("must be a finite number of at least 1, got {multiplier}"),
                     ));
                 }
+                let max = max.unwrap_or(Duration::MAX);
                 if max < base {
                     return Err(invalid(
-                        "open_backoff.max",
+                        "open_max",
                         format!("must be at least `open_for` ({base:?}), got {max:?}"),
                     ));
                 }
@@ -535,134 +551,33 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 }
 
-impl CircuitBreakerBuilder {
-    /// A builder holding a [`CircuitBreakerConfig`]'s settings, so that the
-    /// parts a file cannot hold (a classifier, a listener) can be added
-    /// before [`build`](Self::build):
-    ///
-    /// ```
-    /// use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerConfig};
-    /// use palisade::classify::Outcome;
-    ///
-    /// let mut config = CircuitBreakerConfig::default();
-    /// config.minimum_calls = Some(5);
-    /// let layer = CircuitBreakerBuilder::from_config(config)?
-    ///     .classifier(|result: &Result<u16, std::io::Error>| match result {
-    ///         Ok(status) if *status >= 500 => Outcome::Failure,
-    ///         Ok(_) => Outcome::Success,
-    ///         Err(_) => Outcome::Failure,
-    ///     })
-    ///     .build()?;
-    /// # let _ = layer;
-    /// # Ok::<(), palisade::ConfigError>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// When both `count_window` and `time_window` are set, or only one of
-    /// `slow_call_duration` and `slow_call_rate`, or only one of
-    /// `open_multiplier` and `open_max`.
-    pub fn from_config(config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
-        let mut b = CircuitBreakerLayer::builder();
-        if let Some(name) = config.name {
-            b = b.name(name);
-        }
-        b = match (config.count_window, config.time_window) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "time_window",
-                    "set `count_window` or `time_window`, not both",
-                ));
-            }
-            (_, None) if config.time_window_buckets.is_some() => {
-                return Err(invalid(
-                    "time_window_buckets",
-                    "must be set with `time_window`",
-                ));
-            }
-            (Some(n), None) => b.count_window(n),
-            (None, Some(length)) => match config.time_window_buckets {
-                Some(buckets) => b.time_window_buckets(length, buckets),
-                None => b.time_window(length),
-            },
-            (None, None) => b,
-        };
-        if let Some(n) = config.minimum_calls {
-            b = b.minimum_calls(n);
-        }
-        if let Some(r) = config.failure_rate {
-            b = b.failure_rate(r);
-        }
-        match (config.slow_call_duration, config.slow_call_rate) {
-            (Some(d), Some(r)) => b = b.slow_calls(d, r),
-            (None, None) => {}
-            (Some(_), None) => {
-                return Err(invalid(
-                    "slow_call_rate",
-                    "must be set with `slow_call_duration`",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "slow_call_duration",
-                    "must be set with `slow_call_rate`",
-                ));
-            }
-        }
-        if let Some(n) = config.consecutive_failures {
-            b = b.consecutive_failures(n);
-        }
-        if let Some(d) = config.open_for {
-            b = b.open_for(d);
-        }
-        match (config.open_multiplier, config.open_max) {
-            (None, None) => {}
-            (Some(multiplier), Some(max)) => b = b.open_backoff(multiplier, max),
-            (Some(_), None) => {
-                return Err(invalid("open_max", "must be set with `open_multiplier`"));
-            }
-            (None, Some(_)) => {
-                return Err(invalid("open_multiplier", "must be set with `open_max`"));
-            }
-        }
-        if let Some(j) = config.open_jitter {
-            b = b.open_jitter(j);
-        }
-        if let Some(n) = config.half_open_probes {
-            b = b.half_open_probes(n);
-        }
-        if let Some(d) = config.half_open_max_wait {
-            b = b.half_open_max_wait(d);
-        }
-        if let Some(d) = config.open_on_retry_after {
-            b = b.open_on_retry_after(d);
-        }
-        if let Some(d) = config.wait_when_open {
-            b = b.wait_when_open(d);
-        }
-        Ok(b)
+fn checked_time_window(
+    length: Duration,
+    buckets: Option<usize>,
+) -> Result<WindowKind, ConfigError> {
+    if length.is_zero() {
+        return Err(invalid("time_window", "must be more than zero"));
     }
-}
-
-impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitBreakerBuilder")
-            .field("name", &self.name)
-            .field("window", &self.window)
-            .field("minimum_calls", &self.minimum_calls)
-            .field("failure_rate", &self.failure_rate)
-            .field("slow_calls", &self.slow_calls)
-            .field("consecutive_failures", &self.consecutive_failures)
-            .field("open_for", &self.open_for)
-            .field("open_backoff", &self.open_backoff)
-            .field("open_jitter", &self.open_jitter)
-            .field("half_open_probes", &self.half_open_probes)
-            .field("half_open_max_wait", &self.half_open_max_wait)
-            .field("open_on_retry_after", &self.open_on_retry_after)
-            .field("wait_when_open", &self.wait_when_open)
-            .field("listener", &self.listener.is_some())
-            .finish_non_exhaustive()
+    let buckets = buckets.unwrap_or_else(|| default_buckets(length));
+    if buckets == 0 || buckets > MAX_BUCKETS {
+        return Err(invalid(
+            "time_window_buckets",
+            format!("must be 1 ..= {MAX_BUCKETS}, got {buckets}"),
+        ));
     }
+    if length.as_nanos() % buckets as u128 != 0 {
+        return Err(invalid(
+            "time_window_buckets",
+            format!("{buckets} buckets do not divide {length:?} exactly"),
+        ));
+    }
+    if length / (buckets as u32) < MIN_BUCKET {
+        return Err(invalid(
+            "time_window_buckets",
+            format!("{buckets} buckets of {length:?} are shorter than {MIN_BUCKET:?}"),
+        ));
+    }
+    Ok(WindowKind::Time { length, buckets })
 }
 
 /// About one bucket per second, as many as divide `length` exactly into
@@ -697,10 +612,10 @@ fn positive(field: &'static str, value: Duration) -> Result<Duration, ConfigErro
     }
 }
 
-/// A [`CircuitBreakerLayer`]'s settings as plain data, for loading from a
-/// file. Every field may be left out, for its default.
-///
-/// With the `serde` feature it implements `Deserialize`; durations are
+/// A [`CircuitBreakerLayer`]'s settings as plain data: what its builder
+/// fills, what [`CircuitBreakerBuilder::build`] checks, and, with the
+/// `serde` feature, what a file holds (`Deserialize`). `Default` holds the
+/// defaults; a file may leave out any field for its default. Durations are
 /// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds:
 ///
 /// ```text
@@ -714,24 +629,27 @@ fn positive(field: &'static str, value: Duration) -> Result<Duration, ConfigErro
 /// open_multiplier = 2.0
 /// open_max = "2m"
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct CircuitBreakerConfig {
-    /// See [`CircuitBreakerBuilder::name`].
+    /// See [`CircuitBreakerBuilder::name`]; `None`: `"circuit_breaker"`.
     pub name: Option<String>,
-    /// See [`CircuitBreakerBuilder::count_window`].
+    /// See [`CircuitBreakerBuilder::count_window`]; with neither this nor
+    /// `time_window`, the last 100 calls.
     pub count_window: Option<usize>,
     /// See [`CircuitBreakerBuilder::time_window`].
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
     pub time_window: Option<Duration>,
-    /// See [`CircuitBreakerBuilder::time_window_buckets`].
+    /// See [`CircuitBreakerBuilder::time_window_buckets`]; only with
+    /// `time_window`.
     pub time_window_buckets: Option<usize>,
-    /// See [`CircuitBreakerBuilder::minimum_calls`].
+    /// See [`CircuitBreakerBuilder::minimum_calls`]; `None`: 20, or a count
+    /// window's size if that is smaller.
     pub minimum_calls: Option<u64>,
     /// See [`CircuitBreakerBuilder::failure_rate`].
-    pub failure_rate: Option<f64>,
+    pub failure_rate: f64,
     /// See [`CircuitBreakerBuilder::slow_calls`]; set with `slow_call_rate`.
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
     pub slow_call_duration: Option<Duration>,
@@ -740,24 +658,50 @@ pub struct CircuitBreakerConfig {
     /// See [`CircuitBreakerBuilder::consecutive_failures`].
     pub consecutive_failures: Option<u64>,
     /// See [`CircuitBreakerBuilder::open_for`].
-    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
-    pub open_for: Option<Duration>,
-    /// See [`CircuitBreakerBuilder::open_backoff`]; set with `open_max`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration"))]
+    pub open_for: Duration,
+    /// See [`CircuitBreakerBuilder::open_backoff`]; `None`: every opening
+    /// lasts `open_for`.
     pub open_multiplier: Option<f64>,
-    /// See [`CircuitBreakerBuilder::open_backoff`] (default: no cap).
+    /// See [`CircuitBreakerBuilder::open_backoff`]; only with
+    /// `open_multiplier`; `None`: no cap.
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
     pub open_max: Option<Duration>,
     /// See [`CircuitBreakerBuilder::open_jitter`].
-    pub open_jitter: Option<f64>,
+    pub open_jitter: f64,
     /// See [`CircuitBreakerBuilder::half_open_probes`].
-    pub half_open_probes: Option<u32>,
+    pub half_open_probes: u32,
     /// See [`CircuitBreakerBuilder::half_open_max_wait`].
-    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
-    pub half_open_max_wait: Option<Duration>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration"))]
+    pub half_open_max_wait: Duration,
     /// See [`CircuitBreakerBuilder::open_on_retry_after`].
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
     pub open_on_retry_after: Option<Duration>,
     /// See [`CircuitBreakerBuilder::wait_when_open`].
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
     pub wait_when_open: Option<Duration>,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            name: None,
+            count_window: None,
+            time_window: None,
+            time_window_buckets: None,
+            minimum_calls: None,
+            failure_rate: DEFAULT_FAILURE_RATE,
+            slow_call_duration: None,
+            slow_call_rate: None,
+            consecutive_failures: None,
+            open_for: DEFAULT_OPEN_FOR,
+            open_multiplier: None,
+            open_max: None,
+            open_jitter: 0.0,
+            half_open_probes: DEFAULT_HALF_OPEN_PROBES,
+            half_open_max_wait: DEFAULT_HALF_OPEN_MAX_WAIT,
+            open_on_retry_after: None,
+            wait_when_open: None,
+        }
+    }
 }

@@ -130,19 +130,13 @@ impl Kind {
 #[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct RateLimitBuilder {
-    kind: Kind,
-    limit: u64,
-    window: Duration,
-    burst: Option<u64>,
-    max_wait: Duration,
-    max_waiters: usize,
-    name: Option<Cow<'static, str>>,
+    config: RateLimitConfig,
 }
 
 impl RateLimitBuilder {
-    /// A builder holding a [`RateLimitConfig`]'s settings, so that the parts
-    /// a file cannot hold (a key function, a listener) can be added before
-    /// building:
+    /// A builder holding `config`, so that the parts a file cannot hold (a
+    /// key function, a listener) can be added before building, which
+    /// checks it:
     ///
     /// ```
     /// use std::time::Duration;
@@ -156,36 +150,25 @@ impl RateLimitBuilder {
     /// # Ok::<(), palisade::ConfigError>(())
     /// ```
     pub fn from_config(config: RateLimitConfig) -> Self {
-        let mut b = RateLimitBuilder::new(config.algorithm, config.limit, config.window);
-        if let Some(name) = config.name {
-            b = b.name(name);
-        }
-        if let Some(burst) = config.burst {
-            b = b.burst(burst);
-        }
-        if let Some(n) = config.max_waiters {
-            b = b.max_waiters(n);
-        }
-        b.max_wait(config.max_wait)
+        RateLimitBuilder { config }
     }
 
     fn new(kind: Kind, limit: u64, window: Duration) -> Self {
-        RateLimitBuilder {
-            kind,
-            limit,
-            window,
-            burst: None,
-            max_wait: Duration::ZERO,
-            max_waiters: usize::MAX,
-            name: None,
-        }
+        let mut config = RateLimitConfig::new(limit, window);
+        config.algorithm = kind;
+        Self::from_config(config)
+    }
+
+    /// The settings so far, as [`build`](Self::build) will check them.
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.config
     }
 
     /// The most callers waiting at once, with a `max_wait` (default: no
     /// bound but `max_wait` itself). A call that finds the queue full is
     /// refused at once; the callers already waiting keep their places.
     pub fn max_waiters(mut self, max_waiters: usize) -> Self {
-        self.max_waiters = max_waiters;
+        self.config.max_waiters = Some(max_waiters);
         self
     }
 
@@ -195,20 +178,20 @@ impl RateLimitBuilder {
     /// whose permit would come later than `max_wait` is refused at once.
     /// Waiting uses tokio's timer, so it needs a runtime with time enabled.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = max_wait;
+        self.config.max_wait = max_wait;
         self
     }
 
     /// The name used in errors and the handle (default `"rate_limit"`).
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = Some(name.into());
+        self.config.name = Some(name.into().into_owned());
         self
     }
 
     /// A GCRA limiter's bucket size: the most calls admitted at once, after
     /// a quiet spell (default: the rate). Only for [`RateLimitLayer::gcra`].
     pub fn burst(mut self, burst: u64) -> Self {
-        self.burst = Some(burst);
+        self.config.burst = Some(burst);
         self
     }
 
@@ -221,14 +204,15 @@ impl RateLimitBuilder {
     }
 
     pub(crate) fn name_or_default(&self) -> Name {
-        self.name
-            .clone()
-            .unwrap_or(Cow::Borrowed(DEFAULT_NAME))
-            .into()
+        match &self.config.name {
+            Some(name) => Cow::Owned(name.clone()),
+            None => Cow::Borrowed(DEFAULT_NAME),
+        }
+        .into()
     }
 
     pub(crate) fn max_wait_is_zero(&self) -> bool {
-        self.max_wait.is_zero()
+        self.config.max_wait.is_zero()
     }
 
     /// Checks the settings and builds the layer.
@@ -247,8 +231,8 @@ impl RateLimitBuilder {
             shared: Arc::new(Shared::new(
                 name,
                 Limiter::new(Algorithm::new(quota)),
-                self.max_wait,
-                self.max_waiters,
+                self.config.max_wait,
+                self.config.max_waiters.unwrap_or(usize::MAX),
             )),
             report: NoReport,
         })
@@ -256,25 +240,29 @@ impl RateLimitBuilder {
 
     /// The checked quota every limiter this builder makes starts from.
     pub(crate) fn quota(&self) -> Result<Quota, ConfigError> {
-        check_quota(self.kind, self.limit, self.window)?;
-        if self.burst.is_some() && self.kind != Kind::Gcra {
+        let RateLimitConfig {
+            algorithm: kind,
+            limit,
+            window,
+            burst,
+            ..
+        } = self.config;
+        check_quota(kind, limit, window)?;
+        if burst.is_some() && kind != Kind::Gcra {
             return Err(ConfigError::new(
                 LAYER,
                 "burst",
-                format!(
-                    "only a GCRA limiter has a burst, not a {}",
-                    self.kind.as_str()
-                ),
+                format!("only a GCRA limiter has a burst, not a {}", kind.as_str()),
             ));
         }
-        let burst = self.burst.unwrap_or(self.limit);
-        if self.kind == Kind::Gcra {
-            check_burst(self.limit, self.window, burst)?;
+        let burst = burst.unwrap_or(limit);
+        if kind == Kind::Gcra {
+            check_burst(limit, window, burst)?;
         }
         Ok(Quota {
-            kind: self.kind,
-            limit: self.limit,
-            window: self.window,
+            kind,
+            limit,
+            window,
             burst,
         })
     }
@@ -335,10 +323,11 @@ pub(crate) fn check_burst(rate: u64, period: Duration, burst: u64) -> Result<(),
     Ok(())
 }
 
-/// A [`RateLimitLayer`]'s settings as plain data, for loading from a file.
-///
-/// With the `serde` feature it implements `Deserialize`; durations are
-/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds:
+/// A [`RateLimitLayer`]'s settings as plain data: what its builder fills,
+/// what [`RateLimitBuilder::build`] checks, and, with the `serde` feature,
+/// what a file holds (`Deserialize`; `limit` and `window` are required,
+/// the rest may be left out). Durations are written as `"250ms"`, `"5s"`,
+/// `"1m"` or a number of seconds:
 ///
 /// ```text
 /// name = "api"
@@ -354,7 +343,7 @@ pub(crate) fn check_burst(rate: u64, period: Duration, burst: u64) -> Result<(),
 #[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 #[non_exhaustive]
 pub struct RateLimitConfig {
-    /// See [`RateLimitBuilder::name`].
+    /// See [`RateLimitBuilder::name`]; `None`: `"rate_limit"`.
     #[cfg_attr(feature = "serde", serde(default))]
     pub name: Option<String>,
     /// The algorithm (default the sliding window).

@@ -172,12 +172,7 @@ impl<C, R, D> fmt::Debug for RetryLayer<C, R, D> {
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct RetryBuilder<C = DefaultClassifier, R = CloneRequest> {
-    name: Option<Cow<'static, str>>,
-    max_attempts: u32,
-    backoff: Backoff,
-    budget: RetryBudget,
-    deadline: Option<Duration>,
-    retry_rate_limited: bool,
+    config: RetryConfig,
     seed: Option<u64>,
     listener: Option<Listener>,
     classifier: C,
@@ -186,18 +181,7 @@ pub struct RetryBuilder<C = DefaultClassifier, R = CloneRequest> {
 
 impl Default for RetryBuilder {
     fn default() -> Self {
-        RetryBuilder {
-            name: None,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            backoff: default_backoff(),
-            budget: RetryBudget::default(),
-            deadline: None,
-            retry_rate_limited: true,
-            seed: None,
-            listener: None,
-            classifier: DefaultClassifier,
-            replay: CloneRequest,
-        }
+        Self::from_config(RetryConfig::default())
     }
 }
 
@@ -209,28 +193,33 @@ fn default_backoff() -> Backoff {
 }
 
 impl<C, R> RetryBuilder<C, R> {
+    /// The settings so far, as [`build`](Self::build) will check them.
+    pub fn config(&self) -> &RetryConfig {
+        &self.config
+    }
+
     /// The name used in events and the handle (default `"retry"`).
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = Some(name.into());
+        self.config.name = Some(name.into().into_owned());
         self
     }
 
     /// Attempts in all, the first included (default 3; at least 1).
     pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n;
+        self.config.max_attempts = n;
         self
     }
 
     /// The delay before each retry (default: exponential from 100 ms,
     /// doubling, at most 5 s, full jitter).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.config.backoff = backoff;
         self
     }
 
     /// The retry budget (default [`RetryBudget::tokens(100, 0.5)`](RetryBudget::tokens)).
     pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = budget;
+        self.config.budget = budget;
         self
     }
 
@@ -239,7 +228,7 @@ impl<C, R> RetryBuilder<C, R> {
     /// flight when it passes is not cut short: put a timeout outside the
     /// retry for that.
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
+        self.config.deadline = Some(deadline);
         self
     }
 
@@ -248,7 +237,7 @@ impl<C, R> RetryBuilder<C, R> {
     /// (default true). An open circuit or a full bulkhead is never retried
     /// by the default classifier.
     pub fn retry_rate_limited(mut self, retry: bool) -> Self {
-        self.retry_rate_limited = retry;
+        self.config.retry_rate_limited = retry;
         self
     }
 
@@ -283,12 +272,7 @@ impl<C, R> RetryBuilder<C, R> {
     fn with_parts<C2, R2>(self, parts: impl FnOnce(C, R) -> (C2, R2)) -> RetryBuilder<C2, R2> {
         let (classifier, replay) = parts(self.classifier, self.replay);
         RetryBuilder {
-            name: self.name,
-            max_attempts: self.max_attempts,
-            backoff: self.backoff,
-            budget: self.budget,
-            deadline: self.deadline,
-            retry_rate_limited: self.retry_rate_limited,
+            config: self.config,
             seed: self.seed,
             listener: self.listener,
             classifier,
@@ -311,35 +295,24 @@ impl<C, R> RetryBuilder<C, R> {
     /// token ratio outside (0, 1], its ttl outside 1 s to 60 s or its ratio
     /// outside [0, 1]; the deadline is 0.
     pub fn build(self) -> Result<RetryLayer<C, R>, ConfigError> {
-        if self.max_attempts == 0 {
-            return Err(ConfigError::new(
-                LAYER,
-                "max_attempts",
-                "must be at least 1",
-            ));
+        let config = self.config;
+        config.check()?;
+        let name: Name = match config.name {
+            Some(name) => Cow::Owned(name),
+            None => Cow::Borrowed(DEFAULT_NAME),
         }
-        let invalid = |(field, rule): (&'static str, String)| ConfigError::new(LAYER, field, rule);
-        self.backoff.check().map_err(invalid)?;
-        self.budget.check().map_err(invalid)?;
-        if self.deadline.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new(
-                LAYER,
-                "deadline",
-                "must be more than zero",
-            ));
-        }
-        let name: Name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        .into();
         let seed = self
             .seed
             .unwrap_or_else(|| Rng::random_seed(name.as_str().len() as u64));
         Ok(RetryLayer {
             shared: Arc::new(Shared {
                 name,
-                max_attempts: self.max_attempts,
-                backoff: self.backoff,
-                deadline: self.deadline,
-                retry_rate_limited: self.retry_rate_limited,
-                budget: Budget::new(self.budget),
+                max_attempts: config.max_attempts,
+                backoff: config.backoff,
+                deadline: config.deadline,
+                retry_rate_limited: config.retry_rate_limited,
+                budget: Budget::new(config.budget),
                 counters: Counters::default(),
                 listener: self.listener,
                 seed,
@@ -353,16 +326,16 @@ impl<C, R> RetryBuilder<C, R> {
 }
 
 impl RetryBuilder {
-    /// A builder holding a [`RetryConfig`]'s settings, so that the parts a
-    /// file cannot hold (a classifier, a replay rule, a listener) can be
-    /// added before [`build`](Self::build):
+    /// A builder holding `config`, so that the parts a file cannot hold (a
+    /// classifier, a replay rule, a listener) can be added before
+    /// [`build`](Self::build), which checks it:
     ///
     /// ```
     /// use palisade::retry::{RetryBuilder, RetryConfig};
     /// use palisade::classify::Outcome;
     ///
     /// let mut config = RetryConfig::default();
-    /// config.max_attempts = Some(4);
+    /// config.max_attempts = 4;
     /// let layer = RetryBuilder::from_config(config)
     ///     .classifier(|result: &Result<u16, std::io::Error>| match result {
     ///         Ok(503) | Err(_) => Outcome::Failure,
@@ -373,36 +346,25 @@ impl RetryBuilder {
     /// # Ok::<(), palisade::ConfigError>(())
     /// ```
     pub fn from_config(config: RetryConfig) -> Self {
-        let mut b = RetryLayer::builder();
-        if let Some(name) = config.name {
-            b = b.name(name);
+        RetryBuilder {
+            config,
+            seed: None,
+            listener: None,
+            classifier: DefaultClassifier,
+            replay: CloneRequest,
         }
-        if let Some(n) = config.max_attempts {
-            b = b.max_attempts(n);
-        }
-        if let Some(backoff) = config.backoff {
-            b = b.backoff(backoff);
-        }
-        if let Some(budget) = config.budget {
-            b = b.budget(budget);
-        }
-        if let Some(deadline) = config.deadline {
-            b = b.deadline(deadline);
-        }
-        if let Some(retry) = config.retry_rate_limited {
-            b = b.retry_rate_limited(retry);
-        }
-        b
     }
 }
 
-/// A [`RetryLayer`]'s settings as plain data, for loading from a file.
-/// Every field may be left out, for its default. The classifier, the replay
-/// rule and the listener are code, so they are set on the builder.
+/// A [`RetryLayer`]'s settings as plain data: what its builder fills, what
+/// [`RetryBuilder::build`] checks, and, with the `serde` feature, what a
+/// file holds (`Deserialize`). `Default` holds the defaults; a file may
+/// leave out any field for its default. The classifier, the replay rule and
+/// the listener are code, so they are set on the builder.
 ///
-/// With the `serde` feature it implements `Deserialize`; durations are
-/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds, and the
-/// [`Backoff`] and [`RetryBudget`] tables are described on their types:
+/// Durations are written as `"250ms"`, `"5s"`, `"1m"` or a number of
+/// seconds, and the [`Backoff`] and [`RetryBudget`] tables are described on
+/// their types:
 ///
 /// ```text
 /// name = "orders"
@@ -420,35 +382,69 @@ impl RetryBuilder {
 /// max_tokens = 10
 /// token_ratio = 0.1
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct RetryConfig {
-    /// See [`RetryBuilder::name`].
+    /// See [`RetryBuilder::name`]; `None`: `"retry"`.
     pub name: Option<String>,
     /// See [`RetryBuilder::max_attempts`].
-    pub max_attempts: Option<u32>,
+    pub max_attempts: u32,
     /// See [`RetryBuilder::backoff`].
-    pub backoff: Option<Backoff>,
+    pub backoff: Backoff,
     /// See [`RetryBuilder::budget`].
-    pub budget: Option<RetryBudget>,
+    pub budget: RetryBudget,
     /// See [`RetryBuilder::deadline`].
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
     pub deadline: Option<Duration>,
     /// See [`RetryBuilder::retry_rate_limited`].
-    pub retry_rate_limited: Option<bool>,
+    pub retry_rate_limited: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            name: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff: default_backoff(),
+            budget: RetryBudget::default(),
+            deadline: None,
+            retry_rate_limited: true,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Every setting, checked; `Err` names the first bad field.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::new(
+                LAYER,
+                "max_attempts",
+                "must be at least 1",
+            ));
+        }
+        let invalid = |(field, rule): (&'static str, String)| ConfigError::new(LAYER, field, rule);
+        self.backoff.check().map_err(invalid)?;
+        self.budget.check().map_err(invalid)?;
+        if self.deadline.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                LAYER,
+                "deadline",
+                "must be more than zero",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl<C, R> fmt::Debug for RetryBuilder<C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryBuilder")
-            .field("name", &self.name)
-            .field("max_attempts", &self.max_attempts)
-            .field("backoff", &self.backoff)
-            .field("budget", &self.budget)
-            .field("deadline", &self.deadline)
-            .field("retry_rate_limited", &self.retry_rate_limited)
+            .field("config", &self.config)
+            .field("seed", &self.seed)
+            .field("listener", &self.listener.is_some())
             .finish_non_exhaustive()
     }
 }

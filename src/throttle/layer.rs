@@ -109,35 +109,25 @@ impl<C> fmt::Debug for ThrottleLayer<C> {
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ThrottleBuilder<C = DefaultClassifier> {
-    name: Option<Cow<'static, str>>,
-    k: f64,
-    window: Duration,
-    buckets: usize,
-    padding: f64,
-    max_probability: f64,
-    seed: Option<u64>,
+    config: ThrottleConfig,
     classifier: C,
 }
 
 impl Default for ThrottleBuilder {
     fn default() -> Self {
-        ThrottleBuilder {
-            name: None,
-            k: DEFAULT_K,
-            window: DEFAULT_WINDOW,
-            buckets: DEFAULT_BUCKETS,
-            padding: DEFAULT_PADDING,
-            max_probability: DEFAULT_MAX_PROBABILITY,
-            seed: None,
-            classifier: DefaultClassifier,
-        }
+        Self::from_config(ThrottleConfig::default())
     }
 }
 
 impl<C> ThrottleBuilder<C> {
+    /// The settings so far, as [`build`](Self::build) will check them.
+    pub fn config(&self) -> &ThrottleConfig {
+        &self.config
+    }
+
     /// The name used in errors and the handle (default `"throttle"`).
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = Some(name.into());
+        self.config.name = Some(name.into().into_owned());
         self
     }
 
@@ -148,7 +138,7 @@ impl<C> ThrottleBuilder<C> {
     /// lower K (1.1, say) throttles sooner and harder; a higher one lets
     /// more doomed calls through.
     pub fn k(mut self, k: f64) -> Self {
-        self.k = k;
+        self.config.k = k;
         self
     }
 
@@ -156,7 +146,7 @@ impl<C> ThrottleBuilder<C> {
     /// and recovery after it both take about a window or two, so shorter is
     /// faster; the window should still hold enough calls to judge by.
     pub fn window(mut self, window: Duration) -> Self {
-        self.window = window;
+        self.config.window = window;
         self
     }
 
@@ -166,7 +156,7 @@ impl<C> ThrottleBuilder<C> {
     /// window reads every bucket, so more buckets slide more smoothly and
     /// cost a little more then.
     pub fn window_buckets(mut self, buckets: usize) -> Self {
-        self.buckets = buckets;
+        self.config.window_buckets = buckets;
         self
     }
 
@@ -175,7 +165,7 @@ impl<C> ThrottleBuilder<C> {
     /// padding P, one failure alone refuses 1 / (1 + P) of the calls. More
     /// than 0.
     pub fn padding(mut self, padding: f64) -> Self {
-        self.padding = padding;
+        self.config.padding = padding;
         self
     }
 
@@ -186,7 +176,7 @@ impl<C> ThrottleBuilder<C> {
     /// worth of refusals has aged out. 1 is the SRE book's formula
     /// uncapped.
     pub fn max_probability(mut self, max_probability: f64) -> Self {
-        self.max_probability = max_probability;
+        self.config.max_probability = max_probability;
         self
     }
 
@@ -194,7 +184,7 @@ impl<C> ThrottleBuilder<C> {
     /// throttle draws a random seed). Clones share one sequence, drawn in
     /// the order decisions are made.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
+        self.config.seed = Some(seed);
         self
     }
 
@@ -203,13 +193,7 @@ impl<C> ThrottleBuilder<C> {
     /// the [module docs](super#what-counts).
     pub fn classifier<C2>(self, classifier: C2) -> ThrottleBuilder<C2> {
         ThrottleBuilder {
-            name: self.name,
-            k: self.k,
-            window: self.window,
-            buckets: self.buckets,
-            padding: self.padding,
-            max_probability: self.max_probability,
-            seed: self.seed,
+            config: self.config,
             classifier,
         }
     }
@@ -224,9 +208,14 @@ impl<C> ThrottleBuilder<C> {
     /// is zero; the buckets are 0, more than 1 000, shorter than 1 ms, or do
     /// not divide the window exactly.
     pub fn build(self) -> Result<ThrottleLayer<C>, ConfigError> {
-        let settings = self.settings()?;
-        let name: Name = self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into();
+        let settings = self.config.settings()?;
+        let name: Name = match self.config.name {
+            Some(name) => Cow::Owned(name),
+            None => Cow::Borrowed(DEFAULT_NAME),
+        }
+        .into();
         let seed = self
+            .config
             .seed
             .unwrap_or_else(|| Rng::random_seed(name.as_str().len() as u64));
         Ok(ThrottleLayer {
@@ -234,7 +223,86 @@ impl<C> ThrottleBuilder<C> {
             classifier: self.classifier,
         })
     }
+}
 
+impl ThrottleBuilder {
+    /// A builder holding `config`, so that a classifier can be added before
+    /// [`build`](Self::build), which checks it.
+    pub fn from_config(config: ThrottleConfig) -> Self {
+        ThrottleBuilder {
+            config,
+            classifier: DefaultClassifier,
+        }
+    }
+}
+
+impl<C> fmt::Debug for ThrottleBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThrottleBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(field: &'static str, rule: impl Into<Cow<'static, str>>) -> ConfigError {
+    ConfigError::new(LAYER, field, rule)
+}
+
+/// A [`ThrottleLayer`]'s settings as plain data: what its builder fills,
+/// what [`ThrottleBuilder::build`] checks, and, with the `serde` feature,
+/// what a file holds (`Deserialize`). `Default` holds the defaults; a file
+/// may leave out any field for its default. The classifier is code, so it
+/// is set on the builder.
+///
+/// Durations are written as `"250ms"`, `"5s"`, `"1m"` or a number of
+/// seconds:
+///
+/// ```text
+/// name = "products"
+/// k = 2.0
+/// window = "10s"
+/// window_buckets = 10
+/// padding = 1.0
+/// max_probability = 0.9
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct ThrottleConfig {
+    /// See [`ThrottleBuilder::name`]; `None`: `"throttle"`.
+    pub name: Option<String>,
+    /// See [`ThrottleBuilder::k`].
+    pub k: f64,
+    /// See [`ThrottleBuilder::window`].
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration"))]
+    pub window: Duration,
+    /// See [`ThrottleBuilder::window_buckets`].
+    pub window_buckets: usize,
+    /// See [`ThrottleBuilder::padding`].
+    pub padding: f64,
+    /// See [`ThrottleBuilder::max_probability`].
+    pub max_probability: f64,
+    /// See [`ThrottleBuilder::seed`]; `None`: a random seed.
+    pub seed: Option<u64>,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            name: None,
+            k: DEFAULT_K,
+            window: DEFAULT_WINDOW,
+            window_buckets: DEFAULT_BUCKETS,
+            padding: DEFAULT_PADDING,
+            max_probability: DEFAULT_MAX_PROBABILITY,
+            seed: None,
+        }
+    }
+}
+
+impl ThrottleConfig {
+    /// Every setting, checked; `Err` names the first bad field.
     fn settings(&self) -> Result<Settings, ConfigError> {
         // Written so that NaN fails too.
         if !(self.k.is_finite() && self.k >= 1.0) {
@@ -266,7 +334,7 @@ impl<C> ThrottleBuilder<C> {
         if self.window.is_zero() {
             return Err(invalid("window", "must be more than zero"));
         }
-        let buckets = self.buckets;
+        let buckets = self.window_buckets;
         if buckets == 0 || buckets > MAX_BUCKETS {
             return Err(invalid(
                 "window_buckets",
@@ -296,89 +364,4 @@ impl<C> ThrottleBuilder<C> {
             buckets,
         })
     }
-}
-
-impl ThrottleBuilder {
-    /// A builder holding a [`ThrottleConfig`]'s settings, so that a
-    /// classifier can be added before [`build`](Self::build).
-    pub fn from_config(config: ThrottleConfig) -> Self {
-        let mut b = ThrottleLayer::builder();
-        if let Some(name) = config.name {
-            b = b.name(name);
-        }
-        if let Some(k) = config.k {
-            b = b.k(k);
-        }
-        if let Some(window) = config.window {
-            b = b.window(window);
-        }
-        if let Some(buckets) = config.window_buckets {
-            b = b.window_buckets(buckets);
-        }
-        if let Some(padding) = config.padding {
-            b = b.padding(padding);
-        }
-        if let Some(max_probability) = config.max_probability {
-            b = b.max_probability(max_probability);
-        }
-        if let Some(seed) = config.seed {
-            b = b.seed(seed);
-        }
-        b
-    }
-}
-
-impl<C> fmt::Debug for ThrottleBuilder<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ThrottleBuilder")
-            .field("name", &self.name)
-            .field("k", &self.k)
-            .field("window", &self.window)
-            .field("window_buckets", &self.buckets)
-            .field("padding", &self.padding)
-            .field("max_probability", &self.max_probability)
-            .field("seed", &self.seed)
-            .finish_non_exhaustive()
-    }
-}
-
-fn invalid(field: &'static str, rule: impl Into<Cow<'static, str>>) -> ConfigError {
-    ConfigError::new(LAYER, field, rule)
-}
-
-/// A [`ThrottleLayer`]'s settings as plain data, for loading from a file.
-/// Every field may be left out, for its default; the classifier is code,
-/// so it is set on the builder.
-///
-/// With the `serde` feature it implements `Deserialize`; durations are
-/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds:
-///
-/// ```text
-/// name = "products"
-/// k = 2.0
-/// window = "10s"
-/// window_buckets = 10
-/// padding = 1.0
-/// max_probability = 0.9
-/// ```
-#[derive(Clone, Debug, Default, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
-#[non_exhaustive]
-pub struct ThrottleConfig {
-    /// See [`ThrottleBuilder::name`].
-    pub name: Option<String>,
-    /// See [`ThrottleBuilder::k`].
-    pub k: Option<f64>,
-    /// See [`ThrottleBuilder::window`].
-    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
-    pub window: Option<Duration>,
-    /// See [`ThrottleBuilder::window_buckets`].
-    pub window_buckets: Option<usize>,
-    /// See [`ThrottleBuilder::padding`].
-    pub padding: Option<f64>,
-    /// See [`ThrottleBuilder::max_probability`].
-    pub max_probability: Option<f64>,
-    /// See [`ThrottleBuilder::seed`].
-    pub seed: Option<u64>,
 }

@@ -52,14 +52,7 @@ impl TimeoutLayer {
     ///
     /// As [`TimeoutBuilder::build`].
     pub fn from_config(config: TimeoutConfig) -> Result<Self, ConfigError> {
-        let mut builder = Self::builder().timeout(config.timeout);
-        if let Some(name) = config.name {
-            builder = builder.name(name);
-        }
-        if let Some(ready_timeout) = config.ready_timeout {
-            builder = builder.ready_timeout(ready_timeout);
-        }
-        builder.build()
+        TimeoutBuilder::from_config(config).build()
     }
 }
 
@@ -102,25 +95,41 @@ impl<S, D: Clone> Layer<S> for TimeoutLayer<D> {
 ///     .build()?;
 /// # Ok::<(), palisade::ConfigError>(())
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct TimeoutBuilder {
-    name: Option<Cow<'static, str>>,
-    timeout: Option<Duration>,
-    ready_timeout: Option<Duration>,
+    config: TimeoutConfig,
+}
+
+impl Default for TimeoutBuilder {
+    /// A builder with no timeout yet: [`build`](Self::build) refuses it
+    /// until [`timeout`](Self::timeout) is set.
+    fn default() -> Self {
+        Self::from_config(TimeoutConfig::new(Duration::ZERO))
+    }
 }
 
 impl TimeoutBuilder {
+    /// A builder holding `config`; [`build`](Self::build) checks it.
+    pub fn from_config(config: TimeoutConfig) -> Self {
+        TimeoutBuilder { config }
+    }
+
+    /// The settings so far, as [`build`](Self::build) will check them.
+    pub fn config(&self) -> &TimeoutConfig {
+        &self.config
+    }
+
     /// The name used in errors and `tracing` events (default `"timeout"`).
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = Some(name.into());
+        self.config.name = Some(name.into().into_owned());
         self
     }
 
     /// The longest a call may run, from the first time its response future
     /// has to wait (required).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.config.timeout = timeout;
         self
     }
 
@@ -131,7 +140,7 @@ impl TimeoutBuilder {
     /// [`waiting_for_readiness`](crate::error::Elapsed::waiting_for_readiness)
     /// is `true`; the inner service is not called.
     pub fn ready_timeout(mut self, ready_timeout: Duration) -> Self {
-        self.ready_timeout = Some(ready_timeout);
+        self.config.ready_timeout = Some(ready_timeout);
         self
     }
 
@@ -142,38 +151,41 @@ impl TimeoutBuilder {
     /// A [`ConfigError`] when `timeout` is not set or is zero, or when
     /// `ready_timeout` is zero.
     pub fn build(self) -> Result<TimeoutLayer, ConfigError> {
-        let timeout = self
-            .timeout
-            .ok_or_else(|| ConfigError::new(LAYER, "timeout", "must be set"))?;
-        if timeout.is_zero() {
+        let config = self.config;
+        if config.timeout.is_zero() {
             return Err(ConfigError::new(
                 LAYER,
                 "timeout",
-                "must be greater than zero (a zero timeout would fail every call)",
+                "must be set to more than zero, got 0 (a zero timeout would fail every call)",
             ));
         }
-        if self.ready_timeout.is_some_and(|d| d.is_zero()) {
+        if config.ready_timeout.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new(
                 LAYER,
                 "ready_timeout",
-                "must be greater than zero (leave it unset to not bound readiness)",
+                "must be more than zero (leave it unset to not bound readiness)",
             ));
         }
+        let name = match config.name {
+            Some(name) => Cow::Owned(name),
+            None => Cow::Borrowed(DEFAULT_NAME),
+        };
         Ok(TimeoutLayer {
             settings: Settings {
-                name: self.name.unwrap_or(Cow::Borrowed(DEFAULT_NAME)).into(),
-                timeout,
-                ready_timeout: self.ready_timeout,
+                name: name.into(),
+                timeout: config.timeout,
+                ready_timeout: config.ready_timeout,
             },
             slot: NoDeadline,
         })
     }
 }
 
-/// A [`TimeoutLayer`]'s settings as plain data, for loading from a file.
-///
-/// With the `serde` feature it implements `Deserialize`; durations are
-/// written as `"250ms"`, `"5s"`, `"1m"` or a number of seconds.
+/// A [`TimeoutLayer`]'s settings as plain data: what its builder fills,
+/// what [`TimeoutBuilder::build`] checks, and, with the `serde` feature,
+/// what a file holds (`Deserialize`; `timeout` is required, the rest may be
+/// left out). Durations are written as `"250ms"`, `"5s"`, `"1m"` or a
+/// number of seconds.
 ///
 /// ```
 /// use std::time::Duration;
@@ -189,7 +201,7 @@ impl TimeoutBuilder {
 #[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 #[non_exhaustive]
 pub struct TimeoutConfig {
-    /// See [`TimeoutBuilder::name`].
+    /// See [`TimeoutBuilder::name`]; `None`: `"timeout"`.
     #[cfg_attr(feature = "serde", serde(default))]
     pub name: Option<String>,
     /// See [`TimeoutBuilder::timeout`].

@@ -437,15 +437,12 @@ mod tests {
         assert_eq!(config.rate_limit(), (100, Duration::from_secs(60)));
         let product = &config.upstreams["product"];
         assert_eq!(product.timeout.timeout, Duration::from_secs(2));
-        assert_eq!(product.retry.max_attempts, Some(3));
+        assert_eq!(product.retry.max_attempts, 3);
         assert_eq!(product.circuit_breaker.count_window, Some(100));
         assert_eq!(product.circuit_breaker.minimum_calls, Some(20));
-        assert_eq!(product.circuit_breaker.failure_rate, Some(0.9));
-        assert_eq!(
-            product.circuit_breaker.open_for,
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(product.circuit_breaker.half_open_probes, Some(3));
+        assert_eq!(product.circuit_breaker.failure_rate, 0.9);
+        assert_eq!(product.circuit_breaker.open_for, Duration::from_secs(5));
+        assert_eq!(product.circuit_breaker.half_open_probes, 3);
         assert_eq!(product.bulkhead.max_concurrent, 64);
         assert_eq!(product.url, None);
     }
@@ -491,7 +488,7 @@ mod tests {
         )
         .unwrap();
         let user = &config.upstreams["user"];
-        assert_eq!(user.circuit_breaker.open_for, Some(Duration::from_secs(10)));
+        assert_eq!(user.circuit_breaker.open_for, Duration::from_secs(10));
         assert_eq!(user.circuit_breaker.count_window, Some(100));
         assert_eq!(user.timeout.timeout, Duration::from_secs(2));
         let product = &config.upstreams["product"];
@@ -503,11 +500,8 @@ mod tests {
             product.circuit_breaker.time_window,
             Some(Duration::from_secs(30))
         );
-        assert_eq!(
-            product.circuit_breaker.open_for,
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(product.circuit_breaker.failure_rate, Some(0.9));
+        assert_eq!(product.circuit_breaker.open_for, Duration::from_secs(10));
+        assert_eq!(product.circuit_breaker.failure_rate, 0.9);
     }
 
     #[test]
@@ -521,9 +515,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             config.upstreams["order"].retry.backoff,
-            Some(palisade::retry::Backoff::constant(Duration::from_millis(
-                100
-            )))
+            palisade::retry::Backoff::constant(Duration::from_millis(100))
         );
     }
 

@@ -199,7 +199,7 @@ impl Upstream {
             .classifier(StatusClassifier::new())
             .replay(IdempotentReplay::new())
             .build()?;
-        let mut breaker = CircuitBreakerBuilder::from_config(config.circuit_breaker.clone())?;
+        let mut breaker = CircuitBreakerBuilder::from_config(config.circuit_breaker.clone());
         if config.circuit_breaker.name.is_none() {
             breaker = breaker.name(name);
         }

@@ -163,7 +163,7 @@ async fn an_invalid_file_is_refused_naming_the_field_and_the_settings_in_force_s
     let before = shop.running.control.config();
     assert_eq!(
         before.upstreams["payment"].circuit_breaker.open_for,
-        Some(Duration::from_secs(7))
+        Duration::from_secs(7)
     );
 
     for (text, field) in [
@@ -198,7 +198,7 @@ async fn an_invalid_file_is_refused_naming_the_field_and_the_settings_in_force_s
         shop.running.control.config().upstreams["payment"]
             .circuit_breaker
             .open_for,
-        Some(Duration::from_secs(9))
+        Duration::from_secs(9)
     );
     shop.running.shutdown().await.unwrap();
 }
