@@ -122,6 +122,18 @@
 //!   and every clone, shares its state; hyper clones the stack per request.
 //! - **Readiness is honoured.** A layer never calls an inner service that was
 //!   not driven to ready, and decides a refusal before polling it.
+//! - **A call without readiness is an error, not a panic.** A layer that
+//!   decides in `poll_ready` (breaker, bulkhead, rate limiter, throttle,
+//!   chaos) answers a `call` that no `poll_ready` returning `Ready(Ok(()))`
+//!   came just before with [`NotReady`](error::NotReady), naming the layer,
+//!   and sends nothing; layers that only pass readiness through (timeout,
+//!   retry) hand such a call on to the service below. tower's own layers
+//!   panic here; palisade does not, because a panic in a server takes down
+//!   the task and every request it carries for one caller's bug, where an
+//!   error fails that request alone and says what to fix. The error is the
+//!   caller's bug, never the upstream's: the default classifier ignores it,
+//!   so no breaker, throttle or retry budget counts it, and retry never
+//!   retries it.
 //! - **Errors follow tower's convention.** Layers return [`BoxError`];
 //!   palisade's own rejections are small types that [`ErrorKind::of`] tells
 //!   apart in one call, and an inner error passes through unchanged.
