@@ -77,7 +77,7 @@
 //! above: a retry budget of half a retry per request
 //! ([`RetryBudget::windowed`](retry::RetryBudget::windowed)), which keeps
 //! retrying through a brown-out, and below it the
-//! [throttle](throttle), which holds what reaches the service to about
+//! [throttle], which holds what reaches the service to about
 //! twice what it accepts, so that under an overload those retries are
 //! refused here instead of by the service. Without a throttle, keep the
 //! retry layer's default token budget: it stops retrying when a third of
