@@ -872,6 +872,32 @@ async fn racing_failures_open_the_breaker_once() {
     assert_eq!(rig.handle.snapshot().not_permitted, 1);
 }
 
+#[test]
+fn states_display_as_lower_case_words() {
+    let shown = [
+        State::Closed,
+        State::Open,
+        State::HalfOpen,
+        State::ForcedOpen,
+        State::Disabled,
+        State::MetricsOnly,
+    ]
+    .map(|state| state.to_string());
+    assert_eq!(
+        shown,
+        [
+            "closed",
+            "open",
+            "half_open",
+            "forced_open",
+            "disabled",
+            "metrics_only"
+        ]
+    );
+    // Padding and alignment work as for a string.
+    assert_eq!(format!("[{:>8}]", State::Open), "[    open]");
+}
+
 // ---------------------------------------------------------------- validation
 
 #[test]
