@@ -58,6 +58,7 @@ pub struct CircuitOpen {
 }
 
 impl CircuitOpen {
+    #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
     pub(crate) fn new(name: Name, retry_after: Option<Duration>) -> Self {
         CircuitOpen { name, retry_after }
     }
@@ -171,6 +172,7 @@ pub struct BulkheadFull {
 }
 
 impl BulkheadFull {
+    #[cfg_attr(not(feature = "bulkhead"), allow(dead_code))]
     pub(crate) fn new(name: Name, max_concurrent: usize, waited: Duration) -> Self {
         BulkheadFull {
             name,
@@ -330,24 +332,34 @@ pub struct Elapsed {
     why: Why,
 }
 
-/// What ran out.
+/// What ran out. Each is made by the layers named on it, and unused
+/// without them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Why {
     /// The call ran past the layer's own timeout.
+    #[cfg_attr(not(feature = "timeout"), allow(dead_code))]
     Timeout,
     /// The inner service was not ready within the readiness bound.
+    #[cfg_attr(not(feature = "timeout"), allow(dead_code))]
     NotReady,
     /// The call ran into the request's deadline, which came before the
     /// layer's own timeout.
+    #[cfg_attr(not(feature = "timeout"), allow(dead_code))]
     Deadline,
     /// The request's deadline had passed before the call was sent.
+    #[cfg_attr(
+        not(any(feature = "timeout", feature = "retry", feature = "http")),
+        allow(dead_code)
+    )]
     Expired,
     /// The request's deadline passed while the response body was still
     /// coming.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     Body,
 }
 
 impl Elapsed {
+    #[cfg_attr(not(feature = "timeout"), allow(dead_code))]
     pub(crate) fn new(name: Name, timeout: Duration, waiting_for_readiness: bool) -> Self {
         let why = if waiting_for_readiness {
             Why::NotReady
@@ -357,6 +369,10 @@ impl Elapsed {
         Elapsed::because(name, timeout, why)
     }
 
+    #[cfg_attr(
+        not(any(feature = "timeout", feature = "retry", feature = "http")),
+        allow(dead_code)
+    )]
     pub(crate) fn because(name: Name, timeout: Duration, why: Why) -> Self {
         Elapsed { name, timeout, why }
     }
@@ -555,6 +571,20 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    // Every layer, and the http module, validates its configuration.
+    #[cfg_attr(
+        not(any(
+            feature = "timeout",
+            feature = "bulkhead",
+            feature = "circuit-breaker",
+            feature = "retry",
+            feature = "rate-limit",
+            feature = "throttle",
+            feature = "chaos",
+            feature = "http"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn new(
         layer: &'static str,
         field: &'static str,

@@ -164,12 +164,6 @@
 //! [tower]: https://docs.rs/tower
 
 #![forbid(unsafe_code)]
-// Shared pieces (error constructors, config parsing) go unused when only
-// some layers are compiled in; tokio does the same.
-#![cfg_attr(
-    not(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker")),
-    allow(dead_code)
-)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod classify;
@@ -177,7 +171,18 @@ pub mod classify;
 pub mod deadline;
 pub mod error;
 mod name;
-#[cfg(feature = "serde")]
+// Only the layers' configuration structs read durations from files.
+#[cfg(all(
+    feature = "serde",
+    any(
+        feature = "timeout",
+        feature = "bulkhead",
+        feature = "circuit-breaker",
+        feature = "retry",
+        feature = "rate-limit",
+        feature = "throttle"
+    )
+))]
 mod serde_duration;
 #[cfg(any(
     feature = "bulkhead",
