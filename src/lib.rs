@@ -168,6 +168,10 @@
 
 pub mod classify;
 #[cfg(any(feature = "timeout", feature = "retry", feature = "http"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "timeout", feature = "retry", feature = "http")))
+)]
 pub mod deadline;
 pub mod error;
 mod name;
@@ -194,16 +198,22 @@ mod serde_duration;
 mod sync;
 
 #[cfg(feature = "bulkhead")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
 pub mod bulkhead;
 #[cfg(feature = "chaos")]
+#[cfg_attr(docsrs, doc(cfg(feature = "chaos")))]
 pub mod chaos;
 #[cfg(feature = "circuit-breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub mod circuit_breaker;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 #[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub mod rate_limit;
 #[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub mod retry;
 #[cfg(any(
     feature = "retry",
@@ -215,8 +225,10 @@ mod rng;
 #[cfg(any(feature = "retry", feature = "rate-limit", feature = "throttle"))]
 mod tagged;
 #[cfg(feature = "throttle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
 pub mod throttle;
 #[cfg(feature = "timeout")]
+#[cfg_attr(docsrs, doc(cfg(feature = "timeout")))]
 pub mod timeout;
 
 pub use error::{BoxError, ConfigError, ErrorKind};

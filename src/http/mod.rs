@@ -228,8 +228,10 @@ pub use error_response::{
     bad_gateway_response, default_error_response, error_response,
 };
 #[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub use headers::RateLimitHeaders;
 pub use headers::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET};
 #[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub use replay::{CheapBodies, IDEMPOTENCY_KEY, IdempotentReplay, is_idempotent};
 pub use retry_after::{parse_retry_after, retry_after};
