@@ -129,6 +129,10 @@ where
 ///   upstream never saw the call, so it says nothing about the upstream's
 ///   health, and a breaker above a bulkhead must not open because the
 ///   bulkhead shed load.
+/// - A call a palisade layer got without readiness
+///   ([`NotReady`](crate::error::NotReady)) is [`Ignored`](Outcome::Ignored)
+///   too: it was not sent, and it is the caller's bug, not the upstream's
+///   failure.
 /// - Any other error is a [`Failure`](Outcome::Failure). That includes a
 ///   timeout's own [`Elapsed`](crate::error::Elapsed), of either kind: a
 ///   service that does not become ready in time (it cannot connect, say) is
@@ -167,7 +171,8 @@ impl<Res, Err: 'static> Classify<Res, Err> for DefaultClassifier {
                     ErrorKind::CircuitOpen(_)
                     | ErrorKind::RateLimited(_)
                     | ErrorKind::BulkheadFull(_)
-                    | ErrorKind::Throttled(_),
+                    | ErrorKind::Throttled(_)
+                    | ErrorKind::NotReady(_),
                 ) => Outcome::Ignored,
                 Some(ErrorKind::Elapsed(e)) if e.by_deadline() => Outcome::Ignored,
                 _ => Outcome::Failure,
@@ -208,6 +213,13 @@ mod tests {
             0.5,
         )));
         assert_eq!(c.classify(&throttled), Outcome::Ignored);
+        // A layer below called without readiness: the caller's bug, not
+        // the upstream's failure.
+        let not_ready: Result<(), BoxError> = Err(Box::new(crate::error::NotReady::new(
+            "bulkhead",
+            Name::Static("b"),
+        )));
+        assert_eq!(c.classify(&not_ready), Outcome::Ignored);
         let slow: Result<(), BoxError> = Err(Box::new(Elapsed::new(
             Name::Static("t"),
             Duration::from_secs(1),

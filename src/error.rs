@@ -6,7 +6,8 @@
 //! ([`CircuitOpen`], [`RateLimited`], [`BulkheadFull`], [`Throttled`],
 //! [`Elapsed`]) that carry
 //! what a caller needs to act: the layer's name and, where it is known, how
-//! long to wait before trying again. An error from the inner service is passed
+//! long to wait before trying again. [`NotReady`] is not a rejection but a
+//! caller's bug (a `call` without readiness), told apart the same way. An error from the inner service is passed
 //! through as it is: a `BoxError` from below is not boxed a second time, so a
 //! downcast to the inner service's own error type still works.
 //!
@@ -57,6 +58,7 @@ pub struct CircuitOpen {
 }
 
 impl CircuitOpen {
+    #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
     pub(crate) fn new(name: Name, retry_after: Option<Duration>) -> Self {
         CircuitOpen { name, retry_after }
     }
@@ -170,6 +172,7 @@ pub struct BulkheadFull {
 }
 
 impl BulkheadFull {
+    #[cfg_attr(not(feature = "bulkhead"), allow(dead_code))]
     pub(crate) fn new(name: Name, max_concurrent: usize, waited: Duration) -> Self {
         BulkheadFull {
             name,
@@ -255,6 +258,63 @@ impl fmt::Display for Throttled {
 
 impl Error for Throttled {}
 
+/// A layer's `call` was made without `poll_ready` returning `Ready(Ok(()))`
+/// just before it: a bug in the caller, which broke the
+/// [`Service`](tower_service::Service) contract.
+///
+/// The call was not sent, so it says nothing about the service below:
+/// the [`DefaultClassifier`](crate::classify::DefaultClassifier) ignores
+/// it (no breaker, throttle or retry budget counts it), retry never
+/// retries it, and the `http` module's `ErrorResponseLayer` answers it
+/// `500`. The fix is in the caller: drive the service to ready (tower's
+/// `ServiceExt::ready`) before every call.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NotReady {
+    layer: &'static str,
+    name: Name,
+}
+
+impl NotReady {
+    #[cfg_attr(
+        not(any(
+            feature = "bulkhead",
+            feature = "circuit-breaker",
+            feature = "rate-limit",
+            feature = "throttle",
+            feature = "chaos"
+        )),
+        allow(dead_code)
+    )]
+    pub(crate) fn new(layer: &'static str, name: Name) -> Self {
+        NotReady { layer, name }
+    }
+
+    /// The kind of layer that was called, such as `"bulkhead"` (the same
+    /// word as [`ConfigError::layer`]).
+    pub fn layer(&self) -> &'static str {
+        self.layer
+    }
+
+    /// The name of the layer that was called.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+}
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} `{}` was called without `poll_ready` returning `Ready(Ok(()))` just before, \
+             so the call was not sent; this is a bug in the caller, not a failure of the service",
+            self.layer, self.name
+        )
+    }
+}
+
+impl Error for NotReady {}
+
 /// A call, or the wait for the inner service to become ready, took longer
 /// than a timeout allowed, or ran into the request's
 /// [`Deadline`](crate::deadline::Deadline).
@@ -272,24 +332,34 @@ pub struct Elapsed {
     why: Why,
 }
 
-/// What ran out.
+/// What ran out. Each is made by the layers named on it, and unused
+/// without them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Why {
     /// The call ran past the layer's own timeout.
+    #[cfg_attr(not(feature = "timeout"), allow(dead_code))]
     Timeout,
     /// The inner service was not ready within the readiness bound.
+    #[cfg_attr(not(feature = "timeout"), allow(dead_code))]
     NotReady,
     /// The call ran into the request's deadline, which came before the
     /// layer's own timeout.
+    #[cfg_attr(not(feature = "timeout"), allow(dead_code))]
     Deadline,
     /// The request's deadline had passed before the call was sent.
+    #[cfg_attr(
+        not(any(feature = "timeout", feature = "retry", feature = "http")),
+        allow(dead_code)
+    )]
     Expired,
     /// The request's deadline passed while the response body was still
     /// coming.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     Body,
 }
 
 impl Elapsed {
+    #[cfg_attr(not(feature = "timeout"), allow(dead_code))]
     pub(crate) fn new(name: Name, timeout: Duration, waiting_for_readiness: bool) -> Self {
         let why = if waiting_for_readiness {
             Why::NotReady
@@ -299,6 +369,10 @@ impl Elapsed {
         Elapsed::because(name, timeout, why)
     }
 
+    #[cfg_attr(
+        not(any(feature = "timeout", feature = "retry", feature = "http")),
+        allow(dead_code)
+    )]
     pub(crate) fn because(name: Name, timeout: Duration, why: Why) -> Self {
         Elapsed { name, timeout, why }
     }
@@ -391,6 +465,9 @@ pub enum ErrorKind<'a> {
     Throttled(&'a Throttled),
     /// A timeout fired.
     Elapsed(&'a Elapsed),
+    /// A layer was called without being driven to ready: a bug in the
+    /// caller, not a refusal.
+    NotReady(&'a NotReady),
     /// Not one of palisade's: the inner service's own error, unchanged.
     Inner(&'a (dyn Error + Send + Sync + 'static)),
 }
@@ -428,6 +505,8 @@ impl<'a> ErrorKind<'a> {
             Some(ErrorKind::CircuitOpen(e))
         } else if let Some(e) = e.downcast_ref::<Throttled>() {
             Some(ErrorKind::Throttled(e))
+        } else if let Some(e) = e.downcast_ref::<NotReady>() {
+            Some(ErrorKind::NotReady(e))
         } else {
             e.downcast_ref::<RateLimited>().map(ErrorKind::RateLimited)
         }
@@ -436,14 +515,16 @@ impl<'a> ErrorKind<'a> {
     /// `true` when a palisade layer refused the call before it reached the
     /// service below it (open circuit, rate limited, bulkhead full,
     /// throttled, the service never became ready in time, or the request's
-    /// deadline had passed). Such a call did no work, so it is always safe
-    /// to send again.
+    /// deadline had passed), or, for [`NotReady`], was called without
+    /// readiness. Such a call did no work, so it is always safe to send
+    /// again.
     pub fn is_rejected_before_call(&self) -> bool {
         match self {
             ErrorKind::CircuitOpen(_)
             | ErrorKind::RateLimited(_)
             | ErrorKind::BulkheadFull(_)
-            | ErrorKind::Throttled(_) => true,
+            | ErrorKind::Throttled(_)
+            | ErrorKind::NotReady(_) => true,
             ErrorKind::Elapsed(e) => !e.was_sent(),
             ErrorKind::Inner(_) => false,
         }
@@ -462,6 +543,7 @@ impl<'a> ErrorKind<'a> {
             ErrorKind::BulkheadFull(e) => Some(e.name()),
             ErrorKind::Throttled(e) => Some(e.name()),
             ErrorKind::Elapsed(e) => Some(e.name()),
+            ErrorKind::NotReady(e) => Some(e.name()),
             ErrorKind::Inner(_) => None,
         }
     }
@@ -489,6 +571,20 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    // Every layer, and the http module, validates its configuration.
+    #[cfg_attr(
+        not(any(
+            feature = "timeout",
+            feature = "bulkhead",
+            feature = "circuit-breaker",
+            feature = "retry",
+            feature = "rate-limit",
+            feature = "throttle",
+            feature = "chaos",
+            feature = "http"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn new(
         layer: &'static str,
         field: &'static str,
@@ -580,6 +676,20 @@ mod tests {
     }
 
     #[test]
+    fn kind_of_not_ready() {
+        let err: BoxError = Box::new(NotReady::new("bulkhead", Name::Static("db")));
+        let kind = ErrorKind::of(&err);
+        let ErrorKind::NotReady(not_ready) = kind else {
+            panic!("expected NotReady, got {kind:?}");
+        };
+        assert_eq!((not_ready.layer(), not_ready.name()), ("bulkhead", "db"));
+        assert_eq!(kind.layer_name(), Some("db"));
+        assert!(kind.is_palisade());
+        assert!(kind.is_rejected_before_call(), "nothing was sent");
+        assert_eq!(kind.retry_after(), None, "nothing to wait for");
+    }
+
+    #[test]
     fn kind_of_follows_the_source_chain() {
         let inner: BoxError = Box::new(BulkheadFull::new(Name::Static("b"), 1, Duration::ZERO));
         let wrapped: BoxError = Box::new(Wrapper(Box::new(Wrapper(inner))));
@@ -606,6 +716,13 @@ mod tests {
             throttled.to_string(),
             "throttle `products` refused the call locally, so it was not sent: the upstream has \
              lately accepted too few calls, and 39.6 % of calls are refused until it does"
+        );
+        let not_ready = NotReady::new("circuit_breaker", Name::Static("payments"));
+        assert_eq!(
+            not_ready.to_string(),
+            "circuit_breaker `payments` was called without `poll_ready` returning \
+             `Ready(Ok(()))` just before, so the call was not sent; this is a bug in the \
+             caller, not a failure of the service"
         );
         let ready = Elapsed::new(Name::Static("t"), Duration::from_millis(10), true);
         assert!(ready.to_string().contains("not ready within 10ms"));

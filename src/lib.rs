@@ -77,7 +77,7 @@
 //! above: a retry budget of half a retry per request
 //! ([`RetryBudget::windowed`](retry::RetryBudget::windowed)), which keeps
 //! retrying through a brown-out, and below it the
-//! [throttle](throttle), which holds what reaches the service to about
+//! [throttle], which holds what reaches the service to about
 //! twice what it accepts, so that under an overload those retries are
 //! refused here instead of by the service. Without a throttle, keep the
 //! retry layer's default token budget: it stops retrying when a third of
@@ -122,6 +122,18 @@
 //!   and every clone, shares its state; hyper clones the stack per request.
 //! - **Readiness is honoured.** A layer never calls an inner service that was
 //!   not driven to ready, and decides a refusal before polling it.
+//! - **A call without readiness is an error, not a panic.** A layer that
+//!   decides in `poll_ready` (breaker, bulkhead, rate limiter, throttle,
+//!   chaos) answers a `call` that no `poll_ready` returning `Ready(Ok(()))`
+//!   came just before with [`NotReady`](error::NotReady), naming the layer,
+//!   and sends nothing; layers that only pass readiness through (timeout,
+//!   retry) hand such a call on to the service below. tower's own layers
+//!   panic here; palisade does not, because a panic in a server takes down
+//!   the task and every request it carries for one caller's bug, where an
+//!   error fails that request alone and says what to fix. The error is the
+//!   caller's bug, never the upstream's: the default classifier ignores it,
+//!   so no breaker, throttle or retry budget counts it, and retry never
+//!   retries it.
 //! - **Errors follow tower's convention.** Layers return [`BoxError`];
 //!   palisade's own rejections are small types that [`ErrorKind::of`] tells
 //!   apart in one call, and an inner error passes through unchanged.
@@ -152,20 +164,29 @@
 //! [tower]: https://docs.rs/tower
 
 #![forbid(unsafe_code)]
-// Shared pieces (error constructors, config parsing) go unused when only
-// some layers are compiled in; tokio does the same.
-#![cfg_attr(
-    not(all(feature = "timeout", feature = "bulkhead", feature = "circuit-breaker")),
-    allow(dead_code)
-)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod classify;
 #[cfg(any(feature = "timeout", feature = "retry", feature = "http"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "timeout", feature = "retry", feature = "http")))
+)]
 pub mod deadline;
 pub mod error;
 mod name;
-#[cfg(feature = "serde")]
+// Only the layers' configuration structs read durations from files.
+#[cfg(all(
+    feature = "serde",
+    any(
+        feature = "timeout",
+        feature = "bulkhead",
+        feature = "circuit-breaker",
+        feature = "retry",
+        feature = "rate-limit",
+        feature = "throttle"
+    )
+))]
 mod serde_duration;
 #[cfg(any(
     feature = "bulkhead",
@@ -177,16 +198,22 @@ mod serde_duration;
 mod sync;
 
 #[cfg(feature = "bulkhead")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
 pub mod bulkhead;
 #[cfg(feature = "chaos")]
+#[cfg_attr(docsrs, doc(cfg(feature = "chaos")))]
 pub mod chaos;
 #[cfg(feature = "circuit-breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub mod circuit_breaker;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 #[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub mod rate_limit;
 #[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub mod retry;
 #[cfg(any(
     feature = "retry",
@@ -198,8 +225,10 @@ mod rng;
 #[cfg(any(feature = "retry", feature = "rate-limit", feature = "throttle"))]
 mod tagged;
 #[cfg(feature = "throttle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
 pub mod throttle;
 #[cfg(feature = "timeout")]
+#[cfg_attr(docsrs, doc(cfg(feature = "timeout")))]
 pub mod timeout;
 
 pub use error::{BoxError, ConfigError, ErrorKind};

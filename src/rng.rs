@@ -7,12 +7,21 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
-/// xorshift64* state; never zero.
+/// xorshift64* state; never zero. Drawn from by retry's and the breaker's
+/// jitter; the other layers only take a seed from it.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    not(any(feature = "retry", feature = "circuit-breaker")),
+    allow(dead_code)
+)]
 pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator for `seed`: the same seed, the same sequence.
+    #[cfg_attr(
+        not(any(feature = "retry", feature = "circuit-breaker")),
+        allow(dead_code)
+    )]
     pub(crate) fn new(seed: u64) -> Self {
         Rng(splitmix64(seed) | 1)
     }
@@ -22,6 +31,10 @@ impl Rng {
         RandomState::new().hash_one(salt)
     }
 
+    #[cfg_attr(
+        not(any(feature = "retry", feature = "circuit-breaker")),
+        allow(dead_code)
+    )]
     pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -30,12 +43,17 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
+    #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
     pub(crate) fn unit(&mut self) -> f64 {
         unit_of(self.next_u64())
     }
 }
 
 /// Uniform in [0, 1), from the top 53 bits of `x`.
+#[cfg_attr(
+    not(any(feature = "circuit-breaker", feature = "throttle")),
+    allow(dead_code)
+)]
 fn unit_of(x: u64) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -16,6 +16,15 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
 pub(crate) mod option {
     use super::*;
 
+    #[cfg_attr(
+        not(any(
+            feature = "timeout",
+            feature = "circuit-breaker",
+            feature = "retry",
+            feature = "throttle"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {

@@ -18,6 +18,10 @@ pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 /// Locks a mutex, carrying on if a thread panicked while holding it: the
 /// data it guards is kept consistent at every step, so a poisoned lock
 /// holds nothing half-done.
+#[cfg_attr(
+    not(any(feature = "bulkhead", feature = "rate-limit")),
+    allow(dead_code)
+)]
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     #[cfg(loom)]
     return mutex.lock().unwrap();

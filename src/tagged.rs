@@ -82,6 +82,7 @@ impl TaggedCount {
 
     /// Adds `amount` in `epoch`; `false` if a newer epoch holds the count.
     #[inline]
+    #[cfg_attr(not(any(feature = "rate-limit", feature = "retry")), allow(dead_code))]
     pub(crate) fn add(&self, epoch: u64, amount: u64) -> bool {
         self.update(epoch, |count| Some(count.saturating_add(amount)))
             .is_ok()
@@ -91,6 +92,7 @@ impl TaggedCount {
     /// that knows the held tag is stale (left from a wrap of the tags, or
     /// from before its epochs were renumbered) rather than newer.
     #[cold]
+    #[cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
     pub(crate) fn restart(&self, epoch: u64) {
         self.0
             .store(Self::tag(epoch) << COUNT_BITS, Ordering::Relaxed);
@@ -102,6 +104,7 @@ impl TaggedCount {
     /// compare-and-swap, so two holders restarting the same epoch at once
     /// both count, where a restart followed by an add could lose one.
     #[cold]
+    #[cfg_attr(not(feature = "throttle"), allow(dead_code))]
     pub(crate) fn restart_add(&self, epoch: u64, amount: u64) {
         let tag = Self::tag(epoch);
         let _ = self

@@ -476,13 +476,14 @@ async fn a_call_without_readiness_is_an_error_not_a_panic() {
     let probe = Probe::new(Answer::Now);
     let (mut svc, handle) = fail_fast(1, &probe);
     let err = svc.call(1).await.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("without a successful `poll_ready`"),
-        "{err}"
-    );
+    let ErrorKind::NotReady(e) = ErrorKind::of(&err) else {
+        panic!("expected NotReady, got {err}");
+    };
+    assert_eq!((e.layer(), e.name()), ("bulkhead", "db"));
+    assert!(err.to_string().contains("bug in the caller"), "{err}");
     assert_eq!(probe.calls(), 0);
     assert_eq!(handle.available(), 1);
+    assert_eq!(handle.rejected(), 0, "not a refusal");
     // The service is still usable the right way.
     assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 2);
 }

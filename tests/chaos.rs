@@ -111,6 +111,23 @@ async fn a_supplied_response_stands_in_for_the_service() {
     assert_eq!(svc.ready().await.unwrap().call(7).await.unwrap(), 500);
 }
 
+/// `call` without `poll_ready` has no fault drawn for it: the caller's
+/// bug, reported as such (not as an injected fault), and nothing sent.
+#[tokio::test(start_paused = true)]
+async fn a_call_without_readiness_is_not_ready_and_not_sent() {
+    let layer = ChaosLayer::builder().name("payments").seed(1).build();
+    let probe = Probe::new(Answer::Now);
+    let mut svc = layer.layer(probe.clone());
+    let err = svc.call(1).await.unwrap_err();
+    let ErrorKind::NotReady(e) = ErrorKind::of(&err) else {
+        panic!("expected NotReady, got {err}");
+    };
+    assert_eq!((e.layer(), e.name()), ("chaos", "payments"));
+    assert_eq!(probe.calls(), 0);
+    assert_eq!(layer.handle().failed(), 0, "no fault was injected");
+    assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn chaos_keeps_the_tower_contract() {
     support::check_tower_contract(|probe| ChaosLayer::new().layer(probe)).await;

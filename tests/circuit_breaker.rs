@@ -872,6 +872,32 @@ async fn racing_failures_open_the_breaker_once() {
     assert_eq!(rig.handle.snapshot().not_permitted, 1);
 }
 
+#[test]
+fn states_display_as_lower_case_words() {
+    let shown = [
+        State::Closed,
+        State::Open,
+        State::HalfOpen,
+        State::ForcedOpen,
+        State::Disabled,
+        State::MetricsOnly,
+    ]
+    .map(|state| state.to_string());
+    assert_eq!(
+        shown,
+        [
+            "closed",
+            "open",
+            "half_open",
+            "forced_open",
+            "disabled",
+            "metrics_only"
+        ]
+    );
+    // Padding and alignment work as for a string.
+    assert_eq!(format!("[{:>8}]", State::Open), "[    open]");
+}
+
 // ---------------------------------------------------------------- validation
 
 #[test]
@@ -1142,6 +1168,63 @@ async fn an_inner_readiness_error_gives_a_probe_slot_back() {
     probe.set_readiness(Readiness::Ready);
     assert_eq!(layer.layer(probe).oneshot(9).await.unwrap(), 9);
     assert_eq!(handle.state(), State::Closed);
+}
+
+/// `call` without `poll_ready` is the caller's bug: a typed error naming
+/// the breaker, nothing sent, nothing counted.
+#[tokio::test(start_paused = true)]
+async fn a_call_without_readiness_is_not_ready_and_not_sent() {
+    let probe = Probe::new(Answer::Now);
+    let layer = CircuitBreakerLayer::builder()
+        .name("payments")
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(probe.clone());
+    let err = svc.call(1).await.unwrap_err();
+    let ErrorKind::NotReady(e) = ErrorKind::of(&err) else {
+        panic!("expected NotReady, got {err}");
+    };
+    assert_eq!((e.layer(), e.name()), ("circuit_breaker", "payments"));
+    assert!(err.to_string().contains("bug in the caller"), "{err}");
+    assert_eq!(probe.calls(), 0);
+    assert_eq!(layer.handle().snapshot().calls, 0);
+    // The service is still usable the right way.
+    assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 2);
+}
+
+/// A breaker above a service that calls a palisade layer without
+/// readiness (here another breaker) sees only `NotReady`: a bug there,
+/// not a failing upstream, so the breaker counts none of it and stays
+/// closed, even on a window that one failure would open.
+#[tokio::test(start_paused = true)]
+async fn a_breaker_fed_only_not_ready_errors_stays_closed() {
+    let below = CircuitBreakerLayer::builder()
+        .name("below")
+        .build()
+        .unwrap()
+        .layer(service_fn(|n: u64| async move { Ok::<_, BoxError>(n) }));
+    let misuses_below = service_fn(move |n: u64| {
+        // A clone holds no admission: this `call` skips `poll_ready`.
+        let mut below = below.clone();
+        async move { below.call(n).await }
+    });
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(2)
+        .minimum_calls(1)
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(misuses_below);
+    for n in 0..10 {
+        let err = svc.ready().await.unwrap().call(n).await.unwrap_err();
+        assert!(
+            matches!(ErrorKind::of(&err), ErrorKind::NotReady(_)),
+            "{err}"
+        );
+    }
+    let s = layer.handle().snapshot();
+    assert_eq!((s.state, s.calls, s.failures), (State::Closed, 0, 0));
+    assert_eq!(s.consecutive_failures, 0);
 }
 
 #[tokio::test(start_paused = true)]

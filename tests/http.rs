@@ -653,6 +653,32 @@ async fn throttled_is_503_without_retry_after() {
     panic!("the throttle never refused");
 }
 
+/// A handler that calls a palisade-wrapped client without readiness is a
+/// bug in this server, not the client's doing: a 500 `not_ready`, with
+/// nothing to wait for.
+#[tokio::test(start_paused = true)]
+async fn not_ready_is_500_without_retry_after() {
+    use palisade::bulkhead::BulkheadLayer;
+    let client = BulkheadLayer::builder()
+        .name("products")
+        .max_concurrent(4)
+        .build()
+        .unwrap()
+        .layer(ok_upstream());
+    let skips_readiness = service_fn(move |request: Request<Full<Bytes>>| {
+        // A clone holds no slot, and this `call` skips `poll_ready`.
+        let mut client = client.clone();
+        async move { client.call(request).await }
+    });
+    let mut svc = ErrorResponseLayer::new().layer(skips_readiness);
+    let (parts, body) = json(answer(&mut svc).await).await;
+    assert_eq!(parts.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["error"], "not_ready");
+    assert!(parts.headers.get("retry-after").is_none());
+    assert!(body.get("retry_after").is_none(), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("`products`"));
+}
+
 fn failing(
     err: fn() -> BoxError,
 ) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = BoxError> + Clone

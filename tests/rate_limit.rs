@@ -142,17 +142,20 @@ async fn every_service_and_clone_of_one_layer_shares_the_limit() {
 async fn a_clone_holds_no_permit_and_a_permit_is_used_by_the_call() {
     // Principle 3: the permit taken in poll_ready stays with the service
     // that took it.
-    let layer = RateLimitLayer::sliding_log(1, secs(10)).build().unwrap();
+    let layer = RateLimitLayer::sliding_log(1, secs(10))
+        .name("ingress")
+        .build()
+        .unwrap();
     let probe = Probe::new(Answer::Now);
     let mut readied = layer.layer(probe.clone());
     readied.ready().await.unwrap();
     let mut clone = readied.clone();
+    // Called without readiness: the caller's bug, named, and not sent.
     let err = clone.call(9).await.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("without a successful `poll_ready`"),
-        "{err}"
-    );
+    let ErrorKind::NotReady(e) = ErrorKind::of(&err) else {
+        panic!("expected NotReady, got {err}");
+    };
+    assert_eq!((e.layer(), e.name()), ("rate_limit", "ingress"));
     assert_eq!(readied.call(1).await.unwrap(), 1);
     assert_eq!(probe.calls(), 1);
 }

@@ -30,6 +30,8 @@ enum Reply {
     Limited(Duration),
     /// A palisade `CircuitOpen` refusal.
     Open,
+    /// A palisade `NotReady`: a layer below was called without readiness.
+    NotReady,
 }
 
 /// A backend that answers from a script (the last reply repeats) and
@@ -76,6 +78,7 @@ impl Script {
                     Reply::Fail(s) => Err(s.into()),
                     Reply::Limited(after) => Err(palisade_refusal(Some(after))),
                     Reply::Open => Err(open_refusal()),
+                    Reply::NotReady => Err(not_ready()),
                 }
             }
         }))
@@ -99,6 +102,23 @@ fn open_refusal() -> BoxError {
     match refused.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(Err(err)) => err,
         _ => panic!("a forced-open breaker refuses"),
+    }
+}
+
+/// A real `NotReady`, from a breaker called without `poll_ready`.
+fn not_ready() -> BoxError {
+    use palisade::circuit_breaker::CircuitBreakerLayer;
+    let layer = CircuitBreakerLayer::builder()
+        .name("below")
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut unready = std::pin::pin!(svc.call(()));
+    match unready.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(err)) => err,
+        _ => panic!("a breaker called without readiness fails"),
     }
 }
 
@@ -372,6 +392,38 @@ async fn a_throttled_refusal_is_not_retried() {
         throttled += u64::from(ended_throttled);
     }
     assert!(throttled > 10, "{throttled} of 20 refused");
+}
+
+/// A layer below called without readiness is a bug that a retry would
+/// only repeat: never retried, even by a classifier that calls every
+/// error a failure, and ignored by the default one.
+#[tokio::test(start_paused = true)]
+async fn a_call_without_readiness_below_is_not_retried() {
+    let every_error_fails = plain(3, ms(10))
+        .classifier(|r: &Result<&'static str, BoxError>| match r {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        })
+        .build()
+        .unwrap();
+    sent_once_and_not_ready(&every_error_fails).await;
+    sent_once_and_not_ready(&plain(3, ms(10)).build().unwrap()).await;
+}
+
+async fn sent_once_and_not_ready(
+    layer: &RetryLayer<
+        impl Clone + palisade::classify::Classify<&'static str, BoxError>,
+        impl Clone + palisade::retry::Replay<u32>,
+    >,
+) {
+    let script = Script::new(&[Reply::NotReady, Reply::Ok("ok")]);
+    let err = send(layer, &script, 1).await.unwrap_err();
+    let ErrorKind::NotReady(e) = ErrorKind::of(&err) else {
+        panic!("expected NotReady, got {err}");
+    };
+    assert_eq!((e.layer(), e.name()), ("circuit_breaker", "below"));
+    assert_eq!(script.calls(), 1);
+    assert_eq!(layer.handle().counts().retries, 0);
 }
 
 // ---------------------------------------------------------------- deadline

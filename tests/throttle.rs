@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use palisade::classify::Outcome;
-use palisade::throttle::{NotReady, ThrottleBuilder, ThrottleConfig, ThrottleLayer};
+use palisade::throttle::{ThrottleBuilder, ThrottleConfig, ThrottleLayer};
 use palisade::{BoxError, ErrorKind};
 use support::stress::{bounded, hammer};
 use support::yielder::{Counters, Yielder};
@@ -145,19 +145,19 @@ async fn a_refused_call_fails_at_once_without_reaching_the_upstream() {
     // `call` without `poll_ready`: a typed error, and nothing sent.
     let calls = probe.calls();
     let err = svc.call(1).await.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("without a successful `poll_ready`"),
-        "{err}"
+    let ErrorKind::NotReady(not_ready) = ErrorKind::of(&err) else {
+        panic!("expected NotReady, got {err}");
+    };
+    assert_eq!(
+        (not_ready.layer(), not_ready.name()),
+        ("throttle", "upstream")
     );
-    let not_ready = err.downcast_ref::<NotReady>().expect("a typed error");
-    assert_eq!(not_ready.name(), "upstream");
     assert_eq!(probe.calls(), calls);
 }
 
 /// An admission is used only by a `call` right after a `poll_ready` that
 /// returned ready: after a `Pending` from the inner service, `call` fails
-/// with [`NotReady`] and never reaches the (unready) upstream, and the
+/// with `NotReady` and never reaches the (unready) upstream, and the
 /// admission still serves once the upstream is ready.
 #[tokio::test(start_paused = true)]
 async fn a_call_after_a_pending_poll_ready_is_not_sent() {
@@ -170,7 +170,10 @@ async fn a_call_after_a_pending_poll_ready_is_not_sent() {
     drop(ready);
     // The probe panics if called unready.
     let err = svc.call(1).await.unwrap_err();
-    assert!(err.downcast_ref::<NotReady>().is_some(), "{err}");
+    assert!(
+        matches!(ErrorKind::of(&err), ErrorKind::NotReady(_)),
+        "{err}"
+    );
     assert_eq!(probe.calls(), 0);
 
     probe.set_readiness(Readiness::Ready);

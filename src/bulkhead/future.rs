@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 
 use super::handle::{Permit, Shared};
-use crate::error::BoxError;
+use crate::error::{BoxError, NotReady};
 
 pin_project! {
     /// The response future of [`Bulkhead`](super::Bulkhead).
@@ -84,12 +84,10 @@ where
                 Poll::Ready(result.map_err(Into::into))
             }
             KindProj::Rejected { shared } => Poll::Ready(Err(shared.rejection().into())),
-            KindProj::NotReady { shared } => Poll::Ready(Err(format!(
-                "bulkhead `{}`: `call` was made without a successful `poll_ready`, \
-                 so no slot was reserved and the call was not sent",
-                shared.name()
-            )
-            .into())),
+            KindProj::NotReady { shared } => {
+                let name = shared.name().clone();
+                Poll::Ready(Err(Box::new(NotReady::new(super::layer::LAYER, name))))
+            }
         }
     }
 }

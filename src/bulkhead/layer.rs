@@ -11,7 +11,7 @@ use super::handle::{Handle, Shared};
 use super::slots::MAX_SLOTS;
 use crate::error::ConfigError;
 
-const LAYER: &str = "bulkhead";
+pub(crate) const LAYER: &str = "bulkhead";
 const DEFAULT_NAME: &str = "bulkhead";
 
 /// Applies a [`Bulkhead`] to a service.

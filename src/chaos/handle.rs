@@ -8,7 +8,7 @@ use crate::error::ConfigError;
 use crate::name::Name;
 use crate::rng::splitmix64;
 
-const LAYER: &str = "chaos";
+pub(crate) const LAYER: &str = "chaos";
 /// Rates are kept in millionths.
 const MILLION: u64 = 1_000_000;
 /// The packed settings: error rate in bits 0..21, latency rate in 21..42,

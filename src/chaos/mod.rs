@@ -59,7 +59,7 @@ use std::task::{Context, Poll};
 use tokio::time::sleep;
 use tower_service::Service;
 
-use crate::error::BoxError;
+use crate::error::{BoxError, NotReady};
 use crate::name::Name;
 use handle::{Fault, Shared};
 
@@ -196,12 +196,10 @@ where
             Some(Fault::Fail) => {
                 ResponseFuture::failed(self.inject.inject(self.shared.name.as_str()))
             }
-            None => ResponseFuture::failed(Err(format!(
-                "chaos `{}`: `call` was made without a successful `poll_ready`, \
-                 so the call was not sent",
-                self.shared.name
-            )
-            .into())),
+            None => {
+                let name = self.shared.name.clone();
+                ResponseFuture::failed(Err(Box::new(NotReady::new(handle::LAYER, name))))
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::period::Ticket;
 use crate::classify::{Classify, Outcome};
-use crate::error::{BoxError, CircuitOpen};
+use crate::error::{BoxError, CircuitOpen, NotReady};
 use crate::name::Name;
 
 pin_project! {
@@ -149,11 +149,10 @@ where
             KindProj::Rejected { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
                 "circuit breaker response future polled after completion".into()
             }))),
-            KindProj::NotReady { name } => Poll::Ready(Err(format!(
-                "circuit breaker `{name}`: `call` was made without a successful \
-                 `poll_ready`, so the call was not sent"
-            )
-            .into())),
+            KindProj::NotReady { name } => Poll::Ready(Err(Box::new(NotReady::new(
+                super::layer::LAYER,
+                name.clone(),
+            )))),
         }
     }
 }

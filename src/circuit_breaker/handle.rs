@@ -32,6 +32,21 @@ pub enum State {
     MetricsOnly,
 }
 
+/// The state in lower case, words joined by `_` (`closed`, `half_open`,
+/// `forced_open`, ...): a stable word for logs, metrics labels and JSON.
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::ForcedOpen => "forced_open",
+            State::Disabled => "disabled",
+            State::MetricsOnly => "metrics_only",
+        })
+    }
+}
+
 /// Why a breaker changed state, or reported a threshold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

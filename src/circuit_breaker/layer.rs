@@ -18,7 +18,7 @@ use crate::classify::DefaultClassifier;
 use crate::error::ConfigError;
 use crate::name::Name;
 
-const LAYER: &str = "circuit_breaker";
+pub(crate) const LAYER: &str = "circuit_breaker";
 const DEFAULT_NAME: &str = "circuit_breaker";
 
 const DEFAULT_COUNT_WINDOW: usize = 100;

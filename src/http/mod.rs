@@ -95,6 +95,7 @@
 //! | [`BulkheadFull`](crate::error::BulkheadFull) | 503 | `bulkhead_full` | |
 //! | [`Throttled`](crate::error::Throttled) | 503 | `throttled` | never: the next call may go through at once |
 //! | [`Elapsed`](crate::error::Elapsed) | 504 | `timeout`; the message says whether the call was not sent (so had no effect) or was abandoned with its outcome unknown | |
+//! | [`NotReady`](crate::error::NotReady) | 500 | `not_ready`: a layer was called without readiness, a bug in this server | never |
 //! | anything else | [`default_error_response`]: 502 for an upstream's failure, 500 otherwise; or your function | | |
 //!
 //! Each body is JSON: `{"error": "...", "message": "...", "retry_after":
@@ -227,8 +228,10 @@ pub use error_response::{
     bad_gateway_response, default_error_response, error_response,
 };
 #[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub use headers::RateLimitHeaders;
 pub use headers::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET};
 #[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub use replay::{CheapBodies, IDEMPOTENCY_KEY, IdempotentReplay, is_idempotent};
 pub use retry_after::{parse_retry_after, retry_after};

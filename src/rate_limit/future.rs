@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 
 use super::handle::{RateLimitState, Shared};
 use super::report::{NoReport, ReportState};
-use crate::error::{BoxError, RateLimited};
+use crate::error::{BoxError, NotReady, RateLimited};
 
 pin_project! {
     /// The response future of [`RateLimit`](super::RateLimit): the inner
@@ -97,12 +97,10 @@ where
                 Some(error) => error.into(),
                 None => "rate limiter: response future polled after it completed".into(),
             })),
-            KindProj::NotReady { shared } => Poll::Ready(Err(format!(
-                "rate limiter `{}`: `call` was made without a successful `poll_ready`, \
-                 so no permit was taken and the call was not sent",
-                shared.name
-            )
-            .into())),
+            KindProj::NotReady { shared } => {
+                let name = shared.name.clone();
+                Poll::Ready(Err(Box::new(NotReady::new(super::layer::LAYER, name))))
+            }
         }
     }
 }

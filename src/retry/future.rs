@@ -253,9 +253,9 @@ where
         }
         Outcome::Failure => {
             shared.budget.on_failure();
-            // Shed on purpose below: never retried, whatever a classifier
-            // of the user's own calls it.
-            !is_shed(result)
+            // Shed on purpose below, or a caller's bug: never retried,
+            // whatever a classifier of the user's own calls it.
+            !is_never_retried(result)
         }
         Outcome::Ignored => shared.retry_rate_limited && is_rate_limited(result),
     };
@@ -325,18 +325,25 @@ where
     Some(delay)
 }
 
-/// Whether `result` is a palisade rate-limit refusal.
-/// Whether `result` is a refusal whose layer sheds calls on purpose: an
-/// open circuit, a full bulkhead, a throttled call.
+/// Whether `result` is an error no retry can help: a refusal whose layer
+/// sheds calls on purpose (an open circuit, a full bulkhead, a throttled
+/// call), or a layer called without readiness, which is a bug in the
+/// caller and would only happen again.
 #[cold]
-fn is_shed<T, E: 'static>(result: &Result<T, E>) -> bool {
+fn is_never_retried<T, E: 'static>(result: &Result<T, E>) -> bool {
     let Err(err) = result else { return false };
     matches!(
         kind_of(err),
-        Some(ErrorKind::CircuitOpen(_) | ErrorKind::BulkheadFull(_) | ErrorKind::Throttled(_))
+        Some(
+            ErrorKind::CircuitOpen(_)
+                | ErrorKind::BulkheadFull(_)
+                | ErrorKind::Throttled(_)
+                | ErrorKind::NotReady(_)
+        )
     )
 }
 
+/// Whether `result` is a palisade rate-limit refusal.
 fn is_rate_limited<T, E: 'static>(result: &Result<T, E>) -> bool {
     let Err(err) = result else { return false };
     matches!(kind_of(err), Some(ErrorKind::RateLimited(_)))

@@ -1,6 +1,5 @@
 //! The response future of [`Throttle`](super::Throttle).
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,7 +9,7 @@ use pin_project_lite::pin_project;
 
 use super::throttler::Throttler;
 use crate::classify::{Classify, Outcome};
-use crate::error::{BoxError, Throttled};
+use crate::error::{BoxError, NotReady, Throttled};
 use crate::name::Name;
 
 pin_project! {
@@ -124,41 +123,10 @@ where
             KindProj::Rejected { error } => Poll::Ready(Err(error
                 .take()
                 .unwrap_or_else(|| "throttle response future polled after completion".into()))),
-            KindProj::NotReady { name } => {
-                Poll::Ready(Err(Box::new(NotReady { name: name.clone() })))
-            }
+            KindProj::NotReady { name } => Poll::Ready(Err(Box::new(NotReady::new(
+                super::layer::LAYER,
+                name.clone(),
+            )))),
         }
     }
 }
-
-/// The error of a [`Throttle`](super::Throttle) whose `call` was made
-/// without a `poll_ready` that returned `Ready(Ok(()))` just before it.
-///
-/// A caller broke the [`Service`](tower_service::Service) contract: the
-/// call was neither decided nor sent, and says nothing of the upstream.
-/// It is a bug to fix in the caller, not a failure to count or retry; tell
-/// it apart by downcasting.
-#[derive(Clone, Debug)]
-pub struct NotReady {
-    name: Name,
-}
-
-impl NotReady {
-    /// The name of the throttle that refused the call.
-    pub fn name(&self) -> &str {
-        self.name.as_str()
-    }
-}
-
-impl fmt::Display for NotReady {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "throttle `{}`: `call` was made without a successful `poll_ready`, \
-             so the call was not sent",
-            self.name
-        )
-    }
-}
-
-impl std::error::Error for NotReady {}

@@ -15,7 +15,7 @@ use crate::error::ConfigError;
 use crate::name::Name;
 use crate::rng::Rng;
 
-const LAYER: &str = "throttle";
+pub(crate) const LAYER: &str = "throttle";
 const DEFAULT_NAME: &str = "throttle";
 
 const DEFAULT_K: f64 = 2.0;

@@ -207,13 +207,14 @@
 //!
 //! [`Classify`]: crate::classify::Classify
 //! [`Throttled`]: crate::error::Throttled
+//! [`NotReady`]: crate::error::NotReady
 
 mod future;
 mod handle;
 mod layer;
 mod throttler;
 
-pub use future::{NotReady, ResponseFuture};
+pub use future::ResponseFuture;
 pub use handle::{Handle, Snapshot};
 pub use layer::{ThrottleBuilder, ThrottleConfig, ThrottleLayer};
 

@@ -32,7 +32,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use crate::api::{AdminAuth, ApiError, MAX_BODY, json_405, no_route, read_deadline};
 use crate::auth::{AuthError, CUSTOMER, Verifier};
 use crate::config::{ShopConfig, UPSTREAMS};
-use crate::upstream::{HttpClient, Upstream, state_name};
+use crate::upstream::{HttpClient, Upstream};
 
 /// Where the services are, unless the configuration says otherwise.
 #[derive(Clone, Debug)]
@@ -625,7 +625,7 @@ async fn health(State(gateway): State<Gateway>) -> Response {
         all_healthy &= up;
         upstreams.insert(
             (*name).to_owned(),
-            json!({"healthy": up, "circuit": state_name(upstream.breaker.state())}),
+            json!({"healthy": up, "circuit": upstream.breaker.state().to_string()}),
         );
     }
     let status = if all_healthy {
@@ -655,7 +655,7 @@ async fn resilience(
             (*name).to_owned(),
             json!({
                 "breaker": {
-                    "state": state_name(b.state),
+                    "state": b.state.to_string(),
                     "transitions": upstream.transitions.since(0),
                     "calls": b.calls,
                     "failures": b.failures,

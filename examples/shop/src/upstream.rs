@@ -153,21 +153,8 @@ impl Transitions {
         log.recent
             .iter()
             .skip(skip)
-            .map(|(from, to)| format!("{}→{}", state_name(*from), state_name(*to)))
+            .map(|(from, to)| format!("{from}→{to}"))
             .collect()
-    }
-}
-
-/// A breaker state as shown in JSON and logs.
-pub fn state_name(state: State) -> &'static str {
-    match state {
-        State::Closed => "closed",
-        State::Open => "open",
-        State::HalfOpen => "half_open",
-        State::ForcedOpen => "forced_open",
-        State::Disabled => "disabled",
-        State::MetricsOnly => "metrics_only",
-        _ => "unknown",
     }
 }
 
@@ -209,7 +196,7 @@ impl Upstream {
             .classifier(StatusClassifier::new())
             .on_event(move |event| {
                 if let Event::Transition(t) = event {
-                    tracing::info!(upstream = name, from = state_name(t.from), to = state_name(t.to), reason = ?t.reason, "circuit breaker");
+                    tracing::info!(upstream = name, from = %t.from, to = %t.to, reason = ?t.reason, "circuit breaker");
                     log.push(t.from, t.to);
                 }
             })

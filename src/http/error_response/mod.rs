@@ -148,6 +148,14 @@ fn error_to_response<F: OtherErrors>(err: &BoxError, other_errors: &F) -> Respon
         ErrorKind::Elapsed(e) => {
             error_response(StatusCode::GATEWAY_TIMEOUT, "timeout", &e.to_string(), None)
         }
+        // A bug in this server, not the client's doing: nothing to wait
+        // for, and nothing the client can change.
+        ErrorKind::NotReady(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "not_ready",
+            &e.to_string(),
+            None,
+        ),
         _ => other_errors.respond(err),
     }
 }
