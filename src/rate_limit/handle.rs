@@ -193,7 +193,8 @@ impl Handle {
                 "only a GCRA limiter has a burst",
             ));
         };
-        check_burst(a.rate(), a.period(), burst)?;
+        let settings = a.settings();
+        check_burst(settings.rate, settings.period, burst)?;
         limiter.algorithm.set_burst(burst, limiter.now());
         Ok(())
     }
