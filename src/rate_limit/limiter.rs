@@ -109,7 +109,7 @@ impl Algorithm {
     /// The limit and its window (a GCRA limiter's rate and period).
     pub(crate) fn limit(&self) -> (u64, Duration) {
         match self {
-            Algorithm::Counter(a) => (a.limit(), a.window()),
+            Algorithm::Counter(a) => a.settings(),
             Algorithm::Log(a) => (a.limit(), a.window()),
             Algorithm::Gcra(a) => {
                 let settings = a.settings();
