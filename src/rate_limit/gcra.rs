@@ -18,8 +18,9 @@
 //! save the check but does not fit (a burst up to 2^62 and an interval up
 //! to 2^56 ns); an `ArcSwap` of them would cost a read-modify-write per call.
 //! One case is left: a change that completes between a call's check and
-//! its compare-and-swap, and rescales the TAT to the very nanosecond the
-//! call read, lets that call through as decided under the old settings.
+//! its compare-and-swap, and rescales the TAT to exactly the value the call
+//! read (the compare-and-swap cannot tell), lets that call through as
+//! decided under the old settings.
 
 use std::time::Duration;
 

@@ -27,7 +27,10 @@ use super::seqlock::SeqLock;
 ///
 /// A [`SeqLock`] makes a change of the settings one step, restarting the
 /// counts with it when the window changes: a call decides under the old
-/// limit, window and counts, or under the new ones, never a mix.
+/// limit, window and counts, or under the new ones, never a mix. The one
+/// race left is GCRA's: a change that completes between a call's check and
+/// its compare-and-swap and leaves the count word exactly as the call read
+/// it.
 #[derive(Debug)]
 pub(crate) struct WindowCounter {
     /// Guards the limit and window, and the counts while a change of
