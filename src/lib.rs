@@ -190,7 +190,9 @@ mod name;
 mod serde_duration;
 #[cfg(any(
     feature = "bulkhead",
+    feature = "chaos",
     feature = "circuit-breaker",
+    feature = "http",
     feature = "retry",
     feature = "rate-limit",
     feature = "throttle"

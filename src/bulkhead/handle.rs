@@ -6,7 +6,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use tokio::time::Sleep;
 use super::slots::{Slots, Waiter};
 use crate::error::BulkheadFull;
 use crate::name::Name;
+use crate::sync::{AtomicU64, Ordering};
 
 /// The slots and the counters, behind one `Arc` per layer value.
 pub(crate) struct Shared {

@@ -295,6 +295,8 @@ mod tests {
 
     #[test]
     fn the_waker_is_woken_on_grant() {
+        // std's, not the shim's: `Wake` takes a std `Arc`, and the flag is
+        // the test's own, outside the models (they have their own waker test).
         use std::sync::atomic::AtomicBool;
         use std::task::Wake;
 

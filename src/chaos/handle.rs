@@ -1,12 +1,12 @@
 //! [`Handle`]: the faults a chaos layer injects, changed at run time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::name::Name;
 use crate::rng::splitmix64;
+use crate::sync::{AtomicU64, Ordering};
 
 pub(crate) const LAYER: &str = "chaos";
 /// Rates are kept in millionths.

@@ -1,8 +1,11 @@
 //! The breaker's shared state: the current period, admission, and the
 //! transitions between periods.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+// std's Arc, not the loom shim's: the period is swapped with arc-swap, and
+// the breaker is built with `Arc::new_cyclic` (its periods hold a `Weak` to
+// it), neither of which loom's Arc offers. The reference counts hide no race
+// of ours; the state they share uses the shim's atomics.
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
@@ -15,6 +18,7 @@ use super::probes::Probes;
 use super::window::{Totals, WindowKind};
 use crate::name::Name;
 use crate::rng::Rng;
+use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 
 /// A user's callback for the breaker's events.
 pub(crate) type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -473,10 +477,7 @@ impl Breaker {
         let transition = {
             // A listener never runs under this lock, and nothing here can
             // panic half-way, so a poisoned lock holds nothing half-done.
-            let mut control = self
-                .control
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut control = lock(&self.control);
             let current = self.current.load_full();
             let silent = match from {
                 From::Period(expected) => !std::ptr::eq(Arc::as_ptr(&current), expected),

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use super::layer::CircuitBreakerBuilder;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::error::{BoxError, CircuitOpen, ConfigError};
 use crate::name::Name;
+use crate::sync::{self, AtomicBool, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 const DEFAULT_MAX_KEYS: usize = 1_000;
 const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(600);
@@ -163,11 +163,11 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Keyed<K> {
     fn read(&self) -> RwLockReadGuard<'_, Keys<K>> {
         // Nothing panics while holding it, and a breaker's listener never
         // runs under it, so a poisoned lock holds nothing half-done.
-        self.keys.read().unwrap_or_else(|p| p.into_inner())
+        sync::read(&self.keys)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Keys<K>> {
-        self.keys.write().unwrap_or_else(|p| p.into_inner())
+        sync::write(&self.keys)
     }
 
     /// The key's breaker, if it has one; looking does not count as use.

@@ -8,7 +8,9 @@
 //! change nothing (an outcome counts against the state it was admitted under). And a window is never
 //! reset while other threads write to it; it is simply left behind.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+// std's Arc and Weak, not the loom shim's: periods are swapped with
+// arc-swap and point back to their breaker with a `Weak`, neither of which
+// loom's Arc offers (see breaker.rs).
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use super::handle::{Reason, State};
 use super::probes::{Probes, Tally};
 use super::window::{Record, Totals, Window, WindowKind};
 use crate::classify::Outcome;
+use crate::sync::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 const PPM: u64 = 1_000_000;
 

@@ -7,8 +7,9 @@
 //! fresh period gets a fresh window, so nothing here ever has to be reset
 //! while other threads write to it.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 
 /// One recorded (not ignored) outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -734,5 +735,47 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::{Arc, loom_model as model};
+    use loom::thread;
+
+    #[test]
+    fn loom_outcomes_racing_onto_one_slot_keep_the_totals_exact() {
+        // A window of one slot, holding a slow failure: a success and a
+        // fast failure replace it at once. Whichever lands last, the
+        // totals count exactly what the slot holds.
+        model(|| {
+            let window = Arc::new(CountWindow::new(1));
+            window.record(Record {
+                failure: true,
+                slow: true,
+            });
+            let threads = [(false, false), (true, false)].map(|(failure, slow)| {
+                let window = window.clone();
+                thread::spawn(move || {
+                    window.record(Record { failure, slow });
+                })
+            });
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            let held = window.slots[0].load(Ordering::Relaxed);
+            let expected = Totals {
+                calls: 1,
+                failures: u64::from(held & FAILURE != 0),
+                slow: u64::from(held & SLOW != 0),
+            };
+            assert_eq!(window.totals(), expected);
+            assert_eq!(
+                window.failures.load(Ordering::Relaxed),
+                expected.failures as i64
+            );
+            assert_eq!(window.slow.load(Ordering::Relaxed), expected.slow as i64);
+        });
     }
 }

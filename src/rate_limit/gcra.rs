@@ -8,17 +8,33 @@
 //! `n` intervals later; the take is allowed while the TAT stays within
 //! `burst` intervals of now. One compare-and-swap per call, no lock, no
 //! refill timer.
+//!
+//! The settings (interval and burst) are two words, and a change through
+//! the handle also rescales the TAT to the new interval. A [`SeqLock`]
+//! makes that one step: a call reads the settings and the TAT, then checks
+//! that no change began meanwhile, so it decides under the old state or the
+//! new one, never a mix (a new interval with the old burst, or with the TAT
+//! still counted in the old interval). Packing them into one word would
+//! save the check but does not fit (a burst up to 2^62 and an interval up
+//! to 2^56 ns); an `ArcSwap` of them would cost a read-modify-write per call.
+//! One case is left: a change that completes between a call's check and
+//! its compare-and-swap, and rescales the TAT to exactly the value the call
+//! read (the compare-and-swap cannot tell), lets that call through as
+//! decided under the old settings.
 
 use std::time::Duration;
 
 use crate::sync::{AtomicU64, Ordering};
 
 use super::limiter::{Decision, Snapshot, nanos};
+use super::seqlock::SeqLock;
 
 #[derive(Debug)]
 pub(crate) struct Gcra {
     /// The theoretical arrival time, in nanoseconds since the origin.
     tat: AtomicU64,
+    /// Guards the settings below, and the TAT while a change rescales it.
+    settings: SeqLock,
     /// Nanoseconds between permits.
     interval: AtomicU64,
     burst: AtomicU64,
@@ -27,17 +43,25 @@ pub(crate) struct Gcra {
     period: AtomicU64,
 }
 
+/// A GCRA limiter's settings, read as one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub(crate) rate: u64,
+    pub(crate) period: Duration,
+    pub(crate) burst: u64,
+}
+
 impl Gcra {
     pub(crate) fn new(rate: u64, period: Duration, burst: u64) -> Self {
-        let g = Gcra {
+        let period = nanos(period);
+        Gcra {
             tat: AtomicU64::new(0),
-            interval: AtomicU64::new(0),
-            burst: AtomicU64::new(0),
-            rate: AtomicU64::new(0),
-            period: AtomicU64::new(0),
-        };
-        g.store_settings(rate, period, burst);
-        g
+            settings: SeqLock::default(),
+            interval: AtomicU64::new(interval(rate, period)),
+            burst: AtomicU64::new(burst),
+            rate: AtomicU64::new(rate),
+            period: AtomicU64::new(period),
+        }
     }
 
     /// A limiter whose theoretical arrival time is already `tat`.
@@ -49,37 +73,68 @@ impl Gcra {
 
     /// New settings from `now` on. The permits left carry over (at most the
     /// new burst); the part of a permit already refilled does not.
+    #[cfg(test)]
     pub(crate) fn set(&self, rate: u64, period: Duration, burst: u64, now: u64) {
-        let (old_interval, old_burst) = (self.interval(), self.burst());
-        self.store_settings(rate, period, burst);
-        let interval = self.interval();
-        let _ = self
-            .tat
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                let left = left(tat, now, old_interval, old_burst).min(burst);
-                Some(now + interval.saturating_mul(burst - left))
-            });
+        self.change(now, |_| Settings {
+            rate,
+            period,
+            burst,
+        });
+    }
+
+    /// A new rate per period from `now` on, keeping the burst.
+    pub(crate) fn set_rate(&self, rate: u64, period: Duration, now: u64) {
+        self.change(now, |old| Settings {
+            rate,
+            period,
+            ..old
+        });
+    }
+
+    /// A new burst from `now` on, keeping the rate.
+    pub(crate) fn set_burst(&self, burst: u64, now: u64) {
+        self.change(now, |old| Settings { burst, ..old });
+    }
+
+    /// Replaces the settings with what `new` makes of them, and the TAT
+    /// with one that leaves the same whole permits under them, as one step:
+    /// a call meanwhile reads all of it before or all of it after.
+    fn change(&self, now: u64, new: impl FnOnce(Settings) -> Settings) {
+        self.settings.write(|| {
+            // The only writer: these loads see the settings the TAT was
+            // counted in.
+            let (old_interval, old_burst) = (self.interval(), self.burst.load(Ordering::Relaxed));
+            let new = new(self.settings_unguarded());
+            let period = nanos(new.period);
+            let interval = interval(new.rate, period);
+            self.rate.store(new.rate, Ordering::Relaxed);
+            self.period.store(period, Ordering::Relaxed);
+            self.interval.store(interval, Ordering::Relaxed);
+            self.burst.store(new.burst, Ordering::Relaxed);
+            let _ = self
+                .tat
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                    let left = left(tat, now, old_interval, old_burst).min(new.burst);
+                    Some(now + interval.saturating_mul(new.burst - left))
+                });
+        });
     }
 
     fn interval(&self) -> u64 {
         self.interval.load(Ordering::Relaxed)
     }
 
-    fn store_settings(&self, rate: u64, period: Duration, burst: u64) {
-        let period = nanos(period);
-        self.rate.store(rate, Ordering::Relaxed);
-        self.period.store(period, Ordering::Relaxed);
-        self.interval
-            .store(interval(rate, period), Ordering::Relaxed);
-        self.burst.store(burst, Ordering::Relaxed);
+    fn settings_unguarded(&self) -> Settings {
+        Settings {
+            rate: self.rate.load(Ordering::Relaxed),
+            period: Duration::from_nanos(self.period.load(Ordering::Relaxed)),
+            burst: self.burst.load(Ordering::Relaxed),
+        }
     }
 
-    pub(crate) fn rate(&self) -> u64 {
-        self.rate.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn period(&self) -> Duration {
-        Duration::from_nanos(self.period.load(Ordering::Relaxed))
+    /// The rate, period and burst, as set together.
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings.read(|| self.settings_unguarded())
     }
 
     pub(crate) fn burst(&self) -> u64 {
@@ -88,43 +143,56 @@ impl Gcra {
 
     #[inline]
     pub(crate) fn acquire(&self, now: u64, n: u64) -> Decision {
-        let interval = self.interval.load(Ordering::Relaxed);
-        let burst = self.burst.load(Ordering::Relaxed);
-        if n > burst {
-            return Decision::TooLarge;
-        }
-        let span = interval.saturating_mul(burst);
-        let cost = interval.saturating_mul(n);
-        let mut later = 0;
-        let taken = self
-            .tat
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                let next = tat.max(now).saturating_add(cost);
+        'read: loop {
+            let version = self.settings.begin_read();
+            let interval = self.interval.load(Ordering::Relaxed);
+            let burst = self.burst.load(Ordering::Relaxed);
+            let mut tat = self.tat.load(Ordering::Relaxed);
+            loop {
+                // The settings and the TAT are one state only if no change
+                // began meanwhile: a change rescales the TAT to its
+                // interval, which the old interval would misread.
+                if !self.settings.unchanged(version) {
+                    continue 'read;
+                }
+                if n > burst {
+                    return Decision::TooLarge;
+                }
+                let next = tat.max(now).saturating_add(interval.saturating_mul(n));
                 // Allowed while the bucket, after the take, is not past
                 // full: next − now ≤ burst intervals.
-                match (next - now).checked_sub(span) {
-                    None | Some(0) => Some(next),
-                    Some(over) => {
-                        later = over;
-                        None
-                    }
+                if let Some(over) = (next - now)
+                    .checked_sub(interval.saturating_mul(burst))
+                    .filter(|&over| over > 0)
+                {
+                    return Decision::Refused {
+                        wait: Duration::from_nanos(over),
+                    };
                 }
-            });
-        match taken {
-            Ok(_) => Decision::Admitted,
-            Err(_) => Decision::Refused {
-                wait: Duration::from_nanos(later),
-            },
+                // A change that rescaled the TAT after the check makes this
+                // fail (unless it lands on the very same nanosecond).
+                match self.tat.compare_exchange_weak(
+                    tat,
+                    next,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Decision::Admitted,
+                    Err(actual) => tat = actual,
+                }
+            }
         }
     }
 
     pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
-        snapshot(
-            self.tat.load(Ordering::Relaxed),
-            now,
-            self.interval(),
-            self.burst(),
-        )
+        let (tat, interval, burst) = self.settings.read(|| {
+            (
+                self.tat.load(Ordering::Relaxed),
+                self.interval(),
+                self.burst.load(Ordering::Relaxed),
+            )
+        });
+        snapshot(tat, now, interval, burst)
     }
 }
 
@@ -356,5 +424,110 @@ mod tests {
             }
             prop_assert!(admits(&g, now + wait));
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::super::limiter::Algorithm;
+    use super::*;
+    use crate::sync::{Arc, loom_model as model};
+    use loom::thread;
+
+    const NOW: u64 = 5_000_000_000;
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// What a limiter at `(rate, burst)` per second with theoretical
+    /// arrival time `tat` ends with, for one call at `NOW` and a change to
+    /// `(to_rate, to_burst)` made one after the other: the call first, or
+    /// the change first. Each is a decision and the TAT left.
+    fn in_sequence(
+        (rate, burst): (u64, u64),
+        (to_rate, to_burst): (u64, u64),
+        tat: u64,
+    ) -> [(Decision, u64); 2] {
+        let first = Gcra::with_tat(rate, SECOND, burst, tat);
+        let call_first = first.acquire(NOW, 1);
+        first.set(to_rate, SECOND, to_burst, NOW);
+        let second = Gcra::with_tat(rate, SECOND, burst, tat);
+        second.set(to_rate, SECOND, to_burst, NOW);
+        let change_first = second.acquire(NOW, 1);
+        [
+            (call_first, first.tat.load(Ordering::Relaxed)),
+            (change_first, second.tat.load(Ordering::Relaxed)),
+        ]
+    }
+
+    /// A call racing a change of the settings decides, and leaves the TAT,
+    /// as under one whole configuration or the other: as if the call came
+    /// just before the change or just after it.
+    fn a_call_racing_a_change_sees_one_whole_configuration(
+        from: (u64, u64),
+        to: (u64, u64),
+        tat: u64,
+    ) {
+        model(move || {
+            let gcra = Arc::new(Gcra::with_tat(from.0, SECOND, from.1, tat));
+            let changer = {
+                let gcra = gcra.clone();
+                thread::spawn(move || gcra.set(to.0, SECOND, to.1, NOW))
+            };
+            // The call on a thread of its own: on the model's main thread
+            // loom explored only the interleaving where it ran first.
+            let caller = {
+                let gcra = gcra.clone();
+                thread::spawn(move || gcra.acquire(NOW, 1))
+            };
+            changer.join().unwrap();
+            let decision = caller.join().unwrap();
+            let outcome = (decision, gcra.tat.load(Ordering::Relaxed));
+            let allowed = in_sequence(from, to, tat);
+            assert!(
+                allowed.contains(&outcome),
+                "{outcome:?} is neither the call before the change nor after it: {allowed:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_call_racing_a_new_rate_and_burst_never_mixes_them() {
+        // An empty bucket of 10 at 10 per second, changed to 1 per second
+        // with a burst of 1: the new interval (1 s) with the old burst (10)
+        // would admit; both whole configurations refuse.
+        a_call_racing_a_change_sees_one_whole_configuration((10, 10), (1, 1), NOW + 1_000_000_000);
+    }
+
+    #[test]
+    fn loom_a_call_racing_a_lower_rate_never_reads_the_old_tat_at_the_new_interval() {
+        // An empty bucket of 10 at 10 per second, lowered to 1 per second:
+        // the old TAT (1 s ahead) read at the new interval has 9 permits
+        // left, which no configuration ever had.
+        a_call_racing_a_change_sees_one_whole_configuration((10, 10), (1, 10), NOW + 1_000_000_000);
+    }
+
+    #[test]
+    fn loom_a_new_rate_racing_a_new_burst_keeps_both() {
+        model(|| {
+            let algorithm = Arc::new(Algorithm::Gcra(Gcra::new(10, SECOND, 10)));
+            let rate = {
+                let algorithm = algorithm.clone();
+                thread::spawn(move || algorithm.set_limit(5, SECOND, NOW))
+            };
+            let burst = {
+                let algorithm = algorithm.clone();
+                thread::spawn(move || algorithm.set_burst(3, NOW))
+            };
+            rate.join().unwrap();
+            assert!(burst.join().unwrap());
+            let Algorithm::Gcra(gcra) = &*algorithm else {
+                unreachable!("built as GCRA")
+            };
+            let expected = Settings {
+                rate: 5,
+                period: SECOND,
+                burst: 3,
+            };
+            assert_eq!(gcra.settings(), expected, "one change lost the other");
+        });
     }
 }

@@ -2,7 +2,6 @@
 //! limit, changeable at run time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::layer::{Kind, LAYER, check_burst, check_quota};
@@ -10,6 +9,7 @@ use super::limiter::{Algorithm, Decision, Limiter, Snapshot};
 use super::wait::WaitQueue;
 use crate::error::{ConfigError, RateLimited};
 use crate::name::Name;
+use crate::sync::{AtomicU64, Ordering};
 
 /// What every service of one layer shares.
 #[derive(Debug)]
@@ -193,7 +193,8 @@ impl Handle {
                 "only a GCRA limiter has a burst",
             ));
         };
-        check_burst(a.rate(), a.period(), burst)?;
+        let settings = a.settings();
+        check_burst(settings.rate, settings.period, burst)?;
         limiter.algorithm.set_burst(burst, limiter.now());
         Ok(())
     }

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use super::report::{NoReport, ReportState};
 use super::sketch::Sketch;
 use crate::error::{BoxError, ConfigError, RateLimited};
 use crate::name::Name;
+use crate::sync::{self, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Keys are spread over this many maps, each behind its own lock.
@@ -228,7 +228,7 @@ struct Keyed<K> {
 
 impl<K> Keyed<K> {
     fn base(&self) -> Quota {
-        *self.base.read().unwrap_or_else(|p| p.into_inner())
+        *sync::read(&self.base)
     }
 }
 
@@ -249,11 +249,11 @@ impl<K: Hash + Eq> Keyed<K> {
     fn read(shard: &RwLock<Shard<K>>) -> RwLockReadGuard<'_, Shard<K>> {
         // Nothing panics while holding it, so a poisoned lock holds
         // nothing half-done.
-        shard.read().unwrap_or_else(|p| p.into_inner())
+        sync::read(shard)
     }
 
     fn write(shard: &RwLock<Shard<K>>) -> RwLockWriteGuard<'_, Shard<K>> {
-        shard.write().unwrap_or_else(|p| p.into_inner())
+        sync::write(shard)
     }
 
     /// Takes one permit for `key`, making its limiter on first use. The
@@ -330,7 +330,7 @@ impl<K: Hash + Eq> Keyed<K> {
 
     /// `key`'s own quota, if it has one.
     fn own_quota(&self, key: &K) -> Option<Quota> {
-        let overrides = self.overrides.read().unwrap_or_else(|p| p.into_inner());
+        let overrides = sync::read(&self.overrides);
         overrides.get(key).copied()
     }
 
@@ -679,7 +679,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
     pub fn set_limit(&self, limit: u64, window: Duration) -> Result<(), ConfigError> {
         let shared = &self.shared;
         {
-            let mut base = shared.base.write().unwrap_or_else(|p| p.into_inner());
+            let mut base = sync::write(&shared.base);
             check_quota(base.kind, limit, window)?;
             if base.kind == Kind::Gcra {
                 check_burst(limit, window, base.burst)?;
@@ -695,7 +695,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
             let mut shard = Keyed::write(shard);
             let now = shard.sketch.now(now);
             shard.sketch.set_limit(limit, window, now);
-            let overrides = shared.overrides.read().unwrap_or_else(|p| p.into_inner());
+            let overrides = sync::read(&shared.overrides);
             for (key, limiter) in &shard.limiters {
                 if !overrides.contains_key(&key.key) {
                     limiter.set_limit(limit, window, now);
@@ -724,11 +724,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
             check_burst(limit, window, quota.burst)?;
         }
         // The override first, then the key's limiter, as in `set_limit`.
-        self.shared
-            .overrides
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), quota);
+        sync::write(&self.shared.overrides).insert(key.clone(), quota);
         let now = self.shared.clock.now();
         let hashed = self.shared.hashed(key);
         let shard = Keyed::read(self.shared.shard(hashed.hash));

@@ -109,9 +109,12 @@ impl Algorithm {
     /// The limit and its window (a GCRA limiter's rate and period).
     pub(crate) fn limit(&self) -> (u64, Duration) {
         match self {
-            Algorithm::Counter(a) => (a.limit(), a.window()),
+            Algorithm::Counter(a) => a.settings(),
             Algorithm::Log(a) => (a.limit(), a.window()),
-            Algorithm::Gcra(a) => (a.rate(), a.period()),
+            Algorithm::Gcra(a) => {
+                let settings = a.settings();
+                (settings.rate, settings.period)
+            }
         }
     }
 
@@ -120,7 +123,7 @@ impl Algorithm {
         match self {
             Algorithm::Counter(a) => a.set(limit, window),
             Algorithm::Log(a) => a.set(limit, window),
-            Algorithm::Gcra(a) => a.set(limit, window, a.burst(), now),
+            Algorithm::Gcra(a) => a.set_rate(limit, window, now),
         }
     }
 
@@ -128,7 +131,7 @@ impl Algorithm {
     pub(crate) fn set_burst(&self, burst: u64, now: u64) -> bool {
         match self {
             Algorithm::Gcra(a) => {
-                a.set(a.rate(), a.period(), burst, now);
+                a.set_burst(burst, now);
                 true
             }
             _ => false,

@@ -119,6 +119,7 @@ mod layer;
 mod limiter;
 mod log;
 mod report;
+mod seqlock;
 mod sketch;
 mod wait;
 mod window;

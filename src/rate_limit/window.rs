@@ -19,12 +19,23 @@ use crate::sync::{AtomicU64, Ordering};
 use crate::tagged::{TaggedCount, Unchanged};
 
 use super::limiter::{Decision, Snapshot, nanos};
+use super::seqlock::SeqLock;
 
 /// The counter's shared state: the limit and window (atomics, so a handle
 /// can change them while calls go through) and two tagged counts, one per
 /// window parity: the current window's, and the previous one's.
+///
+/// A [`SeqLock`] makes a change of the settings one step, restarting the
+/// counts with it when the window changes: a call decides under the old
+/// limit, window and counts, or under the new ones, never a mix. The one
+/// race left is GCRA's: a change that completes between a call's check and
+/// its compare-and-swap and leaves the count word exactly as the call read
+/// it.
 #[derive(Debug)]
 pub(crate) struct WindowCounter {
+    /// Guards the limit and window, and the counts while a change of
+    /// window restarts them.
+    settings: SeqLock,
     limit: AtomicU64,
     window: AtomicU64,
     counts: [TaggedCount; 2],
@@ -36,6 +47,7 @@ pub(crate) struct WindowCounter {
 impl WindowCounter {
     pub(crate) fn new(limit: u64, window: Duration) -> Self {
         WindowCounter {
+            settings: SeqLock::default(),
             limit: AtomicU64::new(limit),
             window: AtomicU64::new(window_nanos(window)),
             counts: [TaggedCount::default(), TaggedCount::default()],
@@ -62,27 +74,36 @@ impl WindowCounter {
         counter
     }
 
-    pub(crate) fn limit(&self) -> u64 {
-        self.limit.load(Ordering::Relaxed)
+    /// The limit and the window in nanoseconds, unguarded: read them
+    /// between the [`SeqLock`]'s `begin_read` and `unchanged`.
+    fn limit_and_window(&self) -> (u64, u64) {
+        (
+            self.limit.load(Ordering::Relaxed),
+            self.window.load(Ordering::Relaxed),
+        )
     }
 
-    pub(crate) fn window(&self) -> Duration {
-        Duration::from_nanos(self.window.load(Ordering::Relaxed))
+    /// The limit and its window, as set together.
+    pub(crate) fn settings(&self) -> (u64, Duration) {
+        let (limit, window) = self.settings.read(|| self.limit_and_window());
+        (limit, Duration::from_nanos(window))
     }
 
     /// Changing the window renumbers the windows, so the counts start over;
     /// changing only the limit keeps them.
     pub(crate) fn set(&self, limit: u64, window: Duration) {
-        self.limit.store(limit, Ordering::Relaxed);
         let window = window_nanos(window);
-        if self.window.swap(window, Ordering::Relaxed) != window {
-            // Old counts would carry old window numbers, which may pass for
-            // later windows than the new numbering's.
-            self.latest.store(0, Ordering::Relaxed);
-            for count in &self.counts {
-                count.restart(0);
+        self.settings.write(|| {
+            self.limit.store(limit, Ordering::Relaxed);
+            if self.window.swap(window, Ordering::Relaxed) != window {
+                // Old counts would carry old window numbers, which may pass
+                // for later windows than the new numbering's.
+                self.latest.store(0, Ordering::Relaxed);
+                for count in &self.counts {
+                    count.restart(0);
+                }
             }
-        }
+        });
     }
 
     fn count(&self, epoch: u64) -> &TaggedCount {
@@ -109,20 +130,54 @@ impl WindowCounter {
     /// Takes `n` permits at `now` (nanoseconds since the limiter's origin).
     #[inline]
     pub(crate) fn acquire(&self, now: u64, n: u64) -> Decision {
-        let limit = self.limit();
-        let window = self.window.load(Ordering::Relaxed);
-        if n > limit {
-            return Decision::TooLarge;
+        loop {
+            let version = self.settings.begin_read();
+            let (limit, window) = self.limit_and_window();
+            if n > limit {
+                return Decision::TooLarge;
+            }
+            if let Some(decision) = self.acquire_in(version, now, n, limit, window) {
+                return decision;
+            }
         }
+    }
+
+    /// [`acquire`](Self::acquire) under the settings read at `version`;
+    /// `None` if they changed before it could decide.
+    #[inline]
+    fn acquire_in(
+        &self,
+        version: u64,
+        now: u64,
+        n: u64,
+        limit: u64,
+        window: u64,
+    ) -> Option<Decision> {
         let (epoch, into) = self.locate(now, window);
         let previous = self.count(epoch.wrapping_sub(1)).get(epoch.wrapping_sub(1));
-        let fits = |current: u64| fits(previous, current + n, limit, window, into);
-        let take = |current: u64| fits(current).then_some(current + n);
-        match self.count(epoch).update(epoch, take) {
+        let mut changed = false;
+        let take = |current: u64| {
+            // Checked after reading the counts and before writing one: a
+            // change of window restarts them, and a count written in the
+            // old numbering after that would pass for a new window's.
+            if !self.settings.unchanged(version) {
+                changed = true;
+                return None;
+            }
+            fits(previous, current + n, limit, window, into).then_some(current + n)
+        };
+        let taken = self.count(epoch).update(epoch, take);
+        if changed {
+            return None;
+        }
+        Some(match taken {
             Ok(_) => Decision::Admitted,
             Err(Unchanged::Declined) => self.refusal(previous, epoch, n, limit, window, into),
+            // A stale tag's restart must not follow a change of window,
+            // which restarts the counts itself.
+            Err(Unchanged::Ahead) if !self.settings.unchanged(version) => return None,
             Err(Unchanged::Ahead) => self.ahead(previous, epoch, n, limit, window, into),
-        }
+        })
     }
 
     #[cold]
@@ -174,11 +229,13 @@ impl WindowCounter {
     }
 
     pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
-        let limit = self.limit();
-        let window = self.window.load(Ordering::Relaxed);
-        let (epoch, into) = self.locate(now, window);
-        let previous = self.count(epoch.wrapping_sub(1)).get(epoch.wrapping_sub(1));
-        let current = self.count(epoch).get(epoch);
+        let (previous, current, limit, window, into) = self.settings.read(|| {
+            let (limit, window) = self.limit_and_window();
+            let (epoch, into) = self.locate(now, window);
+            let previous = self.count(epoch.wrapping_sub(1)).get(epoch.wrapping_sub(1));
+            let current = self.count(epoch).get(epoch);
+            (previous, current, limit, window, into)
+        });
         snapshot(previous, current, limit, window, into)
     }
 }
@@ -412,9 +469,9 @@ mod tests {
 
     /// A counter with the same counts as `w` at `now`.
     fn copy(w: &WindowCounter, now: u64) -> WindowCounter {
-        let window = w.window.load(Ordering::Relaxed);
-        let epoch = now / window;
-        let c = WindowCounter::new(w.limit(), w.window());
+        let (limit, window) = w.settings();
+        let epoch = now / nanos(window);
+        let c = WindowCounter::new(limit, window);
         for e in [epoch.wrapping_sub(1), epoch] {
             let n = w.count(e).get(e);
             if n > 0 {
@@ -422,5 +479,73 @@ mod tests {
             }
         }
         c
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::{Arc, loom_model as model};
+    use loom::thread;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    /// A counter of `limit` per `window` seconds that counted 4 calls in
+    /// its window 0 and none in window 1.
+    fn counter((limit, window): (u64, u64)) -> WindowCounter {
+        WindowCounter::with_counts(limit, Duration::from_secs(window), 1, 4, 0)
+    }
+
+    /// What a call for `n` at `now`, and the state right after, are when
+    /// the counter changes from `from` to `to` just before the call or just
+    /// after it.
+    fn in_sequence(
+        from: (u64, u64),
+        to: (u64, u64),
+        now: u64,
+        n: u64,
+    ) -> [(Decision, Snapshot); 2] {
+        let to_window = Duration::from_secs(to.1);
+        let first = counter(from);
+        let call_first = first.acquire(now, n);
+        first.set(to.0, to_window);
+        let second = counter(from);
+        second.set(to.0, to_window);
+        let change_first = second.acquire(now, n);
+        [
+            (call_first, first.snapshot(now)),
+            (change_first, second.snapshot(now)),
+        ]
+    }
+
+    #[test]
+    fn loom_a_call_racing_a_new_limit_and_window_sees_one_whole_configuration() {
+        // 4 per second, changed to 3 per 3 s, half-way into window 1: a
+        // call for 3 is refused for 250 ms before the change (half of the 4
+        // still counts) and admitted after it (the counts start over). The
+        // new limit with the old window, or the old one with the new
+        // window, decides otherwise; so does the old configuration on the
+        // counts the change has already restarted.
+        let (from, to, now, n) = ((4, 1), (3, 3), 3 * SECOND / 2, 3);
+        model(move || {
+            let counter = Arc::new(counter(from));
+            let changer = {
+                let counter = counter.clone();
+                thread::spawn(move || counter.set(to.0, Duration::from_secs(to.1)))
+            };
+            // On a thread of its own: on the model's main thread loom
+            // explored only the interleaving where the call ran first.
+            let caller = {
+                let counter = counter.clone();
+                thread::spawn(move || counter.acquire(now, n))
+            };
+            changer.join().unwrap();
+            let outcome = (caller.join().unwrap(), counter.snapshot(now));
+            let allowed = in_sequence(from, to, now, n);
+            assert!(
+                allowed.contains(&outcome),
+                "{outcome:?} is neither the call before the change nor after it: {allowed:?}"
+            );
+        });
     }
 }

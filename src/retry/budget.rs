@@ -3,13 +3,12 @@
 //! a service that is already failing (a retry storm).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
-use crate::sync::Ordering;
+use crate::sync::{AtomicI64, Ordering};
 use crate::tagged::TaggedCount;
 
 /// Fixed point: one token (or one deposit) is this many units.

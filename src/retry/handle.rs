@@ -1,10 +1,10 @@
 //! [`Handle`]: what a retry layer has done.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::layer::Shared;
+use crate::sync::{AtomicU64, Ordering};
 
 /// A handle on a retry layer's counters, shared by every service it builds.
 #[derive(Clone, Debug)]

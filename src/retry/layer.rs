@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tower_layer::Layer;
@@ -18,6 +17,7 @@ use crate::deadline::NoDeadline;
 use crate::error::ConfigError;
 use crate::name::Name;
 use crate::rng::{Rng, splitmix64};
+use crate::sync::{AtomicU64, Ordering};
 
 const LAYER: &str = "retry";
 const DEFAULT_NAME: &str = "retry";

@@ -76,7 +76,6 @@ pub use future::ResponseFuture;
 pub use layer::{ReadDeadlineLayer, WriteDeadlineLayer};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -87,6 +86,7 @@ use tower_service::Service;
 use crate::deadline::{Deadline, DeadlineSlot};
 use crate::error::{BoxError, Elapsed, Why};
 use crate::name::Name;
+use crate::sync::{AtomicU64, Ordering};
 
 /// The header a deadline travels in unless told otherwise: `grpc-timeout`.
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
