@@ -28,13 +28,14 @@ fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
-/// The SRE book's formula uncapped (`max_probability(1.0)`), as the
-/// scenarios state it.
+/// The SRE book's formula uncapped (`max_probability(1.0)`) and from the
+/// first call (`min_requests(0)`), as the scenarios state it.
 fn builder() -> ThrottleBuilder {
     ThrottleLayer::builder()
         .name("upstream")
         .seed(42)
         .max_probability(1.0)
+        .min_requests(0)
 }
 
 /// One whole call: ready, then call.
@@ -215,6 +216,27 @@ fn bad_settings_name_their_field() {
             .build()
             .is_ok()
     );
+}
+
+/// A client that calls rarely is left alone: after a single failure the
+/// formula would refuse the next call (often that request's own retry)
+/// with probability 1/2, but the default throttle refuses nothing until
+/// its window holds 20 requests; from then on the formula applies.
+#[tokio::test(start_paused = true)]
+async fn a_quiet_window_refuses_nothing_until_it_holds_min_requests() {
+    let layer = ThrottleLayer::builder().seed(42).build().unwrap();
+    let handle = layer.handle();
+    drive(&layer, 0, 19).await;
+    let s = handle.snapshot();
+    assert_eq!((s.requests, s.probability, s.rejected), (19, 0.0, 0), "{s:?}");
+    drive(&layer, 0, 1).await;
+    let s = handle.snapshot();
+    assert_eq!(s.requests, 20);
+    assert!(close(s.probability, 0.9), "capped at max_probability: {s:?}");
+    // The formula alone, from the first call: one failure, then 1/2.
+    let eager = builder().max_probability(0.9).build().unwrap();
+    drive(&eager, 0, 1).await;
+    assert!(close(eager.handle().probability(), 0.5));
 }
 
 /// Scenario CT-1: records older than the window stop counting. The

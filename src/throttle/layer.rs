@@ -20,6 +20,11 @@ const DEFAULT_NAME: &str = "throttle";
 
 const DEFAULT_K: f64 = 2.0;
 const DEFAULT_PADDING: f64 = 1.0;
+/// As many as a circuit breaker's default `minimum_calls`: two calls a
+/// second over the default window. Below that, a client adds too little
+/// load for refusing its calls to help, and a lone request's retry would be
+/// refused half the time after a single failure.
+const DEFAULT_MIN_REQUESTS: u64 = 20;
 /// At least one call in ten goes through, whatever the window holds: after
 /// an outage the window is full of refusals and no accepts, and the formula
 /// alone would let through about one call per window, keeping a recovered
@@ -180,6 +185,17 @@ impl<C> ThrottleBuilder<C> {
         self
     }
 
+    /// Refuse nothing while the window holds fewer than this many requests
+    /// (default 20). The formula alone refuses the next call with
+    /// probability 1/2 after a single failure in an empty window, so a
+    /// client that calls rarely would see its retries refused; such a
+    /// client adds too little load for refusals to help. 0 applies the
+    /// formula from the first call.
+    pub fn min_requests(mut self, n: u64) -> Self {
+        self.config.min_requests = n;
+        self
+    }
+
     /// Seeds the random draws, for reproducible tests (by default each
     /// throttle draws a random seed). Clones share one sequence, drawn in
     /// the order decisions are made.
@@ -264,6 +280,7 @@ fn invalid(field: &'static str, rule: impl Into<Cow<'static, str>>) -> ConfigErr
 /// window_buckets = 10
 /// padding = 1.0
 /// max_probability = 0.9
+/// min_requests = 20
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
@@ -283,6 +300,8 @@ pub struct ThrottleConfig {
     pub padding: f64,
     /// See [`ThrottleBuilder::max_probability`].
     pub max_probability: f64,
+    /// See [`ThrottleBuilder::min_requests`].
+    pub min_requests: u64,
     /// See [`ThrottleBuilder::seed`]; `None`: a random seed.
     pub seed: Option<u64>,
 }
@@ -296,6 +315,7 @@ impl Default for ThrottleConfig {
             window_buckets: DEFAULT_BUCKETS,
             padding: DEFAULT_PADDING,
             max_probability: DEFAULT_MAX_PROBABILITY,
+            min_requests: DEFAULT_MIN_REQUESTS,
             seed: None,
         }
     }
@@ -360,6 +380,7 @@ impl ThrottleConfig {
             k: self.k,
             padding: self.padding,
             max_probability: self.max_probability,
+            min_requests: self.min_requests,
             window: self.window,
             buckets,
         })

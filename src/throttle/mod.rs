@@ -146,10 +146,12 @@
 //!   probability 1/2 (1 / (1 + padding)); each refusal raises that (it
 //!   counts as a request), and accepts bring it down (one accept beside
 //!   the lone failure, to 0).
-//! - **No minimum number of calls.** The padding plays that part, and at
-//!   1 it barely damps a quiet window: raise it for an upstream called
-//!   rarely (with a padding of 10, a lone failure refuses the next call
-//!   with probability 1/11).
+//! - **At least 20 requests in the window** before anything is refused
+//!   (`min_requests`, like a breaker's minimum calls). The padding alone
+//!   barely damps a quiet window: after one failure the next call, often
+//!   that request's own retry, would be refused half the time. A client
+//!   that calls less than about twice a second adds too little load for
+//!   refusals to help, so it is left alone.
 //!
 //! # Where to put it
 //!
@@ -172,6 +174,7 @@
 //! | `window_buckets` | 10 | 1 ..= 1 000, each ≥ 1 ms, dividing the window exactly |
 //! | `padding` | 1 | finite, > 0 |
 //! | `max_probability` | 0.9 | in (0, 1] |
+//! | `min_requests` | 20 | any |
 //! | `seed` | random | any |
 //! | `classifier` | `DefaultClassifier` | |
 //! | `name` | `"throttle"` | any string |

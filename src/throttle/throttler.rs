@@ -33,6 +33,8 @@ pub(crate) struct Settings {
     pub(crate) k: f64,
     pub(crate) padding: f64,
     pub(crate) max_probability: f64,
+    /// Below this many requests in the window, nothing is refused.
+    pub(crate) min_requests: u64,
     pub(crate) window: Duration,
     pub(crate) buckets: usize,
 }
@@ -272,9 +274,12 @@ impl Throttler {
     }
 }
 
-/// The SRE book's formula, 0 for an empty window, capped at the settings'
-/// `max_probability`.
+/// The SRE book's formula, capped at the settings' `max_probability`; 0
+/// while the window holds fewer than `min_requests` requests.
 pub(crate) fn probability(counts: Counts, settings: &Settings) -> f64 {
+    if counts.requests() < settings.min_requests {
+        return 0.0;
+    }
     sre_probability(counts, settings.k, settings.padding).min(settings.max_probability)
 }
 
@@ -297,6 +302,7 @@ mod tests {
             k,
             padding,
             max_probability: 1.0,
+            min_requests: 0,
             window,
             buckets,
         };
@@ -518,6 +524,7 @@ mod loom_tests {
             k: 2.0,
             padding: 1.0,
             max_probability: 1.0,
+            min_requests: 0,
             window: Duration::from_secs(10),
             buckets: 10,
         };
