@@ -211,6 +211,24 @@ pub mod circuit_breaker;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+#[cfg(all(
+    feature = "timeout",
+    feature = "retry",
+    feature = "throttle",
+    feature = "circuit-breaker",
+    feature = "bulkhead"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(
+        feature = "timeout",
+        feature = "retry",
+        feature = "throttle",
+        feature = "circuit-breaker",
+        feature = "bulkhead"
+    )))
+)]
+pub mod preset;
 #[cfg(feature = "rate-limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub mod rate_limit;

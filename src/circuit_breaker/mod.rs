@@ -199,6 +199,8 @@ pub use future::ResponseFuture;
 pub use handle::{Event, Handle, Reason, Snapshot, State, ThresholdExceeded, Transition};
 pub use keyed::{KeyedBuilder, KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle};
 pub use layer::{CircuitBreakerBuilder, CircuitBreakerConfig, CircuitBreakerLayer};
+pub(crate) use breaker::Settings;
+pub(crate) use window::WindowKind;
 
 use std::fmt;
 use std::pin::Pin;

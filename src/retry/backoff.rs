@@ -208,6 +208,18 @@ impl Backoff {
         grown.map_or(self.max, |d| d.min(self.max))
     }
 
+    /// The shortest delay jitter can draw before retry `retry`.
+    pub(crate) fn shortest(&self, retry: u32) -> Duration {
+        let d = self.scheduled(retry);
+        match self.jitter {
+            Jitter::None => d,
+            Jitter::Full => Duration::ZERO,
+            Jitter::Equal => d / 2,
+            Jitter::Proportional(p) => scale(d, 1.0 - p),
+            Jitter::Decorrelated => self.base.min(self.max),
+        }
+    }
+
     /// The delay before retry `retry`, jittered with `rng`; `previous` is
     /// the delay before the retry before it (decorrelated jitter grows from
     /// it).

@@ -1,0 +1,98 @@
+//! The common stacks in one call: [`ClientLayer`], every layer a client of a
+//! dependency needs, in the order that works, with one name and one
+//! configuration.
+//!
+//! A client stack has six layers, outermost first:
+//!
+//! 1. a **total timeout**, which bounds the caller's wait, retries included,
+//!    and hands its deadline to the layers below;
+//! 2. **retry**, with a budget of half a retry per request;
+//! 3. **client-side throttling**, which refuses locally what an overloaded
+//!    dependency would refuse (so that those retries cannot feed an
+//!    overload), and whose refusals are never retried;
+//! 4. the **circuit breaker**, which stops calling a dependency that is
+//!    down;
+//! 5. an **attempt timeout**, so that a hung attempt is a failure the
+//!    breaker sees;
+//! 6. a fail-fast **bulkhead**, holding its slots only while an attempt is
+//!    in flight.
+//!
+//! The crate docs ("Which tool for which failure", "Which order") say why
+//! each is there and in that place. The preset's defaults are the crate's
+//! recommended stack: each layer's own defaults, except the retry budget,
+//! which is `RetryBudget::windowed(10 s, 10, 0.5)` (generous, because the
+//! throttle below it stops retries from feeding an overload), plus a 30 s
+//! total timeout, a 10 s attempt timeout and 100 calls in flight.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), palisade::BoxError> {
+//! use std::time::Duration;
+//! use palisade::preset::ClientLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! let inventory = service_fn(|sku: u32| async move { Ok::<_, palisade::BoxError>(sku * 2) });
+//! let layer = ClientLayer::builder()
+//!     .name("inventory")
+//!     .total_timeout(Duration::from_secs(5))
+//!     .attempt_timeout(Duration::from_secs(1))
+//!     .max_concurrent(64)
+//!     .build()?;
+//! let handles = layer.handles();
+//! let client = ServiceBuilder::new().layer(layer).service(inventory);
+//! assert_eq!(client.oneshot(21).await?, 42);
+//! assert_eq!(handles.circuit_breaker.name(), "inventory");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Checked together
+//!
+//! [`build`](ClientBuilder::build) checks each layer's settings as that
+//! layer's builder would, then the settings that only make sense together,
+//! and names the field at fault in a [`ConfigError`](crate::ConfigError):
+//!
+//! - the attempt timeout is at most the total timeout, and so is retry's own
+//!   deadline;
+//! - every attempt fits in the total timeout: `max_attempts` attempts that
+//!   each time out, with the backoff's shortest delays between them, must
+//!   take less than the total timeout, or the last attempts are settings
+//!   that never act;
+//! - a slow-call threshold is below the attempt timeout (a call cut at the
+//!   attempt timeout is a failure, so a threshold at or above it never
+//!   fires);
+//! - the breaker needs more calls than one request's attempts before it
+//!   judges (`minimum_calls` and `consecutive_failures` above
+//!   `max_attempts`), so that one unlucky request cannot open it, and a time
+//!   window is at least the total timeout, so that it sees a request's
+//!   attempts together.
+//!
+//! # From a file
+//!
+//! With the `serde` feature, [`ClientConfig`] reads from a file, each
+//! layer's table being that layer's own `*Config`. A table left out keeps
+//! the preset's settings for that layer; a table given is that layer's
+//! whole configuration, and what it leaves out takes the layer's own
+//! defaults. So a `[retry]` table that does not name a `budget` gets the
+//! retry layer's token budget, not the preset's windowed one: name it, as
+//! below, to keep half a retry per request.
+//!
+//! ```text
+//! name = "inventory"
+//! total_timeout = "5s"
+//! attempt_timeout = "1s"
+//!
+//! [retry]
+//! max_attempts = 3
+//! budget = { kind = "windowed", ttl = "10s", min_per_sec = 10, ratio = 0.5 }
+//!
+//! [circuit_breaker]
+//! open_for = "1s"
+//!
+//! [bulkhead]
+//! max_concurrent = 64
+//! ```
+
+mod client;
+
+pub use client::{Client, ClientBuilder, ClientConfig, ClientHandles, ClientLayer};

@@ -1,0 +1,256 @@
+//! The client preset: the recommended stack as one layer, one name, one
+//! configuration checked across its layers.
+
+mod support;
+
+use std::time::Duration;
+
+use palisade::circuit_breaker::{CircuitBreakerConfig, State};
+use palisade::preset::{ClientConfig, ClientLayer};
+use palisade::retry::{Backoff, RetryBudget};
+use palisade::{BoxError, ErrorKind};
+use support::{Answer, Probe};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_preset_keeps_the_tower_contract() {
+    support::check_tower_contract(|probe| {
+        ClientLayer::builder()
+            .seed(1)
+            .build()
+            .unwrap()
+            .layer(probe)
+    })
+    .await;
+}
+
+/// One name, given once, names every layer; a layer's own table may still
+/// name it otherwise.
+#[test]
+fn one_name_names_every_layer() {
+    let handles = ClientLayer::builder()
+        .name("inventory")
+        .build()
+        .unwrap()
+        .handles();
+    assert_eq!(handles.retry.name(), "inventory");
+    assert_eq!(handles.throttle.name(), "inventory");
+    assert_eq!(handles.circuit_breaker.name(), "inventory");
+    assert_eq!(handles.bulkhead.name(), "inventory");
+
+    let mut breaker = CircuitBreakerConfig::default();
+    breaker.name = Some("inventory-breaker".into());
+    let handles = ClientLayer::builder()
+        .name("inventory")
+        .circuit_breaker(breaker)
+        .build()
+        .unwrap()
+        .handles();
+    assert_eq!(handles.circuit_breaker.name(), "inventory-breaker");
+    assert_eq!(handles.retry.name(), "inventory");
+}
+
+/// The preset's retry budget is half a retry per request, the rest each
+/// layer's own defaults.
+#[test]
+fn the_defaults_are_the_recommended_stack() {
+    let config = ClientConfig::default();
+    assert_eq!(
+        config.retry.budget,
+        RetryBudget::windowed(secs(10), 10, 0.5)
+    );
+    assert_eq!(config.circuit_breaker, CircuitBreakerConfig::default());
+    assert_eq!(config.retry.max_attempts, 3);
+    assert_eq!((config.total_timeout, config.attempt_timeout), (secs(30), secs(10)));
+    assert_eq!(config.bulkhead.max_concurrent, 100);
+}
+
+/// A dependency that hangs: each attempt is cut at the attempt timeout (a
+/// failure the breaker counts), retried, and the caller's whole wait is
+/// bounded by the total timeout; no bulkhead slot is left held.
+#[tokio::test(start_paused = true)]
+async fn a_hung_dependency_costs_the_caller_at_most_the_total_timeout() {
+    let probe = Probe::new(Answer::After(secs(3600)));
+    let layer = ClientLayer::builder()
+        .name("inventory")
+        .total_timeout(secs(1))
+        .attempt_timeout(ms(300))
+        .build()
+        .unwrap();
+    let handles = layer.handles();
+    let client = layer.layer(probe.clone());
+    let started = Instant::now();
+    let err: BoxError = client.oneshot(7).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(ErrorKind::of(&err), ErrorKind::Elapsed(_)), "{err}");
+    assert!(waited <= secs(1), "the caller waited {waited:?}");
+    // The first attempt timed out at 300 ms and was retried at least once.
+    assert!(probe.calls() >= 2, "{} attempts", probe.calls());
+    assert_eq!(handles.retry.counts().retries, probe.calls() as u64 - 1);
+    let snapshot = handles.circuit_breaker.snapshot();
+    assert!(
+        snapshot.failures >= 2,
+        "the breaker saw the cut attempts as failures: {snapshot:?}"
+    );
+    assert_eq!(handles.bulkhead.in_flight(), 0);
+    assert_eq!(probe.in_flight(), 0);
+}
+
+/// A dependency that is down: the breaker opens, and later requests are
+/// refused at once (by the breaker, or by the throttle in front of it,
+/// which by then refuses most calls too), without being retried.
+#[tokio::test(start_paused = true)]
+async fn a_dependency_that_is_down_is_refused_at_once_and_not_retried() {
+    let probe = Probe::new(Answer::Fail);
+    // Open for a minute, so that the test's requests all fall in one open
+    // period (its backoff sleeps move the paused clock on).
+    let mut breaker = CircuitBreakerConfig::default();
+    breaker.open_for = secs(60);
+    let layer = ClientLayer::builder()
+        .seed(3)
+        .circuit_breaker(breaker)
+        .build()
+        .unwrap();
+    let handles = layer.handles();
+    let client = layer.layer(probe.clone());
+    for n in 0..40 {
+        let _ = client.clone().oneshot(n).await;
+    }
+    assert_eq!(handles.circuit_breaker.state(), State::Open);
+    let calls = probe.calls();
+    let retries = handles.retry.counts().retries;
+    for n in 100..120 {
+        let started = Instant::now();
+        let err = client.clone().oneshot(n).await.unwrap_err();
+        assert!(
+            matches!(
+                ErrorKind::of(&err),
+                ErrorKind::CircuitOpen(_) | ErrorKind::Throttled(_)
+            ),
+            "{err}"
+        );
+        assert!(started.elapsed().is_zero(), "answered at once");
+    }
+    assert_eq!(probe.calls(), calls, "nothing reached the dependency");
+    assert_eq!(handles.retry.counts().retries, retries, "not retried");
+}
+
+/// Settings that only make sense together are refused, naming the field.
+#[test]
+fn settings_that_contradict_each_other_are_refused() {
+    let b = ClientLayer::builder;
+    let breaker = |edit: fn(&mut CircuitBreakerConfig)| {
+        let mut config = CircuitBreakerConfig::default();
+        edit(&mut config);
+        config
+    };
+    let cases = [
+        (
+            b().total_timeout(secs(1)).attempt_timeout(secs(2)),
+            "attempt_timeout",
+        ),
+        (
+            b().total_timeout(secs(1))
+                .attempt_timeout(ms(500))
+                .max_attempts(3),
+            "retry.max_attempts",
+        ),
+        (
+            b().circuit_breaker(breaker(|c| c.minimum_calls = Some(3))),
+            "circuit_breaker.minimum_calls",
+        ),
+        (
+            b().circuit_breaker(breaker(|c| c.consecutive_failures = Some(2))),
+            "circuit_breaker.consecutive_failures",
+        ),
+        (
+            b().circuit_breaker(breaker(|c| {
+                c.slow_call_duration = Some(Duration::from_secs(10));
+                c.slow_call_rate = Some(0.5);
+            })),
+            "circuit_breaker.slow_call_duration",
+        ),
+        (
+            b().circuit_breaker(breaker(|c| c.time_window = Some(Duration::from_secs(5)))),
+            "circuit_breaker.time_window",
+        ),
+        (b().total_timeout(Duration::ZERO), "total_timeout"),
+    ];
+    for (builder, field) in cases {
+        let err = builder.build().unwrap_err();
+        assert_eq!((err.layer(), err.field()), ("client", field), "{err}");
+    }
+    // The backoff's delays count too: three attempts of 300 ms fit in 1 s
+    // with full jitter (whose shortest delay is zero), not with 200 ms
+    // constant delays.
+    let mut retry = ClientConfig::default().retry;
+    retry.backoff = Backoff::constant(ms(200));
+    let err = b()
+        .total_timeout(secs(1))
+        .attempt_timeout(ms(300))
+        .retry(retry)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "retry.max_attempts", "{err}");
+    b().total_timeout(secs(1))
+        .attempt_timeout(ms(300))
+        .build()
+        .unwrap();
+    // A layer's own rule is that layer's error.
+    let err = b()
+        .circuit_breaker(breaker(|c| c.failure_rate = 2.0))
+        .build()
+        .unwrap_err();
+    assert_eq!((err.layer(), err.field()), ("circuit_breaker", "failure_rate"));
+}
+
+/// The whole stack from one file, each layer's table its own `*Config`.
+#[cfg(feature = "serde")]
+#[test]
+fn the_preset_reads_from_a_file() {
+    let config: ClientConfig = toml::from_str(
+        r#"
+        name = "inventory"
+        total_timeout = "5s"
+        attempt_timeout = "1s"
+
+        [retry]
+        max_attempts = 2
+
+        [circuit_breaker]
+        open_for = "1s"
+
+        [bulkhead]
+        max_concurrent = 8
+        "#,
+    )
+    .unwrap();
+    let built = ClientLayer::builder()
+        .name("inventory")
+        .total_timeout(secs(5))
+        .attempt_timeout(secs(1))
+        .max_attempts(2)
+        .max_concurrent(8);
+    let mut breaker = CircuitBreakerConfig::default();
+    breaker.open_for = secs(1);
+    let built = built.circuit_breaker(breaker);
+    // A table is the layer's whole config: what it leaves out takes that
+    // layer's own defaults, so this one has the retry layer's token budget,
+    // not the preset's windowed one.
+    let mut retry = palisade::retry::RetryConfig::default();
+    retry.max_attempts = 2;
+    let built = built.retry(retry);
+    assert_eq!(built.config(), &config);
+    let layer = ClientLayer::from_config(config).unwrap();
+    assert_eq!(layer.handles().bulkhead.max_concurrent(), 8);
+    assert!(toml::from_str::<ClientConfig>("attempt = \"1s\"").is_err());
+}
