@@ -1,10 +1,14 @@
 //! One limiter per key (client address, API key, tenant), created on first
 //! use, in bounded memory: a table of keys, and past it an overflow sketch
 //! that can only over-count (see [`KeyedRateLimitLayer`]).
+//!
+//! Keys never appear in names, `tracing` events or errors: they are often
+//! client ids, tenant names or secrets (API keys). Errors name the layer; a
+//! [`KeyedHandle`] looks a key up only for a caller that already holds it.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,12 +24,11 @@ use super::limiter::{Algorithm, Clock, Decision, Quota, Snapshot, nanos};
 use super::report::{NoReport, ReportState};
 use super::sketch::Sketch;
 use crate::error::{BoxError, ConfigError, RateLimited};
+use crate::keyed::{self, Evict, NewKey, Store};
 use crate::name::Name;
-use crate::sync::{self, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::sync::{self, AtomicU64, Ordering, RwLock};
 
 const DEFAULT_MAX_KEYS: usize = 100_000;
-/// Keys are spread over this many maps, each behind its own lock.
-const SHARDS: usize = 16;
 /// The fewest cells in each row of a map's part of the sketch: a small
 /// table still gets a sketch wide enough to keep keys apart.
 const MIN_SKETCH_WIDTH: usize = 16;
@@ -51,8 +54,16 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
 
     /// The most keys with a limiter in the table at once (default 100 000;
     /// rounded up to a multiple of 16), and the width of the overflow sketch
-    /// that limits the keys past it. See [`KeyedRateLimitLayer`] for what
-    /// happens at the bound and the memory both take.
+    /// that limits the keys past it.
+    ///
+    /// When a new key finds its part of the table full, a key's limiter is
+    /// dropped only if it is at rest (as good as new, which takes a window
+    /// with no calls); a key still in use is never dropped, so a flood of
+    /// keys cannot reset a key's count. A new key that still finds no room
+    /// is decided through the overflow sketch, which can only over-count;
+    /// [`KeyedHandle::overflow_calls`] counts those calls. Keys with a limit
+    /// of their own always get a place. See [`KeyedRateLimitLayer`] for the
+    /// details and the memory both take.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
@@ -98,21 +109,15 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
             }
             overrides.insert(key, own_quota(base, limit, window));
         }
-        let shard_capacity = self.max_keys.div_ceil(SHARDS);
-        let sketch_width = shard_capacity.max(MIN_SKETCH_WIDTH);
+        let sketch_width = keyed::shard_capacity(self.max_keys).max(MIN_SKETCH_WIDTH);
         Ok(KeyedRateLimitLayer {
             shared: Arc::new(Keyed {
                 name: self.base.name_or_default(),
                 base: RwLock::new(base),
                 clock: Clock::new(),
-                shard_capacity,
-                hasher: RandomState::new(),
-                shards: (0..SHARDS)
-                    .map(|_| RwLock::new(Shard::new(Sketch::new(base, sketch_width))))
-                    .collect(),
+                store: Store::new(self.max_keys, || Sketch::new(base, sketch_width)),
                 overrides: RwLock::new(overrides),
                 refused: AtomicU64::new(0),
-                overflow_calls: AtomicU64::new(0),
             }),
             key: self.key,
             report: NoReport,
@@ -141,89 +146,26 @@ fn own_quota(base: Quota, limit: u64, window: Duration) -> Quota {
     }
 }
 
-/// A key with its hash, computed once per call: it picks the shard, and the
-/// shard's map uses it as is.
-#[derive(Debug)]
-struct Hashed<K> {
-    hash: u64,
-    key: K,
-}
-
-impl<K> Hash for Hashed<K> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
+/// A limiter is at rest when it is as good as new: it would decide exactly
+/// as a fresh one from now on. That takes its calls having left the window
+/// (or its GCRA bucket being full again), so it is idle too.
+impl Evict for Algorithm {
+    fn may_evict(&self, now: u64) -> bool {
+        self.is_fresh(now)
     }
 }
 
-impl<K: PartialEq> PartialEq for Hashed<K> {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.key == other.key
-    }
-}
-
-impl<K: Eq> Eq for Hashed<K> {}
-
-/// The hasher of a shard's map: the hash is already made.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `Hashed` is hashed here, through `write_u64`; this keeps the
-        // hasher total all the same.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-}
-
-type Map<K> = HashMap<Hashed<K>, Algorithm, BuildHasherDefault<PassThrough>>;
-
-#[derive(Debug)]
-struct Shard<K> {
-    limiters: Map<K>,
-    /// When idle keys were last dropped, in the clock's nanoseconds.
-    last_sweep: u64,
-    /// Decides for this map's keys that find it full.
-    sketch: Sketch,
-}
-
-impl<K> Shard<K> {
-    fn new(sketch: Sketch) -> Self {
-        Shard {
-            limiters: Map::default(),
-            last_sweep: 0,
-            sketch,
-        }
-    }
-
-    /// Drops the keys whose limiter is as good as new: it would decide
-    /// exactly as a fresh one from now on.
-    fn sweep(&mut self, now: u64) {
-        self.last_sweep = now;
-        self.limiters.retain(|_, limiter| !limiter.is_fresh(now));
-    }
-}
+/// The keys' limiters, and in each shard its part of the overflow sketch.
+type Limiters<K> = Store<K, Algorithm, Sketch>;
 
 struct Keyed<K> {
     name: Name,
     // Every key without a limit of its own starts from this.
     base: RwLock<Quota>,
     clock: Clock,
-    shard_capacity: usize,
-    hasher: RandomState,
-    shards: Box<[RwLock<Shard<K>>]>,
+    store: Limiters<K>,
     overrides: RwLock<HashMap<K, Quota>>,
     refused: AtomicU64,
-    overflow_calls: AtomicU64,
 }
 
 impl<K> Keyed<K> {
@@ -233,42 +175,37 @@ impl<K> Keyed<K> {
 }
 
 impl<K: Hash + Eq> Keyed<K> {
-    fn hashed(&self, key: K) -> Hashed<K> {
-        Hashed {
-            hash: self.hasher.hash_one(&key),
-            key,
-        }
-    }
-
-    fn shard(&self, hash: u64) -> &RwLock<Shard<K>> {
-        // Middle bits: a map inside uses the low ones to place a key and
-        // the top seven to tell keys apart.
-        &self.shards[(hash >> 32) as usize % SHARDS]
-    }
-
-    fn read(shard: &RwLock<Shard<K>>) -> RwLockReadGuard<'_, Shard<K>> {
-        // Nothing panics while holding it, so a poisoned lock holds
-        // nothing half-done.
-        sync::read(shard)
-    }
-
-    fn write(shard: &RwLock<Shard<K>>) -> RwLockWriteGuard<'_, Shard<K>> {
-        sync::write(shard)
-    }
-
     /// Takes one permit for `key`, making its limiter on first use. The
     /// key's state comes with a refusal (for its limit), and with an
     /// admission when `report` is set: read in the same lookup, at the same
     /// instant.
     #[inline]
     fn acquire(&self, key: K, report: bool) -> (Decision, Option<Snapshot>) {
-        let key = self.hashed(key);
-        let shard = self.shard(key.hash);
+        let key = self.store.hashed(key);
         let now = self.clock.now();
-        if let Some(limiter) = Self::read(shard).limiters.get(&key) {
-            return Self::acquire_from(limiter, now, report);
+        if let Some(acquired) = self
+            .store
+            .get(&key, |limiter| Self::acquire_from(limiter, now, report))
+        {
+            return acquired;
         }
-        self.acquire_new(shard, key, now, report)
+        // The slow path: a key with no limiter in the table. It gets one if
+        // its map has room (or it has a limit of its own), starting from
+        // what the sketch holds for it; otherwise the sketch decides. Idle
+        // keys are swept at most once per window per map.
+        let window = nanos(self.base().window);
+        let hash = key.hash;
+        self.store.get_or_insert(
+            key,
+            window,
+            Acquire {
+                keyed: self,
+                hash,
+                now,
+                report,
+                own: None,
+            },
+        )
     }
 
     #[inline]
@@ -276,40 +213,6 @@ impl<K: Hash + Eq> Keyed<K> {
         let decision = limiter.acquire(now, 1);
         let state = (report || decision != Decision::Admitted).then(|| limiter.snapshot(now));
         (decision, state)
-    }
-
-    /// The slow path: a key with no limiter in the table. It gets one if
-    /// its map has room (or it has a limit of its own), starting from what
-    /// the sketch holds for it; otherwise the sketch decides.
-    #[cold]
-    fn acquire_new(
-        &self,
-        shard: &RwLock<Shard<K>>,
-        key: Hashed<K>,
-        now: u64,
-        report: bool,
-    ) -> (Decision, Option<Snapshot>) {
-        let mut shard = Self::write(shard);
-        if let Some(limiter) = shard.limiters.get(&key) {
-            return Self::acquire_from(limiter, now, report); // made meanwhile
-        }
-        // The sketch has seen no instant later than the one used here.
-        let now = shard.sketch.now(now);
-        let window = nanos(self.base().window);
-        if now.saturating_sub(shard.last_sweep) >= window {
-            shard.sweep(now);
-        }
-        let own = self.own_quota(&key.key);
-        if own.is_none() && shard.limiters.len() >= self.shard_capacity {
-            // Full of keys in use: none is evicted (its count would go),
-            // and the sketch, which can only over-count, decides.
-            self.overflow_calls.fetch_add(1, Ordering::Relaxed);
-            return shard.sketch.acquire(key.hash, now, report);
-        }
-        let limiter = Self::carried(&shard.sketch, key.hash, own, now);
-        let acquired = Self::acquire_from(&limiter, now, report);
-        shard.limiters.insert(key, limiter);
-        acquired
     }
 
     /// A key's limiter, carrying what the sketch holds for it; a key with a
@@ -336,17 +239,57 @@ impl<K: Hash + Eq> Keyed<K> {
 
     fn state(&self, key: K) -> RateLimitState {
         let now = self.clock.now();
-        let key = self.hashed(key);
-        let shard = Self::read(self.shard(key.hash));
-        let snapshot = match shard.limiters.get(&key) {
+        let key = self.store.hashed(key);
+        let shard = Limiters::read(self.store.shard(key.hash));
+        let snapshot = match shard.entries.get(&key) {
             Some(limiter) => limiter.snapshot(now),
             None => {
-                let now = shard.sketch.now(now);
+                let now = shard.overflow.now(now);
                 let own = self.own_quota(&key.key);
-                Self::carried(&shard.sketch, key.hash, own, now).snapshot(now)
+                Self::carried(&shard.overflow, key.hash, own, now).snapshot(now)
             }
         };
         snapshot.into()
+    }
+}
+
+/// One call for a key with no limiter in the table, as the store places it.
+struct Acquire<'a, K> {
+    keyed: &'a Keyed<K>,
+    hash: u64,
+    now: u64,
+    report: bool,
+    /// The key's own quota, read under its shard's lock (so that a
+    /// concurrent `set_limit_for` either comes first or finds the limiter).
+    own: Option<Quota>,
+}
+
+impl<K: Hash + Eq> NewKey<K, Algorithm, Sketch> for Acquire<'_, K> {
+    type Output = (Decision, Option<Snapshot>);
+
+    fn found(self, limiter: &Algorithm) -> Self::Output {
+        Keyed::<K>::acquire_from(limiter, self.now, self.report) // made meanwhile
+    }
+
+    fn now(&self, sketch: &Sketch) -> u64 {
+        // The sketch has seen no instant later than the one used here.
+        sketch.now(self.now)
+    }
+
+    fn always_placed(&mut self, key: &K) -> bool {
+        // A key with a limit of its own always gets a place.
+        self.own = self.keyed.own_quota(key);
+        self.own.is_some()
+    }
+
+    fn place(self, sketch: &Sketch, now: u64) -> (Algorithm, Self::Output) {
+        let limiter = Keyed::<K>::carried(sketch, self.hash, self.own, now);
+        let acquired = Keyed::<K>::acquire_from(&limiter, now, self.report);
+        (limiter, acquired)
+    }
+
+    fn overflow(self, sketch: &mut Sketch, now: u64) -> Self::Output {
+        sketch.acquire(self.hash, now, self.report)
     }
 }
 
@@ -630,11 +573,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
     /// How many keys have a limiter in the table now (at most `max_keys`,
     /// rounded up, plus the keys with a limit of their own).
     pub fn len(&self) -> usize {
-        self.shared
-            .shards
-            .iter()
-            .map(|shard| Keyed::read(shard).limiters.len())
-            .sum()
+        self.shared.store.len()
     }
 
     /// Whether no key has a limiter in the table now.
@@ -646,8 +585,8 @@ impl<K: Hash + Eq> KeyedHandle<K> {
     /// happen on their own as new keys arrive).
     pub fn sweep(&self) {
         let now = self.shared.clock.now();
-        for shard in self.shared.shards.iter() {
-            Keyed::write(shard).sweep(now);
+        for shard in self.shared.store.shards() {
+            Limiters::write(shard).sweep(now);
         }
     }
 
@@ -661,7 +600,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
     /// because their key's map was full of keys in use: how often
     /// `max_keys` was reached.
     pub fn overflow_calls(&self) -> u64 {
-        self.shared.overflow_calls.load(Ordering::Relaxed)
+        self.shared.store.overflow_calls()
     }
 
     /// Changes the limit of every key without a limit of its own, from now
@@ -691,12 +630,12 @@ impl<K: Hash + Eq> KeyedHandle<K> {
         // from the new limit or is in its map by the time it is changed
         // here. (No lock is held across another, so none can deadlock.)
         let now = shared.clock.now();
-        for shard in shared.shards.iter() {
-            let mut shard = Keyed::write(shard);
-            let now = shard.sketch.now(now);
-            shard.sketch.set_limit(limit, window, now);
+        for shard in shared.store.shards() {
+            let mut shard = Limiters::write(shard);
+            let now = shard.overflow.now(now);
+            shard.overflow.set_limit(limit, window, now);
             let overrides = sync::read(&shared.overrides);
-            for (key, limiter) in &shard.limiters {
+            for (key, limiter) in &shard.entries {
                 if !overrides.contains_key(&key.key) {
                     limiter.set_limit(limit, window, now);
                 }
@@ -726,9 +665,9 @@ impl<K: Hash + Eq> KeyedHandle<K> {
         // The override first, then the key's limiter, as in `set_limit`.
         sync::write(&self.shared.overrides).insert(key.clone(), quota);
         let now = self.shared.clock.now();
-        let hashed = self.shared.hashed(key);
-        let shard = Keyed::read(self.shared.shard(hashed.hash));
-        if let Some(limiter) = shard.limiters.get(&hashed) {
+        let hashed = self.shared.store.hashed(key);
+        let shard = Limiters::read(self.shared.store.shard(hashed.hash));
+        if let Some(limiter) = shard.entries.get(&hashed) {
             limiter.set_limit(limit, window, now);
             limiter.set_burst(quota.burst, now);
         }
