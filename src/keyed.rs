@@ -270,6 +270,17 @@ impl<K: Hash + Eq, V: Evict, O, S: BuildHasher> Store<K, V, O, S> {
         shard.entries.insert(key, entry);
         output
     }
+
+    /// Forgets the key's entry; returns whether it had one.
+    // Only the breaker's handle removes a key by hand.
+    #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
+    pub(crate) fn remove(&self, key: K) -> bool {
+        let key = self.hashed(key);
+        Self::write(self.shard(key.hash))
+            .entries
+            .remove(&key)
+            .is_some()
+    }
 }
 
 impl<K, V, O, S> fmt::Debug for Store<K, V, O, S> {

@@ -175,7 +175,7 @@ pub mod classify;
 pub mod deadline;
 pub mod error;
 // The bounded store of the keyed breaker and the keyed rate limiter.
-#[cfg(feature = "rate-limit")]
+#[cfg(any(feature = "circuit-breaker", feature = "rate-limit"))]
 mod keyed;
 mod name;
 // Only the layers' configuration structs read durations from files.

@@ -197,6 +197,20 @@ fn an_admitted_call_for_a_known_key_allocates_nothing() {
     assert_eq!(allocations_per_run(svc), 0);
 }
 
+#[test]
+fn a_call_for_a_known_key_through_a_keyed_breaker_allocates_nothing() {
+    let layer = CircuitBreakerLayer::builder()
+        .name("alloc")
+        .keyed(|request: &u64| *request % 4)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Noop);
+    for key in 0..4 {
+        call_once(&mut svc, key);
+    }
+    assert_eq!(allocations_per_run(svc), 0);
+}
+
 #[cfg(feature = "chaos")]
 #[test]
 fn chaos_with_no_fault_set_allocates_nothing() {

@@ -709,7 +709,7 @@ async fn an_admission_made_before_a_transition_is_asked_again() {
         svc.call(1).await
     });
     assert!(ready.poll().is_pending());
-    handle.force_open();
+    assert!(handle.force_open());
     probe.set_readiness(Readiness::Ready);
     let err = match ready.poll() {
         std::task::Poll::Ready(result) => result.unwrap_err(),
@@ -1259,11 +1259,40 @@ fn keyed_layer(
         .unwrap()
 }
 
+/// Calls `svc` once for each of `n` keys from `first`, all new (a request
+/// is its key times 100), and ignores the outcomes.
+async fn call_new_keys<S>(svc: &mut S, first: u64, n: u64)
+where
+    S: Service<u64, Error = BoxError>,
+{
+    for key in first..first + n {
+        let _ = svc.ready().await.unwrap().call(key * 100).await;
+    }
+}
+
+/// Calls new keys from 1 on until every part of the store is full: 16
+/// keys for a `max_keys` of 16 (one a part); returns the keys that got a
+/// breaker of their own.
+async fn fill<S>(svc: &mut S, hosts: &palisade::circuit_breaker::KeyedHandle<u64>) -> Vec<u64>
+where
+    S: Service<u64, Error = BoxError>,
+{
+    let mut key = 1;
+    while hosts.len() < 16 {
+        assert!(key < 10_000, "16 parts, 10 000 keys: one part never filled");
+        svc.ready().await.unwrap().call(key * 100).await.unwrap();
+        key += 1;
+    }
+    let mut keys = hosts.keys();
+    keys.sort_unstable();
+    keys
+}
+
 #[tokio::test(start_paused = true)]
 async fn each_key_has_its_own_breaker() {
     // Requests 100..199 are key 1, 200..299 key 2.
     let probe = Probe::new(Answer::Fail);
-    let layer = keyed_layer(10);
+    let layer = keyed_layer(100);
     let hosts = layer.handle();
     let svc = layer.layer(probe.clone());
     let _ = svc.clone().oneshot(101).await;
@@ -1272,8 +1301,9 @@ async fn each_key_has_its_own_breaker() {
     let ErrorKind::CircuitOpen(open) = ErrorKind::of(&err) else {
         panic!("{err:?}")
     };
-    assert_eq!(open.name(), "hosts[1]");
+    assert_eq!(open.name(), "hosts", "the layer's name, never the key");
     assert_eq!(hosts.get(&1).unwrap().state(), State::Open);
+    assert_eq!(hosts.get(&1).unwrap().name(), "hosts");
 
     probe.set_answer(Answer::Now);
     assert_eq!(svc.clone().oneshot(201).await.unwrap(), 201);
@@ -1289,56 +1319,254 @@ async fn a_flood_of_distinct_keys_stays_within_the_bound() {
     let probe = Probe::new(Answer::Now);
     let layer = keyed_layer(100);
     let hosts = layer.handle();
-    // Key 7 is opened by hand before the flood: open breakers outlast
-    // closed ones when room is made.
+    // Key 7 is opened by hand before the flood: only idle Closed breakers
+    // ever make room.
     hosts.breaker(7).force_open();
     let mut svc = layer.layer(probe);
     for request in (1_000..).step_by(100).take(100_000) {
         svc.ready().await.unwrap().call(request).await.unwrap();
-        assert!(hosts.len() <= 100, "{} keys", hosts.len());
+        // 100 rounded up to 16 parts of 7 keys.
+        assert!(hosts.len() <= 112, "{} keys", hosts.len());
     }
-    assert!(hosts.len() > 80, "room is made an eighth at a time");
+    assert_eq!(hosts.len(), 112, "every part filled");
+    assert_eq!(
+        hosts.overflow_calls(),
+        100_000 - 111,
+        "every key that found no room went to the overflow breaker"
+    );
     assert_eq!(hosts.get(&7).map(|h| h.state()), Some(State::ForcedOpen));
 }
 
+// Idle keys are swept per part of the store (one of 16, by the key's
+// hash), when a new key arrives there: the tests below call a thousand new
+// keys to reach every part.
+
 #[tokio::test(start_paused = true)]
 async fn idle_keys_are_dropped_when_new_ones_arrive() {
-    let layer = keyed_layer(100);
+    let layer = keyed_layer(100_000); // room for every key
     let hosts = layer.handle();
     let mut svc = layer.layer(Probe::new(Answer::Now));
     svc.ready().await.unwrap().call(100).await.unwrap(); // key 1
+    svc.ready().await.unwrap().call(200).await.unwrap(); // key 2
     advance(secs(600)).await;
-    svc.ready().await.unwrap().call(200).await.unwrap(); // key 2; 1 is marked
-    assert_eq!(hosts.len(), 2, "idle for one period only");
+    call_new_keys(&mut svc, 10_000, 1_000).await; // the sweeps mark 1 and 2
+    svc.ready().await.unwrap().call(200).await.unwrap(); // key 2 again
+    assert!(hosts.get(&1).is_some(), "idle for one period only");
     advance(secs(600)).await;
-    svc.ready().await.unwrap().call(300).await.unwrap(); // key 3
-    let mut keys = hosts.keys();
-    keys.sort_unstable();
-    assert_eq!(keys, [2, 3], "key 1 had no call for two periods");
+    call_new_keys(&mut svc, 20_000, 1_000).await;
+    assert!(hosts.get(&1).is_none(), "key 1 had no call for two periods");
+    assert!(
+        hosts.get(&2).is_some(),
+        "key 2 had one since the last sweep"
+    );
+    assert!(hosts.get(&10_000).is_some(), "made after the last sweep");
+    assert_eq!(hosts.len(), 2_001);
     assert!(hosts.remove(&2));
     assert!(!hosts.remove(&2));
-    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts.len(), 2_000);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_key_isolated_by_hand_outlasts_idle_sweeps() {
-    let layer = keyed_layer(100);
+    let layer = keyed_layer(100_000);
     let hosts = layer.handle();
     let mut svc = layer.layer(Probe::new(Answer::Now));
     hosts.breaker(7).force_open();
-    for request in [100, 200, 300] {
-        svc.ready().await.unwrap().call(request).await.unwrap();
+    for round in 1..=3 {
+        call_new_keys(&mut svc, round * 10_000, 1_000).await;
         advance(secs(600)).await;
     }
-    svc.ready().await.unwrap().call(400).await.unwrap();
+    call_new_keys(&mut svc, 40_000, 1_000).await;
     assert_eq!(hosts.get(&7).map(|h| h.state()), Some(State::ForcedOpen));
     let mut keys = hosts.keys();
     keys.sort_unstable();
+    let expected: Vec<u64> = std::iter::once(7)
+        .chain(30_000..31_000)
+        .chain(40_000..41_000)
+        .collect();
     assert_eq!(
-        keys,
-        [3, 4, 7],
+        keys, expected,
         "idle Closed keys went, the isolated one stayed"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_closed_key_makes_room_and_a_key_in_use_does_not() {
+    let layer = keyed_layer(16); // one key in each of the 16 parts
+    let hosts = layer.handle();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    let keys = fill(&mut svc, &hosts).await;
+    let (busy, idle) = keys.split_at(8);
+    advance(secs(600)).await;
+    // The sweeps mark every key; the new keys find no room.
+    call_new_keys(&mut svc, 1_000_000, 1_000).await;
+    assert_eq!(hosts.keys().len(), 16);
+    for key in busy {
+        svc.ready().await.unwrap().call(key * 100).await.unwrap();
+    }
+    advance(secs(600)).await;
+    call_new_keys(&mut svc, 2_000_000, 1_000).await;
+    for key in busy {
+        assert!(hosts.get(key).is_some(), "key {key} was in use");
+    }
+    for key in idle {
+        assert!(hosts.get(key).is_none(), "key {key} was idle and Closed");
+    }
+    assert_eq!(hosts.len(), 16, "new keys took the idle keys' places");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_key_stays_open_through_a_flood_of_keys() {
+    let probe = Probe::new(Answer::Fail);
+    let layer = keyed_layer(16);
+    let hosts = layer.handle();
+    let mut svc = layer.layer(probe.clone());
+    let _ = svc.ready().await.unwrap().call(101).await;
+    let _ = svc.ready().await.unwrap().call(102).await;
+    assert_eq!(hosts.get(&1).map(|h| h.state()), Some(State::Open));
+    // Each new key fails twice: a key with a breaker of its own opens it,
+    // so the store fills with Open breakers, none of which may go.
+    for key in 1_000..11_000 {
+        let _ = svc.ready().await.unwrap().call(key * 100).await;
+        let _ = svc.ready().await.unwrap().call(key * 100 + 1).await;
+        assert!(hosts.len() <= 16, "{} keys", hosts.len());
+    }
+    assert_eq!(
+        hosts.get(&1).map(|h| h.state()),
+        Some(State::Open),
+        "the flood neither dropped key 1's breaker nor reset it"
+    );
+    let calls = probe.calls();
+    let err = svc.ready().await.unwrap().call(103).await.unwrap_err();
+    assert!(
+        matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)),
+        "{err:?}"
+    );
+    assert_eq!(
+        probe.calls(),
+        calls,
+        "key 1's call never reached the service"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_without_room_share_the_overflow_breaker() {
+    let probe = Probe::new(Answer::Now);
+    let layer = keyed_layer(16);
+    let hosts = layer.handle();
+    let mut svc = layer.layer(probe.clone());
+    let busy = fill(&mut svc, &hosts).await;
+    let before = hosts.overflow_calls();
+    // Two new keys fail once each: together they open the breaker they
+    // share (a count window of 2, at least 2 calls).
+    probe.set_answer(Answer::Fail);
+    for request in [1_000_000 * 100, 1_000_001 * 100] {
+        let err = svc.ready().await.unwrap().call(request).await.unwrap_err();
+        assert!(
+            matches!(ErrorKind::of(&err), ErrorKind::Inner(_)),
+            "{err:?}"
+        );
+    }
+    let calls = probe.calls();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(1_000_002 * 100)
+        .await
+        .unwrap_err();
+    let ErrorKind::CircuitOpen(open) = ErrorKind::of(&err) else {
+        panic!("a third new key finds the shared breaker open: {err:?}")
+    };
+    assert_eq!(open.name(), "hosts");
+    assert_eq!(probe.calls(), calls);
+    assert_eq!(hosts.overflow_calls() - before, 3);
+    assert!(hosts.get(&1_000_000).is_none(), "no breaker of its own");
+    // The keys with a breaker of their own are judged by it alone.
+    probe.set_answer(Answer::Now);
+    for key in &busy {
+        svc.ready().await.unwrap().call(key * 100).await.unwrap();
+        assert_eq!(hosts.get(key).map(|h| h.state()), Some(State::Closed));
+    }
+    assert_eq!(hosts.overflow_calls() - before, 3);
+}
+
+/// Records every `tracing` event on this thread as its fields, in text.
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for Recorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0 += &format!("{}={value:?} ", field.name());
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.lock().unwrap().push(fields.0);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_never_appears_in_names_events_or_errors() {
+    const SECRET: &str = "sk_live_51HqTenantApiKey";
+    let traced = Arc::new(Mutex::new(Vec::new()));
+    let _subscriber = tracing::subscriber::set_default(Recorder(traced.clone()));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let layer = CircuitBreakerLayer::builder()
+        .name("tenants")
+        .count_window(2)
+        .minimum_calls(2)
+        .on_event(move |e| sink.lock().unwrap().push(format!("{e:?}")))
+        .keyed(|request: &(String, bool)| request.0.clone())
+        .build()
+        .unwrap();
+    let tenants = layer.handle();
+    let svc = layer.layer(service_fn(|(_, fail): (String, bool)| async move {
+        if fail { Err::<(), _>("failed") } else { Ok(()) }
+    }));
+    let secret = || SECRET.to_string();
+    let _ = svc.clone().oneshot((secret(), true)).await;
+    let _ = svc.clone().oneshot((secret(), true)).await;
+    let err = svc.clone().oneshot((secret(), false)).await.unwrap_err();
+    let ErrorKind::CircuitOpen(open) = ErrorKind::of(&err) else {
+        panic!("{err:?}")
+    };
+    assert_eq!(open.name(), "tenants");
+    let handle = tenants.get(&secret()).unwrap();
+    assert_eq!(handle.name(), "tenants");
+    assert!(handle.force_open());
+    assert!(tenants.breaker("sk_live_another".to_string()).disable());
+
+    let events = events.lock().unwrap().clone();
+    let traced = traced.lock().unwrap().clone();
+    assert!(events.len() >= 3, "{events:?}");
+    assert!(
+        traced.len() >= 3,
+        "the recorder saw the breaker's events: {traced:?}"
+    );
+    let texts = [format!("{err}"), format!("{err:?}"), format!("{open:?}")];
+    for text in events.iter().chain(&traced).chain(&texts) {
+        assert!(!text.contains("sk_live"), "a key in {text}");
+    }
 }
 
 #[test]
@@ -1544,7 +1772,7 @@ async fn a_ban_does_not_override_a_state_set_by_hand_nor_open_metrics_only() {
     // by hand: the late result changes nothing.
     let mut late = task::spawn(svc.clone().oneshot(Upstream::Bans(secs(1), hours(2))));
     assert!(late.poll().is_pending());
-    handle.force_open();
+    assert!(handle.force_open());
     advance(secs(1)).await;
     assert!(matches!(late.poll(), std::task::Poll::Ready(Err(_))));
     assert_eq!(handle.state(), State::ForcedOpen);

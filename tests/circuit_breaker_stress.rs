@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -149,4 +149,63 @@ async fn waiters_are_never_lost_through_half_open() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_keyed_breaker_keeps_its_bound_and_its_isolations_under_contention() {
+    // 500 keys, in turn, through a store of 32 (2 in each of its 16 parts):
+    // most calls find no room and share the overflow breaker, while new
+    // keys race each other for the places. No breaker ever opens on its
+    // own (the window holds every call), and key 0 is isolated by hand.
+    const KEYS: u64 = 500;
+    let next = Arc::new(AtomicU64::new(0));
+    let isolated_calls = Arc::new(AtomicU64::new(0));
+    let key_of = {
+        let (next, isolated_calls) = (next.clone(), isolated_calls.clone());
+        move |_: &u64| {
+            let key = next.fetch_add(1, Ordering::SeqCst) % KEYS;
+            if key == 0 {
+                isolated_calls.fetch_add(1, Ordering::SeqCst);
+            }
+            key
+        }
+    };
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(16_384)
+        .minimum_calls(16_384)
+        .failure_rate(1.0)
+        .keyed(key_of)
+        .max_keys(32)
+        .build()
+        .unwrap();
+    let hosts = layer.handle();
+    assert!(hosts.breaker(0).force_open());
+    let counters = Arc::new(Counters::default());
+    let svc = layer.layer(Yielder(counters.clone()));
+    let tally = bounded(hammer(svc, 64, 200, 3, 21)).await;
+
+    assert_eq!(counters.in_flight.load(Ordering::SeqCst), 0);
+    assert!(tally.cancelled > 0 && tally.failed > 0, "{tally:?}");
+    assert_eq!(hosts.len(), 32, "full, and never past the bound");
+    assert_eq!(hosts.get(&0).map(|h| h.state()), Some(State::ForcedOpen));
+    assert_eq!(
+        tally.refused,
+        isolated_calls.load(Ordering::SeqCst),
+        "only the isolated key's calls were refused, every one of them"
+    );
+    // Every finished call counted once, in its key's breaker or the
+    // overflow breaker; the overflow also saw cancelled calls.
+    let own: u64 = hosts
+        .keys()
+        .iter()
+        .map(|key| hosts.get(key).unwrap().snapshot().calls)
+        .sum();
+    let finished = tally.succeeded + tally.failed;
+    assert!(own <= finished, "{own} counted, {tally:?}");
+    assert!(
+        hosts.overflow_calls() >= finished - own,
+        "{} overflow calls, {own} counted, {tally:?}",
+        hosts.overflow_calls()
+    );
+    assert!(hosts.overflow_calls() > finished / 2, "{tally:?}");
 }

@@ -1,7 +1,12 @@
-//! One breaker per key (per host, per endpoint), created on first use, with
-//! a bound on how many are kept.
+//! One breaker per key (per host, per endpoint, per tenant), created on
+//! first use, with a bound on how many are kept; past it, one overflow
+//! breaker shared by the keys without one of their own.
+//!
+//! Keys never appear in names, `tracing` events or errors: they are often
+//! client ids, tenant names or secrets. Every key's breaker, and the
+//! overflow breaker, carries the layer's name; a [`KeyedHandle`] looks a key
+//! up only for a caller that already holds it.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -18,8 +23,9 @@ use super::handle::{Handle, State};
 use super::layer::CircuitBreakerBuilder;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::error::{BoxError, CircuitOpen, ConfigError};
+use crate::keyed::{Evict, Hashed, NewKey, Store};
 use crate::name::Name;
-use crate::sync::{self, AtomicBool, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::sync::{AtomicBool, Ordering};
 
 const DEFAULT_MAX_KEYS: usize = 1_000;
 const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(600);
@@ -44,10 +50,22 @@ impl<C, F> KeyedBuilder<C, F> {
         }
     }
 
-    /// The most keys kept at once (default 1 000). When a new key would pass
-    /// it, an eighth of the keys go: idle Closed ones first, then Closed
-    /// ones, and only if every breaker is in another state, any. A flood of
-    /// distinct keys costs at most this many breakers.
+    /// The most keys with a breaker of their own at once (default 1 000;
+    /// rounded up to a multiple of 16, as keys are spread over 16 parts of
+    /// the store by their hash, each holding its share). A flood of
+    /// distinct keys costs at most this many breakers, plus one.
+    ///
+    /// When a new key finds its part full, a key's breaker is dropped only
+    /// if it is Closed and has been idle (see
+    /// [`idle_after`](Self::idle_after)); a breaker in any other state
+    /// (Open, HalfOpen, forced open, disabled, metrics only) is never
+    /// dropped, so a flood of keys cannot reset an isolation. A new key that
+    /// still finds no room shares the **overflow breaker** (the same
+    /// settings, the layer's name) with every other key without a breaker
+    /// of its own: such keys share its judgement, and get no fresh Closed
+    /// breaker. [`KeyedHandle::overflow_calls`] counts their calls. Keys
+    /// made through [`KeyedHandle::breaker`] always get a breaker of their
+    /// own.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
@@ -55,9 +73,10 @@ impl<C, F> KeyedBuilder<C, F> {
 
     /// A key whose breaker is Closed and has had no calls for this long
     /// (default 10 minutes) may be dropped: it goes between one and two of
-    /// these after its last call, when a new key arrives, and starts afresh
-    /// if it comes back. Keys in any other state (open, forced open,
-    /// disabled, metrics only) are kept, so an isolation set by hand holds.
+    /// these after its last call, when a new key arrives in its part of the
+    /// store, and starts afresh if it comes back. Keys in any other state
+    /// (open, forced open, disabled, metrics only) are kept, so an isolation
+    /// holds.
     pub fn idle_after(mut self, idle_after: Duration) -> Self {
         self.idle_after = idle_after;
         self
@@ -94,6 +113,7 @@ impl<C, F> KeyedBuilder<C, F> {
             ));
         }
         let (name, listener, seed, classifier) = self.breaker.into_parts();
+        let overflow = Breaker::new(name.clone(), settings, listener.clone(), seed);
         Ok(KeyedCircuitBreakerLayer {
             shared: Arc::new(Keyed {
                 name,
@@ -102,10 +122,9 @@ impl<C, F> KeyedBuilder<C, F> {
                 seed,
                 max_keys: self.max_keys,
                 idle_after: self.idle_after,
-                keys: RwLock::new(Keys {
-                    breakers: HashMap::new(),
-                    last_sweep: None,
-                }),
+                origin: Instant::now(),
+                store: Store::new(self.max_keys, || ()),
+                overflow,
             }),
             key: self.key,
             classifier,
@@ -131,10 +150,6 @@ struct Entry {
 }
 
 impl Entry {
-    fn is_closed(&self) -> bool {
-        self.breaker.current().state() == State::Closed
-    }
-
     fn touch(&self) -> Arc<Breaker> {
         // Loaded first, so a busy key does not write the shared line.
         if !self.used.load(Ordering::Relaxed) {
@@ -144,9 +159,17 @@ impl Entry {
     }
 }
 
-struct Keys<K> {
-    breakers: HashMap<K, Entry>,
-    last_sweep: Option<Instant>,
+/// A breaker is at rest when Closed: an open breaker still protects its
+/// upstream, a half-open one has probes out, and a state set by hand must
+/// hold. It is idle when no call came since the last sweep of its part of
+/// the store, at least `idle_after` ago.
+impl Evict for Entry {
+    fn may_evict(&self, _now: u64) -> bool {
+        // Cleared whatever the state, so that the next sweep sees only
+        // calls made after this one.
+        let used = self.used.swap(false, Ordering::Relaxed);
+        !used && self.breaker.current().state() == State::Closed
+    }
 }
 
 struct Keyed<K> {
@@ -156,91 +179,93 @@ struct Keyed<K> {
     seed: Option<u64>,
     max_keys: usize,
     idle_after: Duration,
-    keys: RwLock<Keys<K>>,
+    /// The store's clock starts here.
+    origin: Instant,
+    store: Store<K, Entry>,
+    /// The breaker of every key the store has no room for.
+    overflow: Arc<Breaker>,
 }
 
-impl<K: Hash + Eq + Clone + fmt::Debug> Keyed<K> {
-    fn read(&self) -> RwLockReadGuard<'_, Keys<K>> {
-        // Nothing panics while holding it, and a breaker's listener never
-        // runs under it, so a poisoned lock holds nothing half-done.
-        sync::read(&self.keys)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Keys<K>> {
-        sync::write(&self.keys)
-    }
-
+impl<K: Hash + Eq> Keyed<K> {
     /// The key's breaker, if it has one; looking does not count as use.
-    fn get(&self, key: &K) -> Option<Arc<Breaker>> {
-        let keys = self.read();
-        keys.breakers.get(key).map(|entry| entry.breaker.clone())
+    fn get(&self, key: K) -> Option<Arc<Breaker>> {
+        let key = self.store.hashed(key);
+        self.store.get(&key, |entry| entry.breaker.clone())
     }
 
-    /// The key's breaker, made if it is new; marks the key as in use.
-    fn breaker(&self, key: K) -> Arc<Breaker> {
-        if let Some(breaker) = self.read().breakers.get(&key).map(Entry::touch) {
+    /// The breaker that judges the key's call: its own (made if it is new
+    /// and there is room, or made whatever the bound if `always_placed`),
+    /// or the overflow breaker. Marks the key as in use.
+    #[inline]
+    fn breaker(&self, key: K, always_placed: bool) -> Arc<Breaker> {
+        let key = self.store.hashed(key);
+        if let Some(breaker) = self.store.get(&key, Entry::touch) {
             return breaker;
         }
-        let mut keys = self.write();
-        if let Some(entry) = keys.breakers.get(&key) {
-            return entry.touch(); // another caller made it meanwhile
-        }
-        self.sweep_idle(&mut keys);
-        if keys.breakers.len() >= self.max_keys {
-            self.make_room(&mut keys);
-        }
-        let name = Name::from(format!("{}[{key:?}]", self.name));
-        let breaker = Breaker::new(name, self.settings, self.listener.clone(), self.seed);
+        self.new_key(key, always_placed)
+    }
+
+    #[cold]
+    fn new_key(&self, key: Hashed<K>, always_placed: bool) -> Arc<Breaker> {
+        let now = nanos(Instant::now().saturating_duration_since(self.origin));
+        let idle_after = nanos(self.idle_after);
+        self.store.get_or_insert(
+            key,
+            idle_after,
+            Place {
+                keyed: self,
+                now,
+                always_placed,
+            },
+        )
+    }
+}
+
+/// `d` in nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A key the store has no breaker for, as the store places it.
+struct Place<'a, K> {
+    keyed: &'a Keyed<K>,
+    now: u64,
+    always_placed: bool,
+}
+
+impl<K> NewKey<K, Entry, ()> for Place<'_, K> {
+    type Output = Arc<Breaker>;
+
+    fn found(self, entry: &Entry) -> Arc<Breaker> {
+        entry.touch() // another caller made it meanwhile
+    }
+
+    fn now(&self, (): &()) -> u64 {
+        self.now
+    }
+
+    fn always_placed(&mut self, _: &K) -> bool {
+        self.always_placed
+    }
+
+    fn place(self, (): &(), _: u64) -> (Entry, Arc<Breaker>) {
+        let keyed = self.keyed;
+        // The layer's name, never the key's: keys are often secrets.
+        let breaker = Breaker::new(
+            keyed.name.clone(),
+            keyed.settings,
+            keyed.listener.clone(),
+            keyed.seed,
+        );
         let entry = Entry {
             breaker: breaker.clone(),
             used: AtomicBool::new(true),
         };
-        keys.breakers.insert(key, entry);
-        breaker
+        (entry, breaker)
     }
 
-    /// Drops the Closed keys with no call since the last sweep, if that was
-    /// at least `idle_after` ago. A key in any other state is kept: an open
-    /// breaker still protects its upstream, and an isolation set by hand
-    /// must hold.
-    fn sweep_idle(&self, keys: &mut Keys<K>) {
-        let now = Instant::now();
-        let Some(last) = keys.last_sweep else {
-            keys.last_sweep = Some(now);
-            return;
-        };
-        if now.saturating_duration_since(last) < self.idle_after {
-            return;
-        }
-        keys.last_sweep = Some(now);
-        keys.breakers
-            .retain(|_, entry| entry.used.swap(false, Ordering::Relaxed) || !entry.is_closed());
-    }
-
-    /// Drops an eighth of the keys (at least one): idle Closed ones, then
-    /// Closed ones, then (a last resort, when every breaker is open) any.
-    /// Scanning for a batch keeps a flood of new keys O(1) per key.
-    fn make_room(&self, keys: &mut Keys<K>) {
-        let target = keys.breakers.len() + 1 - self.max_keys + self.max_keys / 8;
-        let mut removed = 0;
-        let passes: [&dyn Fn(&Entry) -> bool; 3] = [
-            &|e| !e.used.load(Ordering::Relaxed) && e.is_closed(),
-            &|e| e.is_closed(),
-            &|_| true,
-        ];
-        for pass in passes {
-            keys.breakers.retain(|_, entry| {
-                if removed < target && pass(entry) {
-                    removed += 1;
-                    false
-                } else {
-                    true
-                }
-            });
-            if removed >= target {
-                return;
-            }
-        }
+    fn overflow(self, (): &mut (), _: u64) -> Arc<Breaker> {
+        self.keyed.overflow.clone()
     }
 }
 
@@ -268,8 +293,17 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Keyed<K> {
 /// this layer cannot refuse before polling the inner service's readiness: it
 /// passes readiness through, and a call for an open key fails with
 /// [`CircuitOpen`] without reaching the inner service. Keys should be cheap
-/// to make (a host as an `Arc<str>`, an id); the breaker's name in errors
-/// and events is the layer's name followed by the key in brackets.
+/// to make and hash (a host as an `Arc<str>`, an id). Every breaker's name
+/// in errors and events is the layer's name, never the key.
+///
+/// # When the store is full
+///
+/// At most [`max_keys`](KeyedBuilder::max_keys) keys have a breaker of
+/// their own. A Closed breaker idle for
+/// [`idle_after`](KeyedBuilder::idle_after) makes room for a new key; no
+/// other breaker is ever dropped. A new key that finds no room is judged by
+/// the overflow breaker, which all such keys share: a flood of distinct
+/// keys gets neither fresh Closed breakers nor the power to reset one.
 pub struct KeyedCircuitBreakerLayer<K, F, C = DefaultClassifier> {
     shared: Arc<Keyed<K>>,
     key: F,
@@ -350,7 +384,7 @@ impl<S, K, F, C, Request> Service<Request> for KeyedCircuitBreaker<S, K, F, C>
 where
     S: Service<Request>,
     S::Error: Into<BoxError>,
-    K: Hash + Eq + Clone + fmt::Debug,
+    K: Hash + Eq,
     F: Fn(&Request) -> K,
     C: Classify<S::Response, S::Error> + Clone,
 {
@@ -363,7 +397,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let breaker = self.shared.breaker((self.key)(&request));
+        let breaker = self.shared.breaker((self.key)(&request), false);
         match breaker.confirm(breaker.admit(), &mut None) {
             Ok(ticket) => {
                 ResponseFuture::admitted(self.inner.call(request), ticket, self.classifier.clone())
@@ -398,37 +432,60 @@ impl<K> Clone for KeyedHandle<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone + fmt::Debug> KeyedHandle<K> {
-    /// The key's breaker, if it has one now.
-    pub fn get(&self, key: &K) -> Option<Handle> {
-        self.shared.get(key).map(Handle::new)
+impl<K: Hash + Eq> KeyedHandle<K> {
+    /// The key's breaker, if it has one of its own now (not the overflow
+    /// breaker).
+    pub fn get(&self, key: &K) -> Option<Handle>
+    where
+        K: Clone,
+    {
+        self.shared.get(key.clone()).map(Handle::new)
     }
 
     /// The key's breaker, made now if it has none (to open it before any
-    /// traffic, say); it counts toward `max_keys`.
+    /// traffic, say). It counts toward `max_keys`, but is made even past
+    /// it: a key named by hand always gets a breaker of its own.
     pub fn breaker(&self, key: K) -> Handle {
-        Handle::new(self.shared.breaker(key))
+        Handle::new(self.shared.breaker(key, true))
     }
 
-    /// How many keys have a breaker now.
+    /// How many keys have a breaker of their own now.
     pub fn len(&self) -> usize {
-        self.shared.read().breakers.len()
+        self.shared.store.len()
     }
 
-    /// Whether no key has a breaker now.
+    /// Whether no key has a breaker of its own now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The keys that have a breaker now.
-    pub fn keys(&self) -> Vec<K> {
-        self.shared.read().breakers.keys().cloned().collect()
+    /// The keys that have a breaker of their own now.
+    pub fn keys(&self) -> Vec<K>
+    where
+        K: Clone,
+    {
+        let mut keys = Vec::with_capacity(self.len());
+        for shard in self.shared.store.shards() {
+            let shard = Store::<K, Entry>::read(shard);
+            keys.extend(shard.entries.keys().map(|key| key.key.clone()));
+        }
+        keys
     }
 
     /// Forgets the key's breaker; its next call starts a fresh one.
     /// Returns whether it had one.
-    pub fn remove(&self, key: &K) -> bool {
-        self.shared.write().breakers.remove(key).is_some()
+    pub fn remove(&self, key: &K) -> bool
+    where
+        K: Clone,
+    {
+        self.shared.store.remove(key.clone())
+    }
+
+    /// Calls judged by the shared overflow breaker (admitted or refused),
+    /// because their key had no breaker of its own and no room for one: how
+    /// often `max_keys` was reached.
+    pub fn overflow_calls(&self) -> u64 {
+        self.shared.store.overflow_calls()
     }
 }
 

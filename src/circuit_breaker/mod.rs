@@ -86,10 +86,13 @@
 //!
 //! [`CircuitBreakerBuilder::keyed`] builds a [`KeyedCircuitBreakerLayer`]:
 //! one breaker per key taken from each request (a host, an endpoint), each
-//! with the builder's settings, made on first use. At most `max_keys` are
-//! kept (idle keys, then Closed ones, make room), so a flood of distinct
-//! keys cannot grow memory without bound; a [`KeyedHandle`] reads and
-//! controls one key's breaker.
+//! with the builder's settings, made on first use. At most `max_keys` keys
+//! have one of their own, so a flood of distinct keys cannot grow memory
+//! without bound: only an idle Closed breaker makes room for a new key, and
+//! a key that finds none shares one overflow breaker with the others (so a
+//! flood can neither reset an open breaker nor get fresh Closed ones). Every
+//! breaker carries the layer's name, never the key (keys are often client
+//! ids or secrets); a [`KeyedHandle`] reads and controls one key's breaker.
 //!
 //! # What counts
 //!
@@ -195,11 +198,11 @@ mod probes;
 mod wait;
 mod window;
 
+pub(crate) use breaker::Settings;
 pub use future::ResponseFuture;
 pub use handle::{Event, Handle, Reason, Snapshot, State, ThresholdExceeded, Transition};
 pub use keyed::{KeyedBuilder, KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle};
 pub use layer::{CircuitBreakerBuilder, CircuitBreakerConfig, CircuitBreakerLayer};
-pub(crate) use breaker::Settings;
 pub(crate) use window::WindowKind;
 
 use std::fmt;
