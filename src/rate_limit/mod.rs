@@ -93,6 +93,18 @@
 //! [`Handle::state`] gives the figures the `RateLimit-Limit`,
 //! `RateLimit-Remaining` and `RateLimit-Reset` headers carry.
 //!
+//! # One limiter per key
+//!
+//! [`RateLimitBuilder::keyed`] builds a [`KeyedRateLimitLayer`]: one limiter
+//! per key taken from each request (a client address, an API key, a
+//! tenant), made on first use. At most `max_keys` keys have one in the
+//! table, so a flood of distinct keys cannot grow memory without bound:
+//! only a limiter as good as new makes room for a new key, and a key that
+//! finds none is limited through an overflow sketch that can only
+//! over-count (so a flood can neither reset a key's count nor lock new
+//! clients out). Errors and events name the layer, never the key (keys are
+//! often client ids or secrets); a [`KeyedHandle`] reads one key's state.
+//!
 //! # The clock
 //!
 //! Time comes from `tokio::time::Instant`, so tokio's paused clock drives a
