@@ -228,11 +228,18 @@ async fn a_quiet_window_refuses_nothing_until_it_holds_min_requests() {
     let handle = layer.handle();
     drive(&layer, 0, 19).await;
     let s = handle.snapshot();
-    assert_eq!((s.requests, s.probability, s.rejected), (19, 0.0, 0), "{s:?}");
+    assert_eq!(
+        (s.requests, s.probability, s.rejected),
+        (19, 0.0, 0),
+        "{s:?}"
+    );
     drive(&layer, 0, 1).await;
     let s = handle.snapshot();
     assert_eq!(s.requests, 20);
-    assert!(close(s.probability, 0.9), "capped at max_probability: {s:?}");
+    assert!(
+        close(s.probability, 0.9),
+        "capped at max_probability: {s:?}"
+    );
     // The formula alone, from the first call: one failure, then 1/2.
     let eager = builder().max_probability(0.9).build().unwrap();
     drive(&eager, 0, 1).await;
@@ -727,4 +734,51 @@ async fn after_a_long_outage_a_tenth_still_goes_and_traffic_comes_back() {
             None => assert!(seconds > 25, "uncapped: back after {seconds} s"),
         }
     }
+}
+
+/// An outage is the circuit breaker's to answer: when a breaker below
+/// refuses with `CircuitOpen`, the throttle forgets its window's failures.
+/// Without that, the failed probes of an outage longer than the window
+/// fill it, and once the upstream is back and the breaker closes, the
+/// throttle would go on refusing most calls for most of a window.
+#[tokio::test(start_paused = true)]
+async fn after_an_outage_the_breaker_answered_the_throttle_refuses_nothing() {
+    use palisade::circuit_breaker::{CircuitBreakerLayer, State};
+    let breaker = CircuitBreakerLayer::builder()
+        .open_for(secs(1))
+        .build()
+        .unwrap();
+    let health = breaker.handle();
+    let throttle = ThrottleLayer::builder().seed(9).build().unwrap();
+    let handle = throttle.handle();
+    let probe = Probe::new(Answer::Now);
+    let mut svc = throttle.layer(breaker.layer(probe.clone()));
+    // Ten calls a second: healthy for 10 s, down for 30 s.
+    for n in 0..100 {
+        send(&mut svc, n).await.unwrap();
+        advance(ms(100)).await;
+    }
+    probe.set_answer(Answer::Fail);
+    for n in 0..300 {
+        let _ = send(&mut svc, n).await;
+        advance(ms(100)).await;
+    }
+    assert_ne!(health.state(), State::Closed);
+    // Back: after the open period and the probes, every call is served.
+    probe.set_answer(Answer::Now);
+    advance(secs(1)).await;
+    let mut refused = 0;
+    for n in 0..50 {
+        let result = send(&mut svc, n).await;
+        refused += u64::from(is_throttled(&result));
+        assert!(result.is_ok() || is_throttled(&result), "{result:?}");
+        advance(ms(100)).await;
+    }
+    assert_eq!(health.state(), State::Closed);
+    assert_eq!(
+        refused,
+        0,
+        "throttled after recovery: {:?}",
+        handle.snapshot()
+    );
 }

@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 
 use super::throttler::Throttler;
 use crate::classify::{Classify, Outcome};
-use crate::error::{BoxError, NotReady, Throttled};
+use crate::error::{BoxError, ErrorKind, NotReady, Throttled};
 use crate::name::Name;
 
 pin_project! {
@@ -115,10 +115,20 @@ where
                 let Poll::Ready(result) = polled else {
                     return Poll::Pending;
                 };
-                if let Some(throttler) = recorder.throttler.take() {
-                    throttler.record(recorder.classifier.classify(&result));
+                let Some(throttler) = recorder.throttler.take() else {
+                    return Poll::Ready(result.map_err(Into::into));
+                };
+                let outcome = recorder.classifier.classify(&result);
+                let result = result.map_err(Into::into);
+                match &result {
+                    // An open circuit below: the upstream is down, and the
+                    // breaker answers that (see `forget_misses`).
+                    Err(e) if matches!(ErrorKind::of(e), ErrorKind::CircuitOpen(_)) => {
+                        throttler.forget_misses()
+                    }
+                    _ => throttler.record(outcome),
                 }
-                Poll::Ready(result.map_err(Into::into))
+                Poll::Ready(result)
             }
             KindProj::Rejected { error } => Poll::Ready(Err(error
                 .take()

@@ -89,7 +89,8 @@
 //! then grows as accepts come back: full traffic after 16 s in the same
 //! test, about a window and a half. A breaker alone is back within its
 //! open period; for an upstream that may be down for long, that is the
-//! faster tool.
+//! faster tool, and with a breaker below it the throttle leaves the outage
+//! to the breaker (see "What counts").
 //!
 //! The throttle assumes failures come from load: the calls it refuses are
 //! the ones the upstream had no room for. An upstream that fails a fixed
@@ -116,6 +117,13 @@
 //!   open circuit, a rate limit, a full bulkhead, another throttle): those
 //!   calls never reached the upstream.
 //! - A call refused here is a request without an accept.
+//! - An open circuit from a breaker below ([`CircuitOpen`]) makes the
+//!   throttle forget the failures in its window (not its accepts): the
+//!   breaker has judged the upstream down, and an outage is the breaker's
+//!   to answer. Otherwise the failed probes of an outage longer than the
+//!   window would fill it, and once the upstream is back and the breaker
+//!   closes, the throttle would go on refusing most calls for most of a
+//!   window (46 calls in 50 after a 30 s outage, in this crate's test).
 //! - A call whose response future is dropped before it finishes is not
 //!   counted (its outcome is not known); one whose future panics is a
 //!   request without an accept.
@@ -211,6 +219,7 @@
 //! [`Classify`]: crate::classify::Classify
 //! [`Throttled`]: crate::error::Throttled
 //! [`NotReady`]: crate::error::NotReady
+//! [`CircuitOpen`]: crate::error::CircuitOpen
 
 mod future;
 mod handle;

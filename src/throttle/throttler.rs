@@ -217,6 +217,21 @@ impl Throttler {
         }
     }
 
+    /// Forgets the window's misses (its accepts stay): a circuit breaker
+    /// below has judged the upstream down, and an outage is the breaker's
+    /// to answer. Without this, the failed probes of a long outage fill the
+    /// window, and after the breaker closes the throttle would go on
+    /// refusing most calls to a recovered upstream for most of a window. A
+    /// miss recorded while this runs may be kept or forgotten.
+    pub(crate) fn forget_misses(&self) {
+        let epoch = self.epoch(Instant::now());
+        let first = epoch.saturating_sub(self.buckets.len() as u64 - 1);
+        for e in first..=epoch {
+            let _ = self.bucket(e).misses.update(e, |_| Some(0));
+        }
+        self.last_miss.store(0, Ordering::Relaxed);
+    }
+
     /// Records a call refused here: a request without an accept, so that
     /// the share refused limits itself.
     pub(crate) fn record_rejection(&self) {
