@@ -622,6 +622,7 @@ async fn throttled_is_503_without_retry_after() {
     let throttle = ThrottleLayer::builder()
         .name("products")
         .seed(1)
+        .min_requests(0)
         .classifier(StatusClassifier::new())
         .build()
         .unwrap();
