@@ -24,11 +24,7 @@ fn secs(n: u64) -> Duration {
 #[tokio::test(start_paused = true)]
 async fn the_preset_keeps_the_tower_contract() {
     support::check_tower_contract(|probe| {
-        ClientLayer::builder()
-            .seed(1)
-            .build()
-            .unwrap()
-            .layer(probe)
+        ClientLayer::builder().seed(1).build().unwrap().layer(probe)
     })
     .await;
 }
@@ -59,7 +55,7 @@ fn one_name_names_every_layer() {
     assert_eq!(handles.retry.name(), "inventory");
 }
 
-/// The preset's retry budget is half a retry per request, the rest each
+/// The preset's retry budget is half a retry per request; the rest is each
 /// layer's own defaults.
 #[test]
 fn the_defaults_are_the_recommended_stack() {
@@ -70,7 +66,10 @@ fn the_defaults_are_the_recommended_stack() {
     );
     assert_eq!(config.circuit_breaker, CircuitBreakerConfig::default());
     assert_eq!(config.retry.max_attempts, 3);
-    assert_eq!((config.total_timeout, config.attempt_timeout), (secs(30), secs(10)));
+    assert_eq!(
+        (config.total_timeout, config.attempt_timeout),
+        (secs(30), secs(10))
+    );
     assert_eq!(config.bulkhead.max_concurrent, 100);
 }
 
@@ -91,7 +90,10 @@ async fn a_hung_dependency_costs_the_caller_at_most_the_total_timeout() {
     let started = Instant::now();
     let err: BoxError = client.oneshot(7).await.unwrap_err();
     let waited = started.elapsed();
-    assert!(matches!(ErrorKind::of(&err), ErrorKind::Elapsed(_)), "{err}");
+    assert!(
+        matches!(ErrorKind::of(&err), ErrorKind::Elapsed(_)),
+        "{err}"
+    );
     assert!(waited <= secs(1), "the caller waited {waited:?}");
     // The first attempt timed out at 300 ms and was retried at least once.
     assert!(probe.calls() >= 2, "{} attempts", probe.calls());
@@ -142,6 +144,52 @@ async fn a_dependency_that_is_down_is_refused_at_once_and_not_retried() {
     }
     assert_eq!(probe.calls(), calls, "nothing reached the dependency");
     assert_eq!(handles.retry.counts().retries, retries, "not retried");
+}
+
+/// With light traffic and the breaker's `consecutive_failures`, as the
+/// preset's docs advise, the breaker, not the throttle, answers a
+/// dependency that goes down: 15 failures in a row open it before failures
+/// outnumber the throttle's accepts, so callers get `CircuitOpen`, and the
+/// dependency is used again after the open period with no throttle left
+/// refusing (the throttle forgets its failures once the breaker refuses).
+#[tokio::test(start_paused = true)]
+async fn with_light_traffic_the_breaker_answers_an_outage_before_the_throttle() {
+    let probe = Probe::new(Answer::Now);
+    let mut breaker = CircuitBreakerConfig::default();
+    breaker.consecutive_failures = Some(15);
+    let layer = ClientLayer::builder()
+        .seed(5)
+        .circuit_breaker(breaker)
+        .build()
+        .unwrap();
+    let handles = layer.handles();
+    let client = layer.layer(probe.clone());
+    // A call a second: 25 accepts in the throttle's window.
+    for n in 0..25 {
+        client.clone().oneshot(n).await.unwrap();
+        tokio::time::sleep(ms(400)).await;
+    }
+    probe.set_answer(Answer::Fail);
+    let mut kinds = Vec::new();
+    for n in 0..30 {
+        let err = client.clone().oneshot(n).await.unwrap_err();
+        kinds.push(match ErrorKind::of(&err) {
+            ErrorKind::CircuitOpen(_) => "open",
+            ErrorKind::Throttled(_) => "throttled",
+            _ => "failed",
+        });
+        tokio::time::sleep(ms(10)).await;
+    }
+    assert!(!kinds.contains(&"throttled"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"open"), "{kinds:?}");
+    assert_eq!(handles.throttle.probability(), 0.0);
+    // Back after the open period: every call served.
+    probe.set_answer(Answer::Now);
+    tokio::time::sleep(ms(200)).await;
+    for n in 0..10 {
+        client.clone().oneshot(n).await.unwrap();
+    }
+    assert_eq!(handles.circuit_breaker.state(), State::Closed);
 }
 
 /// Settings that only make sense together are refused, naming the field.
@@ -210,7 +258,10 @@ fn settings_that_contradict_each_other_are_refused() {
         .circuit_breaker(breaker(|c| c.failure_rate = 2.0))
         .build()
         .unwrap_err();
-    assert_eq!((err.layer(), err.field()), ("circuit_breaker", "failure_rate"));
+    assert_eq!(
+        (err.layer(), err.field()),
+        ("circuit_breaker", "failure_rate")
+    );
 }
 
 /// The whole stack from one file, each layer's table its own `*Config`.

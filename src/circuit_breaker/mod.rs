@@ -198,11 +198,25 @@ mod probes;
 mod wait;
 mod window;
 
+// For the client preset's checks across layers, which need every client layer.
+#[cfg(all(
+    feature = "timeout",
+    feature = "retry",
+    feature = "throttle",
+    feature = "bulkhead"
+))]
 pub(crate) use breaker::Settings;
 pub use future::ResponseFuture;
 pub use handle::{Event, Handle, Reason, Snapshot, State, ThresholdExceeded, Transition};
 pub use keyed::{KeyedBuilder, KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle};
 pub use layer::{CircuitBreakerBuilder, CircuitBreakerConfig, CircuitBreakerLayer};
+// For the client preset's checks across layers, which need every client layer.
+#[cfg(all(
+    feature = "timeout",
+    feature = "retry",
+    feature = "throttle",
+    feature = "bulkhead"
+))]
 pub(crate) use window::WindowKind;
 
 use std::fmt;

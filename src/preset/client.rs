@@ -285,8 +285,8 @@ impl<C, R, D> ClientBuilder<C, R, D> {
             .replay(self.replay);
         let mut throttle =
             ThrottleBuilder::from_config(config.throttle).classifier(self.classifier.clone());
-        let mut breaker = CircuitBreakerBuilder::from_config(config.circuit_breaker)
-            .classifier(self.classifier);
+        let mut breaker =
+            CircuitBreakerBuilder::from_config(config.circuit_breaker).classifier(self.classifier);
         if let Some(seed) = self.seed {
             retry = retry.jitter_seed(seed);
             throttle = throttle.seed(seed);
@@ -326,10 +326,16 @@ impl<C, R, D> fmt::Debug for ClientBuilder<C, R, D> {
 
 /// The preset's name on every layer whose own settings do not name it.
 fn named(mut config: ClientConfig) -> ClientConfig {
-    let name = config.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_owned());
+    let name = config
+        .name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAME.to_owned());
     config.retry.name.get_or_insert_with(|| name.clone());
     config.throttle.name.get_or_insert_with(|| name.clone());
-    config.circuit_breaker.name.get_or_insert_with(|| name.clone());
+    config
+        .circuit_breaker
+        .name
+        .get_or_insert_with(|| name.clone());
     config.bulkhead.name.get_or_insert(name);
     config
 }
@@ -365,8 +371,10 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        let mut retry = RetryConfig::default();
-        retry.budget = RetryBudget::windowed(Duration::from_secs(10), 10, 0.5);
+        let retry = RetryConfig {
+            budget: RetryBudget::windowed(Duration::from_secs(10), 10, 0.5),
+            ..RetryConfig::default()
+        };
         ClientConfig {
             name: None,
             total_timeout: DEFAULT_TOTAL_TIMEOUT,
@@ -471,7 +479,11 @@ impl ClientConfig {
                 ),
             ));
         }
-        if let Some(n) = breaker.thresholds.consecutive_failures.filter(|n| *n <= attempts) {
+        if let Some(n) = breaker
+            .thresholds
+            .consecutive_failures
+            .filter(|n| *n <= attempts)
+        {
             return Err(invalid(
                 "circuit_breaker.consecutive_failures",
                 format!(
