@@ -12,15 +12,15 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use palisade::bulkhead::{BulkheadLayer, Handle as BulkheadHandle};
-use palisade::circuit_breaker::{CircuitBreakerBuilder, Event, Handle as BreakerHandle, State};
+use palisade::bulkhead::Handle as BulkheadHandle;
+use palisade::circuit_breaker::{Event, Handle as BreakerHandle, State};
 use palisade::deadline::Deadline;
 use palisade::http::{
     BodyDeadlineLayer, DeadlineBody, IdempotentReplay, InExtensions, StatusClassifier,
     WriteDeadlineLayer,
 };
-use palisade::retry::{Handle as RetryHandle, RetryBuilder};
-use palisade::timeout::TimeoutLayer;
+use palisade::preset::ClientBuilder;
+use palisade::retry::Handle as RetryHandle;
 use palisade::{BoxError, ConfigError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -178,48 +178,30 @@ impl Upstream {
         resilience: bool,
     ) -> Result<Self, ConfigError> {
         // A name from the file wins; else the upstream's own.
-        let mut retry = RetryBuilder::from_config(config.retry.clone());
-        if config.retry.name.is_none() {
-            retry = retry.name(name);
-        }
-        let retry = retry
-            .classifier(StatusClassifier::new())
-            .replay(IdempotentReplay::new())
-            .build()?;
-        let mut breaker = CircuitBreakerBuilder::from_config(config.circuit_breaker.clone());
-        if config.circuit_breaker.name.is_none() {
-            breaker = breaker.name(name);
+        let mut preset = ClientBuilder::from_config(config.client.clone());
+        if config.client.name.is_none() {
+            preset = preset.name(name);
         }
         let transitions = Transitions::default();
         let log = transitions.clone();
-        let breaker = breaker
+        // Retry and both timeouts work to the deadline a call carries (the
+        // caller's, passed on), and the next service is told the time left.
+        let layer = preset
             .classifier(StatusClassifier::new())
-            .on_event(move |event| {
+            .replay(IdempotentReplay::new())
+            .deadline_slot(InExtensions)
+            .on_breaker_event(move |event| {
                 if let Event::Transition(t) = event {
                     tracing::info!(upstream = name, from = %t.from, to = %t.to, reason = ?t.reason, "circuit breaker");
                     log.push(t.from, t.to);
                 }
             })
             .build()?;
-        let mut bulkhead = config.bulkhead.clone();
-        bulkhead.name.get_or_insert_with(|| name.to_owned());
-        let bulkhead = BulkheadLayer::from_config(bulkhead)?;
-        let mut timeout = config.timeout.clone();
-        timeout.name.get_or_insert_with(|| name.to_owned());
-        // Retry and the attempt timeout work to the deadline a call carries
-        // (the caller's, passed on), and the next service is told the time
-        // left.
-        let timeout = TimeoutLayer::from_config(timeout)?.deadline_slot(InExtensions);
-        let retry = retry.deadline_slot(InExtensions);
-        let (retry_handle, breaker_handle, bulkhead_handle) =
-            (retry.handle(), breaker.handle(), bulkhead.handle());
+        let handles = layer.handles();
         let stack = if resilience {
             BoxCloneSyncService::new(
                 ServiceBuilder::new()
-                    .layer(retry)
-                    .layer(breaker)
-                    .layer(timeout)
-                    .layer(bulkhead)
+                    .layer(layer)
                     .layer(BodyDeadlineLayer::new())
                     .layer(WriteDeadlineLayer::new())
                     .service(SharedClient::new(client)),
@@ -235,9 +217,9 @@ impl Upstream {
             name,
             base: base.trim_end_matches('/').to_owned(),
             stack,
-            breaker: breaker_handle,
-            bulkhead: bulkhead_handle,
-            retry: retry_handle,
+            breaker: handles.circuit_breaker,
+            bulkhead: handles.bulkhead,
+            retry: handles.retry,
             transitions,
         })
     }

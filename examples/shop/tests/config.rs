@@ -77,7 +77,7 @@ async fn write_settled(shop: &Shop, file: &File, text: &str) {
 
 #[tokio::test(start_paused = true)]
 async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_settings() {
-    let file = File::new("reload", "[upstreams.product.timeout]\ntimeout = \"5s\"\n");
+    let file = File::new("reload", "[upstreams.product]\nattempt_timeout = \"4s\"\n");
     let shop = shop_with(&file).await;
     let upstream = |name| shop.running.control.upstream(name).unwrap();
 
@@ -93,7 +93,7 @@ async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_se
     write_seen(
         &shop,
         &file,
-        "[upstreams.product.timeout]\ntimeout = \"1s\"\n\
+        "[upstreams.product]\nattempt_timeout = \"1s\"\n\
          [gateway.rate_limit]\nlimit = 50\n",
     )
     .await;
@@ -103,7 +103,7 @@ async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_se
     settle().await;
     let config = shop.running.control.config();
     assert_eq!(
-        config.upstreams["product"].timeout.timeout,
+        config.upstreams["product"].client.attempt_timeout,
         Duration::from_secs(1)
     );
     assert_eq!(config.rate_limit(), (50, Duration::from_secs(60)));
@@ -119,7 +119,7 @@ async fn a_changed_file_applies_to_new_calls_while_calls_in_flight_keep_their_se
         answer.body
     );
     assert_eq!(answer.headers["ratelimit-limit"], "50");
-    // The call in flight kept its 5 s and got its answer.
+    // The call in flight kept its 4 s and got its answer.
     assert_eq!(in_flight.await.unwrap().unwrap(), StatusCode::OK);
 
     // The product upstream was rebuilt (its new breaker is closed, which
@@ -162,7 +162,7 @@ async fn an_invalid_file_is_refused_naming_the_field_and_the_settings_in_force_s
     let shop = shop_with(&file).await;
     let before = shop.running.control.config();
     assert_eq!(
-        before.upstreams["payment"].circuit_breaker.open_for,
+        before.upstreams["payment"].client.circuit_breaker.open_for,
         Duration::from_secs(7)
     );
 
@@ -196,6 +196,7 @@ async fn an_invalid_file_is_refused_naming_the_field_and_the_settings_in_force_s
     .await;
     assert_eq!(
         shop.running.control.config().upstreams["payment"]
+            .client
             .circuit_breaker
             .open_for,
         Duration::from_secs(9)

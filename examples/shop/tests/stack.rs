@@ -46,8 +46,8 @@ async fn healthy_traffic_gets_answers_with_rate_limit_headers_and_a_request_id()
 async fn a_failing_product_service_opens_the_breaker_then_recovers() {
     let shop = Shop::start().await;
     shop.faults(shop.running.product, 1.0, 0).await;
-    // Each request makes up to 3 attempts; after 10 failed calls in the
-    // window the breaker opens and the gateway answers 503 at once.
+    // Each request makes up to 3 attempts; after 15 failed calls in a row
+    // the breaker opens and the gateway answers 503 at once.
     let mut statuses = Vec::new();
     for _ in 0..8 {
         statuses.push(shop.get("/api/products/1").await.status.as_u16());
