@@ -210,6 +210,8 @@
 //! # }
 //! ```
 
+mod body;
+mod buffer;
 mod classify;
 pub mod deadline;
 mod error_response;
@@ -218,6 +220,8 @@ mod headers;
 mod replay;
 mod retry_after;
 
+pub use body::{ReplayBody, ReplayableBody};
+pub use buffer::{BufferRequestBody, BufferRequestBodyFuture, BufferRequestBodyLayer};
 pub use classify::{StatusClassifier, default_outcome};
 pub use deadline::{
     BodyDeadline, BodyDeadlineLayer, DeadlineBody, GRPC_TIMEOUT, InExtensions, ReadDeadline,
@@ -233,5 +237,5 @@ pub use headers::RateLimitHeaders;
 pub use headers::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET};
 #[cfg(feature = "retry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
-pub use replay::{CheapBodies, IDEMPOTENCY_KEY, IdempotentReplay, is_idempotent};
+pub use replay::{IDEMPOTENCY_KEY, IdempotentReplay, ReplayBodies, is_idempotent};
 pub use retry_after::{parse_retry_after, retry_after};
