@@ -9,8 +9,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,7 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use palisade::circuit_breaker::{CircuitBreakerLayer, Handle as BreakerHandle, State};
 use palisade::http::{
-    ErrorResponseLayer, IdempotentReplay, RateLimitHeaders, StatusClassifier, bad_gateway_response,
+    BufferRequestBodyLayer, ErrorResponseLayer, IdempotentReplay, RateLimitHeaders, ReplayableBody,
+    StatusClassifier, bad_gateway_response,
 };
 use palisade::rate_limit::RateLimitLayer;
 use palisade::retry::{Backoff, Jitter, RetryLayer};
@@ -406,4 +407,171 @@ async fn a_refused_connection_is_a_502_by_default() {
     let err = http_client().request(get(closed, "/")).await.unwrap_err();
     let response = palisade::http::default_error_response(&BoxError::from(err));
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+}
+
+// ------------------------------------------------ buffering request bodies
+
+/// A request body sent in `chunks`, its length unsaid: hyper sends it
+/// chunked, and the server cannot know its size before reading it.
+struct Chunked(std::collections::VecDeque<Bytes>);
+
+impl Chunked {
+    fn new(chunk: &'static [u8], count: usize) -> Self {
+        Chunked((0..count).map(|_| Bytes::from_static(chunk)).collect())
+    }
+}
+
+impl http_body::Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+/// A server that buffers request bodies up to `max_bytes` in front of a
+/// retry, in front of an app that answers 503 to the next attempt while
+/// `fail_next` is set (clearing it), 200 otherwise, and records what it
+/// read of each attempt's body (its bytes, or the error that ended it).
+struct BufferingServer {
+    addr: SocketAddr,
+    buffer: BufferRequestBodyLayer,
+    fail_next: Arc<AtomicBool>,
+    attempts: Arc<Mutex<Vec<Result<Bytes, String>>>>,
+}
+
+async fn buffering_server(max_bytes: usize) -> BufferingServer {
+    let fail_next = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let (failing, seen) = (fail_next.clone(), attempts.clone());
+    let app = service_fn(move |request: Request<ReplayableBody<Incoming>>| {
+        let fail = failing.swap(false, Ordering::SeqCst);
+        let seen = seen.clone();
+        async move {
+            let read = match request.into_body().collect().await {
+                Ok(body) => Ok(body.to_bytes()),
+                Err(error) => Err(error.to_string()),
+            };
+            seen.lock().unwrap().push(read);
+            let mut response = Response::new(Full::new(Bytes::from("done")));
+            if fail {
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let buffer = BufferRequestBodyLayer::new(max_bytes).unwrap();
+    let service = ServiceBuilder::new()
+        .layer(buffer.clone())
+        .layer(retry())
+        .service(app);
+    BufferingServer {
+        addr: serve(service).await,
+        buffer,
+        fail_next,
+        attempts,
+    }
+}
+
+fn put<B>(addr: SocketAddr, body: B) -> Request<B> {
+    Request::put(format!("http://{addr}/cart/1"))
+        .body(body)
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_incoming_body_is_buffered_so_the_retry_sends_the_same_bytes() {
+    let server = buffering_server(1024).await;
+    let json = Bytes::from_static(br#"{"product":7,"quantity":3}"#);
+
+    // With a content-length.
+    server.fail_next.store(true, Ordering::SeqCst);
+    let response = http_client()
+        .request(put(server.addr, Full::new(json.clone())))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "retried after the 503");
+    assert_eq!(
+        *server.attempts.lock().unwrap(),
+        [Ok(json.clone()), Ok(json)]
+    );
+
+    // Chunked, its length unknown until read.
+    server.attempts.lock().unwrap().clear();
+    server.fail_next.store(true, Ordering::SeqCst);
+    let chunked = Client::builder(TokioExecutor::new()).build_http::<Chunked>();
+    let response = chunked
+        .request(put(server.addr, Chunked::new(b"0123456789", 3)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let sent = Bytes::from_static(b"012345678901234567890123456789");
+    assert_eq!(
+        *server.attempts.lock().unwrap(),
+        [Ok(sent.clone()), Ok(sent)]
+    );
+    assert_eq!(server.buffer.passed_unbuffered(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_incoming_body_over_the_limit_is_sent_once_whole_and_counted() {
+    let server = buffering_server(16).await;
+
+    // Its content-length says it is too big: passed on before any is read.
+    server.fail_next.store(true, Ordering::SeqCst);
+    let big = Bytes::from(vec![b'x'; 100]);
+    let response = http_client()
+        .request(put(server.addr, Full::new(big.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not retried"
+    );
+    assert_eq!(*server.attempts.lock().unwrap(), [Ok(big)]);
+    assert_eq!(server.buffer.passed_unbuffered(), 1);
+
+    // Chunked: found too big while read; what was read goes first, then
+    // the rest of the stream.
+    server.attempts.lock().unwrap().clear();
+    server.fail_next.store(true, Ordering::SeqCst);
+    let chunked = Client::builder(TokioExecutor::new()).build_http::<Chunked>();
+    let response = chunked
+        .request(put(server.addr, Chunked::new(b"abcdefghij", 10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not retried"
+    );
+    let sent = Bytes::from("abcdefghij".repeat(10));
+    assert_eq!(*server.attempts.lock().unwrap(), [Ok(sent)]);
+    assert_eq!(server.buffer.passed_unbuffered(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_incoming_body_cut_off_midway_reaches_the_service_as_its_error() {
+    let server = buffering_server(1024).await;
+    // A client that promises 100 bytes, sends 10 and stops sending.
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"PUT /cart/1 HTTP/1.1\r\nhost: shop\r\ncontent-length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    // Whatever the server answers, it closes the connection after it.
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+
+    let attempts = server.attempts.lock().unwrap();
+    assert_eq!(attempts.len(), 1, "sent once, not retried: {attempts:?}");
+    let error = attempts[0].as_ref().unwrap_err();
+    assert!(error.contains("body"), "hyper's own error: {error}");
+    assert_eq!(server.buffer.passed_unbuffered(), 1);
 }

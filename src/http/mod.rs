@@ -1,6 +1,6 @@
 //! HTTP for palisade's layers: a status classifier, `Retry-After`, which
-//! requests a retry may send again, rejections as responses, and rate-limit
-//! headers.
+//! requests a retry may send again (and a layer that buffers request bodies
+//! so that they can be), rejections as responses, and rate-limit headers.
 //!
 //! Built on the `http` and `http-body` crates only, so it serves any tower
 //! HTTP stack: hyper and hyper-util, axum, tonic, reqwest middleware.
@@ -78,9 +78,49 @@
 //!
 //! [`IdempotentReplay`] lets retry send again only what RFC 9110 calls
 //! idempotent (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), plus a
-//! `POST` or `PATCH` that carries an `Idempotency-Key`, and only when the
-//! body is in memory (`Full<Bytes>`, `Empty<Bytes>`, `String`, or a type you
-//! say how to copy). A streaming body is sent once and never retried.
+//! `POST` or `PATCH` that carries an `Idempotency-Key`.
+//!
+//! Retry needs a body it can send twice, and the body's type says whether
+//! it can: [`ReplayBody`] is implemented for bodies in memory
+//! (`Full<Bytes>`, `Empty<Bytes>`, `String`, `Bytes`, [`ReplayableBody`]),
+//! and a retry with [`IdempotentReplay`] over any other body type does not
+//! compile. A streaming body (hyper's `Incoming`, axum's `Body`, a boxed
+//! body: what a server or a proxy has) needs [`BufferRequestBodyLayer`]
+//! outside the retry: it reads each body up to a size into memory, and a
+//! bigger one passes on streaming, is sent once, never retried, and
+//! counted. A proxy's stack is then buffer → retry → breaker → client:
+//!
+//! ```no_run
+//! use http::{Request, Response};
+//! use hyper::body::Incoming;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use palisade::circuit_breaker::CircuitBreakerLayer;
+//! use palisade::http::{BufferRequestBodyLayer, IdempotentReplay, ReplayableBody, StatusClassifier};
+//! use palisade::retry::RetryLayer;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # async fn run(request: Request<Incoming>) -> Result<(), palisade::BoxError> {
+//! let http = Client::builder(TokioExecutor::new()).build_http::<ReplayableBody<Incoming>>();
+//! let buffer = BufferRequestBodyLayer::new(64 * 1024)?; // bodies up to 64 KiB can be retried
+//! let upstream = ServiceBuilder::new()
+//!     .layer(buffer.clone())
+//!     .layer(
+//!         RetryLayer::builder()
+//!             .classifier(StatusClassifier::new())
+//!             .replay(IdempotentReplay::new())
+//!             .build()?,
+//!     )
+//!     .layer(CircuitBreakerLayer::builder().classifier(StatusClassifier::new()).build()?)
+//!     .service(http);
+//!
+//! // A request the proxy received, its body streaming, forwarded as it is.
+//! let response: Response<Incoming> = upstream.clone().oneshot(request).await?;
+//! // Bodies sent once because they were too big: a limit too low shows here.
+//! println!("{} passed unbuffered", buffer.passed_unbuffered());
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Rejections as responses
 //!
@@ -210,6 +250,8 @@
 //! # }
 //! ```
 
+mod body;
+mod buffer;
 mod classify;
 pub mod deadline;
 mod error_response;
@@ -218,6 +260,8 @@ mod headers;
 mod replay;
 mod retry_after;
 
+pub use body::{ReplayBody, ReplayableBody};
+pub use buffer::{BufferRequestBody, BufferRequestBodyFuture, BufferRequestBodyLayer};
 pub use classify::{StatusClassifier, default_outcome};
 pub use deadline::{
     BodyDeadline, BodyDeadlineLayer, DeadlineBody, GRPC_TIMEOUT, InExtensions, ReadDeadline,
@@ -233,5 +277,5 @@ pub use headers::RateLimitHeaders;
 pub use headers::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET};
 #[cfg(feature = "retry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
-pub use replay::{CheapBodies, IDEMPOTENCY_KEY, IdempotentReplay, is_idempotent};
+pub use replay::{IDEMPOTENCY_KEY, IdempotentReplay, ReplayBodies, is_idempotent};
 pub use retry_after::{parse_retry_after, retry_after};

@@ -1,12 +1,9 @@
 //! [`IdempotentReplay`]: which HTTP requests a retry may send again, and
 //! how it copies them.
 
-use std::any::Any;
-
-use bytes::Bytes;
 use http::{HeaderName, Method, Request};
-use http_body_util::{Empty, Full};
 
+use super::ReplayBody;
 use crate::retry::Replay;
 
 /// The `Idempotency-Key` request header, which makes a `POST` or `PATCH`
@@ -35,19 +32,27 @@ pub fn is_idempotent<B>(request: &Request<B>) -> bool {
 }
 
 /// The [`Replay`] for HTTP: retries a request only if it
-/// [`is_idempotent`] and its body is cheap to copy.
+/// [`is_idempotent`] and its body can be sent twice.
 ///
-/// A body is cheap to copy when it is already in memory. By default these
-/// body types are copied: [`Full<Bytes>`](http_body_util::Full),
-/// [`Empty<Bytes>`](http_body_util::Empty) and `String`. Any other body
-/// type (hyper's `Incoming`, a boxed or streaming body) is sent once and
-/// never retried: its bytes are gone once sent. For a body type of your own,
-/// say how to copy it with [`copy_body_with`](Self::copy_body_with).
+/// Retry needs a body it can send twice. Which bodies can is said by their
+/// type: this replay copies requests whose body implements [`ReplayBody`]
+/// ([`Full<Bytes>`](http_body_util::Full),
+/// [`Empty<Bytes>`](http_body_util::Empty), `String`, `Bytes`,
+/// [`ReplayableBody`](super::ReplayableBody)), and a retry layer with it
+/// over any other body type does not compile. A streaming body (hyper's
+/// `Incoming`, axum's `Body`, a boxed body) is gone once sent: put a
+/// [`BufferRequestBodyLayer`](super::BufferRequestBodyLayer) outside the
+/// retry, which reads bodies up to a size into memory; a bigger body then
+/// passes on as a streaming `ReplayableBody`, which this replay declines at
+/// run time: it is sent once and never retried.
+///
+/// For a body type of your own, implement [`ReplayBody`]. For one from
+/// another crate, which you cannot implement it for,
+/// [`copy_body_with`](Self::copy_body_with) takes a function instead.
 ///
 /// The copy keeps the method, URI, version, headers and extensions.
 ///
 /// ```
-/// use std::time::Duration;
 /// use palisade::http::{IdempotentReplay, StatusClassifier};
 /// use palisade::retry::RetryLayer;
 ///
@@ -58,28 +63,83 @@ pub fn is_idempotent<B>(request: &Request<B>) -> bool {
 /// # let _ = retry;
 /// # Ok::<(), palisade::ConfigError>(())
 /// ```
+///
+/// A stack whose requests stream does not compile (the error says that
+/// `IdempotentReplay` cannot copy such a request, and what to do):
+///
+/// ```compile_fail,E0277
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::combinators::BoxBody;
+/// use palisade::http::{IdempotentReplay, StatusClassifier};
+/// use palisade::retry::RetryLayer;
+/// use tower::util::BoxCloneService;
+/// use tower::{ServiceBuilder, service_fn};
+///
+/// type Streaming = BoxBody<Bytes, std::convert::Infallible>;
+///
+/// let upstream = service_fn(|_: Request<Streaming>| async {
+///     Ok::<_, palisade::BoxError>(Response::new(String::new()))
+/// });
+/// let retry = RetryLayer::builder()
+///     .classifier(StatusClassifier::new())
+///     .replay(IdempotentReplay::new())
+///     .build()?;
+/// let client: BoxCloneService<Request<Streaming>, _, _> =
+///     BoxCloneService::new(ServiceBuilder::new().layer(retry).service(upstream));
+/// # Ok::<(), palisade::BoxError>(())
+/// ```
+///
+/// With the bodies buffered first, it does:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::combinators::BoxBody;
+/// use palisade::http::{BufferRequestBodyLayer, IdempotentReplay, ReplayableBody, StatusClassifier};
+/// use palisade::retry::RetryLayer;
+/// use tower::util::BoxCloneService;
+/// use tower::{ServiceBuilder, service_fn};
+///
+/// type Streaming = BoxBody<Bytes, std::convert::Infallible>;
+///
+/// let upstream = service_fn(|_: Request<ReplayableBody<Streaming>>| async {
+///     Ok::<_, palisade::BoxError>(Response::new(String::new()))
+/// });
+/// let retry = RetryLayer::builder()
+///     .classifier(StatusClassifier::new())
+///     .replay(IdempotentReplay::new())
+///     .build()?;
+/// let buffer = BufferRequestBodyLayer::new(64 * 1024)?;
+/// let client: BoxCloneService<Request<Streaming>, _, _> = BoxCloneService::new(
+///     ServiceBuilder::new().layer(buffer).layer(retry).service(upstream),
+/// );
+/// # Ok::<(), palisade::BoxError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
-pub struct IdempotentReplay<C = CheapBodies> {
+pub struct IdempotentReplay<C = ReplayBodies> {
     copy_body: C,
 }
 
-/// The body types [`IdempotentReplay`] copies by default: `Full<Bytes>`,
-/// `Empty<Bytes>` and `String`.
+/// How [`IdempotentReplay`] copies bodies by default: through their
+/// [`ReplayBody`] implementation.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CheapBodies;
+pub struct ReplayBodies;
 
 impl IdempotentReplay {
-    /// Retries idempotent requests whose body is one of [`CheapBodies`].
+    /// Retries idempotent requests whose body implements [`ReplayBody`].
     pub fn new() -> Self {
         IdempotentReplay {
-            copy_body: CheapBodies,
+            copy_body: ReplayBodies,
         }
     }
 }
 
 impl<C> IdempotentReplay<C> {
-    /// Copies bodies with `copy_body` instead: `None` means the body cannot
-    /// be sent twice, and the request is not retried.
+    /// Copies bodies with `copy_body` instead of through [`ReplayBody`]:
+    /// for a body type from another crate, which you cannot implement the
+    /// trait for. `None` means the body cannot be sent twice, and the
+    /// request is not retried.
     pub fn copy_body_with<B, F>(self, copy_body: F) -> IdempotentReplay<F>
     where
         F: Fn(&B) -> Option<B>,
@@ -88,12 +148,12 @@ impl<C> IdempotentReplay<C> {
     }
 }
 
-impl<B: 'static> Replay<Request<B>> for IdempotentReplay<CheapBodies> {
+impl<B: ReplayBody> Replay<Request<B>> for IdempotentReplay<ReplayBodies> {
     fn replay(&self, request: &Request<B>) -> Option<Request<B>> {
         if !is_idempotent(request) {
             return None;
         }
-        Some(copy_request(request, copy_cheap_body(request.body())?))
+        Some(copy_request(request, request.body().replay_body()?))
     }
 }
 
@@ -118,28 +178,4 @@ fn copy_request<B>(request: &Request<B>, body: B) -> Request<B> {
     *copy.headers_mut() = request.headers().clone();
     *copy.extensions_mut() = request.extensions().clone();
     copy
-}
-
-/// A copy of `body` when its type is one of [`CheapBodies`]. The type is
-/// told at run time, so a stack whose body type streams still compiles and
-/// simply never retries.
-fn copy_cheap_body<B: 'static>(body: &B) -> Option<B> {
-    let body: &dyn Any = body;
-    if let Some(full) = body.downcast_ref::<Full<Bytes>>() {
-        cast(full.clone())
-    } else if body.is::<Empty<Bytes>>() {
-        cast(Empty::<Bytes>::new())
-    } else if let Some(text) = body.downcast_ref::<String>() {
-        cast(text.clone())
-    } else {
-        None
-    }
-}
-
-/// `value` as a `B`, when it is one; without boxing it.
-fn cast<T: 'static, B: 'static>(value: T) -> Option<B> {
-    let mut slot = Some(value);
-    (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<B>>()?
-        .take()
 }

@@ -6,6 +6,14 @@
 /// Asked once when the call is made (on the original request) and once more
 /// before each retry but the last. Implemented for [`CloneRequest`],
 /// [`CloneIf`] and every `Fn(&Req) -> Option<Req>`.
+// Over HTTP the usual cause is a request body that streams; the compiler
+// stops at this trait and would not show `ReplayBody`'s own note.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot copy a `{Req}` for a retry",
+    note = "`CloneRequest` (the default) and `retry_if` copy requests that are `Clone`",
+    note = "over HTTP, `IdempotentReplay` copies only requests whose body can be sent twice (`palisade::http::ReplayBody`: `Full<Bytes>`, `Empty<Bytes>`, `String`, `Bytes`, `ReplayableBody`)",
+    note = "a streaming body (hyper's `Incoming`, axum's `Body`, a boxed body) can be retried once buffered: put `palisade::http::BufferRequestBodyLayer` outside the retry"
+)]
 pub trait Replay<Req> {
     /// A copy of `request` to send again, or `None` if it must not be.
     fn replay(&self, request: &Req) -> Option<Req>;
