@@ -446,7 +446,7 @@ impl Breaker {
     }
 
     /// Opens a Closed or HalfOpen period at once, for `lasting`: a failure
-    /// carried a retry-after (scenario CB-T7). False if the period has
+    /// carried a retry-after. False if the period has
     /// already left.
     pub(crate) fn open_carried(self: &Arc<Self>, period: &Period, lasting: Duration) -> bool {
         self.transition(
@@ -466,7 +466,7 @@ impl Breaker {
     }
 
     /// A manual transition. A move to the current state is silent and keeps
-    /// the period (scenario CB-M4), except a reset, and an open with an
+    /// the period, except a reset, and an open with an
     /// explicit duration, which always start afresh.
     pub(crate) fn transition_to(self: &Arc<Self>, target: Target, reason: Reason) -> bool {
         self.transition(From::Current, target, reason)

@@ -73,7 +73,7 @@ impl<C> Drop for Recorder<C> {
 
 impl<C> Recorder<C> {
     /// Records a finished call: a failure that carries a retry-after may
-    /// open the breaker for that long (scenario CB-T7); any other outcome
+    /// open the breaker for that long; any other outcome
     /// goes to the ticket's period.
     #[inline]
     fn finish<T, E>(&self, ticket: Ticket, result: &Result<T, E>)

@@ -326,7 +326,7 @@ impl Handle {
             .transition_to(Target::Open(None), Reason::Manual)
     }
 
-    /// Opens the breaker for `duration` (scenario CB-O2); after it, probes go
+    /// Opens the breaker for `duration`; after it, probes go
     /// as usual. This always starts a fresh open period, even from Open.
     pub fn open_for(&self, duration: Duration) -> bool {
         self.breaker

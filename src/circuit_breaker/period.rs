@@ -259,7 +259,7 @@ impl Period {
     }
 
     /// Whether a call that began at `started` and ended at `now` was slow
-    /// (strictly longer than the threshold, scenario CB-T4).
+    /// (strictly longer than the threshold).
     #[inline]
     fn is_slow(&self, started: Option<Instant>, now: Option<Instant>) -> bool {
         match (started, now, self.thresholds.slow) {
@@ -347,7 +347,7 @@ impl Period {
                 }
             }
             State::MetricsOnly => {
-                // Each threshold is reported once per period (scenario CB-M3).
+                // Each threshold is reported once per period.
                 if crossed.0 & !self.exceeded.load(Ordering::Relaxed) == 0 {
                     return;
                 }
@@ -457,7 +457,7 @@ impl Ticket {
     }
 
     /// Counts the failure and opens the ticket's period at once for
-    /// `lasting` (scenario CB-T7). A period that has already left changes
+    /// `lasting`. A period that has already left changes
     /// nothing.
     pub(crate) fn finish_opening(self, lasting: Duration, started: Option<Instant>) {
         let period = match self {
@@ -492,7 +492,7 @@ impl Ticket {
             Ticket::Window(period) => period.record(outcome, started),
             Ticket::Probe(mut slot) => {
                 if outcome == Outcome::Ignored {
-                    return; // dropping the slot gives it back (scenario CB-H4)
+                    return; // dropping the slot gives it back
                 }
                 if let Some(period) = slot.period.take() {
                     period.record_probe(outcome == Outcome::Failure, started);

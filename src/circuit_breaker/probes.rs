@@ -5,7 +5,7 @@
 //! lets one probe too many through. A probe that reports an outcome keeps its
 //! slot (the period judges exactly `limit` outcomes); a probe that is dropped
 //! unfinished, or whose outcome is ignored, gives its slot back so another
-//! caller can take its place (scenario CB-H4).
+//! caller can take its place.
 //!
 //! The tally packs three counters into one word, so each report is one
 //! `fetch_add` that returns the tally before and after it: the report that
