@@ -10,8 +10,8 @@ use std::time::Duration;
 use palisade::BoxError;
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::CircuitBreakerLayer;
-use palisade::retry::{Backoff, Jitter, RetryBudget, RetryLayer};
-use palisade::throttle::ThrottleLayer;
+use palisade::preset::ClientLayer;
+use palisade::retry::{Backoff, Jitter, RetryLayer};
 use palisade::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
 use tower::ServiceExt;
@@ -110,27 +110,19 @@ fn palisade_defaults(upstream: Upstream, settings: &StackSettings) -> Result<Sta
     Ok(BoxCloneService::new(stack.map_err(BoxError::from)))
 }
 
-/// The stack the crate docs recommend ("Which tool for which failure"):
-/// palisade's defaults, but a retry budget of half a retry per request
-/// (`RetryBudget::windowed`), with client-side throttling between retry and
-/// the breaker to keep those retries from feeding an overload.
+/// The stack the crate docs recommend, as its preset
+/// (`palisade::preset::ClientLayer`): a total timeout, retry with a budget
+/// of half a retry per request, client-side throttling, the breaker, the
+/// attempt timeout and a bulkhead. The total timeout is the callers' default deadline, 1 s.
 fn palisade_recommended(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
-    let retry = RetryLayer::builder()
-        .budget(RetryBudget::windowed(Duration::from_secs(10), 10, 0.5))
-        .jitter_seed(settings.seed)
+    let preset = ClientLayer::builder()
+        .total_timeout(Duration::from_secs(1))
+        .attempt_timeout(ATTEMPT_TIMEOUT)
+        .max_concurrent(BULKHEAD)
+        .seed(settings.seed)
         .build()?;
-    let stack = ServiceBuilder::new()
-        .layer(retry)
-        .layer(ThrottleLayer::builder().seed(settings.seed).build()?)
-        .layer(
-            CircuitBreakerLayer::builder()
-                .jitter_seed(settings.seed)
-                .build()?,
-        )
-        .layer(TimeoutLayer::new(ATTEMPT_TIMEOUT)?)
-        .layer(BulkheadLayer::new(BULKHEAD)?)
-        .service(upstream);
-    Ok(BoxCloneService::new(stack.map_err(BoxError::from)))
+    let stack = ServiceBuilder::new().layer(preset).service(upstream);
+    Ok(BoxCloneService::new(stack))
 }
 
 /// palisade with the settings the other stacks share (backoff from 10 ms,
