@@ -17,12 +17,7 @@ pub(crate) mod option {
     use super::*;
 
     #[cfg_attr(
-        not(any(
-            feature = "timeout",
-            feature = "circuit-breaker",
-            feature = "retry",
-            feature = "throttle"
-        )),
+        not(any(feature = "timeout", feature = "circuit-breaker", feature = "retry")),
         allow(dead_code)
     )]
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(

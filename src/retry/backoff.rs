@@ -208,7 +208,17 @@ impl Backoff {
         grown.map_or(self.max, |d| d.min(self.max))
     }
 
-    /// The shortest delay jitter can draw before retry `retry`.
+    /// The shortest delay jitter can draw before retry `retry`: the client
+    /// preset's check that its attempts fit in its total timeout.
+    #[cfg_attr(
+        not(all(
+            feature = "timeout",
+            feature = "throttle",
+            feature = "circuit-breaker",
+            feature = "bulkhead"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn shortest(&self, retry: u32) -> Duration {
         let d = self.scheduled(retry);
         match self.jitter {
