@@ -575,3 +575,94 @@ async fn an_incoming_body_cut_off_midway_reaches_the_service_as_its_error() {
     assert!(error.contains("body"), "hyper's own error: {error}");
     assert_eq!(server.buffer.passed_unbuffered(), 1);
 }
+
+/// The server preset in front of a real hyper server, each refusal an HTTP
+/// answer: past its in-flight limit a 503 at once (`bulkhead_full`), past
+/// its rate limit a 429 with `Retry-After` (`rate_limited`), and a caller
+/// whose deadline has already passed a 504 (`timeout`) before any work;
+/// the app's own answers carry `RateLimit-*` headers. Nothing here waits on a timer, so it runs on the real clock
+/// and never sleeps.
+#[tokio::test]
+async fn the_server_preset_sheds_limits_and_answers_as_http() {
+    use palisade::preset::ServerLayer;
+    use palisade::rate_limit::RateLimitConfig;
+    use tokio::sync::Semaphore;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let (counted, held) = (calls.clone(), gate.clone());
+    let app = service_fn(move |request: Request<Incoming>| {
+        let (counted, held) = (counted.clone(), held.clone());
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if request.uri().path() == "/slow" {
+                held.acquire().await.unwrap().forget();
+            }
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+        }
+    });
+    let preset = ServerLayer::builder()
+        .name("api")
+        .max_concurrent(2)
+        .rate_limit(RateLimitConfig::new(5, Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let addr = serve(ServiceBuilder::new().layer(preset).service(app)).await;
+    let client = http_client();
+
+    // Two slow requests hold both slots; a third is shed at once.
+    let slow: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(client.request(get(addr, "/slow"))))
+        .collect();
+    while calls.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    let (parts, body) = body_json(client.request(get(addr, "/")).await.unwrap()).await;
+    assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "bulkhead_full");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the shed request did no work"
+    );
+    gate.add_permits(2);
+    for answer in slow {
+        let response = answer.await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["ratelimit-limit"], "5");
+    }
+
+    // Five a minute: two left, then a 429 that says when.
+    let mut statuses = Vec::new();
+    loop {
+        let response = client.request(get(addr, "/")).await.unwrap();
+        statuses.push(response.status());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let (parts, body) = body_json(response).await;
+            assert_eq!(body["error"], "rate_limited");
+            assert!(parts.headers.contains_key("retry-after"));
+            break;
+        }
+        assert!(statuses.len() <= 5, "{statuses:?}");
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+
+    // A caller whose deadline has passed: refused before the limiter and
+    // before any work.
+    let before = calls.load(Ordering::SeqCst);
+    let mut expired = get(addr, "/");
+    expired
+        .headers_mut()
+        .insert("grpc-timeout", "0S".parse().unwrap());
+    let (parts, body) = body_json(client.request(expired).await.unwrap()).await;
+    assert_eq!(parts.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body["error"], "timeout");
+    assert_eq!(calls.load(Ordering::SeqCst), before);
+}

@@ -305,3 +305,35 @@ fn the_preset_reads_from_a_file() {
     assert_eq!(layer.handles().bulkhead.max_concurrent(), 8);
     assert!(toml::from_str::<ClientConfig>("attempt = \"1s\"").is_err());
 }
+
+/// The server preset drops work nobody waits for: a request runs at most
+/// its timeout, or the caller's deadline (`grpc-timeout`) if sooner, and
+/// the answer is a 504.
+#[cfg(all(feature = "http", feature = "rate-limit"))]
+#[tokio::test(start_paused = true)]
+async fn the_server_preset_cuts_work_at_the_timeout_or_the_callers_deadline() {
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::Full;
+    use palisade::preset::ServerLayer;
+    use tower::{ServiceBuilder, service_fn};
+
+    let slow = service_fn(|_: Request<Full<Bytes>>| async {
+        tokio::time::sleep(secs(60)).await;
+        Ok::<_, BoxError>(Response::new(Full::new(Bytes::from("late"))))
+    });
+    let server = ServerLayer::builder().timeout(secs(2)).build().unwrap();
+    let app = ServiceBuilder::new().layer(server).service(slow);
+    for (deadline, waited) in [(None, secs(2)), (Some("500m"), ms(500))] {
+        let mut request = Request::new(Full::default());
+        if let Some(deadline) = deadline {
+            request
+                .headers_mut()
+                .insert("grpc-timeout", deadline.parse().unwrap());
+        }
+        let started = Instant::now();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(started.elapsed(), waited, "{deadline:?}");
+    }
+}

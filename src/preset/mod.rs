@@ -1,6 +1,7 @@
 //! The common stacks in one call: [`ClientLayer`], every layer a client of a
 //! dependency needs, in the order that works, with one name and one
-//! configuration.
+//! configuration; and, with the `http` and `rate-limit` features,
+//! `ServerLayer`, the same for an HTTP server (see [Servers](#servers)).
 //!
 //! A client stack has six layers, outermost first:
 //!
@@ -109,7 +110,63 @@
 //! [bulkhead]
 //! max_concurrent = 64
 //! ```
+//!
+//! # Servers
+//!
+//! `ServerLayer` (features `http` and `rate-limit`) puts in front of an
+//! HTTP server, outermost first:
+//!
+//! 1. **error responses**: every refusal below becomes an answer (429 with
+//!    `Retry-After`, 503, 504, as JSON) instead of a failed connection;
+//! 2. the **caller's deadline** (`grpc-timeout`), capped at the timeout; a
+//!    request that arrives with no time left is refused with a 504 before
+//!    any work;
+//! 3. an optional **rate limit** for the whole server, with `RateLimit-*`
+//!    headers on every answer: the cheapest refusal, first;
+//! 4. **load shedding**: a fail-fast bulkhead, so that past
+//!    `max_concurrent` requests in flight the rest are refused at once
+//!    rather than queued behind them;
+//! 5. a **timeout**, or the caller's deadline if sooner: work nobody waits
+//!    for is dropped.
+//!
+//! ```
+//! # #[cfg(all(feature = "http", feature = "rate-limit"))]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), palisade::BoxError> {
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use palisade::preset::ServerLayer;
+//! use palisade::rate_limit::RateLimitConfig;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! let app = service_fn(|_: Request<Full<Bytes>>| async {
+//!     Ok::<_, palisade::BoxError>(Response::new(Full::new(Bytes::from("hello"))))
+//! });
+//! let server = ServerLayer::builder()
+//!     .name("api")
+//!     .timeout(Duration::from_secs(10))
+//!     .max_concurrent(256)
+//!     .rate_limit(RateLimitConfig::new(1_000, Duration::from_secs(1)))
+//!     .build()?;
+//! let app = ServiceBuilder::new().layer(server).service(app);
+//! let response = app.oneshot(Request::new(Full::default())).await?;
+//! assert_eq!(response.headers()["ratelimit-limit"], "1000");
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "http", feature = "rate-limit")))]
+//! # fn main() {}
+//! ```
 
 mod client;
+#[cfg(all(feature = "http", feature = "rate-limit"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "http", feature = "rate-limit"))))]
+mod server;
 
 pub use client::{Client, ClientBuilder, ClientConfig, ClientHandles, ClientLayer};
+#[cfg(all(feature = "http", feature = "rate-limit"))]
+pub use server::{
+    Server, ServerBuilder, ServerConfig, ServerHandles, ServerLayer, ServerRateLimit,
+    ServerRateLimitFuture,
+};
