@@ -13,6 +13,7 @@
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
 //! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest | `rate-limit` |
 //! | [`throttle`] | refuse locally, at random, the share of calls an overloaded upstream is refusing anyway (the SRE book's client-side throttling) | `throttle` |
+//! | [`preset`] | the recommended stacks as one layer each: a client's (total timeout, retry, throttle, breaker, attempt timeout, bulkhead) and an HTTP server's, one name and one configuration checked across layers | the client layers' (the server's also `http`, `rate-limit`) |
 //! | `chaos` | inject failures, latency and outages on purpose, to test the rest | `chaos` |
 //! | `http` | HTTP status classifier, `Retry-After`, idempotent retries, rejections as 429/503/504 responses, `RateLimit-*` headers, deadlines across hops (`grpc-timeout`) | `http` |
 //!
@@ -74,7 +75,7 @@
 //!
 //! A client cannot tell a brown-out from an overload: both are a rising
 //! share of failures. Hence the recommended stack, the one in the example
-//! above: a retry budget of half a retry per request
+//! above, and as one layer [`preset::ClientLayer`]: a retry budget of half a retry per request
 //! ([`RetryBudget::windowed`](retry::RetryBudget::windowed)), which keeps
 //! retrying through a brown-out, and below it the
 //! [throttle], which holds what reaches the service to about
