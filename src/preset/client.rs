@@ -398,8 +398,8 @@ impl ClientConfig {
                 return Err(invalid(field, "must be more than zero"));
             }
         }
-        RetryBuilder::from_config(self.retry.clone()).build()?;
-        ThrottleBuilder::from_config(self.throttle.clone()).build()?;
+        self.retry.check()?;
+        self.throttle.settings()?;
         let breaker = self.circuit_breaker.settings()?;
         BulkheadBuilder::from_config(self.bulkhead.clone()).build()?;
         self.check_timeouts()?;

@@ -417,7 +417,7 @@ impl Default for RetryConfig {
 
 impl RetryConfig {
     /// Every setting, checked; `Err` names the first bad field.
-    fn check(&self) -> Result<(), ConfigError> {
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
         if self.max_attempts == 0 {
             return Err(ConfigError::new(
                 LAYER,

@@ -323,7 +323,7 @@ impl Default for ThrottleConfig {
 
 impl ThrottleConfig {
     /// Every setting, checked; `Err` names the first bad field.
-    fn settings(&self) -> Result<Settings, ConfigError> {
+    pub(crate) fn settings(&self) -> Result<Settings, ConfigError> {
         // Written so that NaN fails too.
         if !(self.k.is_finite() && self.k >= 1.0) {
             return Err(invalid(
