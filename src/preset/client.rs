@@ -16,6 +16,7 @@ use crate::classify::DefaultClassifier;
 use crate::deadline::NoDeadline;
 use crate::error::ConfigError;
 use crate::retry::{self, CloneRequest, Retry, RetryBudget, RetryBuilder, RetryConfig, RetryLayer};
+use crate::rng::splitmix64;
 use crate::throttle::{self, Throttle, ThrottleBuilder, ThrottleConfig, ThrottleLayer};
 use crate::timeout::{Timeout, TimeoutLayer};
 
@@ -288,9 +289,11 @@ impl<C, R, D> ClientBuilder<C, R, D> {
         let mut breaker =
             CircuitBreakerBuilder::from_config(config.circuit_breaker).classifier(self.classifier);
         if let Some(seed) = self.seed {
-            retry = retry.jitter_seed(seed);
-            throttle = throttle.seed(seed);
-            breaker = breaker.jitter_seed(seed);
+            // A stream of its own for each layer: with one seed, their
+            // generators would draw the same numbers.
+            retry = retry.jitter_seed(splitmix64(seed ^ 1));
+            throttle = throttle.seed(splitmix64(seed ^ 2));
+            breaker = breaker.jitter_seed(splitmix64(seed ^ 3));
         }
         if let Some(listener) = self.listener {
             breaker = breaker.on_event(move |event| listener(event));

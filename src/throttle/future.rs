@@ -119,16 +119,23 @@ where
                     return Poll::Ready(result.map_err(Into::into));
                 };
                 let outcome = recorder.classifier.classify(&result);
-                let result = result.map_err(Into::into);
-                match &result {
-                    // An open circuit below: the upstream is down, and the
-                    // breaker answers that (see `forget_misses`).
-                    Err(e) if matches!(ErrorKind::of(e), ErrorKind::CircuitOpen(_)) => {
-                        throttler.forget_misses()
+                match result {
+                    Ok(response) => {
+                        throttler.record(outcome);
+                        Poll::Ready(Ok(response))
                     }
-                    _ => throttler.record(outcome),
+                    Err(err) => {
+                        let err = err.into();
+                        // An open circuit below: the upstream is down, and
+                        // the breaker answers that (see `forget_misses`).
+                        if matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)) {
+                            throttler.forget_misses();
+                        } else {
+                            throttler.record(outcome);
+                        }
+                        Poll::Ready(Err(err))
+                    }
                 }
-                Poll::Ready(result)
             }
             KindProj::Rejected { error } => Poll::Ready(Err(error
                 .take()
