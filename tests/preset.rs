@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use palisade::circuit_breaker::{CircuitBreakerConfig, State};
 use palisade::preset::{ClientConfig, ClientLayer};
-use palisade::retry::{Backoff, RetryBudget};
+use palisade::retry::Backoff;
 use palisade::{BoxError, ErrorKind};
 use support::{Answer, Probe};
 use tokio::time::Instant;
@@ -55,15 +55,15 @@ fn one_name_names_every_layer() {
     assert_eq!(handles.retry.name(), "inventory");
 }
 
-/// The preset's retry budget is half a retry per request; the rest is each
-/// layer's own defaults.
+/// The preset's retry budget is half a retry per request (a budget left
+/// unset); the rest is each layer's own defaults.
 #[test]
 fn the_defaults_are_the_recommended_stack() {
     let config = ClientConfig::default();
-    assert_eq!(
-        config.retry.budget,
-        RetryBudget::windowed(secs(10), 10, 0.5)
-    );
+    assert_eq!(config.retry.budget, None);
+    assert!(uses_windowed_budget(
+        ClientLayer::from_config(config.clone()).unwrap()
+    ));
     assert_eq!(config.circuit_breaker, CircuitBreakerConfig::default());
     assert_eq!(config.retry.max_attempts, 3);
     assert_eq!(
@@ -71,6 +71,11 @@ fn the_defaults_are_the_recommended_stack() {
         (secs(30), secs(10))
     );
     assert_eq!(config.bulkhead.max_concurrent, 100);
+}
+
+/// Whether a built preset's retry runs the windowed budget.
+fn uses_windowed_budget<C, R, D>(layer: ClientLayer<C, R, D>) -> bool {
+    format!("{layer:?}").contains("budget: Windowed")
 }
 
 /// A dependency that hangs: each attempt is cut at the attempt timeout (a
@@ -294,15 +299,23 @@ fn the_preset_reads_from_a_file() {
     let mut breaker = CircuitBreakerConfig::default();
     breaker.open_for = secs(1);
     let built = built.circuit_breaker(breaker);
-    // A table is the layer's whole config: what it leaves out takes that
-    // layer's own defaults, so this one has the retry layer's token budget,
-    // not the preset's windowed one.
+    // A table is the layer's config: what it leaves out takes the layer's
+    // defaults, and a retry table that names no budget keeps the preset's.
     let mut retry = palisade::retry::RetryConfig::default();
     retry.max_attempts = 2;
     let built = built.retry(retry);
     assert_eq!(built.config(), &config);
     let layer = ClientLayer::from_config(config).unwrap();
     assert_eq!(layer.handles().bulkhead.max_concurrent(), 8);
+    assert!(uses_windowed_budget(layer));
+    // One that names a budget gets it.
+    let tokens: ClientConfig = toml::from_str(
+        "[retry]\nbudget = { kind = \"tokens\", max_tokens = 10, token_ratio = 0.1 }",
+    )
+    .unwrap();
+    assert!(!uses_windowed_budget(
+        ClientLayer::from_config(tokens).unwrap()
+    ));
     assert!(toml::from_str::<ClientConfig>("attempt = \"1s\"").is_err());
 }
 

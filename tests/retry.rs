@@ -653,7 +653,7 @@ async fn configuration_loads_from_json_and_takes_effect() {
     )
     .unwrap();
     // The ratio not given is the default budget's.
-    assert_eq!(config.budget, RetryBudget::tokens(4, 0.5));
+    assert_eq!(config.budget, Some(RetryBudget::tokens(4, 0.5)));
     let layer = RetryLayer::from_config(config).unwrap();
     assert_eq!(layer.handle().name(), "orders");
     let script = Script::new(&[Reply::Fail("x")]);
@@ -670,7 +670,7 @@ async fn configuration_loads_from_json_and_takes_effect() {
     .unwrap();
     assert_eq!(
         windowed.budget,
-        RetryBudget::windowed(Duration::from_secs(5), 10, 0.2)
+        Some(RetryBudget::windowed(Duration::from_secs(5), 10, 0.2))
     );
     assert_eq!(
         windowed.backoff,

@@ -279,8 +279,9 @@ impl<C, R, D> ClientBuilder<C, R, D> {
         C: Clone,
         D: Clone,
     {
-        let config = named(self.config);
+        let mut config = named(self.config);
         config.check()?;
+        config.retry.budget.get_or_insert_with(preset_budget);
         let mut retry = RetryBuilder::from_config(config.retry)
             .classifier(self.classifier.clone())
             .replay(self.replay);
@@ -327,6 +328,13 @@ impl<C, R, D> fmt::Debug for ClientBuilder<C, R, D> {
     }
 }
 
+/// The preset's retry budget, where its settings name none: half a retry
+/// per request, generous because the throttle below retry refuses what an
+/// overloaded upstream would.
+fn preset_budget() -> RetryBudget {
+    RetryBudget::windowed(Duration::from_secs(10), 10, 0.5)
+}
+
 /// The preset's name on every layer whose own settings do not name it.
 fn named(mut config: ClientConfig) -> ClientConfig {
     let name = config
@@ -361,8 +369,8 @@ pub struct ClientConfig {
     /// See [`ClientBuilder::attempt_timeout`].
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration"))]
     pub attempt_timeout: Duration,
-    /// The retry layer's settings: its defaults, but a windowed budget of
-    /// half a retry per request.
+    /// The retry layer's settings: its defaults, but a `budget` left unset
+    /// (`None`) is the preset's windowed budget of half a retry per request.
     pub retry: RetryConfig,
     /// The throttle's settings: its defaults.
     pub throttle: ThrottleConfig,
@@ -374,15 +382,11 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        let retry = RetryConfig {
-            budget: RetryBudget::windowed(Duration::from_secs(10), 10, 0.5),
-            ..RetryConfig::default()
-        };
         ClientConfig {
             name: None,
             total_timeout: DEFAULT_TOTAL_TIMEOUT,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
-            retry,
+            retry: RetryConfig::default(),
             throttle: ThrottleConfig::default(),
             circuit_breaker: CircuitBreakerConfig::default(),
             bulkhead: BulkheadConfig::new(DEFAULT_MAX_CONCURRENT),

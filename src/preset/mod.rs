@@ -88,12 +88,9 @@
 //! # From a file
 //!
 //! With the `serde` feature, [`ClientConfig`] reads from a file, each
-//! layer's table being that layer's own `*Config`. A table left out keeps
-//! the preset's settings for that layer; a table given is that layer's
-//! whole configuration, and what it leaves out takes the layer's own
-//! defaults. So a `[retry]` table that does not name a `budget` gets the
-//! retry layer's token budget, not the preset's windowed one: name it, as
-//! below, to keep half a retry per request.
+//! layer's table being that layer's own `*Config`: what a table leaves out
+//! takes that layer's defaults, which are the preset's too, and a `[retry]`
+//! table that names no `budget` keeps the preset's windowed one.
 //!
 //! ```text
 //! name = "inventory"

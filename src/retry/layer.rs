@@ -219,7 +219,7 @@ impl<C, R> RetryBuilder<C, R> {
 
     /// The retry budget (default [`RetryBudget::tokens(100, 0.5)`](RetryBudget::tokens)).
     pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.config.budget = budget;
+        self.config.budget = Some(budget);
         self
     }
 
@@ -312,7 +312,7 @@ impl<C, R> RetryBuilder<C, R> {
                 backoff: config.backoff,
                 deadline: config.deadline,
                 retry_rate_limited: config.retry_rate_limited,
-                budget: Budget::new(config.budget),
+                budget: Budget::new(config.budget.unwrap_or_default()),
                 counters: Counters::default(),
                 listener: self.listener,
                 seed,
@@ -393,8 +393,10 @@ pub struct RetryConfig {
     pub max_attempts: u32,
     /// See [`RetryBuilder::backoff`].
     pub backoff: Backoff,
-    /// See [`RetryBuilder::budget`].
-    pub budget: RetryBudget,
+    /// See [`RetryBuilder::budget`]; `None`: the default,
+    /// [`RetryBudget::tokens(100, 0.5)`](RetryBudget::tokens). (The client
+    /// preset reads `None` as its own default, a windowed budget.)
+    pub budget: Option<RetryBudget>,
     /// See [`RetryBuilder::deadline`].
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::option"))]
     pub deadline: Option<Duration>,
@@ -408,7 +410,7 @@ impl Default for RetryConfig {
             name: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff: default_backoff(),
-            budget: RetryBudget::default(),
+            budget: None,
             deadline: None,
             retry_rate_limited: true,
         }
@@ -427,7 +429,9 @@ impl RetryConfig {
         }
         let invalid = |(field, rule): (&'static str, String)| ConfigError::new(LAYER, field, rule);
         self.backoff.check().map_err(invalid)?;
-        self.budget.check().map_err(invalid)?;
+        if let Some(budget) = &self.budget {
+            budget.check().map_err(invalid)?;
+        }
         if self.deadline.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new(
                 LAYER,

@@ -71,12 +71,12 @@ window = "60s"
 total_timeout = "10s"
 attempt_timeout = "2s"
 
-# Half a retry per request: generous, because the throttle below retry
-# refuses locally what an overloaded service would refuse.
+# No budget named: the preset's, half a retry per request (generous,
+# because the throttle below retry refuses locally what an overloaded
+# service would refuse).
 [upstream.retry]
 max_attempts = 3
 backoff = { kind = "exponential", base = "50ms", max = "1s", jitter = "full" }
-budget = { kind = "windowed", ttl = "10s", min_per_sec = 10, ratio = 0.5 }
 
 # Open for an upstream that is down, not for one that fails now and then:
 # at 50 % over 20 calls, 30 % random errors opened it by chance and clients
@@ -441,10 +441,7 @@ mod tests {
         assert_eq!(client.attempt_timeout, Duration::from_secs(2));
         assert_eq!(client.total_timeout, Duration::from_secs(10));
         assert_eq!(client.retry.max_attempts, 3);
-        assert_eq!(
-            client.retry.budget,
-            palisade::retry::RetryBudget::windowed(Duration::from_secs(10), 10, 0.5)
-        );
+        assert_eq!(client.retry.budget, None, "the preset's");
         assert_eq!(client.circuit_breaker.count_window, Some(100));
         assert_eq!(client.circuit_breaker.minimum_calls, Some(20));
         assert_eq!(client.circuit_breaker.failure_rate, 0.9);
