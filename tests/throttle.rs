@@ -736,15 +736,19 @@ async fn after_a_long_outage_a_tenth_still_goes_and_traffic_comes_back() {
     }
 }
 
-/// An outage is the circuit breaker's to answer: when a breaker below
-/// refuses with `CircuitOpen`, the throttle forgets its window's failures.
-/// Without that, the failed probes of an outage longer than the window
-/// fill it, and once the upstream is back and the breaker closes, the
-/// throttle would go on refusing most calls for most of a window.
+/// An outage is the circuit breaker's to answer: once a breaker below
+/// refuses with `CircuitOpen`, the throttle counts neither failures (the
+/// breaker's failed probes) nor its own refusals until the next accept.
+/// Without that, the probes of an outage longer than the window fill it,
+/// and once the upstream is back and the breaker closes, the throttle
+/// would go on refusing most calls for most of a window. The breaker opens
+/// on 15 failures in a row, as advised for traffic this light (ten calls a
+/// second), so that it acts before the throttle.
 #[tokio::test(start_paused = true)]
 async fn after_an_outage_the_breaker_answered_the_throttle_refuses_nothing() {
     use palisade::circuit_breaker::{CircuitBreakerLayer, State};
     let breaker = CircuitBreakerLayer::builder()
+        .consecutive_failures(15)
         .open_for(secs(1))
         .build()
         .unwrap();
@@ -781,4 +785,57 @@ async fn after_an_outage_the_breaker_answered_the_throttle_refuses_nothing() {
         "throttled after recovery: {:?}",
         handle.snapshot()
     );
+}
+
+/// A breaker below that opens for a moment during an overload does not
+/// wipe what the throttle has learnt: its window keeps its counts; only
+/// the failures (and its own refusals) after the open circuit, until the
+/// next accept, go uncounted. (Forgetting the window on every open circuit
+/// let an overload whose refusals open the breaker now and then keep the
+/// throttle from ever acting: 20.3 % served in the wind tunnel's costly
+/// overload, in real time, against 36.8 % with this rule.)
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_below_pauses_the_count_and_keeps_the_window() {
+    use palisade::circuit_breaker::CircuitBreakerLayer;
+
+    let throttle = builder().build().unwrap();
+    let handle = throttle.handle();
+    drive(&throttle, 2, 8).await;
+    assert!(handle.probability() > 0.0);
+
+    // Through a breaker forced open: the first call the throttle lets by
+    // comes back `CircuitOpen`.
+    let breaker = CircuitBreakerLayer::builder().build().unwrap();
+    assert!(breaker.handle().force_open());
+    let mut open = throttle.layer(breaker.layer(Probe::new(Answer::Fail)));
+    loop {
+        let result = send(&mut open, 0).await;
+        if !is_throttled(&result) {
+            let err = result.unwrap_err();
+            assert!(matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)));
+            break;
+        }
+    }
+    let paused = handle.snapshot();
+    assert!(paused.probability > 0.0, "the window is kept: {paused:?}");
+
+    // Failures and refusals now go uncounted.
+    let probe = Probe::new(Answer::Fail);
+    let mut failing = throttle.layer(probe.clone());
+    for n in 0..20 {
+        assert!(send(&mut failing, n).await.is_err());
+    }
+    assert_eq!(handle.snapshot().requests, paused.requests, "not counted");
+
+    // The next accept ends the pause, and failures count again.
+    probe.set_answer(Answer::Now);
+    while send(&mut failing, 0).await.is_err() {}
+    probe.set_answer(Answer::Fail);
+    let accepted = handle.snapshot();
+    for n in 0..20 {
+        let _ = send(&mut failing, n).await;
+    }
+    let after = handle.snapshot();
+    assert!(after.requests > accepted.requests, "{after:?}");
+    assert_eq!(after.accepts, accepted.accepts);
 }

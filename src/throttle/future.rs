@@ -127,9 +127,9 @@ where
                     Err(err) => {
                         let err = err.into();
                         // An open circuit below: the upstream is down, and
-                        // the breaker answers that (see `forget_misses`).
+                        // the breaker answers that (see `breaker_opened`).
                         if matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)) {
-                            throttler.forget_misses();
+                            throttler.breaker_opened();
                         } else {
                             throttler.record(outcome);
                         }

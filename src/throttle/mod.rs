@@ -117,13 +117,18 @@
 //!   open circuit, a rate limit, a full bulkhead, another throttle): those
 //!   calls never reached the upstream.
 //! - A call refused here is a request without an accept.
-//! - An open circuit from a breaker below ([`CircuitOpen`]) makes the
-//!   throttle forget the failures in its window (not its accepts): the
-//!   breaker has judged the upstream down, and an outage is the breaker's
-//!   to answer. Otherwise the failed probes of an outage longer than the
-//!   window would fill it, and once the upstream is back and the breaker
-//!   closes, the throttle would go on refusing most calls for most of a
-//!   window (46 calls in 50 after a 30 s outage, in this crate's test).
+//! - An open circuit from a breaker below ([`CircuitOpen`]) pauses the
+//!   count: until the next accept, failures (the breaker's failed probes)
+//!   and the throttle's own refusals are not counted. The breaker has
+//!   judged the upstream down, and an outage is the breaker's to answer;
+//!   otherwise the probes of an outage longer than the window would fill
+//!   it, and once the upstream is back and the breaker closes, the
+//!   throttle would go on refusing most calls for most of a window (45
+//!   calls in 50 after a 30 s outage, in this crate's test). What the
+//!   window already holds stays, so an overload that opens the breaker now
+//!   and then is still throttled: forgetting the window instead left the
+//!   wind tunnel's costly overload at 20.3 % served, in real time, against
+//!   36.8 % with the pause.
 //! - A call whose response future is dropped before it finishes is not
 //!   counted (its outcome is not known); one whose future panics is a
 //!   request without an accept.

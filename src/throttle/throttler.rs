@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::classify::Outcome;
 use crate::name::Name;
 use crate::rng::SharedRng;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::tagged::{TaggedCount, Unchanged};
 
 /// One bucket of the window: its epoch's accepts and misses.
@@ -79,6 +79,10 @@ pub(crate) struct Throttler {
     latest: AtomicU64,
     /// Calls refused here since the layer was built.
     rejected: AtomicU64,
+    /// Set when a breaker below refused (the upstream is down, which is
+    /// the breaker's to answer), cleared by the next accept: failures in
+    /// between are not counted.
+    breaker_open: AtomicBool,
     rng: SharedRng,
 }
 
@@ -94,6 +98,7 @@ impl Throttler {
             last_miss: AtomicU64::new(0),
             latest: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            breaker_open: AtomicBool::new(false),
             rng: SharedRng::new(seed),
         }
     }
@@ -211,32 +216,38 @@ impl Throttler {
     #[inline]
     pub(crate) fn record(&self, outcome: Outcome) {
         match outcome {
-            Outcome::Success => self.record_at(self.epoch(Instant::now()), true),
+            Outcome::Success => {
+                // Loaded first, so that the healthy path does not write it.
+                if self.breaker_open.load(Ordering::Relaxed) {
+                    self.breaker_open.store(false, Ordering::Relaxed);
+                }
+                self.record_at(self.epoch(Instant::now()), true)
+            }
+            Outcome::Failure if self.breaker_open.load(Ordering::Relaxed) => {}
             Outcome::Failure => self.record_at(self.epoch(Instant::now()), false),
             Outcome::Ignored => {}
         }
     }
 
-    /// Forgets the window's misses (its accepts stay): a circuit breaker
-    /// below has judged the upstream down, and an outage is the breaker's
-    /// to answer. Without this, the failed probes of a long outage fill the
-    /// window, and after the breaker closes the throttle would go on
-    /// refusing most calls to a recovered upstream for most of a window. A
-    /// miss recorded while this runs may be kept or forgotten.
-    pub(crate) fn forget_misses(&self) {
-        let epoch = self.epoch(Instant::now());
-        let first = epoch.saturating_sub(self.buckets.len() as u64 - 1);
-        for e in first..=epoch {
-            let _ = self.bucket(e).misses.update(e, |_| Some(0));
-        }
-        self.last_miss.store(0, Ordering::Relaxed);
+    /// A circuit breaker below refused a call: the upstream is down, and an
+    /// outage is the breaker's to answer. Until the next accept, failures
+    /// (the breaker's failed probes) and this throttle's own refusals are
+    /// not counted, so that after a long outage the window does not hold
+    /// them and the throttle does not go on refusing a recovered upstream
+    /// once the breaker closes. What the window already holds stays: an
+    /// overload that opened the breaker for a moment is still seen when it
+    /// closes.
+    pub(crate) fn breaker_opened(&self) {
+        self.breaker_open.store(true, Ordering::Relaxed);
     }
 
     /// Records a call refused here: a request without an accept, so that
     /// the share refused limits itself.
     pub(crate) fn record_rejection(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        self.record_at(self.epoch(Instant::now()), false);
+        if !self.breaker_open.load(Ordering::Relaxed) {
+            self.record_at(self.epoch(Instant::now()), false);
+        }
     }
 
     /// Records an accept, or a miss, in `epoch`.
