@@ -118,9 +118,10 @@
 //!   calls never reached the upstream.
 //! - A call refused here is a request without an accept.
 //! - An open circuit from a breaker below ([`CircuitOpen`]) pauses the
-//!   count: until the next accept, failures (the breaker's failed probes)
-//!   and the throttle's own refusals are not counted. The breaker has
-//!   judged the upstream down, and an outage is the breaker's to answer;
+//!   throttle: until the next accept it refuses nothing (every call goes
+//!   to the breaker, which answers it) and counts no failures (the
+//!   breaker's failed probes). The breaker has judged the upstream down,
+//!   and an outage is the breaker's to answer;
 //!   otherwise the probes of an outage longer than the window would fill
 //!   it, and once the upstream is back and the breaker closes, the
 //!   throttle would go on refusing most calls for most of a window (45

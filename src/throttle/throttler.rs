@@ -152,6 +152,10 @@ impl Throttler {
             // K ≥ 1 the formula is at most 0.
             return Decision::Admit;
         }
+        if self.breaker_open.load(Ordering::Relaxed) {
+            // A breaker below is answering: the call goes to it.
+            return Decision::Admit;
+        }
         self.decide_at(self.epoch(Instant::now()), || self.rng.unit())
     }
 
@@ -230,13 +234,13 @@ impl Throttler {
     }
 
     /// A circuit breaker below refused a call: the upstream is down, and an
-    /// outage is the breaker's to answer. Until the next accept, failures
-    /// (the breaker's failed probes) and this throttle's own refusals are
-    /// not counted, so that after a long outage the window does not hold
-    /// them and the throttle does not go on refusing a recovered upstream
-    /// once the breaker closes. What the window already holds stays: an
-    /// overload that opened the breaker for a moment is still seen when it
-    /// closes.
+    /// outage is the breaker's to answer. Until the next accept, this
+    /// throttle refuses nothing (the breaker does) and counts no failures
+    /// (the breaker's failed probes), so that after a long outage the
+    /// window does not hold them and the throttle does not go on refusing
+    /// a recovered upstream once the breaker closes. What the window
+    /// already holds stays: an overload that opened the breaker for a
+    /// moment is still seen when it closes.
     pub(crate) fn breaker_opened(&self) {
         self.breaker_open.store(true, Ordering::Relaxed);
     }
