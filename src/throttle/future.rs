@@ -98,6 +98,21 @@ impl<F, C> ResponseFuture<F, C> {
     }
 }
 
+/// Records a failed call's outcome, and passes its error on. Out of line,
+/// so that the success path stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn record_error(throttler: &Throttler, outcome: Outcome, err: BoxError) -> BoxError {
+    // An open circuit below: the upstream is down, and the breaker answers
+    // that (see `breaker_opened`).
+    if matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)) {
+        throttler.breaker_opened();
+    } else {
+        throttler.record(outcome);
+    }
+    err
+}
+
 impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
@@ -106,6 +121,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Admitted { inner, recorder } => {
@@ -124,17 +140,7 @@ where
                         throttler.record(outcome);
                         Poll::Ready(Ok(response))
                     }
-                    Err(err) => {
-                        let err = err.into();
-                        // An open circuit below: the upstream is down, and
-                        // the breaker answers that (see `breaker_opened`).
-                        if matches!(ErrorKind::of(&err), ErrorKind::CircuitOpen(_)) {
-                            throttler.breaker_opened();
-                        } else {
-                            throttler.record(outcome);
-                        }
-                        Poll::Ready(Err(err))
-                    }
+                    Err(err) => Poll::Ready(Err(record_error(&throttler, outcome, err.into()))),
                 }
             }
             KindProj::Rejected { error } => Poll::Ready(Err(error

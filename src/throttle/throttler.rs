@@ -219,17 +219,23 @@ impl Throttler {
     /// nothing (it never reached the upstream, or says nothing of it).
     #[inline]
     pub(crate) fn record(&self, outcome: Outcome) {
-        match outcome {
-            Outcome::Success => {
-                // Loaded first, so that the healthy path does not write it.
-                if self.breaker_open.load(Ordering::Relaxed) {
-                    self.breaker_open.store(false, Ordering::Relaxed);
-                }
-                self.record_at(self.epoch(Instant::now()), true)
+        if outcome == Outcome::Success {
+            // Loaded first, so that the healthy path does not write it.
+            if self.breaker_open.load(Ordering::Relaxed) {
+                self.breaker_open.store(false, Ordering::Relaxed);
             }
-            Outcome::Failure if self.breaker_open.load(Ordering::Relaxed) => {}
-            Outcome::Failure => self.record_at(self.epoch(Instant::now()), false),
-            Outcome::Ignored => {}
+            self.record_at(self.epoch(Instant::now()), true)
+        } else {
+            self.record_miss(outcome)
+        }
+    }
+
+    /// A failure is a miss, unless a breaker below is answering; an ignored
+    /// call is nothing.
+    #[inline(never)]
+    fn record_miss(&self, outcome: Outcome) {
+        if outcome == Outcome::Failure && !self.breaker_open.load(Ordering::Relaxed) {
+            self.record_at(self.epoch(Instant::now()), false)
         }
     }
 
