@@ -350,3 +350,103 @@ async fn the_server_preset_cuts_work_at_the_timeout_or_the_callers_deadline() {
         assert_eq!(started.elapsed(), waited, "{deadline:?}");
     }
 }
+
+/// Scenario PS-2 (variant: palisade's layers share the preset's one name and
+/// tell themselves apart by their kind, which every error and `ConfigError`
+/// carries): over HTTP, a GET that fails twice then succeeds is retried and
+/// each of its three attempts reaches the breaker; a POST whose attempt
+/// timed out, with no response to read anything from, is not retried: the
+/// replay rule decides on the request, before it is sent.
+#[cfg(feature = "http")]
+#[tokio::test(start_paused = true)]
+async fn the_preset_retries_a_get_but_never_a_post_whose_attempt_timed_out() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http::{Method, Request, Response, StatusCode};
+    use http_body_util::Full;
+    use palisade::http::{IdempotentReplay, StatusClassifier};
+    use tower::service_fn;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let upstream = service_fn(move |request: Request<Full<Bytes>>| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if request.method() == Method::POST {
+                // Hangs: the attempt timeout ends it, with no response.
+                tokio::time::sleep(secs(3600)).await;
+            }
+            let mut response = Response::new(Full::new(Bytes::from("ok")));
+            if n < 2 {
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            Ok::<_, BoxError>(response)
+        }
+    });
+    let layer = ClientLayer::builder()
+        .name("catalog")
+        .total_timeout(secs(10))
+        .attempt_timeout(secs(1))
+        .classifier(StatusClassifier::new())
+        .replay(IdempotentReplay::new())
+        .build()
+        .unwrap();
+    let handles = layer.handles();
+    let client = layer.layer(upstream);
+
+    let get = Request::get("/items/1").body(Full::default()).unwrap();
+    let response = client.clone().oneshot(get).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(handles.circuit_breaker.snapshot().calls, 3, "every attempt");
+    assert_eq!(handles.retry.counts().retries, 2);
+
+    let post = Request::post("/orders").body(Full::default()).unwrap();
+    let err = client.clone().oneshot(post).await.unwrap_err();
+    assert!(
+        matches!(ErrorKind::of(&err), ErrorKind::Elapsed(_)),
+        "{err}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "the POST went once");
+    assert_eq!(handles.retry.counts().retries, 2, "and was not retried");
+}
+
+/// Scenario PS-3 (variant: the first half; palisade has no client of its
+/// own with a default timeout underneath): a request that keeps retrying
+/// runs until the preset's total timeout of 150 s, and nothing below it
+/// cuts it sooner with another error.
+#[tokio::test(start_paused = true)]
+async fn nothing_below_the_preset_cuts_a_request_before_its_total_timeout() {
+    let probe = Probe::new(Answer::After(secs(3600)));
+    let mut retry = ClientConfig::default().retry;
+    retry.max_attempts = 150;
+    retry.backoff = Backoff::constant(ms(500)).jitter(palisade::retry::Jitter::Full);
+    retry.budget = Some(palisade::retry::RetryBudget::unlimited());
+    let mut breaker = CircuitBreakerConfig::default();
+    breaker.failure_rate = 1.0;
+    breaker.minimum_calls = Some(200);
+    breaker.count_window = Some(1_000);
+    let layer = ClientLayer::builder()
+        .total_timeout(secs(150))
+        .attempt_timeout(secs(1))
+        .retry(retry)
+        .circuit_breaker(breaker)
+        .throttle({
+            let mut throttle = palisade::throttle::ThrottleConfig::default();
+            throttle.min_requests = u64::MAX;
+            throttle
+        })
+        .build()
+        .unwrap();
+    let client = layer.layer(probe.clone());
+    let started = Instant::now();
+    let err = client.oneshot(1).await.unwrap_err();
+    assert_eq!(started.elapsed(), secs(150));
+    match ErrorKind::of(&err) {
+        ErrorKind::Elapsed(elapsed) => assert_eq!(elapsed.timeout(), secs(150), "{err}"),
+        _ => panic!("{err}"),
+    }
+    assert!(probe.calls() > 100, "{} attempts", probe.calls());
+}
