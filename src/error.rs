@@ -562,12 +562,18 @@ impl<'a> ErrorKind<'a> {
 ///
 /// Names the layer, the field and the rule, for example
 /// ``invalid bulkhead configuration: `max_concurrent` must be at least 1, got 0``.
+/// Where a builder checks several rules across layers (the
+/// [presets](crate::preset)), it reports every rule broken, not only the
+/// first: [`violations`](Self::violations) lists them all, and
+/// [`field`](Self::field) and [`rule`](Self::rule) are the first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConfigError {
     layer: &'static str,
     field: &'static str,
     rule: Cow<'static, str>,
+    /// Further rules broken in the same check, after the first.
+    more: Vec<(&'static str, Cow<'static, str>)>,
 }
 
 impl ConfigError {
@@ -594,7 +600,28 @@ impl ConfigError {
             layer,
             field,
             rule: rule.into(),
+            more: Vec::new(),
         }
+    }
+
+    /// One error listing every violation in `errors`, which all name
+    /// `layer`; `None` when there are none.
+    #[cfg(all(
+        feature = "timeout",
+        feature = "bulkhead",
+        feature = "circuit-breaker",
+        feature = "retry",
+        feature = "throttle"
+    ))]
+    pub(crate) fn all(errors: Vec<ConfigError>) -> Option<ConfigError> {
+        let mut errors = errors.into_iter();
+        let mut first = errors.next()?;
+        for error in errors {
+            debug_assert_eq!(error.layer, first.layer);
+            first.more.push((error.field, error.rule));
+            first.more.extend(error.more);
+        }
+        Some(first)
     }
 
     /// The kind of layer being configured, such as `"bulkhead"`.
@@ -611,6 +638,13 @@ impl ConfigError {
     pub fn rule(&self) -> &str {
         &self.rule
     }
+
+    /// Every field at fault with the rule it broke, the first one
+    /// ([`field`](Self::field), [`rule`](Self::rule)) first.
+    pub fn violations(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        std::iter::once((self.field, &*self.rule))
+            .chain(self.more.iter().map(|(field, rule)| (*field, &**rule)))
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -619,7 +653,11 @@ impl fmt::Display for ConfigError {
             f,
             "invalid {} configuration: `{}` {}",
             self.layer, self.field, self.rule
-        )
+        )?;
+        for (field, rule) in &self.more {
+            write!(f, "; `{field}` {rule}")?;
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use palisade::circuit_breaker::{CircuitBreakerConfig, State};
 use palisade::preset::{ClientConfig, ClientLayer};
-use palisade::retry::Backoff;
+use palisade::retry::{Backoff, Jitter};
 use palisade::{BoxError, ErrorKind};
 use support::{Answer, Probe};
 use tokio::time::Instant;
@@ -212,12 +212,6 @@ fn settings_that_contradict_each_other_are_refused() {
             "attempt_timeout",
         ),
         (
-            b().total_timeout(secs(1))
-                .attempt_timeout(ms(500))
-                .max_attempts(3),
-            "retry.max_attempts",
-        ),
-        (
             b().circuit_breaker(breaker(|c| c.minimum_calls = Some(3))),
             "circuit_breaker.minimum_calls",
         ),
@@ -242,18 +236,18 @@ fn settings_that_contradict_each_other_are_refused() {
         let err = builder.build().unwrap_err();
         assert_eq!((err.layer(), err.field()), ("client", field), "{err}");
     }
-    // The backoff's delays count too: three attempts of 300 ms fit in 1 s
-    // with full jitter (whose shortest delay is zero), not with 200 ms
-    // constant delays.
+    // The backoff's worst case counts: three attempts with full jitter may
+    // wait up to 200 + 400 ms, which fits in 1 s; with 600 ms constant
+    // delays they may wait 1.2 s, which does not.
     let mut retry = ClientConfig::default().retry;
-    retry.backoff = Backoff::constant(ms(200));
+    retry.backoff = Backoff::constant(ms(600));
     let err = b()
         .total_timeout(secs(1))
         .attempt_timeout(ms(300))
         .retry(retry)
         .build()
         .unwrap_err();
-    assert_eq!(err.field(), "retry.max_attempts", "{err}");
+    assert_eq!(err.field(), "retry.backoff", "{err}");
     b().total_timeout(secs(1))
         .attempt_timeout(ms(300))
         .build()
@@ -266,6 +260,171 @@ fn settings_that_contradict_each_other_are_refused() {
     assert_eq!(
         (err.layer(), err.field()),
         ("circuit_breaker", "failure_rate")
+    );
+}
+
+/// Scenario PS-1 (variant: palisade's own defaults are shorter than the
+/// scenario's, so each case sets the scenario's: total 30 s, attempt 10 s,
+/// three retries from 2 s with jitter, a 30 s breaker window). Timeouts,
+/// retry delays and the breaker window are checked against each other,
+/// equality allowed, and every rule broken is reported at once.
+#[test]
+fn the_timeouts_are_checked_against_each_other_and_every_violation_is_reported() {
+    let scenario = || {
+        let mut retry = ClientConfig::default().retry;
+        retry.max_attempts = 4;
+        retry.backoff = Backoff::exponential(secs(2)).jitter(Jitter::Full);
+        let mut breaker = CircuitBreakerConfig::default();
+        breaker.time_window = Some(secs(30));
+        ClientLayer::builder()
+            .total_timeout(secs(30))
+            .attempt_timeout(secs(10))
+            .retry(retry)
+            .circuit_breaker(breaker)
+    };
+    let window = |length| {
+        let mut breaker = CircuitBreakerConfig::default();
+        breaker.time_window = Some(length);
+        breaker
+    };
+    let retry_with = |attempts, backoff| {
+        let mut retry = ClientConfig::default().retry;
+        retry.max_attempts = attempts;
+        retry.backoff = backoff;
+        retry
+    };
+    let fields = |err: palisade::ConfigError| -> Vec<&'static str> {
+        err.violations().map(|(field, _)| field).collect()
+    };
+
+    // (a) the defaults: 2 + 4 + 8 s of delay at worst fit in 30 s.
+    scenario().build().unwrap();
+    // (b) an attempt longer than the total, naming both (the 14 s of
+    // delays do not fit in 2 s either).
+    let err = scenario()
+        .attempt_timeout(secs(3))
+        .total_timeout(secs(2))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        fields(err.clone()),
+        ["attempt_timeout", "retry.backoff"],
+        "{err}"
+    );
+    assert!(
+        err.rule().contains("2s") && err.rule().contains("3s"),
+        "{err}"
+    );
+    // (c) a total of 2 s under the 10 s attempt (and the 14 s of delays).
+    let err = scenario().total_timeout(secs(2)).build().unwrap_err();
+    assert!(fields(err.clone()).contains(&"attempt_timeout"), "{err}");
+    // (d) a base delay of a day.
+    let err = scenario()
+        .retry(retry_with(4, Backoff::exponential(secs(86_400))))
+        .build()
+        .unwrap_err();
+    assert_eq!(fields(err.clone()), ["retry.backoff"], "{err}");
+    assert!(err.rule().contains("30s"), "{err}");
+    // (e) attempt = total = 30 s, a window of exactly twice that.
+    scenario()
+        .attempt_timeout(secs(30))
+        .circuit_breaker(window(secs(60)))
+        .build()
+        .unwrap();
+    // (f) as (e), with a 15 s window.
+    let err = scenario()
+        .attempt_timeout(secs(30))
+        .circuit_breaker(window(secs(15)))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        fields(err.clone()),
+        ["circuit_breaker.time_window"],
+        "{err}"
+    );
+    assert!(
+        err.rule().contains("60s") && err.rule().contains("15s"),
+        "{err}"
+    );
+    // (g) total 1 s, window 1 s, attempt left at 10 s: all three at once.
+    let err = scenario()
+        .total_timeout(secs(1))
+        .circuit_breaker(window(secs(1)))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        fields(err.clone()),
+        [
+            "attempt_timeout",
+            "retry.backoff",
+            "circuit_breaker.time_window"
+        ],
+        "{err}"
+    );
+    let shown = err.to_string();
+    for field in ["attempt_timeout", "retry.backoff", "time_window"] {
+        assert!(shown.contains(field), "{shown}");
+    }
+    // (h) one retry after a constant delay equal to the total.
+    scenario()
+        .retry(retry_with(2, Backoff::constant(secs(30))))
+        .build()
+        .unwrap();
+}
+
+/// Scenario PS-3 (second half): one client overrides the process-wide
+/// defaults (attempt 60 s, total 180 s) and its 45 s call succeeds, while a
+/// client on the defaults cuts the same call at its 10 s attempt timeout;
+/// each client's settings in force read back from its layer.
+#[tokio::test(start_paused = true)]
+async fn one_client_overrides_the_defaults_and_each_reads_back_its_own() {
+    let defaults = ClientConfig::default();
+    let mut slow_reports = defaults.clone();
+    slow_reports.name = Some("reports".into());
+    slow_reports.attempt_timeout = secs(60);
+    slow_reports.total_timeout = secs(180);
+    let reports = ClientLayer::from_config(slow_reports).unwrap();
+    let mut catalog = defaults.clone();
+    catalog.name = Some("catalog".into());
+    let catalog = ClientLayer::from_config(catalog).unwrap();
+
+    let endpoint = Probe::new(Answer::After(secs(45)));
+    let started = Instant::now();
+    reports.layer(endpoint.clone()).oneshot(1).await.unwrap();
+    assert_eq!(started.elapsed(), secs(45));
+
+    let started = Instant::now();
+    let err = catalog.layer(endpoint).oneshot(1).await.unwrap_err();
+    assert_eq!(
+        started.elapsed(),
+        secs(30),
+        "three attempts, then the total"
+    );
+    assert!(
+        matches!(ErrorKind::of(&err), ErrorKind::Elapsed(_)),
+        "{err}"
+    );
+
+    let read = |layer: &ClientLayer| {
+        let config = layer.config();
+        (
+            config.name.clone().unwrap(),
+            config.attempt_timeout,
+            config.total_timeout,
+            config.retry.name.clone().unwrap(),
+        )
+    };
+    assert_eq!(
+        read(&reports),
+        ("reports".into(), secs(60), secs(180), "reports".into())
+    );
+    assert_eq!(
+        read(&catalog),
+        ("catalog".into(), secs(10), secs(30), "catalog".into())
+    );
+    assert!(
+        catalog.config().retry.budget.is_some(),
+        "the preset's budget"
     );
 }
 

@@ -44,6 +44,7 @@ pub struct ClientLayer<C = DefaultClassifier, R = CloneRequest, D = NoDeadline> 
     circuit_breaker: CircuitBreakerLayer<C>,
     attempt_timeout: TimeoutLayer<D>,
     bulkhead: BulkheadLayer,
+    config: Arc<ClientConfig>,
 }
 
 impl ClientLayer {
@@ -64,6 +65,12 @@ impl ClientLayer {
 }
 
 impl<C, R, D> ClientLayer<C, R, D> {
+    /// The settings in force, as checked: every layer's name filled in from
+    /// the preset's, and the retry budget the preset chose if none was set.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// Handles on the layers that keep state: counts, states and controls.
     pub fn handles(&self) -> ClientHandles {
         ClientHandles {
@@ -266,14 +273,16 @@ impl<C, R, D> ClientBuilder<C, R, D> {
     ///
     /// # Errors
     ///
-    /// The first [`ConfigError`]: a layer's own (naming that layer, whose
-    /// name is also its table's in a [`ClientConfig`] file), or the
-    /// preset's (layer `"client"`, naming the field at fault:
+    /// A [`ConfigError`]: the first layer's own that fails (naming that
+    /// layer, whose name is also its table's in a [`ClientConfig`] file);
+    /// or, when every layer passes alone, every rule across layers that
+    /// fails, together (layer `"client"`; see
+    /// [`ConfigError::violations`]), each naming its field:
     /// `total_timeout`, `attempt_timeout`, `retry.deadline`,
-    /// `retry.max_attempts`, `circuit_breaker.slow_call_duration`,
+    /// `retry.backoff`, `circuit_breaker.slow_call_duration`,
     /// `circuit_breaker.minimum_calls`,
     /// `circuit_breaker.consecutive_failures` or
-    /// `circuit_breaker.time_window`).
+    /// `circuit_breaker.time_window`.
     pub fn build(self) -> Result<ClientLayer<C, R, D>, ConfigError>
     where
         C: Clone,
@@ -282,6 +291,7 @@ impl<C, R, D> ClientBuilder<C, R, D> {
         let mut config = named(self.config);
         config.check()?;
         config.retry.budget.get_or_insert_with(preset_budget);
+        let in_force = Arc::new(config.clone());
         let mut retry = RetryBuilder::from_config(config.retry)
             .classifier(self.classifier.clone())
             .replay(self.replay);
@@ -314,6 +324,7 @@ impl<C, R, D> ClientBuilder<C, R, D> {
             circuit_breaker: breaker.build()?,
             attempt_timeout: timeout(config.attempt_timeout)?,
             bulkhead: BulkheadBuilder::from_config(config.bulkhead).build()?,
+            config: in_force,
         })
     }
 }
@@ -339,8 +350,8 @@ fn preset_budget() -> RetryBudget {
 fn named(mut config: ClientConfig) -> ClientConfig {
     let name = config
         .name
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        .get_or_insert_with(|| DEFAULT_NAME.to_owned())
+        .clone();
     config.retry.name.get_or_insert_with(|| name.clone());
     config.throttle.name.get_or_insert_with(|| name.clone());
     config
@@ -395,7 +406,8 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
-    /// Each layer's own checks, then the ones across layers.
+    /// Each layer's own checks, then the ones across layers, all of them:
+    /// the error lists every rule broken.
     fn check(&self) -> Result<(), ConfigError> {
         for (field, limit) in [
             ("total_timeout", self.total_timeout),
@@ -409,22 +421,36 @@ impl ClientConfig {
         self.throttle.settings()?;
         let breaker = self.circuit_breaker.settings()?;
         BulkheadBuilder::from_config(self.bulkhead.clone()).build()?;
-        self.check_timeouts()?;
-        self.check_attempts_fit()?;
-        self.check_breaker(&breaker)
+        let violations = [
+            self.check_attempt_timeout(),
+            self.check_retry_deadline(),
+            self.check_retry_delays(),
+            self.check_slow_calls(&breaker),
+            self.check_breaker_minimum(&breaker),
+            self.check_breaker_run(&breaker),
+            self.check_breaker_window(&breaker),
+        ];
+        match ConfigError::all(violations.into_iter().filter_map(Result::err).collect()) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
-    fn check_timeouts(&self) -> Result<(), ConfigError> {
-        let total = self.total_timeout;
-        if self.attempt_timeout > total {
+    fn check_attempt_timeout(&self) -> Result<(), ConfigError> {
+        if self.attempt_timeout > self.total_timeout {
             return Err(invalid(
                 "attempt_timeout",
                 format!(
-                    "must be at most total_timeout ({total:?}), got {:?}",
-                    self.attempt_timeout
+                    "must be at most total_timeout ({:?}), got {:?}",
+                    self.total_timeout, self.attempt_timeout
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn check_retry_deadline(&self) -> Result<(), ConfigError> {
+        let total = self.total_timeout;
         if let Some(deadline) = self.retry.deadline.filter(|d| *d > total) {
             return Err(invalid(
                 "retry.deadline",
@@ -437,45 +463,46 @@ impl ClientConfig {
         Ok(())
     }
 
-    /// `max_attempts` attempts that each time out, with the backoff's
-    /// shortest delays, fit in the total timeout.
-    fn check_attempts_fit(&self) -> Result<(), ConfigError> {
-        let attempts = self.retry.max_attempts;
-        let mut needed = Duration::ZERO;
-        for retry in 1..attempts {
-            needed = needed
-                .saturating_add(self.attempt_timeout)
-                .saturating_add(self.retry.backoff.shortest(retry));
-        }
-        if attempts > 1 && needed >= self.total_timeout {
+    /// The longest delays the backoff can draw before each retry, added
+    /// up, fit in the total timeout; otherwise the last retries are
+    /// settings that may never act.
+    fn check_retry_delays(&self) -> Result<(), ConfigError> {
+        let worst = (1..self.retry.max_attempts).fold(Duration::ZERO, |sum, retry| {
+            sum.saturating_add(self.retry.backoff.longest(retry))
+        });
+        if worst > self.total_timeout {
             return Err(invalid(
-                "retry.max_attempts",
+                "retry.backoff",
                 format!(
-                    "{attempts} attempts that each time out after {:?}, with the backoff's \
-                     shortest delays between them, need {needed:?} before the last one starts, \
-                     but total_timeout is {:?}: the last attempts could never be made; lower \
-                     max_attempts or attempt_timeout, or raise total_timeout",
-                    self.attempt_timeout, self.total_timeout
+                    "may wait {worst:?} in all between {} attempts at worst, more than \
+                     total_timeout ({:?}): lower the delays or max_attempts, or raise \
+                     total_timeout",
+                    self.retry.max_attempts, self.total_timeout
                 ),
             ));
         }
         Ok(())
     }
 
-    fn check_breaker(&self, breaker: &circuit_breaker::Settings) -> Result<(), ConfigError> {
-        let attempts = u64::from(self.retry.max_attempts);
-        if let Some(slow) = &breaker.thresholds.slow {
-            if slow.longer_than >= self.attempt_timeout {
-                return Err(invalid(
-                    "circuit_breaker.slow_call_duration",
-                    format!(
-                        "must be below attempt_timeout ({:?}), got {:?}: a call cut at the \
-                         attempt timeout is a failure, never a slow call",
-                        self.attempt_timeout, slow.longer_than
-                    ),
-                ));
-            }
+    fn check_slow_calls(&self, breaker: &circuit_breaker::Settings) -> Result<(), ConfigError> {
+        match &breaker.thresholds.slow {
+            Some(slow) if slow.longer_than >= self.attempt_timeout => Err(invalid(
+                "circuit_breaker.slow_call_duration",
+                format!(
+                    "must be below attempt_timeout ({:?}), got {:?}: a call cut at the \
+                     attempt timeout is a failure, never a slow call",
+                    self.attempt_timeout, slow.longer_than
+                ),
+            )),
+            _ => Ok(()),
         }
+    }
+
+    fn check_breaker_minimum(
+        &self,
+        breaker: &circuit_breaker::Settings,
+    ) -> Result<(), ConfigError> {
+        let attempts = u64::from(self.retry.max_attempts);
         if breaker.thresholds.minimum_calls <= attempts {
             return Err(invalid(
                 "circuit_breaker.minimum_calls",
@@ -486,30 +513,40 @@ impl ClientConfig {
                 ),
             ));
         }
-        if let Some(n) = breaker
-            .thresholds
-            .consecutive_failures
-            .filter(|n| *n <= attempts)
-        {
-            return Err(invalid(
+        Ok(())
+    }
+
+    fn check_breaker_run(&self, breaker: &circuit_breaker::Settings) -> Result<(), ConfigError> {
+        let attempts = u64::from(self.retry.max_attempts);
+        match breaker.thresholds.consecutive_failures {
+            Some(n) if n <= attempts => Err(invalid(
                 "circuit_breaker.consecutive_failures",
                 format!(
                     "must be more than retry.max_attempts ({attempts}), got {n}: one request's \
                      attempts alone could open the breaker"
                 ),
-            ));
+            )),
+            _ => Ok(()),
         }
-        if let circuit_breaker::WindowKind::Time { length, .. } = breaker.window {
-            if length < self.total_timeout {
-                return Err(invalid(
-                    "circuit_breaker.time_window",
-                    format!(
-                        "must be at least total_timeout ({:?}), got {length:?}, so that the \
-                         window sees a request's attempts together",
-                        self.total_timeout
-                    ),
-                ));
-            }
+    }
+
+    /// A time window holds at least two attempts that run to the attempt
+    /// timeout, and a whole request.
+    fn check_breaker_window(&self, breaker: &circuit_breaker::Settings) -> Result<(), ConfigError> {
+        let circuit_breaker::WindowKind::Time { length, .. } = breaker.window else {
+            return Ok(());
+        };
+        let two_attempts = self.attempt_timeout.saturating_mul(2);
+        if length < two_attempts || length < self.total_timeout {
+            return Err(invalid(
+                "circuit_breaker.time_window",
+                format!(
+                    "must be at least twice attempt_timeout ({two_attempts:?}) and at least \
+                     total_timeout ({:?}), got {length:?}, so that it sees several attempts \
+                     and a request's attempts together",
+                    self.total_timeout
+                ),
+            ));
         }
         Ok(())
     }

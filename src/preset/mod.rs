@@ -70,22 +70,42 @@
 //!
 //! [`build`](ClientBuilder::build) checks each layer's settings as that
 //! layer's builder would, then the settings that only make sense together,
-//! and names the field at fault in a [`ConfigError`](crate::ConfigError):
+//! and reports every one of those that fails at once, each naming its field,
+//! in one [`ConfigError`](crate::ConfigError):
 //!
 //! - the attempt timeout is at most the total timeout, and so is retry's own
 //!   deadline;
-//! - every attempt fits in the total timeout: `max_attempts` attempts that
-//!   each time out, with the backoff's shortest delays between them, must
-//!   take less than the total timeout, or the last attempts are settings
-//!   that never act;
+//! - the retries' delays fit in the total timeout: the longest delay the
+//!   backoff and its jitter can draw before each retry, added up, is at most
+//!   the total timeout, or the last retries are settings that may never act
+//!   (attempts are not counted in: most failures come back faster than the
+//!   attempt timeout, so an attempt timeout equal to the total is allowed);
 //! - a slow-call threshold is below the attempt timeout (a call cut at the
 //!   attempt timeout is a failure, so a threshold at or above it never
 //!   fires);
 //! - the breaker needs more calls than one request's attempts before it
 //!   judges (`minimum_calls` and `consecutive_failures` above
-//!   `max_attempts`), so that one unlucky request cannot open it, and a time
-//!   window is at least the total timeout, so that it sees a request's
-//!   attempts together.
+//!   `max_attempts`), so that one unlucky request cannot open it;
+//! - a time window is at least twice the attempt timeout, so that it holds
+//!   several attempts that ran to their timeout, and at least the total
+//!   timeout, so that it sees a request's attempts together.
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::circuit_breaker::CircuitBreakerConfig;
+//! use palisade::preset::ClientLayer;
+//!
+//! let mut breaker = CircuitBreakerConfig::default();
+//! breaker.time_window = Some(Duration::from_secs(1));
+//! let err = ClientLayer::builder()
+//!     .total_timeout(Duration::from_secs(1))
+//!     .attempt_timeout(Duration::from_secs(2))
+//!     .circuit_breaker(breaker)
+//!     .build()
+//!     .unwrap_err();
+//! let fields: Vec<&str> = err.violations().map(|(field, _)| field).collect();
+//! assert_eq!(fields, ["attempt_timeout", "circuit_breaker.time_window"]);
+//! ```
 //!
 //! # From a file
 //!

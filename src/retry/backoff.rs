@@ -208,8 +208,9 @@ impl Backoff {
         grown.map_or(self.max, |d| d.min(self.max))
     }
 
-    /// The shortest delay jitter can draw before retry `retry`: the client
-    /// preset's check that its attempts fit in its total timeout.
+    /// The longest delay jitter can draw before retry `retry`: the client
+    /// preset checks that the worst case of all its retries' delays fits in
+    /// its total timeout.
     #[cfg_attr(
         not(all(
             feature = "timeout",
@@ -219,15 +220,20 @@ impl Backoff {
         )),
         allow(dead_code)
     )]
-    pub(crate) fn shortest(&self, retry: u32) -> Duration {
+    pub(crate) fn longest(&self, retry: u32) -> Duration {
         let d = self.scheduled(retry);
-        match self.jitter {
-            Jitter::None => d,
-            Jitter::Full => Duration::ZERO,
-            Jitter::Equal => d / 2,
-            Jitter::Proportional(p) => scale(d, 1.0 - p),
-            Jitter::Decorrelated => self.base.min(self.max),
-        }
+        let longest = match self.jitter {
+            Jitter::None | Jitter::Full | Jitter::Equal => d,
+            Jitter::Proportional(p) => scale(d, 1.0 + p),
+            // Each delay is drawn below three times the one before it, the
+            // first below three times the base.
+            Jitter::Decorrelated => {
+                let exponent = retry.clamp(1, 4096) as i32;
+                Duration::try_from_secs_f64(self.base.as_secs_f64() * 3f64.powi(exponent))
+                    .unwrap_or(Duration::MAX)
+            }
+        };
+        longest.min(self.max)
     }
 
     /// The delay before retry `retry`, jittered with `rng`; `previous` is
@@ -481,6 +487,39 @@ mod tests {
         // scenario BO-3: ±50 % around a constant 100 ms.
         let c = Backoff::constant(ms(100)).jitter(Jitter::Proportional(0.5));
         within(c, 49, |_| (ms(50), ms(150)));
+    }
+
+    /// The worst case the client preset checks against its total timeout
+    /// bounds every delay drawn, and is reached.
+    #[test]
+    fn no_delay_exceeds_the_longest_and_the_longest_is_drawn() {
+        let b = Backoff::exponential(ms(100)).max(ms(5_000));
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Proportional(0.25),
+            Jitter::Decorrelated,
+        ] {
+            let b = b.jitter(jitter);
+            let mut most = [Duration::ZERO; 6];
+            for seed in 0..2_000 {
+                for (retry, delay) in (1..).zip(b.delays_seeded(seed).take(6)) {
+                    let longest = b.longest(retry);
+                    assert!(delay <= longest, "{jitter:?} retry {retry}: {delay:?}");
+                    most[retry as usize - 1] = most[retry as usize - 1].max(delay);
+                }
+            }
+            for (retry, most) in (1..).zip(most) {
+                let longest = b.longest(retry);
+                assert!(
+                    most >= longest.mul_f64(0.9),
+                    "{jitter:?} retry {retry}: drew at most {most:?} of {longest:?}"
+                );
+            }
+        }
+        let capped = Backoff::constant(ms(100)).max(ms(100));
+        assert_eq!(capped.jitter(Jitter::Proportional(0.5)).longest(1), ms(100));
     }
 
     #[test]
