@@ -100,6 +100,7 @@ pub struct RateLimited {
     name: Name,
     retry_after: Option<Duration>,
     limit: Option<u64>,
+    store_unavailable: bool,
 }
 
 impl RateLimited {
@@ -111,6 +112,7 @@ impl RateLimited {
             name: name.into().into(),
             retry_after,
             limit: None,
+            store_unavailable: false,
         }
     }
 
@@ -128,6 +130,17 @@ impl RateLimited {
             name,
             retry_after,
             limit: None,
+            store_unavailable: false,
+        }
+    }
+
+    /// A refusal by a limiter whose shared store is unavailable, set to
+    /// fail closed.
+    #[cfg(feature = "redis")]
+    pub(crate) fn store_unavailable(name: Name, retry_after: Option<Duration>) -> Self {
+        RateLimited {
+            store_unavailable: true,
+            ..Self::with_name(name, retry_after)
         }
     }
 
@@ -146,11 +159,22 @@ impl RateLimited {
     pub fn limit(&self) -> Option<u64> {
         self.limit
     }
+
+    /// Whether the limiter refused because it could not reach the store it
+    /// shares with other processes (Redis) and is set to fail closed,
+    /// rather than because the limit was reached. `retry_after` is then
+    /// when the limiter tries the store again, if known.
+    pub fn is_store_unavailable(&self) -> bool {
+        self.store_unavailable
+    }
 }
 
 impl fmt::Display for RateLimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "rate limiter `{}` refused the call", self.name)?;
+        if self.store_unavailable {
+            f.write_str(": its shared store is unavailable")?;
+        }
         match self.retry_after {
             Some(after) => write!(f, "; a permit frees up in {after:?}"),
             None => Ok(()),

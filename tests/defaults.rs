@@ -176,7 +176,7 @@ async fn the_default_breaker_stays_closed_while_one_call_in_seven_succeeds() {
         ServiceBuilder::new()
             .layer(breaker)
             .service(service_fn(|n: u64| async move {
-                if n % 7 == 0 {
+                if n.is_multiple_of(7) {
                     Ok(n)
                 } else {
                     Err::<u64, BoxError>("upstream error".into())

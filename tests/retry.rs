@@ -206,7 +206,7 @@ async fn a_request_that_may_not_be_replayed_is_sent_once() {
     // scenario RT-2: ineligible (an odd request stands for a non-idempotent
     // one), and a replay that cannot copy.
     let even_only = plain(3, ms(10))
-        .retry_if(|r: &u32| r % 2 == 0)
+        .retry_if(|r: &u32| r.is_multiple_of(2))
         .build()
         .unwrap();
     let script = Script::new(&[Reply::Fail("retry 1"), Reply::Ok("ok")]);

@@ -129,10 +129,10 @@ struct Queued {
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        if let Some(waiter) = self.waiter.take() {
-            if self.shared.slots.cancel(&waiter) {
-                self.shared.slots.release();
-            }
+        if let Some(waiter) = self.waiter.take()
+            && self.shared.slots.cancel(&waiter)
+        {
+            self.shared.slots.release();
         }
     }
 }

@@ -338,10 +338,11 @@ impl Breaker {
     /// pointer at all. Refreshes `cached`.
     #[inline]
     pub(crate) fn admit_cached(self: &Arc<Self>, cached: &mut Option<Arc<Period>>) -> Admission {
-        if let Some(period) = cached {
-            if period.admits_every_call() && !period.has_left() {
-                return Admission::Cached;
-            }
+        if let Some(period) = cached
+            && period.admits_every_call()
+            && !period.has_left()
+        {
+            return Admission::Cached;
         }
         self.refuse_cached_or_admit(cached)
     }
@@ -368,10 +369,10 @@ impl Breaker {
     #[cold]
     #[inline(never)]
     fn refuse_cached_or_admit(self: &Arc<Self>, cached: &mut Option<Arc<Period>>) -> Admission {
-        if let Some(period) = cached.as_ref().filter(|p| !p.has_left()) {
-            if let Some(refusal) = Self::refusal(period) {
-                return refusal;
-            }
+        if let Some(period) = cached.as_ref().filter(|p| !p.has_left())
+            && let Some(refusal) = Self::refusal(period)
+        {
+            return refusal;
         }
         let admission = self.admit();
         *cached = match &admission {

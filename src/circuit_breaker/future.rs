@@ -60,14 +60,14 @@ struct Recorder<C> {
 
 impl<C> Drop for Recorder<C> {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            if self.polling {
-                // The inner future panicked: that says the service is broken.
-                ticket.finish(Outcome::Failure, self.started);
-            }
-            // Otherwise cancelled: dropping the ticket records nothing and
-            // gives a probe slot back.
+        if let Some(ticket) = self.ticket.take()
+            && self.polling
+        {
+            // The inner future panicked: that says the service is broken.
+            ticket.finish(Outcome::Failure, self.started);
         }
+        // Otherwise cancelled: dropping the ticket records nothing and
+        // gives a probe slot back.
     }
 }
 
@@ -81,12 +81,12 @@ impl<C> Recorder<C> {
         C: Classify<T, E>,
     {
         let outcome = self.classifier.classify(result);
-        if outcome == Outcome::Failure {
-            if let Some(longest) = ticket.open_on_retry_after() {
-                let carried = self.classifier.retry_after(result);
-                if let Some(lasting) = carried.filter(|d| !d.is_zero()) {
-                    return ticket.finish_opening(lasting.min(longest), self.started);
-                }
+        if outcome == Outcome::Failure
+            && let Some(longest) = ticket.open_on_retry_after()
+        {
+            let carried = self.classifier.retry_after(result);
+            if let Some(lasting) = carried.filter(|d| !d.is_zero()) {
+                return ticket.finish_opening(lasting.min(longest), self.started);
             }
         }
         ticket.finish(outcome, self.started);

@@ -565,7 +565,7 @@ fn checked_time_window(
             format!("must be 1 ..= {MAX_BUCKETS}, got {buckets}"),
         ));
     }
-    if length.as_nanos() % buckets as u128 != 0 {
+    if !length.as_nanos().is_multiple_of(buckets as u128) {
         return Err(invalid(
             "time_window_buckets",
             format!("{buckets} buckets do not divide {length:?} exactly"),
@@ -587,7 +587,7 @@ fn default_buckets(length: Duration) -> usize {
     let most = length.as_secs().clamp(1, MAX_BUCKETS as u64) as usize;
     (1..=most)
         .rev()
-        .find(|&b| nanos % b as u128 == 0 && length / (b as u32) >= MIN_BUCKET)
+        .find(|&b| nanos.is_multiple_of(b as u128) && length / (b as u32) >= MIN_BUCKET)
         .unwrap_or(1)
 }
 

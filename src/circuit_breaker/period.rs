@@ -100,10 +100,10 @@ impl Thresholds {
         if reached(totals.failures, totals.calls, self.failure_ppm) {
             bits |= Crossed::FAILURE_RATE;
         }
-        if let Some(slow) = self.slow {
-            if reached(totals.slow, totals.calls, slow.ppm) {
-                bits |= Crossed::SLOW_CALL_RATE;
-            }
+        if let Some(slow) = self.slow
+            && reached(totals.slow, totals.calls, slow.ppm)
+        {
+            bits |= Crossed::SLOW_CALL_RATE;
         }
         Crossed(bits)
     }
@@ -117,10 +117,10 @@ impl Thresholds {
         if reached(tally.failures.into(), all, self.failure_ppm) {
             return Verdict::Reopen(Reason::FailureRate);
         }
-        if let Some(slow) = self.slow {
-            if reached(tally.slow.into(), all, slow.ppm) {
-                return Verdict::Reopen(Reason::SlowCallRate);
-            }
+        if let Some(slow) = self.slow
+            && reached(tally.slow.into(), all, slow.ppm)
+        {
+            return Verdict::Reopen(Reason::SlowCallRate);
         }
         if tally.reported >= limit {
             Verdict::Close
@@ -352,10 +352,10 @@ impl Period {
                     return;
                 }
                 let new = crossed.0 & !self.exceeded.fetch_or(crossed.0, Ordering::AcqRel);
-                if new != 0 {
-                    if let Some(breaker) = self.breaker.upgrade() {
-                        breaker.report_exceeded(self, Crossed(new));
-                    }
+                if new != 0
+                    && let Some(breaker) = self.breaker.upgrade()
+                {
+                    breaker.report_exceeded(self, Crossed(new));
                 }
             }
             _ => {}
@@ -425,10 +425,10 @@ impl Drop for ProbeSlot {
         let Some(period) = &self.period else { return };
         if let Some(probes) = period.probes() {
             probes.give_back();
-            if period.wakes_waiters {
-                if let Some(breaker) = period.breaker.upgrade() {
-                    breaker.notify_waiters();
-                }
+            if period.wakes_waiters
+                && let Some(breaker) = period.breaker.upgrade()
+            {
+                breaker.notify_waiters();
             }
         }
     }

@@ -201,6 +201,14 @@ pub(crate) fn interval(rate: u64, period: u64) -> u64 {
     period.div_ceil(rate.max(1)).max(1)
 }
 
+/// Microseconds between permits at `rate` per `period`, for the Redis
+/// store, whose scripts count in microseconds.
+#[cfg(feature = "redis")]
+pub(crate) fn interval_micros(rate: u64, period: Duration) -> u64 {
+    let micros = u64::try_from(period.as_micros()).unwrap_or(u64::MAX);
+    micros.div_ceil(rate.max(1)).max(1)
+}
+
 /// The state of a bucket whose TAT is `tat`, at `now`.
 pub(crate) fn snapshot(tat: u64, now: u64, interval: u64, burst: u64) -> Snapshot {
     Snapshot {

@@ -537,6 +537,19 @@ pub struct KeyedHandle<K> {
     shared: Arc<Keyed<K>>,
 }
 
+#[cfg(feature = "redis")]
+impl<K: Hash + Eq> KeyedHandle<K> {
+    /// Takes one permit for `key`, as a call would: the Redis-backed
+    /// limiter's fallback decides through this.
+    pub(crate) fn acquire(&self, key: K, report: bool) -> (Decision, Option<Snapshot>) {
+        self.shared.acquire(key, report)
+    }
+
+    pub(crate) fn count_refusal(&self) {
+        self.shared.refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl<K> Clone for KeyedHandle<K> {
     fn clone(&self) -> Self {
         KeyedHandle {

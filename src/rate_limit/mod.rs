@@ -130,6 +130,9 @@ mod keyed;
 mod layer;
 mod limiter;
 mod log;
+#[cfg(all(feature = "redis", not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod report;
 mod seqlock;
 mod sketch;
@@ -140,6 +143,8 @@ pub use future::ResponseFuture;
 pub use handle::{Handle, RateLimitState};
 pub use keyed::{KeyedHandle, KeyedRateLimit, KeyedRateLimitBuilder, KeyedRateLimitLayer};
 pub use layer::{Kind, RateLimitBuilder, RateLimitConfig, RateLimitLayer};
+#[cfg(all(feature = "redis", not(loom)))]
+pub use redis::{OnStoreFailure, RedisConfig, RedisHandle, RedisRateLimitLayer};
 pub use report::{NoReport, ReportState};
 
 use std::fmt;

@@ -131,11 +131,11 @@ impl WaitQueue {
         };
         entries.queue.remove(at);
         self.len.fetch_sub(1, Ordering::Release);
-        if at == 0 {
-            if let Some(waker) = entries.queue.front_mut().and_then(|e| e.waker.take()) {
-                drop(entries);
-                waker.wake();
-            }
+        if at == 0
+            && let Some(waker) = entries.queue.front_mut().and_then(|e| e.waker.take())
+        {
+            drop(entries);
+            waker.wake();
         }
     }
 }

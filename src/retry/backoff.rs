@@ -169,21 +169,21 @@ impl Backoff {
                 ),
             ));
         }
-        if let Schedule::Exponential { multiplier } = self.schedule {
-            if !(multiplier.is_finite() && multiplier >= 1.0) {
-                return Err((
-                    "backoff.multiplier",
-                    format!("must be a finite number of at least 1, got {multiplier}"),
-                ));
-            }
+        if let Schedule::Exponential { multiplier } = self.schedule
+            && !(multiplier.is_finite() && multiplier >= 1.0)
+        {
+            return Err((
+                "backoff.multiplier",
+                format!("must be a finite number of at least 1, got {multiplier}"),
+            ));
         }
-        if let Jitter::Proportional(p) = self.jitter {
-            if !(0.0..=1.0).contains(&p) {
-                return Err((
-                    "backoff.jitter",
-                    format!("a proportional jitter must be in [0, 1], got {p}"),
-                ));
-            }
+        if let Jitter::Proportional(p) = self.jitter
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err((
+                "backoff.jitter",
+                format!("a proportional jitter must be in [0, 1], got {p}"),
+            ));
         }
         Ok(())
     }

@@ -59,13 +59,13 @@ struct Recorder<C> {
 
 impl<C> Drop for Recorder<C> {
     fn drop(&mut self) {
-        if let Some(throttler) = self.throttler.take() {
-            if self.polling {
-                // The inner future panicked: no accept.
-                throttler.record(Outcome::Failure);
-            }
-            // Otherwise cancelled: nothing is known, nothing is recorded.
+        if let Some(throttler) = self.throttler.take()
+            && self.polling
+        {
+            // The inner future panicked: no accept.
+            throttler.record(Outcome::Failure);
         }
+        // Otherwise cancelled: nothing is known, nothing is recorded.
     }
 }
 

@@ -361,7 +361,7 @@ impl ThrottleConfig {
                 format!("must be 1 ..= {MAX_BUCKETS}, got {buckets}"),
             ));
         }
-        if self.window.as_nanos() % buckets as u128 != 0 {
+        if !self.window.as_nanos().is_multiple_of(buckets as u128) {
             return Err(invalid(
                 "window_buckets",
                 format!("{buckets} buckets do not divide {:?} exactly", self.window),

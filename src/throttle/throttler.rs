@@ -129,10 +129,9 @@ impl Throttler {
         if let Some(into) = hint
             .checked_mul(self.bucket_nanos)
             .and_then(|start| nanos.checked_sub(start))
+            && into < self.bucket_nanos
         {
-            if into < self.bucket_nanos {
-                return hint;
-            }
+            return hint;
         }
         let epoch = nanos / self.bucket_nanos;
         self.latest.fetch_max(epoch, Ordering::Relaxed);

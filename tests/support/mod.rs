@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a part of this
 
+pub mod redis_server;
 pub mod stress;
 pub mod yielder;
 

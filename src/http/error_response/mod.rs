@@ -88,10 +88,10 @@ where
     type Future = ResponseFuture<S::Future, F>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if self.broken.is_none() {
-            if let Err(err) = ready!(self.inner.poll_ready(cx)) {
-                self.broken = Some(err.into());
-            }
+        if self.broken.is_none()
+            && let Err(err) = ready!(self.inner.poll_ready(cx))
+        {
+            self.broken = Some(err.into());
         }
         Poll::Ready(Ok(()))
     }

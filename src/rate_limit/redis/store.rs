@@ -1,0 +1,447 @@
+//! The store: the connection to Redis behind a timeout and a circuit
+//! breaker, and what a limiter shares across its services.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::layer::{OnStoreFailure, RedisConfig};
+use super::script::{Answer, GCRA_SCRIPT, SLIDING_WINDOW_SCRIPT};
+use crate::circuit_breaker::{self, CircuitBreaker, CircuitBreakerBuilder, Event};
+use crate::error::{BoxError, ConfigError, ErrorKind, RateLimited};
+use crate::name::Name;
+use crate::rate_limit::KeyedHandle;
+use crate::rate_limit::gcra::interval_micros;
+use crate::rate_limit::layer::{Kind, LAYER};
+use crate::rate_limit::limiter::{Decision, Quota, Snapshot};
+use crate::timeout::{Timeout, TimeoutLayer};
+
+/// How many keys known to be over their limit a limiter remembers.
+const REFUSALS: usize = 10_000;
+
+/// One decision for Redis: a script, its key and its arguments.
+pub(crate) struct Ask {
+    script: &'static Script,
+    key: Vec<u8>,
+    args: [u64; 3],
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The connection, made on the first decision and shared by all after it:
+/// one multiplexed connection that reconnects by itself.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    client: Client,
+    manager: Arc<OnceLock<ConnectionManager>>,
+    connect_timeout: Duration,
+}
+
+impl Connection {
+    pub(crate) fn new(url: &str, decision_timeout: Duration) -> Result<Self, ConfigError> {
+        // The URL may hold a password: the error never repeats it.
+        let client = Client::open(url).map_err(|_| {
+            ConfigError::new(
+                LAYER,
+                "redis.url",
+                "is not a Redis URL: expected redis://[user:password@]host[:port][/db]",
+            )
+        })?;
+        Ok(Connection {
+            client,
+            manager: Arc::new(OnceLock::new()),
+            // A connection outlives the decision that opened it.
+            connect_timeout: decision_timeout.max(Duration::from_secs(1)),
+        })
+    }
+
+    fn manager(&self) -> redis::RedisResult<ConnectionManager> {
+        if let Some(manager) = self.manager.get() {
+            return Ok(manager.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_number_of_retries(1);
+        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        Ok(self.manager.get_or_init(|| manager).clone())
+    }
+}
+
+impl Service<Ask> for Connection {
+    type Response = Answer;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Answer, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ask: Ask) -> Self::Future {
+        let manager = self.manager();
+        Box::pin(async move {
+            let mut connection = manager?;
+            let reply: Vec<i64> = ask
+                .script
+                .key(ask.key)
+                .arg(&ask.args[..])
+                .invoke_async(&mut connection)
+                .await?;
+            let reply: [i64; 4] = reply.try_into().map_err(|reply: Vec<i64>| {
+                format!(
+                    "the limiter's script answered {} numbers, not 4",
+                    reply.len()
+                )
+            })?;
+            Ok(Answer::from_reply(reply))
+        })
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the client: its connection info holds the password.
+        f.debug_struct("Connection")
+            .field("connected", &self.manager.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connection behind a decision timeout, behind the guard breaker.
+type Guarded = CircuitBreaker<Timeout<Connection>>;
+
+/// What a decision came to.
+pub(crate) enum Verdict {
+    /// With the key's state after it, where known.
+    Admitted(Option<Snapshot>),
+    Refused(RateLimited),
+}
+
+/// The counts a [`RedisHandle`](super::RedisHandle) reads.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) decisions: AtomicU64,
+    pub(crate) round_trips: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) refused_locally: AtomicU64,
+    pub(crate) store_failures: AtomicU64,
+    pub(crate) decided_without_store: AtomicU64,
+}
+
+/// What every service of one Redis-backed limiter shares.
+pub(crate) struct Remote {
+    pub(crate) name: Name,
+    quota: Quota,
+    overrides: HashMap<Vec<u8>, Quota>,
+    /// `{prefix:name}:w:` or `{prefix:name}:g:`: every key under one hash
+    /// tag, the key's bytes after it.
+    key_prefix: Vec<u8>,
+    pub(crate) config: RedisConfig,
+    guard: Guarded,
+    pub(crate) guard_handle: circuit_breaker::Handle,
+    pub(crate) fallback: Option<KeyedHandle<Vec<u8>>>,
+    refusals: Refusals,
+    max_wait: Duration,
+    pub(crate) counts: Counts,
+    degraded: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Remote {
+    pub(crate) fn new(
+        name: Name,
+        quota: Quota,
+        overrides: HashMap<Vec<u8>, Quota>,
+        config: RedisConfig,
+        connection: Connection,
+        fallback: Option<KeyedHandle<Vec<u8>>>,
+        max_wait: Duration,
+    ) -> Result<Self, ConfigError> {
+        let breaker_name = format!("{}-redis", name.as_str());
+        let events_name = name.clone();
+        let breaker = CircuitBreakerBuilder::from_config(config.guard.clone())
+            .name(breaker_name.clone())
+            .on_event(move |event| guard_event(&events_name, event))
+            .build()?;
+        let timeout = TimeoutLayer::builder()
+            .name(breaker_name)
+            .timeout(config.decision_timeout)
+            .build()?;
+        let guard_handle = breaker.handle();
+        let tag = match quota.kind {
+            Kind::Gcra => "g",
+            _ => "w",
+        };
+        let key_prefix = format!("{{{}:{}}}:{tag}:", config.key_prefix, name.as_str()).into_bytes();
+        Ok(Remote {
+            name,
+            quota,
+            overrides,
+            key_prefix,
+            guard: breaker.layer(timeout.layer(connection)),
+            guard_handle,
+            fallback,
+            refusals: Refusals::new(REFUSALS),
+            max_wait,
+            counts: Counts::default(),
+            degraded: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            config,
+        })
+    }
+
+    /// The refusal a key known to be over its limit gets without a round
+    /// trip, while it is known to be; `None` when Redis must decide. A
+    /// caller who may wait longer than the refusal lasts asks Redis.
+    pub(crate) fn refused_locally(&self, key: &[u8]) -> Option<RateLimited> {
+        let left = self.refusals.check(key)?;
+        if !self.max_wait.is_zero() && left <= self.max_wait {
+            return None;
+        }
+        self.counts.refused_locally.fetch_add(1, Ordering::Relaxed);
+        self.counts.refused.fetch_add(1, Ordering::Relaxed);
+        let quota = self.quota_for(key);
+        Some(RateLimited::with_name(self.name.clone(), Some(left)).with_limit(limit_of(quota)))
+    }
+
+    fn quota_for(&self, key: &[u8]) -> Quota {
+        self.overrides.get(key).copied().unwrap_or(self.quota)
+    }
+
+    /// Decides one call for `key`: Redis's answer, waiting up to `max_wait`
+    /// for a permit; or, when Redis does not answer in time, the configured
+    /// failure mode's.
+    pub(crate) async fn decide(self: Arc<Self>, key: Vec<u8>) -> Verdict {
+        self.counts.decisions.fetch_add(1, Ordering::Relaxed);
+        let quota = self.quota_for(&key);
+        let started = Instant::now();
+        loop {
+            let answer = match self.ask(&key, quota).await {
+                Ok(answer) => answer,
+                Err(err) => return self.without_store(&key, &err),
+            };
+            self.store_back();
+            if answer.admitted {
+                return Verdict::Admitted(Some(answer.snapshot(limit_of(quota))));
+            }
+            // Waiting: ask again when the permit frees, if that is soon
+            // enough. Redis decides again: another replica may take it.
+            let waited = started.elapsed();
+            if !self.max_wait.is_zero() && waited + answer.wait <= self.max_wait {
+                tokio::time::sleep(answer.wait).await;
+                continue;
+            }
+            self.refusals.remember(&key, answer.wait);
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            let refusal = RateLimited::with_name(self.name.clone(), Some(answer.wait));
+            return Verdict::Refused(refusal.with_limit(limit_of(quota)));
+        }
+    }
+
+    /// One round trip, through the guard: refused at once while it is
+    /// open.
+    async fn ask(&self, key: &[u8], quota: Quota) -> Result<Answer, BoxError> {
+        let mut redis_key = Vec::with_capacity(self.key_prefix.len() + key.len());
+        redis_key.extend_from_slice(&self.key_prefix);
+        redis_key.extend_from_slice(key);
+        let ask = match quota.kind {
+            Kind::Gcra => Ask {
+                script: &GCRA_SCRIPT,
+                key: redis_key,
+                args: [interval_micros(quota.limit, quota.window), quota.burst, 1],
+            },
+            _ => Ask {
+                script: &SLIDING_WINDOW_SCRIPT,
+                key: redis_key,
+                args: [quota.limit, micros(quota.window), 1],
+            },
+        };
+        let mut guard = self.guard.clone();
+        poll_fn(|cx| guard.poll_ready(cx)).await?;
+        let asked = guard.call(ask);
+        let answer = asked.await;
+        if !matches!(&answer, Err(err) if matches!(ErrorKind::of(err), ErrorKind::CircuitOpen(_))) {
+            self.counts.round_trips.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+
+    /// Redis did not answer: the failure mode decides.
+    fn without_store(&self, key: &[u8], err: &BoxError) -> Verdict {
+        let open = match ErrorKind::of(err) {
+            ErrorKind::CircuitOpen(open) => Some(open.retry_after()),
+            _ => None,
+        };
+        if open.is_none() {
+            self.counts.store_failures.fetch_add(1, Ordering::Relaxed);
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
+        }
+        if !self.degraded.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                limiter = %self.name,
+                mode = ?self.config.on_failure,
+                error = %err,
+                "rate limiter's redis store is unavailable; deciding without it"
+            );
+        }
+        self.counts
+            .decided_without_store
+            .fetch_add(1, Ordering::Relaxed);
+        match self.config.on_failure {
+            OnStoreFailure::FailOpen => Verdict::Admitted(None),
+            OnStoreFailure::FailClosed => {
+                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                let retry_after = open.flatten();
+                Verdict::Refused(RateLimited::store_unavailable(
+                    self.name.clone(),
+                    retry_after,
+                ))
+            }
+            OnStoreFailure::Local => self.decide_locally(key),
+        }
+    }
+
+    fn decide_locally(&self, key: &[u8]) -> Verdict {
+        let Some(fallback) = &self.fallback else {
+            return Verdict::Admitted(None);
+        };
+        let (decision, state) = fallback.acquire(key.to_vec(), true);
+        match decision {
+            Decision::Admitted => Verdict::Admitted(state),
+            Decision::Refused { wait } => {
+                fallback.count_refusal();
+                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                let mut refusal = RateLimited::with_name(self.name.clone(), Some(wait));
+                if let Some(state) = state {
+                    refusal = refusal.with_limit(state.limit);
+                }
+                Verdict::Refused(refusal)
+            }
+            Decision::TooLarge => {
+                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                Verdict::Refused(RateLimited::with_name(self.name.clone(), None))
+            }
+        }
+    }
+
+    /// Redis answered: back from a failure mode, if in one.
+    fn store_back(&self) {
+        if self.degraded.swap(false, Ordering::AcqRel) {
+            tracing::info!(limiter = %self.name, "rate limiter's redis store is back");
+        }
+    }
+
+    pub(crate) fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl fmt::Debug for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote")
+            .field("name", &self.name)
+            .field("quota", &self.quota)
+            .field("on_failure", &self.config.on_failure)
+            .field("degraded", &self.is_degraded())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `tracing` event for each change of the guard breaker's state.
+fn guard_event(name: &Name, event: &Event) {
+    if let Event::Transition(transition) = event {
+        tracing::info!(
+            limiter = %name,
+            from = %transition.from,
+            to = %transition.to,
+            "rate limiter's redis guard changed state"
+        );
+    }
+}
+
+/// The most a key counts at once: its limit, or a GCRA limiter's burst.
+fn limit_of(quota: Quota) -> u64 {
+    match quota.kind {
+        Kind::Gcra => quota.burst,
+        _ => quota.limit,
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Keys known to be over their limit, until their permit frees: they are
+/// refused without a round trip. Keys are held as hashes (seeded per
+/// limiter), never as themselves. Bounded: when full, what has expired is
+/// dropped, and if nothing has, the newest is not remembered.
+struct Refusals {
+    hasher: RandomState,
+    until: Mutex<HashMap<u64, Instant>>,
+    /// Entries held: a call skips the lock while there are none.
+    len: AtomicUsize,
+    capacity: usize,
+}
+
+impl Refusals {
+    fn new(capacity: usize) -> Self {
+        Refusals {
+            hasher: RandomState::new(),
+            until: Mutex::new(HashMap::new()),
+            len: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long `key` is still known to be refused.
+    fn check(&self, key: &[u8]) -> Option<Duration> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let hash = self.hasher.hash_one(key);
+        let now = Instant::now();
+        let mut until = self.lock();
+        let left = until.get(&hash)?.saturating_duration_since(now);
+        if left.is_zero() {
+            until.remove(&hash);
+            self.len.store(until.len(), Ordering::Relaxed);
+            return None;
+        }
+        Some(left)
+    }
+
+    fn remember(&self, key: &[u8], wait: Duration) {
+        let hash = self.hasher.hash_one(key);
+        let now = Instant::now();
+        let mut until = self.lock();
+        if until.len() >= self.capacity {
+            until.retain(|_, at| *at > now);
+        }
+        if until.len() < self.capacity {
+            until.insert(hash, now + wait);
+        }
+        self.len.store(until.len(), Ordering::Relaxed);
+    }
+}
