@@ -433,3 +433,101 @@ async fn one_global_limit_without_a_key() {
     assert_eq!(limited.limit(), Some(2));
     assert_eq!(redis.command(&["EXISTS", "{palisade:global}:w:"]), ":1");
 }
+
+/// With leases of 10, one round trip admits up to 10 calls: a replica
+/// spends them locally, and the limit across replicas still holds within a
+/// window (a permit counts in Redis when it is taken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_take_several_permits_per_round_trip() {
+    let redis = RedisServer::start();
+    let leased = |_| {
+        let mut store = patient(redis.url());
+        store.lease_permits = 10;
+        store.lease_for = HOUR;
+        RateLimitLayer::sliding_window(100, HOUR)
+            .name("leased")
+            .redis(store)
+            .keyed(by_client)
+            .build()
+            .unwrap()
+    };
+    let one = leased(0);
+    let services = [service(&one)];
+    assert_eq!(admitted(&services, "solo", 300).await, 100);
+    // Callers that find no lease at once each ask (16 at the start, and
+    // again when the leases run out), and each lease takes one round trip:
+    // far fewer than 300.
+    let counts = one.handle().counts();
+    assert!(counts.round_trips <= 16 + 10 + 16, "{counts:?}");
+
+    let layers: Vec<_> = (0..3).map(leased).collect();
+    let services: Vec<Svc> = layers.iter().map(service).collect();
+    assert_eq!(admitted(&services, "shared", 300).await, 100);
+    let round_trips: u64 = layers.iter().map(|l| l.handle().counts().round_trips).sum();
+    assert!(
+        round_trips <= 3 * 32 + 10,
+        "{round_trips} round trips for 300 calls"
+    );
+}
+
+/// A replica whose clock is an hour ahead of another's (tokio's clock, the
+/// one palisade reads, advanced then resumed) shares one exact limit with
+/// it, and both report the same wait: Redis's clock decides.
+#[tokio::test(start_paused = true)]
+async fn replicas_whose_clocks_disagree_share_one_limit() {
+    tokio::time::advance(HOUR).await;
+    tokio::time::resume();
+    let redis = RedisServer::start();
+    let build = || {
+        RateLimitLayer::gcra(10, HOUR)
+            .name("skewed")
+            .redis(patient(redis.url()))
+            .keyed(by_client)
+            .build()
+            .unwrap()
+    };
+    let ahead = build();
+    let behind = build();
+    // The other replica runs on a runtime of its own, on the real clock.
+    let on_time = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let svc = service(&behind);
+            let mut admitted = 0;
+            let mut waits = Vec::new();
+            for n in 0..15 {
+                match svc.clone().oneshot(("k".into(), n)).await {
+                    Ok(_) => admitted += 1,
+                    Err(err) => match ErrorKind::of(&err) {
+                        ErrorKind::RateLimited(limited) => waits.push(limited.retry_after()),
+                        _ => panic!("{err}"),
+                    },
+                }
+            }
+            (admitted, waits)
+        })
+    });
+    let svc = service(&ahead);
+    let mut admitted = 0;
+    let mut waits = Vec::new();
+    for n in 0..15 {
+        match svc.clone().oneshot(("k".into(), n)).await {
+            Ok(_) => admitted += 1,
+            Err(err) => match ErrorKind::of(&err) {
+                ErrorKind::RateLimited(limited) => waits.push(limited.retry_after()),
+                _ => panic!("{err}"),
+            },
+        }
+    }
+    let (their_admitted, their_waits) = on_time.join().unwrap();
+    assert_eq!(admitted + their_admitted, 10);
+    // Every refusal waits for the next permit of a bucket refilled at one
+    // per 6 minutes: at most 6 minutes, on both replicas alike.
+    for wait in waits.into_iter().chain(their_waits) {
+        let wait = wait.expect("a refusal says when");
+        assert!(wait <= Duration::from_secs(360), "{wait:?}");
+    }
+}

@@ -347,6 +347,17 @@ impl Breaker {
         self.refuse_cached_or_admit(cached)
     }
 
+    /// Whether the breaker refuses every call now, with no transition due
+    /// (forced open, or open with time left), and for how long where known:
+    /// a caller that would only be refused can skip the call.
+    #[cfg(feature = "redis")]
+    pub(crate) fn refusing(&self) -> Option<Option<Duration>> {
+        match Self::refusal(&self.current.load()) {
+            Some(Admission::Refused(retry_after)) => Some(retry_after),
+            _ => None,
+        }
+    }
+
     /// A refusal that `period` makes with no transition: forced open, or
     /// open with time left.
     #[inline]

@@ -295,6 +295,12 @@ impl Handle {
         Handle { breaker }
     }
 
+    /// See `Breaker::refusing`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn refusing(&self) -> Option<Option<Duration>> {
+        self.breaker.refusing()
+    }
+
     /// The breaker's name.
     pub fn name(&self) -> &str {
         self.breaker.name().as_str()

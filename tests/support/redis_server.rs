@@ -3,6 +3,8 @@
 //! removed) when dropped. It never passes a test silently: without
 //! `redis-server`, starting one fails with how to install it.
 
+#![allow(dead_code, unreachable_pub)] // each test binary and bench uses a part of this
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -18,6 +18,7 @@ use crate::rate_limit::{RateLimitConfig, gcra};
 
 const DEFAULT_DECISION_TIMEOUT: Duration = Duration::from_millis(5);
 const DEFAULT_PREFIX: &str = "palisade";
+const DEFAULT_LEASE_FOR: Duration = Duration::from_secs(1);
 /// Lua's numbers are doubles: integers are exact up to 2^53.
 const EXACT: u128 = 1 << 53;
 /// A GCRA bucket's length in microseconds, so that a TAT (now, about 2^51
@@ -54,6 +55,8 @@ pub enum OnStoreFailure {
 /// on_failure = "local"        # or "fail_open", "fail_closed"
 /// replicas = 3                # the local fallback takes a third each
 /// key_prefix = "shop"
+/// lease_permits = 1           # above 1: permits taken per round trip
+/// lease_for = "1s"
 /// [guard]                     # a CircuitBreakerConfig
 /// consecutive_failures = 3
 /// open_for = "1s"
@@ -93,6 +96,33 @@ pub struct RedisConfig {
     /// a row, for 1 s).
     #[cfg_attr(feature = "serde", serde(default = "default_guard"))]
     pub guard: CircuitBreakerConfig,
+    /// Permits to take per round trip (default 1: none leased). Above one,
+    /// a decision takes up to this many permits for its key, when they fit,
+    /// and the next calls for that key on this replica spend them without
+    /// a round trip. The price: a permit counts in Redis when it is taken,
+    /// not when it is spent, so in a window-length up to
+    /// `replicas × (lease_permits − 1)` calls more than the limit may be
+    /// admitted (permits taken before it and spent in it), and a replica's
+    /// unspent permits are lost when they expire
+    /// ([`lease_for`](Self::lease_for)).
+    #[cfg_attr(feature = "serde", serde(default = "default_lease_permits"))]
+    pub lease_permits: u32,
+    /// How long leased permits stay spendable (default 1 s).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "default_lease_for", with = "crate::serde_duration")
+    )]
+    pub lease_for: Duration,
+}
+
+#[cfg(feature = "serde")]
+fn default_lease_permits() -> u32 {
+    1
+}
+
+#[cfg(feature = "serde")]
+fn default_lease_for() -> Duration {
+    DEFAULT_LEASE_FOR
 }
 
 #[cfg(feature = "serde")]
@@ -128,6 +158,8 @@ impl RedisConfig {
             replicas: 1,
             key_prefix: DEFAULT_PREFIX.to_owned(),
             guard: default_guard(),
+            lease_permits: 1,
+            lease_for: DEFAULT_LEASE_FOR,
         }
     }
 }
@@ -253,6 +285,15 @@ impl<F> RedisRateLimitBuilder<F> {
         }
         if store.replicas == 0 {
             return Err(invalid("redis.replicas", "must be at least 1"));
+        }
+        if store.lease_permits == 0 {
+            return Err(invalid("redis.lease_permits", "must be at least 1"));
+        }
+        if store.lease_permits > 1 && store.lease_for.is_zero() {
+            return Err(invalid(
+                "redis.lease_for",
+                "must be more than zero when lease_permits is above 1",
+            ));
         }
         let name = self.base.name_or_default();
         for (field, text) in [

@@ -215,17 +215,31 @@ where
         }
         let mut key = Vec::new();
         self.key.key_for(&request, &mut key);
-        if let Some(refusal) = self.shared.refused_locally(&key) {
+        // Decided here when this replica knows the answer: a leased permit,
+        // a key known to be over its limit, or Redis's guard open.
+        let known = match self.shared.leased(&key) {
+            Some(state) => Some(Verdict::Admitted(Some(state))),
+            None => self
+                .shared
+                .refused_locally(&key)
+                .map(Verdict::Refused)
+                .or_else(|| self.shared.while_guard_open(&key)),
+        };
+        if let Some(Verdict::Refused(refusal)) = known {
             return Box::pin(async move { Err(refusal.into()) });
         }
         // The ready service goes with the call; its clone stays, to be
         // made ready for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let decision = self.shared.clone().decide(key);
+        let shared = self.shared.clone();
         let report = self.report.clone();
         Box::pin(async move {
-            match decision.await {
+            let verdict = match known {
+                Some(verdict) => verdict,
+                None => shared.decide(key).await,
+            };
+            match verdict {
                 Verdict::Admitted(state) => {
                     let mut response = inner.call(request).await.map_err(Into::into)?;
                     if let (true, Some(state)) = (R::REPORTS, state) {

@@ -7,12 +7,13 @@
 //! the builder bounds `limit × window` (in microseconds) and a GCRA
 //! bucket's length: every product the scripts form stays exact.
 //!
-//! Both answer `{admitted, remaining, reset, wait}`: 1 or 0, the permits
-//! left after the decision, the microseconds until the key has counted
-//! nothing that matters, and for a refusal the microseconds until `n`
-//! permits fit (at least 1). A refusal writes nothing. Every write sets an
-//! expiry at the instant the key's state stops mattering, so keys expire by
-//! themselves.
+//! Both take up to `k` permits (1, or a lease's size): as many as fit,
+//! all at once. They answer `{granted, remaining, reset, wait}`: the
+//! permits taken (0 for a refusal), the permits left after, the
+//! microseconds until the key has counted nothing that matters, and for a
+//! refusal the microseconds until one permit fits (at least 1). A refusal
+//! writes nothing. Every write sets an expiry at the instant the key's
+//! state stops mattering, so keys expire by themselves.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -30,7 +31,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local k = tonumber(ARGV[3])
 local epoch = math.floor(now / window)
 local into = now - epoch * window
 local state = redis.call('HMGET', KEYS[1], 'e', 'c', 'p')
@@ -48,27 +49,30 @@ elseif e == epoch - 1 then
   previous = tonumber(state[2]) or 0
 end
 local left = window - into
-local admitted, wait = 0, 0
-if previous * left + (current + n) * window <= limit * window then
-  admitted = 1
-  current = current + n
+-- The most m with previous * left + (current + m) * window <= limit * window.
+local granted = math.floor((limit * window - previous * left) / window) - current
+if granted > k then granted = k end
+local wait = 0
+if granted >= 1 then
+  current = current + granted
   redis.call('HSET', KEYS[1], 'e', string.format('%.0f', epoch), 'c', current, 'p', previous)
   redis.call('PEXPIRE', KEYS[1], math.ceil((2 * window - into) / 1000))
 else
-  local room = limit - current - n
+  granted = 0
+  local room = limit - current - 1
   if room >= 0 then
     wait = left - math.floor(room * window / previous)
   elseif current == 0 then
     wait = left
   else
-    wait = left + window - math.floor((limit - n) * window / current)
+    wait = left + window - math.floor((limit - 1) * window / current)
   end
   if wait < 1 then wait = 1 end
 end
 local used = math.ceil(previous * left / window) + current
 local reset = 0
 if current > 0 then reset = 2 * window - into elseif previous > 0 then reset = left end
-return {admitted, math.max(limit - used, 0), reset, wait}
+return {granted, math.max(limit - used, 0), reset, wait}
 ";
 
 /// GCRA, as `Gcra` decides in process: the key holds its theoretical
@@ -78,16 +82,19 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local k = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local next = tat + interval * n
-local over = next - now - interval * burst
-if over > 0 then
-  return {0, math.floor((interval * burst - (tat - now)) / interval), tat - now, over}
+-- The most m with tat + m * interval - now <= burst * interval.
+local granted = math.floor((burst * interval - (tat - now)) / interval)
+if granted > k then granted = k end
+if granted < 1 then
+  local over = tat + interval - now - interval * burst
+  return {0, 0, tat - now, over}
 end
+local next = tat + interval * granted
 redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000))
-return {1, math.floor((interval * burst - (next - now)) / interval), next - now, 0}
+return {granted, math.floor((interval * burst - (next - now)) / interval), next - now, 0}
 ";
 
 pub(crate) static SLIDING_WINDOW_SCRIPT: LazyLock<Script> =
@@ -97,7 +104,8 @@ pub(crate) static GCRA_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(G
 /// What a script answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Answer {
-    pub(crate) admitted: bool,
+    /// Permits taken: 0 for a refusal.
+    pub(crate) granted: u64,
     pub(crate) remaining: u64,
     pub(crate) reset: Duration,
     /// For a refusal, how long until the permits fit.
@@ -105,11 +113,11 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    /// Reads a script's reply, `{admitted, remaining, reset, wait}`.
+    /// Reads a script's reply, `{granted, remaining, reset, wait}`.
     pub(crate) fn from_reply(reply: [i64; 4]) -> Self {
         let micros = |n: i64| Duration::from_micros(u64::try_from(n).unwrap_or(0));
         Answer {
-            admitted: reply[0] == 1,
+            granted: u64::try_from(reply[0]).unwrap_or(0),
             remaining: u64::try_from(reply[1]).unwrap_or(0),
             reset: micros(reply[2]),
             wait: micros(reply[3]).max(Duration::from_micros(1)),

@@ -2,6 +2,7 @@
 //! breaker, and what a limiter shares across its services.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::hash::{BuildHasher, RandomState};
@@ -152,6 +153,9 @@ pub(crate) struct Remote {
     pub(crate) guard_handle: circuit_breaker::Handle,
     pub(crate) fallback: Option<KeyedHandle<Vec<u8>>>,
     refusals: Refusals,
+    /// With `lease_permits` above one: the permits taken and not yet
+    /// spent, per key.
+    leases: Option<Leases>,
     max_wait: Duration,
     pub(crate) counts: Counts,
     degraded: AtomicBool,
@@ -193,12 +197,21 @@ impl Remote {
             guard_handle,
             fallback,
             refusals: Refusals::new(REFUSALS),
+            leases: (config.lease_permits > 1).then(|| Leases::new(REFUSALS, config.lease_for)),
             max_wait,
             counts: Counts::default(),
             degraded: AtomicBool::new(false),
             last_error: Mutex::new(None),
             config,
         })
+    }
+
+    /// A permit this replica leased for `key` earlier, spent without a
+    /// round trip; the key's state after it.
+    pub(crate) fn leased(&self, key: &[u8]) -> Option<Snapshot> {
+        let state = self.leases.as_ref()?.take(key)?;
+        self.counts.decisions.fetch_add(1, Ordering::Relaxed);
+        Some(state)
     }
 
     /// The refusal a key known to be over its limit gets without a round
@@ -213,6 +226,11 @@ impl Remote {
         self.counts.refused.fetch_add(1, Ordering::Relaxed);
         let quota = self.quota_for(key);
         Some(RateLimited::with_name(self.name.clone(), Some(left)).with_limit(limit_of(quota)))
+    }
+
+    /// Permits to take per round trip: one, or a lease's.
+    fn lease_permits(&self) -> u64 {
+        u64::from(self.config.lease_permits.max(1))
     }
 
     fn quota_for(&self, key: &[u8]) -> Quota {
@@ -232,8 +250,12 @@ impl Remote {
                 Err(err) => return self.without_store(&key, &err),
             };
             self.store_back();
-            if answer.admitted {
-                return Verdict::Admitted(Some(answer.snapshot(limit_of(quota))));
+            if answer.granted > 0 {
+                let state = answer.snapshot(limit_of(quota));
+                if let Some(leases) = &self.leases {
+                    leases.keep(&key, answer.granted - 1, state);
+                }
+                return Verdict::Admitted(Some(state));
             }
             // Waiting: ask again when the permit frees, if that is soon
             // enough. Redis decides again: another replica may take it.
@@ -259,12 +281,16 @@ impl Remote {
             Kind::Gcra => Ask {
                 script: &GCRA_SCRIPT,
                 key: redis_key,
-                args: [interval_micros(quota.limit, quota.window), quota.burst, 1],
+                args: [
+                    interval_micros(quota.limit, quota.window),
+                    quota.burst,
+                    self.lease_permits(),
+                ],
             },
             _ => Ask {
                 script: &SLIDING_WINDOW_SCRIPT,
                 key: redis_key,
-                args: [quota.limit, micros(quota.window), 1],
+                args: [quota.limit, micros(quota.window), self.lease_permits()],
             },
         };
         let mut guard = self.guard.clone();
@@ -279,19 +305,40 @@ impl Remote {
 
     /// Redis did not answer: the failure mode decides.
     fn without_store(&self, key: &[u8], err: &BoxError) -> Verdict {
-        let open = match ErrorKind::of(err) {
-            ErrorKind::CircuitOpen(open) => Some(open.retry_after()),
-            _ => None,
-        };
-        if open.is_none() {
-            self.counts.store_failures.fetch_add(1, Ordering::Relaxed);
-            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
+        match ErrorKind::of(err) {
+            ErrorKind::CircuitOpen(open) => self.failure_mode(key, open.retry_after()),
+            _ => {
+                self.counts.store_failures.fetch_add(1, Ordering::Relaxed);
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
+                if !self.degraded.load(Ordering::Acquire) {
+                    tracing::warn!(
+                        limiter = %self.name,
+                        mode = ?self.config.on_failure,
+                        error = %err,
+                        "rate limiter's redis store failed; deciding without it"
+                    );
+                }
+                self.failure_mode(key, None)
+            }
         }
+    }
+
+    /// Decided without a round trip while the guard refuses every call:
+    /// `None` when Redis should be asked (the guard is closed, or a probe
+    /// may go).
+    pub(crate) fn while_guard_open(&self, key: &[u8]) -> Option<Verdict> {
+        let retry_after = self.guard_handle.refusing()?;
+        self.counts.decisions.fetch_add(1, Ordering::Relaxed);
+        Some(self.failure_mode(key, retry_after))
+    }
+
+    /// The failure mode's verdict; `retry_after` is when the guard lets a
+    /// probe go, where known.
+    fn failure_mode(&self, key: &[u8], retry_after: Option<Duration>) -> Verdict {
         if !self.degraded.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 limiter = %self.name,
                 mode = ?self.config.on_failure,
-                error = %err,
                 "rate limiter's redis store is unavailable; deciding without it"
             );
         }
@@ -302,7 +349,6 @@ impl Remote {
             OnStoreFailure::FailOpen => Verdict::Admitted(None),
             OnStoreFailure::FailClosed => {
                 self.counts.refused.fetch_add(1, Ordering::Relaxed);
-                let retry_after = open.flatten();
                 Verdict::Refused(RateLimited::store_unavailable(
                     self.name.clone(),
                     retry_after,
@@ -443,5 +489,154 @@ impl Refusals {
             until.insert(hash, now + wait);
         }
         self.len.store(until.len(), Ordering::Relaxed);
+    }
+}
+
+/// Permits a replica took from Redis beyond the one it needed, per key,
+/// spent by the next calls for that key without a round trip until they
+/// run out or expire. Held as hashes, bounded as [`Refusals`]: a lease that
+/// finds no room is dropped, and its permits are lost (never over-spent).
+struct Leases {
+    hasher: RandomState,
+    leases: Mutex<HashMap<u64, Lease>>,
+    capacity: usize,
+    ttl: Duration,
+}
+
+struct Lease {
+    left: u64,
+    until: Instant,
+    /// The key's state when the lease was taken, its own permits counted
+    /// back in.
+    state: Snapshot,
+}
+
+impl Leases {
+    fn new(capacity: usize, ttl: Duration) -> Self {
+        Leases {
+            hasher: RandomState::new(),
+            leases: Mutex::new(HashMap::new()),
+            capacity,
+            ttl,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Lease>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spends one leased permit for `key`, if one is left and unexpired;
+    /// the key's state after it.
+    fn take(&self, key: &[u8]) -> Option<Snapshot> {
+        let hash = self.hasher.hash_one(key);
+        let mut leases = self.lock();
+        let lease = leases.get_mut(&hash)?;
+        if lease.left == 0 || lease.until <= Instant::now() {
+            leases.remove(&hash);
+            return None;
+        }
+        lease.left -= 1;
+        Some(Snapshot {
+            remaining: lease.state.remaining + lease.left,
+            ..lease.state
+        })
+    }
+
+    /// Keeps `left` more permits for `key`, taken with `state`.
+    fn keep(&self, key: &[u8], left: u64, state: Snapshot) {
+        if left == 0 {
+            return;
+        }
+        let hash = self.hasher.hash_one(key);
+        let now = Instant::now();
+        let mut leases = self.lock();
+        if leases.len() >= self.capacity {
+            leases.retain(|_, lease| lease.until > now);
+        }
+        let until = now + self.ttl;
+        let room = leases.len() < self.capacity;
+        match leases.entry(hash) {
+            // Calls that missed together each took a lease: pool them.
+            Entry::Occupied(mut held) if held.get().until > now => {
+                let lease = held.get_mut();
+                lease.left += left;
+                lease.until = until;
+                lease.state = state;
+            }
+            Entry::Occupied(mut held) => *held.get_mut() = Lease { left, until, state },
+            Entry::Vacant(free) if room => {
+                free.insert(Lease { left, until, state });
+            }
+            Entry::Vacant(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(remaining: u64) -> Snapshot {
+        Snapshot {
+            limit: 10,
+            remaining,
+            reset: Duration::from_secs(1),
+        }
+    }
+
+    /// Leased permits are spent one call each, for their key only, and are
+    /// gone once they expire.
+    #[tokio::test(start_paused = true)]
+    async fn leased_permits_are_spent_once_and_expire() {
+        let leases = Leases::new(16, Duration::from_millis(100));
+        leases.keep(b"a", 2, state(5));
+        assert_eq!(leases.take(b"b"), None, "another key's");
+        assert_eq!(leases.take(b"a").map(|s| s.remaining), Some(6));
+        assert_eq!(leases.take(b"a").map(|s| s.remaining), Some(5));
+        assert_eq!(leases.take(b"a"), None, "spent");
+
+        // Two calls that missed together pool what they took.
+        leases.keep(b"a", 1, state(5));
+        leases.keep(b"a", 1, state(4));
+        assert_eq!(leases.take(b"a").map(|s| s.remaining), Some(5));
+        assert_eq!(leases.take(b"a").map(|s| s.remaining), Some(4));
+        assert_eq!(leases.take(b"a"), None);
+
+        leases.keep(b"a", 3, state(5));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(leases.take(b"a"), None, "expired");
+    }
+
+    /// A full table drops expired leases for a new one, and otherwise loses
+    /// the new lease's permits rather than growing.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_lease_table_never_grows() {
+        let leases = Leases::new(2, Duration::from_millis(100));
+        leases.keep(b"a", 1, state(0));
+        leases.keep(b"b", 1, state(0));
+        leases.keep(b"c", 1, state(0));
+        assert_eq!(leases.take(b"c"), None, "no room");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        leases.keep(b"c", 1, state(0));
+        assert!(leases.take(b"c").is_some(), "room once the others expired");
+    }
+
+    /// A refusal is remembered until its permit frees, for its key only.
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_remembered_until_its_permit_frees() {
+        let refusals = Refusals::new(2);
+        assert_eq!(refusals.check(b"a"), None);
+        refusals.remember(b"a", Duration::from_millis(30));
+        assert_eq!(refusals.check(b"b"), None);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(refusals.check(b"a"), Some(Duration::from_millis(20)));
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!(refusals.check(b"a"), None);
+        // Full of live refusals: a new one is not remembered.
+        refusals.remember(b"x", Duration::from_secs(1));
+        refusals.remember(b"y", Duration::from_secs(1));
+        refusals.remember(b"z", Duration::from_secs(1));
+        assert_eq!(refusals.check(b"z"), None);
+        assert!(refusals.check(b"x").is_some());
     }
 }
