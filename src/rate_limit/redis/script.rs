@@ -7,8 +7,11 @@
 //! the builder bounds `limit × window` (in microseconds) and a GCRA
 //! bucket's length: every product the scripts form stays exact.
 //!
-//! Both take up to `k` permits (1, or a lease's size): as many as fit,
-//! all at once. They answer `{granted, remaining, reset, wait}`: the
+//! Both decide for every key of a batch in turn (`KEYS[i]`, with its
+//! three arguments at `ARGV[3i-2..3i]`), on one reading of the clock, and
+//! take up to `k` permits for each (1, or a lease's size): as many as fit,
+//! all at once. For each key they answer four numbers,
+//! `{granted, remaining, reset, wait}`: the
 //! permits taken (0 for a refusal), the permits left after, the
 //! microseconds until the key has counted nothing that matters, and for a
 //! refusal the microseconds until one permit fits (at least 1). A refusal
@@ -24,77 +27,98 @@ use crate::rate_limit::limiter::Snapshot;
 
 /// The sliding-window counter, as `WindowCounter` decides in process: the
 /// previous window's count weighted by the part still covered, plus the
-/// current window's. `KEYS[1]`: the key's hash (`e` the window number, `c`
-/// its count, `p` the previous window's); `ARGV`: limit, window, n.
+/// current window's. Each key holds `window:count:previous count`, one
+/// string (one read and one write per decision); its arguments: limit,
+/// window, k.
 const SLIDING_WINDOW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local k = tonumber(ARGV[3])
-local epoch = math.floor(now / window)
-local into = now - epoch * window
-local state = redis.call('HMGET', KEYS[1], 'e', 'c', 'p')
-local e = tonumber(state[1])
-local current, previous = 0, 0
-if e ~= nil and e > epoch then
-  -- Redis's clock went back (a failover): count from the stored window's
-  -- start, which only over-counts.
-  epoch, into = e, 0
-end
-if e == epoch then
-  current = tonumber(state[2]) or 0
-  previous = tonumber(state[3]) or 0
-elseif e == epoch - 1 then
-  previous = tonumber(state[2]) or 0
-end
-local left = window - into
--- The most m with previous * left + (current + m) * window <= limit * window.
-local granted = math.floor((limit * window - previous * left) / window) - current
-if granted > k then granted = k end
-local wait = 0
-if granted >= 1 then
-  current = current + granted
-  redis.call('HSET', KEYS[1], 'e', string.format('%.0f', epoch), 'c', current, 'p', previous)
-  redis.call('PEXPIRE', KEYS[1], math.ceil((2 * window - into) / 1000))
-else
-  granted = 0
-  local room = limit - current - 1
-  if room >= 0 then
-    wait = left - math.floor(room * window / previous)
-  elseif current == 0 then
-    wait = left
-  else
-    wait = left + window - math.floor((limit - 1) * window / current)
+local out = {}
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[3 * i - 2])
+  local window = tonumber(ARGV[3 * i - 1])
+  local k = tonumber(ARGV[3 * i])
+  local epoch = math.floor(now / window)
+  local into = now - epoch * window
+  local state = redis.call('GET', KEYS[i])
+  local e, c, p = nil, 0, 0
+  if state then
+    local se, sc, sp = string.match(state, '^(%d+):(%d+):(%d+)$')
+    e, c, p = tonumber(se), tonumber(sc) or 0, tonumber(sp) or 0
   end
-  if wait < 1 then wait = 1 end
+  local current, previous = 0, 0
+  if e ~= nil and e > epoch then
+    -- Redis's clock went back (a failover): count from the stored
+    -- window's start, which only over-counts.
+    epoch, into = e, 0
+  end
+  if e == epoch then
+    current, previous = c, p
+  elseif e == epoch - 1 then
+    previous = c
+  end
+  local left = window - into
+  -- The most m with previous * left + (current + m) * window <= limit * window.
+  local granted = math.floor((limit * window - previous * left) / window) - current
+  if granted > k then granted = k end
+  local wait = 0
+  if granted >= 1 then
+    current = current + granted
+    local value = string.format('%.0f:%.0f:%.0f', epoch, current, previous)
+    redis.call('SET', KEYS[i], value, 'PX', math.ceil((2 * window - into) / 1000))
+  else
+    granted = 0
+    local room = limit - current - 1
+    if room >= 0 then
+      wait = left - math.floor(room * window / previous)
+    elseif current == 0 then
+      wait = left
+    else
+      wait = left + window - math.floor((limit - 1) * window / current)
+    end
+    if wait < 1 then wait = 1 end
+  end
+  local used = math.ceil(previous * left / window) + current
+  local reset = 0
+  if current > 0 then reset = 2 * window - into elseif previous > 0 then reset = left end
+  out[4 * i - 3] = granted
+  out[4 * i - 2] = math.max(limit - used, 0)
+  out[4 * i - 1] = reset
+  out[4 * i] = wait
 end
-local used = math.ceil(previous * left / window) + current
-local reset = 0
-if current > 0 then reset = 2 * window - into elseif previous > 0 then reset = left end
-return {granted, math.max(limit - used, 0), reset, wait}
+return out
 ";
 
-/// GCRA, as `Gcra` decides in process: the key holds its theoretical
-/// arrival time (TAT). `KEYS[1]`: the key; `ARGV`: interval, burst, n.
+/// GCRA, as `Gcra` decides in process: each key holds its theoretical
+/// arrival time (TAT); its arguments: interval, burst, k.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local k = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
--- The most m with tat + m * interval - now <= burst * interval.
-local granted = math.floor((burst * interval - (tat - now)) / interval)
-if granted > k then granted = k end
-if granted < 1 then
-  local over = tat + interval - now - interval * burst
-  return {0, 0, tat - now, over}
+local out = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local k = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  -- The most m with tat + m * interval - now <= burst * interval.
+  local granted = math.floor((burst * interval - (tat - now)) / interval)
+  if granted > k then granted = k end
+  if granted < 1 then
+    out[4 * i - 3] = 0
+    out[4 * i - 2] = 0
+    out[4 * i - 1] = tat - now
+    out[4 * i] = tat + interval - now - interval * burst
+  else
+    local next = tat + interval * granted
+    redis.call('SET', KEYS[i], string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000))
+    out[4 * i - 3] = granted
+    out[4 * i - 2] = math.floor((interval * burst - (next - now)) / interval)
+    out[4 * i - 1] = next - now
+    out[4 * i] = 0
+  end
 end
-local next = tat + interval * granted
-redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000))
-return {granted, math.floor((interval * burst - (next - now)) / interval), next - now, 0}
+return out
 ";
 
 pub(crate) static SLIDING_WINDOW_SCRIPT: LazyLock<Script> =
@@ -113,7 +137,8 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    /// Reads a script's reply, `{granted, remaining, reset, wait}`.
+    /// Reads one key's part of a script's reply,
+    /// `{granted, remaining, reset, wait}`.
     pub(crate) fn from_reply(reply: [i64; 4]) -> Self {
         let micros = |n: i64| Duration::from_micros(u64::try_from(n).unwrap_or(0));
         Answer {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -31,12 +32,15 @@ use crate::timeout::{Timeout, TimeoutLayer};
 
 /// How many keys known to be over their limit a limiter remembers.
 const REFUSALS: usize = 10_000;
+/// The most decisions one script call carries.
+const MAX_BATCH: usize = 128;
 
-/// One decision for Redis: a script, its key and its arguments.
+/// A batch of decisions for Redis: a script, its keys, and three
+/// arguments per key.
 pub(crate) struct Ask {
     script: &'static Script,
-    key: Vec<u8>,
-    args: [u64; 3],
+    keys: Vec<Vec<u8>>,
+    args: Vec<u64>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -81,9 +85,9 @@ impl Connection {
 }
 
 impl Service<Ask> for Connection {
-    type Response = Answer;
+    type Response = Vec<Answer>;
     type Error = BoxError;
-    type Future = BoxFuture<Result<Answer, BoxError>>;
+    type Future = BoxFuture<Result<Vec<Answer>, BoxError>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -93,19 +97,24 @@ impl Service<Ask> for Connection {
         let manager = self.manager();
         Box::pin(async move {
             let mut connection = manager?;
-            let reply: Vec<i64> = ask
-                .script
-                .key(ask.key)
-                .arg(&ask.args[..])
-                .invoke_async(&mut connection)
-                .await?;
-            let reply: [i64; 4] = reply.try_into().map_err(|reply: Vec<i64>| {
-                format!(
-                    "the limiter's script answered {} numbers, not 4",
-                    reply.len()
+            let mut invocation = ask.script.prepare_invoke();
+            for key in &ask.keys {
+                invocation.key(&key[..]);
+            }
+            invocation.arg(&ask.args[..]);
+            let reply: Vec<i64> = invocation.invoke_async(&mut connection).await?;
+            if reply.len() != 4 * ask.keys.len() {
+                return Err(format!(
+                    "the limiter's script answered {} numbers for {} keys, not 4 each",
+                    reply.len(),
+                    ask.keys.len()
                 )
-            })?;
-            Ok(Answer::from_reply(reply))
+                .into());
+            }
+            Ok(reply
+                .chunks_exact(4)
+                .map(|four| Answer::from_reply([four[0], four[1], four[2], four[3]]))
+                .collect())
         })
     }
 }
@@ -153,6 +162,7 @@ pub(crate) struct Remote {
     pub(crate) guard_handle: circuit_breaker::Handle,
     pub(crate) fallback: Option<KeyedHandle<Vec<u8>>>,
     refusals: Refusals,
+    batches: Batches,
     /// With `lease_permits` above one: the permits taken and not yet
     /// spent, per key.
     leases: Option<Leases>,
@@ -197,6 +207,7 @@ impl Remote {
             guard_handle,
             fallback,
             refusals: Refusals::new(REFUSALS),
+            batches: Batches::default(),
             leases: (config.lease_permits > 1).then(|| Leases::new(REFUSALS, config.lease_for)),
             max_wait,
             counts: Counts::default(),
@@ -208,10 +219,36 @@ impl Remote {
 
     /// A permit this replica leased for `key` earlier, spent without a
     /// round trip; the key's state after it.
-    pub(crate) fn leased(&self, key: &[u8]) -> Option<Snapshot> {
-        let state = self.leases.as_ref()?.take(key)?;
+    pub(crate) fn leased(self: &Arc<Self>, key: &[u8]) -> Option<Snapshot> {
+        let leases = self.leases.as_ref()?;
+        let (state, left) = leases.take(key)?;
         self.counts.decisions.fetch_add(1, Ordering::Relaxed);
+        if left == self.lease_permits() / 2 {
+            // Half spent: the next lease is taken in the background, so
+            // that the calls for a busy key never wait on Redis.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (remote, key) = (self.clone(), key.to_vec());
+                runtime.spawn(async move { remote.renew_lease(key).await });
+            }
+        }
         Some(state)
+    }
+
+    /// Takes another lease for `key` ahead of need; a refusal is
+    /// remembered, as a caller's would be.
+    async fn renew_lease(self: Arc<Self>, key: Vec<u8>) {
+        let quota = self.quota_for(&key);
+        match self.ask(&key, quota).await {
+            Ok(answer) if answer.granted > 0 => {
+                if let Some(leases) = &self.leases {
+                    leases.keep(&key, answer.granted, answer.snapshot(limit_of(quota)));
+                }
+            }
+            Ok(answer) => self.refusals.remember(&key, answer.wait),
+            // The calls that find the lease spent will ask, and meet the
+            // failure then.
+            Err(_) => {}
+        }
     }
 
     /// The refusal a key known to be over its limit gets without a round
@@ -247,7 +284,7 @@ impl Remote {
         loop {
             let answer = match self.ask(&key, quota).await {
                 Ok(answer) => answer,
-                Err(err) => return self.without_store(&key, &err),
+                Err(err) => return self.without_store(&key, err),
             };
             self.store_back();
             if answer.granted > 0 {
@@ -271,45 +308,96 @@ impl Remote {
         }
     }
 
-    /// One round trip, through the guard: refused at once while it is
-    /// open.
-    async fn ask(&self, key: &[u8], quota: Quota) -> Result<Answer, BoxError> {
+    /// One decision from Redis, sent in the next batch.
+    async fn ask(self: &Arc<Self>, key: &[u8], quota: Quota) -> Result<Answer, AskError> {
         let mut redis_key = Vec::with_capacity(self.key_prefix.len() + key.len());
         redis_key.extend_from_slice(&self.key_prefix);
         redis_key.extend_from_slice(key);
-        let ask = match quota.kind {
-            Kind::Gcra => Ask {
-                script: &GCRA_SCRIPT,
-                key: redis_key,
-                args: [
-                    interval_micros(quota.limit, quota.window),
-                    quota.burst,
-                    self.lease_permits(),
-                ],
-            },
-            _ => Ask {
-                script: &SLIDING_WINDOW_SCRIPT,
-                key: redis_key,
-                args: [quota.limit, micros(quota.window), self.lease_permits()],
-            },
+        let args = match quota.kind {
+            Kind::Gcra => [
+                interval_micros(quota.limit, quota.window),
+                quota.burst,
+                self.lease_permits(),
+            ],
+            _ => [quota.limit, micros(quota.window), self.lease_permits()],
         };
-        let mut guard = self.guard.clone();
-        poll_fn(|cx| guard.poll_ready(cx)).await?;
-        let asked = guard.call(ask);
-        let answer = asked.await;
-        if !matches!(&answer, Err(err) if matches!(ErrorKind::of(err), ErrorKind::CircuitOpen(_))) {
-            self.counts.round_trips.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        let send = self.batches.push(Pending {
+            key: redis_key,
+            args,
+            reply,
+        });
+        if send {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(self.clone().send_batches())),
+                // Polled outside a tokio runtime: this caller sends.
+                Err(_) => self.clone().send_batches().await,
+            }
         }
-        answer
+        // Bounded here too: a batch queued behind a slow one must not hold
+        // its callers past their own timeout.
+        match tokio::time::timeout(self.config.decision_timeout, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(AskError::Failed("the batch was dropped".into())),
+            Err(_) => Err(AskError::Failed(format!(
+                "no answer within {:?}",
+                self.config.decision_timeout
+            ))),
+        }
+    }
+
+    /// Sends what has queued, one batch after another, until the queue is
+    /// empty: while a batch is out, the calls that arrive wait for the next
+    /// one, so a busy limiter sends few large scripts instead of many small
+    /// ones.
+    async fn send_batches(self: Arc<Self>) {
+        while let Some(batch) = self.batches.next() {
+            let script = match self.quota.kind {
+                Kind::Gcra => &*GCRA_SCRIPT,
+                _ => &*SLIDING_WINDOW_SCRIPT,
+            };
+            let mut keys = Vec::with_capacity(batch.len());
+            let mut args = Vec::with_capacity(3 * batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
+            for pending in batch {
+                keys.push(pending.key);
+                args.extend_from_slice(&pending.args);
+                replies.push(pending.reply);
+            }
+            let mut guard = self.guard.clone();
+            let answers = match poll_fn(|cx| guard.poll_ready(cx)).await {
+                Ok(()) => guard.call(Ask { script, keys, args }).await,
+                Err(err) => Err(err),
+            };
+            match answers {
+                Ok(answers) => {
+                    self.counts.round_trips.fetch_add(1, Ordering::Relaxed);
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok(answer));
+                    }
+                }
+                Err(err) => {
+                    let error = match ErrorKind::of(&err) {
+                        ErrorKind::CircuitOpen(open) => AskError::Open(open.retry_after()),
+                        _ => {
+                            self.counts.round_trips.fetch_add(1, Ordering::Relaxed);
+                            AskError::Failed(err.to_string())
+                        }
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
     }
 
     /// Redis did not answer: the failure mode decides.
-    fn without_store(&self, key: &[u8], err: &BoxError) -> Verdict {
-        match ErrorKind::of(err) {
-            ErrorKind::CircuitOpen(open) => self.failure_mode(key, open.retry_after()),
-            _ => {
+    fn without_store(&self, key: &[u8], err: AskError) -> Verdict {
+        match err {
+            AskError::Open(retry_after) => self.failure_mode(key, retry_after),
+            AskError::Failed(err) => {
                 self.counts.store_failures.fetch_add(1, Ordering::Relaxed);
-                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
                 if !self.degraded.load(Ordering::Acquire) {
                     tracing::warn!(
                         limiter = %self.name,
@@ -318,6 +406,7 @@ impl Remote {
                         "rate limiter's redis store failed; deciding without it"
                     );
                 }
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err);
                 self.failure_mode(key, None)
             }
         }
@@ -526,8 +615,8 @@ impl Leases {
     }
 
     /// Spends one leased permit for `key`, if one is left and unexpired;
-    /// the key's state after it.
-    fn take(&self, key: &[u8]) -> Option<Snapshot> {
+    /// the key's state after it, and the permits left.
+    fn take(&self, key: &[u8]) -> Option<(Snapshot, u64)> {
         let hash = self.hasher.hash_one(key);
         let mut leases = self.lock();
         let lease = leases.get_mut(&hash)?;
@@ -536,10 +625,11 @@ impl Leases {
             return None;
         }
         lease.left -= 1;
-        Some(Snapshot {
+        let state = Snapshot {
             remaining: lease.state.remaining + lease.left,
             ..lease.state
-        })
+        };
+        Some((state, lease.left))
     }
 
     /// Keeps `left` more permits for `key`, taken with `state`.
@@ -591,15 +681,21 @@ mod tests {
         let leases = Leases::new(16, Duration::from_millis(100));
         leases.keep(b"a", 2, state(5));
         assert_eq!(leases.take(b"b"), None, "another key's");
-        assert_eq!(leases.take(b"a").map(|s| s.remaining), Some(6));
-        assert_eq!(leases.take(b"a").map(|s| s.remaining), Some(5));
+        assert_eq!(
+            leases.take(b"a").map(|(s, left)| (s.remaining, left)),
+            Some((6, 1))
+        );
+        assert_eq!(
+            leases.take(b"a").map(|(s, left)| (s.remaining, left)),
+            Some((5, 0))
+        );
         assert_eq!(leases.take(b"a"), None, "spent");
 
         // Two calls that missed together pool what they took.
         leases.keep(b"a", 1, state(5));
         leases.keep(b"a", 1, state(4));
-        assert_eq!(leases.take(b"a").map(|s| s.remaining), Some(5));
-        assert_eq!(leases.take(b"a").map(|s| s.remaining), Some(4));
+        assert_eq!(leases.take(b"a").map(|(s, _)| s.remaining), Some(5));
+        assert_eq!(leases.take(b"a").map(|(s, _)| s.remaining), Some(4));
         assert_eq!(leases.take(b"a"), None);
 
         leases.keep(b"a", 3, state(5));
@@ -638,5 +734,59 @@ mod tests {
         refusals.remember(b"z", Duration::from_secs(1));
         assert_eq!(refusals.check(b"z"), None);
         assert!(refusals.check(b"x").is_some());
+    }
+}
+
+/// Why a decision got no answer from Redis.
+#[derive(Clone, Debug)]
+enum AskError {
+    /// The guard is open; a probe may go after this, where known.
+    Open(Option<Duration>),
+    /// The round trip failed or timed out.
+    Failed(String),
+}
+
+/// A decision waiting for its batch.
+struct Pending {
+    key: Vec<u8>,
+    args: [u64; 3],
+    reply: oneshot::Sender<Result<Answer, AskError>>,
+}
+
+/// The decisions waiting for the next batch, and whether a task is
+/// sending batches.
+#[derive(Default)]
+struct Batches {
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    sending: bool,
+}
+
+impl Batches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a decision; `true` when no task is sending batches, so the
+    /// caller must start one.
+    fn push(&self, pending: Pending) -> bool {
+        let mut queue = self.lock();
+        queue.pending.push(pending);
+        !std::mem::replace(&mut queue.sending, true)
+    }
+
+    /// The next batch, or `None` (and the sender stops) when none waits.
+    fn next(&self) -> Option<Vec<Pending>> {
+        let mut queue = self.lock();
+        if queue.pending.is_empty() {
+            queue.sending = false;
+            return None;
+        }
+        let take = queue.pending.len().min(MAX_BATCH);
+        Some(queue.pending.drain(..take).collect())
     }
 }
