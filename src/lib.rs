@@ -11,7 +11,7 @@
 //! | [`timeout`] | fail a call that runs too long, cancelling its work | `timeout` |
 //! | [`bulkhead`] | cap the calls in flight, so one slow dependency cannot take every resource | `bulkhead` |
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
-//! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest | `rate-limit` |
+//! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest; with `redis`, one limit across every replica of a service | `rate-limit` |
 //! | [`throttle`] | refuse locally, at random, the share of calls an overloaded upstream is refusing anyway (the SRE book's client-side throttling) | `throttle` |
 //! | [`preset`] | the recommended stacks as one layer each: a client's (total timeout, retry, throttle, breaker, attempt timeout, bulkhead) and an HTTP server's, one name and one configuration checked across layers | the client layers' (the server's also `http`, `rate-limit`) |
 //! | `chaos` | inject failures, latency and outages on purpose, to test the rest | `chaos` |
@@ -161,6 +161,7 @@
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
 //! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
+//! | `redis` | no | `rate_limit::redis`: one limit shared by many processes through Redis (needs the `redis` crate and a tokio runtime; turns on `rate-limit`, `circuit-breaker` and `timeout`) |
 //!
 //! [tower]: https://docs.rs/tower
 

@@ -531,3 +531,46 @@ async fn replicas_whose_clocks_disagree_share_one_limit() {
         assert!(wait <= Duration::from_secs(360), "{wait:?}");
     }
 }
+
+/// The tower contract, with every decision known in `call` (the guard held
+/// open, failing open): clones readied apart and called in any order, inner
+/// errors and readiness passed through unchanged, behind a buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_the_tower_contract() {
+    let mut store = RedisConfig::new(format!("redis://127.0.0.1:{}", free_port()));
+    store.on_failure = OnStoreFailure::FailOpen;
+    let layer = RateLimitLayer::sliding_window(100, HOUR)
+        .redis(store)
+        .build()
+        .unwrap();
+    layer.handle().guard().force_open();
+    support::check_tower_contract(|probe| layer.layer(probe)).await;
+}
+
+/// The script's answer is reported on each admitted response (the
+/// `RateLimit-*` headers, over HTTP), and a call made without readiness
+/// fails with `NotReady` rather than reaching the inner service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_the_state_redis_answered() {
+    let redis = RedisServer::start();
+    let layer = RateLimitLayer::gcra(10, HOUR)
+        .burst(3)
+        .redis(patient(redis.url()))
+        .build()
+        .unwrap()
+        .report_state(
+            |remaining: &mut u64, state: palisade::rate_limit::RateLimitState| {
+                assert_eq!(state.limit, 3);
+                *remaining = state.remaining;
+            },
+        );
+    let mut svc = layer.layer(service_fn(|_: u32| async { Ok::<_, BoxError>(u64::MAX) }));
+    for left in [2, 1, 0] {
+        assert_eq!(svc.ready().await.unwrap().call(1).await.unwrap(), left);
+    }
+    let err = svc.call(1).await.unwrap_err();
+    assert!(
+        matches!(ErrorKind::of(&err), ErrorKind::NotReady(_)),
+        "{err}"
+    );
+}

@@ -257,8 +257,9 @@ impl<F> RedisRateLimitBuilder<F> {
     /// (Redis expires keys in milliseconds); `limit × window` in
     /// microseconds (a sliding window) or the bucket (`burst` intervals,
     /// GCRA) passes what the scripts' arithmetic holds exactly (2^53 and
-    /// 2^51 microseconds); `redis.decision_timeout` is zero;
-    /// `redis.replicas` is zero; the name or `redis.key_prefix` holds a `{`
+    /// 2^51 microseconds); `redis.decision_timeout`, `redis.replicas` or
+    /// `redis.lease_permits` is zero, or `redis.lease_for` is zero with
+    /// leases; the name or `redis.key_prefix` holds a `{`
     /// or `}` (they would move the hash tag); or the guard breaker's own
     /// settings are wrong (naming the breaker's field).
     pub fn build(self) -> Result<RedisRateLimitLayer<F>, ConfigError> {

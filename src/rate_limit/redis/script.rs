@@ -157,3 +157,105 @@ impl Answer {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "../../../tests/support/redis_server.rs"]
+mod redis_server;
+
+/// The scripts against the in-process algorithms, on a real Redis: the
+/// same state and instant give the same decision and the same wait (to the
+/// microsecond the scripts count in). The instant is fixed by swapping
+/// `TIME` for a literal in a copy of the script, in these tests only.
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::redis_server::RedisServer;
+    use super::*;
+    use crate::rate_limit::gcra::Gcra;
+    use crate::rate_limit::limiter::Decision;
+    use crate::rate_limit::window::WindowCounter;
+
+    const US: u64 = 1_000;
+
+    /// `script` deciding at `now` (µs since 1970) instead of Redis's clock.
+    fn at(script: &str, now: u64) -> Script {
+        let time = format!("{{'{}', '{}'}}", now / 1_000_000, now % 1_000_000);
+        Script::new(&script.replacen("redis.call('TIME')", &time, 1))
+    }
+
+    fn decide(con: &mut redis::Connection, script: Script, state: &str, args: [u64; 3]) -> Answer {
+        let _: () = redis::cmd("SET").arg("k").arg(state).query(con).unwrap();
+        let reply: Vec<i64> = script.key("k").arg(&args[..]).invoke(con).unwrap();
+        Answer::from_reply([reply[0], reply[1], reply[2], reply[3]])
+    }
+
+    /// The in-process decision's wait in µs, rounded up as the script's
+    /// microseconds count it.
+    fn refused_wait(decision: Decision) -> Option<u64> {
+        match decision {
+            Decision::Admitted => None,
+            Decision::Refused { wait } => Some(u64::try_from(wait.as_nanos()).unwrap()),
+            Decision::TooLarge => panic!("one permit is never too large"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn the_sliding_window_script_decides_as_the_counter(
+            limit in 1u64..1_000,
+            window_ms in 1u64..100_000,
+            previous in 0u64..1_000,
+            current in 0u64..1_000,
+            into_part in 0.0f64..1.0,
+        ) {
+            let redis = RedisServer::start();
+            let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+            let (previous, current) = (previous.min(limit), current.min(limit));
+            let window = window_ms * 1_000;
+            let epoch = 1_800_000_000_000_000 / window;
+            let into = ((window as f64) * into_part) as u64 % window;
+            let now = epoch * window + into;
+            let state = format!("{epoch}:{current}:{previous}");
+            let answer = decide(&mut con, at(SLIDING_WINDOW, now), &state, [limit, window, 1]);
+
+            let counter = WindowCounter::with_counts(
+                limit, Duration::from_micros(window), epoch, previous, current,
+            );
+            let decision = counter.acquire(now * US, 1);
+            prop_assert_eq!(answer.granted == 1, decision == Decision::Admitted);
+            if let Some(wait) = refused_wait(decision) {
+                // The counter's exact wait in ns; the script's in µs.
+                let script = answer.wait.as_micros() as u64 * US;
+                prop_assert!(script.abs_diff(wait) < US, "{} µs against {} ns", script / US, wait);
+            }
+        }
+
+        #[test]
+        fn the_gcra_script_decides_as_the_bucket(
+            rate in 1u64..1_000,
+            interval_us in 1u64..1_000_000,
+            burst in 1u64..100,
+            owed_part in 0.0f64..1.2,
+        ) {
+            let redis = RedisServer::start();
+            let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+            let period = Duration::from_micros(interval_us * rate);
+            let now = 1_800_000_000_000_000u64;
+            let owed = ((interval_us * burst) as f64 * owed_part) as u64;
+            let tat = now + owed;
+            let answer = decide(
+                &mut con, at(GCRA, now), &tat.to_string(), [interval_us, burst, 1],
+            );
+
+            let bucket = Gcra::with_tat(rate, period, burst, tat * US);
+            let decision = bucket.acquire(now * US, 1);
+            prop_assert_eq!(answer.granted == 1, decision == Decision::Admitted);
+            if let Some(wait) = refused_wait(decision) {
+                prop_assert_eq!(answer.wait.as_micros() as u64 * US, wait);
+            }
+        }
+    }
+}
