@@ -61,7 +61,9 @@ pub enum OnStoreFailure {
 /// consecutive_failures = 3
 /// open_for = "1s"
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Its `Debug` shows the URL without its password.
+#[derive(Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 #[non_exhaustive]
@@ -161,6 +163,42 @@ impl RedisConfig {
             lease_permits: 1,
             lease_for: DEFAULT_LEASE_FOR,
         }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &without_password(&self.url))
+            .field("decision_timeout", &self.decision_timeout)
+            .field("on_failure", &self.on_failure)
+            .field("replicas", &self.replicas)
+            .field("key_prefix", &self.key_prefix)
+            .field("guard", &self.guard)
+            .field("lease_permits", &self.lease_permits)
+            .field("lease_for", &self.lease_for)
+            .finish()
+    }
+}
+
+/// `url` with the password of its `user:password@` part, if any, shown as
+/// `***`.
+fn without_password(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    let Some(at) = url[after_scheme..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &url[after_scheme..after_scheme + at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}***{}",
+            &url[..after_scheme + colon + 1],
+            &url[after_scheme + at..]
+        ),
+        None => url.to_owned(),
     }
 }
 
@@ -400,6 +438,35 @@ fn check_store_quota(quota: Quota) -> Result<(), ConfigError> {
 
 fn invalid(field: &'static str, rule: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
     ConfigError::new(LAYER, field, rule)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        for (url, shown) in [
+            (
+                "redis://:hunter2@10.0.0.5:6379/0",
+                "redis://:***@10.0.0.5:6379/0",
+            ),
+            ("redis://app:hunter2@host", "redis://app:***@host"),
+            (
+                "rediss://app:p@ss:w@rd@host:1/2",
+                "rediss://app:***@host:1/2",
+            ),
+            ("redis://host:6379", "redis://host:6379"),
+            ("redis://user@host", "redis://user@host"),
+        ] {
+            assert_eq!(without_password(url), shown);
+            let debug = format!("{:?}", RedisConfig::new(url));
+            assert!(
+                !debug.contains("hunter2") && !debug.contains("rd@"),
+                "{debug}"
+            );
+        }
+    }
 }
 
 /// Applies a [`RedisRateLimit`]: a limit kept in Redis, shared by every

@@ -34,6 +34,8 @@ use crate::timeout::{Timeout, TimeoutLayer};
 const REFUSALS: usize = 10_000;
 /// The most decisions one script call carries.
 const MAX_BATCH: usize = 128;
+/// The most script calls out at once, per limiter.
+const MAX_IN_FLIGHT: usize = 4;
 
 /// A batch of decisions for Redis: a script, its keys, and three
 /// arguments per key.
@@ -347,9 +349,9 @@ impl Remote {
     }
 
     /// Sends what has queued, one batch after another, until the queue is
-    /// empty: while a batch is out, the calls that arrive wait for the next
-    /// one, so a busy limiter sends few large scripts instead of many small
-    /// ones.
+    /// empty. At most `MAX_IN_FLIGHT` senders run at once: while their
+    /// batches are out, the calls that arrive wait for the next one, so a
+    /// busy limiter sends a few large scripts instead of many small ones.
     async fn send_batches(self: Arc<Self>) {
         while let Some(batch) = self.batches.next() {
             let script = match self.quota.kind {
@@ -753,7 +755,7 @@ struct Pending {
     reply: oneshot::Sender<Result<Answer, AskError>>,
 }
 
-/// The decisions waiting for the next batch, and whether a task is
+/// The decisions waiting for the next batch, and how many tasks are
 /// sending batches.
 #[derive(Default)]
 struct Batches {
@@ -763,7 +765,7 @@ struct Batches {
 #[derive(Default)]
 struct Queue {
     pending: Vec<Pending>,
-    sending: bool,
+    senders: usize,
 }
 
 impl Batches {
@@ -771,19 +773,21 @@ impl Batches {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a decision; `true` when no task is sending batches, so the
-    /// caller must start one.
+    /// Queues a decision; `true` when fewer than `MAX_IN_FLIGHT` tasks
+    /// are sending batches, so the caller must start one.
     fn push(&self, pending: Pending) -> bool {
         let mut queue = self.lock();
         queue.pending.push(pending);
-        !std::mem::replace(&mut queue.sending, true)
+        let start = queue.senders < MAX_IN_FLIGHT;
+        queue.senders += usize::from(start);
+        start
     }
 
     /// The next batch, or `None` (and the sender stops) when none waits.
     fn next(&self) -> Option<Vec<Pending>> {
         let mut queue = self.lock();
         if queue.pending.is_empty() {
-            queue.sending = false;
+            queue.senders -= 1;
             return None;
         }
         let take = queue.pending.len().min(MAX_BATCH);
