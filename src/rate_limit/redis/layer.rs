@@ -440,35 +440,6 @@ fn invalid(field: &'static str, rule: impl Into<std::borrow::Cow<'static, str>>)
     ConfigError::new(LAYER, field, rule)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_never_shows_the_password() {
-        for (url, shown) in [
-            (
-                "redis://:hunter2@10.0.0.5:6379/0",
-                "redis://:***@10.0.0.5:6379/0",
-            ),
-            ("redis://app:hunter2@host", "redis://app:***@host"),
-            (
-                "rediss://app:p@ss:w@rd@host:1/2",
-                "rediss://app:***@host:1/2",
-            ),
-            ("redis://host:6379", "redis://host:6379"),
-            ("redis://user@host", "redis://user@host"),
-        ] {
-            assert_eq!(without_password(url), shown);
-            let debug = format!("{:?}", RedisConfig::new(url));
-            assert!(
-                !debug.contains("hunter2") && !debug.contains("rd@"),
-                "{debug}"
-            );
-        }
-    }
-}
-
 /// Applies a [`RedisRateLimit`]: a limit kept in Redis, shared by every
 /// process that builds it with the same name and prefix.
 pub struct RedisRateLimitLayer<F = Global, R = NoReport> {
@@ -523,5 +494,34 @@ impl<F, R> fmt::Debug for RedisRateLimitLayer<F, R> {
         f.debug_struct("RedisRateLimitLayer")
             .field("shared", &self.shared)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        for (url, shown) in [
+            (
+                "redis://:hunter2@10.0.0.5:6379/0",
+                "redis://:***@10.0.0.5:6379/0",
+            ),
+            ("redis://app:hunter2@host", "redis://app:***@host"),
+            (
+                "rediss://app:p@ss:w@rd@host:1/2",
+                "rediss://app:***@host:1/2",
+            ),
+            ("redis://host:6379", "redis://host:6379"),
+            ("redis://user@host", "redis://user@host"),
+        ] {
+            assert_eq!(without_password(url), shown);
+            let debug = format!("{:?}", RedisConfig::new(url));
+            assert!(
+                !debug.contains("hunter2") && !debug.contains("rd@"),
+                "{debug}"
+            );
+        }
     }
 }
