@@ -68,14 +68,29 @@
 //!
 //! # Fewer round trips
 //!
-//! A refusal carries when the key's next permit frees. Until then, the
-//! limiter refuses that key without asking Redis: its count can only have
-//! grown meanwhile, on any replica. (A caller whose `max_wait` reaches
-//! past that instant asks Redis and waits.) The key is remembered as a
-//! 64-bit hash (seeded per limiter), for up to 10 000 keys. The instant is
-//! taken when the answer arrives, so it is late by the answer's transit
-//! time: such a refusal may last that much (microseconds on a LAN) longer
-//! than Redis's would.
+//! - **Batches.** While a script call is out (at most four at once per
+//!   limiter), the decisions that arrive queue, and the next call carries
+//!   them all (up to 128), decided in turn on one reading of Redis's
+//!   clock: under load a round trip serves many decisions, and the server
+//!   runs one script instead of many.
+//! - **Known refusals.** A refusal carries when the key's next permit
+//!   frees. Until then, the limiter refuses that key without asking Redis:
+//!   its count can only have grown meanwhile, on any replica. (A caller
+//!   whose `max_wait` reaches past that instant asks Redis and waits.) The
+//!   key is remembered as a 64-bit hash (seeded per limiter), for up to
+//!   10 000 keys. The instant is taken when the answer arrives, so such a
+//!   refusal may last the answer's transit time (microseconds on a LAN)
+//!   longer than Redis's would.
+//! - **Leases** ([`lease_permits`](RedisConfig::lease_permits), off by
+//!   default). A decision takes up to `K` permits for its key, as many as
+//!   fit, and this replica spends the rest on that key's next calls
+//!   without a round trip, taking the next lease in the background once
+//!   half is spent. A permit counts in Redis when it is taken, so in any
+//!   window-length at most `replicas × (K − 1)` calls beyond the limit are
+//!   admitted (permits taken before it, spent in it); unspent permits
+//!   expire after [`lease_for`](RedisConfig::lease_for) and are lost.
+//! - **While Redis is down**, once the guard opens, a call is decided by
+//!   the failure mode in `call`, with no round trip and no wait.
 //!
 //! # Why a layer of its own
 //!
@@ -89,9 +104,9 @@
 //! needs. The key is known only in `call`, so the decision is made in the
 //! response future, and the inner service, made ready first, is called
 //! once the decision admits the call (the service is cloned to take the
-//! ready one's place, as tower's async middleware does). It needs the
-//! inner service, its future and the request to be `Send + 'static`, and
-//! allocates one future per call.
+//! ready one's place, as tower's async middleware does). It needs a tokio
+//! runtime, the inner service, its future and the request to be
+//! `Send + 'static`, and allocates one future per call.
 //!
 //! # Waiting
 //!
