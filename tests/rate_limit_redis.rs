@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use palisade::rate_limit::redis::{RedisRateLimitLayer, StoreMode};
-use palisade::rate_limit::{OnStoreFailure, RateLimitLayer, RedisConfig};
+use palisade::rate_limit::{OnStoreFailure, RateLimitBuilder, RateLimitLayer, RedisConfig};
 use palisade::{BoxError, ErrorKind};
 use support::redis_server::{RedisServer, free_port};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -38,6 +38,22 @@ where
 
 fn by_client(request: &(String, u32)) -> String {
     request.0.clone()
+}
+
+type ByClient = fn(&(String, u32)) -> String;
+
+/// `limit`, named, in `store`, one per client.
+fn per_client(
+    limit: RateLimitBuilder,
+    name: &'static str,
+    store: RedisConfig,
+) -> RedisRateLimitLayer<ByClient> {
+    limit
+        .name(name)
+        .redis(store)
+        .keyed(by_client as ByClient)
+        .build()
+        .unwrap()
 }
 
 /// `calls` calls for `key`, 16 at a time, spread over `replicas`; the
@@ -80,12 +96,11 @@ async fn replicas_share_one_limit() {
     let redis = RedisServer::start();
     for replicas in [2, 5] {
         let window = |_| {
-            RateLimitLayer::sliding_window(50, HOUR)
-                .name("api")
-                .redis(patient(redis.url()))
-                .keyed(by_client)
-                .build()
-                .unwrap()
+            per_client(
+                RateLimitLayer::sliding_window(50, HOUR),
+                "api",
+                patient(redis.url()),
+            )
         };
         let layers: Vec<_> = (0..replicas).map(window).collect();
         let services: Vec<Svc> = layers.iter().map(service).collect();
@@ -122,12 +137,11 @@ async fn replicas_share_one_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_carries_the_wait_redis_computed() {
     let redis = RedisServer::start();
-    let layer = RateLimitLayer::gcra(1, HOUR)
-        .name("hourly")
-        .redis(patient(redis.url()))
-        .keyed(by_client)
-        .build()
-        .unwrap();
+    let layer = per_client(
+        RateLimitLayer::gcra(1, HOUR),
+        "hourly",
+        patient(redis.url()),
+    );
     let svc = service(&layer);
     svc.clone().oneshot(("a".into(), 1)).await.unwrap();
     let err = svc.clone().oneshot(("a".into(), 2)).await.unwrap_err();
@@ -147,12 +161,11 @@ async fn a_refusal_carries_the_wait_redis_computed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_over_its_limit_is_refused_without_a_round_trip() {
     let redis = RedisServer::start();
-    let layer = RateLimitLayer::sliding_window(3, HOUR)
-        .name("local")
-        .redis(patient(redis.url()))
-        .keyed(by_client)
-        .build()
-        .unwrap();
+    let layer = per_client(
+        RateLimitLayer::sliding_window(3, HOUR),
+        "local",
+        patient(redis.url()),
+    );
     let handle = layer.handle();
     let svc = service(&layer);
     for n in 0..4 {
@@ -181,12 +194,11 @@ async fn a_key_over_its_limit_is_refused_without_a_round_trip() {
 async fn keys_of_any_bytes_stay_in_their_own_space() {
     let redis = RedisServer::start();
     let build = |name: &'static str| {
-        RateLimitLayer::sliding_window(1, HOUR)
-            .name(name)
-            .redis(patient(redis.url()))
-            .keyed(by_client)
-            .build()
-            .unwrap()
+        per_client(
+            RateLimitLayer::sliding_window(1, HOUR),
+            name,
+            patient(redis.url()),
+        )
     };
     let (api, other) = (build("api"), build("other"));
     let keys = [
@@ -232,12 +244,7 @@ async fn with_redis_killed_the_local_mode_limits_and_redis_takes_over_again() {
     store.decision_timeout = Duration::from_millis(500);
     store.replicas = 2;
     store.guard.open_for = Duration::from_millis(100);
-    let layer = RateLimitLayer::sliding_window(10, HOUR)
-        .name("api")
-        .redis(store)
-        .keyed(by_client)
-        .build()
-        .unwrap();
+    let layer = per_client(RateLimitLayer::sliding_window(10, HOUR), "api", store);
     let handle = layer.handle();
     let svc = service(&layer);
     svc.clone().oneshot(("c".into(), 0)).await.unwrap();
@@ -288,12 +295,7 @@ async fn with_redis_paused_each_mode_holds_and_recovers() {
         store.decision_timeout = Duration::from_millis(200);
         store.on_failure = mode;
         store.guard.open_for = Duration::from_millis(50);
-        RateLimitLayer::sliding_window(100, HOUR)
-            .name("paused")
-            .redis(store)
-            .keyed(by_client)
-            .build()
-            .unwrap()
+        per_client(RateLimitLayer::sliding_window(100, HOUR), "paused", store)
     };
     let closed = build(OnStoreFailure::FailClosed);
     let open = build(OnStoreFailure::FailOpen);
@@ -337,12 +339,11 @@ async fn with_redis_paused_each_mode_holds_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushed_scripts_are_loaded_again() {
     let redis = RedisServer::start();
-    let layer = RateLimitLayer::gcra(100, HOUR)
-        .name("flush")
-        .redis(patient(redis.url()))
-        .keyed(by_client)
-        .build()
-        .unwrap();
+    let layer = per_client(
+        RateLimitLayer::gcra(100, HOUR),
+        "flush",
+        patient(redis.url()),
+    );
     let handle = layer.handle();
     let svc = service(&layer);
     svc.clone().oneshot(("k".into(), 0)).await.unwrap();
@@ -444,12 +445,7 @@ async fn leases_take_several_permits_per_round_trip() {
         let mut store = patient(redis.url());
         store.lease_permits = 10;
         store.lease_for = HOUR;
-        RateLimitLayer::sliding_window(100, HOUR)
-            .name("leased")
-            .redis(store)
-            .keyed(by_client)
-            .build()
-            .unwrap()
+        per_client(RateLimitLayer::sliding_window(100, HOUR), "leased", store)
     };
     let one = leased(0);
     let services = [service(&one)];
@@ -479,12 +475,11 @@ async fn replicas_whose_clocks_disagree_share_one_limit() {
     tokio::time::resume();
     let redis = RedisServer::start();
     let build = || {
-        RateLimitLayer::gcra(10, HOUR)
-            .name("skewed")
-            .redis(patient(redis.url()))
-            .keyed(by_client)
-            .build()
-            .unwrap()
+        per_client(
+            RateLimitLayer::gcra(10, HOUR),
+            "skewed",
+            patient(redis.url()),
+        )
     };
     let ahead = build();
     let behind = build();
