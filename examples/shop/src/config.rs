@@ -6,6 +6,10 @@
 //! limit = 100
 //! window = "60s"
 //!
+//! [gateway.rate_limit.redis]  # optional: the limit kept in Redis, shared by
+//! url = "redis://10.0.0.5:6379" # every gateway (palisade's RedisConfig; the
+//! on_failure = "local"        # url may come from --redis-url instead)
+//!
 //! [upstream]                  # every upstream, unless overridden below:
 //! attempt_timeout = "2s"      # palisade::preset::ClientConfig
 //! total_timeout = "10s"
@@ -45,7 +49,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use palisade::preset::{ClientConfig, ClientLayer};
-use palisade::rate_limit::RateLimitConfig;
+use palisade::rate_limit::{RateLimitConfig, RedisConfig};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
@@ -179,6 +183,9 @@ pub struct ShopConfig {
     pub document: Table,
     /// The gateway's per-client limit.
     pub rate_limit: RateLimitConfig,
+    /// Where that limit is kept when the gateways share it
+    /// (`[gateway.rate_limit.redis]`); `None`: in each gateway's process.
+    pub rate_limit_store: Option<RedisConfig>,
     /// The keys customers' tokens are checked with.
     pub auth: AuthConfig,
     /// The secret of the order service's grants to the payment service;
@@ -225,9 +232,7 @@ impl ShopConfig {
                 )));
             }
         }
-        let rate_limit: RateLimitConfig = read(&gateway, "gateway.rate_limit", "rate_limit")?;
-        palisade::rate_limit::RateLimitLayer::from_config(rate_limit.clone())
-            .map_err(|e| named("gateway.rate_limit", &e))?;
+        let (rate_limit, rate_limit_store) = read_rate_limit(&gateway)?;
         let auth: AuthConfig = read(&gateway, "gateway.auth", "auth")?;
         Verifier::new(&auth, "gateway.auth").map_err(refused)?;
         let charges: Charges = read(&document, "charges", "charges")?;
@@ -267,6 +272,7 @@ impl ShopConfig {
         Ok(ShopConfig {
             document,
             rate_limit,
+            rate_limit_store,
             auth,
             charge_secret: charges.secret,
             upstreams,
@@ -285,6 +291,49 @@ impl ShopConfig {
     pub fn rate_limit(&self) -> (u64, Duration) {
         (self.rate_limit.limit, self.rate_limit.window)
     }
+}
+
+/// `[gateway.rate_limit]`, and the store in its `redis` table if there is
+/// one; both checked by building the limiter (nothing connects yet).
+fn read_rate_limit(
+    gateway: &Table,
+) -> Result<(RateLimitConfig, Option<RedisConfig>), ConfigFileError> {
+    const PATH: &str = "gateway.rate_limit";
+    let mut table = table(gateway, "rate_limit")?;
+    let store = match table.remove("redis") {
+        None => None,
+        Some(redis) => Some(deserialize::<RedisConfig>(
+            redis,
+            "gateway.rate_limit.redis",
+        )?),
+    };
+    let rate_limit: RateLimitConfig = deserialize(Value::Table(table), PATH)?;
+    let builder = palisade::rate_limit::RateLimitBuilder::from_config(rate_limit.clone());
+    match &store {
+        // The Redis form's own errors name `redis.…` fields already.
+        Some(store) => builder.redis(store.clone()).build().map(drop),
+        None => builder.build().map(drop),
+    }
+    .map_err(|e| named(PATH, &e))?;
+    Ok((rate_limit, store))
+}
+
+/// `[gateway.rate_limit.redis]` with `url` (`--redis-url`), and with
+/// `replicas` when given (`--gateway-replicas`): the share of the limit each
+/// gateway keeps while Redis is down.
+pub fn redis_override(url: &str, replicas: Option<u16>) -> Table {
+    let mut redis = Table::new();
+    redis.insert("url".into(), Value::String(url.to_owned()));
+    if let Some(replicas) = replicas {
+        redis.insert("replicas".into(), Value::Integer(i64::from(replicas)));
+    }
+    let mut rate_limit = Table::new();
+    rate_limit.insert("redis".into(), Value::Table(redis));
+    let mut gateway = Table::new();
+    gateway.insert("rate_limit".into(), Value::Table(rate_limit));
+    let mut document = Table::new();
+    document.insert("gateway".into(), Value::Table(gateway));
+    document
 }
 
 /// `[charges]`.
@@ -512,6 +561,24 @@ mod tests {
     }
 
     #[test]
+    fn the_limit_is_kept_in_redis_only_when_a_store_is_named() {
+        assert_eq!(config("").unwrap().rate_limit_store, None);
+        let config = ShopConfig::from_layers(
+            "[gateway.rate_limit.redis]\non_failure = \"fail_closed\"\nreplicas = 3\n",
+            &redis_override("redis://10.0.0.5:6379", None),
+        )
+        .unwrap();
+        let store = config.rate_limit_store.clone().unwrap();
+        assert_eq!(store.url, "redis://10.0.0.5:6379");
+        assert_eq!(
+            store.on_failure,
+            palisade::rate_limit::OnStoreFailure::FailClosed
+        );
+        assert_eq!(store.replicas, 3);
+        assert_eq!(config.rate_limit(), (100, Duration::from_secs(60)));
+    }
+
+    #[test]
     fn a_backoff_is_replaced_whole() {
         let config = config(
             r#"
@@ -604,6 +671,26 @@ mod tests {
             (
                 "[gateway.rate_limit]\nwindow = true",
                 "gateway.rate_limit.window: ",
+            ),
+            (
+                "[gateway.rate_limit.redis]\nurl = \"redis://127.0.0.1\"\non_failure = \"sometimes\"",
+                "gateway.rate_limit.redis.on_failure: ",
+            ),
+            (
+                "[gateway.rate_limit.redis]\nurl = \"redis://127.0.0.1\"\nreplicas = 0",
+                "gateway.rate_limit.redis.replicas: ",
+            ),
+            (
+                "[gateway.rate_limit.redis]\nurl = \"http://127.0.0.1\"",
+                "gateway.rate_limit.redis.url: ",
+            ),
+            (
+                "[gateway.rate_limit.redis]\non_failure = \"local\"",
+                "gateway.rate_limit.redis: missing field `url`",
+            ),
+            (
+                "[gateway.rate_limit]\nalgorithm = \"sliding_log\"\nredis = { url = \"redis://127.0.0.1\" }",
+                "gateway.rate_limit.algorithm: ",
             ),
             ("[gateway]\nrate = 1", "gateway.rate"),
             ("[cache]\nsize = 1", "`cache`"),

@@ -50,9 +50,14 @@ use upstream::{Upstream, http_client};
 /// How to start the shop.
 #[derive(Clone, Debug)]
 pub struct ShopOptions {
-    /// The gateway's port; the services take the next four. 0: every
-    /// service on an ephemeral port (tests).
+    /// The gateway's port; the services take the next four (after the
+    /// gateways' ports with [`gateway_replicas`](Self::gateway_replicas)).
+    /// 0: every service on an ephemeral port (tests).
     pub base_port: u16,
+    /// How many gateways to start, on consecutive ports, sharing one
+    /// per-client limit: more than one needs the limit in Redis
+    /// (`[gateway.rate_limit.redis]`, `--redis-url`).
+    pub gateway_replicas: u16,
     /// A TOML file of settings (see [`config`]), watched for changes.
     pub config_file: Option<PathBuf>,
     /// Settings laid over the file's (`--rate-limit`), as a TOML table.
@@ -70,6 +75,7 @@ impl Default for ShopOptions {
     fn default() -> Self {
         ShopOptions {
             base_port: 8000,
+            gateway_replicas: 1,
             config_file: None,
             overrides: toml::Table::new(),
             reload_on_sighup: false,
@@ -110,12 +116,17 @@ pub struct Faults {
 /// The five services, running.
 #[derive(Debug)]
 pub struct Running {
+    /// The first gateway.
     pub gateway: SocketAddr,
+    /// Every gateway, the first one first, each with its own layers in
+    /// front of the services (as gateways in processes of their own would
+    /// have), sharing the per-client limit in Redis.
+    pub gateways: Vec<(SocketAddr, Gateway)>,
     pub user: SocketAddr,
     pub order: SocketAddr,
     pub product: SocketAddr,
     pub payment: SocketAddr,
-    /// The gateway's settings in force, its limiter and its upstreams.
+    /// The first gateway's settings in force, its limiter and its upstreams.
     pub control: Gateway,
     /// Each service's faults: user, order, product, payment.
     pub faults: Faults,
@@ -130,7 +141,8 @@ pub struct Running {
 #[derive(Clone, Debug)]
 struct Reloader {
     options: Arc<ShopOptions>,
-    gateway: Gateway,
+    /// Every gateway of this process.
+    gateways: Vec<Gateway>,
     /// One reload at a time, so that the file watcher and SIGHUP cannot
     /// put an older read in force after a newer one.
     reloading: Arc<std::sync::Mutex<()>>,
@@ -143,10 +155,15 @@ impl Reloader {
     fn reload(&self) -> Result<Vec<String>, ConfigFileError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let config = self.options.load_config()?;
-        self.gateway.apply(config).map_err(|e| ConfigFileError {
-            path: self.options.config_file.clone(),
-            message: e.to_string(),
-        })
+        let mut changed = Vec::new();
+        for gateway in &self.gateways {
+            // The same file for each: if the first takes it, all do.
+            changed = gateway.apply(config.clone()).map_err(|e| ConfigFileError {
+                path: self.options.config_file.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(changed)
     }
 
     /// Reloads, logging the outcome.
@@ -312,15 +329,17 @@ pub fn stop_signal() -> io::Result<impl Future<Output = &'static str>> {
 }
 
 impl Running {
-    /// The services' names and addresses, gateway first.
-    pub fn addresses(&self) -> [(&'static str, SocketAddr); 5] {
-        [
-            ("gateway", self.gateway),
-            ("user", self.user),
-            ("order", self.order),
-            ("product", self.product),
-            ("payment", self.payment),
-        ]
+    /// The services' names and addresses, the gateways first.
+    pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        let gateways = self.gateways.iter().map(|(addr, _)| ("gateway", *addr));
+        gateways
+            .chain([
+                ("user", self.user),
+                ("order", self.order),
+                ("product", self.product),
+                ("payment", self.payment),
+            ])
+            .collect()
     }
 
     /// Re-reads the configuration file and puts it in force for new calls.
@@ -356,7 +375,10 @@ async fn bind(options: &ShopOptions, offset: u16) -> io::Result<TcpListener> {
         options.base_port.checked_add(offset).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "--base-port leaves no room for 5 ports",
+                format!(
+                    "--base-port leaves no room for port {}",
+                    u32::from(options.base_port) + u32::from(offset)
+                ),
             )
         })?
     };
@@ -436,13 +458,13 @@ fn warn_without_keys(config: &ShopConfig) {
 /// it changes, and on SIGHUP when asked), until `stop`.
 fn spawn_reloader(
     options: &ShopOptions,
-    gateway: &Gateway,
+    gateways: Vec<Gateway>,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<io::Result<()>>>,
 ) -> io::Result<Reloader> {
     let reloader = Reloader {
         options: Arc::new(options.clone()),
-        gateway: gateway.clone(),
+        gateways,
         reloading: Arc::default(),
         reads: Arc::default(),
     };
@@ -479,22 +501,43 @@ fn serve_all(
         .collect()
 }
 
-/// Starts the gateway and the four services on 127.0.0.1.
+/// Starts the gateways and the four services on 127.0.0.1: the gateways
+/// on the first ports, the services on the four after them.
 pub async fn start(options: ShopOptions) -> io::Result<Running> {
     let config = options.load_config().map_err(invalid)?;
+    let gateway_count = options.gateway_replicas;
+    if gateway_count == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--gateway-replicas must be at least 1",
+        ));
+    }
+    if gateway_count > 1 && config.rate_limit_store.is_none() {
+        // Each would count on its own: a client would get the limit once
+        // per gateway.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--gateway-replicas above 1 needs the per-client limit in Redis, which the \
+             gateways share: --redis-url or [gateway.rate_limit.redis] in the --config file",
+        ));
+    }
+    let mut gateway_listeners = Vec::new();
+    for offset in 0..gateway_count {
+        gateway_listeners.push(bind(&options, offset).await?);
+    }
     let listeners = [
-        bind(&options, 0).await?,
-        bind(&options, 1).await?,
-        bind(&options, 2).await?,
-        bind(&options, 3).await?,
-        bind(&options, 4).await?,
+        bind(&options, gateway_count).await?,
+        bind(&options, gateway_count + 1).await?,
+        bind(&options, gateway_count + 2).await?,
+        bind(&options, gateway_count + 3).await?,
     ];
-    let addrs: Vec<SocketAddr> = listeners
-        .iter()
-        .map(TcpListener::local_addr)
-        .collect::<io::Result<_>>()?;
-    let [gateway, user, order, product, payment] =
-        [addrs[0], addrs[1], addrs[2], addrs[3], addrs[4]];
+    let addr = |listener: &TcpListener| listener.local_addr();
+    let [user, order, product, payment] = [
+        addr(&listeners[0])?,
+        addr(&listeners[1])?,
+        addr(&listeners[2])?,
+        addr(&listeners[3])?,
+    ];
     let urls = UpstreamUrls {
         user: url(user),
         product: url(product),
@@ -506,37 +549,48 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
     let grants = grants(&config, true)?;
     warn_without_keys(&config);
     let orders = order_service(&config, &urls, &client, options.resilience, grants.clone())?;
-    let control = Gateway::new(
-        config,
-        urls,
-        client,
-        options.resilience,
-        auth.clone(),
-        options.config_file.as_deref(),
-    )
-    .map_err(invalid)?;
+    let mut gateways = Vec::new();
+    for listener in &gateway_listeners {
+        let gateway = Gateway::new(
+            config.clone(),
+            urls.clone(),
+            client.clone(),
+            options.resilience,
+            auth.clone(),
+            options.config_file.as_deref(),
+        )
+        .map_err(invalid)?;
+        gateways.push((addr(listener)?, gateway));
+    }
     let (user_router, user_faults) = user::router(auth.clone());
     let (order_router, order_faults) = order::router(orders.clone(), auth.clone());
     let (product_router, product_faults) = product::router(auth.clone());
     let (payment_router, payment_faults) = payment::router(auth, grants);
-    let routers: [Router; 5] = [
-        control.router(),
-        user_router,
-        order_router,
-        product_router,
-        payment_router,
-    ];
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Vec::new();
-    let reloader = spawn_reloader(&options, &control, &stop, &mut tasks)?;
-    let servers = SERVICES
+    let controls = gateways
+        .iter()
+        .map(|(_, gateway)| gateway.clone())
+        .collect();
+    let reloader = spawn_reloader(&options, controls, &stop, &mut tasks)?;
+    let gateway_servers = gateway_listeners
+        .into_iter()
+        .zip(&gateways)
+        .map(|(listener, (_, gateway))| ("gateway", listener, gateway.router()));
+    let services = ["user", "order", "product", "payment"]
         .into_iter()
         .zip(listeners)
-        .zip(routers)
-        .map(|(((name, _), listener), router)| (name, listener, router));
-    tasks.extend(serve_all(servers, options.serve, &stop));
+        .zip([user_router, order_router, product_router, payment_router])
+        .map(|((name, listener), router)| (name, listener, router));
+    tasks.extend(serve_all(
+        gateway_servers.chain(services),
+        options.serve,
+        &stop,
+    ));
+    let (gateway, control) = gateways[0].clone();
     Ok(Running {
         gateway,
+        gateways,
         user,
         order,
         product,
@@ -652,7 +706,7 @@ pub async fn start_service(
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(gateway) = &control {
-        spawn_reloader(&options, gateway, &stop, &mut tasks)?;
+        spawn_reloader(&options, vec![gateway.clone()], &stop, &mut tasks)?;
     }
     tasks.extend(serve_all([(name, listener, router)], options.serve, &stop));
     Ok(Single {
