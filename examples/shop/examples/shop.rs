@@ -1,5 +1,8 @@
 //! Runs palisade's sample shop: a gateway on 127.0.0.1:8000 in front of the
 //! user (8001), order (8002), product (8003) and payment (8004) services.
+//! With `--gateway-replicas G` and `--replicas R` the gateways come first
+//! on consecutive ports, then the user replicas, order, the product
+//! replicas and payment.
 //!
 //! ```text
 //! cargo run --release --example shop -- [--demo] [OPTIONS]
@@ -59,6 +62,11 @@ struct Cli {
     /// Redis; the services move after them (default 1)
     #[arg(long, value_name = "G", value_parser = clap::value_parser!(u16).range(1..=64))]
     gateway_replicas: Option<u16>,
+    /// Start R replicas of the user and product services, each on its own
+    /// port; the gateway and the order service balance over them, ejecting
+    /// a replica that fails (default 1)
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u16).range(1..=64))]
+    replicas: Option<u16>,
     /// Admin endpoints need `Authorization: Bearer TOKEN` (without a token
     /// they answer loopback peers only). Seen by anyone who can list the
     /// processes: prefer --admin-token-file or SHOP_ADMIN_TOKEN
@@ -141,11 +149,12 @@ where
             "--demo runs with the default settings; leave out --config and --rate-limit".into(),
         ));
     }
-    if service.is_some() && cli.gateway_replicas.is_some() {
+    if service.is_some() && (cli.gateway_replicas.is_some() || cli.replicas.is_some()) {
         return Err(invalid(
             ErrorKind::ArgumentConflict,
-            "--gateway-replicas starts gateways of the whole stack; it does not go with serve \
-             (start each gateway with `serve gateway` and the same --redis-url instead)"
+            "--gateway-replicas and --replicas start replicas in the whole stack; they do not \
+             go with serve (start each replica with serve, and list them as `endpoints` in \
+             the --config file)"
                 .into(),
         ));
     }
@@ -164,6 +173,7 @@ where
         merge(&mut options.overrides, &rate_limit_override(limit, window));
     }
     options.gateway_replicas = cli.gateway_replicas.unwrap_or(1);
+    options.replicas = cli.replicas.unwrap_or(1);
     if let Some(url) = &cli.redis_url {
         // With the URL on the command line, the gateways started here are
         // the replicas sharing the limit (each keeps its share while Redis
@@ -518,6 +528,14 @@ mod tests {
         assert_eq!(config.rate_limit_store.unwrap().replicas, 3);
         let without = parse_with(&[], &[]).unwrap().options;
         assert_eq!(without.gateway_replicas, 1);
+        assert_eq!(without.replicas, 1);
+        assert_eq!(
+            parse_with(&["--replicas", "3"], &[])
+                .unwrap()
+                .options
+                .replicas,
+            3
+        );
         assert_eq!(without.load_config().unwrap().rate_limit_store, None);
     }
 
@@ -546,8 +564,13 @@ mod tests {
             ),
             (
                 &["--gateway-replicas", "2", "serve", "gateway"],
-                "does not go with serve",
+                "do not go with serve",
             ),
+            (
+                &["--replicas", "3", "serve", "product"],
+                "do not go with serve",
+            ),
+            (&["--replicas", "0"], "--replicas"),
             (&["--frobnicate"], "--frobnicate"),
         ] {
             let message = refused(args, &[]);

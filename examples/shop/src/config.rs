@@ -25,6 +25,9 @@
 //! url = "http://10.0.0.7:8003"
 //! circuit_breaker = { open_for = "10s" }
 //!
+//! [upstreams.user]            # or its replicas, behind a balancer; a reload
+//! endpoints = ["http://10.0.0.8:8001", "http://10.0.0.9:8001"] # adds and removes them
+//!
 //! [gateway.auth]              # crate::auth::AuthConfig: customers' tokens
 //! audience = "shop"                                 # optional; so is issuer
 //! keys = [
@@ -114,9 +117,10 @@ total_timeout = "15s"
 const REPLACED_WHOLE: [&str; 2] = ["backoff", "budget"];
 
 /// Keys that exclude each other: setting one drops the other.
-const EXCLUSIVE: [(&str, &str); 2] = [
+const EXCLUSIVE: [(&str, &str); 3] = [
     ("count_window", "time_window"),
     ("count_window", "time_window_buckets"),
+    ("url", "endpoints"),
 ];
 
 /// Why a configuration was refused.
@@ -152,12 +156,16 @@ fn refused(message: impl Into<String>) -> ConfigFileError {
 pub struct UpstreamConfig {
     /// Where it is; `None`: where the caller says.
     pub url: Option<String>,
+    /// Its replicas, behind a balancer (see [`crate::replicas`]); empty:
+    /// `url`, or the replicas the caller knows of.
+    pub endpoints: Vec<String>,
     /// Its layers: palisade's client preset.
     pub client: ClientConfig,
 }
 
 impl UpstreamConfig {
-    /// An upstream's table: its `url`, and the rest the preset's settings.
+    /// An upstream's table: its `url` or `endpoints`, and the rest the
+    /// preset's settings.
     fn read(mut table: Table, path: &str) -> Result<Self, ConfigFileError> {
         let url = match table.remove("url") {
             None => None,
@@ -169,8 +177,32 @@ impl UpstreamConfig {
                 )));
             }
         };
+        let endpoints: Vec<String> = match table.remove("endpoints") {
+            None => Vec::new(),
+            Some(list) => deserialize(list, &format!("{path}.endpoints"))?,
+        };
         let client = deserialize(Value::Table(table), path)?;
-        Ok(UpstreamConfig { url, client })
+        Ok(UpstreamConfig {
+            url,
+            endpoints,
+            client,
+        })
+    }
+
+    /// Where to call it: the configured `endpoints`, else `url`, else
+    /// `default` (the replicas the caller started); and whether through a
+    /// balancer: with more than one, or when the file lists `endpoints`
+    /// (so that a reload can add replicas to the balancer).
+    pub fn endpoints_or(&self, default: &[String]) -> (Vec<String>, bool) {
+        if !self.endpoints.is_empty() {
+            return (self.endpoints.clone(), true);
+        }
+        let endpoints = match &self.url {
+            Some(url) => vec![url.clone()],
+            None => default.to_vec(),
+        };
+        let balanced = endpoints.len() > 1;
+        (endpoints, balanced)
     }
 }
 
@@ -262,8 +294,15 @@ impl ShopConfig {
         }
         let mut upstreams = BTreeMap::new();
         for name in UPSTREAMS {
+            let own = table(&named, name)?;
+            if own.contains_key("url") && own.contains_key("endpoints") {
+                return Err(refused(format!(
+                    "upstreams.{name}: `url` or `endpoints`, not both (one address, or the \
+                     replicas')"
+                )));
+            }
             let mut settings = shared.clone();
-            merge(&mut settings, &table(&named, name)?);
+            merge(&mut settings, &own);
             let path = format!("upstreams.{name}");
             let config = UpstreamConfig::read(settings, &path)?;
             validate(&config, &path)?;
@@ -381,6 +420,10 @@ pub fn rate_limit_override(limit: u64, window: Duration) -> Table {
 fn validate(config: &UpstreamConfig, path: &str) -> Result<(), ConfigFileError> {
     if let Some(url) = &config.url {
         check_url(url).map_err(|rule| refused(format!("{path}.url: {rule}, got {url:?}")))?;
+    }
+    for (n, url) in config.endpoints.iter().enumerate() {
+        check_url(url)
+            .map_err(|rule| refused(format!("{path}.endpoints[{n}]: {rule}, got {url:?}")))?;
     }
     ClientLayer::from_config(config.client.clone()).map_err(|e| {
         // A layer's own error names a field of that layer's table; the
@@ -579,6 +622,29 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_in_the_file_replace_a_url_and_put_a_balancer_in_front() {
+        let two = [
+            "http://10.0.0.8:8003".to_owned(),
+            "http://10.0.0.9:8003".to_owned(),
+        ];
+        let started = ["http://127.0.0.1:8003".to_owned()];
+        let config = config(
+            "[upstream]\nurl = \"http://10.0.0.7:8003\"\n\
+             [upstreams.product]\nendpoints = [\"http://10.0.0.8:8003\", \"http://10.0.0.9:8003\"]\n",
+        )
+        .unwrap();
+        let product = &config.upstreams["product"];
+        assert_eq!(product.url, None, "the shared url gave way");
+        assert_eq!(product.endpoints_or(&started), (two.to_vec(), true));
+        // One replica started and nothing listed: no balancer, as before.
+        let user = &config.upstreams["user"];
+        assert!(!user.endpoints_or(&started).1);
+        let plain = &self::config("").unwrap().upstreams["user"];
+        assert_eq!(plain.endpoints_or(&started), (started.to_vec(), false));
+        assert_eq!(plain.endpoints_or(&two), (two.to_vec(), true));
+    }
+
+    #[test]
     fn a_backoff_is_replaced_whole() {
         let config = config(
             r#"
@@ -658,6 +724,18 @@ mod tests {
             (
                 "[upstreams.product]\nurl = \"not a url\"",
                 "upstreams.product.url: ",
+            ),
+            (
+                "[upstreams.product]\nendpoints = [\"http://10.0.0.7:8003\", \"10.0.0.8\"]",
+                "upstreams.product.endpoints[1]: ",
+            ),
+            (
+                "[upstreams.product]\nendpoints = \"http://10.0.0.7:8003\"",
+                "upstreams.product.endpoints: ",
+            ),
+            (
+                "[upstreams.user]\nurl = \"http://10.0.0.7:8001\"\nendpoints = [\"http://10.0.0.8:8001\"]",
+                "upstreams.user: `url` or `endpoints`",
             ),
             (
                 "[upstreams.inventory]\nurl = \"http://x\"",

@@ -43,16 +43,24 @@ pub struct UpstreamUrls {
     pub product: String,
     pub order: String,
     pub payment: String,
+    /// Every replica of the services started with several (`--replicas`),
+    /// by name, the one at its url first.
+    pub replicas: BTreeMap<&'static str, Vec<String>>,
 }
 
 impl UpstreamUrls {
-    fn get(&self, name: &str) -> &str {
-        match name {
+    /// Where `name` is: its replicas, or the one at its url.
+    pub fn endpoints(&self, name: &str) -> Vec<String> {
+        if let Some(replicas) = self.replicas.get(name) {
+            return replicas.clone();
+        }
+        let url = match name {
             "user" => &self.user,
             "product" => &self.product,
             "order" => &self.order,
             _ => &self.payment,
-        }
+        };
+        vec![url.clone()]
     }
 }
 
@@ -375,8 +383,19 @@ impl Gateway {
         let mut changed = Vec::new();
         let mut upstreams = Upstreams::new();
         for name in UPSTREAMS {
-            let upstream = if config.upstreams.get(name) == old.config.upstreams.get(name) {
-                old.upstreams[name].clone()
+            let (new, kept) = (&config.upstreams[name], &old.upstreams[name]);
+            let (endpoints, balanced) = new.endpoints_or(&self.urls.endpoints(name));
+            let upstream = if Some(new) == old.config.upstreams.get(name) {
+                kept.clone()
+            } else if let (Some(replicas), true) = (&kept.replicas, balanced)
+                && old.config.upstreams[name].client == new.client
+            {
+                // Only its replicas changed: the balancer takes the new list
+                // (discovery), and the replicas that stay keep their
+                // breakers and load.
+                replicas.set_replicas(endpoints);
+                changed.push(format!("upstreams.{name}.endpoints"));
+                kept.clone()
             } else {
                 changed.push(format!("upstreams.{name}"));
                 build_upstream(name, &config, &self.urls, &self.client, self.resilience)?
@@ -528,8 +547,15 @@ fn build_upstream(
     resilience: bool,
 ) -> Result<Upstream, ConfigError> {
     let settings = &config.upstreams[name];
-    let url = settings.url.as_deref().unwrap_or(urls.get(name));
-    Upstream::new(name, url, client.clone(), settings, resilience)
+    let (endpoints, balanced) = settings.endpoints_or(&urls.endpoints(name));
+    Upstream::new(
+        name,
+        &endpoints,
+        balanced,
+        client.clone(),
+        settings,
+        resilience,
+    )
 }
 
 /// Whether `new` is `old` with another limit only, which the limiter in
@@ -719,9 +745,23 @@ async fn resilience(
     for (name, upstream) in current.upstreams.iter() {
         let b = upstream.breaker.snapshot();
         let r = upstream.retry.counts();
+        // Each replica's breaker, when a balancer spreads the calls: an
+        // open one is out of the rotation.
+        let replicas: serde_json::Map<String, Value> = upstream
+            .replicas
+            .iter()
+            .flat_map(|balanced| balanced.replicas())
+            .map(|(base, breaker)| {
+                let s = breaker.snapshot();
+                let state =
+                    json!({"state": s.state.to_string(), "calls": s.calls, "failures": s.failures});
+                (base, state)
+            })
+            .collect();
         upstreams.insert(
             (*name).to_owned(),
             json!({
+                "replicas": replicas,
                 "breaker": {
                     "state": b.state.to_string(),
                     "transitions": upstream.transitions.since(0),

@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod replicas;
 pub mod upstream;
 pub mod user;
 
@@ -58,6 +59,9 @@ pub struct ShopOptions {
     /// per-client limit: more than one needs the limit in Redis
     /// (`[gateway.rate_limit.redis]`, `--redis-url`).
     pub gateway_replicas: u16,
+    /// How many replicas of the user and product services to start, each on
+    /// its port, behind a balancer in the gateway and the order service.
+    pub replicas: u16,
     /// A TOML file of settings (see [`config`]), watched for changes.
     pub config_file: Option<PathBuf>,
     /// Settings laid over the file's (`--rate-limit`), as a TOML table.
@@ -76,6 +80,7 @@ impl Default for ShopOptions {
         ShopOptions {
             base_port: 8000,
             gateway_replicas: 1,
+            replicas: 1,
             config_file: None,
             overrides: toml::Table::new(),
             reload_on_sighup: false,
@@ -128,6 +133,11 @@ pub struct Running {
     pub payment: SocketAddr,
     /// The first gateway's settings in force, its limiter and its upstreams.
     pub control: Gateway,
+    /// Every replica of the user service, the one at `user` first, with
+    /// its faults.
+    pub users: Vec<(SocketAddr, FaultHandle)>,
+    /// Every replica of the product service, the one at `product` first.
+    pub products: Vec<(SocketAddr, FaultHandle)>,
     /// Each service's faults: user, order, product, payment.
     pub faults: Faults,
     /// The order service, with the upstreams it calls.
@@ -143,6 +153,10 @@ struct Reloader {
     options: Arc<ShopOptions>,
     /// Every gateway of this process.
     gateways: Vec<Gateway>,
+    /// The order service of this process, and where its upstreams are
+    /// unless the file says otherwise: a reload gives its balancers the
+    /// file's endpoints.
+    orders: Option<(order::OrderService, UpstreamUrls)>,
     /// One reload at a time, so that the file watcher and SIGHUP cannot
     /// put an older read in force after a newer one.
     reloading: Arc<std::sync::Mutex<()>>,
@@ -162,6 +176,15 @@ impl Reloader {
                 path: self.options.config_file.clone(),
                 message: e.to_string(),
             })?;
+        }
+        if let Some((orders, urls)) = &self.orders {
+            for upstream in [&orders.users, &orders.products] {
+                let settings = &config.upstreams[upstream.name];
+                let (endpoints, balanced) = settings.endpoints_or(&urls.endpoints(upstream.name));
+                if let (Some(replicas), true) = (&upstream.replicas, balanced) {
+                    replicas.set_replicas(endpoints);
+                }
+            }
         }
         Ok(changed)
     }
@@ -417,15 +440,23 @@ fn order_service(
     resilience: bool,
     grants: auth::Grants,
 ) -> io::Result<order::OrderService> {
-    let upstream = |name: &'static str, default: &str| {
+    let upstream = |name: &'static str| {
         let settings = &config.upstreams[name];
-        let base = settings.url.as_deref().unwrap_or(default);
-        Upstream::new(name, base, client.clone(), settings, resilience).map_err(invalid)
+        let (endpoints, balanced) = settings.endpoints_or(&urls.endpoints(name));
+        Upstream::new(
+            name,
+            &endpoints,
+            balanced,
+            client.clone(),
+            settings,
+            resilience,
+        )
+        .map_err(invalid)
     };
     Ok(order::OrderService::new(
-        upstream("user", &urls.user)?,
-        upstream("product", &urls.product)?,
-        upstream("payment", &urls.payment)?,
+        upstream("user")?,
+        upstream("product")?,
+        upstream("payment")?,
         grants,
     ))
 }
@@ -459,12 +490,14 @@ fn warn_without_keys(config: &ShopConfig) {
 fn spawn_reloader(
     options: &ShopOptions,
     gateways: Vec<Gateway>,
+    orders: Option<(order::OrderService, UpstreamUrls)>,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<io::Result<()>>>,
 ) -> io::Result<Reloader> {
     let reloader = Reloader {
         options: Arc::new(options.clone()),
         gateways,
+        orders,
         reloading: Arc::default(),
         reads: Arc::default(),
     };
@@ -501,15 +534,16 @@ fn serve_all(
         .collect()
 }
 
-/// Starts the gateways and the four services on 127.0.0.1: the gateways
-/// on the first ports, the services on the four after them.
+/// Starts the gateways and the four services on 127.0.0.1, on consecutive
+/// ports: the gateways, the user replicas, order, the product replicas,
+/// payment (with one of each: 8000 to 8004).
 pub async fn start(options: ShopOptions) -> io::Result<Running> {
     let config = options.load_config().map_err(invalid)?;
-    let gateway_count = options.gateway_replicas;
-    if gateway_count == 0 {
+    let (gateway_count, replicas) = (options.gateway_replicas, options.replicas);
+    if gateway_count == 0 || replicas == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "--gateway-replicas must be at least 1",
+            "--gateway-replicas and --replicas must be at least 1",
         ));
     }
     if gateway_count > 1 && config.rate_limit_store.is_none() {
@@ -521,28 +555,35 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
              gateways share: --redis-url or [gateway.rate_limit.redis] in the --config file",
         ));
     }
-    let mut gateway_listeners = Vec::new();
-    for offset in 0..gateway_count {
-        gateway_listeners.push(bind(&options, offset).await?);
-    }
-    let listeners = [
-        bind(&options, gateway_count).await?,
-        bind(&options, gateway_count + 1).await?,
-        bind(&options, gateway_count + 2).await?,
-        bind(&options, gateway_count + 3).await?,
-    ];
-    let addr = |listener: &TcpListener| listener.local_addr();
+    let mut ports = Ports {
+        options: &options,
+        next: 0,
+    };
+    let gateway_listeners = ports.bind(gateway_count).await?;
+    let user_listeners = ports.bind(replicas).await?;
+    let order_listener = ports.bind_one().await?;
+    let product_listeners = ports.bind(replicas).await?;
+    let payment_listener = ports.bind_one().await?;
+    let addrs = |listeners: &[TcpListener]| -> io::Result<Vec<SocketAddr>> {
+        listeners.iter().map(TcpListener::local_addr).collect()
+    };
+    let (user_addrs, product_addrs) = (addrs(&user_listeners)?, addrs(&product_listeners)?);
     let [user, order, product, payment] = [
-        addr(&listeners[0])?,
-        addr(&listeners[1])?,
-        addr(&listeners[2])?,
-        addr(&listeners[3])?,
+        user_addrs[0],
+        order_listener.local_addr()?,
+        product_addrs[0],
+        payment_listener.local_addr()?,
     ];
     let urls = UpstreamUrls {
         user: url(user),
         product: url(product),
         order: url(order),
         payment: url(payment),
+        replicas: [("user", &user_addrs), ("product", &product_addrs)]
+            .into_iter()
+            .filter(|(_, addrs)| addrs.len() > 1)
+            .map(|(name, addrs)| (name, addrs.iter().copied().map(url).collect()))
+            .collect(),
     };
     let auth = admin_auth(&options)?;
     let client = http_client();
@@ -560,33 +601,48 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
             options.config_file.as_deref(),
         )
         .map_err(invalid)?;
-        gateways.push((addr(listener)?, gateway));
+        gateways.push((listener.local_addr()?, gateway));
     }
-    let (user_router, user_faults) = user::router(auth.clone());
+    let user_routers = user::replicas(auth.clone(), user_listeners.len());
     let (order_router, order_faults) = order::router(orders.clone(), auth.clone());
-    let (product_router, product_faults) = product::router(auth.clone());
+    let product_routers = product::replicas(auth.clone(), product_listeners.len());
     let (payment_router, payment_faults) = payment::router(auth, grants);
+    let users: Vec<_> = user_addrs
+        .iter()
+        .zip(&user_routers)
+        .map(|(addr, (_, faults))| (*addr, faults.clone()))
+        .collect();
+    let products: Vec<_> = product_addrs
+        .iter()
+        .zip(&product_routers)
+        .map(|(addr, (_, faults))| (*addr, faults.clone()))
+        .collect();
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Vec::new();
     let controls = gateways
         .iter()
         .map(|(_, gateway)| gateway.clone())
         .collect();
-    let reloader = spawn_reloader(&options, controls, &stop, &mut tasks)?;
-    let gateway_servers = gateway_listeners
-        .into_iter()
-        .zip(&gateways)
-        .map(|(listener, (_, gateway))| ("gateway", listener, gateway.router()));
-    let services = ["user", "order", "product", "payment"]
-        .into_iter()
-        .zip(listeners)
-        .zip([user_router, order_router, product_router, payment_router])
-        .map(|((name, listener), router)| (name, listener, router));
-    tasks.extend(serve_all(
-        gateway_servers.chain(services),
-        options.serve,
+    let reloader = spawn_reloader(
+        &options,
+        controls,
+        Some((orders.clone(), urls)),
         &stop,
-    ));
+        &mut tasks,
+    )?;
+    let mut servers: Vec<(&'static str, TcpListener, Router)> = Vec::new();
+    for (listener, (_, gateway)) in gateway_listeners.into_iter().zip(&gateways) {
+        servers.push(("gateway", listener, gateway.router()));
+    }
+    for (listener, (router, _)) in user_listeners.into_iter().zip(user_routers) {
+        servers.push(("user", listener, router));
+    }
+    servers.push(("order", order_listener, order_router));
+    for (listener, (router, _)) in product_listeners.into_iter().zip(product_routers) {
+        servers.push(("product", listener, router));
+    }
+    servers.push(("payment", payment_listener, payment_router));
+    tasks.extend(serve_all(servers, options.serve, &stop));
     let (gateway, control) = gateways[0].clone();
     Ok(Running {
         gateway,
@@ -596,17 +652,42 @@ pub async fn start(options: ShopOptions) -> io::Result<Running> {
         product,
         payment,
         control,
-        orders,
         faults: Faults {
-            user: user_faults,
+            user: users[0].1.clone(),
             order: order_faults,
-            product: product_faults,
+            product: products[0].1.clone(),
             payment: payment_faults,
         },
+        users,
+        products,
+        orders,
         reloader,
         shutdown,
         tasks,
     })
+}
+
+/// Binds the shop's listeners on consecutive ports from the base port
+/// (ephemeral ones with a base port of 0).
+struct Ports<'a> {
+    options: &'a ShopOptions,
+    next: u16,
+}
+
+impl Ports<'_> {
+    async fn bind(&mut self, n: u16) -> io::Result<Vec<TcpListener>> {
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(self.bind_one().await?);
+        }
+        Ok(listeners)
+    }
+
+    async fn bind_one(&mut self) -> io::Result<TcpListener> {
+        let offset = self.next;
+        self.next = self.next.saturating_add(1);
+        bind(self.options, offset).await
+    }
 }
 
 /// The services by name, and each one's port offset from the base port.
@@ -631,6 +712,9 @@ pub fn urls_from_env(base_port: u16, env: impl Fn(&str) -> Option<String>) -> Up
         order: at("ORDER_SERVICE_URL", 2),
         product: at("PRODUCT_SERVICE_URL", 3),
         payment: at("PAYMENT_SERVICE_URL", 4),
+        // A service run alone calls one replica of each; a file's
+        // `endpoints` lists more.
+        replicas: Default::default(),
     }
 }
 
@@ -706,7 +790,7 @@ pub async fn start_service(
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(gateway) = &control {
-        spawn_reloader(&options, vec![gateway.clone()], &stop, &mut tasks)?;
+        spawn_reloader(&options, vec![gateway.clone()], None, &stop, &mut tasks)?;
     }
     tasks.extend(serve_all([(name, listener, router)], options.serve, &stop));
     Ok(Single {
