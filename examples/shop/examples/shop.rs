@@ -11,7 +11,7 @@
 //!
 //! Serves until SIGTERM or Ctrl-C (SIGINT), then lets the requests in
 //! flight finish, for up to a grace period. `--demo` instead runs the
-//! seven-phase demo against the stack and exits. `serve` runs one service
+//! eight-phase demo against the stack and exits. `serve` runs one service
 //! alone, finding the others through `USER_SERVICE_URL`,
 //! `ORDER_SERVICE_URL`, `PRODUCT_SERVICE_URL` and `PAYMENT_SERVICE_URL`.
 
@@ -96,7 +96,7 @@ struct Cli {
     /// finish before their connections are closed (default 10)
     #[arg(long, value_name = "SECS", global = true, value_parser = grace)]
     shutdown_grace: Option<Duration>,
-    /// Run the seven-phase demo and exit (0 when every phase showed what it
+    /// Run the eight-phase demo and exit (0 when every phase showed what it
     /// should)
     #[arg(long, global = true)]
     demo: bool,
