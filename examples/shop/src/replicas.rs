@@ -26,7 +26,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use palisade::circuit_breaker::{
-    CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerConfig, Handle as BreakerHandle,
+    CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerConfig, CircuitBreakerLayer,
+    Handle as BreakerHandle,
 };
 use palisade::http::StatusClassifier;
 use palisade::{BoxError, ConfigError};
@@ -34,7 +35,7 @@ use tokio::sync::mpsc;
 use tower::balance::p2c::Balance;
 use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PeakEwma};
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 use crate::upstream::SharedClient;
 
@@ -87,6 +88,9 @@ impl Service<Call> for Replica {
 type Endpoint = PeakEwma<CircuitBreaker<Replica, StatusClassifier>>;
 
 /// Builds the endpoint for each address, each with a breaker of its own.
+/// The breaker counts 5xx answers and errors: a replica that hangs is cut
+/// off by the attempt timeout above, which the breaker does not hold
+/// against it; peak-EWMA steers calls away from a slow replica instead.
 #[derive(Clone)]
 struct Endpoints {
     name: &'static str,
@@ -97,10 +101,7 @@ struct Endpoints {
 }
 
 impl Endpoints {
-    fn breaker(
-        &self,
-        base: &str,
-    ) -> Result<palisade::circuit_breaker::CircuitBreakerLayer<StatusClassifier>, ConfigError> {
+    fn breaker(&self, base: &str) -> Result<CircuitBreakerLayer<StatusClassifier>, ConfigError> {
         CircuitBreakerBuilder::from_config(self.ejection.clone())
             .name(format!("{}@{base}", self.name))
             .eject_while_open()
@@ -115,7 +116,7 @@ impl Endpoints {
             base: Arc::from(base),
             client: self.client.clone(),
         };
-        let service = tower::Layer::layer(&breaker, replica);
+        let service = breaker.layer(replica);
         Ok(PeakEwma::new(
             service,
             DEFAULT_RTT,
