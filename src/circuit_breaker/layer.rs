@@ -327,6 +327,27 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// Outlier ejection: fits this breaker in front of one endpoint of a
+    /// load balancer, such as tower's `balance::p2c::Balance`, which sends
+    /// only to endpoints whose `poll_ready` is ready. It is
+    /// [`wait_when_open`](Self::wait_when_open) with no bound of its own:
+    /// while the breaker is open, and while its half-open probes are all
+    /// out, the endpoint is not ready, so the balancer sends its calls to
+    /// the others; when the open duration ends, the endpoint turns ready
+    /// holding a probe slot, the balancer sends it a call, and the probes'
+    /// outcomes put it back in the rotation or take it out again. No call is
+    /// refused with [`CircuitOpen`](crate::error::CircuitOpen) meanwhile,
+    /// unless [`half_open_max_wait`](Self::half_open_max_wait) reopens a
+    /// breaker whose probes hang (the balancer may have left the endpoint
+    /// ready and unused that long).
+    ///
+    /// One breaker per endpoint, not one over the balancer: a breaker above
+    /// it would count every endpoint's failures together and open for all
+    /// of them. See the [module docs](super#outlier-ejection-behind-a-balancer).
+    pub fn eject_while_open(self) -> Self {
+        self.wait_when_open(Duration::MAX)
+    }
+
     /// Seeds the open duration's jitter, for reproducible tests (by default
     /// each breaker draws a random seed).
     pub fn jitter_seed(mut self, seed: u64) -> Self {

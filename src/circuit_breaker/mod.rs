@@ -186,6 +186,50 @@
 //! returns `Ready(Ok(()))` and the call fails with `CircuitOpen`. The wait's
 //! timer is allocated once per wait, never on the admitted path.
 //!
+//! # Outlier ejection behind a balancer
+//!
+//! A balancer over replicas of a service should stop sending to the one
+//! that fails while the others answer. With a breaker in front of each
+//! endpoint, built with
+//! [`eject_while_open`](CircuitBreakerBuilder::eject_while_open), an open
+//! breaker keeps its endpoint's `poll_ready` pending, and a balancer that
+//! sends only to ready endpoints (tower's `balance::p2c::Balance`: its
+//! ready cache moves an endpoint out of the rotation while `poll_ready` is
+//! pending, and after every call until it is ready again) leaves it out.
+//! When the open duration ends, the endpoint comes back as a half-open
+//! probe: one call tells whether it serves again. Calls that failed before
+//! the breaker opened, and failed probes, reach the caller; a retry above
+//! the balancer sends them on to another endpoint.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), palisade::BoxError> {
+//! use std::time::Duration;
+//! use palisade::circuit_breaker::CircuitBreakerLayer;
+//! use tower::balance::p2c::Balance;
+//! use tower::discover::ServiceList;
+//! use tower::load::{CompleteOnResponse, PeakEwma};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! let endpoint = |replica: u32| service_fn(move |()| async move { Ok::<_, palisade::BoxError>(replica) });
+//! let replicas = (0..3).map(|replica| {
+//!     let breaker = CircuitBreakerLayer::builder()
+//!         .name(format!("replica-{replica}"))
+//!         .consecutive_failures(3)
+//!         .open_for(Duration::from_secs(5))
+//!         .half_open_probes(1)
+//!         .eject_while_open()
+//!         .build()
+//!         .expect("valid settings");
+//!     let rtt = Duration::from_millis(10);
+//!     PeakEwma::new(breaker.layer(endpoint(replica)), rtt, 10e9, CompleteOnResponse::default())
+//! });
+//! let balanced = Balance::new(ServiceList::new(replicas.collect::<Vec<_>>()));
+//! assert!(balanced.oneshot(()).await? < 3);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! [`CircuitOpen`]: crate::error::CircuitOpen
 
 mod breaker;

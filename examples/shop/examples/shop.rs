@@ -1,5 +1,8 @@
 //! Runs palisade's sample shop: a gateway on 127.0.0.1:8000 in front of the
 //! user (8001), order (8002), product (8003) and payment (8004) services.
+//! With `--gateway-replicas G` and `--replicas R` the gateways come first
+//! on consecutive ports, then the user replicas, order, the product
+//! replicas and payment.
 //!
 //! ```text
 //! cargo run --release --example shop -- [--demo] [OPTIONS]
@@ -8,7 +11,7 @@
 //!
 //! Serves until SIGTERM or Ctrl-C (SIGINT), then lets the requests in
 //! flight finish, for up to a grace period. `--demo` instead runs the
-//! seven-phase demo against the stack and exits. `serve` runs one service
+//! eight-phase demo against the stack and exits. `serve` runs one service
 //! alone, finding the others through `USER_SERVICE_URL`,
 //! `ORDER_SERVICE_URL`, `PRODUCT_SERVICE_URL` and `PAYMENT_SERVICE_URL`.
 
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
-use palisade_shop::config::{ShopConfig, merge, rate_limit_override};
+use palisade_shop::config::{ShopConfig, merge, rate_limit_override, redis_override};
 use palisade_shop::{
     SERVICES, ServeOptions, ShopOptions, demo, start, start_service, stop_signal, urls_from_env,
 };
@@ -50,6 +53,20 @@ struct Cli {
     /// Requests per client per window at the gateway (default 100/60)
     #[arg(long, value_name = "N/SECS", global = true, value_parser = rate_limit)]
     rate_limit: Option<(u64, Duration)>,
+    /// Keep the gateways' per-client limit in this Redis, shared by every
+    /// gateway (redis://[:password@]host:port[/db]; the failure mode and the
+    /// rest in the file's [gateway.rate_limit.redis])
+    #[arg(long, value_name = "URL", global = true)]
+    redis_url: Option<String>,
+    /// Start N gateways on ports N..N+G-1, sharing the per-client limit in
+    /// Redis; the services move after them (default 1)
+    #[arg(long, value_name = "G", value_parser = clap::value_parser!(u16).range(1..=64))]
+    gateway_replicas: Option<u16>,
+    /// Start R replicas of the user and product services, each on its own
+    /// port; the gateway and the order service balance over them, ejecting
+    /// a replica that fails (default 1)
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u16).range(1..=64))]
+    replicas: Option<u16>,
     /// Admin endpoints need `Authorization: Bearer TOKEN` (without a token
     /// they answer loopback peers only). Seen by anyone who can list the
     /// processes: prefer --admin-token-file or SHOP_ADMIN_TOKEN
@@ -79,7 +96,7 @@ struct Cli {
     /// finish before their connections are closed (default 10)
     #[arg(long, value_name = "SECS", global = true, value_parser = grace)]
     shutdown_grace: Option<Duration>,
-    /// Run the seven-phase demo and exit (0 when every phase showed what it
+    /// Run the eight-phase demo and exit (0 when every phase showed what it
     /// should)
     #[arg(long, global = true)]
     demo: bool,
@@ -132,6 +149,15 @@ where
             "--demo runs with the default settings; leave out --config and --rate-limit".into(),
         ));
     }
+    if service.is_some() && (cli.gateway_replicas.is_some() || cli.replicas.is_some()) {
+        return Err(invalid(
+            ErrorKind::ArgumentConflict,
+            "--gateway-replicas and --replicas start replicas in the whole stack; they do not \
+             go with serve (start each replica with serve, and list them as `endpoints` in \
+             the --config file)"
+                .into(),
+        ));
+    }
     let admin_token = admin_token(&cli, env).map_err(|e| invalid(ErrorKind::ValueValidation, e))?;
     let mut options = ShopOptions {
         reload_on_sighup: true,
@@ -145,6 +171,15 @@ where
     }
     if let Some((limit, window)) = cli.rate_limit {
         merge(&mut options.overrides, &rate_limit_override(limit, window));
+    }
+    options.gateway_replicas = cli.gateway_replicas.unwrap_or(1);
+    options.replicas = cli.replicas.unwrap_or(1);
+    if let Some(url) = &cli.redis_url {
+        // With the URL on the command line, the gateways started here are
+        // the replicas sharing the limit (each keeps its share while Redis
+        // is down). Without it, the file's `replicas` stands.
+        let replicas = cli.gateway_replicas.filter(|&n| n > 1);
+        merge(&mut options.overrides, &redis_override(url, replicas));
     }
     let serve = &mut options.serve;
     serve.header_read_timeout = cli.header_timeout.unwrap_or(serve.header_read_timeout);
@@ -473,6 +508,38 @@ mod tests {
     }
 
     #[test]
+    fn redis_url_keeps_the_limit_in_redis_shared_by_the_gateway_replicas() {
+        let command = parse_with(
+            &[
+                "--redis-url",
+                "redis://10.0.0.5:6379",
+                "--gateway-replicas",
+                "3",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(command.options.gateway_replicas, 3);
+        assert_eq!(
+            command.options.overrides,
+            redis_override("redis://10.0.0.5:6379", Some(3))
+        );
+        let config = command.options.load_config().unwrap();
+        assert_eq!(config.rate_limit_store.unwrap().replicas, 3);
+        let without = parse_with(&[], &[]).unwrap().options;
+        assert_eq!(without.gateway_replicas, 1);
+        assert_eq!(without.replicas, 1);
+        assert_eq!(
+            parse_with(&["--replicas", "3"], &[])
+                .unwrap()
+                .options
+                .replicas,
+            3
+        );
+        assert_eq!(without.load_config().unwrap().rate_limit_store, None);
+    }
+
+    #[test]
     fn bad_arguments_are_refused_with_exit_code_2() {
         for (args, says) in [
             (&["--base-port", "0"][..], "1 to 65531"),
@@ -490,6 +557,20 @@ mod tests {
             (&["serve", "user", "--demo"], "does not go with serve"),
             (&["--demo", "--rate-limit", "5/1"], "default settings"),
             (&["--demo", "--config", "shop.toml"], "default settings"),
+            (&["--gateway-replicas", "0"], "--gateway-replicas"),
+            (
+                &["serve", "gateway", "--gateway-replicas", "2"],
+                "--gateway-replicas",
+            ),
+            (
+                &["--gateway-replicas", "2", "serve", "gateway"],
+                "do not go with serve",
+            ),
+            (
+                &["--replicas", "3", "serve", "product"],
+                "do not go with serve",
+            ),
+            (&["--replicas", "0"], "--replicas"),
             (&["--frobnicate"], "--frobnicate"),
         ] {
             let message = refused(args, &[]);

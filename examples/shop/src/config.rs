@@ -6,6 +6,10 @@
 //! limit = 100
 //! window = "60s"
 //!
+//! [gateway.rate_limit.redis]  # optional: the limit kept in Redis, shared by
+//! url = "redis://10.0.0.5:6379" # every gateway (palisade's RedisConfig; the
+//! on_failure = "local"        # url may come from --redis-url instead)
+//!
 //! [upstream]                  # every upstream, unless overridden below:
 //! attempt_timeout = "2s"      # palisade::preset::ClientConfig
 //! total_timeout = "10s"
@@ -20,6 +24,9 @@
 //! [upstreams.product]         # one upstream: its URL and its own settings
 //! url = "http://10.0.0.7:8003"
 //! circuit_breaker = { open_for = "10s" }
+//!
+//! [upstreams.user]            # or its replicas, behind a balancer; a reload
+//! endpoints = ["http://10.0.0.8:8001", "http://10.0.0.9:8001"] # adds and removes them
 //!
 //! [gateway.auth]              # crate::auth::AuthConfig: customers' tokens
 //! audience = "shop"                                 # optional; so is issuer
@@ -45,7 +52,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use palisade::preset::{ClientConfig, ClientLayer};
-use palisade::rate_limit::RateLimitConfig;
+use palisade::rate_limit::{RateLimitConfig, RedisConfig};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
@@ -110,9 +117,10 @@ total_timeout = "15s"
 const REPLACED_WHOLE: [&str; 2] = ["backoff", "budget"];
 
 /// Keys that exclude each other: setting one drops the other.
-const EXCLUSIVE: [(&str, &str); 2] = [
+const EXCLUSIVE: [(&str, &str); 3] = [
     ("count_window", "time_window"),
     ("count_window", "time_window_buckets"),
+    ("url", "endpoints"),
 ];
 
 /// Why a configuration was refused.
@@ -148,12 +156,16 @@ fn refused(message: impl Into<String>) -> ConfigFileError {
 pub struct UpstreamConfig {
     /// Where it is; `None`: where the caller says.
     pub url: Option<String>,
+    /// Its replicas, behind a balancer (see [`crate::replicas`]); empty:
+    /// `url`, or the replicas the caller knows of.
+    pub endpoints: Vec<String>,
     /// Its layers: palisade's client preset.
     pub client: ClientConfig,
 }
 
 impl UpstreamConfig {
-    /// An upstream's table: its `url`, and the rest the preset's settings.
+    /// An upstream's table: its `url` or `endpoints`, and the rest the
+    /// preset's settings.
     fn read(mut table: Table, path: &str) -> Result<Self, ConfigFileError> {
         let url = match table.remove("url") {
             None => None,
@@ -165,8 +177,32 @@ impl UpstreamConfig {
                 )));
             }
         };
+        let endpoints: Vec<String> = match table.remove("endpoints") {
+            None => Vec::new(),
+            Some(list) => deserialize(list, &format!("{path}.endpoints"))?,
+        };
         let client = deserialize(Value::Table(table), path)?;
-        Ok(UpstreamConfig { url, client })
+        Ok(UpstreamConfig {
+            url,
+            endpoints,
+            client,
+        })
+    }
+
+    /// Where to call it: the configured `endpoints`, else `url`, else
+    /// `default` (the replicas the caller started); and whether through a
+    /// balancer: with more than one, or when the file lists `endpoints`
+    /// (so that a reload can add replicas to the balancer).
+    pub fn endpoints_or(&self, default: &[String]) -> (Vec<String>, bool) {
+        if !self.endpoints.is_empty() {
+            return (self.endpoints.clone(), true);
+        }
+        let endpoints = match &self.url {
+            Some(url) => vec![url.clone()],
+            None => default.to_vec(),
+        };
+        let balanced = endpoints.len() > 1;
+        (endpoints, balanced)
     }
 }
 
@@ -179,6 +215,9 @@ pub struct ShopConfig {
     pub document: Table,
     /// The gateway's per-client limit.
     pub rate_limit: RateLimitConfig,
+    /// Where that limit is kept when the gateways share it
+    /// (`[gateway.rate_limit.redis]`); `None`: in each gateway's process.
+    pub rate_limit_store: Option<RedisConfig>,
     /// The keys customers' tokens are checked with.
     pub auth: AuthConfig,
     /// The secret of the order service's grants to the payment service;
@@ -225,9 +264,7 @@ impl ShopConfig {
                 )));
             }
         }
-        let rate_limit: RateLimitConfig = read(&gateway, "gateway.rate_limit", "rate_limit")?;
-        palisade::rate_limit::RateLimitLayer::from_config(rate_limit.clone())
-            .map_err(|e| named("gateway.rate_limit", &e))?;
+        let (rate_limit, rate_limit_store) = read_rate_limit(&gateway)?;
         let auth: AuthConfig = read(&gateway, "gateway.auth", "auth")?;
         Verifier::new(&auth, "gateway.auth").map_err(refused)?;
         let charges: Charges = read(&document, "charges", "charges")?;
@@ -257,8 +294,15 @@ impl ShopConfig {
         }
         let mut upstreams = BTreeMap::new();
         for name in UPSTREAMS {
+            let own = table(&named, name)?;
+            if own.contains_key("url") && own.contains_key("endpoints") {
+                return Err(refused(format!(
+                    "upstreams.{name}: `url` or `endpoints`, not both (one address, or the \
+                     replicas')"
+                )));
+            }
             let mut settings = shared.clone();
-            merge(&mut settings, &table(&named, name)?);
+            merge(&mut settings, &own);
             let path = format!("upstreams.{name}");
             let config = UpstreamConfig::read(settings, &path)?;
             validate(&config, &path)?;
@@ -267,6 +311,7 @@ impl ShopConfig {
         Ok(ShopConfig {
             document,
             rate_limit,
+            rate_limit_store,
             auth,
             charge_secret: charges.secret,
             upstreams,
@@ -285,6 +330,49 @@ impl ShopConfig {
     pub fn rate_limit(&self) -> (u64, Duration) {
         (self.rate_limit.limit, self.rate_limit.window)
     }
+}
+
+/// `[gateway.rate_limit]`, and the store in its `redis` table if there is
+/// one; both checked by building the limiter (nothing connects yet).
+fn read_rate_limit(
+    gateway: &Table,
+) -> Result<(RateLimitConfig, Option<RedisConfig>), ConfigFileError> {
+    const PATH: &str = "gateway.rate_limit";
+    let mut table = table(gateway, "rate_limit")?;
+    let store = match table.remove("redis") {
+        None => None,
+        Some(redis) => Some(deserialize::<RedisConfig>(
+            redis,
+            "gateway.rate_limit.redis",
+        )?),
+    };
+    let rate_limit: RateLimitConfig = deserialize(Value::Table(table), PATH)?;
+    let builder = palisade::rate_limit::RateLimitBuilder::from_config(rate_limit.clone());
+    match &store {
+        // The Redis form's own errors name `redis.…` fields already.
+        Some(store) => builder.redis(store.clone()).build().map(drop),
+        None => builder.build().map(drop),
+    }
+    .map_err(|e| named(PATH, &e))?;
+    Ok((rate_limit, store))
+}
+
+/// `[gateway.rate_limit.redis]` with `url` (`--redis-url`), and with
+/// `replicas` when given (`--gateway-replicas`): the share of the limit each
+/// gateway keeps while Redis is down.
+pub fn redis_override(url: &str, replicas: Option<u16>) -> Table {
+    let mut redis = Table::new();
+    redis.insert("url".into(), Value::String(url.to_owned()));
+    if let Some(replicas) = replicas {
+        redis.insert("replicas".into(), Value::Integer(i64::from(replicas)));
+    }
+    let mut rate_limit = Table::new();
+    rate_limit.insert("redis".into(), Value::Table(redis));
+    let mut gateway = Table::new();
+    gateway.insert("rate_limit".into(), Value::Table(rate_limit));
+    let mut document = Table::new();
+    document.insert("gateway".into(), Value::Table(gateway));
+    document
 }
 
 /// `[charges]`.
@@ -332,6 +420,10 @@ pub fn rate_limit_override(limit: u64, window: Duration) -> Table {
 fn validate(config: &UpstreamConfig, path: &str) -> Result<(), ConfigFileError> {
     if let Some(url) = &config.url {
         check_url(url).map_err(|rule| refused(format!("{path}.url: {rule}, got {url:?}")))?;
+    }
+    for (n, url) in config.endpoints.iter().enumerate() {
+        check_url(url)
+            .map_err(|rule| refused(format!("{path}.endpoints[{n}]: {rule}, got {url:?}")))?;
     }
     ClientLayer::from_config(config.client.clone()).map_err(|e| {
         // A layer's own error names a field of that layer's table; the
@@ -512,6 +604,47 @@ mod tests {
     }
 
     #[test]
+    fn the_limit_is_kept_in_redis_only_when_a_store_is_named() {
+        assert_eq!(config("").unwrap().rate_limit_store, None);
+        let config = ShopConfig::from_layers(
+            "[gateway.rate_limit.redis]\non_failure = \"fail_closed\"\nreplicas = 3\n",
+            &redis_override("redis://10.0.0.5:6379", None),
+        )
+        .unwrap();
+        let store = config.rate_limit_store.clone().unwrap();
+        assert_eq!(store.url, "redis://10.0.0.5:6379");
+        assert_eq!(
+            store.on_failure,
+            palisade::rate_limit::OnStoreFailure::FailClosed
+        );
+        assert_eq!(store.replicas, 3);
+        assert_eq!(config.rate_limit(), (100, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn endpoints_in_the_file_replace_a_url_and_put_a_balancer_in_front() {
+        let two = [
+            "http://10.0.0.8:8003".to_owned(),
+            "http://10.0.0.9:8003".to_owned(),
+        ];
+        let started = ["http://127.0.0.1:8003".to_owned()];
+        let config = config(
+            "[upstream]\nurl = \"http://10.0.0.7:8003\"\n\
+             [upstreams.product]\nendpoints = [\"http://10.0.0.8:8003\", \"http://10.0.0.9:8003\"]\n",
+        )
+        .unwrap();
+        let product = &config.upstreams["product"];
+        assert_eq!(product.url, None, "the shared url gave way");
+        assert_eq!(product.endpoints_or(&started), (two.to_vec(), true));
+        // One replica started and nothing listed: no balancer, as before.
+        let user = &config.upstreams["user"];
+        assert!(!user.endpoints_or(&started).1);
+        let plain = &self::config("").unwrap().upstreams["user"];
+        assert_eq!(plain.endpoints_or(&started), (started.to_vec(), false));
+        assert_eq!(plain.endpoints_or(&two), (two.to_vec(), true));
+    }
+
+    #[test]
     fn a_backoff_is_replaced_whole() {
         let config = config(
             r#"
@@ -593,6 +726,18 @@ mod tests {
                 "upstreams.product.url: ",
             ),
             (
+                "[upstreams.product]\nendpoints = [\"http://10.0.0.7:8003\", \"10.0.0.8\"]",
+                "upstreams.product.endpoints[1]: ",
+            ),
+            (
+                "[upstreams.product]\nendpoints = \"http://10.0.0.7:8003\"",
+                "upstreams.product.endpoints: ",
+            ),
+            (
+                "[upstreams.user]\nurl = \"http://10.0.0.7:8001\"\nendpoints = [\"http://10.0.0.8:8001\"]",
+                "upstreams.user: `url` or `endpoints`",
+            ),
+            (
                 "[upstreams.inventory]\nurl = \"http://x\"",
                 "upstreams.inventory",
             ),
@@ -604,6 +749,26 @@ mod tests {
             (
                 "[gateway.rate_limit]\nwindow = true",
                 "gateway.rate_limit.window: ",
+            ),
+            (
+                "[gateway.rate_limit.redis]\nurl = \"redis://127.0.0.1\"\non_failure = \"sometimes\"",
+                "gateway.rate_limit.redis.on_failure: ",
+            ),
+            (
+                "[gateway.rate_limit.redis]\nurl = \"redis://127.0.0.1\"\nreplicas = 0",
+                "gateway.rate_limit.redis.replicas: ",
+            ),
+            (
+                "[gateway.rate_limit.redis]\nurl = \"http://127.0.0.1\"",
+                "gateway.rate_limit.redis.url: ",
+            ),
+            (
+                "[gateway.rate_limit.redis]\non_failure = \"local\"",
+                "gateway.rate_limit.redis: missing field `url`",
+            ),
+            (
+                "[gateway.rate_limit]\nalgorithm = \"sliding_log\"\nredis = { url = \"redis://127.0.0.1\" }",
+                "gateway.rate_limit.algorithm: ",
             ),
             ("[gateway]\nrate = 1", "gateway.rate"),
             ("[cache]\nsize = 1", "`cache`"),

@@ -1,4 +1,4 @@
-//! The demo: seven phases of traffic through the gateway, each showing one
+//! The demo: eight phases of traffic through the gateway, each showing one
 //! layer at work, with a table per phase and a check of what it should
 //! show.
 //!
@@ -18,6 +18,9 @@
 //!    layers callers are served more often than straight from the service,
 //!    the service sees at most 1.5 times the requests, and its breaker
 //!    stays closed.
+//! 8. On a stack of its own with three product replicas behind the
+//!    balancer, one replica fails every call: once its breaker ejects it,
+//!    under 1 % of requests fail, and none reaches it.
 //!
 //! It expects the default settings ([`crate::config::DEFAULTS`]) and a key
 //! of its own to sign customers' tokens with ([`with_demo_key`]): it plays
@@ -48,6 +51,10 @@ use crate::{Running, ShopOptions, auth, config};
 const DEMO_KID: &str = "demo";
 /// Requests in phase 2, while the product service fails every call.
 const PRODUCT_FAILS_REQUESTS: usize = 80;
+/// Phase 8: the most requests to wait for the failing replica's ejection,
+/// and the requests sent once it is out (3 s of them, within its 5 s out).
+const REPLICA_REQUESTS_BEFORE: usize = 200;
+const REPLICA_REQUESTS: usize = 300;
 
 /// `options` with a key for the demo to sign customers' tokens with: an
 /// HS256 secret made up for this run, so that no token outlives it.
@@ -197,7 +204,7 @@ struct Demo<'a> {
     secret: String,
 }
 
-/// Runs the seven phases against `running` and writes a table per phase to
+/// Runs the eight phases against `running` and writes a table per phase to
 /// `out`; `progress` draws a progress bar on standard error when it is a
 /// terminal. Answers each phase's report.
 pub async fn run(running: &Running, out: &mut dyn Write, progress: bool) -> Vec<PhaseReport> {
@@ -229,7 +236,7 @@ pub async fn run(running: &Running, out: &mut dyn Write, progress: bool) -> Vec<
     reports
 }
 
-const PHASES: [&str; 7] = [
+const PHASES: [&str; 8] = [
     "healthy traffic",
     "the product service fails every call",
     "faults cleared: the breaker probes and closes",
@@ -237,6 +244,7 @@ const PHASES: [&str; 7] = [
     "one client goes over its rate limit",
     "the payment service fails",
     "the product service fails 30 % of calls at random",
+    "one product replica of three fails every call",
 ];
 
 /// Watches every upstream stack, the gateway's and the order service's:
@@ -317,7 +325,8 @@ impl Demo<'_> {
             4 => self.product_slow().await,
             5 => self.rate_limited().await,
             6 => self.payment_fails().await,
-            _ => self.scattered_failures().await,
+            7 => self.scattered_failures().await,
+            _ => self.replica_fails().await,
         };
         let mut took: Vec<Duration> = answers.iter().map(|a| a.took).collect();
         took.sort();
@@ -610,6 +619,103 @@ impl Demo<'_> {
         if answer.status != 200 {
             tracing::error!(service, status = answer.status, "could not set faults");
         }
+    }
+
+    /// A stack of its own, with three product replicas (the phases before
+    /// run against one): one of them fails every call; its breaker in the
+    /// gateway takes it out of the balancer's rotation.
+    async fn replica_fails(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        let options = ShopOptions {
+            base_port: 0,
+            replicas: 3,
+            resilience: true,
+            ..ShopOptions::default()
+        }
+        // Anonymous reads from one address: more than one client's limit.
+        .settings("gateway.rate_limit = { limit = 100000, window = \"60s\" }");
+        let replicated = match options {
+            Ok(options) => crate::start(options).await,
+            Err(error) => Err(std::io::Error::other(error)),
+        };
+        let replicated = match replicated {
+            Ok(replicated) => replicated,
+            Err(error) => {
+                let check = format!("a stack with three product replicas starts: {error}");
+                return (Vec::new(), vec![(check, false)]);
+            }
+        };
+        let (sick, sick_faults) = replicated.products[2].clone();
+        let _ = sick_faults.set_error_rate(1.0);
+        // The balancer takes its replicas at its first call: looked up
+        // each time.
+        let product = replicated.control.upstream("product");
+        let sick_url = format!("http://{sick}");
+        let is_open = || {
+            let replicas = product.as_ref().and_then(|p| p.replicas.as_ref());
+            replicas.is_some_and(|replicas| {
+                replicas.replicas().iter().any(|(base, breaker)| {
+                    *base == sick_url && breaker.state() == palisade::circuit_breaker::State::Open
+                })
+            })
+        };
+        // Until its breaker opens, the sick replica fails its share of the
+        // attempts (retry takes most of them on to another replica).
+        let mut answers = Vec::new();
+        let total = REPLICA_REQUESTS_BEFORE + REPLICA_REQUESTS;
+        while !is_open() && answers.len() < REPLICA_REQUESTS_BEFORE {
+            answers.push(self.paced(replicated.gateway, answers.len()).await);
+            self.progress.step(answers.len(), total);
+        }
+        let opened_after = answers.len();
+        let opened = is_open();
+        let failed_before = sick_faults.failed();
+        let mut after = Vec::new();
+        while opened && after.len() < REPLICA_REQUESTS {
+            after.push(self.paced(replicated.gateway, after.len()).await);
+            self.progress.step(opened_after + after.len(), total);
+        }
+        let errors = after.iter().filter(|a| a.status != 200).count();
+        let service_breaker = replicated
+            .control
+            .upstream("product")
+            .map(|product| product.breaker.state());
+        let _ = replicated.shutdown().await;
+        let checks = vec![
+            (
+                format!("its breaker ejected it, after {opened_after} requests"),
+                opened,
+            ),
+            (
+                format!(
+                    "then {errors} of {} requests failed (under 1 %)",
+                    after.len()
+                ),
+                opened && errors * 100 < after.len(),
+            ),
+            (
+                "and none of them reached the failing replica".into(),
+                opened && sick_faults.failed() == failed_before,
+            ),
+            (
+                "the product service's own breaker stayed closed".into(),
+                service_breaker == Some(palisade::circuit_breaker::State::Closed),
+            ),
+        ];
+        answers.extend(after);
+        (answers, checks)
+    }
+
+    /// A product read through the gateway at `gateway`, then a pause:
+    /// steady traffic, as the replicas' breakers see over time.
+    async fn paced(&self, gateway: SocketAddr, n: usize) -> Answer {
+        let answer = send(
+            &self.client,
+            gateway,
+            Call::get(format!("/api/products/{}", n % 4 + 1)),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        answer
     }
 
     async fn send(&self, call: Call) -> Answer {

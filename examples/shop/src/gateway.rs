@@ -1,7 +1,7 @@
 //! The gateway: the routes a customer may call ([`ROUTES`]), each proxied
 //! to its service's own path once the caller's token is checked, behind a
-//! per-client rate limit, with palisade's layers in front of every
-//! upstream.
+//! per-client rate limit (in this process, or in Redis when several
+//! gateways share it), with palisade's layers in front of every upstream.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -21,8 +21,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use palisade::deadline::Deadline;
 use palisade::http::{ErrorResponseLayer, RateLimitHeaders, bad_gateway_response};
+use palisade::rate_limit::redis::StoreMode;
 use palisade::rate_limit::{
-    KeyedHandle, KeyedRateLimitLayer, Kind, RateLimitBuilder, RateLimitConfig,
+    KeyedHandle, KeyedRateLimitLayer, Kind, OnStoreFailure, RateLimitBuilder, RateLimitConfig,
+    RedisHandle, RedisRateLimitLayer,
 };
 use palisade::{BoxError, ConfigError};
 use serde_json::{Value, json};
@@ -41,16 +43,24 @@ pub struct UpstreamUrls {
     pub product: String,
     pub order: String,
     pub payment: String,
+    /// Every replica of the services started with several (`--replicas`),
+    /// by name, the one at its url first.
+    pub replicas: BTreeMap<&'static str, Vec<String>>,
 }
 
 impl UpstreamUrls {
-    fn get(&self, name: &str) -> &str {
-        match name {
+    /// Where `name` is: its replicas, or the one at its url.
+    pub fn endpoints(&self, name: &str) -> Vec<String> {
+        if let Some(replicas) = self.replicas.get(name) {
+            return replicas.clone();
+        }
+        let url = match name {
             "user" => &self.user,
             "product" => &self.product,
             "order" => &self.order,
             _ => &self.payment,
-        }
+        };
+        vec![url.clone()]
     }
 }
 
@@ -64,6 +74,16 @@ pub enum ClientKey {
     Addr(std::net::IpAddr),
     /// Neither known.
     Unknown,
+}
+
+/// The client's key as bytes, for a limit kept in Redis: the kind of key
+/// first, so that a customer called `1.2.3.4` and that address stay apart.
+fn client_key_bytes(request: &Request) -> Vec<u8> {
+    match client_key(request) {
+        ClientKey::Customer(sub) => [b"customer:", sub.as_bytes()].concat(),
+        ClientKey::Addr(ip) => format!("addr:{ip}").into_bytes(),
+        ClientKey::Unknown => b"unknown".to_vec(),
+    }
 }
 
 fn client_key(request: &Request) -> ClientKey {
@@ -254,7 +274,36 @@ type Upstreams = BTreeMap<&'static str, Upstream>;
 
 /// The ingress limiter: one sliding window per client, reporting its state
 /// as `RateLimit-*` headers.
-type IngressLayer = KeyedRateLimitLayer<ClientKey, fn(&Request) -> ClientKey, RateLimitHeaders>;
+type LocalIngress = KeyedRateLimitLayer<ClientKey, fn(&Request) -> ClientKey, RateLimitHeaders>;
+
+/// The same limit kept in Redis, shared by every gateway that uses it.
+type SharedIngress = RedisRateLimitLayer<fn(&Request) -> Vec<u8>, RateLimitHeaders>;
+
+/// The per-client limiter in force: the same limit, keys and answers
+/// either way; only where the counts live differs.
+#[derive(Clone, Debug)]
+enum IngressLayer {
+    Local(LocalIngress),
+    Shared(SharedIngress),
+}
+
+/// A handle on the per-client limiter in force.
+#[derive(Clone, Debug)]
+pub enum IngressHandle {
+    /// Counted in this process.
+    Local(KeyedHandle<ClientKey>),
+    /// Counted in Redis: its store mode and counts.
+    Shared(RedisHandle),
+}
+
+impl IngressLayer {
+    fn handle(&self) -> IngressHandle {
+        match self {
+            IngressLayer::Local(layer) => IngressHandle::Local(layer.handle()),
+            IngressLayer::Shared(layer) => IngressHandle::Shared(layer.handle()),
+        }
+    }
+}
 
 /// `/api/...` through the ingress limit and the proxy, rejections answered.
 type ApiService = BoxCloneSyncService<Request, Response, Infallible>;
@@ -334,8 +383,19 @@ impl Gateway {
         let mut changed = Vec::new();
         let mut upstreams = Upstreams::new();
         for name in UPSTREAMS {
-            let upstream = if config.upstreams.get(name) == old.config.upstreams.get(name) {
-                old.upstreams[name].clone()
+            let (new, kept) = (&config.upstreams[name], &old.upstreams[name]);
+            let (endpoints, balanced) = new.endpoints_or(&self.urls.endpoints(name));
+            let upstream = if Some(new) == old.config.upstreams.get(name) {
+                kept.clone()
+            } else if let (Some(replicas), true) = (&kept.replicas, balanced)
+                && old.config.upstreams[name].client == new.client
+            {
+                // Only its replicas changed: the balancer takes the new list
+                // (discovery), and the replicas that stay keep their
+                // breakers and load.
+                replicas.set_replicas(endpoints);
+                changed.push(format!("upstreams.{name}.endpoints"));
+                kept.clone()
             } else {
                 changed.push(format!("upstreams.{name}"));
                 build_upstream(name, &config, &self.urls, &self.client, self.resilience)?
@@ -343,21 +403,28 @@ impl Gateway {
             upstreams.insert(name, upstream);
         }
         let (new_limit, old_limit) = (&config.rate_limit, &old.config.rate_limit);
-        let ingress = if new_limit == old_limit {
-            old.ingress.clone()
-        } else if only_limit_differs(new_limit, old_limit) {
-            // The same limiter with a new limit: every client keeps what it
-            // has spent.
-            old.ingress
-                .handle()
-                .set_limit(new_limit.limit, new_limit.window)?;
-            changed.push("gateway.rate_limit".to_owned());
-            old.ingress.clone()
-        } else {
-            // Another window, algorithm, burst or queue: a new limiter, and
-            // every client starts afresh.
-            changed.push("gateway.rate_limit".to_owned());
-            ingress_layer(&config)?
+        let same_store = config.rate_limit_store == old.config.rate_limit_store;
+        let ingress = match &old.ingress {
+            _ if new_limit == old_limit && same_store => old.ingress.clone(),
+            IngressLayer::Local(local)
+                if same_store && only_limit_differs(new_limit, old_limit) =>
+            {
+                // The same limiter with a new limit: every client keeps what
+                // it has spent.
+                local
+                    .handle()
+                    .set_limit(new_limit.limit, new_limit.window)?;
+                changed.push("gateway.rate_limit".to_owned());
+                old.ingress.clone()
+            }
+            // Another window, algorithm, burst, queue or store: a new
+            // limiter. In process every client starts afresh; in Redis the
+            // counts outlive the limiter, and the new one (same name) finds
+            // them there.
+            _ => {
+                changed.push("gateway.rate_limit".to_owned());
+                ingress_layer(&config)?
+            }
         };
         if config.auth != old.config.auth {
             // The generation's verifier is built from it: keys rotate here.
@@ -374,7 +441,7 @@ impl Gateway {
     }
 
     /// The per-client limiter in force.
-    pub fn ingress(&self) -> KeyedHandle<ClientKey> {
+    pub fn ingress(&self) -> IngressHandle {
         self.current().ingress.handle()
     }
 
@@ -438,16 +505,22 @@ impl Generation {
             // outer layer answers the limiter's own refusals.
             // A client may send a deadline of its own (`grpc-timeout`); the
             // upstream calls work to it, and it goes on to the services.
-            BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .map_response(IntoResponse::into_response)
-                    .layer(ErrorResponseLayer::new())
-                    .map_request(admit)
-                    .layer(ingress.clone())
-                    .layer(answered)
-                    .layer(read_deadline())
-                    .service(proxy),
-            )
+            let below = ServiceBuilder::new()
+                .layer(answered)
+                .layer(read_deadline())
+                .service(proxy);
+            let above = ServiceBuilder::new()
+                .map_response(IntoResponse::into_response)
+                .layer(ErrorResponseLayer::new())
+                .map_request(admit);
+            match &ingress {
+                IngressLayer::Local(limit) => {
+                    BoxCloneSyncService::new(above.layer(limit.clone()).service(below))
+                }
+                IngressLayer::Shared(limit) => {
+                    BoxCloneSyncService::new(above.layer(limit.clone()).service(below))
+                }
+            }
         } else {
             BoxCloneSyncService::new(
                 ServiceBuilder::new()
@@ -474,8 +547,15 @@ fn build_upstream(
     resilience: bool,
 ) -> Result<Upstream, ConfigError> {
     let settings = &config.upstreams[name];
-    let url = settings.url.as_deref().unwrap_or(urls.get(name));
-    Upstream::new(name, url, client.clone(), settings, resilience)
+    let (endpoints, balanced) = settings.endpoints_or(&urls.endpoints(name));
+    Upstream::new(
+        name,
+        &endpoints,
+        balanced,
+        client.clone(),
+        settings,
+        resilience,
+    )
 }
 
 /// Whether `new` is `old` with another limit only, which the limiter in
@@ -489,13 +569,27 @@ fn only_limit_differs(new: &RateLimitConfig, old: &RateLimitConfig) -> bool {
     with_new_limit == *new && (new.algorithm != Kind::Gcra || new.burst.is_some())
 }
 
+/// The per-client limiter `config` describes. Every gateway builds it
+/// with the same name, so that in Redis they count under the same keys.
 fn ingress_layer(config: &ShopConfig) -> Result<IngressLayer, ConfigError> {
     let mut rate_limit = config.rate_limit.clone();
     rate_limit.name.get_or_insert_with(|| "ingress".to_owned());
-    Ok(RateLimitBuilder::from_config(rate_limit)
-        .keyed(client_key as fn(&Request) -> ClientKey)
-        .build()?
-        .report_state(RateLimitHeaders))
+    let builder = RateLimitBuilder::from_config(rate_limit);
+    Ok(match &config.rate_limit_store {
+        None => IngressLayer::Local(
+            builder
+                .keyed(client_key as fn(&Request) -> ClientKey)
+                .build()?
+                .report_state(RateLimitHeaders),
+        ),
+        Some(store) => IngressLayer::Shared(
+            builder
+                .redis(store.clone())
+                .keyed(client_key_bytes as fn(&Request) -> Vec<u8>)
+                .build()?
+                .report_state(RateLimitHeaders),
+        ),
+    })
 }
 
 /// Headers that belong to one connection, not to the message.
@@ -651,9 +745,23 @@ async fn resilience(
     for (name, upstream) in current.upstreams.iter() {
         let b = upstream.breaker.snapshot();
         let r = upstream.retry.counts();
+        // Each replica's breaker, when a balancer spreads the calls: an
+        // open one is out of the rotation.
+        let replicas: serde_json::Map<String, Value> = upstream
+            .replicas
+            .iter()
+            .flat_map(|balanced| balanced.replicas())
+            .map(|(base, breaker)| {
+                let s = breaker.snapshot();
+                let state =
+                    json!({"state": s.state.to_string(), "calls": s.calls, "failures": s.failures});
+                (base, state)
+            })
+            .collect();
         upstreams.insert(
             (*name).to_owned(),
             json!({
+                "replicas": replicas,
                 "breaker": {
                     "state": b.state.to_string(),
                     "transitions": upstream.transitions.since(0),
@@ -682,17 +790,45 @@ async fn resilience(
         );
     }
     let (limit, window) = current.config.rate_limit();
-    let ingress = current.ingress.handle();
+    let mut ingress = json!({"limit": limit, "window_secs": window.as_secs_f64()});
+    match current.ingress.handle() {
+        IngressHandle::Local(handle) => {
+            ingress["store"] = json!("local");
+            ingress["clients"] = json!(handle.len());
+            ingress["refused"] = json!(handle.refused());
+        }
+        IngressHandle::Shared(handle) => {
+            let counts = handle.counts();
+            ingress["store"] = json!("redis");
+            ingress["mode"] = json!(store_mode(handle.mode()));
+            ingress["refused"] = json!(counts.refused);
+            ingress["counts"] = json!({
+                "decisions": counts.decisions,
+                "round_trips": counts.round_trips,
+                "refused": counts.refused,
+                "refused_locally": counts.refused_locally,
+                "store_failures": counts.store_failures,
+                "decided_without_store": counts.decided_without_store,
+            });
+            ingress["last_error"] = json!(handle.last_error());
+        }
+    }
     Ok(Json(json!({
         "resilience": gateway.resilience,
         "upstreams": upstreams,
-        "ingress": {
-            "limit": limit,
-            "window_secs": window.as_secs_f64(),
-            "clients": ingress.len(),
-            "refused": ingress.refused(),
-        },
+        "ingress": ingress,
     })))
+}
+
+/// `shared` while Redis decides; otherwise the failure mode deciding
+/// instead (`local`, `fail_open`, `fail_closed`), as the file names them.
+fn store_mode(mode: StoreMode) -> &'static str {
+    match mode {
+        StoreMode::Degraded(OnStoreFailure::FailOpen) => "fail_open",
+        StoreMode::Degraded(OnStoreFailure::FailClosed) => "fail_closed",
+        StoreMode::Degraded(_) => "local",
+        _ => "shared",
+    }
 }
 
 /// The settings in force (defaults, file and flags merged) and where they

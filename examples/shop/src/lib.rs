@@ -10,7 +10,7 @@
 //!   front of each.
 //!
 //! Every service injects faults on demand (`PUT /admin/faults`), so the
-//! layers can be seen at work; [`demo`] runs seven phases of them. The
+//! layers can be seen at work; [`demo`] runs eight phases of them. The
 //! gateway's settings come from a TOML file ([`config`]) that it reloads
 //! when the file changes.
 
@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod replicas;
 pub mod upstream;
 pub mod user;
 
@@ -50,9 +51,17 @@ use upstream::{Upstream, http_client};
 /// How to start the shop.
 #[derive(Clone, Debug)]
 pub struct ShopOptions {
-    /// The gateway's port; the services take the next four. 0: every
-    /// service on an ephemeral port (tests).
+    /// The gateway's port; the services take the next four (after the
+    /// gateways' ports with [`gateway_replicas`](Self::gateway_replicas)).
+    /// 0: every service on an ephemeral port (tests).
     pub base_port: u16,
+    /// How many gateways to start, on consecutive ports, sharing one
+    /// per-client limit: more than one needs the limit in Redis
+    /// (`[gateway.rate_limit.redis]`, `--redis-url`).
+    pub gateway_replicas: u16,
+    /// How many replicas of the user and product services to start, each on
+    /// its port, behind a balancer in the gateway and the order service.
+    pub replicas: u16,
     /// A TOML file of settings (see [`config`]), watched for changes.
     pub config_file: Option<PathBuf>,
     /// Settings laid over the file's (`--rate-limit`), as a TOML table.
@@ -70,6 +79,8 @@ impl Default for ShopOptions {
     fn default() -> Self {
         ShopOptions {
             base_port: 8000,
+            gateway_replicas: 1,
+            replicas: 1,
             config_file: None,
             overrides: toml::Table::new(),
             reload_on_sighup: false,
@@ -110,13 +121,23 @@ pub struct Faults {
 /// The five services, running.
 #[derive(Debug)]
 pub struct Running {
+    /// The first gateway.
     pub gateway: SocketAddr,
+    /// Every gateway, the first one first, each with its own layers in
+    /// front of the services (as gateways in processes of their own would
+    /// have), sharing the per-client limit in Redis.
+    pub gateways: Vec<(SocketAddr, Gateway)>,
     pub user: SocketAddr,
     pub order: SocketAddr,
     pub product: SocketAddr,
     pub payment: SocketAddr,
-    /// The gateway's settings in force, its limiter and its upstreams.
+    /// The first gateway's settings in force, its limiter and its upstreams.
     pub control: Gateway,
+    /// Every replica of the user service, the one at `user` first, with
+    /// its faults.
+    pub users: Vec<(SocketAddr, FaultHandle)>,
+    /// Every replica of the product service, the one at `product` first.
+    pub products: Vec<(SocketAddr, FaultHandle)>,
     /// Each service's faults: user, order, product, payment.
     pub faults: Faults,
     /// The order service, with the upstreams it calls.
@@ -130,7 +151,12 @@ pub struct Running {
 #[derive(Clone, Debug)]
 struct Reloader {
     options: Arc<ShopOptions>,
-    gateway: Gateway,
+    /// Every gateway of this process.
+    gateways: Vec<Gateway>,
+    /// The order service of this process, and where its upstreams are
+    /// unless the file says otherwise: a reload gives its balancers the
+    /// file's endpoints.
+    orders: Option<(order::OrderService, UpstreamUrls)>,
     /// One reload at a time, so that the file watcher and SIGHUP cannot
     /// put an older read in force after a newer one.
     reloading: Arc<std::sync::Mutex<()>>,
@@ -143,10 +169,24 @@ impl Reloader {
     fn reload(&self) -> Result<Vec<String>, ConfigFileError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let config = self.options.load_config()?;
-        self.gateway.apply(config).map_err(|e| ConfigFileError {
-            path: self.options.config_file.clone(),
-            message: e.to_string(),
-        })
+        let mut changed = Vec::new();
+        for gateway in &self.gateways {
+            // The same file for each: if the first takes it, all do.
+            changed = gateway.apply(config.clone()).map_err(|e| ConfigFileError {
+                path: self.options.config_file.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        if let Some((orders, urls)) = &self.orders {
+            for upstream in [&orders.users, &orders.products] {
+                let settings = &config.upstreams[upstream.name];
+                let (endpoints, balanced) = settings.endpoints_or(&urls.endpoints(upstream.name));
+                if let (Some(replicas), true) = (&upstream.replicas, balanced) {
+                    replicas.set_replicas(endpoints);
+                }
+            }
+        }
+        Ok(changed)
     }
 
     /// Reloads, logging the outcome.
@@ -312,15 +352,17 @@ pub fn stop_signal() -> io::Result<impl Future<Output = &'static str>> {
 }
 
 impl Running {
-    /// The services' names and addresses, gateway first.
-    pub fn addresses(&self) -> [(&'static str, SocketAddr); 5] {
-        [
-            ("gateway", self.gateway),
-            ("user", self.user),
-            ("order", self.order),
-            ("product", self.product),
-            ("payment", self.payment),
-        ]
+    /// The services' names and addresses, the gateways first.
+    pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        let gateways = self.gateways.iter().map(|(addr, _)| ("gateway", *addr));
+        gateways
+            .chain([
+                ("user", self.user),
+                ("order", self.order),
+                ("product", self.product),
+                ("payment", self.payment),
+            ])
+            .collect()
     }
 
     /// Re-reads the configuration file and puts it in force for new calls.
@@ -356,7 +398,10 @@ async fn bind(options: &ShopOptions, offset: u16) -> io::Result<TcpListener> {
         options.base_port.checked_add(offset).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "--base-port leaves no room for 5 ports",
+                format!(
+                    "--base-port leaves no room for port {}",
+                    u32::from(options.base_port) + u32::from(offset)
+                ),
             )
         })?
     };
@@ -395,15 +440,23 @@ fn order_service(
     resilience: bool,
     grants: auth::Grants,
 ) -> io::Result<order::OrderService> {
-    let upstream = |name: &'static str, default: &str| {
+    let upstream = |name: &'static str| {
         let settings = &config.upstreams[name];
-        let base = settings.url.as_deref().unwrap_or(default);
-        Upstream::new(name, base, client.clone(), settings, resilience).map_err(invalid)
+        let (endpoints, balanced) = settings.endpoints_or(&urls.endpoints(name));
+        Upstream::new(
+            name,
+            &endpoints,
+            balanced,
+            client.clone(),
+            settings,
+            resilience,
+        )
+        .map_err(invalid)
     };
     Ok(order::OrderService::new(
-        upstream("user", &urls.user)?,
-        upstream("product", &urls.product)?,
-        upstream("payment", &urls.payment)?,
+        upstream("user")?,
+        upstream("product")?,
+        upstream("payment")?,
         grants,
     ))
 }
@@ -436,13 +489,15 @@ fn warn_without_keys(config: &ShopConfig) {
 /// it changes, and on SIGHUP when asked), until `stop`.
 fn spawn_reloader(
     options: &ShopOptions,
-    gateway: &Gateway,
+    gateways: Vec<Gateway>,
+    orders: Option<(order::OrderService, UpstreamUrls)>,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<io::Result<()>>>,
 ) -> io::Result<Reloader> {
     let reloader = Reloader {
         options: Arc::new(options.clone()),
-        gateway: gateway.clone(),
+        gateways,
+        orders,
         reloading: Arc::default(),
         reads: Arc::default(),
     };
@@ -479,80 +534,160 @@ fn serve_all(
         .collect()
 }
 
-/// Starts the gateway and the four services on 127.0.0.1.
+/// Starts the gateways and the four services on 127.0.0.1, on consecutive
+/// ports: the gateways, the user replicas, order, the product replicas,
+/// payment (with one of each: 8000 to 8004).
 pub async fn start(options: ShopOptions) -> io::Result<Running> {
     let config = options.load_config().map_err(invalid)?;
-    let listeners = [
-        bind(&options, 0).await?,
-        bind(&options, 1).await?,
-        bind(&options, 2).await?,
-        bind(&options, 3).await?,
-        bind(&options, 4).await?,
+    let (gateway_count, replicas) = (options.gateway_replicas, options.replicas);
+    if gateway_count == 0 || replicas == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--gateway-replicas and --replicas must be at least 1",
+        ));
+    }
+    if gateway_count > 1 && config.rate_limit_store.is_none() {
+        // Each would count on its own: a client would get the limit once
+        // per gateway.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--gateway-replicas above 1 needs the per-client limit in Redis, which the \
+             gateways share: --redis-url or [gateway.rate_limit.redis] in the --config file",
+        ));
+    }
+    let mut ports = Ports {
+        options: &options,
+        next: 0,
+    };
+    let gateway_listeners = ports.bind(gateway_count).await?;
+    let user_listeners = ports.bind(replicas).await?;
+    let order_listener = ports.bind_one().await?;
+    let product_listeners = ports.bind(replicas).await?;
+    let payment_listener = ports.bind_one().await?;
+    let addrs = |listeners: &[TcpListener]| -> io::Result<Vec<SocketAddr>> {
+        listeners.iter().map(TcpListener::local_addr).collect()
+    };
+    let (user_addrs, product_addrs) = (addrs(&user_listeners)?, addrs(&product_listeners)?);
+    let [user, order, product, payment] = [
+        user_addrs[0],
+        order_listener.local_addr()?,
+        product_addrs[0],
+        payment_listener.local_addr()?,
     ];
-    let addrs: Vec<SocketAddr> = listeners
-        .iter()
-        .map(TcpListener::local_addr)
-        .collect::<io::Result<_>>()?;
-    let [gateway, user, order, product, payment] =
-        [addrs[0], addrs[1], addrs[2], addrs[3], addrs[4]];
     let urls = UpstreamUrls {
         user: url(user),
         product: url(product),
         order: url(order),
         payment: url(payment),
+        replicas: [("user", &user_addrs), ("product", &product_addrs)]
+            .into_iter()
+            .filter(|(_, addrs)| addrs.len() > 1)
+            .map(|(name, addrs)| (name, addrs.iter().copied().map(url).collect()))
+            .collect(),
     };
     let auth = admin_auth(&options)?;
     let client = http_client();
     let grants = grants(&config, true)?;
     warn_without_keys(&config);
     let orders = order_service(&config, &urls, &client, options.resilience, grants.clone())?;
-    let control = Gateway::new(
-        config,
-        urls,
-        client,
-        options.resilience,
-        auth.clone(),
-        options.config_file.as_deref(),
-    )
-    .map_err(invalid)?;
-    let (user_router, user_faults) = user::router(auth.clone());
+    let mut gateways = Vec::new();
+    for listener in &gateway_listeners {
+        let gateway = Gateway::new(
+            config.clone(),
+            urls.clone(),
+            client.clone(),
+            options.resilience,
+            auth.clone(),
+            options.config_file.as_deref(),
+        )
+        .map_err(invalid)?;
+        gateways.push((listener.local_addr()?, gateway));
+    }
+    let user_routers = user::replicas(auth.clone(), user_listeners.len());
     let (order_router, order_faults) = order::router(orders.clone(), auth.clone());
-    let (product_router, product_faults) = product::router(auth.clone());
+    let product_routers = product::replicas(auth.clone(), product_listeners.len());
     let (payment_router, payment_faults) = payment::router(auth, grants);
-    let routers: [Router; 5] = [
-        control.router(),
-        user_router,
-        order_router,
-        product_router,
-        payment_router,
-    ];
+    let users: Vec<_> = user_addrs
+        .iter()
+        .zip(&user_routers)
+        .map(|(addr, (_, faults))| (*addr, faults.clone()))
+        .collect();
+    let products: Vec<_> = product_addrs
+        .iter()
+        .zip(&product_routers)
+        .map(|(addr, (_, faults))| (*addr, faults.clone()))
+        .collect();
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Vec::new();
-    let reloader = spawn_reloader(&options, &control, &stop, &mut tasks)?;
-    let servers = SERVICES
-        .into_iter()
-        .zip(listeners)
-        .zip(routers)
-        .map(|(((name, _), listener), router)| (name, listener, router));
+    let controls = gateways
+        .iter()
+        .map(|(_, gateway)| gateway.clone())
+        .collect();
+    let reloader = spawn_reloader(
+        &options,
+        controls,
+        Some((orders.clone(), urls)),
+        &stop,
+        &mut tasks,
+    )?;
+    let mut servers: Vec<(&'static str, TcpListener, Router)> = Vec::new();
+    for (listener, (_, gateway)) in gateway_listeners.into_iter().zip(&gateways) {
+        servers.push(("gateway", listener, gateway.router()));
+    }
+    for (listener, (router, _)) in user_listeners.into_iter().zip(user_routers) {
+        servers.push(("user", listener, router));
+    }
+    servers.push(("order", order_listener, order_router));
+    for (listener, (router, _)) in product_listeners.into_iter().zip(product_routers) {
+        servers.push(("product", listener, router));
+    }
+    servers.push(("payment", payment_listener, payment_router));
     tasks.extend(serve_all(servers, options.serve, &stop));
+    let (gateway, control) = gateways[0].clone();
     Ok(Running {
         gateway,
+        gateways,
         user,
         order,
         product,
         payment,
         control,
-        orders,
         faults: Faults {
-            user: user_faults,
+            user: users[0].1.clone(),
             order: order_faults,
-            product: product_faults,
+            product: products[0].1.clone(),
             payment: payment_faults,
         },
+        users,
+        products,
+        orders,
         reloader,
         shutdown,
         tasks,
     })
+}
+
+/// Binds the shop's listeners on consecutive ports from the base port
+/// (ephemeral ones with a base port of 0).
+struct Ports<'a> {
+    options: &'a ShopOptions,
+    next: u16,
+}
+
+impl Ports<'_> {
+    async fn bind(&mut self, n: u16) -> io::Result<Vec<TcpListener>> {
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(self.bind_one().await?);
+        }
+        Ok(listeners)
+    }
+
+    async fn bind_one(&mut self) -> io::Result<TcpListener> {
+        let offset = self.next;
+        self.next = self.next.saturating_add(1);
+        bind(self.options, offset).await
+    }
 }
 
 /// The services by name, and each one's port offset from the base port.
@@ -577,6 +712,9 @@ pub fn urls_from_env(base_port: u16, env: impl Fn(&str) -> Option<String>) -> Up
         order: at("ORDER_SERVICE_URL", 2),
         product: at("PRODUCT_SERVICE_URL", 3),
         payment: at("PAYMENT_SERVICE_URL", 4),
+        // A service run alone calls one replica of each; a file's
+        // `endpoints` lists more.
+        replicas: Default::default(),
     }
 }
 
@@ -652,7 +790,7 @@ pub async fn start_service(
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(gateway) = &control {
-        spawn_reloader(&options, gateway, &stop, &mut tasks)?;
+        spawn_reloader(&options, vec![gateway.clone()], None, &stop, &mut tasks)?;
     }
     tasks.extend(serve_all([(name, listener, router)], options.serve, &stop));
     Ok(Single {

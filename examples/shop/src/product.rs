@@ -175,11 +175,23 @@ async fn release(
 
 /// The product service's router.
 pub fn router(auth: AdminAuth) -> (Router, FaultHandle) {
-    let api = Router::new()
+    service_router("product", api(seeded()), auth)
+}
+
+/// `n` replicas of the service, sharing one store (as replicas share a
+/// database), each with faults of its own.
+pub fn replicas(auth: AdminAuth, n: usize) -> Vec<(Router, FaultHandle)> {
+    let api = api(seeded());
+    (0..n)
+        .map(|_| service_router("product", api.clone(), auth.clone()))
+        .collect()
+}
+
+fn api(store: Store) -> Router {
+    Router::new()
         .route("/products", get(list))
         .route("/products/{id}", get(one))
         .route("/products/{id}/reserve", post(reserve))
         .route("/products/{id}/release", post(release))
-        .with_state(seeded());
-    service_router("product", api, auth)
+        .with_state(store)
 }

@@ -29,6 +29,7 @@ use tower::{Layer, ServiceBuilder, ServiceExt};
 
 use crate::api::REQUEST_ID;
 use crate::config::UpstreamConfig;
+use crate::replicas::Balanced;
 
 /// The HTTP client every upstream shares (one connection pool).
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -103,7 +104,12 @@ type Stack = BoxCloneSyncService<Request<Full<Bytes>>, Answer, BoxError>;
 #[derive(Clone)]
 pub struct Upstream {
     pub name: &'static str,
+    /// Its address; the first replica's when it has several.
     pub base: String,
+    /// Its replicas behind a balancer, when it has several (or the
+    /// configuration lists its `endpoints`); requests then leave `send`
+    /// with a path only, made absolute by the replica that takes them.
+    pub replicas: Option<Balanced>,
     stack: Stack,
     pub breaker: BreakerHandle,
     pub bulkhead: BulkheadHandle,
@@ -168,15 +174,19 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// `name` at `base` (`http://127.0.0.1:8003`), through `client`: with
-    /// palisade's layers, or bare when `resilience` is off.
+    /// `name` at `endpoints` (`http://127.0.0.1:8003`, one or more),
+    /// through `client`: with palisade's layers, or bare when `resilience`
+    /// is off (then at the first endpoint only). Balanced over its
+    /// endpoints when `balanced` (see [`crate::replicas`]).
     pub fn new(
         name: &'static str,
-        base: &str,
+        endpoints: &[String],
+        balanced: bool,
         client: HttpClient,
         config: &UpstreamConfig,
         resilience: bool,
     ) -> Result<Self, ConfigError> {
+        let base = endpoints.first().map_or("", String::as_str);
         // A name from the file wins; else the upstream's own.
         let mut preset = ClientBuilder::from_config(config.client.clone());
         if config.client.name.is_none() {
@@ -198,24 +208,39 @@ impl Upstream {
             })
             .build()?;
         let handles = layer.handles();
-        let stack = if resilience {
-            BoxCloneSyncService::new(
+        let client = SharedClient::new(client);
+        let replicas = match (resilience, balanced) {
+            (true, true) => {
+                let open_for = config.client.circuit_breaker.open_for;
+                Some(Balanced::new(name, endpoints, client.clone(), open_for)?)
+            }
+            _ => None,
+        };
+        let stack = match &replicas {
+            Some(replicas) => BoxCloneSyncService::new(
                 ServiceBuilder::new()
                     .layer(layer)
                     .layer(BodyDeadlineLayer::new())
                     .layer(WriteDeadlineLayer::new())
-                    .service(SharedClient::new(client)),
-            )
-        } else {
-            BoxCloneSyncService::new(
+                    .service(replicas.clone()),
+            ),
+            None if resilience => BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(layer)
+                    .layer(BodyDeadlineLayer::new())
+                    .layer(WriteDeadlineLayer::new())
+                    .service(client),
+            ),
+            None => BoxCloneSyncService::new(
                 BodyDeadlineLayer::new()
-                    .layer(SharedClient::new(client))
+                    .layer(client)
                     .map_err(BoxError::from),
-            )
+            ),
         };
         Ok(Upstream {
             name,
             base: base.trim_end_matches('/').to_owned(),
+            replicas,
             stack,
             breaker: handles.circuit_breaker,
             bulkhead: handles.bulkhead,
@@ -226,8 +251,10 @@ impl Upstream {
 
     /// Sends `request` (its URI a path, made absolute here).
     pub async fn send(&self, mut request: Request<Full<Bytes>>) -> Result<Answer, BoxError> {
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        *request.uri_mut() = format!("{}{}", self.base, path).parse()?;
+        if self.replicas.is_none() {
+            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            *request.uri_mut() = format!("{}{}", self.base, path).parse()?;
+        }
         self.stack.clone().oneshot(request).await
     }
 

@@ -128,9 +128,21 @@ async fn update(
 
 /// The user service's router.
 pub fn router(auth: AdminAuth) -> (Router, FaultHandle) {
-    let api = Router::new()
+    service_router("user", api(seeded()), auth)
+}
+
+/// `n` replicas of the service, sharing one store (as replicas share a
+/// database), each with faults of its own.
+pub fn replicas(auth: AdminAuth, n: usize) -> Vec<(Router, FaultHandle)> {
+    let api = api(seeded());
+    (0..n)
+        .map(|_| service_router("user", api.clone(), auth.clone()))
+        .collect()
+}
+
+fn api(store: Store) -> Router {
+    Router::new()
         .route("/users", get(list).post(create))
         .route("/users/{id}", get(one).put(update))
-        .with_state(seeded());
-    service_router("user", api, auth)
+        .with_state(store)
 }
