@@ -183,6 +183,7 @@ async fn a_key_over_its_limit_is_refused_without_a_round_trip() {
     let counts = handle.counts();
     assert_eq!(counts.round_trips, 4, "{counts:?}");
     assert_eq!(counts.refused_locally, 100);
+    assert_eq!(counts.decisions, 104, "every call is a decision");
     svc.clone().oneshot(("another".into(), 1)).await.unwrap();
     assert_eq!(handle.counts().round_trips, 5);
 }

@@ -261,6 +261,7 @@ impl Remote {
         if !self.max_wait.is_zero() && left <= self.max_wait {
             return None;
         }
+        self.counts.decisions.fetch_add(1, Ordering::Relaxed);
         self.counts.refused_locally.fetch_add(1, Ordering::Relaxed);
         self.counts.refused.fetch_add(1, Ordering::Relaxed);
         let quota = self.quota_for(key);
