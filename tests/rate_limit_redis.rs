@@ -260,6 +260,8 @@ async fn with_redis_killed_the_local_mode_limits_and_redis_takes_over_again() {
         }
     }
     assert_eq!(admitted, 5);
+    assert_eq!(handle.local_state("c").unwrap().remaining, 0);
+    assert_eq!(handle.local_state("other").unwrap().remaining, 5);
     assert_eq!(handle.mode(), StoreMode::Degraded(OnStoreFailure::Local));
     let counts = handle.counts();
     assert!(counts.store_failures >= 3, "{counts:?}");
@@ -569,4 +571,33 @@ async fn reports_the_state_redis_answered() {
         matches!(ErrorKind::of(&err), ErrorKind::NotReady(_)),
         "{err}"
     );
+}
+
+/// A key's own limit holds in Redis, and its share of it in the local
+/// failure mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_with_a_limit_of_its_own_keeps_it_and_its_local_share() {
+    let mut redis = RedisServer::start();
+    let mut store = patient(redis.url());
+    store.on_failure = OnStoreFailure::Local;
+    store.replicas = 2;
+    let layer = RateLimitLayer::sliding_window(2, HOUR)
+        .name("plans")
+        .redis(store)
+        .keyed(by_client)
+        .limit_for("partner", 10, HOUR)
+        .build()
+        .unwrap();
+    let svc = [service(&layer)];
+    assert_eq!(admitted(&svc, "partner", 7).await, 7);
+    assert_eq!(admitted(&svc, "someone", 30).await, 2);
+    redis.kill();
+    assert_eq!(
+        admitted(&svc, "stranger", 30).await,
+        1,
+        "a stranger's share"
+    );
+    assert_eq!(admitted(&svc, "partner", 30).await, 5, "half of its own");
+    // Known to be over its limit in Redis, so still refused.
+    assert_eq!(admitted(&svc, "someone", 30).await, 0);
 }

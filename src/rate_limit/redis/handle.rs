@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use super::layer::{OnStoreFailure, RedisConfig};
 use super::store::Remote;
 use crate::circuit_breaker;
-use crate::rate_limit::KeyedHandle;
+use crate::rate_limit::RateLimitState;
 
 /// A handle on a Redis-backed limiter, shared by every service its layer
 /// builds.
@@ -90,10 +90,10 @@ impl RedisHandle {
         self.shared.guard_handle.clone()
     }
 
-    /// The in-process limiter that decides while Redis is unavailable, with
-    /// [`OnStoreFailure::Local`]: each key's state in it.
-    pub fn fallback(&self) -> Option<KeyedHandle<Vec<u8>>> {
-        self.shared.fallback.clone()
+    /// `key`'s state in the in-process limiter that decides while Redis
+    /// is unavailable (with [`OnStoreFailure::Local`]; `None` otherwise).
+    pub fn local_state(&self, key: impl AsRef<[u8]>) -> Option<RateLimitState> {
+        Some(self.shared.fallback.as_ref()?.state(key.as_ref()))
     }
 
     /// The store's settings.

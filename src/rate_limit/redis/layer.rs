@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::store::{Connection, Remote};
+use super::store::{Connection, Fallback, Remote};
 use super::{Global, RedisHandle, RedisRateLimit};
 use crate::circuit_breaker::CircuitBreakerConfig;
 use crate::error::ConfigError;
@@ -349,7 +350,7 @@ impl<F> RedisRateLimitBuilder<F> {
         }
         let connection = Connection::new(&store.url, store.decision_timeout)?;
         let fallback = match store.on_failure {
-            OnStoreFailure::Local => Some(fallback(&self.base, quota, store.replicas)?),
+            OnStoreFailure::Local => Some(fallback(&self.base, quota, &overrides, store.replicas)?),
             _ => None,
         };
         let remote = Remote::new(
@@ -370,12 +371,14 @@ impl<F> RedisRateLimitBuilder<F> {
 }
 
 /// The in-process limiter that decides while Redis is unavailable: the same
-/// algorithm, with this replica's share of the limit.
+/// algorithm, with this replica's share of the limit (and of each key's
+/// own).
 fn fallback(
     base: &RateLimitBuilder,
     quota: Quota,
+    overrides: &HashMap<Vec<u8>, Quota>,
     replicas: u32,
-) -> Result<crate::rate_limit::KeyedHandle<Vec<u8>>, ConfigError> {
+) -> Result<Fallback, ConfigError> {
     let share = |n: u64| n.div_ceil(u64::from(replicas)).max(1);
     let mut config = base.config().clone();
     config.limit = share(quota.limit);
@@ -384,10 +387,12 @@ fn fallback(
     if quota.kind == Kind::Gcra {
         config.burst = Some(share(quota.burst));
     }
-    let layer = RateLimitBuilder::from_config(config)
-        .keyed(|key: &Vec<u8>| key.clone())
-        .build()?;
-    Ok(layer.handle())
+    let hasher = RandomState::new();
+    let mut builder = RateLimitBuilder::from_config(config).keyed(|key: &u64| *key);
+    for (key, own) in overrides {
+        builder = builder.limit_for(hasher.hash_one(&key[..]), share(own.limit), own.window);
+    }
+    Ok(Fallback::new(builder.build()?.handle(), hasher))
 }
 
 /// The bounds the scripts' arithmetic needs, on top of the in-process ones.

@@ -105,8 +105,9 @@
 //! response future, and the inner service, made ready first, is called
 //! once the decision admits the call (the service is cloned to take the
 //! ready one's place, as tower's async middleware does). It needs a tokio
-//! runtime, the inner service, its future and the request to be
-//! `Send + 'static`, and allocates one future per call.
+//! runtime and a `Clone` inner service, and allocates the decision's
+//! future when it waits on Redis; a call decided in process (a leased
+//! permit, a known refusal, the guard open) allocates nothing for it.
 //!
 //! # Waiting
 //!
@@ -116,23 +117,22 @@
 //! first. There is no queue across processes: waiters are not served first
 //! come, first served.
 
+mod future;
 mod handle;
 mod layer;
 mod script;
 mod store;
 
+pub use future::ResponseFuture;
 pub use handle::{RedisCounts, RedisHandle, StoreMode};
 pub use layer::{OnStoreFailure, RedisConfig, RedisRateLimitBuilder, RedisRateLimitLayer};
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::handle::RateLimitState;
 use super::report::{NoReport, ReportState};
 use crate::error::{BoxError, NotReady};
 use store::{Remote, Verdict};
@@ -165,19 +165,22 @@ impl<Request> KeyFor<Request> for Global {
 pub struct RedisRateLimit<S, F = Global, R = NoReport> {
     inner: S,
     shared: Arc<Remote>,
-    key: F,
+    key_for: F,
     report: R,
     ready: bool,
+    /// The current call's key, kept to spare an allocation per call.
+    key: Vec<u8>,
 }
 
 impl<S, F, R> RedisRateLimit<S, F, R> {
-    fn new(inner: S, shared: Arc<Remote>, key: F, report: R) -> Self {
+    fn new(inner: S, shared: Arc<Remote>, key_for: F, report: R) -> Self {
         RedisRateLimit {
             inner,
             shared,
-            key,
+            key_for,
             report,
             ready: false,
+            key: Vec::new(),
         }
     }
 
@@ -193,29 +196,22 @@ impl<S: Clone, F: Clone, R: Clone> Clone for RedisRateLimit<S, F, R> {
         RedisRateLimit::new(
             self.inner.clone(),
             self.shared.clone(),
-            self.key.clone(),
+            self.key_for.clone(),
             self.report.clone(),
         )
     }
 }
 
-/// The response future of [`RedisRateLimit`]: the decision, then the
-/// inner service's call.
-pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
-
 impl<S, F, R, Request> Service<Request> for RedisRateLimit<S, F, R>
 where
-    S: Service<Request> + Clone + Send + 'static,
+    S: Service<Request> + Clone,
     S::Error: Into<BoxError>,
-    S::Future: Send,
-    S::Response: Send,
     F: KeyFor<Request>,
-    R: ReportState<S::Response> + Clone + Send + 'static,
-    Request: Send + 'static,
+    R: ReportState<S::Response> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Response>;
+    type Future = ResponseFuture<S::Future, S, Request, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let polled = self.inner.poll_ready(cx).map_err(Into::into);
@@ -226,45 +222,37 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         if !std::mem::take(&mut self.ready) {
             let error = NotReady::new(crate::rate_limit::layer::LAYER, self.shared.name.clone());
-            return Box::pin(async move { Err(error.into()) });
+            return ResponseFuture::refused(Box::new(error));
         }
-        let mut key = Vec::new();
-        self.key.key_for(&request, &mut key);
+        self.key.clear();
+        self.key_for.key_for(&request, &mut self.key);
         // Decided here when this replica knows the answer: a leased permit,
         // a key known to be over its limit, or Redis's guard open.
-        let known = match self.shared.leased(&key) {
+        let known = match self.shared.leased(&self.key) {
             Some(state) => Some(Verdict::Admitted(Some(state))),
             None => self
                 .shared
-                .refused_locally(&key)
+                .refused_locally(&self.key)
                 .map(Verdict::Refused)
-                .or_else(|| self.shared.while_guard_open(&key)),
+                .or_else(|| self.shared.while_guard_open(&self.key)),
         };
-        if let Some(Verdict::Refused(refusal)) = known {
-            return Box::pin(async move { Err(refusal.into()) });
-        }
-        // The ready service goes with the call; its clone stays, to be
-        // made ready for the next.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
-        let report = self.report.clone();
-        Box::pin(async move {
-            let verdict = match known {
-                Some(verdict) => verdict,
-                None => shared.decide(key).await,
-            };
-            match verdict {
-                Verdict::Admitted(state) => {
-                    let mut response = inner.call(request).await.map_err(Into::into)?;
-                    if let (true, Some(state)) = (R::REPORTS, state) {
-                        report.report(&mut response, RateLimitState::from(state));
-                    }
-                    Ok(response)
-                }
-                Verdict::Refused(refusal) => Err(refusal.into()),
+        match known {
+            Some(Verdict::Admitted(state)) => {
+                let report = state
+                    .filter(|_| R::REPORTS)
+                    .map(|state| (self.report.clone(), state.into()));
+                ResponseFuture::calling(self.inner.call(request), report)
             }
-        })
+            Some(Verdict::Refused(refusal)) => ResponseFuture::refused(Box::new(refusal)),
+            None => {
+                // The ready service goes with the call; its clone stays, to
+                // be made ready for the next.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                let decision = Box::pin(self.shared.clone().decide(self.key.clone()));
+                ResponseFuture::deciding(decision, inner, request, self.report.clone())
+            }
+        }
     }
 }
 

@@ -64,7 +64,9 @@ for i = 1, #KEYS do
   local wait = 0
   if granted >= 1 then
     current = current + granted
-    local value = string.format('%.0f:%.0f:%.0f', epoch, current, previous)
+    -- Whole numbers below 10^14 print without an exponent: the window
+    -- number (now / window, at most 2^51) and the counts (at most 2^40).
+    local value = epoch .. ':' .. current .. ':' .. previous
     redis.call('SET', KEYS[i], value, 'PX', math.ceil((2 * window - into) / 1000))
   else
     granted = 0

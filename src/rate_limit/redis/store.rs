@@ -162,7 +162,7 @@ pub(crate) struct Remote {
     pub(crate) config: RedisConfig,
     guard: Guarded,
     pub(crate) guard_handle: circuit_breaker::Handle,
-    pub(crate) fallback: Option<KeyedHandle<Vec<u8>>>,
+    pub(crate) fallback: Option<Fallback>,
     refusals: Refusals,
     batches: Batches,
     /// With `lease_permits` above one: the permits taken and not yet
@@ -181,7 +181,7 @@ impl Remote {
         overrides: HashMap<Vec<u8>, Quota>,
         config: RedisConfig,
         connection: Connection,
-        fallback: Option<KeyedHandle<Vec<u8>>>,
+        fallback: Option<Fallback>,
         max_wait: Duration,
     ) -> Result<Self, ConfigError> {
         let breaker_name = format!("{}-redis", name.as_str());
@@ -454,11 +454,11 @@ impl Remote {
         let Some(fallback) = &self.fallback else {
             return Verdict::Admitted(None);
         };
-        let (decision, state) = fallback.acquire(key.to_vec(), true);
+        let (decision, state) = fallback.limiter.acquire(fallback.key(key), true);
         match decision {
             Decision::Admitted => Verdict::Admitted(state),
             Decision::Refused { wait } => {
-                fallback.count_refusal();
+                fallback.limiter.count_refusal();
                 self.counts.refused.fetch_add(1, Ordering::Relaxed);
                 let mut refusal = RateLimited::with_name(self.name.clone(), Some(wait));
                 if let Some(state) = state {
@@ -737,6 +737,28 @@ mod tests {
         refusals.remember(b"z", Duration::from_secs(1));
         assert_eq!(refusals.check(b"z"), None);
         assert!(refusals.check(b"x").is_some());
+    }
+}
+
+/// The in-process limiter the local failure mode decides with, keyed by a
+/// seeded 64-bit hash of each key: no copy of the key per call.
+pub(crate) struct Fallback {
+    limiter: KeyedHandle<u64>,
+    hasher: RandomState,
+}
+
+impl Fallback {
+    pub(crate) fn new(limiter: KeyedHandle<u64>, hasher: RandomState) -> Self {
+        Fallback { limiter, hasher }
+    }
+
+    fn key(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// `key`'s state in the local limiter.
+    pub(crate) fn state(&self, key: &[u8]) -> crate::rate_limit::RateLimitState {
+        self.limiter.state(&self.key(key))
     }
 }
 
