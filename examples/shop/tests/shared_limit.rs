@@ -6,8 +6,7 @@
 
 mod support;
 
-// The library's own: this test uses part of it.
-#[allow(dead_code)]
+// The library's own.
 #[path = "../../../tests/support/redis_server.rs"]
 mod redis_server;
 
