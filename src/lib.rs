@@ -161,6 +161,7 @@
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
 //! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
+//! | `metrics` | no | metrics through the `metrics` facade (so far the circuit breaker's: its state, transitions and calls by outcome; see [`circuit_breaker`]) |
 //! | `redis` | no | `rate_limit::redis`: one limit shared by many processes through Redis (needs the `redis` crate and a tokio runtime; turns on `rate-limit`, `circuit-breaker` and `timeout`) |
 //!
 //! [tower]: https://docs.rs/tower

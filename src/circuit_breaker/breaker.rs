@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::handle::{Event, Reason, Snapshot, State, ThresholdExceeded, Transition};
+pub(crate) use super::metrics::BreakerMetrics;
 use super::period::{Crossed, Period, ProbeSlot, Start, Thresholds, Ticket};
 use super::probes::Probes;
 use super::window::{Totals, WindowKind};
@@ -188,6 +189,7 @@ pub(crate) struct Breaker {
     listener: Option<Listener>,
     // Waiting mode: told of every transition and every probe slot given back.
     changed: Option<Arc<Notify>>,
+    metrics: BreakerMetrics,
 }
 
 /// Admission re-reads the current period after making a lazy transition;
@@ -201,6 +203,7 @@ impl Breaker {
         settings: Settings,
         listener: Option<Listener>,
         seed: Option<u64>,
+        metrics: BreakerMetrics,
     ) -> Arc<Self> {
         let now = Instant::now();
         let clock = Clock { origin: now };
@@ -219,7 +222,13 @@ impl Breaker {
                 refusals_before: 0,
             };
             Breaker {
-                current: ArcSwap::from_pointee(Period::new(weak.clone(), &settings, clock, first)),
+                current: ArcSwap::from_pointee(Period::new(
+                    weak.clone(),
+                    &settings,
+                    clock,
+                    first,
+                    metrics.clone(),
+                )),
                 name,
                 settings,
                 clock,
@@ -230,6 +239,7 @@ impl Breaker {
                 }),
                 listener,
                 changed: settings.wait_when_open.map(|_| Arc::new(Notify::new())),
+                metrics,
             }
         })
     }
@@ -445,6 +455,7 @@ impl Breaker {
     #[inline]
     pub(crate) fn count_not_permitted(&self) {
         self.refusals.fetch_add(1, Ordering::Relaxed);
+        self.metrics.not_permitted();
     }
 
     /// Opens a Closed period whose window reached a threshold.
@@ -504,7 +515,14 @@ impl Breaker {
             }
             control.generation += 1;
             let start = self.next_start(&current, target, reason, now, &mut control);
-            let next = Period::new(Arc::downgrade(self), &self.settings, self.clock, start);
+            self.metrics.transition(current.state(), start.state);
+            let next = Period::new(
+                Arc::downgrade(self),
+                &self.settings,
+                self.clock,
+                start,
+                self.metrics.clone(),
+            );
             current.mark_left();
             self.current.store(Arc::new(next));
             Transition::new(self.name.clone(), &current, start, current.totals(now))

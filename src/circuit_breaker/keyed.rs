@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::breaker::{Breaker, Listener, Settings};
+use super::breaker::{Breaker, BreakerMetrics, Listener, Settings};
 use super::future::ResponseFuture;
 use super::handle::{Handle, State};
 use super::layer::CircuitBreakerBuilder;
@@ -113,13 +113,21 @@ impl<C, F> KeyedBuilder<C, F> {
             ));
         }
         let (name, listener, seed, classifier) = self.breaker.into_parts();
-        let overflow = Breaker::new(name.clone(), settings, listener.clone(), seed);
+        let metrics = BreakerMetrics::counts_only(name.as_str());
+        let overflow = Breaker::new(
+            name.clone(),
+            settings,
+            listener.clone(),
+            seed,
+            metrics.clone(),
+        );
         Ok(KeyedCircuitBreakerLayer {
             shared: Arc::new(Keyed {
                 name,
                 settings,
                 listener,
                 seed,
+                metrics,
                 max_keys: self.max_keys,
                 idle_after: self.idle_after,
                 origin: Instant::now(),
@@ -177,6 +185,8 @@ struct Keyed<K> {
     settings: Settings,
     listener: Option<Listener>,
     seed: Option<u64>,
+    /// Shared by every key's breaker: counts under the layer's name.
+    metrics: BreakerMetrics,
     max_keys: usize,
     idle_after: Duration,
     /// The store's clock starts here.
@@ -256,6 +266,7 @@ impl<K> NewKey<K, Entry, ()> for Place<'_, K> {
             keyed.settings,
             keyed.listener.clone(),
             keyed.seed,
+            keyed.metrics.clone(),
         );
         let entry = Entry {
             breaker: breaker.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::CircuitBreaker;
-use super::breaker::{Breaker, Listener, OpenSchedule, Settings};
+use super::breaker::{Breaker, BreakerMetrics, Listener, OpenSchedule, Settings};
 use super::handle::{Event, Handle};
 use super::keyed::KeyedBuilder;
 use super::period::{SlowCalls, Thresholds, to_ppm};
@@ -393,8 +393,9 @@ impl<C> CircuitBreakerBuilder<C> {
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let settings = self.config.settings()?;
         let (name, listener, seed, classifier) = self.into_parts();
+        let metrics = BreakerMetrics::new(name.as_str());
         Ok(CircuitBreakerLayer {
-            breaker: Breaker::new(name, settings, listener, seed),
+            breaker: Breaker::new(name, settings, listener, seed, metrics),
             classifier,
         })
     }

@@ -164,6 +164,25 @@
 //! allocation. A time window reads the clock when a call ends; slow-call
 //! detection, when it starts and ends. Transitions take a short lock.
 //!
+//! # Metrics
+//!
+//! With the `metrics` feature, each breaker reports through the
+//! [`metrics`](https://docs.rs/metrics) facade, to whatever recorder is
+//! installed when the layer is built (install it first: handles are made
+//! once, at build time, and a call then costs one counter increment):
+//!
+//! | series | kind | labels |
+//! |---|---|---|
+//! | `palisade_circuit_breaker_state` | gauge: 1 for the current state, 0 for every other, from the moment the breaker is built | `name`, `state` (`closed`, `open`, `half_open`, `forced_open`, `disabled`, `metrics_only`) |
+//! | `palisade_circuit_breaker_transitions_total` | counter | `name`, `from`, `to` |
+//! | `palisade_circuit_breaker_calls_total` | counter | `name`, `outcome` (`success`, `failure`, `ignored`, `not_permitted`) |
+//!
+//! A keyed layer's breakers count their calls and transitions together
+//! under the layer's name and report no state gauge: a series per key
+//! would grow with the keys and show them. The state moves at a
+//! transition; a breaker whose open period has passed with no call since
+//! shows `open` until the next call moves it on.
+//!
 //! # The tower contract
 //!
 //! An open breaker is a temporary refusal, so it is never an error from
@@ -237,6 +256,7 @@ mod future;
 mod handle;
 mod keyed;
 mod layer;
+mod metrics;
 mod period;
 mod probes;
 mod wait;

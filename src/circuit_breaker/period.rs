@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::breaker::{Breaker, Clock, Settings};
 use super::handle::{Reason, State};
+use super::metrics::BreakerMetrics;
 use super::probes::{Probes, Tally};
 use super::window::{Record, Totals, Window, WindowKind};
 use crate::classify::Outcome;
@@ -166,6 +167,7 @@ pub(crate) struct Period {
     // HalfOpen in waiting mode: a slot given back wakes the waiters.
     wakes_waiters: bool,
     breaker: Weak<Breaker>,
+    metrics: BreakerMetrics,
 }
 
 impl Period {
@@ -174,6 +176,7 @@ impl Period {
         settings: &Settings,
         clock: Clock,
         start: Start,
+        metrics: BreakerMetrics,
     ) -> Self {
         let window = matches!(start.state, State::Closed | State::MetricsOnly)
             .then(|| Window::new(settings.window, clock.nanos(start.since)));
@@ -194,6 +197,7 @@ impl Period {
                 .filter(|_| matches!(start.state, State::Closed | State::HalfOpen)),
             wakes_waiters: settings.wait_when_open.is_some(),
             breaker,
+            metrics,
         }
     }
 
@@ -468,6 +472,7 @@ impl Ticket {
                 None => return,
             },
         };
+        period.metrics.outcome(Outcome::Failure);
         if period.has_left() {
             return; // a late result: its period is over
         }
@@ -488,6 +493,9 @@ impl Ticket {
     /// Records the call's outcome against the period that admitted it.
     #[inline]
     pub(crate) fn finish(self, outcome: Outcome, started: Option<Instant>) {
+        if let Some(period) = self.period() {
+            period.metrics.outcome(outcome);
+        }
         match self {
             Ticket::Window(period) => period.record(outcome, started),
             Ticket::Probe(mut slot) => {

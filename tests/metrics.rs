@@ -1,0 +1,143 @@
+//! The `metrics` feature, read through a recorder after each step of a
+//! scripted sequence.
+
+#[path = "support/recorder.rs"]
+mod recorder;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use palisade::BoxError;
+use palisade::circuit_breaker::{CircuitBreakerLayer, Handle, State};
+use recorder::Recorded;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+const STATES: [&str; 6] = [
+    "closed",
+    "open",
+    "half_open",
+    "forced_open",
+    "disabled",
+    "metrics_only",
+];
+
+/// Exactly one state series is 1, the handle's, and every other is 0.
+fn one_state(recorded: &Recorded, handle: &Handle) {
+    let values: Vec<(&str, f64)> = STATES
+        .iter()
+        .map(|state| {
+            let series =
+                format!("palisade_circuit_breaker_state{{name=\"products\",state=\"{state}\"}}");
+            (*state, recorded.gauge(&series))
+        })
+        .collect();
+    let current = handle.state().to_string();
+    for (state, value) in values.iter().copied() {
+        let expected = if state == current { 1.0 } else { 0.0 };
+        assert_eq!(value, expected, "{state} in {values:?}, current {current}");
+    }
+}
+
+fn transitions(recorded: &Recorded, from: &str, to: &str) -> u64 {
+    recorded.counter(&format!(
+        "palisade_circuit_breaker_transitions_total{{from=\"{from}\",name=\"products\",to=\"{to}\"}}"
+    ))
+}
+
+fn calls(recorded: &Recorded, outcome: &str) -> u64 {
+    recorded.counter(&format!(
+        "palisade_circuit_breaker_calls_total{{name=\"products\",outcome=\"{outcome}\"}}"
+    ))
+}
+
+/// One call through `svc`.
+async fn call<S>(svc: &mut S) -> Result<u32, BoxError>
+where
+    S: Service<u32, Response = u32, Error = BoxError>,
+{
+    svc.ready().await?.call(1).await
+}
+
+/// Scenario MT-1: a breaker named "products" shows exactly one state at 1
+/// at every step (built, opened, half-open, reopened, half-open, closed,
+/// forced open, disabled, reset), counts each transition once with its
+/// from and to, and counts calls by outcome as they were made.
+#[tokio::test(start_paused = true)]
+async fn the_state_gauge_shows_exactly_one_state_at_every_step() {
+    let recorded = Recorded::default();
+    let layer = metrics::with_local_recorder(&recorded, || {
+        CircuitBreakerLayer::builder()
+            .name("products")
+            .consecutive_failures(2)
+            .open_for(Duration::from_secs(1))
+            .half_open_probes(1)
+            .build()
+            .unwrap()
+    });
+    let handle = layer.handle();
+    let failing = Arc::new(AtomicBool::new(true));
+    let fails = failing.clone();
+    let mut svc = layer.layer(service_fn(move |n: u32| {
+        let fail = fails.load(Ordering::SeqCst);
+        async move {
+            if fail {
+                Err::<u32, BoxError>("down".into())
+            } else {
+                Ok(n)
+            }
+        }
+    }));
+    one_state(&recorded, &handle);
+
+    // Two failures in a row open it; the next call is refused.
+    for _ in 0..2 {
+        call(&mut svc).await.unwrap_err();
+    }
+    assert_eq!(handle.state(), State::Open);
+    one_state(&recorded, &handle);
+    call(&mut svc).await.unwrap_err();
+
+    // Its probe fails: open again.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    call(&mut svc).await.unwrap_err();
+    assert_eq!(handle.state(), State::Open);
+    one_state(&recorded, &handle);
+
+    // Its probe succeeds: closed.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    failing.store(false, Ordering::SeqCst);
+    call(&mut svc).await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
+    one_state(&recorded, &handle);
+
+    for step in [Handle::force_open, Handle::disable] {
+        assert!(step(&handle));
+        one_state(&recorded, &handle);
+    }
+    handle.reset();
+    assert_eq!(handle.state(), State::Closed);
+    one_state(&recorded, &handle);
+
+    for (from, to, times) in [
+        ("closed", "open", 1),
+        ("open", "half_open", 2),
+        ("half_open", "open", 1),
+        ("half_open", "closed", 1),
+        ("closed", "forced_open", 1),
+        ("forced_open", "disabled", 1),
+        ("disabled", "closed", 1),
+        ("open", "closed", 0),
+    ] {
+        assert_eq!(transitions(&recorded, from, to), times, "{from} -> {to}");
+    }
+    assert_eq!(calls(&recorded, "failure"), 3, "two, then a failed probe");
+    assert_eq!(calls(&recorded, "success"), 1);
+    assert_eq!(calls(&recorded, "not_permitted"), 1);
+    assert_eq!(calls(&recorded, "ignored"), 0);
+    // No series carries anything but the layer's name and the documented
+    // labels.
+    for (series, _) in recorded.named("palisade_circuit_breaker_calls_total") {
+        assert!(series.contains("name=\"products\""), "{series}");
+    }
+}
