@@ -141,3 +141,74 @@ async fn the_state_gauge_shows_exactly_one_state_at_every_step() {
         assert!(series.contains("name=\"products\""), "{series}");
     }
 }
+
+/// The bulkhead's slots in use go up while a call holds one and back down
+/// when it ends (or is dropped), and each refusal is counted.
+#[tokio::test(start_paused = true)]
+async fn the_bulkhead_shows_its_slots_in_use_and_counts_refusals() {
+    let recorded = Recorded::default();
+    let layer = metrics::with_local_recorder(&recorded, || {
+        palisade::bulkhead::BulkheadLayer::builder()
+            .name("db")
+            .max_concurrent(1)
+            .build()
+            .unwrap()
+    });
+    let in_use = || recorded.gauge("palisade_bulkhead_in_use{name=\"db\"}");
+    let rejected = || recorded.counter("palisade_bulkhead_rejected_total{name=\"db\"}");
+    let svc = layer.layer(service_fn(|n: u32| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, BoxError>(n)
+    }));
+    assert_eq!(in_use(), 0.0);
+    let held = tokio::spawn(svc.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    assert_eq!(in_use(), 1.0);
+    svc.clone().oneshot(2).await.unwrap_err();
+    assert_eq!(rejected(), 1);
+    held.await.unwrap().unwrap();
+    assert_eq!(in_use(), 0.0);
+    // A call dropped mid-way gives its slot back, and the gauge follows.
+    let dropped = tokio::spawn(svc.clone().oneshot(3));
+    tokio::task::yield_now().await;
+    assert_eq!(in_use(), 1.0);
+    dropped.abort();
+    let _ = dropped.await;
+    assert_eq!(in_use(), 0.0);
+}
+
+/// Refusals are counted under the limiter's name, a keyed limiter's for
+/// every key together (no series per key).
+#[tokio::test(start_paused = true)]
+async fn rate_limit_refusals_are_counted_under_the_name_only() {
+    let recorded = Recorded::default();
+    let (one, keyed) = metrics::with_local_recorder(&recorded, || {
+        let window = Duration::from_secs(60);
+        let one = palisade::rate_limit::RateLimitLayer::sliding_window(1, window)
+            .name("api")
+            .build()
+            .unwrap();
+        let keyed = palisade::rate_limit::RateLimitLayer::sliding_window(1, window)
+            .name("per-client")
+            .keyed(|n: &u32| *n)
+            .build()
+            .unwrap();
+        (one, keyed)
+    });
+    let echo = || service_fn(|n: u32| async move { Ok::<_, BoxError>(n) });
+    let one = one.layer(echo());
+    let keyed = keyed.layer(echo());
+    for n in 0..3 {
+        let _ = one.clone().oneshot(n).await;
+        let _ = keyed.clone().oneshot(n % 2).await;
+    }
+    assert_eq!(
+        recorded.counter("palisade_rate_limit_refused_total{name=\"api\"}"),
+        2
+    );
+    assert_eq!(
+        recorded.counter("palisade_rate_limit_refused_total{name=\"per-client\"}"),
+        1
+    );
+    assert_eq!(recorded.named("palisade_rate_limit_refused_total").len(), 2);
+}

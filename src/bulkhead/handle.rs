@@ -14,6 +14,7 @@ use tokio::time::Sleep;
 
 use super::slots::{Slots, Waiter};
 use crate::error::BulkheadFull;
+use crate::metrics::{Count, Level};
 use crate::name::Name;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -24,6 +25,10 @@ pub(crate) struct Shared {
     max_concurrent: usize,
     max_wait: Duration,
     rejected: AtomicU64,
+    /// `palisade_bulkhead_in_use{name}`: slots held.
+    in_use: Level,
+    /// `palisade_bulkhead_rejected_total{name}`.
+    rejected_count: Count,
 }
 
 /// One slot, held by a call; gives the slot back when dropped.
@@ -35,6 +40,7 @@ pub(crate) struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.shared.slots.release();
+        self.shared.in_use.down();
     }
 }
 
@@ -51,6 +57,8 @@ impl Shared {
     pub(crate) fn new(name: Name, max_concurrent: usize, max_wait: Duration) -> Self {
         Shared {
             slots: Slots::new(max_concurrent),
+            in_use: Level::new("palisade_bulkhead_in_use", name.as_str()),
+            rejected_count: Count::new("palisade_bulkhead_rejected_total", name.as_str()),
             name,
             max_concurrent,
             max_wait,
@@ -62,9 +70,16 @@ impl Shared {
     /// inlines into `poll_ready`.
     #[inline]
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        self.slots.try_acquire().then(|| Permit {
+        self.slots.try_acquire().then(|| self.permit())
+    }
+
+    /// A slot just taken, as a permit that gives it back.
+    #[inline]
+    fn permit(self: &Arc<Self>) -> Permit {
+        self.in_use.up();
+        Permit {
             shared: self.clone(),
-        })
+        }
     }
 
     /// No free slot at the first look: refuse at once, or queue for one.
@@ -74,9 +89,7 @@ impl Shared {
             return WhenFull::Refuse;
         }
         match self.slots.acquire_or_enqueue() {
-            Ok(()) => WhenFull::Admit(Permit {
-                shared: self.clone(),
-            }),
+            Ok(()) => WhenFull::Admit(self.permit()),
             // One allocation per wait (two with the waiter), never on the
             // fast path.
             Err(waiter) => WhenFull::Wait(Box::pin(WaitForSlot {
@@ -92,6 +105,7 @@ impl Shared {
     #[cold]
     pub(crate) fn count_rejection(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.rejected_count.add();
         tracing::debug!(
             target: "palisade::bulkhead",
             name = %self.name,
@@ -149,7 +163,7 @@ impl Future for WaitForSlot {
         let shared = this.queued.shared.clone();
         if Slots::poll_granted(waiter, cx).is_ready() {
             this.queued.waiter = None;
-            return Poll::Ready(Some(Permit { shared }));
+            return Poll::Ready(Some(shared.permit()));
         }
         std::task::ready!(this.deadline.poll(cx));
         let granted = this
@@ -159,7 +173,7 @@ impl Future for WaitForSlot {
             .is_some_and(|waiter| shared.slots.cancel(&waiter));
         // A slot handed over at the deadline is used, not thrown back. (Lazy
         // `then`: a `Permit` built and dropped would release a slot.)
-        Poll::Ready(granted.then(|| Permit { shared }))
+        Poll::Ready(granted.then(|| shared.permit()))
     }
 }
 

@@ -8,6 +8,7 @@ use super::layer::{Kind, LAYER, check_burst, check_quota};
 use super::limiter::{Algorithm, Decision, Limiter, Snapshot};
 use super::wait::WaitQueue;
 use crate::error::{ConfigError, RateLimited};
+use crate::metrics::Count;
 use crate::name::Name;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -20,6 +21,8 @@ pub(crate) struct Shared {
     pub(crate) max_wait: Duration,
     pub(crate) queue: WaitQueue,
     refused: AtomicU64,
+    /// `palisade_rate_limit_refused_total{name}`.
+    refused_count: Count,
 }
 
 impl Shared {
@@ -30,6 +33,7 @@ impl Shared {
         max_waiters: usize,
     ) -> Self {
         Shared {
+            refused_count: Count::new("palisade_rate_limit_refused_total", name.as_str()),
             name,
             limiter,
             max_wait,
@@ -68,6 +72,7 @@ impl Shared {
 
     pub(crate) fn count_refusal(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+        self.refused_count.add();
     }
 
     pub(crate) fn rejection(&self, wait: Option<Duration>) -> RateLimited {

@@ -25,6 +25,7 @@ use super::report::{NoReport, ReportState};
 use super::sketch::Sketch;
 use crate::error::{BoxError, ConfigError, RateLimited};
 use crate::keyed::{self, Evict, NewKey, Store};
+use crate::metrics::Count;
 use crate::name::Name;
 use crate::sync::{self, AtomicU64, Ordering, RwLock};
 
@@ -118,6 +119,10 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
                 store: Store::new(self.max_keys, || Sketch::new(base, sketch_width)),
                 overrides: RwLock::new(overrides),
                 refused: AtomicU64::new(0),
+                refused_count: Count::new(
+                    "palisade_rate_limit_refused_total",
+                    self.base.name_or_default().as_str(),
+                ),
             }),
             key: self.key,
             report: NoReport,
@@ -166,6 +171,10 @@ struct Keyed<K> {
     store: Limiters<K>,
     overrides: RwLock<HashMap<K, Quota>>,
     refused: AtomicU64,
+    /// `palisade_rate_limit_refused_total{name}`: every key's refusals
+    /// under the layer's name (a series per key would grow with the keys
+    /// and show them).
+    refused_count: Count,
 }
 
 impl<K> Keyed<K> {
@@ -515,6 +524,7 @@ impl<S, K, F, R> KeyedRateLimit<S, K, F, R> {
         state: Option<Snapshot>,
     ) -> ResponseFuture<Fut, R> {
         self.shared.refused.fetch_add(1, Ordering::Relaxed);
+        self.shared.refused_count.add();
         let mut error = RateLimited::with_name(self.shared.name.clone(), wait);
         if let Some(state) = state {
             error = error.with_limit(state.limit);
@@ -547,6 +557,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
 
     pub(crate) fn count_refusal(&self) {
         self.shared.refused.fetch_add(1, Ordering::Relaxed);
+        self.shared.refused_count.add();
     }
 }
 
