@@ -19,6 +19,20 @@ impl Count {
         }
     }
 
+    /// A counter with one more label beside the name.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn labelled(
+        series: &'static str,
+        name: &str,
+        label: &'static str,
+        value: &'static str,
+    ) -> Self {
+        Count {
+            #[cfg(feature = "metrics")]
+            counter: metrics::counter!(series, "name" => name.to_owned(), label => value),
+        }
+    }
+
     #[inline]
     pub(crate) fn add(&self) {
         #[cfg(feature = "metrics")]

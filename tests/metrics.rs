@@ -212,3 +212,52 @@ async fn rate_limit_refusals_are_counted_under_the_name_only() {
     );
     assert_eq!(recorded.named("palisade_rate_limit_refused_total").len(), 2);
 }
+
+/// Retry counts each request's end by outcome, each retry, and each retry
+/// its budget refused.
+#[tokio::test(start_paused = true)]
+async fn retry_counts_requests_retries_and_budget_refusals() {
+    use palisade::retry::{Backoff, RetryBudget, RetryLayer};
+    let recorded = Recorded::default();
+    let layer = metrics::with_local_recorder(&recorded, || {
+        RetryLayer::builder()
+            .name("orders")
+            .max_attempts(2)
+            .backoff(Backoff::constant(Duration::from_millis(10)))
+            // Room for one retry, then none.
+            .budget(RetryBudget::tokens(3, 0.001))
+            .build()
+            .unwrap()
+    });
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = calls.clone();
+    // Odd calls fail, even ones succeed.
+    let svc = layer.layer(service_fn(move |n: u32| {
+        let call = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if call % 2 == 0 {
+                Err::<u32, BoxError>("flaky".into())
+            } else {
+                Ok(n)
+            }
+        }
+    }));
+    svc.clone().oneshot(1).await.unwrap(); // fails, retried, succeeds
+    svc.clone().oneshot(2).await.unwrap_err(); // fails; the budget is spent
+    let requests = |outcome: &str| {
+        recorded.counter(&format!(
+            "palisade_retry_requests_total{{name=\"orders\",outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!(requests("succeeded_after_retry"), 1);
+    assert_eq!(requests("failed_without_retry"), 1);
+    assert_eq!(requests("succeeded_without_retry"), 0);
+    assert_eq!(
+        recorded.counter("palisade_retry_retries_total{name=\"orders\"}"),
+        1
+    );
+    assert_eq!(
+        recorded.counter("palisade_retry_budget_refusals_total{name=\"orders\"}"),
+        1
+    );
+}

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep};
 use tower_service::Service;
 
-use super::handle::{Counters, RetryEvent};
+use super::handle::RetryEvent;
 use super::layer::Shared;
 use super::replay::Replay;
 use crate::classify::{Classify, Outcome, kind_of};
@@ -311,11 +311,11 @@ where
         }
     }
     if !shared.budget.try_retry() {
-        Counters::bump(&shared.counters.budget_refusals);
+        shared.counters.budget_refusal();
         return None;
     }
     *previous_delay = Some(backoff);
-    Counters::bump(&shared.counters.retries);
+    shared.counters.retry();
     shared.on_retry(&RetryEvent {
         name: shared.name.as_str(),
         retry: attempt,

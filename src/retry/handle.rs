@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::layer::Shared;
+use crate::metrics::Count;
 use crate::sync::{AtomicU64, Ordering};
 
 /// A handle on a retry layer's counters, shared by every service it builds.
@@ -31,8 +32,10 @@ pub struct Counts {
     pub budget_refusals: u64,
 }
 
-/// The layer's counters.
-#[derive(Debug, Default)]
+/// The layer's counters, and their metrics: `palisade_retry_requests_total
+/// {name, outcome}`, `palisade_retry_retries_total{name}` and
+/// `palisade_retry_budget_refusals_total{name}`.
+#[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) succeeded_without_retry: AtomicU64,
     pub(crate) succeeded_after_retry: AtomicU64,
@@ -40,23 +43,57 @@ pub(crate) struct Counters {
     pub(crate) failed_after_retry: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) budget_refusals: AtomicU64,
+    /// In the order of `finished`'s outcomes.
+    requests: [Count; 4],
+    retried: Count,
+    refused_by_budget: Count,
 }
 
 impl Counters {
+    pub(crate) fn new(name: &str) -> Self {
+        let requests = [
+            "succeeded_without_retry",
+            "succeeded_after_retry",
+            "failed_without_retry",
+            "failed_after_retry",
+        ]
+        .map(|outcome| Count::labelled("palisade_retry_requests_total", name, "outcome", outcome));
+        Counters {
+            succeeded_without_retry: AtomicU64::new(0),
+            succeeded_after_retry: AtomicU64::new(0),
+            failed_without_retry: AtomicU64::new(0),
+            failed_after_retry: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            budget_refusals: AtomicU64::new(0),
+            requests,
+            retried: Count::new("palisade_retry_retries_total", name),
+            refused_by_budget: Count::new("palisade_retry_budget_refusals_total", name),
+        }
+    }
+
     /// Counts a request's end.
     #[inline]
     pub(crate) fn finished(&self, succeeded: bool, retried: bool) {
-        let counter = match (succeeded, retried) {
-            (true, false) => &self.succeeded_without_retry,
-            (true, true) => &self.succeeded_after_retry,
-            (false, false) => &self.failed_without_retry,
-            (false, true) => &self.failed_after_retry,
+        let (counter, i) = match (succeeded, retried) {
+            (true, false) => (&self.succeeded_without_retry, 0),
+            (true, true) => (&self.succeeded_after_retry, 1),
+            (false, false) => (&self.failed_without_retry, 2),
+            (false, true) => (&self.failed_after_retry, 3),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.requests[i].add();
     }
 
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// Counts a retry made.
+    pub(crate) fn retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.retried.add();
+    }
+
+    /// Counts a retry the budget refused.
+    pub(crate) fn budget_refusal(&self) {
+        self.budget_refusals.fetch_add(1, Ordering::Relaxed);
+        self.refused_by_budget.add();
     }
 }
 

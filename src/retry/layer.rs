@@ -307,13 +307,13 @@ impl<C, R> RetryBuilder<C, R> {
             .unwrap_or_else(|| Rng::random_seed(name.as_str().len() as u64));
         Ok(RetryLayer {
             shared: Arc::new(Shared {
+                counters: Counters::new(name.as_str()),
                 name,
                 max_attempts: config.max_attempts,
                 backoff: config.backoff,
                 deadline: config.deadline,
                 retry_rate_limited: config.retry_rate_limited,
                 budget: Budget::new(config.budget.unwrap_or_default()),
-                counters: Counters::default(),
                 listener: self.listener,
                 seed,
                 draws: AtomicU64::new(0),
