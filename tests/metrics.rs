@@ -235,7 +235,7 @@ async fn retry_counts_requests_retries_and_budget_refusals() {
     let svc = layer.layer(service_fn(move |n: u32| {
         let call = counted.fetch_add(1, Ordering::SeqCst);
         async move {
-            if call % 2 == 0 {
+            if call.is_multiple_of(2) {
                 Err::<u32, BoxError>("flaky".into())
             } else {
                 Ok(n)
