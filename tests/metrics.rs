@@ -261,3 +261,37 @@ async fn retry_counts_requests_retries_and_budget_refusals() {
         1
     );
 }
+
+/// Scenario MT-2: a breaker open for 5 s, scraped every 15 s with no call
+/// for a minute, shows half-open from the first scrape on (what the next
+/// call would meet), the handle agrees, and the move to half-open is
+/// counted once, before and after a call arrives.
+#[tokio::test(start_paused = true)]
+async fn a_scrape_shows_what_the_next_call_would_meet() {
+    let recorded = Recorded::default();
+    let layer = metrics::with_local_recorder(&recorded, || {
+        CircuitBreakerLayer::builder()
+            .name("products")
+            .consecutive_failures(1)
+            .open_for(Duration::from_secs(5))
+            .half_open_probes(1)
+            .build()
+            .unwrap()
+    });
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|_: u32| async {
+        Err::<u32, BoxError>("down".into())
+    }));
+    call(&mut svc).await.unwrap_err();
+    assert_eq!(handle.state(), State::Open);
+    one_state(&recorded, &handle);
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(handle.state(), State::HalfOpen);
+        one_state(&recorded, &handle);
+        assert_eq!(transitions(&recorded, "open", "half_open"), 1);
+    }
+    call(&mut svc).await.unwrap_err(); // the probe fails
+    assert_eq!(transitions(&recorded, "open", "half_open"), 1);
+    assert_eq!(transitions(&recorded, "half_open", "open"), 1);
+}

@@ -524,12 +524,40 @@ impl Breaker {
                 self.metrics.clone(),
             );
             current.mark_left();
-            self.current.store(Arc::new(next));
+            let next = Arc::new(next);
+            self.current.store(next.clone());
+            self.move_on_when_open_passes(&next);
             Transition::new(self.name.clone(), &current, start, current.totals(now))
         };
         self.notify_waiters();
         self.emit(Event::Transition(transition));
         true
+    }
+
+    /// With the `metrics` feature, an Open period moves to HalfOpen when
+    /// its open duration passes, on a timer, rather than at the next call:
+    /// the state gauge then shows what the next call would meet however
+    /// long no call comes. The transition is the lazy one, made at most
+    /// once whoever comes first (a call, or the timer). Without a tokio
+    /// runtime (or the feature) it stays lazy.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn move_on_when_open_passes(self: &Arc<Self>, period: &Arc<Period>) {
+        #[cfg(feature = "metrics")]
+        if let (State::Open, Some(until)) = (period.state(), period.start.open_until)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (breaker, period) = (Arc::downgrade(self), Arc::downgrade(period));
+            runtime.spawn(async move {
+                tokio::time::sleep_until(until).await;
+                if let (Some(breaker), Some(period)) = (breaker.upgrade(), period.upgrade()) {
+                    breaker.transition(
+                        From::Period(&period),
+                        Target::HalfOpen,
+                        Reason::OpenDurationPassed,
+                    );
+                }
+            });
+        }
     }
 
     fn next_start(

@@ -179,9 +179,12 @@
 //!
 //! A keyed layer's breakers count their calls and transitions together
 //! under the layer's name and report no state gauge: a series per key
-//! would grow with the keys and show them. The state moves at a
-//! transition; a breaker whose open period has passed with no call since
-//! shows `open` until the next call moves it on.
+//! would grow with the keys and show them. So that a scrape shows what the
+//! next call would meet, an open breaker moves to half-open when its open
+//! period passes, on a tokio timer, rather than at the next call (which
+//! may be minutes later); the move is counted once, whether the timer or a
+//! call makes it. Without the feature, or outside a tokio runtime, the
+//! move waits for the next call, as it always does without metrics.
 //!
 //! # The tower contract
 //!
