@@ -161,7 +161,7 @@
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
 //! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
-//! | `metrics` | no | metrics through the `metrics` facade, made when a layer is built: so far the circuit breaker's state, transitions and calls by outcome (see [`circuit_breaker`]), `palisade_bulkhead_in_use{name}` and `palisade_bulkhead_rejected_total{name}`, `palisade_rate_limit_refused_total{name}` (a keyed limiter's under its name, never per key), and retry's `palisade_retry_requests_total{name, outcome}`, `palisade_retry_retries_total{name}` and `palisade_retry_budget_refusals_total{name}` |
+//! | `metrics` | no | metrics through the `metrics` facade, made when a layer is built: so far the circuit breaker's state, transitions and calls by outcome (see [`circuit_breaker`]), `palisade_bulkhead_in_use{name}` and `palisade_bulkhead_rejected_total{name}`, `palisade_rate_limit_refused_total{name}` (a keyed limiter's under its name, never per key), retry's `palisade_retry_requests_total{name, outcome}`, `palisade_retry_retries_total{name}` and `palisade_retry_budget_refusals_total{name}`, and `palisade_throttle_refused_total{name}` |
 //! | `redis` | no | `rate_limit::redis`: one limit shared by many processes through Redis (needs the `redis` crate and a tokio runtime; turns on `rate-limit`, `circuit-breaker` and `timeout`) |
 //!
 //! [tower]: https://docs.rs/tower
@@ -180,7 +180,12 @@ pub mod error;
 // The bounded store of the keyed breaker and the keyed rate limiter.
 #[cfg(any(feature = "circuit-breaker", feature = "rate-limit"))]
 mod keyed;
-#[cfg(any(feature = "bulkhead", feature = "rate-limit", feature = "retry"))]
+#[cfg(any(
+    feature = "bulkhead",
+    feature = "rate-limit",
+    feature = "retry",
+    feature = "throttle"
+))]
 mod metrics;
 mod name;
 // Only the layers' configuration structs read durations from files.

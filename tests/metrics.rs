@@ -295,3 +295,27 @@ async fn a_scrape_shows_what_the_next_call_would_meet() {
     assert_eq!(transitions(&recorded, "open", "half_open"), 1);
     assert_eq!(transitions(&recorded, "half_open", "open"), 1);
 }
+
+/// The throttle counts its refusals, as its handle does.
+#[tokio::test(start_paused = true)]
+async fn the_throttle_counts_its_refusals() {
+    let recorded = Recorded::default();
+    let layer = metrics::with_local_recorder(&recorded, || {
+        palisade::throttle::ThrottleLayer::builder()
+            .name("search")
+            .min_requests(0)
+            .seed(7)
+            .build()
+            .unwrap()
+    });
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|_: u32| async {
+        Err::<u32, BoxError>("overloaded".into())
+    }));
+    for n in 0..100 {
+        let _ = svc.clone().oneshot(n).await;
+    }
+    let refused = recorded.counter("palisade_throttle_refused_total{name=\"search\"}");
+    assert!(refused > 0);
+    assert_eq!(refused, handle.rejected());
+}

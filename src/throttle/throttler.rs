@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::classify::Outcome;
+use crate::metrics::Count;
 use crate::name::Name;
 use crate::rng::SharedRng;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
@@ -79,6 +80,8 @@ pub(crate) struct Throttler {
     latest: AtomicU64,
     /// Calls refused here since the layer was built.
     rejected: AtomicU64,
+    /// `palisade_throttle_refused_total{name}`.
+    refused_count: Count,
     /// Set when a breaker below refused (the upstream is down, which is
     /// the breaker's to answer), cleared by the next accept: failures in
     /// between are not counted.
@@ -90,6 +93,7 @@ impl Throttler {
     pub(crate) fn new(name: Name, settings: Settings, seed: u64) -> Self {
         let window_nanos = u64::try_from(settings.window.as_nanos()).unwrap_or(u64::MAX);
         Throttler {
+            refused_count: Count::new("palisade_throttle_refused_total", name.as_str()),
             name,
             settings,
             origin: Instant::now(),
@@ -254,6 +258,7 @@ impl Throttler {
     /// the share refused limits itself.
     pub(crate) fn record_rejection(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.refused_count.add();
         if !self.breaker_open.load(Ordering::Relaxed) {
             self.record_at(self.epoch(Instant::now()), false);
         }
