@@ -43,14 +43,14 @@ impl Count {
 
 /// A gauge that goes up and down, such as
 /// `palisade_bulkhead_in_use{name}`.
-#[cfg(feature = "bulkhead")]
+#[cfg(any(feature = "bulkhead", feature = "redis"))]
 #[derive(Clone)]
 pub(crate) struct Level {
     #[cfg(feature = "metrics")]
     gauge: metrics::Gauge,
 }
 
-#[cfg(feature = "bulkhead")]
+#[cfg(any(feature = "bulkhead", feature = "redis"))]
 impl Level {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn new(series: &'static str, name: &str) -> Self {
@@ -83,7 +83,7 @@ impl std::fmt::Debug for Count {
     }
 }
 
-#[cfg(feature = "bulkhead")]
+#[cfg(any(feature = "bulkhead", feature = "redis"))]
 impl std::fmt::Debug for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Level")

@@ -5,6 +5,10 @@
 
 mod support;
 
+#[cfg(feature = "metrics")]
+#[path = "support/recorder.rs"]
+mod recorder;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -600,4 +604,40 @@ async fn a_key_with_a_limit_of_its_own_keeps_it_and_its_local_share() {
     assert_eq!(admitted(&svc, "partner", 30).await, 5, "half of its own");
     // Known to be over its limit in Redis, so still refused.
     assert_eq!(admitted(&svc, "someone", 30).await, 0);
+}
+
+/// With the `metrics` feature: round trips, refusals and failures are
+/// counted under the limiter's name, and a gauge is 1 exactly while
+/// decisions follow the failure mode.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn its_metrics_follow_the_store() {
+    let recorded = recorder::Recorded::default();
+    let mut redis = RedisServer::start();
+    let mut store = patient(redis.url());
+    store.on_failure = OnStoreFailure::FailOpen;
+    store.decision_timeout = Duration::from_millis(500);
+    let layer = metrics::with_local_recorder(&recorded, || {
+        per_client(RateLimitLayer::sliding_window(1, HOUR), "api", store)
+    });
+    let svc = service(&layer);
+    let degraded = || recorded.gauge("palisade_rate_limit_redis_degraded{name=\"api\"}");
+    svc.clone().oneshot(("a".into(), 1)).await.unwrap();
+    svc.clone().oneshot(("a".into(), 2)).await.unwrap_err();
+    assert_eq!(
+        recorded.counter("palisade_rate_limit_redis_round_trips_total{name=\"api\"}"),
+        2
+    );
+    assert_eq!(
+        recorded.counter("palisade_rate_limit_refused_total{name=\"api\"}"),
+        1
+    );
+    assert_eq!(degraded(), 0.0);
+    redis.kill();
+    svc.clone().oneshot(("b".into(), 1)).await.unwrap();
+    assert_eq!(degraded(), 1.0);
+    assert_eq!(
+        recorded.counter("palisade_rate_limit_redis_failures_total{name=\"api\"}"),
+        1
+    );
 }

@@ -23,6 +23,7 @@ use super::layer::{OnStoreFailure, RedisConfig};
 use super::script::{Answer, GCRA_SCRIPT, SLIDING_WINDOW_SCRIPT};
 use crate::circuit_breaker::{self, CircuitBreaker, CircuitBreakerBuilder, Event};
 use crate::error::{BoxError, ConfigError, ErrorKind, RateLimited};
+use crate::metrics::{Count, Level};
 use crate::name::Name;
 use crate::rate_limit::KeyedHandle;
 use crate::rate_limit::gcra::interval_micros;
@@ -141,7 +142,7 @@ pub(crate) enum Verdict {
 }
 
 /// The counts a [`RedisHandle`](super::RedisHandle) reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counts {
     pub(crate) decisions: AtomicU64,
     pub(crate) round_trips: AtomicU64,
@@ -149,6 +150,43 @@ pub(crate) struct Counts {
     pub(crate) refused_locally: AtomicU64,
     pub(crate) store_failures: AtomicU64,
     pub(crate) decided_without_store: AtomicU64,
+    /// `palisade_rate_limit_redis_round_trips_total{name}`.
+    round_trip_count: Count,
+    /// `palisade_rate_limit_redis_failures_total{name}`.
+    failure_count: Count,
+    /// `palisade_rate_limit_refused_total{name}`, as the in-process
+    /// limiters count it.
+    refused_count: Count,
+    /// `palisade_rate_limit_redis_degraded{name}`: 1 while decisions
+    /// follow the failure mode, 0 while they come from Redis.
+    degraded: Level,
+}
+
+impl Counts {
+    fn new(name: &str) -> Self {
+        Counts {
+            decisions: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            refused_locally: AtomicU64::new(0),
+            store_failures: AtomicU64::new(0),
+            decided_without_store: AtomicU64::new(0),
+            round_trip_count: Count::new("palisade_rate_limit_redis_round_trips_total", name),
+            failure_count: Count::new("palisade_rate_limit_redis_failures_total", name),
+            refused_count: Count::new("palisade_rate_limit_refused_total", name),
+            degraded: Level::new("palisade_rate_limit_redis_degraded", name),
+        }
+    }
+
+    fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.refused_count.add();
+    }
+
+    fn round_trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.round_trip_count.add();
+    }
 }
 
 /// What every service of one Redis-backed limiter shares.
@@ -201,6 +239,7 @@ impl Remote {
         };
         let key_prefix = format!("{{{}:{}}}:{tag}:", config.key_prefix, name.as_str()).into_bytes();
         Ok(Remote {
+            counts: Counts::new(name.as_str()),
             name,
             quota,
             overrides,
@@ -212,7 +251,6 @@ impl Remote {
             batches: Batches::default(),
             leases: (config.lease_permits > 1).then(|| Leases::new(REFUSALS, config.lease_for)),
             max_wait,
-            counts: Counts::default(),
             degraded: AtomicBool::new(false),
             last_error: Mutex::new(None),
             config,
@@ -263,7 +301,7 @@ impl Remote {
         }
         self.counts.decisions.fetch_add(1, Ordering::Relaxed);
         self.counts.refused_locally.fetch_add(1, Ordering::Relaxed);
-        self.counts.refused.fetch_add(1, Ordering::Relaxed);
+        self.counts.refused();
         let quota = self.quota_for(key);
         Some(RateLimited::with_name(self.name.clone(), Some(left)).with_limit(limit_of(quota)))
     }
@@ -305,7 +343,7 @@ impl Remote {
                 continue;
             }
             self.refusals.remember(&key, answer.wait);
-            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            self.counts.refused();
             let refusal = RateLimited::with_name(self.name.clone(), Some(answer.wait));
             return Verdict::Refused(refusal.with_limit(limit_of(quota)));
         }
@@ -374,7 +412,7 @@ impl Remote {
             };
             match answers {
                 Ok(answers) => {
-                    self.counts.round_trips.fetch_add(1, Ordering::Relaxed);
+                    self.counts.round_trip();
                     for (reply, answer) in replies.into_iter().zip(answers) {
                         let _ = reply.send(Ok(answer));
                     }
@@ -383,7 +421,7 @@ impl Remote {
                     let error = match ErrorKind::of(&err) {
                         ErrorKind::CircuitOpen(open) => AskError::Open(open.retry_after()),
                         _ => {
-                            self.counts.round_trips.fetch_add(1, Ordering::Relaxed);
+                            self.counts.round_trip();
                             AskError::Failed(err.to_string())
                         }
                     };
@@ -401,6 +439,7 @@ impl Remote {
             AskError::Open(retry_after) => self.failure_mode(key, retry_after),
             AskError::Failed(err) => {
                 self.counts.store_failures.fetch_add(1, Ordering::Relaxed);
+                self.counts.failure_count.add();
                 if !self.degraded.load(Ordering::Acquire) {
                     tracing::warn!(
                         limiter = %self.name,
@@ -428,6 +467,7 @@ impl Remote {
     /// probe go, where known.
     fn failure_mode(&self, key: &[u8], retry_after: Option<Duration>) -> Verdict {
         if !self.degraded.swap(true, Ordering::AcqRel) {
+            self.counts.degraded.up();
             tracing::warn!(
                 limiter = %self.name,
                 mode = ?self.config.on_failure,
@@ -440,7 +480,7 @@ impl Remote {
         match self.config.on_failure {
             OnStoreFailure::FailOpen => Verdict::Admitted(None),
             OnStoreFailure::FailClosed => {
-                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                self.counts.refused();
                 Verdict::Refused(RateLimited::store_unavailable(
                     self.name.clone(),
                     retry_after,
@@ -459,7 +499,7 @@ impl Remote {
             Decision::Admitted => Verdict::Admitted(state),
             Decision::Refused { wait } => {
                 fallback.limiter.count_refusal();
-                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                self.counts.refused();
                 let mut refusal = RateLimited::with_name(self.name.clone(), Some(wait));
                 if let Some(state) = state {
                     refusal = refusal.with_limit(state.limit);
@@ -467,7 +507,7 @@ impl Remote {
                 Verdict::Refused(refusal)
             }
             Decision::TooLarge => {
-                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                self.counts.refused();
                 Verdict::Refused(RateLimited::with_name(self.name.clone(), None))
             }
         }
@@ -476,6 +516,7 @@ impl Remote {
     /// Redis answered: back from a failure mode, if in one.
     fn store_back(&self) {
         if self.degraded.swap(false, Ordering::AcqRel) {
+            self.counts.degraded.down();
             tracing::info!(limiter = %self.name, "rate limiter's redis store is back");
         }
     }
