@@ -546,7 +546,12 @@ fn with_request_layers(
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(move |request: &Request| request_span(service, request))
-                        .on_response(|response: &Response, latency: Duration, _: &Span| {
+                        .on_response(move |response: &Response, latency: Duration, _: &Span| {
+                            crate::metrics::record_request(
+                                service,
+                                response.status().as_u16(),
+                                latency,
+                            );
                             let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
                             tracing::info!(
                                 status = response.status().as_u16(),

@@ -308,6 +308,19 @@ impl IngressLayer {
 /// `/api/...` through the ingress limit and the proxy, rejections answered.
 type ApiService = BoxCloneSyncService<Request, Response, Infallible>;
 
+/// `GET /metrics`: every series in Prometheus's text format.
+async fn scrape() -> Response {
+    match crate::metrics::render() {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "another metrics recorder was installed before the shop's",
+        )
+        .into_response(),
+    }
+}
+
 /// The settings in force and what was built from them. A reload makes a
 /// new one; a call keeps the one it started with to the end.
 struct Generation {
@@ -460,6 +473,7 @@ impl Gateway {
         });
         Router::new()
             .route("/health", get(health))
+            .route("/metrics", get(scrape))
             .route("/admin/resilience", get(resilience))
             .route("/admin/config", get(show_config))
             .with_state(self.clone())

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod metrics;
 pub mod order;
 pub mod payment;
 pub mod product;
@@ -538,6 +539,9 @@ fn serve_all(
 /// ports: the gateways, the user replicas, order, the product replicas,
 /// payment (with one of each: 8000 to 8004).
 pub async fn start(options: ShopOptions) -> io::Result<Running> {
+    // Before any layer is built: palisade's layers bind their metrics to
+    // the recorder installed when they are built.
+    metrics::install();
     let config = options.load_config().map_err(invalid)?;
     let (gateway_count, replicas) = (options.gateway_replicas, options.replicas);
     if gateway_count == 0 || replicas == 0 {
