@@ -553,7 +553,9 @@ impl Generation {
     }
 }
 
-fn build_upstream(
+/// `name`'s upstream: its stack over its endpoints (balanced when there
+/// are several), as `config` sets it.
+pub(crate) fn build_upstream(
     name: &'static str,
     config: &ShopConfig,
     urls: &UpstreamUrls,

@@ -47,7 +47,7 @@ use api::AdminAuth;
 pub use api::ServeOptions;
 use config::{ConfigFileError, ShopConfig};
 use gateway::{Gateway, UpstreamUrls};
-use upstream::{Upstream, http_client};
+use upstream::http_client;
 
 /// How to start the shop.
 #[derive(Clone, Debug)]
@@ -442,17 +442,7 @@ fn order_service(
     grants: auth::Grants,
 ) -> io::Result<order::OrderService> {
     let upstream = |name: &'static str| {
-        let settings = &config.upstreams[name];
-        let (endpoints, balanced) = settings.endpoints_or(&urls.endpoints(name));
-        Upstream::new(
-            name,
-            &endpoints,
-            balanced,
-            client.clone(),
-            settings,
-            resilience,
-        )
-        .map_err(invalid)
+        gateway::build_upstream(name, config, urls, client, resilience).map_err(invalid)
     };
     Ok(order::OrderService::new(
         upstream("user")?,
