@@ -111,7 +111,8 @@ const ERROR_COLOURS: [&str; 5] = [BLUE, ORANGE, PURPLE, SKY, YELLOW];
 
 /// The plots' geometry, shared so that their time axes line up.
 const WIDTH: f64 = 1100.0;
-const LEFT: f64 = 200.0;
+/// Room for the upstreams' names left of the plots.
+const LEFT: f64 = 250.0;
 const RIGHT: f64 = 20.0;
 const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
 /// The narrowest share of the time axis a phase gets: a phase of 30
@@ -444,12 +445,16 @@ fn breakers_chart(recording: &Recording, axis: &TimeAxis) -> String {
     const TOP: f64 = 10.0;
     const ROW: f64 = 22.0;
     const GAP: f64 = 6.0;
-    let mut upstreams: Vec<&str> = Vec::new();
+    // In the order they were first seen; by name among those seen at once
+    // (a balancer's replicas).
+    let mut upstreams: Vec<(Duration, &str)> = Vec::new();
     for sample in &recording.breakers {
-        if !upstreams.contains(&sample.upstream.as_str()) {
-            upstreams.push(&sample.upstream);
+        if !upstreams.iter().any(|(_, u)| *u == sample.upstream) {
+            upstreams.push((sample.at, &sample.upstream));
         }
     }
+    upstreams.sort();
+    let upstreams: Vec<&str> = upstreams.into_iter().map(|(_, u)| u).collect();
     let height = upstreams.len() as f64 * (ROW + GAP);
     let bottom = TOP + height;
     let end = recording.phases.last().map_or(Duration::ZERO, |p| p.end);
@@ -747,11 +752,16 @@ fn y_axis(title: &str, ticks: Vec<(f64, String)>, top: f64, bottom: f64) -> Stri
     out
 }
 
-/// Coloured swatches with their names, in a row from the plot's left.
+/// Coloured swatches with their names, in rows from the plot's left at
+/// `y` (a second row 20 px below, should they not fit in one).
 fn legend_row(entries: &[(&str, &str)], y: f64) -> String {
     let mut out = String::from("<g class=\"legend\">");
-    let mut x = LEFT;
+    let (mut x, mut y) = (LEFT, y);
     for (name, colour) in entries {
+        let width = 19.0 + name.chars().count() as f64 * 6.8 + 22.0;
+        if x > LEFT && x + width > WIDTH {
+            (x, y) = (LEFT, y + 20.0);
+        }
         let _ = write!(
             out,
             "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"14\" height=\"14\" fill=\"{colour}\" stroke=\"#555\"/>\
@@ -760,7 +770,7 @@ fn legend_row(entries: &[(&str, &str)], y: f64) -> String {
             x + 19.0,
             escape(name)
         );
-        x += 19.0 + name.chars().count() as f64 * 6.8 + 22.0;
+        x += width;
     }
     out.push_str("</g>");
     out
@@ -818,7 +828,7 @@ mod tests {
     }
 
     /// Three phases, the second failing its check: a breaker that opens,
-    /// probes and closes, and a replica started in the last phase.
+    /// probes and closes, and two replicas started in the last phase.
     fn recording() -> Recording {
         use BreakerState::*;
         Recording {
@@ -841,7 +851,10 @@ mod tests {
                 sample(150, "gateway→product", Open),
                 sample(5_110, "gateway→product", HalfOpen),
                 sample(5_110, "gateway→product", Closed),
+                // A balancer's replicas, seen at once, in its order.
+                sample(5_200, "gateway→product replica 2", Closed),
                 sample(5_200, "gateway→product replica 1", Closed),
+                sample(5_300, "gateway→product replica 2", Open),
             ],
         }
     }
@@ -870,15 +883,18 @@ mod tests {
         }
         assert_eq!(page.matches("<g class=\"phase-band\"").count(), 3);
         assert!(page.contains("2 of 3 phases showed what they should."));
-        // Each upstream: one band, in the order first seen, with its states.
-        let product = page
-            .find("<g class=\"breaker-band\" data-upstream=\"gateway→product\">")
-            .expect("the product breaker's band");
-        let replica = page
-            .find("<g class=\"breaker-band\" data-upstream=\"gateway→product replica 1\">")
-            .expect("the replica's band");
-        assert!(product < replica);
-        assert_eq!(page.matches("<g class=\"breaker-band\"").count(), 2);
+        // Each upstream: one band, in the order first seen (by name when
+        // seen at once), with its states.
+        let band_of = |upstream: &str| {
+            page.find(&format!(
+                "<g class=\"breaker-band\" data-upstream=\"{upstream}\">"
+            ))
+            .expect(upstream)
+        };
+        let product = band_of("gateway→product");
+        let replica = band_of("gateway→product replica 1");
+        assert!(product < replica && replica < band_of("gateway→product replica 2"));
+        assert_eq!(page.matches("<g class=\"breaker-band\"").count(), 3);
         let band = &page[product..replica];
         for state in ["closed", "open", "half-open"] {
             assert!(
@@ -986,6 +1002,22 @@ mod tests {
         );
         assert_eq!(colours[0].1, GREEN);
         assert_eq!(colours[2].1, state_style(BreakerState::Open).0);
+    }
+
+    #[test]
+    fn a_legend_too_long_for_one_row_wraps_within_the_page() {
+        let names: Vec<String> = (1..=9).map(|i| format!("50{i} some_error_kind")).collect();
+        let entries: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), BLUE)).collect();
+        let legend = legend_row(&entries, 100.0);
+        assert!(legend.contains("y=\"100.0\">501 some_error_kind</text>"));
+        assert!(legend.contains("y=\"120.0\">"));
+        let xs = legend
+            .split("<text x=\"")
+            .skip(1)
+            .filter_map(|t| t.split('"').next()?.parse::<f64>().ok());
+        for x in xs {
+            assert!(x + "509 some_error_kind".len() as f64 * 6.8 <= WIDTH, "{x}");
+        }
     }
 
     #[test]
