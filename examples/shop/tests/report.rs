@@ -1,0 +1,161 @@
+//! The demo's picture, opened in headless Chromium: the page a run draws
+//! loads without a script error and names every phase.
+//!
+//! Needs `chromium` on the PATH (Debian's and Ubuntu's package of that
+//! name; `.ci/run` installs it): without it these tests fail, saying so.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use palisade_shop::{ShopOptions, demo, report, start};
+
+#[tokio::test(start_paused = true)]
+async fn the_demos_report_loads_in_chromium_and_names_every_phase() {
+    // Before the demo's run: a missing browser fails at once.
+    let version = chromium_version();
+    let running = start(demo::with_demo_key(ShopOptions {
+        base_port: 0,
+        ..ShopOptions::default()
+    }))
+    .await
+    .expect("the shop starts");
+    let (reports, recording) = demo::run_recorded(&running, &mut Vec::new(), false).await;
+    running.shutdown().await.unwrap();
+    let dir = TempDir::new("demo");
+    let page = dir.0.join("demo.html");
+    report::write(&page, &recording).expect("the report is written");
+
+    let opened = open_in_chromium(&page, &dir.0.join("profile"));
+    let dom = String::from_utf8_lossy(&opened.stdout);
+    let log = String::from_utf8_lossy(&opened.stderr);
+    assert!(
+        opened.status.success(),
+        "{version}: {}\n{log}",
+        opened.status
+    );
+    assert_eq!(
+        console_messages(&log, &page),
+        Vec::<&str>::new(),
+        "{version}"
+    );
+    // The browser's view of the page: every phase named, with its band
+    // and its latencies, and every breaker watched.
+    assert_eq!(reports.len(), 8);
+    for (i, phase) in reports.iter().enumerate() {
+        let n = i + 1;
+        assert!(dom.contains(&format!("{n}. {}", phase.title)), "phase {n}");
+        assert!(
+            dom.contains(&format!("<g class=\"phase-band\" data-phase=\"{n}\">")),
+            "phase {n}'s band"
+        );
+        assert!(
+            dom.contains(&format!("<g class=\"latency-group\" data-phase=\"{n}\">")),
+            "phase {n}'s latencies"
+        );
+    }
+    assert!(dom.contains("8 of 8 phases showed what they should."));
+    for upstream in [
+        "gateway→user",
+        "gateway→order",
+        "gateway→product",
+        "gateway→payment",
+        "order→payment",
+        "gateway→product replica 3 (failing)",
+    ] {
+        assert!(
+            dom.contains(&format!(
+                "<g class=\"breaker-band\" data-upstream=\"{upstream}\">"
+            )),
+            "{upstream}"
+        );
+    }
+}
+
+/// The check above can fail: a page whose script throws is caught.
+#[test]
+fn a_script_error_in_the_page_is_seen() {
+    let dir = TempDir::new("throws");
+    let page = dir.0.join("throws.html");
+    std::fs::write(
+        &page,
+        "<!DOCTYPE html><p>hello</p><script>throw new Error(\"drawn wrong\")</script>",
+    )
+    .unwrap();
+    let opened = open_in_chromium(&page, &dir.0.join("profile"));
+    let log = String::from_utf8_lossy(&opened.stderr);
+    let messages = console_messages(&log, &page);
+    assert_eq!(messages.len(), 1, "{log}");
+    assert!(messages[0].contains("Uncaught Error: drawn wrong"), "{log}");
+}
+
+/// `chromium --version`; fails the test, saying how to install it, when
+/// there is none.
+fn chromium_version() -> String {
+    match Command::new("chromium").arg("--version").output() {
+        Ok(output) => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        Err(error) => panic!(
+            "this test opens the demo's report in headless Chromium, and `chromium` cannot be \
+             run ({error}): install it, e.g. `sudo apt-get install chromium` on Debian or \
+             Ubuntu (.ci/run does this), and put it on the PATH"
+        ),
+    }
+}
+
+/// Opens `page` in headless Chromium with a fresh profile at `profile` and
+/// answers what it printed: the DOM after loading on standard output, its
+/// log (the page's console among it) on standard error. Nothing is fetched:
+/// the page is a file, and the browser's own background traffic is off.
+fn open_in_chromium(page: &Path, profile: &Path) -> Output {
+    chromium_version();
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url(page))
+        .output()
+        .expect("chromium runs")
+}
+
+/// The console messages `page` logged, as Chromium writes them to its log
+/// (`...:INFO:CONSOLE:1] "Uncaught Error: ...", source: file:///... (1)`).
+fn console_messages<'a>(log: &'a str, page: &Path) -> Vec<&'a str> {
+    let source = format!("source: {}", url(page));
+    log.lines()
+        .filter(|line| line.contains(":CONSOLE") && line.contains(&source))
+        .collect()
+}
+
+fn url(page: &Path) -> String {
+    format!("file://{}", page.display())
+}
+
+/// A directory of its own under the system's temporary one, removed when
+/// dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("palisade-report-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("a temporary directory");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
