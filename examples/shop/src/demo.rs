@@ -1024,6 +1024,32 @@ impl Progress {
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_state_passed_between_two_samples_is_recorded() {
+        use BreakerState::{Closed, Open};
+        let running = crate::start(ShopOptions {
+            base_port: 0,
+            ..ShopOptions::default()
+        })
+        .await
+        .expect("the shop starts");
+        let mut recorder = Recorder::start(&running);
+        let product = running.control.upstream("product").expect("product");
+        // Open and closed again before the next sample looks.
+        assert!(product.breaker.open());
+        assert!(product.breaker.force_closed());
+        recorder.sample();
+        let states: Vec<BreakerState> = recorder
+            .recording
+            .breakers
+            .iter()
+            .filter(|s| s.upstream == "gateway→product")
+            .map(|s| s.state)
+            .collect();
+        assert_eq!(states, [Closed, Open, Closed]);
+        running.shutdown().await.unwrap();
+    }
+
     #[test]
     fn percentiles_by_nearest_rank() {
         let ms = |v: u64| Duration::from_millis(v);

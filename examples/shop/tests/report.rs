@@ -1,13 +1,96 @@
-//! The demo's picture, opened in headless Chromium: the page a run draws
-//! loads without a script error and names every phase.
+//! The demo's picture: what a run records, and the page drawn from it
+//! opened in headless Chromium, where it loads without a script error and
+//! names every phase.
 //!
-//! Needs `chromium` on the PATH (Debian's and Ubuntu's package of that
-//! name; `.ci/run` installs it): without it these tests fail, saying so.
+//! The browser's tests need `chromium` on the PATH (Debian's and Ubuntu's
+//! package of that name; `.ci/run` installs it): without it they fail,
+//! saying so.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use palisade_shop::{ShopOptions, demo, report, start};
+
+#[tokio::test(start_paused = true)]
+async fn the_recording_holds_every_request_and_each_breakers_changes() {
+    use report::BreakerState::{Closed, HalfOpen, Open};
+    let running = start(demo::with_demo_key(ShopOptions {
+        base_port: 0,
+        ..ShopOptions::default()
+    }))
+    .await
+    .expect("the shop starts");
+    let (reports, recording) = demo::run_recorded(&running, &mut Vec::new(), false).await;
+    running.shutdown().await.unwrap();
+
+    // The phases in order, each request within its own, as many as the
+    // phase's table counts.
+    assert_eq!(recording.phases.len(), reports.len());
+    for (phase, report) in recording.phases.iter().zip(&reports) {
+        assert_eq!(phase.title, report.title);
+        assert_eq!(phase.checks, report.checks);
+        assert!(phase.start <= phase.end);
+        let requests: Vec<_> = recording
+            .requests
+            .iter()
+            .filter(|r| r.phase == phase.number)
+            .collect();
+        assert_eq!(requests.len(), report.requests, "phase {}", phase.number);
+        assert!(
+            requests
+                .iter()
+                .all(|r| phase.start <= r.at && r.at <= phase.end),
+            "phase {}",
+            phase.number
+        );
+    }
+    assert!(recording.phases.windows(2).all(|w| w[0].end <= w[1].start));
+    // Outcomes by status and the error's kind.
+    let outcomes = |number: usize, outcome: &str| {
+        recording
+            .requests
+            .iter()
+            .filter(|r| r.phase == number && r.outcome == outcome)
+            .count()
+    };
+    assert_eq!(outcomes(1, "ok"), reports[0].requests);
+    assert!(outcomes(2, "503 circuit_open") > 0);
+    assert_eq!(outcomes(4, "504 timeout"), 3);
+    assert_eq!(outcomes(5, "429 rate_limited"), 10);
+    assert_eq!(outcomes(6, "402 payment_failed"), 5);
+    // The product breaker's changes, with when they happened: the
+    // half-open state its first probe ends within one request is there
+    // too.
+    let product: Vec<_> = recording
+        .breakers
+        .iter()
+        .filter(|s| s.upstream == "gateway→product")
+        .collect();
+    let states: Vec<_> = product.iter().map(|s| s.state).collect();
+    assert_eq!(states, [Closed, Open, HalfOpen, Closed]);
+    let during = |number: usize| &recording.phases[number - 1];
+    assert!(product[1].at >= during(2).start && product[1].at <= during(2).end);
+    assert!(product[2].at >= during(3).start && product[3].at <= during(3).end);
+    // Phase 8's replicas, from its start: the failing one's breaker opens
+    // when the phase says it ejected it.
+    let phase_8 = during(8);
+    for n in 1..=3 {
+        let failing = if n == 3 { " (failing)" } else { "" };
+        let upstream = format!("gateway→product replica {n}{failing}");
+        let samples: Vec<_> = recording
+            .breakers
+            .iter()
+            .filter(|s| s.upstream == upstream)
+            .collect();
+        assert!(
+            samples
+                .first()
+                .is_some_and(|s| s.state == Closed && s.at >= phase_8.start)
+        );
+        let opened = samples.iter().any(|s| s.state == Open);
+        assert_eq!(opened, n == 3 && reports[7].checks[0].1, "{upstream}");
+    }
+}
 
 #[tokio::test(start_paused = true)]
 async fn the_demos_report_loads_in_chromium_and_names_every_phase() {
