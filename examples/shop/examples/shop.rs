@@ -25,7 +25,8 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 use palisade_shop::config::{ShopConfig, merge, rate_limit_override, redis_override};
 use palisade_shop::{
-    SERVICES, ServeOptions, ShopOptions, demo, start, start_service, stop_signal, urls_from_env,
+    SERVICES, ServeOptions, ShopOptions, demo, report, start, start_service, stop_signal,
+    urls_from_env,
 };
 
 /// The environment variable the admin token may come from.
@@ -100,6 +101,10 @@ struct Cli {
     /// should)
     #[arg(long, global = true)]
     demo: bool,
+    /// With --demo: also draw the run as one self-contained HTML page
+    /// (requests over time by outcome, breaker states, latency per phase)
+    #[arg(long, value_name = "FILE.html", global = true)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +122,8 @@ enum Serve {
 struct Command {
     options: ShopOptions,
     demo: bool,
+    /// `--report FILE`: the demo's picture goes there.
+    report: Option<PathBuf>,
     /// `serve NAME`: one service alone.
     service: Option<String>,
     base_port_given: bool,
@@ -135,6 +142,12 @@ where
         .command
         .as_ref()
         .map(|Serve::Serve { service }| service.clone());
+    if cli.report.is_some() && !cli.demo {
+        return Err(invalid(
+            ErrorKind::MissingRequiredArgument,
+            "--report draws the demo's run; it goes with --demo".into(),
+        ));
+    }
     if cli.demo && service.is_some() {
         return Err(invalid(
             ErrorKind::ArgumentConflict,
@@ -188,6 +201,7 @@ where
     Ok(Command {
         options,
         demo: cli.demo,
+        report: cli.report,
         service,
         base_port_given: cli.base_port.is_some(),
     })
@@ -395,7 +409,7 @@ async fn run_demo(command: Command) -> ExitCode {
     );
     let started = std::time::Instant::now();
     let mut stdout = std::io::stdout();
-    let reports = demo::run(&running, &mut stdout, true).await;
+    let (reports, recording) = demo::run_recorded(&running, &mut stdout, true).await;
     let failed = reports.iter().filter(|r| !r.passed()).count();
     println!(
         "\n{} of {} phases showed what they should, in {:.1} s",
@@ -404,7 +418,17 @@ async fn run_demo(command: Command) -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     let _ = running.shutdown().await;
-    if failed == 0 {
+    let mut written = true;
+    if let Some(path) = &command.report {
+        match report::write(path, &recording) {
+            Ok(()) => println!("the run, drawn: {}", path.display()),
+            Err(err) => {
+                eprintln!("cannot write the report to {}: {err}", path.display());
+                written = false;
+            }
+        }
+    }
+    if failed == 0 && written {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -462,6 +486,14 @@ mod tests {
         assert!(options.overrides.is_empty() && options.config_file.is_none());
         assert_eq!(options.admin_token, None);
         assert_eq!(options.serve, ServeOptions::default());
+    }
+
+    #[test]
+    fn the_demo_may_be_drawn_into_a_file() {
+        let command = parse_with(&["--demo", "--report", "demo.html"], &[]).unwrap();
+        assert!(command.demo);
+        assert_eq!(command.report, Some(PathBuf::from("demo.html")));
+        assert_eq!(parse_with(&["--demo"], &[]).unwrap().report, None);
     }
 
     #[test]
@@ -557,6 +589,11 @@ mod tests {
             (&["serve", "user", "--demo"], "does not go with serve"),
             (&["--demo", "--rate-limit", "5/1"], "default settings"),
             (&["--demo", "--config", "shop.toml"], "default settings"),
+            (&["--report", "demo.html"], "goes with --demo"),
+            (
+                &["serve", "user", "--report", "demo.html"],
+                "goes with --demo",
+            ),
             (&["--gateway-replicas", "0"], "--gateway-replicas"),
             (
                 &["serve", "gateway", "--gateway-replicas", "2"],

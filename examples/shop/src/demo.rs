@@ -44,6 +44,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::report::{BreakerSample, BreakerState, PhaseSpan, Recording, RequestRecord};
 use crate::upstream::{HttpClient, Upstream, http_client};
 use crate::{Running, ShopOptions, auth, config};
 
@@ -150,6 +151,8 @@ fn millis(d: Duration) -> String {
 struct Answer {
     status: u16,
     body: Value,
+    /// When it was sent.
+    sent: Instant,
     took: Duration,
 }
 
@@ -202,12 +205,24 @@ struct Demo<'a> {
     progress: Progress,
     /// The secret of the demo's key, from the gateway's settings.
     secret: String,
+    recorder: Recorder,
 }
 
 /// Runs the eight phases against `running` and writes a table per phase to
 /// `out`; `progress` draws a progress bar on standard error when it is a
 /// terminal. Answers each phase's report.
 pub async fn run(running: &Running, out: &mut dyn Write, progress: bool) -> Vec<PhaseReport> {
+    run_recorded(running, out, progress).await.0
+}
+
+/// [`run`], answering as well a recording of the run over time: each
+/// request and each upstream's breaker state, for
+/// [`crate::report::render`].
+pub async fn run_recorded(
+    running: &Running,
+    out: &mut dyn Write,
+    progress: bool,
+) -> (Vec<PhaseReport>, Recording) {
     let secret = running
         .control
         .config()
@@ -224,6 +239,7 @@ pub async fn run(running: &Running, out: &mut dyn Write, progress: bool) -> Vec<
         client: http_client(),
         progress: Progress::new(progress && std::io::stderr().is_terminal()),
         secret: secret.unwrap_or_default(),
+        recorder: Recorder::start(running),
     };
     let mut reports = Vec::new();
     for number in 1..=PHASES.len() {
@@ -233,7 +249,7 @@ pub async fn run(running: &Running, out: &mut dyn Write, progress: bool) -> Vec<
         let _ = out.flush();
         reports.push(report);
     }
-    reports
+    (reports, demo.recorder.recording)
 }
 
 const PHASES: [&str; 8] = [
@@ -302,6 +318,120 @@ impl Watch {
     }
 }
 
+/// Records the run for the report, out of the phases' way: each phase's
+/// answers once it is over, and the breakers' states whenever an answer
+/// comes in (and while the demo waits), kept only when they change.
+struct Recorder {
+    started: Instant,
+    /// Every upstream stack, as [`Watch`] names them, with the breaker
+    /// transitions already recorded.
+    upstreams: Vec<(String, Upstream, usize)>,
+    /// The last state recorded per upstream.
+    last: BTreeMap<String, BreakerState>,
+    recording: Recording,
+}
+
+impl Recorder {
+    fn start(running: &Running) -> Recorder {
+        let mut recorder = Recorder {
+            started: Instant::now(),
+            upstreams: Watch::start(running).breakers,
+            last: BTreeMap::new(),
+            recording: Recording {
+                started_at: std::time::SystemTime::now(),
+                phases: Vec::new(),
+                requests: Vec::new(),
+                breakers: Vec::new(),
+            },
+        };
+        recorder.sample();
+        recorder
+    }
+
+    fn since_start(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.started)
+    }
+
+    /// Every watched breaker's state now, after the states it went
+    /// through since the last sample: a half-open breaker whose probes
+    /// close it within a request is seen too.
+    fn sample(&mut self) {
+        let now = self.since_start(Instant::now());
+        for i in 0..self.upstreams.len() {
+            let (label, upstream, seen) = &mut self.upstreams[i];
+            let passed = upstream.transitions.changes_since(*seen);
+            *seen = upstream.transitions.total();
+            let (label, state) = (label.clone(), upstream.breaker.state());
+            for (_, to) in passed {
+                self.record_state(now, label.clone(), to);
+            }
+            self.record_state(now, label, state);
+        }
+    }
+
+    /// [`Recorder::sample`], and the breakers of `upstream`'s replicas
+    /// (phase 8's own stack), named by their place in `bases` and the one
+    /// at `failing` marked: `gateway→product replica 3 (failing)`.
+    fn sample_replicas(&mut self, upstream: &Upstream, bases: &[String], failing: usize) {
+        self.sample();
+        let Some(replicas) = &upstream.replicas else {
+            return;
+        };
+        let now = self.since_start(Instant::now());
+        for (base, breaker) in replicas.replicas() {
+            let Some(i) = bases.iter().position(|b| *b == base) else {
+                continue;
+            };
+            let mark = if i == failing { " (failing)" } else { "" };
+            let label = format!("gateway→{} replica {}{mark}", upstream.name, i + 1);
+            self.record_state(now, label, breaker.state());
+        }
+    }
+
+    fn record_state(
+        &mut self,
+        at: Duration,
+        upstream: String,
+        state: palisade::circuit_breaker::State,
+    ) {
+        use palisade::circuit_breaker::State;
+        let state = match state {
+            State::Closed => BreakerState::Closed,
+            State::HalfOpen => BreakerState::HalfOpen,
+            State::Open => BreakerState::Open,
+            _ => BreakerState::Other,
+        };
+        if self.last.get(&upstream) != Some(&state) {
+            self.last.insert(upstream.clone(), state);
+            self.recording.breakers.push(BreakerSample {
+                at,
+                upstream,
+                state,
+            });
+        }
+    }
+
+    /// A phase that ran from `started` to now, with its answers.
+    fn phase(&mut self, report: &PhaseReport, number: usize, started: Instant, answers: &[Answer]) {
+        self.sample();
+        for answer in answers {
+            self.recording.requests.push(RequestRecord {
+                at: self.since_start(answer.sent),
+                phase: number,
+                outcome: crate::report::outcome(answer.status, answer.body["error"].as_str()),
+                latency: answer.took,
+            });
+        }
+        self.recording.phases.push(PhaseSpan {
+            number,
+            title: report.title.to_owned(),
+            start: self.since_start(started),
+            end: self.since_start(Instant::now()),
+            checks: report.checks.clone(),
+        });
+    }
+}
+
 impl Demo<'_> {
     /// A token for customer `user`, good for the demo's run.
     fn token(&self, user: u64) -> String {
@@ -317,6 +447,8 @@ impl Demo<'_> {
     async fn phase(&mut self, number: usize) -> PhaseReport {
         let title = PHASES[number - 1];
         self.progress.phase(number, title);
+        let started = Instant::now();
+        self.recorder.sample();
         let watch = Watch::start(self.running);
         let (answers, checks) = match number {
             1 => self.healthy().await,
@@ -335,7 +467,7 @@ impl Demo<'_> {
             *statuses.entry(answer.status).or_default() += 1;
         }
         let (retries, budget_refusals) = watch.retried();
-        PhaseReport {
+        let report = PhaseReport {
             title,
             retries,
             budget_refusals,
@@ -345,7 +477,9 @@ impl Demo<'_> {
             p99: percentile(&took, 0.99),
             transitions: watch.seen(),
             checks,
-        }
+        };
+        self.recorder.phase(&report, number, started, &answers);
+        report
     }
 
     async fn healthy(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
@@ -434,6 +568,7 @@ impl Demo<'_> {
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
             self.progress.wait(started.elapsed(), open_for);
+            self.recorder.sample();
         }
         let mut answers = Vec::new();
         for _ in 0..20 {
@@ -644,7 +779,13 @@ impl Demo<'_> {
                 return (Vec::new(), vec![(check, false)]);
             }
         };
-        let (sick, sick_faults) = replicated.products[2].clone();
+        const SICK: usize = 2;
+        let (sick, sick_faults) = replicated.products[SICK].clone();
+        let bases: Vec<String> = replicated
+            .products
+            .iter()
+            .map(|(addr, _)| format!("http://{addr}"))
+            .collect();
         let _ = sick_faults.set_error_rate(1.0);
         // The balancer takes its replicas at its first call: looked up
         // each time.
@@ -665,6 +806,9 @@ impl Demo<'_> {
         while !is_open() && answers.len() < REPLICA_REQUESTS_BEFORE {
             answers.push(self.paced(replicated.gateway, answers.len()).await);
             self.progress.step(answers.len(), total);
+            if let Some(product) = &product {
+                self.recorder.sample_replicas(product, &bases, SICK);
+            }
         }
         let opened_after = answers.len();
         let opened = is_open();
@@ -673,6 +817,9 @@ impl Demo<'_> {
         while opened && after.len() < REPLICA_REQUESTS {
             after.push(self.paced(replicated.gateway, after.len()).await);
             self.progress.step(opened_after + after.len(), total);
+            if let Some(product) = &product {
+                self.recorder.sample_replicas(product, &bases, SICK);
+            }
         }
         let errors = after.iter().filter(|a| a.status != 200).count();
         let service_breaker = replicated
@@ -718,8 +865,10 @@ impl Demo<'_> {
         answer
     }
 
-    async fn send(&self, call: Call) -> Answer {
-        send(&self.client, self.running.gateway, call).await
+    async fn send(&mut self, call: Call) -> Answer {
+        let answer = send(&self.client, self.running.gateway, call).await;
+        self.recorder.sample();
+        answer
     }
 
     /// Sends `calls` through the gateway, `concurrency` at a time; answers
@@ -753,6 +902,7 @@ impl Demo<'_> {
             if let Ok((i, answer)) = joined {
                 answers[i] = Some(answer);
             }
+            self.recorder.sample();
             done += 1;
             self.progress.step(done, total);
         }
@@ -804,6 +954,7 @@ async fn send(client: &HttpClient, addr: SocketAddr, call: Call) -> Answer {
     Answer {
         status,
         body,
+        sent: started,
         took: started.elapsed(),
     }
 }
@@ -872,6 +1023,32 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_state_passed_between_two_samples_is_recorded() {
+        use BreakerState::{Closed, Open};
+        let running = crate::start(ShopOptions {
+            base_port: 0,
+            ..ShopOptions::default()
+        })
+        .await
+        .expect("the shop starts");
+        let mut recorder = Recorder::start(&running);
+        let product = running.control.upstream("product").expect("product");
+        // Open and closed again before the next sample looks.
+        assert!(product.breaker.open());
+        assert!(product.breaker.force_closed());
+        recorder.sample();
+        let states: Vec<BreakerState> = recorder
+            .recording
+            .breakers
+            .iter()
+            .filter(|s| s.upstream == "gateway→product")
+            .map(|s| s.state)
+            .collect();
+        assert_eq!(states, [Closed, Open, Closed]);
+        running.shutdown().await.unwrap();
+    }
 
     #[test]
     fn percentiles_by_nearest_rank() {

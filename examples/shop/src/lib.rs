@@ -24,6 +24,7 @@ pub mod order;
 pub mod payment;
 pub mod product;
 pub mod replicas;
+pub mod report;
 pub mod upstream;
 pub mod user;
 

@@ -154,13 +154,17 @@ impl Transitions {
 
     /// Those after the first `seen` (as far as kept), as `closed→open`.
     pub fn since(&self, seen: usize) -> Vec<String> {
-        let log = self.lock();
-        let skip = seen.saturating_sub(log.total - log.recent.len());
-        log.recent
-            .iter()
-            .skip(skip)
+        self.changes_since(seen)
+            .into_iter()
             .map(|(from, to)| format!("{from}→{to}"))
             .collect()
+    }
+
+    /// Those after the first `seen` (as far as kept), as (from, to).
+    pub fn changes_since(&self, seen: usize) -> Vec<(State, State)> {
+        let log = self.lock();
+        let skip = seen.saturating_sub(log.total - log.recent.len());
+        log.recent.iter().skip(skip).copied().collect()
     }
 }
 
