@@ -69,7 +69,10 @@ fn balanced() -> (Balanced, Vec<Endpoint>) {
             CompleteOnResponse::default(),
         ));
     }
-    (Balance::from_rng(ServiceList::new(services), seeded()), endpoints)
+    (
+        Balance::from_rng(ServiceList::new(services), seeded()),
+        endpoints,
+    )
 }
 
 /// p2c's random draws, the same in every run: a test of what the balancer

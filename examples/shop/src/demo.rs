@@ -54,7 +54,7 @@ const DEMO_KID: &str = "demo";
 const PRODUCT_FAILS_REQUESTS: usize = 80;
 /// Phase 8: the most requests to wait for the failing replica's ejection,
 /// and the requests sent once it is out (3 s of them, within its 5 s out).
-const REPLICA_REQUESTS_BEFORE: usize = 200;
+const REPLICA_REQUESTS_BEFORE: usize = 1_000;
 const REPLICA_REQUESTS: usize = 300;
 
 /// `options` with a key for the demo to sign customers' tokens with: an
@@ -558,16 +558,18 @@ impl Demo<'_> {
     }
 
     async fn recovery(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
-        // The breaker stays open for its open period; then probes go.
+        // The breaker stays open for its open period (5 s); then probes go.
+        // The wait is the throttle's window (10 s) rather than the open
+        // period: phase 2's failures, counted before the breaker opened,
+        // stay in that window, and until they leave it the throttle would
+        // refuse a share of the first calls after recovery, as it does for
+        // an upstream that has only just come back.
         let product = self.running.control.upstream("product");
         let started = Instant::now();
-        let open_for = Duration::from_secs(5);
-        while let Some(product) = &product
-            && product.breaker.snapshot().retry_after.is_some()
-            && started.elapsed() < open_for * 2
-        {
+        let settle = Duration::from_secs(10);
+        while product.is_some() && started.elapsed() < settle {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            self.progress.wait(started.elapsed(), open_for);
+            self.progress.wait(started.elapsed(), settle);
             self.recorder.sample();
         }
         let mut answers = Vec::new();
