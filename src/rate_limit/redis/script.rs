@@ -25,16 +25,25 @@ use redis::Script;
 
 use crate::rate_limit::limiter::Snapshot;
 
+/// Both scripts start by reading Redis's clock once, in microseconds, and
+/// an empty table for the answers.
+macro_rules! now_and_answers {
+    () => {
+        "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+"
+    };
+}
+
 /// The sliding-window counter, as `WindowCounter` decides in process: the
 /// previous window's count weighted by the part still covered, plus the
 /// current window's. Each key holds `window:count:previous count`, one
 /// string (one read and one write per decision); its arguments: limit,
 /// window, k.
-const SLIDING_WINDOW: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local out = {}
-for i = 1, #KEYS do
+const SLIDING_WINDOW: &str = concat!(
+    now_and_answers!(),
+    r"for i = 1, #KEYS do
   local limit = tonumber(ARGV[3 * i - 2])
   local window = tonumber(ARGV[3 * i - 1])
   local k = tonumber(ARGV[3 * i])
@@ -89,15 +98,14 @@ for i = 1, #KEYS do
   out[4 * i] = wait
 end
 return out
-";
+"
+);
 
 /// GCRA, as `Gcra` decides in process: each key holds its theoretical
 /// arrival time (TAT); its arguments: interval, burst, k.
-const GCRA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local out = {}
-for i = 1, #KEYS do
+const GCRA: &str = concat!(
+    now_and_answers!(),
+    r"for i = 1, #KEYS do
   local interval = tonumber(ARGV[3 * i - 2])
   local burst = tonumber(ARGV[3 * i - 1])
   local k = tonumber(ARGV[3 * i])
@@ -121,7 +129,8 @@ for i = 1, #KEYS do
   end
 end
 return out
-";
+"
+);
 
 pub(crate) static SLIDING_WINDOW_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(SLIDING_WINDOW));
