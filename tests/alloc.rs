@@ -7,6 +7,9 @@
 
 #[path = "support/noop.rs"]
 mod noop;
+#[cfg(feature = "metrics")]
+#[path = "support/recorder.rs"]
+mod recorder;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -277,4 +280,36 @@ fn a_fresh_clone_per_call_allocates_nothing() {
         }
     });
     assert_eq!(n, 0);
+}
+
+/// With the `metrics` feature and a recorder installed when the layers
+/// are built, their success paths still allocate nothing: the handles are
+/// made at build time, and a call only updates them.
+#[cfg(feature = "metrics")]
+#[test]
+fn with_a_metrics_recorder_the_success_paths_allocate_nothing() {
+    let recorded = recorder::Recorded::default();
+    let (breaker, bulkhead, retry, limit) = metrics::with_local_recorder(&recorded, || {
+        (
+            CircuitBreakerLayer::builder()
+                .count_window(100)
+                .build()
+                .unwrap(),
+            bulkhead(),
+            RetryLayer::builder().build().unwrap(),
+            RateLimitLayer::sliding_window(1 << 30, Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        )
+    });
+    assert_eq!(allocations_per_run(breaker.layer(Noop)), 0);
+    assert_eq!(allocations_per_run(bulkhead.layer(Noop)), 0);
+    assert_eq!(allocations_per_run(retry.layer(Noop)), 0);
+    assert_eq!(allocations_per_run(limit.layer(Noop)), 0);
+    // The metrics did move: the handles are the recorder's.
+    assert!(
+        recorded.counter(
+            "palisade_circuit_breaker_calls_total{name=\"circuit_breaker\",outcome=\"success\"}"
+        ) > 1_000
+    );
 }
