@@ -92,7 +92,8 @@ async fn admitted(replicas: &[Svc], key: &str, calls: u32) -> u64 {
     admitted.load(Ordering::Relaxed)
 }
 
-/// Scenario RL-R1 in spirit: replicas of one limiter (same name, same
+/// Scenario RD-3 (variant: two and five replicas, 16 callers; the clocks
+/// are the next test's): replicas of one limiter (same name, same
 /// Redis) admit the limit once between them, never once each, whether two
 /// or five, with many callers at once: a sliding window and GCRA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,8 +161,11 @@ async fn a_refusal_carries_the_wait_redis_computed() {
     assert_eq!(limited.limit(), Some(1));
 }
 
-/// A key known to be over its limit is refused without asking Redis until
-/// its permit frees; other keys still ask.
+/// Scenario RD-6 (variant: a sliding window rather than a fixed one, and
+/// the reset not waited out on the real clock; the local entry's end at
+/// the reset Redis reported is the unit test's in store.rs): a key known
+/// to be over its limit is refused without asking Redis until its permit
+/// frees; other keys still ask.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_over_its_limit_is_refused_without_a_round_trip() {
     let redis = RedisServer::start();
@@ -192,7 +196,8 @@ async fn a_key_over_its_limit_is_refused_without_a_round_trip() {
     assert_eq!(handle.counts().round_trips, 5);
 }
 
-/// Keys are user input: whatever their bytes (braces, colons, a NUL, the
+/// Scenario RD-4 (variant: the expiry of a sliding window's key; GCRA's is
+/// checked in script.rs's tests): keys are user input: whatever their bytes (braces, colons, a NUL, the
 /// name of another limiter's key), each is counted on its own, inside its
 /// limiter's hash tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +244,8 @@ async fn keys_of_any_bytes_stay_in_their_own_space() {
     assert!(seconds > 3600 && seconds <= 7200, "{ttl}");
 }
 
-/// Redis killed: with the local mode, decisions go on in process with this
+/// Scenario RD-5 (variant: the local mode; the others are the next test's;
+/// durations are not asserted, by this project's rule): Redis killed: with the local mode, decisions go on in process with this
 /// replica's share of the limit; the guard opens and stops the round
 /// trips; when Redis is back, decisions return to it by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +296,8 @@ async fn with_redis_killed_the_local_mode_limits_and_redis_takes_over_again() {
     svc.clone().oneshot(("c".into(), 1000)).await.unwrap();
 }
 
-/// Redis paused (SIGSTOP: connections open, nothing answers): fail-closed
+/// Scenario RD-5 (variant: paused rather than stopped, fail-closed and
+/// fail-open): Redis paused (SIGSTOP: connections open, nothing answers): fail-closed
 /// refuses saying the store is unavailable, fail-open admits; neither waits
 /// for Redis past its decision timeout; both return to Redis when it goes
 /// on.
@@ -360,7 +367,8 @@ async fn flushed_scripts_are_loaded_again() {
     assert_eq!(handle.mode(), StoreMode::Shared);
 }
 
-/// Bad input is a clear error at build or at first use, never a panic or
+/// Scenario RD-5 (variant: the bad configurations, without the TLS one;
+/// this build has no TLS): bad input is a clear error at build or at first use, never a panic or
 /// a hang: a malformed URL (whose password the error never repeats), the
 /// sliding log, braces in the name; then nothing listening, a wrong
 /// password, and a port that does not speak Redis.
@@ -473,7 +481,8 @@ async fn leases_take_several_permits_per_round_trip() {
     );
 }
 
-/// A replica whose clock is an hour ahead of another's (tokio's clock, the
+/// Scenario RD-3 (variant: one replica an hour ahead of another, rather
+/// than 10 s behind and 5 s ahead): a replica whose clock is an hour ahead of another's (tokio's clock, the
 /// one palisade reads, advanced then resumed) shares one exact limit with
 /// it, and both report the same wait: Redis's clock decides.
 #[tokio::test(start_paused = true)]

@@ -197,8 +197,99 @@ mod tests {
 
     fn decide(con: &mut redis::Connection, script: Script, state: &str, args: [u64; 3]) -> Answer {
         let _: () = redis::cmd("SET").arg("k").arg(state).query(con).unwrap();
+        ask(con, &script, args)
+    }
+
+    /// One decision for key `k`, from whatever state it holds.
+    fn ask(con: &mut redis::Connection, script: &Script, args: [u64; 3]) -> Answer {
         let reply: Vec<i64> = script.key("k").arg(&args[..]).invoke(con).unwrap();
         Answer::from_reply([reply[0], reply[1], reply[2], reply[3]])
+    }
+
+    /// A fresh Redis and a connection to it.
+    fn redis() -> (RedisServer, redis::Connection) {
+        let redis = RedisServer::start();
+        let con = redis::Client::open(redis.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        (redis, con)
+    }
+
+    const SECOND: u64 = 1_000_000;
+    /// A window start far from 1970, in µs: a whole number of minutes.
+    const T: u64 = 1_800_000_000 * SECOND;
+
+    /// Scenario RD-1 (variant: one permit per request, so the costs of 0,
+    /// 2, 5 and 6 do not apply; the instants are fixed by swapping `TIME`
+    /// for a literal): GCRA at 1 per second with a burst of 5 tells each
+    /// caller its remaining permits, its reset and, refused, its wait;
+    /// every key written expires no sooner than its reset.
+    #[test]
+    fn gcra_in_redis_tells_the_remaining_the_reset_and_the_wait() {
+        let (_redis, mut con) = redis();
+        let args = [SECOND, 5, 1];
+        let secs = |d: Duration| d.as_secs_f64();
+        for (remaining, reset) in [(4, 1.0), (3, 2.0), (2, 3.0), (1, 4.0), (0, 5.0)] {
+            let answer = ask(&mut con, &at(GCRA, T), args);
+            assert_eq!((answer.granted, answer.remaining), (1, remaining));
+            assert_eq!(secs(answer.reset), reset);
+        }
+        let refused = ask(&mut con, &at(GCRA, T), args);
+        assert_eq!(refused.granted, 0);
+        assert_eq!((secs(refused.wait), secs(refused.reset)), (1.0, 5.0));
+        let ttl: i64 = redis::cmd("PTTL").arg("k").query(&mut con).unwrap();
+        // Read a moment after the write, on Redis's real clock.
+        assert!(
+            (4_900..=5_000).contains(&ttl),
+            "lives until its reset: {ttl} ms"
+        );
+        for (at_s, remaining, reset) in [
+            (3.0, 2, 3.0),
+            (3.1, 1, 3.9),
+            (4.0, 1, 4.0),
+            (8.0, 4, 1.0),
+            (9.5, 4, 1.0),
+        ] {
+            let now = T + (at_s * 1e6) as u64;
+            let answer = ask(&mut con, &at(GCRA, now), args);
+            assert_eq!(
+                (answer.granted, answer.remaining),
+                (1, remaining),
+                "at {at_s} s"
+            );
+            assert!((secs(answer.reset) - reset).abs() < 1e-6, "at {at_s} s");
+        }
+    }
+
+    /// Scenario RD-2 (variant: one permit per request; instants fixed as
+    /// above): a sliding window of 100 per minute. Refusals spend nothing:
+    /// after 100 admitted at 50 s and 1 000 refused, at 75 s the estimate
+    /// is 100 × 0.75, so exactly 25 more are admitted and the next waits
+    /// 0.6 s. A window two back never weighs in.
+    #[test]
+    fn a_refusal_spends_nothing_and_old_windows_stop_counting() {
+        let (_redis, mut con) = redis();
+        let args = [100, 60 * SECOND, 1];
+        let admitted = |con: &mut redis::Connection, now: u64, calls: u32| {
+            (0..calls)
+                .filter(|_| ask(con, &at(SLIDING_WINDOW, now), args).granted == 1)
+                .count()
+        };
+        assert_eq!(admitted(&mut con, T + 50 * SECOND, 1_100), 100);
+        assert_eq!(admitted(&mut con, T + 75 * SECOND, 25), 25);
+        let refused = ask(&mut con, &at(SLIDING_WINDOW, T + 75 * SECOND), args);
+        assert_eq!(refused.granted, 0);
+        assert_eq!(refused.wait, Duration::from_millis(600));
+
+        let _: () = redis::cmd("DEL").arg("k").query(&mut con).unwrap();
+        assert_eq!(admitted(&mut con, T + 10 * SECOND, 100), 100);
+        assert_eq!(admitted(&mut con, T + 130 * SECOND, 100), 100);
+        let ttl: i64 = redis::cmd("PTTL").arg("k").query(&mut con).unwrap();
+        assert!(
+            (109_900..=110_000).contains(&ttl),
+            "lives two windows from its window's start: {ttl} ms"
+        );
     }
 
     /// The in-process decision's wait in µs, rounded up as the script's

@@ -761,7 +761,9 @@ mod tests {
         assert!(leases.take(b"c").is_some(), "room once the others expired");
     }
 
-    /// A refusal is remembered until its permit frees, for its key only.
+    /// Scenario RD-6 (the local entry's end): a refusal is remembered until
+    /// the permit Redis reported frees, not a window later, for its key
+    /// only.
     #[tokio::test(start_paused = true)]
     async fn a_refusal_is_remembered_until_its_permit_frees() {
         let refusals = Refusals::new(2);
