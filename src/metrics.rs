@@ -43,14 +43,14 @@ impl Count {
 
 /// A gauge that goes up and down, such as
 /// `palisade_bulkhead_in_use{name}`.
-#[cfg(any(feature = "bulkhead", feature = "redis"))]
+#[cfg(any(feature = "bulkhead", feature = "rate-limit"))]
 #[derive(Clone)]
 pub(crate) struct Level {
     #[cfg(feature = "metrics")]
     gauge: metrics::Gauge,
 }
 
-#[cfg(any(feature = "bulkhead", feature = "redis"))]
+#[cfg(any(feature = "bulkhead", feature = "rate-limit"))]
 impl Level {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn new(series: &'static str, name: &str) -> Self {
@@ -65,15 +65,81 @@ impl Level {
     }
 
     #[inline]
+    #[cfg_attr(not(any(feature = "bulkhead", feature = "redis")), allow(dead_code))]
     pub(crate) fn up(&self) {
         #[cfg(feature = "metrics")]
         self.gauge.increment(1.0);
     }
 
     #[inline]
+    #[cfg_attr(not(any(feature = "bulkhead", feature = "redis")), allow(dead_code))]
     pub(crate) fn down(&self) {
         #[cfg(feature = "metrics")]
         self.gauge.decrement(1.0);
+    }
+
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn set(&self, value: u64) {
+        #[cfg(feature = "metrics")]
+        self.gauge.set(value as f64);
+    }
+}
+
+/// A histogram of durations, in seconds, such as
+/// `palisade_bulkhead_wait_duration_seconds{name}`.
+#[cfg(any(feature = "bulkhead", feature = "circuit-breaker"))]
+#[derive(Clone)]
+pub(crate) struct Durations {
+    #[cfg(feature = "metrics")]
+    histogram: metrics::Histogram,
+}
+
+#[cfg(any(feature = "bulkhead", feature = "circuit-breaker"))]
+impl Durations {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn new(series: &'static str, name: &str) -> Self {
+        Durations {
+            #[cfg(feature = "metrics")]
+            histogram: metrics::histogram!(series, "name" => name.to_owned()),
+        }
+    }
+
+    /// A histogram with one more label beside the name.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn labelled(
+        series: &'static str,
+        name: &str,
+        label: &'static str,
+        value: &'static str,
+    ) -> Self {
+        Durations {
+            #[cfg(feature = "metrics")]
+            histogram: metrics::histogram!(series, "name" => name.to_owned(), label => value),
+        }
+    }
+
+    /// Records the time from `start` to now. Without the feature the clock
+    /// is not read.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn since(&self, start: tokio::time::Instant) {
+        #[cfg(feature = "metrics")]
+        self.record(start.elapsed());
+    }
+
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn record(&self, took: std::time::Duration) {
+        #[cfg(feature = "metrics")]
+        self.histogram.record(took.as_secs_f64());
+    }
+}
+
+#[cfg(any(feature = "bulkhead", feature = "circuit-breaker"))]
+impl std::fmt::Debug for Durations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Durations")
     }
 }
 
@@ -83,7 +149,7 @@ impl std::fmt::Debug for Count {
     }
 }
 
-#[cfg(any(feature = "bulkhead", feature = "redis"))]
+#[cfg(any(feature = "bulkhead", feature = "rate-limit"))]
 impl std::fmt::Debug for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Level")

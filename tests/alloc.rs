@@ -282,26 +282,24 @@ fn a_fresh_clone_per_call_allocates_nothing() {
     assert_eq!(n, 0);
 }
 
-/// With the `metrics` feature and a recorder installed when the layers
-/// are built, their success paths still allocate nothing: the handles are
-/// made at build time, and a call only updates them.
+/// With the `metrics` feature and a recorder installed, the success paths
+/// still allocate nothing: the handles are made at build time (the retry's
+/// attempt histogram at its first attempt, the warm-up here), and a call
+/// only updates them.
 #[cfg(feature = "metrics")]
 #[test]
 fn with_a_metrics_recorder_the_success_paths_allocate_nothing() {
     let recorded = recorder::Recorded::default();
-    let (breaker, bulkhead, retry, limit) = metrics::with_local_recorder(&recorded, || {
-        (
-            CircuitBreakerLayer::builder()
-                .count_window(100)
-                .build()
-                .unwrap(),
-            bulkhead(),
-            RetryLayer::builder().build().unwrap(),
-            RateLimitLayer::sliding_window(1 << 30, Duration::from_secs(1))
-                .build()
-                .unwrap(),
-        )
-    });
+    let _recorder = metrics::set_default_local_recorder(&recorded);
+    let breaker = CircuitBreakerLayer::builder()
+        .count_window(100)
+        .build()
+        .unwrap();
+    let retry = RetryLayer::builder().build().unwrap();
+    let limit = RateLimitLayer::sliding_window(1 << 30, Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let bulkhead = bulkhead();
     assert_eq!(allocations_per_run(breaker.layer(Noop)), 0);
     assert_eq!(allocations_per_run(bulkhead.layer(Noop)), 0);
     assert_eq!(allocations_per_run(retry.layer(Noop)), 0);

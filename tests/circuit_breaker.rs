@@ -2,6 +2,8 @@
 //! to `SCENARIOS.md`.
 
 mod support;
+#[path = "support/traced.rs"]
+mod traced;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1491,44 +1493,11 @@ async fn keys_without_room_share_the_overflow_breaker() {
     assert_eq!(hosts.overflow_calls() - before, 3);
 }
 
-/// Records every `tracing` event on this thread as its fields, in text.
-struct Recorder(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Recorder {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0 += &format!("{}={value:?} ", field.name());
-            }
-        }
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_key_never_appears_in_names_events_or_errors() {
     const SECRET: &str = "sk_live_51HqTenantApiKey";
-    let traced = Arc::new(Mutex::new(Vec::new()));
-    let _subscriber = tracing::subscriber::set_default(Recorder(traced.clone()));
+    let tracer = traced::Tracer::default();
+    let _subscriber = tracing::subscriber::set_default(tracer.clone());
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     let layer = CircuitBreakerLayer::builder()
@@ -1557,7 +1526,11 @@ async fn a_key_never_appears_in_names_events_or_errors() {
     assert!(tenants.breaker("sk_live_another".to_string()).disable());
 
     let events = events.lock().unwrap().clone();
-    let traced = traced.lock().unwrap().clone();
+    let traced: Vec<String> = tracer
+        .events("")
+        .iter()
+        .map(|event| format!("{:?}", event.fields))
+        .collect();
     assert!(events.len() >= 3, "{events:?}");
     assert!(
         traced.len() >= 3,

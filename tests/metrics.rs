@@ -3,6 +3,8 @@
 
 #[path = "support/recorder.rs"]
 mod recorder;
+#[path = "support/traced.rs"]
+mod traced;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,13 +180,14 @@ async fn the_bulkhead_shows_its_slots_in_use_and_counts_refusals() {
 }
 
 /// Refusals are counted under the limiter's name, a keyed limiter's for
-/// every key together (no series per key).
+/// every key together (no series per key); an unkeyed limiter shows the
+/// permits left after each decision.
 #[tokio::test(start_paused = true)]
 async fn rate_limit_refusals_are_counted_under_the_name_only() {
     let recorded = Recorded::default();
     let (one, keyed) = metrics::with_local_recorder(&recorded, || {
         let window = Duration::from_secs(60);
-        let one = palisade::rate_limit::RateLimitLayer::sliding_window(1, window)
+        let one = palisade::rate_limit::RateLimitLayer::sliding_window(2, window)
             .name("api")
             .build()
             .unwrap();
@@ -198,17 +201,23 @@ async fn rate_limit_refusals_are_counted_under_the_name_only() {
     let echo = || service_fn(|n: u32| async move { Ok::<_, BoxError>(n) });
     let one = one.layer(echo());
     let keyed = keyed.layer(echo());
-    for n in 0..3 {
+    let remaining = || recorded.gauge("palisade_rate_limit_remaining{name=\"api\"}");
+    let mut left = Vec::new();
+    for n in 0..4 {
         let _ = one.clone().oneshot(n).await;
+        left.push(remaining());
         let _ = keyed.clone().oneshot(n % 2).await;
     }
+    // The remaining permits after each decision, refusals included.
+    assert_eq!(left, [1.0, 0.0, 0.0, 0.0]);
+    assert_eq!(recorded.named("palisade_rate_limit_remaining").len(), 1);
     assert_eq!(
         recorded.counter("palisade_rate_limit_refused_total{name=\"api\"}"),
         2
     );
     assert_eq!(
         recorded.counter("palisade_rate_limit_refused_total{name=\"per-client\"}"),
-        1
+        2
     );
     assert_eq!(recorded.named("palisade_rate_limit_refused_total").len(), 2);
 }
@@ -260,6 +269,125 @@ async fn retry_counts_requests_retries_and_budget_refusals() {
         recorded.counter("palisade_retry_budget_refusals_total{name=\"orders\"}"),
         1
     );
+}
+
+/// Scenario MT-3: each attempt is reported once, as an event and in the
+/// attempt-duration histogram, with its number (from 0), whether the layer
+/// handled its outcome, and a level that says what it means: (a) a first
+/// attempt that succeeds is not handled, at DEBUG; (b) a handled failure
+/// that is retried is a WARN, the retry that succeeds a DEBUG, and one retry
+/// event comes between; (c) a handled failure with no attempt left is an
+/// ERROR. Each attempt takes 1 s, recorded in seconds; the `error` label is
+/// there only for errors.
+#[tokio::test(start_paused = true)]
+async fn every_attempt_is_reported_once_with_number_handled_and_level() {
+    use palisade::retry::{Backoff, RetryBudget, RetryLayer};
+    use tracing::Level;
+
+    let recorded = Recorded::default();
+    let _recorder = metrics::set_default_local_recorder(&recorded);
+    let tracer = traced::Tracer::default();
+    let _subscriber = tracing::subscriber::set_default(tracer.clone());
+    let layer = RetryLayer::builder()
+        .name("orders")
+        .max_attempts(2)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .budget(RetryBudget::unlimited())
+        .build()
+        .unwrap();
+    // Each attempt takes 1 s; the request says which attempts fail.
+    let attempt = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = attempt.clone();
+    let svc = layer.layer(service_fn(move |fails: u32| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if n < fails {
+                Err::<u32, BoxError>("down".into())
+            } else {
+                Ok(n)
+            }
+        }
+    }));
+    let attempts = || -> Vec<(Level, String, String, Option<String>)> {
+        tracer
+            .events("palisade::retry")
+            .into_iter()
+            .filter(|e| e.field("attempt").is_some())
+            .map(|e| {
+                let field = |name| e.field(name).unwrap().to_owned();
+                (
+                    e.level,
+                    field("attempt"),
+                    field("handled"),
+                    e.field("error").map(str::to_owned),
+                )
+            })
+            .collect()
+    };
+    let retries = || {
+        tracer
+            .events("palisade::retry")
+            .iter()
+            .filter(|e| e.field("message") == Some("retrying"))
+            .count()
+    };
+    let expect = |level, attempt: &str, handled: &str, error: Option<&str>| {
+        (
+            level,
+            attempt.to_owned(),
+            handled.to_owned(),
+            error.map(str::to_owned),
+        )
+    };
+
+    // (a) The first attempt succeeds.
+    attempt.store(0, Ordering::SeqCst);
+    svc.clone().oneshot(0).await.unwrap();
+    assert_eq!(attempts(), [expect(Level::DEBUG, "0", "false", None)]);
+    assert_eq!(retries(), 0);
+
+    // (b) The first fails, the retry succeeds.
+    attempt.store(0, Ordering::SeqCst);
+    svc.clone().oneshot(1).await.unwrap();
+    assert_eq!(
+        attempts()[1..],
+        [
+            expect(Level::WARN, "0", "true", Some("other")),
+            expect(Level::DEBUG, "1", "false", None),
+        ]
+    );
+    assert_eq!(retries(), 1);
+
+    // (c) Both fail: the last is an error.
+    attempt.store(0, Ordering::SeqCst);
+    svc.clone().oneshot(2).await.unwrap_err();
+    assert_eq!(
+        attempts()[3..],
+        [
+            expect(Level::WARN, "0", "true", Some("other")),
+            expect(Level::ERROR, "1", "true", Some("other")),
+        ]
+    );
+    assert_eq!(retries(), 2);
+
+    let histogram = |labels: &str| {
+        recorded.histogram(&format!(
+            "palisade_retry_attempt_duration_seconds{{{labels},name=\"orders\"}}"
+        ))
+    };
+    assert_eq!(histogram("attempt=\"0\",handled=\"false\""), [1.0]);
+    assert_eq!(histogram("attempt=\"1\",handled=\"false\""), [1.0]);
+    assert_eq!(
+        histogram("attempt=\"0\",error=\"other\",handled=\"true\""),
+        [1.0, 1.0]
+    );
+    assert_eq!(
+        histogram("attempt=\"1\",error=\"other\",handled=\"true\""),
+        [1.0]
+    );
+    let series = recorded.histograms_named("palisade_retry_attempt_duration_seconds");
+    assert_eq!(series.len(), 4, "{series:?}");
 }
 
 /// Scenario MT-2: a breaker open for 5 s, scraped every 15 s with no call
@@ -318,4 +446,209 @@ async fn the_throttle_counts_its_refusals() {
     let refused = recorded.counter("palisade_throttle_refused_total{name=\"search\"}");
     assert!(refused > 0);
     assert_eq!(refused, handle.rejected());
+}
+
+/// Callers queued for a bulkhead slot show in `waiting` until they leave
+/// the queue (served, timed out or dropped), and each wait that ends with
+/// a slot or with `max_wait` run out goes into the wait histogram, in
+/// seconds.
+#[tokio::test(start_paused = true)]
+async fn the_bulkhead_shows_its_waiters_and_their_waits() {
+    let recorded = Recorded::default();
+    let layer = metrics::with_local_recorder(&recorded, || {
+        palisade::bulkhead::BulkheadLayer::builder()
+            .name("db")
+            .max_concurrent(1)
+            .max_wait(Duration::from_secs(3))
+            .build()
+            .unwrap()
+    });
+    let waiting = || recorded.gauge("palisade_bulkhead_waiting{name=\"db\"}");
+    let waits = || recorded.histogram("palisade_bulkhead_wait_duration_seconds{name=\"db\"}");
+    // Each call holds its slot for as many seconds as it asks.
+    let svc = layer.layer(service_fn(|secs: u64| async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        Ok::<_, BoxError>(secs)
+    }));
+    let held = tokio::spawn(svc.clone().oneshot(2));
+    tokio::task::yield_now().await;
+    let served = tokio::spawn(svc.clone().oneshot(10));
+    tokio::task::yield_now().await;
+    assert_eq!(waiting(), 1.0);
+    held.await.unwrap().unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(waiting(), 0.0);
+    assert_eq!(waits(), [2.0]); // served when the first call ended
+    // One waits its 3 s out behind the second; another is dropped while
+    // queued: it leaves the gauge, not the histogram.
+    let timed_out = tokio::spawn(svc.clone().oneshot(0));
+    let dropped = tokio::spawn(svc.clone().oneshot(0));
+    tokio::task::yield_now().await;
+    assert_eq!(waiting(), 2.0);
+    dropped.abort();
+    let _ = dropped.await;
+    assert_eq!(waiting(), 1.0);
+    timed_out.await.unwrap().unwrap_err();
+    assert_eq!(waiting(), 0.0);
+    served.await.unwrap().unwrap();
+    assert_eq!(waits(), [2.0, 3.0]);
+}
+
+/// Every call a timeout layer fails because time ran out is counted: the
+/// timer firing, and a request whose deadline had passed before it was
+/// sent; a call that answers in time is not.
+#[tokio::test(start_paused = true)]
+async fn the_timeout_counts_the_calls_it_failed() {
+    use palisade::deadline::{Deadline, DeadlineSlot};
+    use palisade::timeout::TimeoutLayer;
+
+    /// Requests of (seconds to answer in, deadline carried).
+    #[derive(Clone)]
+    struct Carried;
+    impl DeadlineSlot<(u64, Option<Deadline>)> for Carried {
+        fn deadline(&self, request: &(u64, Option<Deadline>)) -> Option<Deadline> {
+            request.1
+        }
+        fn set_deadline(&self, request: &mut (u64, Option<Deadline>), deadline: Deadline) {
+            request.1 = Some(deadline);
+        }
+    }
+
+    let recorded = Recorded::default();
+    let layer = metrics::with_local_recorder(&recorded, || {
+        TimeoutLayer::builder()
+            .name("db")
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap()
+            .deadline_slot(Carried)
+    });
+    let elapsed = || recorded.counter("palisade_timeout_elapsed_total{name=\"db\"}");
+    let svc = layer.layer(service_fn(
+        |(secs, _): (u64, Option<Deadline>)| async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            Ok::<_, BoxError>(secs)
+        },
+    ));
+    svc.clone().oneshot((0, None)).await.unwrap();
+    assert_eq!(elapsed(), 0);
+    svc.clone().oneshot((5, None)).await.unwrap_err();
+    assert_eq!(elapsed(), 1);
+    let passed = Deadline::after(Duration::ZERO);
+    svc.clone().oneshot((0, Some(passed))).await.unwrap_err();
+    assert_eq!(elapsed(), 2);
+}
+
+/// A breaker that times its calls (it detects slow ones) puts each call's
+/// duration into `palisade_circuit_breaker_call_duration_seconds` by
+/// outcome; one that does not time them reads no clock for it and records
+/// nothing.
+#[tokio::test(start_paused = true)]
+async fn a_breaker_that_times_calls_records_their_durations() {
+    let recorded = Recorded::default();
+    let (timed, untimed) = metrics::with_local_recorder(&recorded, || {
+        let timed = CircuitBreakerLayer::builder()
+            .name("timed")
+            .slow_calls(Duration::from_secs(10), 0.5)
+            .build()
+            .unwrap();
+        let untimed = CircuitBreakerLayer::builder()
+            .name("untimed")
+            .build()
+            .unwrap();
+        (timed, untimed)
+    });
+    // Sleeps n seconds; fails when n is odd.
+    let sleepy = || {
+        service_fn(|n: u64| async move {
+            tokio::time::sleep(Duration::from_secs(n)).await;
+            if n % 2 == 1 {
+                Err::<u64, BoxError>("odd".into())
+            } else {
+                Ok(n)
+            }
+        })
+    };
+    let timed = timed.layer(sleepy());
+    let untimed = untimed.layer(sleepy());
+    for n in [2, 3, 4] {
+        let _ = timed.clone().oneshot(n).await;
+        let _ = untimed.clone().oneshot(n).await;
+    }
+    let durations = |name: &str, outcome: &str| {
+        recorded.histogram(&format!(
+            "palisade_circuit_breaker_call_duration_seconds{{name=\"{name}\",outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!(durations("timed", "success"), [2.0, 4.0]);
+    assert_eq!(durations("timed", "failure"), [3.0]);
+    assert!(durations("untimed", "success").is_empty());
+    assert!(durations("untimed", "failure").is_empty());
+}
+
+/// Every refusal is a DEBUG event naming the layer that refused (and never
+/// a key): an open breaker's, a rate limiter's, a throttle's.
+#[tokio::test(start_paused = true)]
+async fn every_refusal_is_a_debug_event_with_the_layer_name() {
+    use palisade::rate_limit::RateLimitLayer;
+    use palisade::throttle::ThrottleLayer;
+    use tracing::Level;
+
+    let tracer = traced::Tracer::default();
+    let _subscriber = tracing::subscriber::set_default(tracer.clone());
+    let failing = || service_fn(|_: u32| async { Err::<u32, BoxError>("down".into()) });
+    let breaker = CircuitBreakerLayer::builder()
+        .name("products")
+        .count_window(2)
+        .minimum_calls(2)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let breaker = breaker.layer(failing());
+    while handle.state() != State::Open {
+        let _ = breaker.clone().oneshot(1).await;
+    }
+    breaker.clone().oneshot(1).await.unwrap_err();
+    let limiter = RateLimitLayer::gcra(1, Duration::from_secs(60))
+        .name("api")
+        .keyed(|_: &u32| "secret-key")
+        .build()
+        .unwrap()
+        .layer(failing());
+    let _ = limiter.clone().oneshot(1).await;
+    limiter.clone().oneshot(1).await.unwrap_err();
+    let throttle = ThrottleLayer::builder()
+        .name("search")
+        .min_requests(0)
+        .seed(7)
+        .build()
+        .unwrap()
+        .layer(failing());
+    for n in 0..100 {
+        let _ = throttle.clone().oneshot(n).await;
+    }
+
+    let refusals = |target: &str, message: &str| -> Vec<(Level, String)> {
+        tracer
+            .events(target)
+            .into_iter()
+            .filter(|e| e.field("message") == Some(message))
+            .map(|e| (e.level, format!("{:?}", e.fields)))
+            .collect()
+    };
+    let breaker = refusals("palisade::circuit_breaker", "call not permitted");
+    assert_eq!(breaker.len(), 1, "{breaker:?}");
+    assert_eq!(breaker[0].0, Level::DEBUG);
+    assert!(breaker[0].1.contains("products"));
+    let limited = refusals("palisade::rate_limit", "call rate limited");
+    assert_eq!(limited.len(), 1, "{limited:?}");
+    assert_eq!(limited[0].0, Level::DEBUG);
+    assert!(limited[0].1.contains("api") && !limited[0].1.contains("secret"));
+    let throttled = refusals("palisade::throttle", "call throttled");
+    assert!(!throttled.is_empty());
+    assert!(
+        throttled
+            .iter()
+            .all(|(level, fields)| *level == Level::DEBUG && fields.contains("search"))
+    );
 }

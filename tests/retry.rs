@@ -2,6 +2,8 @@
 //! `SCENARIOS.md`.
 
 mod support;
+#[path = "support/traced.rs"]
+mod traced;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -787,4 +789,46 @@ async fn the_token_budget_follows_grpc_retry_throttling() {
     let script = Script::new(&[Reply::Fail("wait 300"), Reply::Ok("ok")]);
     let _ = send(&layer, &script, 1).await;
     assert_eq!(script.waits(), [ms(300)]);
+}
+
+/// A request runs in one `retry` span (its name, then the attempts made
+/// and the outcome once final), and each attempt in an `attempt` span
+/// inside it, numbered from 0: the inner service's own events land in the
+/// attempt that made them.
+#[tokio::test(start_paused = true)]
+async fn a_request_and_each_attempt_run_in_their_own_spans() {
+    let tracer = traced::Tracer::default();
+    let _subscriber = tracing::subscriber::set_default(tracer.clone());
+    let layer = plain(3, Duration::ZERO).name("orders").build().unwrap();
+    let attempts = Arc::new(Mutex::new(0));
+    let svc = layer.layer(service_fn(move |()| {
+        let n = {
+            let mut attempts = attempts.lock().unwrap();
+            *attempts += 1;
+            *attempts
+        };
+        tracing::info!(target: "inner", n, "called");
+        async move {
+            if n < 2 {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    svc.oneshot(()).await.unwrap();
+
+    let spans = tracer.spans();
+    let names: Vec<_> = spans.iter().map(|span| span.name).collect();
+    assert_eq!(names, ["retry", "attempt", "attempt"]);
+    let request = &spans[0].fields;
+    assert_eq!(request["name"], "orders");
+    assert_eq!(request["attempts"], "2");
+    assert_eq!(request["outcome"], "succeeded_after_retry");
+    for (i, attempt) in spans[1..].iter().enumerate() {
+        assert_eq!(attempt.parent, Some(1));
+        assert_eq!(attempt.fields["number"], i.to_string());
+    }
+    let inner: Vec<_> = tracer.events("inner").iter().map(|e| e.span).collect();
+    assert_eq!(inner, [Some(2), Some(3)]);
 }

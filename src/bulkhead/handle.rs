@@ -10,11 +10,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use super::slots::{Slots, Waiter};
 use crate::error::BulkheadFull;
-use crate::metrics::{Count, Level};
+use crate::metrics::{Count, Durations, Level};
 use crate::name::Name;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -29,6 +29,11 @@ pub(crate) struct Shared {
     in_use: Level,
     /// `palisade_bulkhead_rejected_total{name}`.
     rejected_count: Count,
+    /// `palisade_bulkhead_waiting{name}`: callers queued for a slot.
+    waiting: Level,
+    /// `palisade_bulkhead_wait_duration_seconds{name}`: waits that ended
+    /// with a slot or with `max_wait` run out.
+    waited: Durations,
 }
 
 /// One slot, held by a call; gives the slot back when dropped.
@@ -59,6 +64,8 @@ impl Shared {
             slots: Slots::new(max_concurrent),
             in_use: Level::new("palisade_bulkhead_in_use", name.as_str()),
             rejected_count: Count::new("palisade_bulkhead_rejected_total", name.as_str()),
+            waiting: Level::new("palisade_bulkhead_waiting", name.as_str()),
+            waited: Durations::new("palisade_bulkhead_wait_duration_seconds", name.as_str()),
             name,
             max_concurrent,
             max_wait,
@@ -93,6 +100,10 @@ impl Shared {
             // One allocation per wait (two with the waiter), never on the
             // fast path.
             Err(waiter) => WhenFull::Wait(Box::pin(WaitForSlot {
+                since: {
+                    self.waiting.up();
+                    Instant::now()
+                },
                 queued: Queued {
                     shared: self.clone(),
                     waiter: Some(waiter),
@@ -128,6 +139,8 @@ impl Shared {
 pin_project! {
     /// A place in the queue for a slot, given up after `max_wait`.
     pub(crate) struct WaitForSlot {
+        // When the wait began.
+        since: Instant,
         queued: Queued,
         #[pin]
         deadline: Sleep,
@@ -143,6 +156,7 @@ struct Queued {
 
 impl Drop for Queued {
     fn drop(&mut self) {
+        self.shared.waiting.down();
         if let Some(waiter) = self.waiter.take()
             && self.shared.slots.cancel(&waiter)
         {
@@ -163,9 +177,11 @@ impl Future for WaitForSlot {
         let shared = this.queued.shared.clone();
         if Slots::poll_granted(waiter, cx).is_ready() {
             this.queued.waiter = None;
+            shared.waited.since(*this.since);
             return Poll::Ready(Some(shared.permit()));
         }
         std::task::ready!(this.deadline.poll(cx));
+        shared.waited.since(*this.since);
         let granted = this
             .queued
             .waiter

@@ -451,11 +451,18 @@ impl Breaker {
         }
     }
 
-    /// Counts a refusal delivered to a caller.
+    /// Counts a refusal delivered to a caller, and traces it at DEBUG (a
+    /// refusal comes at the rate of the calls: a service logging at INFO
+    /// counts them instead of writing a line each).
     #[inline]
     pub(crate) fn count_not_permitted(&self) {
         self.refusals.fetch_add(1, Ordering::Relaxed);
         self.metrics.not_permitted();
+        tracing::debug!(
+            target: "palisade::circuit_breaker",
+            breaker = self.name.as_str(),
+            "call not permitted"
+        );
     }
 
     /// Opens a Closed period whose window reached a threshold.

@@ -7,8 +7,12 @@
 #[cfg(feature = "metrics")]
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use super::handle::State;
 use crate::classify::Outcome;
+#[cfg(feature = "metrics")]
+use crate::metrics::Durations;
 
 /// Every state, in the order of the gauges and transition counters.
 #[cfg(feature = "metrics")]
@@ -51,6 +55,9 @@ struct Handles {
     /// `palisade_circuit_breaker_calls_total{name, outcome}`: success,
     /// failure, ignored, then not_permitted.
     calls: [metrics::Counter; 4],
+    /// `palisade_circuit_breaker_call_duration_seconds{name, outcome}`:
+    /// success, failure, ignored; recorded for calls the breaker times.
+    durations: [Durations; 3],
 }
 
 impl BreakerMetrics {
@@ -91,6 +98,14 @@ impl BreakerMetrics {
                     )
                 })
             });
+            let durations = ["success", "failure", "ignored"].map(|outcome| {
+                Durations::labelled(
+                    "palisade_circuit_breaker_call_duration_seconds",
+                    &name,
+                    "outcome",
+                    outcome,
+                )
+            });
             let calls = ["success", "failure", "ignored", "not_permitted"].map(|outcome| {
                 metrics::counter!(
                     "palisade_circuit_breaker_calls_total",
@@ -106,6 +121,7 @@ impl BreakerMetrics {
                     state,
                     transitions,
                     calls,
+                    durations,
                 }),
             }
         }
@@ -130,17 +146,25 @@ impl BreakerMetrics {
         }
     }
 
-    /// A call's outcome, recorded by the period that admitted it.
+    /// A call's outcome, recorded by the period that admitted it, and its
+    /// duration if the breaker timed it (`started`: it detects slow calls).
+    /// Untimed calls are not timed for the histogram: two clock readings
+    /// would cost more than the rest of the breaker's work.
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn outcome(&self, outcome: Outcome) {
+    pub(crate) fn outcome(&self, outcome: Outcome, started: Option<Instant>) {
         #[cfg(feature = "metrics")]
-        self.handles.calls[match outcome {
-            Outcome::Success => 0,
-            Outcome::Failure => 1,
-            Outcome::Ignored => 2,
-        }]
-        .increment(1);
+        {
+            let i = match outcome {
+                Outcome::Success => 0,
+                Outcome::Failure => 1,
+                Outcome::Ignored => 2,
+            };
+            self.handles.calls[i].increment(1);
+            if let Some(started) = started {
+                self.handles.durations[i].since(started);
+            }
+        }
     }
 
     /// A call refused.

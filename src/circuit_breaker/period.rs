@@ -472,7 +472,7 @@ impl Ticket {
                 None => return,
             },
         };
-        period.metrics.outcome(Outcome::Failure);
+        period.metrics.outcome(Outcome::Failure, started);
         if period.has_left() {
             return; // a late result: its period is over
         }
@@ -494,7 +494,7 @@ impl Ticket {
     #[inline]
     pub(crate) fn finish(self, outcome: Outcome, started: Option<Instant>) {
         if let Some(period) = self.period() {
-            period.metrics.outcome(outcome);
+            period.metrics.outcome(outcome, started);
         }
         match self {
             Ticket::Window(period) => period.record(outcome, started),

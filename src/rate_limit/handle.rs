@@ -8,7 +8,7 @@ use super::layer::{Kind, LAYER, check_burst, check_quota};
 use super::limiter::{Algorithm, Decision, Limiter, Snapshot};
 use super::wait::WaitQueue;
 use crate::error::{ConfigError, RateLimited};
-use crate::metrics::Count;
+use crate::metrics::{Count, Level};
 use crate::name::Name;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -23,6 +23,9 @@ pub(crate) struct Shared {
     refused: AtomicU64,
     /// `palisade_rate_limit_refused_total{name}`.
     refused_count: Count,
+    /// `palisade_rate_limit_remaining{name}`: permits left right after the
+    /// last decision.
+    remaining: Level,
 }
 
 impl Shared {
@@ -34,6 +37,7 @@ impl Shared {
     ) -> Self {
         Shared {
             refused_count: Count::new("palisade_rate_limit_refused_total", name.as_str()),
+            remaining: Level::new("palisade_rate_limit_remaining", name.as_str()),
             name,
             limiter,
             max_wait,
@@ -45,7 +49,17 @@ impl Shared {
     /// Takes one permit now; `Err` carries the wait until one frees.
     #[inline]
     pub(crate) fn acquire(&self) -> Result<(), Option<Duration>> {
-        match self.limiter.acquire(1) {
+        // With metrics, the state is read at the decision's instant for
+        // the remaining gauge; without, only the decision is made.
+        #[cfg(feature = "metrics")]
+        let decision = {
+            let (decision, state) = self.limiter.acquire_and_snapshot(1);
+            self.remaining.set(state.remaining);
+            decision
+        };
+        #[cfg(not(feature = "metrics"))]
+        let decision = self.limiter.acquire(1);
+        match decision {
             Decision::Admitted => Ok(()),
             Decision::Refused { wait } => Err(Some(wait)),
             // A limit of at least one is checked when the layer is built.
@@ -63,16 +77,21 @@ impl Shared {
         if !report {
             return self.acquire().map(|()| None);
         }
-        match self.limiter.acquire_and_snapshot(1) {
-            (Decision::Admitted, state) => Ok(Some(state.into())),
-            (Decision::Refused { wait }, _) => Err(Some(wait)),
-            (Decision::TooLarge, _) => Err(None),
+        let (decision, state) = self.limiter.acquire_and_snapshot(1);
+        self.remaining.set(state.remaining);
+        match decision {
+            Decision::Admitted => Ok(Some(state.into())),
+            Decision::Refused { wait } => Err(Some(wait)),
+            Decision::TooLarge => Err(None),
         }
     }
 
+    /// Counts a refusal, and traces it at DEBUG (refusals come at the rate
+    /// of the calls; the counter is the figure to watch).
     pub(crate) fn count_refusal(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         self.refused_count.add();
+        trace_refusal(&self.name);
     }
 
     pub(crate) fn rejection(&self, wait: Option<Duration>) -> RateLimited {
@@ -81,6 +100,13 @@ impl Shared {
         let limit = self.limiter.snapshot().limit;
         RateLimited::with_name(self.name.clone(), wait).with_limit(limit)
     }
+}
+
+/// Traces a refusal by the limiter `name`, at DEBUG: never with its key,
+/// which may be a secret.
+#[cold]
+pub(crate) fn trace_refusal(name: &Name) {
+    tracing::debug!(target: "palisade::rate_limit", name = name.as_str(), "call rate limited");
 }
 
 /// A handle on a rate limiter, shared by every service its layer builds.

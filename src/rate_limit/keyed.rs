@@ -18,7 +18,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::handle::RateLimitState;
+use super::handle::{RateLimitState, trace_refusal};
 use super::layer::{Kind, LAYER, RateLimitBuilder, check_burst, check_quota};
 use super::limiter::{Algorithm, Clock, Decision, Quota, Snapshot, nanos};
 use super::report::{NoReport, ReportState};
@@ -525,6 +525,7 @@ impl<S, K, F, R> KeyedRateLimit<S, K, F, R> {
     ) -> ResponseFuture<Fut, R> {
         self.shared.refused.fetch_add(1, Ordering::Relaxed);
         self.shared.refused_count.add();
+        trace_refusal(&self.shared.name);
         let mut error = RateLimited::with_name(self.shared.name.clone(), wait);
         if let Some(state) = state {
             error = error.with_limit(state.limit);
@@ -558,6 +559,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
     pub(crate) fn count_refusal(&self) {
         self.shared.refused.fetch_add(1, Ordering::Relaxed);
         self.shared.refused_count.add();
+        trace_refusal(&self.shared.name);
     }
 }
 

@@ -174,6 +174,7 @@ impl Limiter {
     }
 
     #[inline]
+    #[cfg_attr(feature = "metrics", allow(dead_code))] // then the state is read too
     pub(crate) fn acquire(&self, n: u64) -> Decision {
         self.algorithm.acquire(self.clock.now(), n)
     }

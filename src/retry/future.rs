@@ -10,7 +10,9 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep};
 use tower_service::Service;
+use tracing::Span;
 
+use super::attempt::{Attempt, ResultKind, attempt_span};
 use super::handle::RetryEvent;
 use super::layer::Shared;
 use super::replay::Replay;
@@ -49,6 +51,12 @@ pin_project! {
         // draw.
         rng: Option<Rng>,
         previous_delay: Option<Duration>,
+        // The request's span, and the current attempt's inside it; both
+        // disabled when no subscriber takes them.
+        span: Span,
+        attempt_span: Span,
+        // When the current attempt started, if attempts are timed.
+        started: Option<Instant>,
     }
 }
 
@@ -76,7 +84,7 @@ where
 {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        future: S::Future,
+        first: FirstAttempt<S::Future>,
         service: S,
         request: Option<Req>,
         classifier: C,
@@ -85,7 +93,9 @@ where
         deadline: Option<Instant>,
     ) -> Self {
         ResponseFuture {
-            state: State::Calling { future },
+            state: State::Calling {
+                future: first.future,
+            },
             service,
             request,
             last: None,
@@ -96,6 +106,9 @@ where
             deadline,
             rng: None,
             previous_delay: None,
+            span: first.span,
+            attempt_span: first.attempt_span,
+            started: first.started,
         }
     }
 
@@ -114,14 +127,27 @@ where
             deadline: None,
             rng: None,
             previous_delay: None,
+            span: Span::none(),
+            attempt_span: Span::none(),
+            started: None,
         }
     }
 }
 
+/// The first attempt, made in `call`: its future, the spans it was made
+/// in, and when it started if attempts are timed.
+pub(crate) struct FirstAttempt<F> {
+    pub(crate) future: F,
+    pub(crate) span: Span,
+    pub(crate) attempt_span: Span,
+    pub(crate) started: Option<Instant>,
+}
+
 /// What follows an attempt's result.
 enum Next {
-    /// The result is final; whether it is a success.
-    Return { succeeded: bool },
+    /// The result is final: whether it is a success, and whether the layer
+    /// judged it a failure worth retrying (but could not retry).
+    Return { succeeded: bool, handled: bool },
     /// Retry after this long.
     Retry(Duration),
 }
@@ -140,7 +166,10 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let result = ready!(future.poll(cx));
+                    let result = {
+                        let _entered = this.attempt_span.enter();
+                        ready!(future.poll(cx))
+                    };
                     let next = decide(
                         &result,
                         *this.attempt,
@@ -151,9 +180,10 @@ where
                         this.rng,
                         this.previous_delay,
                     );
+                    this.report_attempt(&result, &next);
                     match next {
-                        Next::Return { succeeded } => {
-                            this.shared.counters.finished(succeeded, *this.attempt > 1);
+                        Next::Return { succeeded, .. } => {
+                            this.finish(succeeded);
                             return Poll::Ready(result.map_err(Into::into));
                         }
                         Next::Retry(delay) => {
@@ -179,7 +209,7 @@ where
                 }
                 StateProj::Readying => {
                     if let Err(err) = ready!(this.service.poll_ready(cx)) {
-                        this.shared.counters.finished(false, true);
+                        this.finish(false);
                         return Poll::Ready(Err(err.into()));
                     }
                     let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
@@ -199,7 +229,12 @@ where
                     };
                     *this.last = None; // released, never returned
                     *this.attempt += 1;
-                    let future = this.service.call(request);
+                    *this.attempt_span = attempt_span(this.span, *this.attempt - 1);
+                    *this.started = this.shared.attempts.times_attempts().then(Instant::now);
+                    let future = {
+                        let _entered = this.attempt_span.enter();
+                        this.service.call(request)
+                    };
                     this.state.set(State::Calling { future });
                 }
             }
@@ -218,11 +253,36 @@ where
         match self.last.take() {
             Some(result) => {
                 let succeeded = self.classifier.classify(&result) == Outcome::Success;
-                self.shared.counters.finished(succeeded, *self.attempt > 1);
+                self.finish(succeeded);
                 result.map_err(Into::into)
             }
             None => Err("retry: no result to return".into()),
         }
+    }
+
+    /// Counts the request's end and records it on its span.
+    fn finish(&mut self, succeeded: bool) {
+        let outcome = self.shared.counters.finished(succeeded, *self.attempt > 1);
+        self.span.record("attempts", *self.attempt);
+        self.span.record("outcome", outcome);
+    }
+
+    /// Reports the attempt that just ended with `result`.
+    fn report_attempt(&mut self, result: &Result<S::Response, S::Error>, next: &Next)
+    where
+        S::Error: 'static,
+    {
+        let (handled, retrying) = match next {
+            Next::Return { handled, .. } => (*handled, false),
+            Next::Retry(_) => (true, true),
+        };
+        self.shared.attempts.finished(&Attempt {
+            number: *self.attempt - 1,
+            handled,
+            retrying,
+            result: ResultKind::of(result),
+            took: self.started.take().map(|started| started.elapsed()),
+        });
     }
 }
 
@@ -249,7 +309,10 @@ where
     let retryable = match outcome {
         Outcome::Success => {
             shared.budget.on_success();
-            return Next::Return { succeeded: true };
+            return Next::Return {
+                succeeded: true,
+                handled: false,
+            };
         }
         Outcome::Failure => {
             shared.budget.on_failure();
@@ -260,7 +323,10 @@ where
         Outcome::Ignored => shared.retry_rate_limited && is_rate_limited(result),
     };
     if !retryable || attempt >= shared.max_attempts || !may_replay {
-        return Next::Return { succeeded: false };
+        return Next::Return {
+            succeeded: false,
+            handled: retryable,
+        };
     }
     match retry_delay(
         result,
@@ -272,7 +338,10 @@ where
         previous_delay,
     ) {
         Some(delay) => Next::Retry(delay),
-        None => Next::Return { succeeded: false },
+        None => Next::Return {
+            succeeded: false,
+            handled: true,
+        },
     }
 }
 

@@ -32,6 +32,14 @@ pub struct Counts {
     pub budget_refusals: u64,
 }
 
+/// A request's outcomes, as labels: in the order of `Counters::finished`.
+const OUTCOMES: [&str; 4] = [
+    "succeeded_without_retry",
+    "succeeded_after_retry",
+    "failed_without_retry",
+    "failed_after_retry",
+];
+
 /// The layer's counters, and their metrics: `palisade_retry_requests_total
 /// {name, outcome}`, `palisade_retry_retries_total{name}` and
 /// `palisade_retry_budget_refusals_total{name}`.
@@ -51,13 +59,9 @@ pub(crate) struct Counters {
 
 impl Counters {
     pub(crate) fn new(name: &str) -> Self {
-        let requests = [
-            "succeeded_without_retry",
-            "succeeded_after_retry",
-            "failed_without_retry",
-            "failed_after_retry",
-        ]
-        .map(|outcome| Count::labelled("palisade_retry_requests_total", name, "outcome", outcome));
+        let requests = OUTCOMES.map(|outcome| {
+            Count::labelled("palisade_retry_requests_total", name, "outcome", outcome)
+        });
         Counters {
             succeeded_without_retry: AtomicU64::new(0),
             succeeded_after_retry: AtomicU64::new(0),
@@ -71,9 +75,9 @@ impl Counters {
         }
     }
 
-    /// Counts a request's end.
+    /// Counts a request's end; returns its outcome's label.
     #[inline]
-    pub(crate) fn finished(&self, succeeded: bool, retried: bool) {
+    pub(crate) fn finished(&self, succeeded: bool, retried: bool) -> &'static str {
         let (counter, i) = match (succeeded, retried) {
             (true, false) => (&self.succeeded_without_retry, 0),
             (true, true) => (&self.succeeded_after_retry, 1),
@@ -82,6 +86,7 @@ impl Counters {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.requests[i].add();
+        OUTCOMES[i]
     }
 
     /// Counts a retry made.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::Retry;
+use super::attempt::AttemptReports;
 use super::backoff::Backoff;
 use super::budget::{Budget, RetryBudget};
 use super::handle::{Counters, Handle, RetryEvent};
@@ -36,6 +37,7 @@ pub(crate) struct Shared {
     pub(crate) retry_rate_limited: bool,
     pub(crate) budget: Budget,
     pub(crate) counters: Counters,
+    pub(crate) attempts: AttemptReports,
     listener: Option<Listener>,
     seed: u64,
     // Requests that needed a jitter generator so far.
@@ -308,6 +310,7 @@ impl<C, R> RetryBuilder<C, R> {
         Ok(RetryLayer {
             shared: Arc::new(Shared {
                 counters: Counters::new(name.as_str()),
+                attempts: AttemptReports::new(name.clone(), config.max_attempts),
                 name,
                 max_attempts: config.max_attempts,
                 backoff: config.backoff,

@@ -123,6 +123,7 @@
 //!
 //! [`Classify::retry_after`]: crate::classify::Classify::retry_after
 
+mod attempt;
 mod backoff;
 mod budget;
 mod future;
@@ -141,6 +142,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::classify::{Classify, DefaultClassifier};
@@ -237,11 +239,22 @@ where
             None
         };
         shared.budget.on_request();
+        let span = attempt::request_span(&shared.name);
+        let attempt_span = attempt::attempt_span(&span, 0);
+        let started = shared.attempts.times_attempts().then(Instant::now);
         // The first attempt goes to the service that was driven to ready;
         // retries go to a clone, driven to ready first.
-        let future = self.inner.call(request);
+        let future = {
+            let _entered = attempt_span.enter();
+            self.inner.call(request)
+        };
         ResponseFuture::new(
-            future,
+            future::FirstAttempt {
+                future,
+                span,
+                attempt_span,
+                started,
+            },
             self.inner.clone(),
             copy,
             self.classifier.clone(),

@@ -259,6 +259,7 @@ impl Throttler {
     pub(crate) fn record_rejection(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         self.refused_count.add();
+        tracing::debug!(target: "palisade::throttle", name = self.name.as_str(), "call throttled");
         if !self.breaker_open.load(Ordering::Relaxed) {
             self.record_at(self.epoch(Instant::now()), false);
         }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use super::layer::Settings;
 use crate::error::{BoxError, Elapsed, Why};
+use crate::metrics::Count;
 use crate::name::Name;
 
 pin_project! {
@@ -38,6 +40,8 @@ pin_project! {
             // deadline.
             why: Why,
             name: Name,
+            // Counts the call if its time runs out.
+            elapsed: Count,
         },
         // Timed out: the inner service was never called (it did not become
         // ready in time), or its call ran too long and has been dropped.
@@ -62,7 +66,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, timeout: Duration, name: Name) -> Self {
+    pub(crate) fn new(inner: F, timeout: Duration, settings: &Settings) -> Self {
         ResponseFuture {
             kind: Kind::Call {
                 inner,
@@ -70,14 +74,21 @@ impl<F> ResponseFuture<F> {
                 timeout,
                 until: None,
                 why: Why::Timeout,
-                name,
+                name: settings.name.clone(),
+                elapsed: settings.elapsed.clone(),
             },
         }
     }
 
     /// A call that fails at `until`: the layer's own deadline (`why` is
     /// [`Why::Timeout`]) or the request's, `timeout` after the call.
-    pub(crate) fn until(inner: F, until: Instant, timeout: Duration, why: Why, name: Name) -> Self {
+    pub(crate) fn until(
+        inner: F,
+        until: Instant,
+        timeout: Duration,
+        why: Why,
+        settings: &Settings,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Call {
                 inner,
@@ -85,7 +96,8 @@ impl<F> ResponseFuture<F> {
                 timeout,
                 until: Some(until),
                 why,
-                name,
+                name: settings.name.clone(),
+                elapsed: settings.elapsed.clone(),
             },
         }
     }
@@ -116,6 +128,7 @@ where
                 until,
                 why,
                 name,
+                elapsed,
             } => {
                 // The inner future goes first: a result that is ready wins a
                 // tie with the timer.
@@ -143,6 +156,7 @@ where
                     by_deadline = *why == Why::Deadline,
                     "call timed out and was abandoned"
                 );
+                elapsed.add();
                 Elapsed::because(name.clone(), *timeout, *why)
             }
         };

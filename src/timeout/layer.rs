@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use super::Timeout;
 use crate::deadline::NoDeadline;
 use crate::error::ConfigError;
+use crate::metrics::Count;
 use crate::name::Name;
 
 const LAYER: &str = "timeout";
@@ -17,6 +18,10 @@ const DEFAULT_NAME: &str = "timeout";
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) name: Name,
+    /// `palisade_timeout_elapsed_total{name}`: calls failed because time
+    /// ran out (the timer fired, the service was not ready in time, or the
+    /// request's deadline had passed).
+    pub(crate) elapsed: Count,
     pub(crate) timeout: Duration,
     pub(crate) ready_timeout: Option<Duration>,
 }
@@ -172,6 +177,7 @@ impl TimeoutBuilder {
         };
         Ok(TimeoutLayer {
             settings: Settings {
+                elapsed: Count::new("palisade_timeout_elapsed_total", &name),
                 name: name.into(),
                 timeout: config.timeout,
                 ready_timeout: config.ready_timeout,

@@ -234,13 +234,14 @@ where
                 timeout = ?limit,
                 "service not ready in time; call not sent"
             );
+            self.settings.elapsed.add();
             return ResponseFuture::failed(Elapsed::new(self.settings.name.clone(), limit, true));
         }
         if !self.slot.carries_deadlines() {
             return ResponseFuture::new(
                 self.inner.call(request),
                 self.settings.timeout,
-                self.settings.name.clone(),
+                &self.settings,
             );
         }
         self.call_within_deadline(request)
@@ -257,28 +258,35 @@ impl<S, D> Timeout<S, D> {
         D: DeadlineSlot<Request>,
     {
         let now = Instant::now();
-        let name = self.settings.name.clone();
         let own = Deadline::after_from(now, self.settings.timeout);
         match self.slot.deadline(&request) {
             Some(inherited) if inherited.instant() <= now => {
                 tracing::debug!(
                     target: "palisade::timeout",
-                    name = %name,
+                    name = %self.settings.name,
                     late_by = ?now.duration_since(inherited.instant()),
                     "the request's deadline has passed; call not sent"
                 );
+                self.settings.elapsed.add();
+                let name = self.settings.name.clone();
                 ResponseFuture::failed(Elapsed::because(name, Duration::ZERO, Why::Expired))
             }
             Some(inherited) if inherited < own => {
                 let left = inherited.remaining_at(now);
                 let future = self.inner.call(request);
-                ResponseFuture::until(future, inherited.instant(), left, Why::Deadline, name)
+                ResponseFuture::until(
+                    future,
+                    inherited.instant(),
+                    left,
+                    Why::Deadline,
+                    &self.settings,
+                )
             }
             _ => {
                 self.slot.set_deadline(&mut request, own);
                 let future = self.inner.call(request);
                 let timeout = self.settings.timeout;
-                ResponseFuture::until(future, own.instant(), timeout, Why::Timeout, name)
+                ResponseFuture::until(future, own.instant(), timeout, Why::Timeout, &self.settings)
             }
         }
     }

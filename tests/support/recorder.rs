@@ -1,5 +1,6 @@
 //! A `metrics` recorder for tests: it keeps every counter and gauge in an
-//! atomic, readable at any time without resetting it.
+//! atomic, and every histogram's values in a list, readable at any time
+//! without resetting them.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a part of this
 
@@ -14,22 +15,65 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, Share
 #[derive(Clone, Default)]
 pub struct Recorded {
     series: Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>,
+    histograms: Arc<Mutex<BTreeMap<String, Arc<Values>>>>,
+}
+
+/// A histogram's values, in the order they were recorded. Room for the
+/// first 2^15 is made when the series is registered, so that recording
+/// them allocates nothing (the allocation test counts what a call costs).
+struct Values(Mutex<Vec<f64>>);
+
+impl Default for Values {
+    fn default() -> Self {
+        Values(Mutex::new(Vec::with_capacity(1 << 15)))
+    }
+}
+
+impl metrics::HistogramFn for Values {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap().push(value);
+    }
+}
+
+/// `name{label="value",...}`, the labels sorted.
+fn series_of(key: &Key) -> String {
+    let mut labels: Vec<String> = key
+        .labels()
+        .map(|label| format!("{}=\"{}\"", label.key(), label.value()))
+        .collect();
+    labels.sort();
+    format!("{}{{{}}}", key.name(), labels.join(","))
 }
 
 impl Recorded {
     fn slot(&self, key: &Key) -> Arc<AtomicU64> {
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|label| format!("{}=\"{}\"", label.key(), label.value()))
-            .collect();
-        labels.sort();
-        let series = format!("{}{{{}}}", key.name(), labels.join(","));
         self.series
             .lock()
             .unwrap()
-            .entry(series)
+            .entry(series_of(key))
             .or_default()
             .clone()
+    }
+
+    /// A histogram's values (none if never registered).
+    pub fn histogram(&self, series: &str) -> Vec<f64> {
+        self.histograms
+            .lock()
+            .unwrap()
+            .get(series)
+            .map_or_else(Vec::new, |values| values.0.lock().unwrap().clone())
+    }
+
+    /// Every histogram series whose name is `name`, with its values.
+    pub fn histograms_named(&self, name: &str) -> Vec<(String, Vec<f64>)> {
+        let prefix = format!("{name}{{");
+        self.histograms
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(series, _)| series.starts_with(&prefix))
+            .map(|(series, values)| (series.clone(), values.0.lock().unwrap().clone()))
+            .collect()
     }
 
     /// A counter's value (0 if never registered).
@@ -76,7 +120,14 @@ impl Recorder for Recorded {
         Gauge::from_arc(self.slot(key))
     }
 
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let values = self
+            .histograms
+            .lock()
+            .unwrap()
+            .entry(series_of(key))
+            .or_default()
+            .clone();
+        Histogram::from_arc(values)
     }
 }

@@ -27,6 +27,7 @@ use crate::metrics::{Count, Level};
 use crate::name::Name;
 use crate::rate_limit::KeyedHandle;
 use crate::rate_limit::gcra::interval_micros;
+use crate::rate_limit::handle::trace_refusal;
 use crate::rate_limit::layer::{Kind, LAYER};
 use crate::rate_limit::limiter::{Decision, Quota, Snapshot};
 use crate::timeout::{Timeout, TimeoutLayer};
@@ -160,10 +161,13 @@ pub(crate) struct Counts {
     /// `palisade_rate_limit_redis_degraded{name}`: 1 while decisions
     /// follow the failure mode, 0 while they come from Redis.
     degraded: Level,
+    /// For the refusal events.
+    name: Name,
 }
 
 impl Counts {
-    fn new(name: &str) -> Self {
+    fn new(name: &Name) -> Self {
+        let series = name.as_str();
         Counts {
             decisions: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
@@ -171,16 +175,18 @@ impl Counts {
             refused_locally: AtomicU64::new(0),
             store_failures: AtomicU64::new(0),
             decided_without_store: AtomicU64::new(0),
-            round_trip_count: Count::new("palisade_rate_limit_redis_round_trips_total", name),
-            failure_count: Count::new("palisade_rate_limit_redis_failures_total", name),
-            refused_count: Count::new("palisade_rate_limit_refused_total", name),
-            degraded: Level::new("palisade_rate_limit_redis_degraded", name),
+            round_trip_count: Count::new("palisade_rate_limit_redis_round_trips_total", series),
+            failure_count: Count::new("palisade_rate_limit_redis_failures_total", series),
+            refused_count: Count::new("palisade_rate_limit_refused_total", series),
+            degraded: Level::new("palisade_rate_limit_redis_degraded", series),
+            name: name.clone(),
         }
     }
 
     fn refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         self.refused_count.add();
+        trace_refusal(&self.name);
     }
 
     fn round_trip(&self) {
@@ -239,7 +245,7 @@ impl Remote {
         };
         let key_prefix = format!("{{{}:{}}}:{tag}:", config.key_prefix, name.as_str()).into_bytes();
         Ok(Remote {
-            counts: Counts::new(name.as_str()),
+            counts: Counts::new(&name),
             name,
             quota,
             overrides,
