@@ -161,11 +161,15 @@
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
 //! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
-//! | `metrics` | no | metrics through the `metrics` facade, made when a layer is built: so far the circuit breaker's state, transitions and calls by outcome (see [`circuit_breaker`]), `palisade_bulkhead_in_use{name}` and `palisade_bulkhead_rejected_total{name}`, `palisade_rate_limit_refused_total{name}` (a keyed limiter's under its name, never per key), retry's `palisade_retry_requests_total{name, outcome}`, `palisade_retry_retries_total{name}` and `palisade_retry_budget_refusals_total{name}`, `palisade_throttle_refused_total{name}`, and the Redis-backed limiter's round trips, failures and `palisade_rate_limit_redis_degraded{name}` (1 while it decides without Redis) |
+//! | `metrics` | no | metrics through the `metrics` facade, for every layer: see [Watching it run](#watching-it-run) |
 //! | `redis` | no | `rate_limit::redis`: one limit shared by many processes through Redis (needs the `redis` crate and a tokio runtime; turns on `rate-limit`, `circuit-breaker` and `timeout`) |
 //!
 //! [tower]: https://docs.rs/tower
+//!
+//! # Watching it run
+//!
 
+#![doc = include_str!("../docs/telemetry.md")]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -166,16 +166,10 @@
 //!
 //! # Metrics
 //!
-//! With the `metrics` feature, each breaker reports through the
-//! [`metrics`](https://docs.rs/metrics) facade, to whatever recorder is
-//! installed when the layer is built (install it first: handles are made
-//! once, at build time, and a call then costs one counter increment):
-//!
-//! | series | kind | labels |
-//! |---|---|---|
-//! | `palisade_circuit_breaker_state` | gauge: 1 for the current state, 0 for every other, from the moment the breaker is built | `name`, `state` (`closed`, `open`, `half_open`, `forced_open`, `disabled`, `metrics_only`) |
-//! | `palisade_circuit_breaker_transitions_total` | counter | `name`, `from`, `to` |
-//! | `palisade_circuit_breaker_calls_total` | counter | `name`, `outcome` (`success`, `failure`, `ignored`, `not_permitted`) |
+//! With the `metrics` feature, each breaker reports its state (a gauge per
+//! state), its transitions, its calls by outcome and, when it times its
+//! calls, their durations: the series are listed with every layer's in
+//! [the crate's documentation](crate#watching-it-run).
 //!
 //! A keyed layer's breakers count their calls and transitions together
 //! under the layer's name and report no state gauge: a series per key
