@@ -484,6 +484,18 @@ fn metrics_rows(c: &mut Criterion) {
     let on = metrics::with_local_recorder(&recorded, retry);
     row(c, "metrics/retry/off", off.layer(Noop));
     row(c, "metrics/retry/recorded", on.layer(Noop));
+    let most = (1 << 40) - 1;
+    let limits: [(&str, fn(u64, Duration) -> RateLimitBuilder); 2] = [
+        ("sliding_window", RateLimitLayer::sliding_window),
+        ("gcra", RateLimitLayer::gcra),
+    ];
+    for (algorithm, limit) in limits {
+        let build = || limit(most, Duration::from_secs(1)).build().expect("valid limit");
+        let off = build();
+        let on = metrics::with_local_recorder(&recorded, build);
+        row(c, &format!("metrics/rate_limit_{algorithm}/off"), off.layer(Noop));
+        row(c, &format!("metrics/rate_limit_{algorithm}/recorded"), on.layer(Noop));
+    }
 }
 
 #[cfg(not(feature = "metrics"))]

@@ -283,8 +283,7 @@ fn a_fresh_clone_per_call_allocates_nothing() {
 }
 
 /// With the `metrics` feature and a recorder installed, the success paths
-/// still allocate nothing: the handles are made at build time (the retry's
-/// attempt histogram at its first attempt, the warm-up here), and a call
+/// still allocate nothing: the handles are made at build time, and a call
 /// only updates them.
 #[cfg(feature = "metrics")]
 #[test]

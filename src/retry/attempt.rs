@@ -87,8 +87,9 @@ pub(crate) struct Attempt {
 }
 
 /// The attempt reports of one layer: its name and, with the feature
-/// `metrics`, the histogram's series, each registered the first time an
-/// attempt needs it (a registration per series, never per call).
+/// `metrics`, the histogram's series: the first attempt's success made at
+/// build time, each other one the first time an attempt needs it (a
+/// registration per series, never per call).
 pub(crate) struct AttemptReports {
     name: Name,
     #[cfg(feature = "metrics")]
@@ -100,9 +101,14 @@ impl AttemptReports {
         #[cfg(feature = "metrics")]
         let histograms = {
             let numbers = max_attempts.min(LAST_ATTEMPT_LABEL + 1) as usize;
-            (0..numbers * 2 * ERRORS.len())
-                .map(|_| std::sync::OnceLock::new())
-                .collect()
+            let cells: Box<[std::sync::OnceLock<metrics::Histogram>]> =
+                (0..numbers * 2 * ERRORS.len())
+                    .map(|_| std::sync::OnceLock::new())
+                    .collect();
+            // A first attempt that succeeds, the common case, has its series
+            // from the start, made now like every other layer's.
+            let _ = cells[0].set(register(&name, 0, false, None));
+            cells
         };
         #[cfg(not(feature = "metrics"))]
         let _ = max_attempts;
@@ -159,30 +165,42 @@ impl AttemptReports {
     fn histogram(&self, attempt: &Attempt) -> &metrics::Histogram {
         let numbers = self.histograms.len() / (2 * ERRORS.len());
         let number = (attempt.number as usize).min(numbers - 1);
-        let error = ERRORS
+        let error = attempt.result.error();
+        let kind = ERRORS
             .iter()
-            .position(|e| *e == attempt.result.error())
+            .position(|e| *e == error)
             .unwrap_or(ERRORS.len() - 1);
-        let cell = (number * 2 + usize::from(attempt.handled)) * ERRORS.len() + error;
-        self.histograms[cell].get_or_init(|| {
-            let label = if attempt.number >= LAST_ATTEMPT_LABEL {
-                format!("{LAST_ATTEMPT_LABEL}+")
-            } else {
-                attempt.number.to_string()
-            };
-            let handled = if attempt.handled { "true" } else { "false" };
-            let name = self.name.as_str().to_owned();
-            match attempt.result.error() {
-                None => metrics::histogram!(
-                    "palisade_retry_attempt_duration_seconds",
-                    "name" => name, "attempt" => label, "handled" => handled
-                ),
-                Some(error) => metrics::histogram!(
-                    "palisade_retry_attempt_duration_seconds",
-                    "name" => name, "attempt" => label, "handled" => handled, "error" => error
-                ),
-            }
-        })
+        let cell = (number * 2 + usize::from(attempt.handled)) * ERRORS.len() + kind;
+        self.histograms[cell]
+            .get_or_init(|| register(&self.name, attempt.number, attempt.handled, error))
+    }
+}
+
+/// Registers the series of attempt `number` with the recorder installed
+/// now.
+#[cfg(feature = "metrics")]
+fn register(
+    name: &Name,
+    number: u32,
+    handled: bool,
+    error: Option<&'static str>,
+) -> metrics::Histogram {
+    let label = if number >= LAST_ATTEMPT_LABEL {
+        format!("{LAST_ATTEMPT_LABEL}+")
+    } else {
+        number.to_string()
+    };
+    let handled = if handled { "true" } else { "false" };
+    let name = name.as_str().to_owned();
+    match error {
+        None => metrics::histogram!(
+            "palisade_retry_attempt_duration_seconds",
+            "name" => name, "attempt" => label, "handled" => handled
+        ),
+        Some(error) => metrics::histogram!(
+            "palisade_retry_attempt_duration_seconds",
+            "name" => name, "attempt" => label, "handled" => handled, "error" => error
+        ),
     }
 }
 
