@@ -284,7 +284,10 @@ impl Snapshot {
 ///
 /// Open to HalfOpen happens when the first call arrives after the open
 /// duration (no background task), so [`state`](Self::state) reads `Open`
-/// until then, and `snapshot().retry_after` reads zero.
+/// until then, and `snapshot().retry_after` reads zero. With the `metrics`
+/// feature, inside a tokio runtime, a timer makes the move when the open
+/// duration passes, so that the state gauge shows what the next call
+/// would meet.
 #[derive(Clone)]
 pub struct Handle {
     breaker: Arc<Breaker>,
