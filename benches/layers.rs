@@ -490,11 +490,23 @@ fn metrics_rows(c: &mut Criterion) {
         ("gcra", RateLimitLayer::gcra),
     ];
     for (algorithm, limit) in limits {
-        let build = || limit(most, Duration::from_secs(1)).build().expect("valid limit");
+        let build = || {
+            limit(most, Duration::from_secs(1))
+                .build()
+                .expect("valid limit")
+        };
         let off = build();
         let on = metrics::with_local_recorder(&recorded, build);
-        row(c, &format!("metrics/rate_limit_{algorithm}/off"), off.layer(Noop));
-        row(c, &format!("metrics/rate_limit_{algorithm}/recorded"), on.layer(Noop));
+        row(
+            c,
+            &format!("metrics/rate_limit_{algorithm}/off"),
+            off.layer(Noop),
+        );
+        row(
+            c,
+            &format!("metrics/rate_limit_{algorithm}/recorded"),
+            on.layer(Noop),
+        );
     }
 }
 

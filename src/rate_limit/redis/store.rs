@@ -574,30 +574,56 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Keys known to be over their limit, until their permit frees: they are
-/// refused without a round trip. Keys are held as hashes (seeded per
-/// limiter), never as themselves. Bounded: when full, what has expired is
-/// dropped, and if nothing has, the newest is not remembered.
-struct Refusals {
+/// Entries by key, each until an instant. Keys are held as hashes (seeded
+/// per map), never as themselves. Bounded: when full, what has expired is
+/// dropped, and if nothing has, a new entry is not kept.
+struct Expiring<V> {
     hasher: RandomState,
-    until: Mutex<HashMap<u64, Instant>>,
+    entries: Mutex<HashMap<u64, (Instant, V)>>,
+    capacity: usize,
+}
+
+impl<V> Expiring<V> {
+    fn new(capacity: usize) -> Self {
+        Expiring {
+            hasher: RandomState::new(),
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, V)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes room in a full map by dropping what has expired at `now`;
+    /// whether a new entry fits.
+    fn room(&self, entries: &mut HashMap<u64, (Instant, V)>, now: Instant) -> bool {
+        if entries.len() >= self.capacity {
+            entries.retain(|_, (until, _)| *until > now);
+        }
+        entries.len() < self.capacity
+    }
+}
+
+/// Keys known to be over their limit, until their permit frees: they are
+/// refused without a round trip.
+struct Refusals {
+    until: Expiring<()>,
     /// Entries held: a call skips the lock while there are none.
     len: AtomicUsize,
-    capacity: usize,
 }
 
 impl Refusals {
     fn new(capacity: usize) -> Self {
         Refusals {
-            hasher: RandomState::new(),
-            until: Mutex::new(HashMap::new()),
+            until: Expiring::new(capacity),
             len: AtomicUsize::new(0),
-            capacity,
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
-        self.until.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How long `key` is still known to be refused.
@@ -605,10 +631,10 @@ impl Refusals {
         if self.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let hash = self.hasher.hash_one(key);
+        let hash = self.until.hash(key);
         let now = Instant::now();
-        let mut until = self.lock();
-        let left = until.get(&hash)?.saturating_duration_since(now);
+        let mut until = self.until.lock();
+        let left = until.get(&hash)?.0.saturating_duration_since(now);
         if left.is_zero() {
             until.remove(&hash);
             self.len.store(until.len(), Ordering::Relaxed);
@@ -618,14 +644,11 @@ impl Refusals {
     }
 
     fn remember(&self, key: &[u8], wait: Duration) {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.until.hash(key);
         let now = Instant::now();
-        let mut until = self.lock();
-        if until.len() >= self.capacity {
-            until.retain(|_, at| *at > now);
-        }
-        if until.len() < self.capacity {
-            until.insert(hash, now + wait);
+        let mut until = self.until.lock();
+        if self.until.room(&mut until, now) {
+            until.insert(hash, (now + wait, ()));
         }
         self.len.store(until.len(), Ordering::Relaxed);
     }
@@ -633,18 +656,15 @@ impl Refusals {
 
 /// Permits a replica took from Redis beyond the one it needed, per key,
 /// spent by the next calls for that key without a round trip until they
-/// run out or expire. Held as hashes, bounded as [`Refusals`]: a lease that
-/// finds no room is dropped, and its permits are lost (never over-spent).
+/// run out or expire. A lease that finds no room is dropped, and its
+/// permits are lost (never over-spent).
 struct Leases {
-    hasher: RandomState,
-    leases: Mutex<HashMap<u64, Lease>>,
-    capacity: usize,
+    leases: Expiring<Lease>,
     ttl: Duration,
 }
 
 struct Lease {
     left: u64,
-    until: Instant,
     /// The key's state when the lease was taken, its own permits counted
     /// back in.
     state: Snapshot,
@@ -653,24 +673,18 @@ struct Lease {
 impl Leases {
     fn new(capacity: usize, ttl: Duration) -> Self {
         Leases {
-            hasher: RandomState::new(),
-            leases: Mutex::new(HashMap::new()),
-            capacity,
+            leases: Expiring::new(capacity),
             ttl,
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Lease>> {
-        self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Spends one leased permit for `key`, if one is left and unexpired;
     /// the key's state after it, and the permits left.
     fn take(&self, key: &[u8]) -> Option<(Snapshot, u64)> {
-        let hash = self.hasher.hash_one(key);
-        let mut leases = self.lock();
-        let lease = leases.get_mut(&hash)?;
-        if lease.left == 0 || lease.until <= Instant::now() {
+        let hash = self.leases.hash(key);
+        let mut leases = self.leases.lock();
+        let (until, lease) = leases.get_mut(&hash)?;
+        if lease.left == 0 || *until <= Instant::now() {
             leases.remove(&hash);
             return None;
         }
@@ -687,25 +701,22 @@ impl Leases {
         if left == 0 {
             return;
         }
-        let hash = self.hasher.hash_one(key);
+        let hash = self.leases.hash(key);
         let now = Instant::now();
-        let mut leases = self.lock();
-        if leases.len() >= self.capacity {
-            leases.retain(|_, lease| lease.until > now);
-        }
+        let mut leases = self.leases.lock();
+        let room = self.leases.room(&mut leases, now);
         let until = now + self.ttl;
-        let room = leases.len() < self.capacity;
         match leases.entry(hash) {
             // Calls that missed together each took a lease: pool them.
-            Entry::Occupied(mut held) if held.get().until > now => {
-                let lease = held.get_mut();
+            Entry::Occupied(mut held) if held.get().0 > now => {
+                let (held_until, lease) = held.get_mut();
                 lease.left += left;
-                lease.until = until;
                 lease.state = state;
+                *held_until = until;
             }
-            Entry::Occupied(mut held) => *held.get_mut() = Lease { left, until, state },
+            Entry::Occupied(mut held) => *held.get_mut() = (until, Lease { left, state }),
             Entry::Vacant(free) if room => {
-                free.insert(Lease { left, until, state });
+                free.insert((until, Lease { left, state }));
             }
             Entry::Vacant(_) => {}
         }
