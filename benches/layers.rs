@@ -485,7 +485,8 @@ fn metrics_rows(c: &mut Criterion) {
     row(c, "metrics/retry/off", off.layer(Noop));
     row(c, "metrics/retry/recorded", on.layer(Noop));
     let most = (1 << 40) - 1;
-    let limits: [(&str, fn(u64, Duration) -> RateLimitBuilder); 2] = [
+    type Algorithm = fn(u64, Duration) -> RateLimitBuilder;
+    let limits: [(&str, Algorithm); 2] = [
         ("sliding_window", RateLimitLayer::sliding_window),
         ("gcra", RateLimitLayer::gcra),
     ];
