@@ -104,7 +104,7 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
         }
         let mut overrides = HashMap::new();
         for (key, limit, window) in self.overrides {
-            check_quota(base.kind, limit, window)?;
+            check_quota(base.kind, limit, window, base.segments)?;
             if base.kind == Kind::Gcra {
                 check_burst(limit, window, limit)?;
             }
@@ -643,7 +643,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
         let shared = &self.shared;
         {
             let mut base = sync::write(&shared.base);
-            check_quota(base.kind, limit, window)?;
+            check_quota(base.kind, limit, window, base.segments)?;
             if base.kind == Kind::Gcra {
                 check_burst(limit, window, base.burst)?;
             }
@@ -681,7 +681,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
         K: Clone,
     {
         let base = self.shared.base();
-        check_quota(base.kind, limit, window)?;
+        check_quota(base.kind, limit, window, base.segments)?;
         let quota = own_quota(base, limit, window);
         if base.kind == Kind::Gcra {
             check_burst(limit, window, quota.burst)?;

@@ -134,6 +134,7 @@ mod log;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod report;
+mod segmented;
 mod seqlock;
 mod sketch;
 mod wait;
