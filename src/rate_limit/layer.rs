@@ -382,7 +382,7 @@ fn check_segments(window: Duration, segments: u32) -> Result<(), ConfigError> {
             format!("must be 1 to {MAX_SEGMENTS}, got {segments}"),
         ));
     }
-    if nanos(window) % u64::from(segments) != 0 {
+    if !nanos(window).is_multiple_of(u64::from(segments)) {
         return Err(ConfigError::new(
             LAYER,
             "window",
