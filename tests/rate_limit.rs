@@ -1154,6 +1154,29 @@ fn a_keyed_limiter_cannot_wait() {
 // requests, zero-permit requests and newest-first queues have no
 // counterpart, and are restated here with single permits.
 
+/// A segmented window with a `max_wait`: 2 per 2 s in segments of 1 s,
+/// one permit taken at 0 and one at 1 s. Two callers queued at 1 s are
+/// admitted in order as each segment slides out, at 2 s and at 3 s.
+#[tokio::test(start_paused = true)]
+async fn queued_callers_of_a_segmented_window_are_admitted_as_segments_slide_out() {
+    let layer = RateLimitLayer::segmented_window(2, secs(2), 2)
+        .max_wait(secs(10))
+        .build()
+        .unwrap();
+    let probe = Probe::new(Answer::Now);
+    let mut svc = layer.layer(probe.clone());
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    advance(secs(1)).await;
+    assert_eq!(send(&mut svc, 2).await, Ok(2));
+    let a = spawn_call(&svc, 3);
+    tokio::task::yield_now().await;
+    let b = spawn_call(&svc, 4);
+    tokio::task::yield_now().await;
+    assert_eq!(a.await.unwrap(), (Ok(3), secs(1)));
+    assert_eq!(b.await.unwrap(), (Ok(4), secs(2)));
+    assert_eq!(probe.seen(), [1, 2, 3, 4], "in arrival order");
+}
+
 #[tokio::test(start_paused = true)]
 async fn queued_callers_are_admitted_in_order_as_the_window_slides() {
     // scenario SW-2 (a), oldest first: limit 2 over two seconds, queue 3.

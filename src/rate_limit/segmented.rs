@@ -283,6 +283,28 @@ mod tests {
         assert_eq!((s.remaining, s.reset), (4, Duration::ZERO));
     }
 
+    #[test]
+    fn idle_from_creation_and_again_once_its_permits_are_back() {
+        // scenario FX-3 (the algorithm alone): what a keyed store asks
+        // before it drops a limiter.
+        use super::super::layer::Kind;
+        use super::super::limiter::{Algorithm, Quota};
+        for (kind, segments) in [(Kind::FixedWindow, 1), (Kind::SegmentedWindow, 2)] {
+            let a = Algorithm::new(Quota {
+                kind,
+                limit: 1,
+                window: Duration::from_secs(2),
+                burst: 1,
+                segments,
+            });
+            assert!(a.is_fresh(0), "{kind:?} new");
+            assert_eq!(a.acquire(0, 1), Decision::Admitted);
+            assert!(!a.is_fresh(100 * MS), "{kind:?}: the call has ended");
+            assert!(!a.is_fresh(2 * S - 1), "{kind:?}: still in the window");
+            assert!(a.is_fresh(2 * S), "{kind:?}: back");
+        }
+    }
+
     /// The permits in the window, by the definition: those taken in one of
     /// the `segments` segments ending with the one `at` falls in.
     fn held_at(taken: &[u64], at: u64, segment: u64, segments: u64) -> u64 {
