@@ -232,7 +232,7 @@ fn layers(c: &mut Criterion) {
     );
 }
 
-/// Rate limiting, every call admitted: palisade's three algorithms through
+/// Rate limiting, every call admitted: palisade's algorithms through
 /// the layer, beside governor's own direct check (no tower service around
 /// it, its TSC clock).
 fn rate_limits(c: &mut Criterion) {
@@ -261,6 +261,21 @@ fn rate_limits(c: &mut Criterion) {
         c,
         "rate_limit/palisade_gcra",
         build(RateLimitLayer::gcra(most, Duration::from_secs(1))),
+    );
+    row(
+        c,
+        "rate_limit/palisade_fixed_window",
+        build(RateLimitLayer::fixed_window(most, Duration::from_secs(1))),
+    );
+    // The most segments: a call adds up all 64 counts.
+    row(
+        c,
+        "rate_limit/palisade_segmented_window_64",
+        build(RateLimitLayer::segmented_window(
+            most,
+            Duration::from_secs(1),
+            64,
+        )),
     );
     let governor =
         governor::RateLimiter::direct(governor::Quota::per_second(std::num::NonZeroU32::MAX));

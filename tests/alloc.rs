@@ -178,6 +178,9 @@ fn an_admitted_call_through_each_rate_limiter_allocates_nothing() {
         // The log allocates its 2^20 entries once, when it is built.
         RateLimitLayer::sliding_log(1 << 20, Duration::from_millis(1)),
         RateLimitLayer::gcra(most, Duration::from_secs(1)),
+        // The windows' counts are allocated once, when they are built.
+        RateLimitLayer::fixed_window(most, Duration::from_secs(1)),
+        RateLimitLayer::segmented_window(most, Duration::from_secs(1), 64),
     ] {
         let layer = builder.build().unwrap();
         let kind = layer.handle().kind();

@@ -1044,6 +1044,54 @@ async fn rate_limit_headers_on_admitted_responses_of_a_direct_limiter() {
     }
 }
 
+/// scenario FX-1: a fixed window of 10 per 60 s, windows [0, 60 s) and
+/// [60 s, 120 s), with the headers on. `Retry-After` is the exact wait
+/// rounded up to whole seconds, never 0 before the window ends; the instant
+/// 60 s is the next window's; a limit lowered below what the window has
+/// admitted refuses with the real wait and `RateLimit-Remaining: 0`.
+#[tokio::test(start_paused = true)]
+async fn a_fixed_window_answers_with_the_wait_to_its_end_rounded_up() {
+    use palisade::rate_limit::RateLimitLayer;
+    let layer = RateLimitLayer::fixed_window(10, secs(60))
+        .build()
+        .unwrap()
+        .report_state(RateLimitHeaders);
+    let handle = layer.handle();
+    let start = Instant::now();
+    let at = |ms: u64| start + Duration::from_millis(ms) - Instant::now();
+    let mut svc = ServiceBuilder::new()
+        .layer(ErrorResponseLayer::new())
+        .layer(layer)
+        .service(ok_upstream());
+    for _ in 0..10 {
+        assert_eq!(answer(&mut svc).await.status(), 200);
+    }
+    for (t, retry_after) in [(45_000, "15"), (59_400, "1"), (59_999, "1")] {
+        advance(at(t)).await;
+        let limited = answer(&mut svc).await;
+        assert_eq!(limited.status(), 429, "at {t} ms");
+        assert_eq!(limited.headers()["retry-after"], retry_after, "at {t} ms");
+        assert_eq!(limited.headers()["ratelimit-remaining"], "0");
+    }
+    advance(at(60_000)).await;
+    let admitted = answer(&mut svc).await;
+    assert_eq!(admitted.status(), 200, "60 s is the next window's");
+    assert_eq!(admitted.headers()["ratelimit-remaining"], "9");
+    assert_eq!(admitted.headers()["ratelimit-reset"], "60");
+    advance(at(60_500)).await;
+    for _ in 0..6 {
+        assert_eq!(answer(&mut svc).await.status(), 200);
+    }
+    advance(at(61_000)).await;
+    handle.set_limit(5, secs(60)).unwrap();
+    let limited = answer(&mut svc).await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "59", "until 120 s");
+    assert_eq!(limited.headers()["ratelimit-limit"], "5");
+    assert_eq!(limited.headers()["ratelimit-remaining"], "0");
+    assert_eq!(handle.state().remaining, 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn rate_limit_headers_on_a_keyed_limiter_count_per_key() {
     use palisade::rate_limit::RateLimitLayer;

@@ -5,7 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use palisade::rate_limit::{Kind, RateLimitBuilder, RateLimitLayer, RateLimitState};
+use palisade::rate_limit::{
+    KeyedRateLimitLayer, Kind, RateLimitBuilder, RateLimitLayer, RateLimitState,
+};
 use palisade::{BoxError, ErrorKind};
 use support::{Answer, Probe};
 use tokio::time::advance;
@@ -33,11 +35,15 @@ where
     }
 }
 
-fn all_kinds(limit: u64, window: Duration) -> [RateLimitBuilder; 3] {
+/// Every algorithm; the segmented window in 4 segments (every window the
+/// tests use divides into 4).
+fn all_kinds(limit: u64, window: Duration) -> [RateLimitBuilder; 5] {
     [
         RateLimitLayer::sliding_window(limit, window),
         RateLimitLayer::sliding_log(limit, window),
         RateLimitLayer::gcra(limit, window),
+        RateLimitLayer::fixed_window(limit, window),
+        RateLimitLayer::segmented_window(limit, window, 4),
     ]
 }
 
@@ -96,9 +102,18 @@ async fn the_exact_waits_of_each_algorithm() {
     // until the next window starts, and then slide out.
     // The log: the first admission leaves at 1 s.
     // GCRA: 500 ms per permit; the bucket of 2 was full at 0.
+    // The fixed window: both in window 0, back when it ends at 1 s.
+    // The segmented window (4 of 250 ms): the first permit, taken in
+    // segment 0, comes back when it slides out at 1 s.
     assert_eq!(
         waits,
-        [Some(ms(750) + ms(500)), Some(ms(750)), Some(ms(250))]
+        [
+            Some(ms(750) + ms(500)),
+            Some(ms(750)),
+            Some(ms(250)),
+            Some(ms(750)),
+            Some(ms(750))
+        ]
     );
 }
 
@@ -162,14 +177,18 @@ async fn a_clone_holds_no_permit_and_a_permit_is_used_by_the_call() {
 
 #[tokio::test(start_paused = true)]
 async fn rate_limit_keeps_the_tower_contract() {
-    // scenarios TC-2 to TC-4, with a limit never reached.
-    support::check_tower_contract(|probe| {
-        RateLimitLayer::sliding_window(1_000, secs(1))
-            .build()
-            .unwrap()
-            .layer(probe)
-    })
-    .await;
+    // scenarios TC-2 to TC-4, with a limit never reached, for each
+    // algorithm.
+    let kinds: [fn() -> RateLimitBuilder; 5] = [
+        || RateLimitLayer::sliding_window(1_000, secs(1)),
+        || RateLimitLayer::sliding_log(1_000, secs(1)),
+        || RateLimitLayer::gcra(1_000, secs(1)),
+        || RateLimitLayer::fixed_window(1_000, secs(1)),
+        || RateLimitLayer::segmented_window(1_000, secs(1), 4),
+    ];
+    for builder in kinds {
+        support::check_tower_contract(|probe| builder().build().unwrap().layer(probe)).await;
+    }
 }
 
 // ---------------------------------------------------------------- windows
@@ -224,6 +243,160 @@ async fn state_reports_limit_remaining_and_reset() {
     assert_eq!(state(), (4, 3, ms(250)));
 }
 
+/// What a fresh limiter from `builder` decides for `steps`: at each
+/// instant (milliseconds from the limiter's start), up to that many calls,
+/// stopping at the first refusal; for each step, the calls admitted and
+/// the refusal's wait.
+async fn decisions(
+    builder: RateLimitBuilder,
+    steps: &[(u64, u64)],
+) -> Vec<(u64, Option<Duration>)> {
+    let start = tokio::time::Instant::now();
+    let mut svc = builder.build().unwrap().layer(Probe::new(Answer::Now));
+    let mut decided = Vec::new();
+    for &(at, calls) in steps {
+        advance(start + ms(at) - tokio::time::Instant::now()).await;
+        let mut admitted = 0;
+        let mut wait = None;
+        for i in 0..calls {
+            match send(&mut svc, i).await {
+                Ok(_) => admitted += 1,
+                Err(refused) => {
+                    wait = Some(refused.expect("a refusal's wait"));
+                    break;
+                }
+            }
+        }
+        decided.push((admitted, wait));
+    }
+    decided
+}
+
+/// scenario FX-2 (a): 2 permits taken at 1 s, 11 s and 21 s of a window of
+/// 6 per 30 s in 3 segments of 10 s. Each pair comes back when its segment
+/// slides out: the first at 30 s, the second at 40 s.
+#[tokio::test(start_paused = true)]
+async fn a_segmented_window_gives_permits_back_a_segment_at_a_time() {
+    let steps = [
+        (1_000, 2),
+        (11_000, 2),
+        (21_000, 2),
+        (25_000, 1),
+        (30_000, 3),
+        (40_000, 3),
+    ];
+    let builder = RateLimitLayer::segmented_window(6, secs(30), 3);
+    assert_eq!(
+        decisions(builder, &steps).await,
+        [
+            (2, None),
+            (2, None),
+            (2, None),
+            (0, Some(secs(5))),
+            (2, Some(secs(10))),
+            (2, Some(secs(10))),
+        ]
+    );
+}
+
+/// scenario FX-2 (b): a burst of all 6 at 1 s, in one segment, keeps the
+/// window closed for a whole window (until 30 s), not one segment: the
+/// permits belong to the segment they were taken in.
+#[tokio::test(start_paused = true)]
+async fn a_burst_in_one_segment_keeps_the_segmented_window_closed_a_whole_window() {
+    let steps = [
+        (1_000, 7),
+        (11_000, 1),
+        (21_000, 1),
+        (29_999, 1),
+        (30_000, 7),
+    ];
+    let builder = RateLimitLayer::segmented_window(6, secs(30), 3);
+    assert_eq!(
+        decisions(builder, &steps).await,
+        [
+            (6, Some(secs(29))),
+            (0, Some(secs(19))),
+            (0, Some(secs(9))),
+            (0, Some(ms(1))),
+            (6, Some(secs(30))),
+        ]
+    );
+}
+
+/// scenario FX-2 (c): one segment decides exactly as the fixed window, for
+/// the traffic of (a) and of (b); with (a) all 6 are back at 30 s.
+#[tokio::test(start_paused = true)]
+async fn one_segment_is_exactly_the_fixed_window() {
+    let a = [
+        (1_000, 2),
+        (11_000, 2),
+        (21_000, 2),
+        (25_000, 1),
+        (30_000, 3),
+        (40_000, 3),
+    ];
+    let b = [
+        (1_000, 7),
+        (11_000, 1),
+        (21_000, 1),
+        (29_999, 1),
+        (30_000, 7),
+    ];
+    for steps in [&a[..], &b[..]] {
+        let one = decisions(RateLimitLayer::segmented_window(6, secs(30), 1), steps).await;
+        let fixed = decisions(RateLimitLayer::fixed_window(6, secs(30)), steps).await;
+        assert_eq!(one, fixed);
+    }
+    let fixed = decisions(RateLimitLayer::fixed_window(6, secs(30)), &a).await;
+    assert_eq!(
+        fixed,
+        [
+            (2, None),
+            (2, None),
+            (2, None),
+            (0, Some(secs(5))),
+            (3, None),
+            (3, None),
+        ]
+    );
+}
+
+/// scenario FX-1 (the limiter alone; the headers are in `tests/http.rs`):
+/// 10 per 60 s in windows [0, 60 s), [60 s, 120 s). A refusal waits exactly
+/// until the window ends, the instant 60 s belongs to the new window, and
+/// a limit lowered below what the window already admitted refuses with the
+/// real wait and reports 0 remaining.
+#[tokio::test(start_paused = true)]
+async fn a_fixed_window_refuses_until_its_end_and_opens_at_the_boundary() {
+    let layer = RateLimitLayer::fixed_window(10, secs(60)).build().unwrap();
+    let handle = layer.handle();
+    let start = tokio::time::Instant::now();
+    let mut svc = layer.layer(Probe::new(Answer::Now));
+    let at = |t: u64| start + ms(t) - tokio::time::Instant::now();
+    for i in 0..10 {
+        assert_eq!(send(&mut svc, i).await, Ok(i));
+    }
+    for (t, wait) in [(45_000, secs(15)), (59_400, ms(600)), (59_999, ms(1))] {
+        advance(at(t)).await;
+        assert_eq!(send(&mut svc, 0).await, Err(Some(wait)), "at {t} ms");
+    }
+    advance(at(60_000)).await;
+    assert_eq!(send(&mut svc, 1).await, Ok(1), "60 s opens the next window");
+    advance(at(60_500)).await;
+    for i in 0..6 {
+        assert_eq!(send(&mut svc, i).await, Ok(i));
+    }
+    advance(at(61_000)).await;
+    handle.set_limit(5, secs(60)).unwrap();
+    assert_eq!(send(&mut svc, 0).await, Err(Some(secs(59))));
+    let state = handle.state();
+    assert_eq!((state.limit, state.remaining), (5, 0));
+    assert_eq!(state.reset, secs(59));
+    advance(at(120_000)).await;
+    assert_eq!(send(&mut svc, 0).await, Ok(0));
+}
+
 // ---------------------------------------------------------------- run-time changes
 
 #[tokio::test(start_paused = true)]
@@ -244,7 +417,7 @@ async fn the_limit_changes_at_run_time_through_the_handle() {
         assert_eq!(handle.limit(), (4, secs(60)));
         match kind {
             // The windows keep their counts: two more.
-            Kind::SlidingWindow | Kind::SlidingLog => {
+            Kind::SlidingWindow | Kind::SlidingLog | Kind::FixedWindow | Kind::SegmentedWindow => {
                 assert!(send(&mut svc, 4).await.is_ok(), "{kind:?}");
                 assert!(send(&mut svc, 5).await.is_ok(), "{kind:?}");
             }
@@ -314,6 +487,24 @@ fn bad_configuration_is_an_error_naming_the_field() {
     );
     let layer = RateLimitLayer::sliding_log(5, secs(1)).build().unwrap();
     assert_eq!(layer.handle().set_burst(3).unwrap_err().field(), "burst");
+    // Segments: at least one, at most 64, cutting the window into whole
+    // nanoseconds (a second does not divide by 3).
+    let segmented = |segments| RateLimitLayer::segmented_window(5, secs(1), segments);
+    assert_eq!(field(segmented(0)), "segments");
+    assert_eq!(field(segmented(65)), "segments");
+    assert_eq!(field(segmented(3)), "window");
+    assert!(segmented(64).build().is_ok());
+    assert!(
+        RateLimitLayer::segmented_window(5, secs(3), 3)
+            .build()
+            .is_ok()
+    );
+    // A new window must divide into the limiter's segments too.
+    let handle = segmented(4).build().unwrap().handle();
+    let odd = secs(1) + Duration::from_nanos(1);
+    assert_eq!(handle.set_limit(5, odd).unwrap_err().field(), "window");
+    assert_eq!(handle.limit(), (5, secs(1)));
+    assert!(handle.set_limit(5, secs(2)).is_ok());
 }
 
 #[cfg(feature = "serde")]
@@ -352,6 +543,31 @@ fn configuration_loads_from_json() {
         )
         .is_err()
     );
+    // The fixed and segmented windows; only the latter has segments, and
+    // must say how many.
+    let load = |json: &str| {
+        RateLimitLayer::from_config(serde_json::from_str::<RateLimitConfig>(json).unwrap())
+    };
+    let fixed = load(r#"{"algorithm": "fixed_window", "limit": 10, "window": "1m"}"#);
+    let fixed = fixed.unwrap().handle();
+    assert_eq!(
+        (fixed.kind(), fixed.limit()),
+        (Kind::FixedWindow, (10, secs(60)))
+    );
+    let segmented =
+        load(r#"{"algorithm": "segmented_window", "limit": 6, "window": "30s", "segments": 3}"#);
+    let segmented = segmented.unwrap().handle();
+    assert_eq!(
+        (segmented.kind(), segmented.limit()),
+        (Kind::SegmentedWindow, (6, secs(30)))
+    );
+    for json in [
+        r#"{"algorithm": "segmented_window", "limit": 6, "window": "30s"}"#,
+        r#"{"algorithm": "fixed_window", "limit": 6, "window": "30s", "segments": 3}"#,
+        r#"{"limit": 6, "window": "30s", "segments": 3}"#,
+    ] {
+        assert_eq!(load(json).unwrap_err().field(), "segments", "{json}");
+    }
 }
 
 // ---------------------------------------------------------------- waiting
@@ -831,7 +1047,13 @@ async fn a_key_given_its_own_limit_outside_the_table_carries_its_count() {
 /// more (a GCRA limiter keeps its burst, so only its refill changes).
 #[tokio::test(start_paused = true)]
 async fn a_new_limit_reaches_the_keys_outside_the_table() {
-    let kinds = ["sliding window", "sliding log", "gcra"];
+    let kinds = [
+        "sliding window",
+        "sliding log",
+        "gcra",
+        "fixed window",
+        "segmented window",
+    ];
     for (kind, builder) in kinds.into_iter().zip(all_kinds(10, secs(60))) {
         let layer = builder.keyed(|n: &u64| *n).max_keys(16).build().unwrap();
         let handle = layer.handle();
@@ -865,6 +1087,50 @@ async fn a_new_limit_reaches_the_keys_outside_the_table() {
     }
 }
 
+/// scenario FX-3: keyed limiters of 1 per 2 s, a segmented window of 2
+/// segments and a fixed window. A key's limiter stays while its admission
+/// at 0 is inside its window (both: until 2 s), however soon the call
+/// itself ended: sweeps at 0.5 s and 1.5 s keep it, so the call at 0.6 s
+/// is refused rather than granted by a fresh limiter. From 2 s it is idle
+/// and goes; the call at 2.1 s is admitted, and its admission keeps the
+/// key through the sweep at 2.5 s. A keyed limiter never has waiters (it
+/// cannot be built with a `max_wait`), so waiting never keeps one.
+#[tokio::test(start_paused = true)]
+async fn a_windowed_key_stays_until_nothing_it_counted_is_in_its_window() {
+    for (kind, builder) in [
+        ("segmented", RateLimitLayer::segmented_window(1, secs(2), 2)),
+        ("fixed", RateLimitLayer::fixed_window(1, secs(2))),
+    ] {
+        let waiting: Result<KeyedRateLimitLayer<&str, _>, _> =
+            builder.clone().max_wait(secs(1)).keyed(client).build();
+        assert_eq!(waiting.unwrap_err().field(), "max_wait");
+        let layer = builder.keyed(client).build().unwrap();
+        let handle = layer.handle();
+        let start = tokio::time::Instant::now();
+        let at = |t: u64| start + ms(t) - tokio::time::Instant::now();
+        let mut svc = layer.layer(keyed_probe());
+        assert_eq!(send_as(&mut svc, "a", 1).await, Ok(1));
+        advance(at(100)).await; // the call has ended
+        for t in [500, 1_500, 1_999] {
+            advance(at(t)).await;
+            handle.sweep();
+            assert_eq!(handle.len(), 1, "{kind}: swept at {t} ms");
+            if t == 500 {
+                advance(at(600)).await;
+                assert_eq!(send_as(&mut svc, "a", 2).await, Err(Some(ms(1_400))));
+            }
+        }
+        advance(at(2_000)).await;
+        handle.sweep();
+        assert_eq!(handle.len(), 0, "{kind}: idle at 2 s");
+        advance(at(2_100)).await;
+        assert_eq!(send_as(&mut svc, "a", 3).await, Ok(3));
+        advance(at(2_500)).await;
+        handle.sweep();
+        assert_eq!(handle.len(), 1, "{kind}: in use again");
+    }
+}
+
 #[test]
 fn a_keyed_limiter_cannot_wait() {
     let err = RateLimitLayer::gcra(1, secs(1))
@@ -887,6 +1153,29 @@ fn a_keyed_limiter_cannot_wait() {
 // first only (the rate-limiting issue asks for FIFO): the scenarios' batch
 // requests, zero-permit requests and newest-first queues have no
 // counterpart, and are restated here with single permits.
+
+/// A segmented window with a `max_wait`: 2 per 2 s in segments of 1 s,
+/// one permit taken at 0 and one at 1 s. Two callers queued at 1 s are
+/// admitted in order as each segment slides out, at 2 s and at 3 s.
+#[tokio::test(start_paused = true)]
+async fn queued_callers_of_a_segmented_window_are_admitted_as_segments_slide_out() {
+    let layer = RateLimitLayer::segmented_window(2, secs(2), 2)
+        .max_wait(secs(10))
+        .build()
+        .unwrap();
+    let probe = Probe::new(Answer::Now);
+    let mut svc = layer.layer(probe.clone());
+    assert_eq!(send(&mut svc, 1).await, Ok(1));
+    advance(secs(1)).await;
+    assert_eq!(send(&mut svc, 2).await, Ok(2));
+    let a = spawn_call(&svc, 3);
+    tokio::task::yield_now().await;
+    let b = spawn_call(&svc, 4);
+    tokio::task::yield_now().await;
+    assert_eq!(a.await.unwrap(), (Ok(3), secs(1)));
+    assert_eq!(b.await.unwrap(), (Ok(4), secs(2)));
+    assert_eq!(probe.seen(), [1, 2, 3, 4], "in arrival order");
+}
 
 #[tokio::test(start_paused = true)]
 async fn queued_callers_are_admitted_in_order_as_the_window_slides() {

@@ -388,6 +388,15 @@ async fn bad_input_is_a_clear_error_at_build_or_first_use() {
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "algorithm", "{err}");
+    // The fixed and segmented windows have no Redis form either.
+    for builder in [
+        RateLimitLayer::fixed_window(10, HOUR),
+        RateLimitLayer::segmented_window(10, HOUR, 6),
+    ] {
+        let err = builder.redis("redis://127.0.0.1").build().unwrap_err();
+        assert_eq!(err.field(), "algorithm", "{err}");
+        assert!(err.to_string().contains("no Redis form"), "{err}");
+    }
     let err = RateLimitLayer::sliding_window(10, HOUR)
         .name("a}b")
         .redis("redis://127.0.0.1")

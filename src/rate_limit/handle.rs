@@ -191,7 +191,12 @@ impl Handle {
     /// starts over when the window does; a sliding log keeps its newest
     /// admissions, as many as the new limit holds; a GCRA limiter keeps the
     /// permits left in its bucket, and its burst (change it with
-    /// [`set_burst`](Self::set_burst)).
+    /// [`set_burst`](Self::set_burst)). A fixed or segmented window keeps
+    /// its counts: a limit lowered below them refuses calls (`remaining`
+    /// 0) until enough permits come back. A new window renumbers its
+    /// segments (a segmented window keeps its number of segments, which
+    /// must divide the new window), and the permits still held are carried
+    /// into the segment holding the present instant.
     ///
     /// # Errors
     ///
@@ -199,7 +204,7 @@ impl Handle {
     /// limit in force stays.
     pub fn set_limit(&self, limit: u64, window: Duration) -> Result<(), ConfigError> {
         let limiter = &self.shared.limiter;
-        check_quota(self.kind(), limit, window)?;
+        check_quota(self.kind(), limit, window, limiter.algorithm.segments())?;
         if let Algorithm::Gcra(a) = &limiter.algorithm {
             check_burst(limit, window, a.burst())?;
         }

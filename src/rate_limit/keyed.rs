@@ -104,7 +104,7 @@ impl<K, F> KeyedRateLimitBuilder<K, F> {
         }
         let mut overrides = HashMap::new();
         for (key, limit, window) in self.overrides {
-            check_quota(base.kind, limit, window)?;
+            check_quota(base.kind, limit, window, base.segments)?;
             if base.kind == Kind::Gcra {
                 check_burst(limit, window, limit)?;
             }
@@ -327,7 +327,8 @@ impl<K: Hash + Eq> NewKey<K, Algorithm, Sketch> for Acquire<'_, K> {
 /// A key in the table costs its own size plus a 64-byte limiter, inline in
 /// a hash map (which keeps a control byte per slot and up to an eighth
 /// spare): about 100 bytes for an `IpAddr` key. A sliding log adds 8 bytes
-/// per permit of its limit. The keys are spread over 16 maps, each behind
+/// per permit of its limit, a fixed or segmented window 8 bytes per
+/// segment. The keys are spread over 16 maps, each behind
 /// its own lock, each holding at most `max_keys / 16` keys (rounded up), plus
 /// the keys with a limit of their own, which always get a place. A key goes
 /// when its limiter is as good as new (it would decide exactly as a fresh
@@ -645,7 +646,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
         let shared = &self.shared;
         {
             let mut base = sync::write(&shared.base);
-            check_quota(base.kind, limit, window)?;
+            check_quota(base.kind, limit, window, base.segments)?;
             if base.kind == Kind::Gcra {
                 check_burst(limit, window, base.burst)?;
             }
@@ -683,7 +684,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
         K: Clone,
     {
         let base = self.shared.base();
-        check_quota(base.kind, limit, window)?;
+        check_quota(base.kind, limit, window, base.segments)?;
         let quota = own_quota(base, limit, window);
         if base.kind == Kind::Gcra {
             check_burst(limit, window, quota.burst)?;

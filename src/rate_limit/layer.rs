@@ -11,6 +11,7 @@ use super::handle::{Handle, Shared};
 use super::keyed::KeyedRateLimitBuilder;
 use super::limiter::{Algorithm, Limiter, Quota, nanos};
 use super::report::NoReport;
+use super::segmented::MAX_SEGMENTS;
 use crate::error::ConfigError;
 use crate::name::Name;
 use crate::tagged::COUNT_MAX;
@@ -27,7 +28,9 @@ pub(crate) const MAX_WINDOW: Duration = Duration::from_nanos(1 << 56);
 ///
 /// One layer value is one limiter, shared by every service it builds and
 /// their clones. Build one with [`sliding_window`](Self::sliding_window),
-/// [`sliding_log`](Self::sliding_log) or [`gcra`](Self::gcra).
+/// [`sliding_log`](Self::sliding_log), [`gcra`](Self::gcra),
+/// [`fixed_window`](Self::fixed_window) or
+/// [`segmented_window`](Self::segmented_window).
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer<R = NoReport> {
     shared: Arc<Shared>,
@@ -53,6 +56,31 @@ impl RateLimitLayer {
     /// [`burst`](RateLimitBuilder::burst) at once (default `rate`).
     pub fn gcra(rate: u64, period: Duration) -> RateLimitBuilder {
         RateLimitBuilder::new(Kind::Gcra, rate, period)
+    }
+
+    /// A fixed window: at most `limit` calls in each window `[0, w)`,
+    /// `[w, 2w)`, ... counted from when the limiter is built. A refused
+    /// call is told to wait until its window ends; the instant `w` belongs
+    /// to the next window. Up to twice the limit can pass in a
+    /// window-length straddling a boundary.
+    pub fn fixed_window(limit: u64, window: Duration) -> RateLimitBuilder {
+        RateLimitBuilder::new(Kind::FixedWindow, limit, window)
+    }
+
+    /// A sliding window of `segments` segments (`window / segments` each,
+    /// counted from when the limiter is built): at most `limit` calls in
+    /// the window's segments. A permit comes back when the segment it was
+    /// taken in slides out of the window, so a burst taken in one segment
+    /// keeps the window closed for a whole window, not one segment (see the
+    /// [module docs](super#algorithms)). One segment is the
+    /// [fixed window](Self::fixed_window).
+    ///
+    /// `segments` is 1 to 64 and must divide the window into whole
+    /// nanoseconds; [`build`](RateLimitBuilder::build) checks it.
+    pub fn segmented_window(limit: u64, window: Duration, segments: u32) -> RateLimitBuilder {
+        let mut builder = RateLimitBuilder::new(Kind::SegmentedWindow, limit, window);
+        builder.config.segments = Some(segments);
+        builder
     }
 
     /// Builds a layer from a [`RateLimitConfig`] (loaded from a file, say).
@@ -102,6 +130,10 @@ pub enum Kind {
     SlidingLog,
     /// [`RateLimitLayer::gcra`].
     Gcra,
+    /// [`RateLimitLayer::fixed_window`].
+    FixedWindow,
+    /// [`RateLimitLayer::segmented_window`].
+    SegmentedWindow,
 }
 
 impl Kind {
@@ -110,6 +142,8 @@ impl Kind {
             Kind::SlidingWindow => "sliding_window",
             Kind::SlidingLog => "sliding_log",
             Kind::Gcra => "gcra",
+            Kind::FixedWindow => "fixed_window",
+            Kind::SegmentedWindow => "segmented_window",
         }
     }
 }
@@ -223,7 +257,9 @@ impl RateLimitBuilder {
     /// above 2^40 − 1 (a sliding window's count) or above 2^20 (a sliding
     /// log's memory); the window (or period) is zero or longer than 2^56 ns
     /// (about 2.3 years); a burst is 0, set on a limiter other than GCRA, or
-    /// so large that refilling it would take more than 2^62 ns.
+    /// so large that refilling it would take more than 2^62 ns; `segments`
+    /// is missing from a segmented window, set on another limiter, 0, above
+    /// 64, or does not divide the window into whole nanoseconds.
     pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
         let quota = self.quota()?;
         let name = self.name_or_default();
@@ -245,9 +281,31 @@ impl RateLimitBuilder {
             limit,
             window,
             burst,
+            segments,
             ..
         } = self.config;
-        check_quota(kind, limit, window)?;
+        let segments = match (kind, segments) {
+            (Kind::SegmentedWindow, Some(segments)) => segments,
+            (Kind::SegmentedWindow, None) => {
+                return Err(ConfigError::new(
+                    LAYER,
+                    "segments",
+                    format!("a segmented window needs its segments, 1 to {MAX_SEGMENTS}"),
+                ));
+            }
+            (_, None) => 1,
+            (kind, Some(_)) => {
+                return Err(ConfigError::new(
+                    LAYER,
+                    "segments",
+                    format!(
+                        "only a segmented window has segments, not a {}",
+                        kind.as_str()
+                    ),
+                ));
+            }
+        };
+        check_quota(kind, limit, window, segments)?;
         if burst.is_some() && kind != Kind::Gcra {
             return Err(ConfigError::new(
                 LAYER,
@@ -264,16 +322,26 @@ impl RateLimitBuilder {
             limit,
             window,
             burst,
+            segments,
         })
     }
 }
 
-/// The checks on a limit and its window, for the builder and the handle.
-pub(crate) fn check_quota(kind: Kind, limit: u64, window: Duration) -> Result<(), ConfigError> {
+/// The checks on a limit and its window (with a segmented window's
+/// segments; 1 for the others), for the builder and the handle.
+pub(crate) fn check_quota(
+    kind: Kind,
+    limit: u64,
+    window: Duration,
+    segments: u32,
+) -> Result<(), ConfigError> {
     let most = match kind {
         Kind::SlidingLog => MAX_LOG_LIMIT,
-        Kind::SlidingWindow | Kind::Gcra => COUNT_MAX,
+        Kind::SlidingWindow | Kind::Gcra | Kind::FixedWindow | Kind::SegmentedWindow => COUNT_MAX,
     };
+    if kind == Kind::SegmentedWindow {
+        check_segments(window, segments)?;
+    }
     let kind = kind.as_str();
     if limit == 0 {
         return Err(ConfigError::new(
@@ -297,6 +365,28 @@ pub(crate) fn check_quota(kind: Kind, limit: u64, window: Duration) -> Result<()
             LAYER,
             "window",
             format!("must be at most {MAX_WINDOW:?} (2^56 ns), got {window:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The checks on a segmented window's segments: each is a count kept and
+/// added up on every call, so there are at most [`MAX_SEGMENTS`]; and they
+/// cut the window into whole nanoseconds, so that a permit comes back
+/// exactly one window after its segment began.
+fn check_segments(window: Duration, segments: u32) -> Result<(), ConfigError> {
+    if segments == 0 || segments > MAX_SEGMENTS {
+        return Err(ConfigError::new(
+            LAYER,
+            "segments",
+            format!("must be 1 to {MAX_SEGMENTS}, got {segments}"),
+        ));
+    }
+    if !nanos(window).is_multiple_of(u64::from(segments)) {
+        return Err(ConfigError::new(
+            LAYER,
+            "window",
+            format!("must divide into {segments} segments of whole nanoseconds, got {window:?}"),
         ));
     }
     Ok(())
@@ -331,10 +421,12 @@ pub(crate) fn check_burst(rate: u64, period: Duration, burst: u64) -> Result<(),
 ///
 /// ```text
 /// name = "api"
-/// algorithm = "gcra"      # or "sliding_window", "sliding_log"
+/// algorithm = "gcra"      # or "sliding_window", "sliding_log",
+///                         # "fixed_window", "segmented_window"
 /// limit = 100             # a GCRA limiter's rate
 /// window = "1m"           # a GCRA limiter's period
 /// burst = 20              # GCRA only
+/// segments = 6            # a segmented window only, and required there
 /// max_wait = "50ms"       # default: refuse at once
 /// max_waiters = 100       # default: no bound
 /// ```
@@ -357,6 +449,11 @@ pub struct RateLimitConfig {
     /// See [`RateLimitBuilder::burst`].
     #[cfg_attr(feature = "serde", serde(default))]
     pub burst: Option<u64>,
+    /// A segmented window's segments (see
+    /// [`RateLimitLayer::segmented_window`]); required for it, refused for
+    /// the others.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub segments: Option<u32>,
     /// See [`RateLimitBuilder::max_wait`] (default zero).
     #[cfg_attr(feature = "serde", serde(default, with = "crate::serde_duration"))]
     pub max_wait: Duration,
@@ -379,6 +476,7 @@ impl RateLimitConfig {
             limit,
             window,
             burst: None,
+            segments: None,
             max_wait: Duration::ZERO,
             max_waiters: None,
         }

@@ -1,4 +1,4 @@
-//! The limiter a layer's services share: one of the three algorithms, and
+//! The limiter a layer's services share: one of the algorithms, and
 //! the clock they read.
 //!
 //! # The clock
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::gcra::Gcra;
 use super::layer::Kind;
 use super::log::WindowLog;
+use super::segmented::SegmentedWindow;
 use super::window::WindowCounter;
 
 /// What an algorithm says to a request for permits.
@@ -54,6 +55,8 @@ pub(crate) struct Quota {
     pub(crate) window: Duration,
     /// GCRA only.
     pub(crate) burst: u64,
+    /// Segments per window: a segmented window's; 1 for every other kind.
+    pub(crate) segments: u32,
 }
 
 #[derive(Debug)]
@@ -61,6 +64,9 @@ pub(crate) enum Algorithm {
     Counter(WindowCounter),
     Log(WindowLog),
     Gcra(Gcra),
+    /// A segmented window of one segment.
+    Fixed(SegmentedWindow),
+    Segmented(SegmentedWindow),
 }
 
 impl Algorithm {
@@ -71,6 +77,14 @@ impl Algorithm {
             }
             Kind::SlidingLog => Algorithm::Log(WindowLog::new(quota.limit, quota.window)),
             Kind::Gcra => Algorithm::Gcra(Gcra::new(quota.limit, quota.window, quota.burst)),
+            Kind::FixedWindow => {
+                Algorithm::Fixed(SegmentedWindow::new(quota.limit, quota.window, 1))
+            }
+            Kind::SegmentedWindow => Algorithm::Segmented(SegmentedWindow::new(
+                quota.limit,
+                quota.window,
+                quota.segments,
+            )),
         }
     }
 
@@ -79,6 +93,8 @@ impl Algorithm {
             Algorithm::Counter(_) => Kind::SlidingWindow,
             Algorithm::Log(_) => Kind::SlidingLog,
             Algorithm::Gcra(_) => Kind::Gcra,
+            Algorithm::Fixed(_) => Kind::FixedWindow,
+            Algorithm::Segmented(_) => Kind::SegmentedWindow,
         }
     }
 
@@ -88,6 +104,7 @@ impl Algorithm {
             Algorithm::Counter(a) => a.acquire(now, n),
             Algorithm::Log(a) => a.acquire(now, n),
             Algorithm::Gcra(a) => a.acquire(now, n),
+            Algorithm::Fixed(a) | Algorithm::Segmented(a) => a.acquire(now, n),
         }
     }
 
@@ -96,6 +113,7 @@ impl Algorithm {
             Algorithm::Counter(a) => a.snapshot(now),
             Algorithm::Log(a) => a.snapshot(now),
             Algorithm::Gcra(a) => a.snapshot(now),
+            Algorithm::Fixed(a) | Algorithm::Segmented(a) => a.snapshot(now),
         }
     }
 
@@ -115,6 +133,15 @@ impl Algorithm {
                 let settings = a.settings();
                 (settings.rate, settings.period)
             }
+            Algorithm::Fixed(a) | Algorithm::Segmented(a) => a.settings(),
+        }
+    }
+
+    /// Segments per window: a segmented window's, 1 for the others.
+    pub(crate) fn segments(&self) -> u32 {
+        match self {
+            Algorithm::Segmented(a) => a.segments(),
+            _ => 1,
         }
     }
 
@@ -124,6 +151,7 @@ impl Algorithm {
             Algorithm::Counter(a) => a.set(limit, window),
             Algorithm::Log(a) => a.set(limit, window),
             Algorithm::Gcra(a) => a.set_rate(limit, window, now),
+            Algorithm::Fixed(a) | Algorithm::Segmented(a) => a.set(limit, window, now),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Limit the rate of calls: a sliding-window counter, a sliding-window log,
-//! or GCRA (a token bucket).
+//! GCRA (a token bucket), a fixed window or a segmented sliding window.
 //!
 //! [`RateLimitLayer`] admits calls while its limiter has permits and refuses
 //! the rest with [`RateLimited`], which carries the exact time until a
@@ -43,12 +43,30 @@
 //! | [`sliding_window`](RateLimitLayer::sliding_window) | about `limit` per `window`: the previous window's count, weighted by the part still covered, plus the current one's | two words | one compare-and-swap |
 //! | [`sliding_log`](RateLimitLayer::sliding_log) | exactly at most `limit` in any `window` | 8 bytes × `limit` | a mutex for a few comparisons |
 //! | [`gcra`](RateLimitLayer::gcra) | `rate` per `period`, up to `burst` at once after a quiet spell | one word | one compare-and-swap |
+//! | [`fixed_window`](RateLimitLayer::fixed_window) | exactly at most `limit` in each window `[0, w)`, `[w, 2w)`, … from the limiter's start (up to twice that across a boundary) | one count | a mutex for one addition |
+//! | [`segmented_window`](RateLimitLayer::segmented_window) | exactly at most `limit` in the last `segments` segments of `window / segments` | 8 bytes × `segments` (at most 64) | a mutex for a sum of `segments` counts |
 //!
 //! The sliding window's estimate assumes the previous window's calls were
 //! spread evenly. When they came at its very end, a window-length straddling
 //! the boundary can admit more than `limit`, never more than twice. Choose
 //! the log where the bound must be exact, GCRA for a steady rate with a set
 //! burst.
+//!
+//! The fixed and segmented windows count exactly, in whole segments of
+//! time aligned to the limiter's start (a fixed window is one segment). A
+//! permit belongs to the segment it was taken in and comes back when that
+//! segment slides out of the window; a refused call waits until enough
+//! have come back, a fixed window's until its window ends (the instant the
+//! next window starts is the next window's). **A burst taken in one segment
+//! therefore keeps the window closed for a whole window, not one
+//! segment**: 6 per 30 s in 3 segments, all 6 taken at 1 s, are all
+//! refused until 30 s, when all 6 come back at once. That is the defined
+//! behaviour (as in .NET's `SlidingWindowRateLimiter`), not a bug; use GCRA
+//! for permits that come back one at a time. More segments follow the
+//! traffic more closely at 8 bytes and one addition per segment per call.
+//! Both keep their counts behind a short mutex, like the log: a call adds
+//! up the window's segments and takes its permit as one step, which one
+//! compare-and-swap cannot do for several counts.
 //!
 //! Every `retry_after` a limiter reports is exact: the earliest instant at
 //! which the call would be admitted if nothing else took the permits first
@@ -119,6 +137,7 @@
 //! | `limit` (rate) | required | 1 to 2^40 − 1; a sliding log at most 2^20 |
 //! | `window` (period) | required | > 0 |
 //! | `burst` | the rate (GCRA only) | ≥ 1 |
+//! | `segments` | required (segmented window only) | 1 to 64, dividing `window` into whole nanoseconds |
 //! | `max_wait` | zero: refuse at once | any |
 //! | `max_waiters` | no bound | any; a call finding the queue full is refused |
 //! | `name` | `"rate_limit"` | any string |
@@ -134,6 +153,7 @@ mod log;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod report;
+mod segmented;
 mod seqlock;
 mod sketch;
 mod wait;

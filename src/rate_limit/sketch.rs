@@ -17,7 +17,11 @@
 //! counted as the sliding window counter counts, but the previous window's
 //! count is taken in full rather than weighted (`previous + current`),
 //! which bounds every window-length as the log does, at the price of
-//! refusing until up to two windows after a burst instead of one.
+//! refusing until up to two windows after a burst instead of one. A
+//! segmented window's keys are counted the same way: a permit counted
+//! through the window it was taken in and the next is counted at least as
+//! long as its segment keeps it. A fixed window's keys are counted exactly:
+//! the current window's count alone.
 //!
 //! The cells are allocated the first time a key overflows, and never grow.
 
@@ -27,6 +31,7 @@ use super::gcra::{self, Gcra};
 use super::layer::Kind;
 use super::limiter::{Algorithm, Decision, Quota, Snapshot, nanos};
 use super::log::WindowLog;
+use super::segmented::SegmentedWindow;
 use super::window::{self, WindowCounter, window_nanos};
 
 /// The sketch's rows: a key has one cell in each.
@@ -96,7 +101,7 @@ impl Sketch {
     fn words_per_cell(&self) -> usize {
         match self.quota.kind {
             Kind::Gcra => 1,
-            Kind::SlidingWindow | Kind::SlidingLog => 2,
+            Kind::SlidingWindow | Kind::SlidingLog | Kind::FixedWindow | Kind::SegmentedWindow => 2,
         }
     }
 
@@ -231,15 +236,17 @@ impl Sketch {
         let limit = self.quota.limit;
         let window = window_nanos(self.quota.window);
         let fits = match self.quota.kind {
-            Kind::SlidingLog => previous.saturating_add(current) < limit,
+            Kind::SlidingLog | Kind::SegmentedWindow => previous.saturating_add(current) < limit,
+            Kind::FixedWindow => current < limit,
             _ => window::fits(previous, current + 1, limit, window, into),
         };
         if !fits {
             let wait = match self.quota.kind {
                 // Room comes when the previous window leaves the count, or
                 // the current one too.
-                Kind::SlidingLog if current < limit => window - into,
-                Kind::SlidingLog => 2 * window - into,
+                Kind::SlidingLog | Kind::SegmentedWindow if current < limit => window - into,
+                Kind::SlidingLog | Kind::SegmentedWindow => 2 * window - into,
+                Kind::FixedWindow => window - into,
                 _ => nanos(window::wait(previous, current, 1, limit, window, into)).max(1),
             };
             let wait = Duration::from_nanos(wait);
@@ -267,6 +274,7 @@ impl Sketch {
             limit,
             window,
             burst,
+            ..
         } = self.quota;
         match estimate {
             Estimate::Tat(tat) => {
@@ -282,6 +290,16 @@ impl Sketch {
                 if kind == Kind::SlidingWindow {
                     return window::snapshot(previous, current, limit, window, into);
                 }
+                if kind == Kind::FixedWindow {
+                    // Its previous window is over; the current one's count
+                    // is all back when it ends.
+                    let reset = if current > 0 { window - into } else { 0 };
+                    return Snapshot {
+                        limit,
+                        remaining: limit.saturating_sub(current),
+                        reset: Duration::from_nanos(reset),
+                    };
+                }
                 Snapshot {
                     limit,
                     remaining: limit.saturating_sub(previous.saturating_add(current)),
@@ -294,7 +312,8 @@ impl Sketch {
     /// A limiter of the layer's algorithm and limit for the key hashed to
     /// `hash`, starting from the sketch's estimate: the key carries its
     /// count (or more) into the table. A sliding log starts with its
-    /// estimate's admissions all made `now`.
+    /// estimate's admissions all made `now`, and so does a segmented
+    /// window.
     pub(crate) fn limiter(&self, hash: u64, now: u64) -> Algorithm {
         let now = self.now(now);
         let Quota {
@@ -302,6 +321,7 @@ impl Sketch {
             window,
             burst,
             kind,
+            segments,
         } = self.quota;
         match self.estimate(&self.place(hash), now) {
             Estimate::Tat(tat) => Algorithm::Gcra(Gcra::with_tat(limit, window, burst, tat)),
@@ -314,6 +334,15 @@ impl Sketch {
                 Kind::SlidingLog => {
                     let held = previous.saturating_add(current);
                     Algorithm::Log(WindowLog::with_admissions(limit, window, now, held))
+                }
+                Kind::SegmentedWindow => {
+                    let held = previous.saturating_add(current);
+                    Algorithm::Segmented(SegmentedWindow::with_held(
+                        limit, window, segments, now, held,
+                    ))
+                }
+                Kind::FixedWindow => {
+                    Algorithm::Fixed(SegmentedWindow::with_held(limit, window, 1, now, current))
                 }
                 _ => Algorithm::Counter(WindowCounter::with_counts(
                     limit, window, epoch, previous, current,
@@ -375,12 +404,15 @@ mod tests {
 
     const KEYS: usize = 6;
 
+    /// A segmented window gets 3 segments of `window` each.
     fn quota(kind: Kind, limit: u64, window: u64) -> Quota {
+        let segments = if kind == Kind::SegmentedWindow { 3 } else { 1 };
         Quota {
             kind,
             limit,
-            window: Duration::from_nanos(window),
+            window: Duration::from_nanos(window * u64::from(segments)),
             burst: limit,
+            segments,
         }
     }
 
@@ -388,7 +420,9 @@ mod tests {
         prop_oneof![
             Just(Kind::SlidingWindow),
             Just(Kind::SlidingLog),
-            Just(Kind::Gcra)
+            Just(Kind::Gcra),
+            Just(Kind::FixedWindow),
+            Just(Kind::SegmentedWindow),
         ]
     }
 
@@ -436,16 +470,16 @@ mod tests {
         }
 
         /// A key alone in its cells is decided exactly as its own limiter
-        /// would decide (the sliding window counter and GCRA), waits
+        /// would decide (the sliding window counter, GCRA and the fixed
+        /// window), waits
         /// included, and what it carries into the table is that state.
         #[test]
         fn a_key_alone_in_its_cells_is_decided_exactly(
-            gcra in any::<bool>(),
+            kind in prop_oneof![Just(Kind::Gcra), Just(Kind::SlidingWindow), Just(Kind::FixedWindow)],
             limit in 1u64..6,
             window in 1u64..60,
             steps in proptest::collection::vec(0u64..20, 1..100),
         ) {
-            let kind = if gcra { Kind::Gcra } else { Kind::SlidingWindow };
             let q = quota(kind, limit, window);
             let mut sketch = Sketch::new(q, 64);
             let own = Algorithm::new(q);

@@ -291,7 +291,8 @@ impl<F> RedisRateLimitBuilder<F> {
     ///
     /// As [`RateLimitBuilder::build`], and a [`ConfigError`] naming the
     /// field when: the algorithm is the sliding log (it keeps each
-    /// admission's time in process; use the sliding window or GCRA);
+    /// admission's time in process; use the sliding window or GCRA), the
+    /// fixed window or the segmented window (no Redis form);
     /// `redis.url` is not a Redis URL; the window is under a millisecond
     /// (Redis expires keys in milliseconds); `limit × window` in
     /// microseconds (a sliding window) or the bucket (`burst` intervals,
@@ -306,7 +307,7 @@ impl<F> RedisRateLimitBuilder<F> {
         check_store_quota(quota)?;
         let mut overrides = HashMap::new();
         for (key, limit, window) in self.overrides {
-            check_quota(quota.kind, limit, window)?;
+            check_quota(quota.kind, limit, window, quota.segments)?;
             if quota.kind == Kind::Gcra {
                 check_burst(limit, window, limit)?;
             }
@@ -402,6 +403,11 @@ fn check_store_quota(quota: Quota) -> Result<(), ConfigError> {
             "algorithm",
             "the sliding log keeps every admission's time in this process and has no \
              Redis form; use the sliding window or GCRA with a redis store",
+        )),
+        Kind::FixedWindow | Kind::SegmentedWindow => Err(invalid(
+            "algorithm",
+            "the fixed and segmented windows are kept in this process and have no Redis \
+             form; use the sliding window or GCRA with a redis store",
         )),
         _ if quota.window < Duration::from_millis(1) => Err(invalid(
             "window",
