@@ -158,6 +158,7 @@
 //! | `retry` | yes | [`retry`] |
 //! | `rate-limit` | yes | [`rate_limit`] |
 //! | `throttle` | yes | [`throttle`] |
+//! | `hedge` | no | [`hedge`]: a second attempt when the first is slow (turns on `retry`) |
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
 //! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
@@ -225,6 +226,9 @@ pub mod chaos;
 #[cfg(feature = "circuit-breaker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub mod circuit_breaker;
+#[cfg(feature = "hedge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hedge")))]
+pub mod hedge;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;

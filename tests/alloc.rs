@@ -170,6 +170,21 @@ fn retry_success_path_allocates_nothing() {
     }
 }
 
+/// A hedged request whose first attempt answers before the delay sends no
+/// hedge, arms no timer and allocates nothing, whether the delay is fixed
+/// or learned.
+#[cfg(feature = "hedge")]
+#[test]
+fn a_request_answered_before_its_hedge_allocates_nothing() {
+    use palisade::hedge::HedgeLayer;
+    let fixed = HedgeLayer::after(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_run(fixed.layer(Noop)), 0);
+    let learned = HedgeLayer::at_percentile(0.9).build().unwrap();
+    assert_eq!(allocations_per_run(learned.layer(Noop)), 0);
+}
+
 #[test]
 fn an_admitted_call_through_each_rate_limiter_allocates_nothing() {
     let most = (1 << 40) - 1;

@@ -1,0 +1,299 @@
+//! The response future of [`Hedge`](super::Hedge): the first attempt, the
+//! hedges sent after it, and the timer that sends the next.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::handle::{Delay, Shared};
+use crate::classify::{Classify, Outcome};
+use crate::error::BoxError;
+use crate::retry::Replay;
+
+pin_project! {
+    /// The response future of [`Hedge`](super::Hedge).
+    ///
+    /// Dropping it cancels every attempt still out.
+    #[project = ResponseFutureProj]
+    pub struct ResponseFuture<S, Req, C, R>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        first: Option<S::Future>,
+        // Hedges in flight; allocated only when one is sent.
+        hedges: Vec<Attempt<S::Future>>,
+        // Sends the next hedge when it fires.
+        #[pin]
+        timer: Option<Sleep>,
+        hedging: Option<Hedging<S, Req, R>>,
+        // When the first attempt was sent, if the request may be hedged.
+        started: Option<Instant>,
+        // The last failure, returned if no attempt succeeds.
+        last: Option<Result<S::Response, S::Error>>,
+        classifier: C,
+        shared: Arc<Shared>,
+    }
+}
+
+/// A hedge in flight.
+struct Attempt<F> {
+    future: Pin<Box<F>>,
+    started: Instant,
+}
+
+/// What sending more attempts needs: a clone of the service, the copy of
+/// the request, and where the sending stands.
+pub(crate) struct Hedging<S, Req, R> {
+    service: S,
+    request: Option<Req>,
+    replay: R,
+    /// Attempts sent so far, the first included.
+    sent: u32,
+    /// A hedge is due: the timer fired or an attempt failed.
+    due: bool,
+}
+
+impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+{
+    /// A request that is not hedged: its one attempt, timed from `started`
+    /// when the delay is learned (its latency counts all the same).
+    pub(crate) fn single(
+        future: S::Future,
+        started: Option<Instant>,
+        classifier: C,
+        shared: Arc<Shared>,
+    ) -> Self {
+        ResponseFuture {
+            first: Some(future),
+            hedges: Vec::new(),
+            timer: None,
+            hedging: None,
+            started,
+            last: None,
+            classifier,
+            shared,
+        }
+    }
+
+    /// A request that may be hedged: its first attempt, sent at `started`,
+    /// and what sending more needs.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn hedged(
+        future: S::Future,
+        started: Instant,
+        first_hedge_at: Option<Instant>,
+        service: S,
+        request: Req,
+        replay: R,
+        classifier: C,
+        shared: Arc<Shared>,
+    ) -> Self {
+        ResponseFuture {
+            first: Some(future),
+            hedges: Vec::new(),
+            timer: first_hedge_at.map(tokio::time::sleep_until),
+            hedging: Some(Hedging {
+                service,
+                request: Some(request),
+                replay,
+                sent: 1,
+                due: false,
+            }),
+            started: Some(started),
+            last: None,
+            classifier,
+            shared,
+        }
+    }
+}
+
+impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError> + 'static,
+    C: Classify<S::Response, S::Error>,
+    R: Replay<Req>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            // Attempts first: an answer that is ready wins over sending more.
+            if let Some(first) = this.first.as_mut().as_pin_mut()
+                && let Poll::Ready(result) = first.poll(cx)
+            {
+                this.first.set(None);
+                if let Some(done) = this.judge(result, *this.started, false) {
+                    return Poll::Ready(this.finish(done));
+                }
+            }
+            let mut i = 0;
+            while i < this.hedges.len() {
+                let Poll::Ready(result) = this.hedges[i].future.as_mut().poll(cx) else {
+                    i += 1;
+                    continue;
+                };
+                let hedge = this.hedges.swap_remove(i);
+                if let Some(done) = this.judge(result, Some(hedge.started), true) {
+                    return Poll::Ready(this.finish(done));
+                }
+            }
+            if let Some(timer) = this.timer.as_mut().as_pin_mut()
+                && timer.poll(cx).is_ready()
+            {
+                this.timer.set(None);
+                if let Some(hedging) = this.hedging.as_mut() {
+                    hedging.due = true;
+                }
+            }
+            if this.hedging.as_ref().is_some_and(|h| h.due) {
+                match this.send(cx) {
+                    // Sent: poll it (and the timer it armed) at once.
+                    Poll::Ready(true) => continue,
+                    Poll::Ready(false) | Poll::Pending => {}
+                }
+            }
+            let out = this.first.is_some() || !this.hedges.is_empty();
+            let sending = this.hedging.as_ref().is_some_and(|h| h.due);
+            if out || sending {
+                return Poll::Pending;
+            }
+            // Every attempt failed, and no more may go.
+            return Poll::Ready(match this.last.take() {
+                Some(result) => result.map_err(Into::into),
+                None => Err("hedge: no attempt was made".into()),
+            });
+        }
+    }
+}
+
+impl<S, Req, C, R> ResponseFutureProj<'_, S, Req, C, R>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError> + 'static,
+    C: Classify<S::Response, S::Error>,
+    R: Replay<Req>,
+{
+    /// Judges an attempt's result: a success or a final outcome ends the
+    /// request (the other attempts are dropped with this future); a
+    /// failure is kept, and makes the next hedge due at once.
+    fn judge(
+        &mut self,
+        result: Result<S::Response, S::Error>,
+        started: Option<Instant>,
+        hedge: bool,
+    ) -> Option<Result<S::Response, BoxError>> {
+        match self.classifier.classify(&result) {
+            Outcome::Success => {
+                self.shared.budget.on_success();
+                if let (Delay::Learned(learned), Some(started)) = (&self.shared.delay, started) {
+                    learned.record(started.elapsed());
+                }
+                if hedge {
+                    self.shared.count_won();
+                }
+                Some(result.map_err(Into::into))
+            }
+            // Not the upstream's failure (a 404, a bad request): another
+            // attempt would answer the same.
+            Outcome::Ignored => Some(result.map_err(Into::into)),
+            Outcome::Failure => {
+                self.shared.budget.on_failure();
+                *self.last = Some(result);
+                if let Some(hedging) = self.hedging.as_mut() {
+                    hedging.due = true;
+                }
+                None
+            }
+        }
+    }
+
+    /// Sends the hedge that is due, once the service is ready: `true` when
+    /// sent; `false` when no more will go (none left, no copy, or the
+    /// budget refused), which ends hedging for this request.
+    fn send(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let Some(hedging) = self.hedging.as_mut() else {
+            return Poll::Ready(false);
+        };
+        if hedging.sent >= self.shared.max_attempts || hedging.request.is_none() {
+            return Poll::Ready(self.stop());
+        }
+        if let Err(err) = ready!(hedging.service.poll_ready(cx)) {
+            // The service cannot take more: this is the hedge's failure.
+            if self.last.is_none() {
+                *self.last = Some(Err(err));
+            }
+            return Poll::Ready(self.stop());
+        }
+        if !self.shared.budget.try_retry() {
+            self.shared.count_budget_refusal();
+            return Poll::Ready(self.stop());
+        }
+        // The last attempt sends the copy itself; earlier ones a copy of it.
+        let request = if hedging.sent + 1 >= self.shared.max_attempts {
+            hedging.request.take()
+        } else {
+            hedging
+                .request
+                .as_ref()
+                .and_then(|r| hedging.replay.replay(r))
+        };
+        let Some(request) = request else {
+            return Poll::Ready(self.stop());
+        };
+        let future = hedging.service.call(request);
+        hedging.sent += 1;
+        hedging.due = false;
+        self.shared.count_sent(hedging.sent - 1);
+        self.hedges.push(Attempt {
+            future: Box::pin(future),
+            started: Instant::now(),
+        });
+        // The next hedge goes one delay after this one, if one may.
+        let next = match self.shared.delay() {
+            Some(delay) if hedging.sent < self.shared.max_attempts => {
+                Instant::now().checked_add(delay)
+            }
+            _ => None,
+        };
+        self.timer.set(next.map(tokio::time::sleep_until));
+        Poll::Ready(true)
+    }
+
+    /// Ends the request with `done`: the attempts still out are cancelled
+    /// now, not when the caller drops this future.
+    fn finish(&mut self, done: Result<S::Response, BoxError>) -> Result<S::Response, BoxError> {
+        self.first.set(None);
+        self.hedges.clear();
+        self.stop();
+        done
+    }
+
+    /// No more hedges for this request.
+    fn stop(&mut self) -> bool {
+        *self.hedging = None;
+        self.timer.set(None);
+        false
+    }
+}
+
+impl<S, Req, C, R> std::fmt::Debug for ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("hedges", &self.hedges.len())
+            .field("sent", &self.hedging.as_ref().map(|h| h.sent))
+            .finish_non_exhaustive()
+    }
+}

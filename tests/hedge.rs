@@ -1,0 +1,392 @@
+//! The hedge layer, under tokio's paused clock, against an inner service
+//! whose attempts the test answers by hand. Scenario ids refer to
+//! `SCENARIOS-wave2.md`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade::BoxError;
+use palisade::classify::Outcome;
+use palisade::hedge::{HedgeBuilder, HedgeLayer};
+use palisade::retry::RetryBudget;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Reply = Result<u16, BoxError>;
+
+/// One attempt the inner service received: when, and how to answer it.
+struct Call {
+    at: Duration,
+    answer: Option<oneshot::Sender<Reply>>,
+}
+
+/// The inner service's attempts, answered by the test.
+#[derive(Clone)]
+struct Hand {
+    start: Instant,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Hand {
+    fn new() -> Self {
+        Hand {
+            start: Instant::now(),
+            calls: Arc::default(),
+        }
+    }
+
+    fn service(
+        &self,
+    ) -> impl Service<u16, Response = u16, Error = BoxError, Future: Send> + Clone + Send + 'static
+    {
+        let hand = self.clone();
+        service_fn(move |_: u16| {
+            let (answer, reply) = oneshot::channel();
+            hand.calls.lock().unwrap().push(Call {
+                at: hand.start.elapsed(),
+                answer: Some(answer),
+            });
+            async move { reply.await.unwrap_or_else(|_| Err("never answered".into())) }
+        })
+    }
+
+    /// When each attempt arrived, in ms.
+    fn arrivals(&self) -> Vec<u64> {
+        let calls = self.calls.lock().unwrap();
+        calls.iter().map(|c| c.at.as_millis() as u64).collect()
+    }
+
+    fn answer(&self, attempt: usize, reply: Reply) {
+        let answer = self.calls.lock().unwrap()[attempt].answer.take().unwrap();
+        let _ = answer.send(reply);
+    }
+
+    /// Whether the attempt's future was dropped before it was answered.
+    fn cancelled(&self, attempt: usize) -> bool {
+        let calls = self.calls.lock().unwrap();
+        calls[attempt]
+            .answer
+            .as_ref()
+            .is_some_and(|a| a.is_closed())
+    }
+
+    /// Attempts in flight: neither answered nor cancelled.
+    fn outstanding(&self) -> usize {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|c| c.answer.as_ref().is_some_and(|a| !a.is_closed()))
+            .count()
+    }
+
+    /// Moves the clock to `ms` after the start and lets every task run.
+    async fn at(&self, ms: u64) {
+        tokio::time::sleep_until(self.start + Duration::from_millis(ms)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// 200 succeeds, 503 fails (the next hedge goes at once), anything else is
+/// final.
+fn statuses(result: &Reply) -> Outcome {
+    match result {
+        Ok(200) => Outcome::Success,
+        Ok(503) | Err(_) => Outcome::Failure,
+        Ok(_) => Outcome::Ignored,
+    }
+}
+
+fn send<S>(svc: S) -> JoinHandle<Reply>
+where
+    S: Service<u16, Response = u16, Error = BoxError> + Send + 'static,
+    S::Future: Send,
+{
+    tokio::spawn(svc.oneshot(0))
+}
+
+fn fixed(delay_ms: u64, attempts: u32) -> HedgeBuilder {
+    HedgeLayer::after(Duration::from_millis(delay_ms))
+        .max_attempts(attempts)
+        .budget(RetryBudget::unlimited())
+}
+
+/// Scenario HG-1 (a): an original that answers before the delay is never
+/// hedged.
+#[tokio::test(start_paused = true)]
+async fn an_answer_before_the_delay_sends_no_hedge() {
+    let hand = Hand::new();
+    let svc = fixed(10, 2).build().unwrap().layer(hand.service());
+    let reply = send(svc);
+    hand.at(5).await;
+    hand.answer(0, Ok(200));
+    assert_eq!(reply.await.unwrap().unwrap(), 200);
+    hand.at(50).await;
+    assert_eq!(hand.arrivals(), [0]);
+}
+
+/// Scenario HG-1 (b): a hedge goes at exactly 10 ms; the original answers
+/// first, wins, and the hedge is cancelled.
+#[tokio::test(start_paused = true)]
+async fn the_original_wins_and_the_hedge_is_cancelled() {
+    let hand = Hand::new();
+    let layer = fixed(10, 2).build().unwrap();
+    let handle = layer.handle();
+    let reply = send(layer.layer(hand.service()));
+    hand.at(9).await;
+    assert_eq!(hand.arrivals(), [0]);
+    hand.at(10).await;
+    assert_eq!(hand.arrivals(), [0, 10]);
+    hand.at(11).await;
+    hand.answer(0, Ok(200));
+    assert_eq!(reply.await.unwrap().unwrap(), 200);
+    assert!(hand.cancelled(1), "the hedge's future was dropped");
+    assert_eq!(handle.counts().hedges, 1);
+    assert_eq!(handle.counts().won_by_hedge, 0);
+}
+
+/// Scenario HG-1 (c): the hedge answers first and wins; the original is
+/// cancelled.
+#[tokio::test(start_paused = true)]
+async fn the_hedge_wins_and_the_original_is_cancelled() {
+    let hand = Hand::new();
+    let layer = fixed(10, 2).build().unwrap();
+    let handle = layer.handle();
+    let reply = send(layer.layer(hand.service()));
+    hand.at(12).await;
+    hand.answer(1, Ok(200));
+    assert_eq!(reply.await.unwrap().unwrap(), 200);
+    assert!(hand.cancelled(0));
+    assert_eq!(handle.counts().won_by_hedge, 1);
+}
+
+/// Scenario HG-1: with 4 attempts and a 500 ms delay, 1, 2, 3 and 4 are
+/// out at 1, 501, 1 001 and 1 501 ms; a zero delay sends them all at once;
+/// `Duration::MAX` sends the next only when one fails, never two at once.
+#[tokio::test(start_paused = true)]
+async fn attempts_go_one_delay_apart() {
+    let hand = Hand::new();
+    let reply = send(fixed(500, 4).build().unwrap().layer(hand.service()));
+    let mut out = Vec::new();
+    for ms in [1, 501, 1001, 1501, 5000] {
+        hand.at(ms).await;
+        out.push(hand.outstanding());
+    }
+    assert_eq!(out, [1, 2, 3, 4, 4]);
+    hand.answer(2, Ok(200));
+    assert_eq!(reply.await.unwrap().unwrap(), 200);
+    assert_eq!(hand.outstanding(), 0);
+
+    let hand = Hand::new();
+    let reply = send(fixed(0, 3).build().unwrap().layer(hand.service()));
+    hand.at(0).await;
+    assert_eq!(hand.arrivals(), [0, 0, 0]);
+    hand.answer(1, Ok(200));
+    assert_eq!(reply.await.unwrap().unwrap(), 200);
+
+    let hand = Hand::new();
+    let layer = HedgeLayer::after(Duration::MAX)
+        .max_attempts(3)
+        .budget(RetryBudget::unlimited())
+        .classifier(statuses)
+        .build()
+        .unwrap();
+    let reply = send(layer.layer(hand.service()));
+    hand.at(60_000).await;
+    assert_eq!(hand.outstanding(), 1);
+    hand.answer(0, Ok(503));
+    hand.at(60_100).await;
+    assert_eq!((hand.arrivals(), hand.outstanding()), (vec![0, 60_000], 1));
+    hand.answer(1, Ok(200));
+    assert_eq!(reply.await.unwrap().unwrap(), 200);
+}
+
+/// Scenario HG-2 (a): a request the replay rule refuses (not idempotent,
+/// or a body that cannot be copied) is never hedged.
+#[tokio::test(start_paused = true)]
+async fn a_request_that_may_not_be_sent_twice_is_not_hedged() {
+    let hand = Hand::new();
+    let layer = fixed(10, 2).hedge_if(|_: &u16| false).build().unwrap();
+    let reply = send(layer.layer(hand.service()));
+    hand.at(1000).await;
+    assert_eq!(hand.arrivals(), [0]);
+    hand.answer(0, Ok(200));
+    assert_eq!(reply.await.unwrap().unwrap(), 200);
+}
+
+/// Scenario HG-2 (b), (c), (d): no hedge until 10 latencies are known;
+/// with 1 ms eight times and 10 ms twice, the 90th percentile hedge goes
+/// at 10 ms; fast failures are not latencies and do not drag it down.
+#[tokio::test(start_paused = true)]
+async fn the_learned_delay_waits_for_data_and_ignores_fast_failures() {
+    let hand = Hand::new();
+    let layer = HedgeLayer::at_percentile(0.9)
+        .min_samples(10)
+        .budget(RetryBudget::unlimited())
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(hand.service());
+    // (b) A slow request with no latencies known: no hedge.
+    let reply = send(svc.clone());
+    hand.at(1000).await;
+    assert_eq!(hand.outstanding(), 1);
+    hand.answer(0, Ok(200)); // 1 s: the first latency
+    reply.await.unwrap().unwrap();
+    assert_eq!(handle.delay(), None);
+    // Nine more: 1 ms seven times, 10 ms twice; 1 s stays the largest.
+    let mut now = 1000;
+    for latency in [1, 1, 1, 1, 1, 1, 1, 10, 10] {
+        let n = hand.arrivals().len();
+        let reply = send(svc.clone());
+        now += latency;
+        hand.at(now).await;
+        hand.answer(n, Ok(200));
+        reply.await.unwrap().unwrap();
+    }
+    // (c) The 9th of 10 is 10 ms.
+    assert_eq!(handle.delay(), Some(Duration::from_millis(10)));
+    // (d) Fast failures are not recorded.
+    for _ in 0..50 {
+        let n = hand.arrivals().len();
+        let reply = send(svc.clone());
+        now += 1;
+        hand.at(now).await;
+        hand.answer(n, Err("refused".into()));
+        // The failure makes the hedge go at once; it fails as fast.
+        hand.at(now).await;
+        hand.answer(n + 1, Err("refused".into()));
+        reply.await.unwrap().unwrap_err();
+    }
+    assert_eq!(handle.delay(), Some(Duration::from_millis(10)));
+    // A slow request now gets its hedge at exactly 10 ms.
+    let n = hand.arrivals().len();
+    let reply = send(svc.clone());
+    hand.at(now + 10).await;
+    assert_eq!(hand.arrivals()[n..], [now, now + 10]);
+    hand.answer(n + 1, Ok(200));
+    reply.await.unwrap().unwrap();
+}
+
+/// Scenario HG-3: (a) a 503 sends the next hedge at once and the one
+/// after a delay later; (b) a failure while a hedge runs does not end the
+/// race; (c) a 400 is final and cancels the rest; (d) with every attempt
+/// failing, the failure comes only after the last.
+#[tokio::test(start_paused = true)]
+async fn a_failure_sends_the_next_hedge_and_only_a_final_one_ends_the_race() {
+    let build = || fixed(500, 3).classifier(statuses).build().unwrap();
+    // (a)
+    let hand = Hand::new();
+    let reply = send(build().layer(hand.service()));
+    hand.at(100).await;
+    hand.answer(0, Ok(503));
+    hand.at(100).await;
+    hand.at(600).await;
+    assert_eq!(hand.arrivals(), [0, 100, 600]);
+    hand.answer(2, Ok(200));
+    assert_eq!(reply.await.unwrap().unwrap(), 200);
+
+    // (b)
+    let hand = Hand::new();
+    let reply = send(build().layer(hand.service()));
+    hand.at(550).await;
+    hand.answer(0, Ok(503)); // after the hedge went at 500
+    hand.at(700).await;
+    assert!(!reply.is_finished());
+    hand.answer(1, Ok(200));
+    assert_eq!(reply.await.unwrap().unwrap(), 200);
+
+    // (c)
+    let hand = Hand::new();
+    let reply = send(build().layer(hand.service()));
+    hand.at(1000).await;
+    assert_eq!(hand.outstanding(), 3);
+    hand.answer(1, Ok(400));
+    assert_eq!(reply.await.unwrap().unwrap(), 400);
+    assert!(hand.cancelled(0) && hand.cancelled(2));
+
+    // (d)
+    let hand = Hand::new();
+    let reply = send(build().layer(hand.service()));
+    hand.at(1000).await;
+    hand.answer(0, Ok(503));
+    hand.answer(2, Ok(503));
+    hand.at(1100).await;
+    assert!(!reply.is_finished(), "one attempt is still out");
+    hand.answer(1, Ok(503));
+    assert_eq!(reply.await.unwrap().unwrap(), 503);
+    hand.at(5000).await;
+    assert_eq!(hand.arrivals().len(), 3, "no retry follows the hedges");
+}
+
+/// Hedges are paid for from the budget: with room for hedges on half the
+/// requests, ten slow requests send five hedges and the budget refuses
+/// the rest.
+#[tokio::test(start_paused = true)]
+async fn the_budget_bounds_the_hedges() {
+    let hand = Hand::new();
+    let layer = HedgeLayer::after(Duration::from_millis(10))
+        .budget(RetryBudget::windowed(Duration::from_secs(10), 0, 0.5))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(hand.service());
+    let replies: Vec<_> = (0..10).map(|_| send(svc.clone())).collect();
+    hand.at(100).await;
+    let counts = handle.counts();
+    assert_eq!(
+        (counts.requests, counts.hedges, counts.budget_refusals),
+        (10, 5, 5)
+    );
+    for attempt in 0..hand.arrivals().len() {
+        if !hand.cancelled(attempt) {
+            hand.answer(attempt, Ok(200));
+        }
+        hand.at(100).await;
+    }
+    for reply in replies {
+        reply.await.unwrap().unwrap();
+    }
+}
+
+/// Dropping the response future cancels every attempt still out.
+#[tokio::test(start_paused = true)]
+async fn dropping_the_call_cancels_every_attempt() {
+    let hand = Hand::new();
+    let reply = send(fixed(10, 3).build().unwrap().layer(hand.service()));
+    hand.at(30).await;
+    assert_eq!(hand.outstanding(), 3);
+    reply.abort();
+    let _ = reply.await;
+    assert_eq!(hand.outstanding(), 0);
+}
+
+#[test]
+fn bad_settings_name_their_field() {
+    let field = |builder: HedgeBuilder| builder.build().unwrap_err().field();
+    assert_eq!(field(fixed(10, 1)), "max_attempts");
+    assert_eq!(field(fixed(10, 11)), "max_attempts");
+    assert_eq!(field(HedgeLayer::at_percentile(1.0)), "percentile");
+    assert_eq!(
+        field(HedgeLayer::at_percentile(0.9).min_samples(0)),
+        "min_samples"
+    );
+    assert_eq!(
+        field(HedgeLayer::at_percentile(0.9).period(Duration::ZERO)),
+        "period"
+    );
+    let mut config = palisade::hedge::HedgeConfig::default();
+    assert_eq!(
+        HedgeLayer::from_config(config.clone()).unwrap_err().field(),
+        "delay"
+    );
+    config.delay = Some(Duration::from_millis(1));
+    config.percentile = Some(0.9);
+    assert_eq!(
+        HedgeLayer::from_config(config).unwrap_err().field(),
+        "percentile"
+    );
+}
