@@ -659,3 +659,37 @@ fn configuration_errors_name_the_field() {
          (a cache that holds nothing never answers)"
     );
 }
+
+/// Only a response the classifier calls a success is kept: one it
+/// ignores (a "not found") or calls a failure (a "503") never replaces
+/// the last good one, and is never served in another call's place.
+#[tokio::test(start_paused = true)]
+async fn only_successes_are_kept() {
+    let classifier = |result: &Result<String, BoxError>| match result.as_deref() {
+        Ok("not found") => Outcome::Ignored,
+        Ok("unavailable") | Err(_) => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+    };
+    let fallback = FallbackLayer::builder()
+        .on(Reason::Failure)
+        .classifier(classifier)
+        .last_good(|id: &u64| *id)
+        .max_age(MAX_AGE)
+        .mark(Unmarked)
+        .build()
+        .unwrap();
+    let answers = Arc::new(Mutex::new(vec!["unavailable", "not found", "good"]));
+    let next = answers.clone();
+    let mut svc = fallback.layer(service_fn(move |_: u64| {
+        let answer = next.lock().unwrap().pop().unwrap_or("unavailable");
+        std::future::ready(Ok::<_, BoxError>(answer.to_owned()))
+    }));
+    assert_eq!(call(&mut svc, 1).await.unwrap(), "good");
+    assert_eq!(call(&mut svc, 1).await.unwrap(), "not found", "passes");
+    assert_eq!(call(&mut svc, 1).await.unwrap(), "good", "for the 503");
+    assert_eq!(
+        call(&mut svc, 1).await.unwrap(),
+        "good",
+        "the 503 was not kept"
+    );
+}
