@@ -315,6 +315,7 @@ impl<F, K, C, M> FallbackBuilder<LastGoodKey<F, K>, C, M> {
     ///
     /// A [`ConfigError`] when no reason was chosen (`on`), `max_age` is not
     /// set or is zero, or `max_entries` is zero.
+    #[allow(clippy::type_complexity)] // the layer's type, spelled out once
     pub fn build<Res>(self) -> Result<FallbackLayer<LastGood<F, K, Res>, C, M>, ConfigError>
     where
         K: Hash + Eq + Send + Sync + 'static,

@@ -153,7 +153,7 @@
 //! | `name` | `"fallback"` | any string |
 //! | `on` | none | at least one [`Reason`] |
 //! | the answer | none | one of `value`, `answer`, `last_good`: `build` exists only once one is chosen |
-//! | `classifier` | [`DefaultClassifier`] | any [`Classify`](crate::classify::Classify) |
+//! | `classifier` | [`DefaultClassifier`] | any [`Classify`] |
 //! | `mark` | [`MarkDegradable`] | any [`Mark`] |
 //! | `max_entries` | 10 000 | at least 1 (`last_good` only) |
 //! | `max_age` | none, required for `last_good` | more than zero |
