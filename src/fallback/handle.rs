@@ -20,7 +20,7 @@ pub(crate) trait CacheStats: Send + Sync {
     fn not_kept(&self) -> u64;
 }
 
-pub(crate) type CacheLen = Arc<dyn CacheStats>;
+pub(crate) type CacheView = Arc<dyn CacheStats>;
 
 /// What came of one answer the layer made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub struct Event<'a> {
 pub(crate) struct Shared {
     name: Name,
     listener: Option<Listener>,
-    cache_len: Option<CacheLen>,
+    cache: Option<CacheView>,
     served: [AtomicU64; 6],
     answer_failures: AtomicU64,
     cache_hits: AtomicU64,
@@ -75,7 +75,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(name: Name, listener: Option<Listener>, cache_len: Option<CacheLen>) -> Self {
+    pub(crate) fn new(name: Name, listener: Option<Listener>, cache: Option<CacheView>) -> Self {
         let served_count = Reason::ALL.map(|reason| {
             Count::labelled(
                 "palisade_fallback_served_total",
@@ -101,7 +101,7 @@ impl Shared {
             cache_count,
             name,
             listener,
-            cache_len,
+            cache,
             served: Default::default(),
             answer_failures: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
@@ -130,13 +130,13 @@ impl Shared {
             }
             EventKind::CacheMiss | EventKind::CacheExpired => {}
         }
-        let cache = match kind {
+        let cache_counter = match kind {
             EventKind::ServedFromCache => Some((&self.cache_hits, &self.cache_count[0])),
             EventKind::CacheMiss => Some((&self.cache_misses, &self.cache_count[1])),
             EventKind::CacheExpired => Some((&self.cache_expired, &self.cache_count[2])),
             _ => None,
         };
-        if let Some((counter, count)) = cache {
+        if let Some((counter, count)) = cache_counter {
             counter.fetch_add(1, Ordering::Relaxed);
             count.add();
         }
@@ -231,10 +231,7 @@ impl Handle {
     /// Keys the cache holds now (expired ones included, until they are
     /// swept); 0 without a cache.
     pub fn cached(&self) -> usize {
-        self.shared
-            .cache_len
-            .as_ref()
-            .map_or(0, |cache| cache.len())
+        self.shared.cache.as_ref().map_or(0, |cache| cache.len())
     }
 
     /// Good responses not kept because their key was new and its share of
@@ -242,7 +239,7 @@ impl Handle {
     /// reached.
     pub fn cache_full(&self) -> u64 {
         self.shared
-            .cache_len
+            .cache
             .as_ref()
             .map_or(0, |cache| cache.not_kept())
     }

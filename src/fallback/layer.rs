@@ -10,7 +10,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::answer::{Cache, Compute, Failed, LastGood, NoAnswer, Value};
-use super::handle::{CacheLen, Event, Handle, Listener, Shared};
+use super::handle::{CacheView, Event, Handle, Listener, Shared};
 use super::mark::MarkDegradable;
 use super::{Fallback, Policy, Reason, Reasons};
 use crate::classify::DefaultClassifier;
@@ -253,7 +253,7 @@ impl<A, C, M> FallbackBuilder<A, C, M> {
     /// with the answer `made` of the chosen one.
     fn finish<A2>(
         self,
-        made: impl FnOnce(A) -> (A2, Option<CacheLen>),
+        made: impl FnOnce(A) -> (A2, Option<CacheView>),
     ) -> Result<FallbackLayer<A2, C, M>, ConfigError> {
         if self.config.on.is_empty() {
             return Err(ConfigError::new(
@@ -271,10 +271,10 @@ impl<A, C, M> FallbackBuilder<A, C, M> {
             Some(name) => Name::from(name),
             None => Name::Static(DEFAULT_NAME),
         };
-        let (answer, cache_len) = made(self.answer);
+        let (answer, cache) = made(self.answer);
         Ok(FallbackLayer {
             policy: Arc::new(Policy {
-                shared: Arc::new(Shared::new(name, self.listener, cache_len)),
+                shared: Arc::new(Shared::new(name, self.listener, cache)),
                 reasons,
                 answer,
                 classifier: self.classifier,
@@ -347,7 +347,7 @@ impl<F, K, C, M> FallbackBuilder<LastGoodKey<F, K>, C, M> {
             Some(age) => age,
         };
         let cache = Arc::new(Cache::new(max_entries, max_age));
-        let stats: CacheLen = cache.clone();
+        let stats: CacheView = cache.clone();
         self.finish(|LastGoodKey { key, .. }| (LastGood { key, cache }, Some(stats)))
     }
 }
