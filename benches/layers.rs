@@ -24,6 +24,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
+use palisade::fallback::{FallbackLayer, Reason, Unmarked};
 use palisade::rate_limit::{RateLimitBuilder, RateLimitLayer};
 use palisade::retry::{RetryBudget, RetryLayer};
 use palisade::timeout::TimeoutLayer;
@@ -204,6 +205,28 @@ fn layers(c: &mut Criterion) {
         palisade::throttle::ThrottleLayer::builder()
             .build()
             .expect("valid throttle")
+            .layer(Noop),
+    );
+
+    // Fallback, the call succeeding: palisade's pass-through without a
+    // cache (classified, handed on), beside tower-resilience's fallback to
+    // a value (which clones the request and boxes its future per call).
+    row(
+        c,
+        "fallback/tower_resilience_value",
+        tower_resilience::fallback::FallbackLayer::<u64, u64, std::convert::Infallible>::value(0)
+            .layer(Noop),
+    );
+    row(
+        c,
+        "fallback/palisade_value",
+        FallbackLayer::builder()
+            .on(Reason::CircuitOpen)
+            .on(Reason::Failure)
+            .value(0)
+            .mark(Unmarked)
+            .build()
+            .expect("valid fallback")
             .layer(Noop),
     );
 

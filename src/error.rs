@@ -611,6 +611,7 @@ impl ConfigError {
             feature = "rate-limit",
             feature = "throttle",
             feature = "chaos",
+            feature = "fallback",
             feature = "http"
         )),
         allow(dead_code)

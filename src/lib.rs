@@ -13,6 +13,7 @@
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
 //! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest; with `redis`, one limit across every replica of a service | `rate-limit` |
 //! | [`throttle`] | refuse locally, at random, the share of calls an overloaded upstream is refusing anyway (the SRE book's client-side throttling) | `throttle` |
+//! | [`fallback`] | answer with a degraded value (a default, a function's, or the last good response for the key), marked as such, while a dependency refuses or fails | `fallback` |
 //! | [`preset`] | the recommended stacks as one layer each: a client's (total timeout, retry, throttle, breaker, attempt timeout, bulkhead) and an HTTP server's, one name and one configuration checked across layers | the client layers' (the server's also `http`, `rate-limit`) |
 //! | `chaos` | inject failures, latency and outages on purpose, to test the rest | `chaos` |
 //! | `http` | HTTP status classifier, `Retry-After`, idempotent retries, rejections as 429/503/504 responses, `RateLimit-*` headers, deadlines across hops (`grpc-timeout`) | `http` |
@@ -92,26 +93,30 @@
 //!
 //! Outermost first, as `ServiceBuilder` reads:
 //!
-//! 1. **A total timeout**, so the caller's wait is bounded whatever happens
+//! 1. **A fallback**, if a degraded answer beats an error: outermost, so
+//!    that retry has had its attempts first, and the breaker inside still
+//!    records each call's real outcome (an answer the fallback makes never
+//!    counts as the upstream's success).
+//! 2. **A total timeout**, so the caller's wait is bounded whatever happens
 //!    inside.
-//! 2. **Retry**, so every attempt passes through the layers below it: the
+//! 3. **Retry**, so every attempt passes through the layers below it: the
 //!    breaker sees each attempt, and an open circuit fails a retry fast
 //!    (palisade's retry does not retry a `CircuitOpen`).
-//! 3. **Client-side throttling**, just outside the breaker: like the
+//! 4. **Client-side throttling**, just outside the breaker: like the
 //!    breaker it sees every attempt, and retry does not retry its refusals,
 //!    so retries cannot multiply the load on an overloaded upstream; a call
 //!    it refuses never touches the breaker, and while the breaker is open
 //!    it sees only refusals, which it ignores. The breaker is for an
 //!    upstream that is down, the throttle for one that is struggling.
-//! 4. **The circuit breaker**, outside the attempt timeout, so that a hung
+//! 5. **The circuit breaker**, outside the attempt timeout, so that a hung
 //!    call counts as a failure.
-//! 5. **A client-side rate limit**, inside the breaker: a call the limiter
+//! 6. **A client-side rate limit**, inside the breaker: a call the limiter
 //!    refuses never reaches the upstream, so the breaker ignores it (the
 //!    default classifier calls it neither success nor failure), and retry
 //!    waits out its `retry_after`. (On a server, a rate limit goes
 //!    outermost, to shed load before any work.)
-//! 6. **An attempt timeout.**
-//! 7. **The bulkhead**, innermost, so that its slots are held only while a
+//! 7. **An attempt timeout.**
+//! 8. **The bulkhead**, innermost, so that its slots are held only while a
 //!    call is really in flight (not while a retry waits out its backoff).
 //!
 //! # Principles
@@ -158,6 +163,7 @@
 //! | `retry` | yes | [`retry`] |
 //! | `rate-limit` | yes | [`rate_limit`] |
 //! | `throttle` | yes | [`throttle`] |
+//! | `fallback` | no | [`fallback`]: a degraded answer in place of chosen refusals and failures |
 //! | `hedge` | no | [`hedge`]: a second attempt when the first is slow (turns on `retry`) |
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
 //! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
@@ -182,11 +188,17 @@ pub mod classify;
 )]
 pub mod deadline;
 pub mod error;
-// The bounded store of the keyed breaker and the keyed rate limiter.
-#[cfg(any(feature = "circuit-breaker", feature = "rate-limit"))]
+// The bounded store of the keyed breaker, the keyed rate limiter and the
+// fallback's cache.
+#[cfg(any(
+    feature = "circuit-breaker",
+    feature = "rate-limit",
+    feature = "fallback"
+))]
 mod keyed;
 #[cfg(any(
     feature = "bulkhead",
+    feature = "fallback",
     feature = "rate-limit",
     feature = "retry",
     feature = "throttle"
@@ -200,6 +212,7 @@ mod name;
         feature = "timeout",
         feature = "bulkhead",
         feature = "circuit-breaker",
+        feature = "fallback",
         feature = "retry",
         feature = "rate-limit",
         feature = "throttle"
@@ -210,6 +223,7 @@ mod serde_duration;
     feature = "bulkhead",
     feature = "chaos",
     feature = "circuit-breaker",
+    feature = "fallback",
     feature = "http",
     feature = "retry",
     feature = "rate-limit",
@@ -226,6 +240,9 @@ pub mod chaos;
 #[cfg(feature = "circuit-breaker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub mod circuit_breaker;
+#[cfg(feature = "fallback")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fallback")))]
+pub mod fallback;
 #[cfg(feature = "hedge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hedge")))]
 pub mod hedge;

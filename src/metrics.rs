@@ -21,7 +21,7 @@ impl Count {
 
     /// A counter with one more label beside the name.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    #[cfg_attr(not(feature = "retry"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "retry", feature = "fallback")), allow(dead_code))]
     pub(crate) fn labelled(
         series: &'static str,
         name: &str,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::fallback::{FallbackLayer, Reason, Unmarked, Value};
 use palisade::rate_limit::RateLimitLayer;
 use palisade::retry::{RetryBudget, RetryLayer};
 use palisade::timeout::TimeoutLayer;
@@ -98,6 +99,16 @@ fn timeout() -> TimeoutLayer {
 
 fn bulkhead() -> BulkheadLayer {
     BulkheadLayer::new(8).unwrap()
+}
+
+fn fallback() -> FallbackLayer<Value<u64>, palisade::classify::DefaultClassifier, Unmarked> {
+    FallbackLayer::builder()
+        .on(Reason::CircuitOpen)
+        .on(Reason::Failure)
+        .value(0)
+        .mark(Unmarked)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -279,6 +290,18 @@ fn throttle_success_path_allocates_nothing() {
     assert_eq!(handle.probability(), 0.0);
 }
 
+/// A success through a fallback without a cache: classified, passed on,
+/// nothing kept; also in front of a breaker, as it is placed.
+#[test]
+fn fallback_pass_through_allocates_nothing() {
+    assert_eq!(allocations_per_run(fallback().layer(Noop)), 0);
+    let breaker = CircuitBreakerLayer::builder().build().unwrap();
+    assert_eq!(
+        allocations_per_run(fallback().layer(breaker.layer(Noop))),
+        0
+    );
+}
+
 /// hyper clones the whole stack for every request.
 #[test]
 fn a_fresh_clone_per_call_allocates_nothing() {
@@ -317,10 +340,12 @@ fn with_a_metrics_recorder_the_success_paths_allocate_nothing() {
         .build()
         .unwrap();
     let bulkhead = bulkhead();
+    let fallback = fallback();
     assert_eq!(allocations_per_run(breaker.layer(Noop)), 0);
     assert_eq!(allocations_per_run(bulkhead.layer(Noop)), 0);
     assert_eq!(allocations_per_run(retry.layer(Noop)), 0);
     assert_eq!(allocations_per_run(limit.layer(Noop)), 0);
+    assert_eq!(allocations_per_run(fallback.layer(Noop)), 0);
     // The metrics did move: the handles are the recorder's.
     assert!(
         recorded.counter(

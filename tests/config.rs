@@ -189,6 +189,38 @@ async fn a_file_and_the_builder_make_the_same_rate_limit() {
     assert_eq!(format!("{from_file:?}"), format!("{from_setters:?}"));
 }
 
+/// A fallback's settings from a file: the reasons by name, durations as
+/// text. The answer is code, added to the builder made from the file.
+#[tokio::test(start_paused = true)]
+async fn a_file_and_the_builder_make_the_same_fallback() {
+    use palisade::fallback::{FallbackBuilder, FallbackConfig, FallbackLayer, Reason, Unmarked};
+
+    let file: FallbackConfig = toml::from_str(
+        r#"
+        name = "users"
+        on = ["circuit_open", "failure"]
+        max_entries = 100
+        max_age = "30s"
+        "#,
+    )
+    .unwrap();
+    let built = FallbackLayer::builder()
+        .name("users")
+        .on(Reason::CircuitOpen)
+        .on(Reason::Failure)
+        .max_entries(100)
+        .max_age(secs(30));
+    assert_eq!(built.config(), &file);
+    let layer = FallbackBuilder::from_config(file)
+        .last_good(|id: &u64| *id)
+        .mark(Unmarked)
+        .build::<String>()
+        .unwrap();
+    assert_eq!(layer.handle().name(), "users");
+    let unknown = toml::from_str::<FallbackConfig>(r#"on = ["circuit_closed"]"#);
+    assert!(unknown.unwrap_err().to_string().contains("circuit_closed"));
+}
+
 /// The defaults live in one place: a builder starts from its config's
 /// `Default`, and a file that sets nothing reads as that `Default`.
 #[test]

@@ -652,3 +652,63 @@ async fn every_refusal_is_a_debug_event_with_the_layer_name() {
             .all(|(level, fields)| *level == Level::DEBUG && fields.contains("search"))
     );
 }
+
+/// The fallback counts the answers it served by reason, the answers that
+/// failed, and its cache's hits, misses and expired entries, as its
+/// handle does.
+#[cfg(feature = "fallback")]
+#[tokio::test(start_paused = true)]
+async fn the_fallback_counts_answers_by_reason_and_cache_results() {
+    use palisade::fallback::{FallbackLayer, Reason, Unmarked};
+
+    let recorded = Recorded::default();
+    let layer = metrics::with_local_recorder(&recorded, || {
+        FallbackLayer::builder()
+            .name("users")
+            .on(Reason::Failure)
+            .last_good(|id: &u32| *id)
+            .max_age(Duration::from_secs(10))
+            .mark(Unmarked)
+            .build()
+            .unwrap()
+    });
+    let handle = layer.handle();
+    let failing = Arc::new(AtomicBool::new(false));
+    let fails = failing.clone();
+    let mut svc = layer.layer(service_fn(move |id: u32| {
+        let failing = fails.load(Ordering::SeqCst);
+        async move {
+            if failing {
+                Err::<u32, BoxError>("down".into())
+            } else {
+                Ok(id)
+            }
+        }
+    }));
+    let mut call_id = async |id: u32| svc.ready().await?.call(id).await;
+    call_id(1).await.unwrap();
+    failing.store(true, Ordering::SeqCst);
+    call_id(1).await.unwrap(); // hit
+    call_id(2).await.unwrap_err(); // miss
+    tokio::time::advance(Duration::from_secs(10)).await;
+    call_id(1).await.unwrap_err(); // expired
+
+    let cache = |result: &str| {
+        recorded.counter(&format!(
+            "palisade_fallback_cache_total{{name=\"users\",result=\"{result}\"}}"
+        ))
+    };
+    assert_eq!((cache("hit"), cache("miss"), cache("expired")), (1, 1, 1));
+    let served = |reason: &str| {
+        recorded.counter(&format!(
+            "palisade_fallback_served_total{{name=\"users\",reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(served("failure"), 1);
+    assert_eq!(served("circuit_open"), 0);
+    assert_eq!(served("failure"), handle.served(Reason::Failure));
+    assert_eq!(
+        recorded.counter("palisade_fallback_answer_failures_total{name=\"users\"}"),
+        0
+    );
+}
