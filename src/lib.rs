@@ -196,13 +196,17 @@ pub mod error;
     feature = "fallback"
 ))]
 mod keyed;
-#[cfg(any(
-    feature = "bulkhead",
-    feature = "fallback",
-    feature = "rate-limit",
-    feature = "retry",
-    feature = "throttle"
-))]
+// Each layer uses the handles it reports through; with only some layers
+// compiled, some handle types go unused.
+#[cfg_attr(
+    not(all(
+        feature = "bulkhead",
+        feature = "rate-limit",
+        feature = "retry",
+        feature = "circuit-breaker"
+    )),
+    allow(dead_code)
+)]
 mod metrics;
 mod name;
 // Only the layers' configuration structs read durations from files.
