@@ -712,3 +712,32 @@ async fn the_fallback_counts_answers_by_reason_and_cache_results() {
         0
     );
 }
+
+/// The chaos layer counts the faults it injects by kind, as its handle
+/// does.
+#[cfg(feature = "chaos")]
+#[tokio::test(start_paused = true)]
+async fn the_chaos_layer_counts_the_faults_it_injects() {
+    use palisade::chaos::ChaosLayer;
+    let recorded = Recorded::default();
+    let layer = metrics::with_local_recorder(&recorded, || {
+        ChaosLayer::builder().name("payments").seed(7).build()
+    });
+    let faults = layer.handle();
+    faults.set_error_rate(0.3).unwrap();
+    faults.set_latency(0.3, Duration::from_millis(5)).unwrap();
+    let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    for n in 0..200 {
+        let _ = svc.clone().oneshot(n).await;
+    }
+    faults.set_outage(true);
+    let _ = svc.clone().oneshot(0).await;
+    let injected = |fault: &str| {
+        recorded.counter(&format!(
+            "palisade_chaos_injected_total{{fault=\"{fault}\",name=\"payments\"}}"
+        ))
+    };
+    assert!(injected("error") > 0 && injected("latency") > 0);
+    assert_eq!(injected("error"), faults.failed());
+    assert_eq!(injected("latency"), faults.delayed());
+}

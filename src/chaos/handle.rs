@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::metrics::Count;
 use crate::name::Name;
 use crate::rng::splitmix64;
 use crate::sync::{AtomicU64, Ordering};
@@ -35,11 +36,22 @@ pub(crate) struct Shared {
     draws: AtomicU64,
     failed: AtomicU64,
     delayed: AtomicU64,
+    /// `palisade_chaos_injected_total{name, fault}`: `error` then
+    /// `latency`.
+    injected: [Count; 2],
 }
 
 impl Shared {
     pub(crate) fn new(name: Name, seed: u64) -> Self {
         Shared {
+            injected: ["error", "latency"].map(|fault| {
+                Count::labelled(
+                    "palisade_chaos_injected_total",
+                    name.as_str(),
+                    "fault",
+                    fault,
+                )
+            }),
             name,
             settings: AtomicU64::new(0),
             latency: AtomicU64::new(0),
@@ -63,8 +75,7 @@ impl Shared {
     #[cold]
     fn draw_with(&self, settings: u64) -> Fault {
         if settings & OUTAGE != 0 {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            return Fault::Fail;
+            return self.fail();
         }
         // One draw per call, in call order: the same seed and the same
         // calls give the same faults.
@@ -73,14 +84,20 @@ impl Shared {
         // Two uniform draws in [0, 1 000 000) from the two halves.
         let below = |half: u64| ((half & 0xFFFF_FFFF) * MILLION) >> 32;
         if below(bits) < settings & RATE_MASK {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            return Fault::Fail;
+            return self.fail();
         }
         if below(bits >> 32) < (settings >> RATE_BITS) & RATE_MASK {
             self.delayed.fetch_add(1, Ordering::Relaxed);
+            self.injected[1].add();
             return Fault::Delay(Duration::from_nanos(self.latency.load(Ordering::Relaxed)));
         }
         Fault::None
+    }
+
+    fn fail(&self) -> Fault {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.injected[0].add();
+        Fault::Fail
     }
 
     fn update(&self, f: impl Fn(u64) -> u64) {
