@@ -10,6 +10,7 @@
 //! | [`circuit_breaker`] | stop calling a failing dependency, then probe it before trusting it again | `circuit-breaker` |
 //! | [`timeout`] | fail a call that runs too long, cancelling its work | `timeout` |
 //! | [`bulkhead`] | cap the calls in flight, so one slow dependency cannot take every resource | `bulkhead` |
+//! | `adaptive` | a bulkhead whose limit moves: lowered when the dependency's latency rises or it drops calls, raised when it recovers (AIMD or Gradient2) | `adaptive` |
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
 //! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest; with `redis`, one limit across every replica of a service | `rate-limit` |
 //! | [`throttle`] | refuse locally, at random, the share of calls an overloaded upstream is refusing anyway (the SRE book's client-side throttling) | `throttle` |
@@ -158,6 +159,7 @@
 //! | `retry` | yes | [`retry`] |
 //! | `rate-limit` | yes | [`rate_limit`] |
 //! | `throttle` | yes | [`throttle`] |
+//! | `adaptive` | no | `adaptive`: a concurrency limit that follows the dependency's latency and drops |
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
 //! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
@@ -185,6 +187,7 @@ pub mod error;
 #[cfg(any(feature = "circuit-breaker", feature = "rate-limit"))]
 mod keyed;
 #[cfg(any(
+    feature = "adaptive",
     feature = "bulkhead",
     feature = "rate-limit",
     feature = "retry",
@@ -197,6 +200,7 @@ mod name;
     feature = "serde",
     any(
         feature = "timeout",
+        feature = "adaptive",
         feature = "bulkhead",
         feature = "circuit-breaker",
         feature = "retry",
@@ -206,6 +210,7 @@ mod name;
 ))]
 mod serde_duration;
 #[cfg(any(
+    feature = "adaptive",
     feature = "bulkhead",
     feature = "chaos",
     feature = "circuit-breaker",
@@ -216,6 +221,9 @@ mod serde_duration;
 ))]
 mod sync;
 
+#[cfg(feature = "adaptive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "adaptive")))]
+pub mod adaptive;
 #[cfg(feature = "bulkhead")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
 pub mod bulkhead;
