@@ -86,6 +86,10 @@ impl Level {
 
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[cfg_attr(
+        not(any(feature = "adaptive", feature = "rate-limit")),
+        allow(dead_code)
+    )]
     pub(crate) fn set(&self, value: u64) {
         #[cfg(feature = "metrics")]
         self.gauge.set(value as f64);
@@ -113,6 +117,10 @@ impl Durations {
 
     /// A histogram with one more label beside the name.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[cfg_attr(
+        not(all(feature = "circuit-breaker", feature = "metrics")),
+        allow(dead_code)
+    )]
     pub(crate) fn labelled(
         series: &'static str,
         name: &str,
@@ -135,7 +143,7 @@ impl Durations {
     }
 
     #[inline]
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables, dead_code))]
     pub(crate) fn record(&self, took: std::time::Duration) {
         #[cfg(feature = "metrics")]
         self.histogram.record(took.as_secs_f64());
