@@ -114,6 +114,8 @@
 //! 6. **An attempt timeout.**
 //! 7. **The bulkhead**, innermost, so that its slots are held only while a
 //!    call is really in flight (not while a retry waits out its backoff).
+//!    An adaptive limit goes just outside the attempt timeout instead, so
+//!    that it sees a timed-out call as a drop rather than a cancellation.
 //!
 //! # Principles
 //!

@@ -94,7 +94,11 @@ async fn admits_up_to_the_limit_and_refuses_the_rest_at_once() {
     );
     assert_eq!(rejection.waited(), Duration::ZERO);
     assert!(ErrorKind::of(&err).is_rejected_before_call());
-    assert_eq!(probe.ready_polls(), polls, "a refusal does not poll the inner");
+    assert_eq!(
+        probe.ready_polls(),
+        polls,
+        "a refusal does not poll the inner"
+    );
     assert_eq!((probe.calls(), handle.rejected()), (2, 1));
 
     probe.release(2);
@@ -215,7 +219,11 @@ async fn a_full_limiter_stays_ready_and_fails_in_the_call() {
         }
         other => panic!("expected an immediate BulkheadFull, got {other:?}"),
     }
-    assert_eq!(probe.ready_polls(), polls, "the pending inner was not polled");
+    assert_eq!(
+        probe.ready_polls(),
+        polls,
+        "the pending inner was not polled"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -227,7 +235,10 @@ async fn a_call_without_readiness_is_an_error_not_a_panic() {
         panic!("expected NotReady, got {err}");
     };
     assert_eq!((e.layer(), e.name()), ("adaptive", "db"));
-    assert_eq!((probe.calls(), handle.in_flight(), handle.rejected()), (0, 0, 0));
+    assert_eq!(
+        (probe.calls(), handle.in_flight(), handle.rejected()),
+        (0, 0, 0)
+    );
     assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 2);
 }
 
@@ -350,14 +361,21 @@ async fn a_falling_limit_lets_running_calls_finish_and_admits_none_meanwhile() {
         answered(call.poll());
     }
     assert_eq!(handle.in_flight(), 0);
-    assert_eq!(probe.max_in_flight(), 10, "never above the limit at admission");
+    assert_eq!(
+        probe.max_in_flight(),
+        10,
+        "never above the limit at admission"
+    );
     assert_eq!(handle.rejected(), 2);
 }
 
 /// AC-2 (d): a minute without calls leaves the limit where it was.
 #[tokio::test(start_paused = true)]
 async fn no_calls_for_a_minute_leave_the_limit_alone() {
-    let layer = AdaptiveLayer::gradient().limits(100, 20, 200).build().unwrap();
+    let layer = AdaptiveLayer::gradient()
+        .limits(100, 20, 200)
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let svc = layer.layer(service_fn(|n: u64| async move {
         sleep(ms(10)).await;
@@ -440,7 +458,11 @@ where
     for task in tasks {
         let _ = task.await;
     }
-    assert_eq!(handle.in_flight(), 0, "cancelled calls gave their slots back");
+    assert_eq!(
+        handle.in_flight(),
+        0,
+        "cancelled calls gave their slots back"
+    );
     trace
 }
 
@@ -451,11 +473,18 @@ where
 #[tokio::test(start_paused = true)]
 async fn gradient_falls_when_latency_rises_and_rises_when_it_recovers() {
     let slow = Arc::new(AtomicBool::new(false));
-    let layer = AdaptiveLayer::gradient().limits(20, 10, 50).build().unwrap();
+    let layer = AdaptiveLayer::gradient()
+        .limits(20, 10, 50)
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let latency = slow.clone();
     let svc = layer.layer(service_fn(move |n: u64| {
-        let took = if latency.load(Ordering::SeqCst) { 30 } else { 10 };
+        let took = if latency.load(Ordering::SeqCst) {
+            30
+        } else {
+            10
+        };
         async move {
             sleep(ms(took)).await;
             Ok::<_, BoxError>(n)
@@ -510,8 +539,14 @@ fn nonsense_configuration_is_a_config_error() {
         assert_eq!(err.layer(), "adaptive");
         err.field()
     };
-    assert_eq!(field(AdaptiveLayer::aimd().limits(1, 0, 10).build()), "min_limit");
-    assert_eq!(field(AdaptiveLayer::aimd().limits(5, 5, 4).build()), "max_limit");
+    assert_eq!(
+        field(AdaptiveLayer::aimd().limits(1, 0, 10).build()),
+        "min_limit"
+    );
+    assert_eq!(
+        field(AdaptiveLayer::aimd().limits(5, 5, 4).build()),
+        "max_limit"
+    );
     assert_eq!(
         field(AdaptiveLayer::gradient().max_limit(usize::MAX).build()),
         "max_limit"
@@ -527,15 +562,30 @@ fn nonsense_configuration_is_a_config_error() {
         "invalid adaptive configuration: `initial_limit` must be within min_limit ..= \
          max_limit (20 ..= 200), got 10"
     );
-    assert_eq!(field(AdaptiveLayer::aimd().backoff_factor(1.0).build()), "backoff_factor");
-    assert_eq!(field(AdaptiveLayer::aimd().slow_after(Duration::ZERO).build()), "slow_after");
-    assert_eq!(field(AdaptiveLayer::gradient().tolerance(0.5).build()), "tolerance");
-    assert_eq!(field(AdaptiveLayer::gradient().long_window(0).build()), "long_window");
+    assert_eq!(
+        field(AdaptiveLayer::aimd().backoff_factor(1.0).build()),
+        "backoff_factor"
+    );
+    assert_eq!(
+        field(AdaptiveLayer::aimd().slow_after(Duration::ZERO).build()),
+        "slow_after"
+    );
+    assert_eq!(
+        field(AdaptiveLayer::gradient().tolerance(0.5).build()),
+        "tolerance"
+    );
+    assert_eq!(
+        field(AdaptiveLayer::gradient().long_window(0).build()),
+        "long_window"
+    );
     assert_eq!(
         field(AdaptiveLayer::gradient().queue_allowance(-1.0).build()),
         "queue_allowance"
     );
-    assert_eq!(field(AdaptiveLayer::gradient().smoothing(0.0).build()), "smoothing");
+    assert_eq!(
+        field(AdaptiveLayer::gradient().smoothing(0.0).build()),
+        "smoothing"
+    );
 }
 
 #[test]
@@ -553,7 +603,10 @@ fn the_handle_reports_the_configuration() {
     );
     assert_eq!((handle.in_flight(), handle.rejected()), (0, 0));
     let debug = format!("{handle:?}");
-    assert!(debug.contains("reports") && debug.contains("limit: 30"), "{debug}");
+    assert!(
+        debug.contains("reports") && debug.contains("limit: 30"),
+        "{debug}"
+    );
 }
 
 #[cfg(feature = "serde")]
@@ -575,6 +628,12 @@ fn configuration_loads_from_json_and_matches_the_builder() {
     let layer = AdaptiveBuilder::from_config(config).build().unwrap();
     assert_eq!((layer.handle().name(), layer.handle().limit()), ("db", 20));
 
+    // The form the docs show, in TOML.
+    let config: AdaptiveConfig =
+        toml::from_str("name = \"db\"\nmax_limit = 100\n\n[algorithm.gradient]\nsmoothing = 0.1\n")
+            .unwrap();
+    assert_eq!(config, built);
+
     let config: AdaptiveConfig = serde_json::from_str(
         r#"{ "algorithm": { "aimd": { "backoff_factor": 0.5, "slow_after": "250ms" } } }"#,
     )
@@ -593,9 +652,7 @@ fn configuration_loads_from_json_and_matches_the_builder() {
 
     // The algorithm is required; unknown fields and bad values are refused.
     assert!(serde_json::from_str::<AdaptiveConfig>(r#"{ "max_limit": 100 }"#).is_err());
-    assert!(
-        serde_json::from_str::<AdaptiveConfig>(r#"{ "algorithm": { "vegas": {} } }"#).is_err()
-    );
+    assert!(serde_json::from_str::<AdaptiveConfig>(r#"{ "algorithm": { "vegas": {} } }"#).is_err());
     assert!(
         serde_json::from_str::<AdaptiveConfig>(
             r#"{ "algorithm": { "aimd": { "backoff": 0.5 } } }"#

@@ -53,8 +53,8 @@
 //!
 //! A sample is a call's latency (from `call` to its answer, on tokio's
 //! clock), the calls in flight when it was admitted, and whether it was
-//! dropped. A [`Classify`](crate::classify::Classify) implementation,
-//! [`DefaultClassifier`](crate::classify::DefaultClassifier) unless the
+//! dropped. A [`Classify`] implementation,
+//! [`DefaultClassifier`] unless the
 //! builder is given another, decides:
 //!
 //! - [`Success`](crate::classify::Outcome::Success): a healthy sample.
