@@ -490,7 +490,7 @@ async fn gradient_falls_when_latency_rises_and_rises_when_it_recovers() {
             Ok::<_, BoxError>(n)
         }
     }));
-    let phases = [5, 30, 10].map(Duration::from_secs);
+    let phases = [2, 30, 5].map(Duration::from_secs);
     let trace = scripted_run(svc, &handle, 80, &slow, phases).await;
     assert_eq!(trace.before, 50, "{trace:?}");
     assert!(trace.lowest_in_bad_phase <= 25, "{trace:?}");
@@ -524,7 +524,7 @@ async fn aimd_falls_on_drops_and_rises_when_they_stop() {
             }
         }
     }));
-    let phases = [5, 30, 10].map(Duration::from_secs);
+    let phases = [2, 10, 5].map(Duration::from_secs);
     let trace = scripted_run(svc, &handle, 80, &overloaded, phases).await;
     assert_eq!(trace.before, 50, "{trace:?}");
     assert!(trace.lowest_in_bad_phase <= 20, "{trace:?}");
