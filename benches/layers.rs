@@ -167,6 +167,26 @@ fn layers(c: &mut Criterion) {
         tower::limit::ConcurrencyLimit::new(Noop, LIMIT),
     );
     row(c, "bulkhead/palisade", palisade_bulkhead().layer(Noop));
+    // The adaptive limit beside the fixed one: a slot, a clock read, and
+    // the algorithm's update per call. (tower-resilience 0.13 has an
+    // adaptive limiter in its own crate, tower-resilience-adaptive, which
+    // is not among the dev-dependencies.)
+    #[cfg(feature = "adaptive")]
+    {
+        use palisade::adaptive::AdaptiveLayer;
+        let aimd = AdaptiveLayer::aimd().limits(LIMIT, 1, LIMIT);
+        row(
+            c,
+            "adaptive/palisade_aimd",
+            aimd.build().expect("valid limit").layer(Noop),
+        );
+        let gradient = AdaptiveLayer::gradient().limits(LIMIT, 1, LIMIT);
+        row(
+            c,
+            "adaptive/palisade_gradient",
+            gradient.build().expect("valid limit").layer(Noop),
+        );
+    }
 
     let count = breaker().build().expect("valid breaker");
     row(c, "breaker/closed_count", count.layer(Noop));

@@ -184,7 +184,8 @@ impl fmt::Display for RateLimited {
 
 impl Error for RateLimited {}
 
-/// A call was refused because a bulkhead had no free slot.
+/// A call was refused because a bulkhead, fixed or adaptive, had no free
+/// slot.
 ///
 /// The call never reached the inner service.
 #[derive(Clone, Debug)]
@@ -196,7 +197,7 @@ pub struct BulkheadFull {
 }
 
 impl BulkheadFull {
-    #[cfg_attr(not(feature = "bulkhead"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "adaptive", feature = "bulkhead")), allow(dead_code))]
     pub(crate) fn new(name: Name, max_concurrent: usize, waited: Duration) -> Self {
         BulkheadFull {
             name,
@@ -210,7 +211,8 @@ impl BulkheadFull {
         self.name.as_str()
     }
 
-    /// The bulkhead's limit on calls in flight.
+    /// The bulkhead's limit on calls in flight; for an adaptive limit
+    /// (`palisade::adaptive`), the limit in force when the call was refused.
     pub fn max_concurrent(&self) -> usize {
         self.max_concurrent
     }
@@ -605,6 +607,7 @@ impl ConfigError {
     #[cfg_attr(
         not(any(
             feature = "timeout",
+            feature = "adaptive",
             feature = "bulkhead",
             feature = "circuit-breaker",
             feature = "retry",

@@ -10,6 +10,7 @@
 //! | [`circuit_breaker`] | stop calling a failing dependency, then probe it before trusting it again | `circuit-breaker` |
 //! | [`timeout`] | fail a call that runs too long, cancelling its work | `timeout` |
 //! | [`bulkhead`] | cap the calls in flight, so one slow dependency cannot take every resource | `bulkhead` |
+//! | `adaptive` | a bulkhead whose limit moves: lowered when the dependency's latency rises or it drops calls, raised when it recovers (AIMD or Gradient2) | `adaptive` |
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
 //! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest; with `redis`, one limit across every replica of a service | `rate-limit` |
 //! | [`throttle`] | refuse locally, at random, the share of calls an overloaded upstream is refusing anyway (the SRE book's client-side throttling) | `throttle` |
@@ -118,6 +119,8 @@
 //! 7. **An attempt timeout.**
 //! 8. **The bulkhead**, innermost, so that its slots are held only while a
 //!    call is really in flight (not while a retry waits out its backoff).
+//!    An adaptive limit goes just outside the attempt timeout instead, so
+//!    that it sees a timed-out call as a drop rather than a cancellation.
 //!
 //! # Principles
 //!
@@ -165,6 +168,7 @@
 //! | `throttle` | yes | [`throttle`] |
 //! | `fallback` | no | [`fallback`]: a degraded answer in place of chosen refusals and failures |
 //! | `hedge` | no | [`hedge`]: a second attempt when the first is slow (turns on `retry`) |
+//! | `adaptive` | no | `adaptive`: a concurrency limit that follows the dependency's latency and drops |
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
 //! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
@@ -214,6 +218,7 @@ mod name;
     feature = "serde",
     any(
         feature = "timeout",
+        feature = "adaptive",
         feature = "bulkhead",
         feature = "circuit-breaker",
         feature = "fallback",
@@ -224,6 +229,7 @@ mod name;
 ))]
 mod serde_duration;
 #[cfg(any(
+    feature = "adaptive",
     feature = "bulkhead",
     feature = "chaos",
     feature = "circuit-breaker",
@@ -235,6 +241,9 @@ mod serde_duration;
 ))]
 mod sync;
 
+#[cfg(feature = "adaptive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "adaptive")))]
+pub mod adaptive;
 #[cfg(feature = "bulkhead")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
 pub mod bulkhead;

@@ -43,14 +43,14 @@ impl Count {
 
 /// A gauge that goes up and down, such as
 /// `palisade_bulkhead_in_use{name}`.
-#[cfg(any(feature = "bulkhead", feature = "rate-limit"))]
+#[cfg(any(feature = "adaptive", feature = "bulkhead", feature = "rate-limit"))]
 #[derive(Clone)]
 pub(crate) struct Level {
     #[cfg(feature = "metrics")]
     gauge: metrics::Gauge,
 }
 
-#[cfg(any(feature = "bulkhead", feature = "rate-limit"))]
+#[cfg(any(feature = "adaptive", feature = "bulkhead", feature = "rate-limit"))]
 impl Level {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn new(series: &'static str, name: &str) -> Self {
@@ -65,14 +65,20 @@ impl Level {
     }
 
     #[inline]
-    #[cfg_attr(not(any(feature = "bulkhead", feature = "redis")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "adaptive", feature = "bulkhead", feature = "redis")),
+        allow(dead_code)
+    )]
     pub(crate) fn up(&self) {
         #[cfg(feature = "metrics")]
         self.gauge.increment(1.0);
     }
 
     #[inline]
-    #[cfg_attr(not(any(feature = "bulkhead", feature = "redis")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "adaptive", feature = "bulkhead", feature = "redis")),
+        allow(dead_code)
+    )]
     pub(crate) fn down(&self) {
         #[cfg(feature = "metrics")]
         self.gauge.decrement(1.0);
@@ -80,6 +86,10 @@ impl Level {
 
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[cfg_attr(
+        not(any(feature = "adaptive", feature = "rate-limit")),
+        allow(dead_code)
+    )]
     pub(crate) fn set(&self, value: u64) {
         #[cfg(feature = "metrics")]
         self.gauge.set(value as f64);
@@ -107,6 +117,10 @@ impl Durations {
 
     /// A histogram with one more label beside the name.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[cfg_attr(
+        not(all(feature = "circuit-breaker", feature = "metrics")),
+        allow(dead_code)
+    )]
     pub(crate) fn labelled(
         series: &'static str,
         name: &str,
@@ -129,7 +143,7 @@ impl Durations {
     }
 
     #[inline]
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables, dead_code))]
     pub(crate) fn record(&self, took: std::time::Duration) {
         #[cfg(feature = "metrics")]
         self.histogram.record(took.as_secs_f64());
@@ -149,7 +163,7 @@ impl std::fmt::Debug for Count {
     }
 }
 
-#[cfg(any(feature = "bulkhead", feature = "rate-limit"))]
+#[cfg(any(feature = "adaptive", feature = "bulkhead", feature = "rate-limit"))]
 impl std::fmt::Debug for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Level")

@@ -30,7 +30,7 @@ pub(crate) use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLo
 /// data it guards is kept consistent at every step, so a poisoned lock
 /// holds nothing half-done.
 #[cfg_attr(
-    not(any(feature = "bulkhead", feature = "rate-limit")),
+    not(any(feature = "adaptive", feature = "bulkhead", feature = "rate-limit")),
     allow(dead_code)
 )]
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -302,6 +302,20 @@ fn fallback_pass_through_allocates_nothing() {
     );
 }
 
+/// The adaptive limit's success path: a compare-and-swap for the slot, a
+/// clock read, and the algorithm's update under its lock; for both
+/// algorithms, and for a call that must wait for its answer.
+#[cfg(feature = "adaptive")]
+#[test]
+fn adaptive_success_path_allocates_nothing() {
+    use palisade::adaptive::AdaptiveLayer;
+    let aimd = || AdaptiveLayer::aimd().build().unwrap();
+    let gradient = || AdaptiveLayer::gradient().build().unwrap();
+    assert_eq!(allocations_per_run(aimd().layer(Noop)), 0);
+    assert_eq!(allocations_per_run(gradient().layer(Noop)), 0);
+    assert_eq!(allocations_per_run(gradient().layer(SecondPoll)), 0);
+}
+
 /// hyper clones the whole stack for every request.
 #[test]
 fn a_fresh_clone_per_call_allocates_nothing() {
@@ -346,6 +360,13 @@ fn with_a_metrics_recorder_the_success_paths_allocate_nothing() {
     assert_eq!(allocations_per_run(retry.layer(Noop)), 0);
     assert_eq!(allocations_per_run(limit.layer(Noop)), 0);
     assert_eq!(allocations_per_run(fallback.layer(Noop)), 0);
+    #[cfg(feature = "adaptive")]
+    {
+        let adaptive = palisade::adaptive::AdaptiveLayer::gradient()
+            .build()
+            .unwrap();
+        assert_eq!(allocations_per_run(adaptive.layer(Noop)), 0);
+    }
     // The metrics did move: the handles are the recorder's.
     assert!(
         recorded.counter(

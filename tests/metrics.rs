@@ -179,6 +179,51 @@ async fn the_bulkhead_shows_its_slots_in_use_and_counts_refusals() {
     assert_eq!(in_use(), 0.0);
 }
 
+/// The adaptive limit shows the limit in force (from the moment it is
+/// built), the calls in flight, and its refusals, each also a DEBUG event
+/// with the layer's name.
+#[cfg(feature = "adaptive")]
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_limit_shows_its_limit_calls_in_flight_and_refusals() {
+    let tracer = traced::Tracer::default();
+    let _subscriber = tracing::subscriber::set_default(tracer.clone());
+    let recorded = Recorded::default();
+    let layer = metrics::with_local_recorder(&recorded, || {
+        palisade::adaptive::AdaptiveLayer::aimd()
+            .name("db")
+            .limits(1, 1, 10)
+            .build()
+            .unwrap()
+    });
+    let limit = || recorded.gauge("palisade_adaptive_limit{name=\"db\"}");
+    let in_flight = || recorded.gauge("palisade_adaptive_in_flight{name=\"db\"}");
+    let rejected = || recorded.counter("palisade_adaptive_rejected_total{name=\"db\"}");
+    let svc = layer.layer(service_fn(|n: u32| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, BoxError>(n)
+    }));
+    assert_eq!((limit(), in_flight()), (1.0, 0.0));
+    let held = tokio::spawn(svc.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    assert_eq!(in_flight(), 1.0);
+    svc.clone().oneshot(2).await.unwrap_err();
+    assert_eq!(rejected(), 1);
+    let events = tracer.events("palisade::adaptive");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].level, tracing::Level::DEBUG);
+    assert_eq!(events[0].field("name"), Some("db"));
+    held.await.unwrap().unwrap();
+    // A healthy call with every slot busy: one more slot.
+    assert_eq!((limit(), in_flight()), (2.0, 0.0));
+    // A call dropped mid-way gives its slot back, and the gauge follows.
+    let dropped = tokio::spawn(svc.clone().oneshot(3));
+    tokio::task::yield_now().await;
+    assert_eq!(in_flight(), 1.0);
+    dropped.abort();
+    let _ = dropped.await;
+    assert_eq!((limit(), in_flight()), (2.0, 0.0));
+}
+
 /// Refusals are counted under the limiter's name, a keyed limiter's for
 /// every key together (no series per key); an unkeyed limiter shows the
 /// permits left after each decision.
