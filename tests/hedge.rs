@@ -390,3 +390,69 @@ fn bad_settings_name_their_field() {
         "percentile"
     );
 }
+
+/// A hedge refused by a layer below (here a full bulkhead) says nothing
+/// about the upstream: it neither ends the race nor sends the next hedge
+/// at once, and the caller gets the first attempt's answer when it comes.
+/// A refusal with nothing else out is the answer, at once.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_refused_below_does_not_send_the_next_at_once() {
+    let hand = Hand::new();
+    let layer = fixed(10, 3).build().unwrap();
+    let handle = layer.handle();
+    let bulkhead = palisade::bulkhead::BulkheadLayer::new(1).unwrap();
+    let reply = send(layer.layer(bulkhead.layer(hand.service())));
+    hand.at(15).await;
+    // The hedge at 10 ms was refused by the bulkhead; the next waits its
+    // delay (20 ms) rather than going at once.
+    assert_eq!(handle.counts().hedges, 1);
+    assert_eq!(hand.arrivals(), [0]);
+    hand.at(25).await;
+    assert_eq!(handle.counts().hedges, 2);
+    hand.answer(0, Ok(200));
+    assert_eq!(reply.await.unwrap().unwrap(), 200);
+
+    let open = palisade::circuit_breaker::CircuitBreakerLayer::builder()
+        .build()
+        .unwrap();
+    open.handle().force_open();
+    let refused = send(
+        fixed(10, 3)
+            .build()
+            .unwrap()
+            .layer(open.layer(hand.service())),
+    );
+    hand.at(26).await;
+    assert!(refused.is_finished(), "refused at once, not after a delay");
+    let err = refused.await.unwrap().unwrap_err();
+    assert!(matches!(
+        palisade::ErrorKind::of(&err),
+        palisade::ErrorKind::CircuitOpen(_)
+    ));
+}
+
+/// The tower contract: readiness is the inner service's, its error
+/// included.
+#[tokio::test(start_paused = true)]
+async fn readiness_and_its_errors_are_the_inner_services() {
+    /// Never ready: its readiness fails.
+    #[derive(Clone, Debug)]
+    struct Broken;
+    impl Service<u16> for Broken {
+        type Response = u16;
+        type Error = BoxError;
+        type Future = std::future::Ready<Reply>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Ready(Err("broken".into()))
+        }
+        fn call(&mut self, _: u16) -> Self::Future {
+            std::future::ready(Ok(200))
+        }
+    }
+    let mut hedged = fixed(10, 2).build().unwrap().layer(Broken);
+    let err = hedged.ready().await.unwrap_err();
+    assert_eq!(err.to_string(), "broken");
+}

@@ -11,8 +11,8 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::handle::{Delay, Shared};
-use crate::classify::{Classify, Outcome};
-use crate::error::BoxError;
+use crate::classify::{Classify, Outcome, kind_of};
+use crate::error::{BoxError, ErrorKind};
 use crate::retry::Replay;
 
 pin_project! {
@@ -192,6 +192,15 @@ where
         started: Option<Instant>,
         hedge: bool,
     ) -> Option<Result<S::Response, BoxError>> {
+        // A refusal by a layer below (an open circuit, a full bulkhead, a
+        // throttle, a rate limit) says nothing about the upstream: it does
+        // not end the race while other attempts are out, and would meet the
+        // next hedge too, so it sends none at once. With nothing else out,
+        // it is the answer.
+        if is_refusal(&result) {
+            *self.last = Some(result);
+            return None;
+        }
         match self.classifier.classify(&result) {
             Outcome::Success => {
                 self.shared.budget.on_success();
@@ -284,6 +293,21 @@ where
         self.timer.set(None);
         false
     }
+}
+
+/// Whether `result` is a palisade layer's refusal, which says nothing
+/// about the upstream and would meet the next attempt too.
+fn is_refusal<T, E: 'static>(result: &Result<T, E>) -> bool {
+    let Err(err) = result else { return false };
+    matches!(
+        kind_of(err),
+        Some(
+            ErrorKind::CircuitOpen(_)
+                | ErrorKind::BulkheadFull(_)
+                | ErrorKind::Throttled(_)
+                | ErrorKind::RateLimited(_)
+        )
+    )
 }
 
 impl<S, Req, C, R> std::fmt::Debug for ResponseFuture<S, Req, C, R>

@@ -45,6 +45,10 @@
 //!   gets a failure only when every attempt has failed. An outcome the
 //!   classifier calls `Ignored` (such as a 400 or a 404) is final: it is
 //!   returned at once, as another attempt would answer the same.
+//! - A refusal by a layer below (an open circuit, a full bulkhead, a
+//!   throttle, a rate limit) says nothing about the upstream: it neither
+//!   ends the race nor sends the next hedge at once; with no other attempt
+//!   out it is the answer, at once.
 //! - Only requests that may be sent twice are hedged: the [`Replay`] rule
 //!   (default: clone every request; [`HedgeBuilder::hedge_if`] or, over
 //!   HTTP, `IdempotentReplay`) makes the copies. A request it refuses has
