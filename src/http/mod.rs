@@ -256,6 +256,7 @@ mod classify;
 pub mod deadline;
 mod error_response;
 mod headers;
+mod read;
 #[cfg(feature = "retry")]
 mod replay;
 mod retry_after;
