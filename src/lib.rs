@@ -16,7 +16,7 @@
 //! | [`fallback`] | answer with a degraded value (a default, a function's, or the last good response for the key), marked as such, while a dependency refuses or fails | `fallback` |
 //! | [`preset`] | the recommended stacks as one layer each: a client's (total timeout, retry, throttle, breaker, attempt timeout, bulkhead) and an HTTP server's, one name and one configuration checked across layers | the client layers' (the server's also `http`, `rate-limit`) |
 //! | `chaos` | inject failures, latency and outages on purpose, to test the rest | `chaos` |
-//! | `http` | HTTP status classifier, `Retry-After`, idempotent retries, rejections as 429/503/504 responses, `RateLimit-*` headers, deadlines across hops (`grpc-timeout`) | `http` |
+//! | `http` | HTTP status classifier, `Retry-After`, idempotent retries, rejections as 429/503/504 responses, `RateLimit-*` headers, deadlines across hops (`grpc-timeout`), gRPC status classifier and trailers layer | `http` |
 //!
 //! A request can carry a [`deadline`]: timeouts and retry below the layer
 //! that set it work to the time left, and over HTTP it travels to the next

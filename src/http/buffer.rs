@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::request::Parts;
 use http::Request;
+use http::request::Parts;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
