@@ -436,77 +436,6 @@ pub fn parse_retry_pushback(value: &HeaderValue) -> Option<Duration> {
     }
 }
 
-/// The [`Replay`](crate::retry::Replay) for gRPC: retries a call to the methods it is given, if
-/// its body can be sent twice.
-///
-/// Every gRPC call is a `POST`, so [`IdempotentReplay`](super::IdempotentReplay) would retry none.
-/// Whether a method may be called twice is the service's word (gRPC's own
-/// retry policy is configured per method, by the service's owner):
-/// [`methods`](Self::methods) names them by path,
-/// `/package.Service/Method`, and [`all`](Self::all) is for a service whose
-/// every method may be. Bodies are copied through [`ReplayBody`](super::ReplayBody): a tonic
-/// client's body streams, so put a
-/// [`BufferRequestBodyLayer`](super::BufferRequestBodyLayer) outside the
-/// retry.
-///
-/// The copy keeps the method, URI, version, headers and extensions.
-///
-/// ```
-/// use palisade::http::{GrpcClassifier, GrpcReplay};
-/// use palisade::retry::RetryLayer;
-///
-/// let retry = RetryLayer::builder()
-///     .classifier(GrpcClassifier::new())
-///     .replay(GrpcReplay::methods(|path| path.starts_with("/shop.Prices/")))
-///     .build()?;
-/// # let _ = retry;
-/// # Ok::<(), palisade::ConfigError>(())
-/// ```
-#[cfg(feature = "retry")]
-#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
-#[derive(Clone, Copy)]
-pub struct GrpcReplay<P = fn(&str) -> bool> {
-    methods: P,
-}
-
-#[cfg(feature = "retry")]
-impl GrpcReplay {
-    /// Retries calls to every method.
-    pub fn all() -> Self {
-        GrpcReplay {
-            methods: |_: &str| true,
-        }
-    }
-
-    /// Retries calls to the methods whose path `methods` accepts.
-    pub fn methods<P>(methods: P) -> GrpcReplay<P>
-    where
-        P: Fn(&str) -> bool,
-    {
-        GrpcReplay { methods }
-    }
-}
-
-#[cfg(feature = "retry")]
-impl<P> fmt::Debug for GrpcReplay<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrpcReplay").finish_non_exhaustive()
-    }
-}
-
-#[cfg(feature = "retry")]
-impl<B: ReplayBody, P: Fn(&str) -> bool> Replay<Request<B>> for GrpcReplay<P> {
-    fn replay(&self, request: &Request<B>) -> Option<Request<B>> {
-        if !(self.methods)(request.uri().path()) {
-            return None;
-        }
-        Some(super::replay::copy_request(
-            request,
-            request.body().replay_body()?,
-        ))
-    }
-}
-
 /// The status and pushback a response's trailers carried, put in its
 /// extensions by [`GrpcStatusLayer`] once it read them.
 #[derive(Clone, Debug)]
@@ -824,6 +753,78 @@ impl<F, B> fmt::Debug for GrpcStatusFuture<F, B> {
             .field("reading", &self.reading.is_some())
             .field("max_bytes", &self.max_bytes)
             .finish_non_exhaustive()
+    }
+}
+
+/// The [`Replay`] for gRPC: retries a call to the methods it is given, if
+/// its body can be sent twice.
+///
+/// Every gRPC call is a `POST`, so
+/// [`IdempotentReplay`](super::IdempotentReplay) would retry none. Whether
+/// a method may be called twice is the service's word (gRPC's own retry
+/// policy is configured per method, by the service's owner):
+/// [`methods`](Self::methods) names them by path,
+/// `/package.Service/Method`, and [`all`](Self::all) is for a service whose
+/// every method may be. Bodies are copied through [`ReplayBody`]: a tonic
+/// client's body streams, so put a
+/// [`BufferRequestBodyLayer`](super::BufferRequestBodyLayer) outside the
+/// retry.
+///
+/// The copy keeps the method, URI, version, headers and extensions.
+///
+/// ```
+/// use palisade::http::{GrpcClassifier, GrpcReplay};
+/// use palisade::retry::RetryLayer;
+///
+/// let retry = RetryLayer::builder()
+///     .classifier(GrpcClassifier::new())
+///     .replay(GrpcReplay::methods(|path| path.starts_with("/shop.Prices/")))
+///     .build()?;
+/// # let _ = retry;
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+#[derive(Clone, Copy)]
+pub struct GrpcReplay<P = fn(&str) -> bool> {
+    methods: P,
+}
+
+#[cfg(feature = "retry")]
+impl GrpcReplay {
+    /// Retries calls to every method.
+    pub fn all() -> Self {
+        GrpcReplay {
+            methods: |_: &str| true,
+        }
+    }
+
+    /// Retries calls to the methods whose path `methods` accepts.
+    pub fn methods<P>(methods: P) -> GrpcReplay<P>
+    where
+        P: Fn(&str) -> bool,
+    {
+        GrpcReplay { methods }
+    }
+}
+
+#[cfg(feature = "retry")]
+impl<P> fmt::Debug for GrpcReplay<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcReplay").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "retry")]
+impl<B: ReplayBody, P: Fn(&str) -> bool> Replay<Request<B>> for GrpcReplay<P> {
+    fn replay(&self, request: &Request<B>) -> Option<Request<B>> {
+        if !(self.methods)(request.uri().path()) {
+            return None;
+        }
+        Some(super::replay::copy_request(
+            request,
+            request.body().replay_body()?,
+        ))
     }
 }
 
