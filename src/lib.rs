@@ -166,7 +166,7 @@
 //! | `fallback` | no | [`fallback`]: a degraded answer in place of chosen refusals and failures |
 //! | `hedge` | no | [`hedge`]: a second attempt when the first is slow (turns on `retry`) |
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
-//! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
+//! | `http` | no | `http`: HTTP and gRPC classifiers, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
 //! | `metrics` | no | metrics through the `metrics` facade, for every layer: see [Watching it run](#watching-it-run) |
 //! | `redis` | no | `rate_limit::redis`: one limit shared by many processes through Redis (needs the `redis` crate and a tokio runtime; turns on `rate-limit`, `circuit-breaker` and `timeout`) |
