@@ -17,7 +17,7 @@
 //! | [`fallback`] | answer with a degraded value (a default, a function's, or the last good response for the key), marked as such, while a dependency refuses or fails | `fallback` |
 //! | [`preset`] | the recommended stacks as one layer each: a client's (total timeout, retry, throttle, breaker, attempt timeout, bulkhead) and an HTTP server's, one name and one configuration checked across layers | the client layers' (the server's also `http`, `rate-limit`) |
 //! | `chaos` | inject failures, latency and outages on purpose, to test the rest | `chaos` |
-//! | `http` | HTTP status classifier, `Retry-After`, idempotent retries, rejections as 429/503/504 responses, `RateLimit-*` headers, deadlines across hops (`grpc-timeout`) | `http` |
+//! | `http` | HTTP status classifier, `Retry-After`, idempotent retries, rejections as 429/503/504 responses, `RateLimit-*` headers, deadlines across hops (`grpc-timeout`), gRPC status classifier and trailers layer | `http` |
 //!
 //! A request can carry a [`deadline`]: timeouts and retry below the layer
 //! that set it work to the time left, and over HTTP it travels to the next
@@ -170,7 +170,7 @@
 //! | `hedge` | no | [`hedge`]: a second attempt when the first is slow (turns on `retry`) |
 //! | `adaptive` | no | `adaptive`: a concurrency limit that follows the dependency's latency and drops |
 //! | `chaos` | no | `chaos`: fault injection for tests and demos |
-//! | `http` | no | `http`: HTTP classifier, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
+//! | `http` | no | `http`: HTTP and gRPC classifiers, retry eligibility, error responses, rate-limit headers (needs `http`, `http-body`, `http-body-util`, `bytes` and `httpdate`; not hyper) |
 //! | `serde` | no | `serde::Deserialize` for every `*Config` struct |
 //! | `metrics` | no | metrics through the `metrics` facade, for every layer: see [Watching it run](#watching-it-run) |
 //! | `redis` | no | `rate_limit::redis`: one limit shared by many processes through Redis (needs the `redis` crate and a tokio runtime; turns on `rate-limit`, `circuit-breaker` and `timeout`) |

@@ -80,7 +80,9 @@ pin_project! {
     /// A request body that is either buffered in memory, and so can be sent
     /// again, or streams, and so cannot: what
     /// [`BufferRequestBodyLayer`](super::BufferRequestBodyLayer) hands the
-    /// service below it.
+    /// service below it, and what
+    /// [`GrpcStatusLayer`](super::GrpcStatusLayer) hands back as a
+    /// response's body.
     ///
     /// Its [`ReplayBody`] copy is `None` when it streams, so
     /// [`IdempotentReplay`](super::IdempotentReplay) sends such a request

@@ -1,6 +1,7 @@
 //! HTTP for palisade's layers: a status classifier, `Retry-After`, which
 //! requests a retry may send again (and a layer that buffers request bodies
-//! so that they can be), rejections as responses, and rate-limit headers.
+//! so that they can be), rejections as responses, rate-limit headers, and
+//! gRPC's status codes and retry pushback.
 //!
 //! Built on the `http` and `http-body` crates only, so it serves any tower
 //! HTTP stack: hyper and hyper-util, axum, tonic, reqwest middleware.
@@ -154,6 +155,16 @@
 //! [`WriteDeadlineLayer`], innermost on a client, writes the time left on
 //! each request it sends. See [`deadline`] for the rules.
 //!
+//! # gRPC
+//!
+//! [`GrpcClassifier`] classifies a gRPC call by its `grpc-status` (UNAVAILABLE,
+//! DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED fail; OK succeeds; the caller's
+//! errors, such as NOT_FOUND, are ignored; adjustable) and reads
+//! `grpc-retry-pushback-ms` as its retry-after; [`GrpcStatusLayer`], below
+//! the retry and the breaker, reads unary responses to their trailers so
+//! that a status sent there is seen too; [`GrpcReplay`] lets retry send
+//! again calls to the methods it names. See [`grpc`].
+//!
 //! # Rate-limit headers
 //!
 //! [`RateLimitHeaders`] (feature `rate-limit` too) adds `RateLimit-Limit`,
@@ -255,7 +266,9 @@ mod buffer;
 mod classify;
 pub mod deadline;
 mod error_response;
+pub mod grpc;
 mod headers;
+mod read;
 #[cfg(feature = "retry")]
 mod replay;
 mod retry_after;
@@ -270,6 +283,13 @@ pub use deadline::{
 pub use error_response::{
     DefaultErrors, ErrorResponse, ErrorResponseLayer, OtherErrors, ResponseFuture,
     bad_gateway_response, default_error_response, error_response,
+};
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub use grpc::GrpcReplay;
+pub use grpc::{
+    GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS, GrpcClassifier, GrpcCode, GrpcStatus, GrpcStatusFuture,
+    GrpcStatusLayer, default_grpc_outcome, parse_retry_pushback,
 };
 #[cfg(feature = "rate-limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]

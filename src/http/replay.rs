@@ -170,7 +170,7 @@ where
 }
 
 /// `request` with `body` in place of its own.
-fn copy_request<B>(request: &Request<B>, body: B) -> Request<B> {
+pub(crate) fn copy_request<B>(request: &Request<B>, body: B) -> Request<B> {
     let mut copy = Request::new(body);
     *copy.method_mut() = request.method().clone();
     *copy.uri_mut() = request.uri().clone();

@@ -227,7 +227,7 @@ impl<C, R, D> ClientBuilder<C, R, D> {
 
     /// What counts as a success, a failure or neither, for retry, the
     /// throttle and the breaker alike (default [`DefaultClassifier`]; over
-    /// HTTP, `http::StatusClassifier`).
+    /// HTTP, `http::StatusClassifier`; over gRPC, `http::GrpcClassifier`).
     pub fn classifier<C2>(self, classifier: C2) -> ClientBuilder<C2, R, D> {
         ClientBuilder {
             config: self.config,
@@ -240,7 +240,8 @@ impl<C, R, D> ClientBuilder<C, R, D> {
     }
 
     /// Which requests may be retried, and how they are copied (default:
-    /// every request, cloned; over HTTP, `http::IdempotentReplay`); see
+    /// every request, cloned; over HTTP, `http::IdempotentReplay`; over
+    /// gRPC, `http::GrpcReplay`); see
     /// [`Replay`](crate::retry::Replay).
     pub fn replay<R2>(self, replay: R2) -> ClientBuilder<C, R2, D> {
         ClientBuilder {
