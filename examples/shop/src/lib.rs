@@ -10,7 +10,7 @@
 //!   front of each.
 //!
 //! Every service injects faults on demand (`PUT /admin/faults`), so the
-//! layers can be seen at work; [`demo`] runs eight phases of them. The
+//! layers can be seen at work; [`demo`] runs nine phases of them. The
 //! gateway's settings come from a TOML file ([`config`]) that it reloads
 //! when the file changes.
 
