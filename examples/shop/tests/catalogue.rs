@@ -117,6 +117,17 @@ async fn while_the_product_circuit_is_open_the_list_is_its_last_good_copy_marked
     assert_eq!(shown["cache"]["misses"], 1);
     assert_eq!(shown["cache"]["expired"], 0);
     assert_eq!(shown["cache"]["entries"], 1);
+    // And in the scrape, under the fallback's name (the counts of every
+    // test in this file, which share the recorder).
+    let scrape = get_raw(&shop, "/metrics", "scrape-1").await;
+    let text = String::from_utf8(scrape.body.to_vec()).unwrap();
+    for series in [
+        "palisade_fallback_served_total{name=\"catalogue\",reason=\"circuit_open\"}",
+        "palisade_fallback_cache_total{name=\"catalogue\",result=\"hit\"}",
+        "palisade_fallback_cache_total{name=\"catalogue\",result=\"miss\"}",
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
 
     // Recovered (after the open period and the throttle's window): the
     // list is the service's again, unmarked, and shows what changed since
