@@ -28,6 +28,10 @@
 //! [upstreams.user]            # or its replicas, behind a balancer; a reload
 //! endpoints = ["http://10.0.0.8:8001", "http://10.0.0.9:8001"] # adds and removes them
 //!
+//! [gateway.catalogue_fallback] # palisade::fallback::FallbackConfig: the
+//! max_age = "5m"              # product list's last good copy, served while
+//!                             # the product service cannot answer
+//!
 //! [gateway.auth]              # crate::auth::AuthConfig: customers' tokens
 //! audience = "shop"                                 # optional; so is issuer
 //! keys = [
@@ -51,6 +55,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use palisade::fallback::{FallbackBuilder, FallbackConfig};
 use palisade::preset::{ClientConfig, ClientLayer};
 use palisade::rate_limit::{RateLimitConfig, RedisConfig};
 use serde::Deserialize;
@@ -70,6 +75,18 @@ pub const DEFAULTS: &str = r#"
 algorithm = "sliding_window"
 limit = 100
 window = "60s"
+
+# The product list (GET /api/products), answered with its last good copy
+# for the same query, marked `X-Degraded: true`, while the product service
+# cannot answer it: its circuit is open, its throttle or bulkhead refuses,
+# the call times out, or it fails after its retries. A catalogue a few
+# minutes old is still worth showing; a product's own page, an order and a
+# payment never get a copy (a stale price must not be charged). Not on a
+# rate limit: the client's own limit sits outside, and its 429 stands.
+[gateway.catalogue_fallback]
+on = ["circuit_open", "throttled", "bulkhead_full", "elapsed", "failure"]
+max_age = "5m"
+max_entries = 1000
 
 # Each upstream is palisade's client preset: a total timeout, retry,
 # client-side throttling, a circuit breaker, an attempt timeout and a
@@ -220,6 +237,9 @@ pub struct ShopConfig {
     pub rate_limit_store: Option<RedisConfig>,
     /// The keys customers' tokens are checked with.
     pub auth: AuthConfig,
+    /// When the gateway answers the product list with its last good copy
+    /// (`[gateway.catalogue_fallback]`).
+    pub catalogue_fallback: FallbackConfig,
     /// The secret of the order service's grants to the payment service;
     /// `None`: [`crate::start`] makes one up (both run in one process).
     pub charge_secret: Option<String>,
@@ -258,13 +278,15 @@ impl ShopConfig {
         }
         let gateway = table(&document, "gateway")?;
         for key in gateway.keys() {
-            if key != "rate_limit" && key != "auth" {
+            if !["rate_limit", "auth", "catalogue_fallback"].contains(&key.as_str()) {
                 return Err(refused(format!(
-                    "gateway.{key}: unknown field; expected `rate_limit` or `auth`"
+                    "gateway.{key}: unknown field; expected `rate_limit`, `auth` or \
+                     `catalogue_fallback`"
                 )));
             }
         }
         let (rate_limit, rate_limit_store) = read_rate_limit(&gateway)?;
+        let catalogue_fallback = read_catalogue_fallback(&gateway)?;
         let auth: AuthConfig = read(&gateway, "gateway.auth", "auth")?;
         Verifier::new(&auth, "gateway.auth").map_err(refused)?;
         let charges: Charges = read(&document, "charges", "charges")?;
@@ -313,6 +335,7 @@ impl ShopConfig {
             rate_limit,
             rate_limit_store,
             auth,
+            catalogue_fallback,
             charge_secret: charges.secret,
             upstreams,
         })
@@ -355,6 +378,18 @@ fn read_rate_limit(
     }
     .map_err(|e| named(PATH, &e))?;
     Ok((rate_limit, store))
+}
+
+/// `[gateway.catalogue_fallback]`, checked by building the layer (with a
+/// stand-in key: the key function is code, not a setting).
+fn read_catalogue_fallback(gateway: &Table) -> Result<FallbackConfig, ConfigFileError> {
+    const PATH: &str = "gateway.catalogue_fallback";
+    let config: FallbackConfig = read(gateway, PATH, "catalogue_fallback")?;
+    FallbackBuilder::from_config(config.clone())
+        .last_good(|_: &()| ())
+        .build::<()>()
+        .map_err(|e| named(PATH, &e))?;
+    Ok(config)
 }
 
 /// `[gateway.rate_limit.redis]` with `url` (`--redis-url`), and with
@@ -543,6 +578,20 @@ mod tests {
         let order = &config.upstreams["order"].client;
         assert_eq!(order.attempt_timeout, Duration::from_secs(5));
         assert_eq!(product.url, None);
+        let fallback = &config.catalogue_fallback;
+        assert_eq!(fallback.max_age, Some(Duration::from_secs(300)));
+        assert_eq!(fallback.max_entries, Some(1000));
+        use palisade::fallback::Reason;
+        assert_eq!(
+            fallback.on,
+            [
+                Reason::CircuitOpen,
+                Reason::Throttled,
+                Reason::BulkheadFull,
+                Reason::Elapsed,
+                Reason::Failure
+            ]
+        );
     }
 
     #[test]
@@ -769,6 +818,22 @@ mod tests {
             (
                 "[gateway.rate_limit]\nalgorithm = \"sliding_log\"\nredis = { url = \"redis://127.0.0.1\" }",
                 "gateway.rate_limit.algorithm: ",
+            ),
+            (
+                "[gateway.catalogue_fallback]\nmax_age = \"0s\"",
+                "gateway.catalogue_fallback.max_age: ",
+            ),
+            (
+                "[gateway.catalogue_fallback]\nmax_age = -5",
+                "gateway.catalogue_fallback.max_age: ",
+            ),
+            (
+                "[gateway.catalogue_fallback]\non = []",
+                "gateway.catalogue_fallback.on: ",
+            ),
+            (
+                "[gateway.catalogue_fallback]\nmax_entries = 0",
+                "gateway.catalogue_fallback.max_entries: ",
             ),
             ("[gateway]\nrate = 1", "gateway.rate"),
             ("[cache]\nsize = 1", "`cache`"),

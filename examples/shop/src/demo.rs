@@ -1,4 +1,4 @@
-//! The demo: eight phases of traffic through the gateway, each showing one
+//! The demo: nine phases of traffic through the gateway, each showing one
 //! layer at work, with a table per phase and a check of what it should
 //! show.
 //!
@@ -21,13 +21,19 @@
 //! 8. On a stack of its own with three product replicas behind the
 //!    balancer, one replica fails every call: once its breaker ejects it,
 //!    under 1 % of requests fail, and none reaches it.
+//! 9. The product list, fetched while the product service is well, then
+//!    asked for while it fails every call and its circuit is open: the
+//!    last good copy, byte for byte, marked `X-Degraded: true`; a list
+//!    never fetched, and a product's own page, get their 503. Once the
+//!    service is back, the list is its own again, unmarked.
 //!
 //! It expects the default settings ([`crate::config::DEFAULTS`]) and a key
 //! of its own to sign customers' tokens with ([`with_demo_key`]): it plays
 //! the identity provider. Product browsing is anonymous; users and orders
 //! are called as customer 1, phase 5's two clients are customers 2 and 3,
-//! calling from the same address, and phase 7 spreads its requests over
-//! customers 100 to 119, so that no one of them meets the rate limit.
+//! calling from the same address, phase 7 spreads its requests over
+//! customers 100 to 119, so that no one of them meets the rate limit, and
+//! phase 9 is customer 5.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -151,6 +157,8 @@ fn millis(d: Duration) -> String {
 struct Answer {
     status: u16,
     body: Value,
+    /// Marked `X-Degraded: true`: a copy, not the service's answer.
+    degraded: bool,
     /// When it was sent.
     sent: Instant,
     took: Duration,
@@ -208,7 +216,7 @@ struct Demo<'a> {
     recorder: Recorder,
 }
 
-/// Runs the eight phases against `running` and writes a table per phase to
+/// Runs the nine phases against `running` and writes a table per phase to
 /// `out`; `progress` draws a progress bar on standard error when it is a
 /// terminal. Answers each phase's report.
 pub async fn run(running: &Running, out: &mut dyn Write, progress: bool) -> Vec<PhaseReport> {
@@ -252,7 +260,7 @@ pub async fn run_recorded(
     (reports, demo.recorder.recording)
 }
 
-const PHASES: [&str; 8] = [
+const PHASES: [&str; 9] = [
     "healthy traffic",
     "the product service fails every call",
     "faults cleared: the breaker probes and closes",
@@ -261,6 +269,7 @@ const PHASES: [&str; 8] = [
     "the payment service fails",
     "the product service fails 30 % of calls at random",
     "one product replica of three fails every call",
+    "the product circuit is open: the list is its last good copy",
 ];
 
 /// Watches every upstream stack, the gateway's and the order service's:
@@ -458,7 +467,8 @@ impl Demo<'_> {
             5 => self.rate_limited().await,
             6 => self.payment_fails().await,
             7 => self.scattered_failures().await,
-            _ => self.replica_fails().await,
+            8 => self.replica_fails().await,
+            _ => self.catalogue_from_copy().await,
         };
         let mut took: Vec<Duration> = answers.iter().map(|a| a.took).collect();
         took.sort();
@@ -557,20 +567,25 @@ impl Demo<'_> {
         (answers, checks)
     }
 
-    async fn recovery(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
-        // The breaker stays open for its open period (5 s); then probes go.
-        // The wait is the throttle's window (10 s) rather than the open
-        // period: phase 2's failures, counted before the breaker opened,
-        // stay in that window, and until they leave it the throttle would
-        // refuse a share of the first calls after recovery, as it does for
-        // an upstream that has only just come back.
-        let product = self.running.control.upstream("product");
+    /// Waits out the product breaker's open period (5 s), then the
+    /// throttle's window (10 s in all): the failures counted before the
+    /// breaker opened stay in that window, and until they leave it the
+    /// throttle would refuse a share of the first calls after recovery, as
+    /// it does for an upstream that has only just come back.
+    async fn wait_for_recovery(&mut self) {
         let started = Instant::now();
         let settle = Duration::from_secs(10);
-        while product.is_some() && started.elapsed() < settle {
+        while started.elapsed() < settle {
             tokio::time::sleep(Duration::from_millis(100)).await;
             self.progress.wait(started.elapsed(), settle);
             self.recorder.sample();
+        }
+    }
+
+    async fn recovery(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        let product = self.running.control.upstream("product");
+        if product.is_some() {
+            self.wait_for_recovery().await;
         }
         let mut answers = Vec::new();
         for _ in 0..20 {
@@ -854,6 +869,87 @@ impl Demo<'_> {
         (answers, checks)
     }
 
+    /// The product list, fetched while the product service is well; then
+    /// the service fails every call, product pages open its circuit, and
+    /// the list is asked for again, with a list never fetched and a
+    /// product's page; then the service comes back.
+    async fn catalogue_from_copy(&mut self) -> (Vec<Answer>, Vec<(String, bool)>) {
+        use palisade::circuit_breaker::State;
+        let token = self.token(5);
+        let get = |path: &str| Call::get(path).by(token.clone());
+        let product = self.running.control.upstream("product");
+        let is_open = || {
+            product
+                .as_ref()
+                .is_some_and(|p| p.breaker.state() == State::Open)
+        };
+        let served = || {
+            self.running
+                .control
+                .catalogue_fallback()
+                .map_or(0, |fallback| fallback.handle().served_total())
+        };
+        let served_before = served();
+        let healthy = self.send(get("/api/products")).await;
+        let mut answers = vec![healthy.clone()];
+        self.faults("product", 1.0, 0).await;
+        // Opened by product pages: they get no copy, so each failure is
+        // one the breaker counts and the caller sees.
+        while !is_open() && answers.len() < 40 {
+            answers.push(self.send(get("/api/products/1")).await);
+        }
+        let opened = is_open();
+        let copy = self.send(get("/api/products")).await;
+        let unseen = self.send(get("/api/products?sort=price")).await;
+        let page = self.send(get("/api/products/2")).await;
+        let copies = served() - served_before;
+        answers.extend([copy.clone(), unseen.clone(), page.clone()]);
+        self.faults("product", 0.0, 0).await;
+        self.wait_for_recovery().await;
+        let mut fresh = Vec::new();
+        for _ in 0..3 {
+            fresh.push(self.send(get("/api/products")).await);
+        }
+        let own = send(&self.client, self.running.product, Call::get("/products")).await;
+        let closed = product
+            .as_ref()
+            .is_some_and(|p| p.breaker.state() == State::Closed);
+        let circuit_open = |a: &Answer| a.status == 503 && a.body["error"] == "circuit_open";
+        let checks = vec![
+            (
+                "the list, fetched while the service was well, is 200 and unmarked".into(),
+                healthy.status == 200 && !healthy.degraded,
+            ),
+            ("product pages opened the product circuit".into(), opened),
+            (
+                "while it is open, the list is the last good copy, marked X-Degraded: true".into(),
+                opened
+                    && copy.status == 200
+                    && copy.degraded
+                    && copy.body == healthy.body
+                    && copies == 1,
+            ),
+            (
+                "a list never fetched gets its 503 circuit_open, unmarked".into(),
+                circuit_open(&unseen) && !unseen.degraded,
+            ),
+            (
+                "a product's own page gets its 503 circuit_open: no stale price".into(),
+                circuit_open(&page) && !page.degraded,
+            ),
+            (
+                "once the service is back, the list is its own again, unmarked".into(),
+                closed
+                    && fresh
+                        .iter()
+                        .all(|a| a.status == 200 && !a.degraded && a.body == own.body)
+                    && served() - served_before == copies,
+            ),
+        ];
+        answers.extend(fresh);
+        (answers, checks)
+    }
+
     /// A product read through the gateway at `gateway`, then a pause:
     /// steady traffic, as the replicas' breakers see over time.
     async fn paced(&self, gateway: SocketAddr, n: usize) -> Answer {
@@ -934,6 +1030,10 @@ async fn send(client: &HttpClient, addr: SocketAddr, call: Call) -> Answer {
         Ok(request) => match client.request(request).await {
             Ok(response) => {
                 let status = response.status();
+                let degraded = response
+                    .headers()
+                    .get(palisade::fallback::DEGRADED_HEADER)
+                    .is_some_and(|v| v == "true");
                 let bytes = response
                     .into_body()
                     .collect()
@@ -943,6 +1043,7 @@ async fn send(client: &HttpClient, addr: SocketAddr, call: Call) -> Answer {
                 Some((
                     status.as_u16(),
                     serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    degraded,
                 ))
             }
             Err(error) => {
@@ -952,10 +1053,11 @@ async fn send(client: &HttpClient, addr: SocketAddr, call: Call) -> Answer {
         },
         Err(_) => None,
     };
-    let (status, body) = answer.unwrap_or((0, Value::Null));
+    let (status, body, degraded) = answer.unwrap_or((0, Value::Null, false));
     Answer {
         status,
         body,
+        degraded,
         sent: started,
         took: started.elapsed(),
     }

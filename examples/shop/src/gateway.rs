@@ -33,6 +33,7 @@ use tower::{ServiceBuilder, ServiceExt};
 
 use crate::api::{AdminAuth, ApiError, MAX_BODY, json_405, no_route, read_deadline};
 use crate::auth::{AuthError, CUSTOMER, Verifier};
+use crate::catalogue::{CATALOGUE, CatalogueFallback};
 use crate::config::{ShopConfig, UPSTREAMS};
 use crate::upstream::{HttpClient, Upstream};
 
@@ -327,6 +328,8 @@ struct Generation {
     config: Arc<ShopConfig>,
     upstreams: Arc<Upstreams>,
     ingress: IngressLayer,
+    /// The product list's fallback; `None` without resilience.
+    catalogue: Option<CatalogueFallback>,
     api: ApiService,
 }
 
@@ -372,7 +375,10 @@ impl Gateway {
             })
             .collect::<Result<Upstreams, ConfigError>>()?;
         let ingress = ingress_layer(&config)?;
-        let generation = Generation::new(config, upstreams, ingress, resilience);
+        let catalogue = resilience
+            .then(|| CatalogueFallback::new(&config.catalogue_fallback))
+            .transpose()?;
+        let generation = Generation::new(config, upstreams, ingress, catalogue, resilience);
         Ok(Gateway {
             current: Arc::new(ArcSwap::from_pointee(generation)),
             client,
@@ -443,7 +449,20 @@ impl Gateway {
             // The generation's verifier is built from it: keys rotate here.
             changed.push("gateway.auth".to_owned());
         }
-        let generation = Generation::new(config, upstreams, ingress, self.resilience);
+        // Unchanged, the fallback keeps its copies and counts; changed, it
+        // starts with none (a copy kept under the old max_age might be
+        // older than the new one allows).
+        let catalogue = match &old.catalogue {
+            Some(kept) if config.catalogue_fallback == old.config.catalogue_fallback => {
+                Some(kept.clone())
+            }
+            Some(_) => {
+                changed.push("gateway.catalogue_fallback".to_owned());
+                Some(CatalogueFallback::new(&config.catalogue_fallback)?)
+            }
+            None => None,
+        };
+        let generation = Generation::new(config, upstreams, ingress, catalogue, self.resilience);
         self.current.store(Arc::new(generation));
         Ok(changed)
     }
@@ -456,6 +475,11 @@ impl Gateway {
     /// The per-client limiter in force.
     pub fn ingress(&self) -> IngressHandle {
         self.current().ingress.handle()
+    }
+
+    /// The product list's fallback in force (`None` without resilience).
+    pub fn catalogue_fallback(&self) -> Option<CatalogueFallback> {
+        self.current().catalogue.clone()
     }
 
     /// The upstream called `name`, as now in force.
@@ -491,6 +515,7 @@ impl Generation {
         config: ShopConfig,
         upstreams: Upstreams,
         ingress: IngressLayer,
+        catalogue: Option<CatalogueFallback>,
         resilience: bool,
     ) -> Generation {
         let upstreams = Arc::new(upstreams);
@@ -507,10 +532,10 @@ impl Generation {
             request.extensions_mut().insert(admission);
             request
         };
-        let routes = upstreams.clone();
+        let (routes, list) = (upstreams.clone(), catalogue.clone());
         let proxy = tower::service_fn(move |request: Request| {
-            let routes = routes.clone();
-            async move { proxy(&routes, request).await }
+            let (routes, list) = (routes.clone(), list.clone());
+            async move { proxy(&routes, list.as_ref(), request).await }
         });
         let answered = ErrorResponseLayer::new().other_errors(bad_gateway_response);
         let api = if resilience {
@@ -548,6 +573,7 @@ impl Generation {
             config: Arc::new(config),
             upstreams,
             ingress,
+            catalogue,
             api,
         }
     }
@@ -639,7 +665,11 @@ fn is_too_large(err: &axum::Error) -> bool {
     false
 }
 
-async fn proxy(upstreams: &Upstreams, request: Request) -> Result<Response, BoxError> {
+async fn proxy(
+    upstreams: &Upstreams,
+    catalogue: Option<&CatalogueFallback>,
+    request: Request,
+) -> Result<Response, BoxError> {
     let (mut parts, body) = request.into_parts();
     let (route, caller) = match parts.extensions.remove::<Admission>() {
         Some(Admission::Admitted { route, caller }) => (route, caller),
@@ -696,13 +726,19 @@ async fn proxy(upstreams: &Upstreams, request: Request) -> Result<Response, BoxE
     }
     parts.uri = path_and_query.parse()?;
     let forwarded = http::Request::from_parts(parts, Full::<Bytes>::new(body));
-    let response = upstream.send(forwarded).await?;
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, body) = match catalogue {
+        // The product list alone may be answered with a copy.
+        Some(catalogue) if route.path == CATALOGUE => {
+            let (parts, list) = catalogue.list(upstream, forwarded).await?.into_parts();
+            (parts, Body::from(list))
+        }
+        _ => {
+            let (parts, body) = upstream.send(forwarded).await?.into_parts();
+            (parts, Body::new(body.map_err(BoxError::from)))
+        }
+    };
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        Body::new(body.map_err(BoxError::from)),
-    ))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Each upstream's `/health`, asked directly (not through its breaker) and
@@ -748,8 +784,8 @@ async fn health(State(gateway): State<Gateway>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Every upstream's breaker, bulkhead and retry figures, and the ingress
-/// limiter's.
+/// Every upstream's breaker, bulkhead and retry figures, the ingress
+/// limiter's, and the product list's fallback's.
 async fn resilience(
     State(gateway): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -833,6 +869,7 @@ async fn resilience(
         "resilience": gateway.resilience,
         "upstreams": upstreams,
         "ingress": ingress,
+        "catalogue_fallback": current.catalogue.as_ref().map(CatalogueFallback::counts),
     })))
 }
 

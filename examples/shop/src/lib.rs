@@ -7,15 +7,17 @@
 //!   through a palisade stack; releases the stock when payment fails.
 //! - **gateway**: proxies `/api/...` to them behind a per-client rate limit,
 //!   with retry, a circuit breaker, an attempt timeout and a bulkhead in
-//!   front of each.
+//!   front of each; answers the product list, and only it, with its last
+//!   good copy while the product service cannot ([`catalogue`]).
 //!
 //! Every service injects faults on demand (`PUT /admin/faults`), so the
-//! layers can be seen at work; [`demo`] runs eight phases of them. The
+//! layers can be seen at work; [`demo`] runs nine phases of them. The
 //! gateway's settings come from a TOML file ([`config`]) that it reloads
 //! when the file changes.
 
 pub mod api;
 pub mod auth;
+pub mod catalogue;
 pub mod config;
 pub mod demo;
 pub mod gateway;

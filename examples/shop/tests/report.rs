@@ -67,10 +67,15 @@ async fn the_recording_holds_every_request_and_each_breakers_changes() {
         .filter(|s| s.upstream == "gateway→product")
         .collect();
     let states: Vec<_> = product.iter().map(|s| s.state).collect();
-    assert_eq!(states, [Closed, Open, HalfOpen, Closed]);
+    // Opened and closed again in phase 2 and 3, and again in phase 9.
+    assert_eq!(
+        states,
+        [Closed, Open, HalfOpen, Closed, Open, HalfOpen, Closed]
+    );
     let during = |number: usize| &recording.phases[number - 1];
     assert!(product[1].at >= during(2).start && product[1].at <= during(2).end);
     assert!(product[2].at >= during(3).start && product[3].at <= during(3).end);
+    assert!(product[4].at >= during(9).start && product[6].at <= during(9).end);
     // Phase 8's replicas, from its start: the failing one's breaker opens
     // when the phase says it ejected it.
     let phase_8 = during(8);
@@ -123,7 +128,7 @@ async fn the_demos_report_loads_in_chromium_and_names_every_phase() {
     );
     // The browser's view of the page: every phase named, with its band
     // and its latencies, and every breaker watched.
-    assert_eq!(reports.len(), 8);
+    assert_eq!(reports.len(), 9);
     for (i, phase) in reports.iter().enumerate() {
         let n = i + 1;
         assert!(dom.contains(&format!("{n}. {}", phase.title)), "phase {n}");
@@ -137,7 +142,7 @@ async fn the_demos_report_loads_in_chromium_and_names_every_phase() {
         );
     }
     // Whether each phase passed is tests/demo.rs's business; the page says.
-    assert!(dom.contains(" of 8 phases showed what they should."));
+    assert!(dom.contains(" of 9 phases showed what they should."));
     for upstream in [
         "gateway→user",
         "gateway→order",
