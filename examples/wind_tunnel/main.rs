@@ -10,6 +10,9 @@
 //!
 //! - **success**: the share of requests answered with a success before the
 //!   caller's deadline;
+//! - **degr.**: the share answered before the deadline with a degraded
+//!   answer that a fallback made in the upstream's place (never counted as
+//!   a success);
 //! - **p50, p99**: latency of the callers' answers, failures included (a
 //!   caller that gave up counts its deadline);
 //! - **ampl.**: upstream attempts per request (retries cost this);
@@ -297,8 +300,8 @@ fn seconds(value: &str) -> Option<Duration> {
 
 fn print_header(profile: Profile) {
     print!(
-        "{:<21} {:<8} {:>8} {:>8} {:>8} {:>6} {:>5}",
-        "stack", "clock", "success", "p50", "p99", "ampl.", "peak"
+        "{:<21} {:<8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5}",
+        "stack", "clock", "success", "degr.", "p50", "p99", "ampl.", "peak"
     );
     if profile == Profile::Outage {
         print!(
@@ -315,10 +318,11 @@ fn print_row(name: &str, clock: Clock, report: &Report) {
         Clock::Real => "real",
     };
     print!(
-        "{:<21} {:<8} {:>8} {:>8} {:>8} {:>6.2} {:>5}",
+        "{:<21} {:<8} {:>8} {:>8} {:>8} {:>8} {:>6.2} {:>5}",
         name,
         clock,
         percent(report.success_rate),
+        percent(report.degraded_rate),
         ms(report.p50),
         ms(report.p99),
         report.amplification,

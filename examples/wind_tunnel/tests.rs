@@ -122,6 +122,7 @@ fn recovery_is_measured_to_the_request() {
                 sent,
                 latency: Duration::from_millis(10),
                 ok,
+                degraded: false,
             }
         })
         .collect();
@@ -360,6 +361,7 @@ fn the_median_of_runs_is_taken_figure_by_figure() {
     let report = |success, p99, peak, recoveries: [Option<u64>; 3]| Report {
         requests: 1000,
         success_rate: success,
+        degraded_rate: 1.0 - success,
         p50: ms(10),
         p99: ms(p99),
         amplification: success * 2.0,
@@ -382,4 +384,22 @@ fn the_median_of_runs_is_taken_figure_by_figure() {
     );
     assert_eq!(Report::median(&runs[..1]).as_ref(), Some(&runs[0]));
     assert_eq!(Report::median(&[]), None);
+}
+
+/// A stack that answers every request at once with a fallback's degraded
+/// answer.
+fn always_degraded(_: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
+    let answer = tower::service_fn(|_: upstream::Request| async {
+        Ok::<_, BoxError>(upstream::Response { degraded: true })
+    });
+    Ok(BoxCloneService::new(answer))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_degraded_answer_is_counted_apart_from_a_success() {
+    let report = run(Profile::SteadyErrors, always_degraded, 1).await;
+    assert_eq!(report.success_rate, 0.0, "{report:?}");
+    assert_eq!(report.degraded_rate, 1.0, "{report:?}");
+    let real = run(Profile::SteadyErrors, stack("none"), 1).await;
+    assert_eq!(real.degraded_rate, 0.0, "{real:?}");
 }
