@@ -115,14 +115,71 @@ fn palisade_defaults(upstream: Upstream, settings: &StackSettings) -> Result<Sta
 /// of half a retry per request, client-side throttling, the breaker, the
 /// attempt timeout and a bulkhead. The total timeout is the callers' default deadline, 1 s.
 fn palisade_recommended(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    let stack = ServiceBuilder::new()
+        .layer(recommended_preset(settings)?)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+/// The preset of `palisade-recommended`, with the tunnel's settings.
+fn recommended_preset(settings: &StackSettings) -> Result<ClientLayer, BoxError> {
     let preset = ClientLayer::builder()
         .total_timeout(Duration::from_secs(1))
         .attempt_timeout(ATTEMPT_TIMEOUT)
         .max_concurrent(BULKHEAD)
         .seed(settings.seed)
         .build()?;
-    let stack = ServiceBuilder::new().layer(preset).service(upstream);
-    Ok(BoxCloneService::new(stack))
+    Ok(preset)
+}
+
+/// The recommended stack's layers one by one, for the stacks that add a
+/// layer between two of them (and the test that checks they are the
+/// preset).
+#[cfg(any(test, feature = "hedge", feature = "adaptive"))]
+pub(crate) mod recommended {
+    use palisade::BoxError;
+    use palisade::bulkhead::{BulkheadBuilder, BulkheadLayer};
+    use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
+    use palisade::retry::{RetryBuilder, RetryLayer};
+    use palisade::throttle::{ThrottleBuilder, ThrottleLayer};
+    use palisade::timeout::TimeoutLayer;
+
+    use super::{StackSettings, recommended_preset};
+    use crate::upstream::splitmix64;
+
+    /// The recommended stack's layers one by one, so that another can go
+    /// between two of them: the preset's own settings as it checked them, and
+    /// each layer's seed derived as the preset derives it, so that stacked in
+    /// the preset's order they are the preset (a test checks it).
+    pub(crate) struct RecommendedLayers {
+        pub(crate) total_timeout: TimeoutLayer,
+        pub(crate) retry: RetryLayer,
+        pub(crate) throttle: ThrottleLayer,
+        pub(crate) breaker: CircuitBreakerLayer,
+        pub(crate) attempt_timeout: TimeoutLayer,
+        pub(crate) bulkhead: BulkheadLayer,
+    }
+
+    impl RecommendedLayers {
+        pub(crate) fn new(settings: &StackSettings) -> Result<Self, BoxError> {
+            let config = recommended_preset(settings)?.config().clone();
+            let seed = |tag: u64| splitmix64(settings.seed ^ tag);
+            Ok(RecommendedLayers {
+                total_timeout: TimeoutLayer::new(config.total_timeout)?,
+                retry: RetryBuilder::from_config(config.retry)
+                    .jitter_seed(seed(1))
+                    .build()?,
+                throttle: ThrottleBuilder::from_config(config.throttle)
+                    .seed(seed(2))
+                    .build()?,
+                breaker: CircuitBreakerBuilder::from_config(config.circuit_breaker)
+                    .jitter_seed(seed(3))
+                    .build()?,
+                attempt_timeout: TimeoutLayer::new(config.attempt_timeout)?,
+                bulkhead: BulkheadBuilder::from_config(config.bulkhead).build()?,
+            })
+        }
+    }
 }
 
 /// palisade with the settings the other stacks share (backoff from 10 ms,

@@ -403,3 +403,29 @@ async fn a_degraded_answer_is_counted_apart_from_a_success() {
     let real = run(Profile::SteadyErrors, stack("none"), 1).await;
     assert_eq!(real.degraded_rate, 0.0, "{real:?}");
 }
+
+/// The recommended stack built layer by layer (as the hedged, adaptive
+/// stacks build it, to put a layer between two of its own) is the preset:
+/// the same run, figure for figure. So the figures of those stacks differ
+/// from the recommended stack's by what their added layer does, and by
+/// nothing else.
+fn recommended_by_hand(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    let layers = stacks::recommended::RecommendedLayers::new(settings)?;
+    let stack = tower::ServiceBuilder::new()
+        .layer(layers.total_timeout)
+        .layer(layers.retry)
+        .layer(layers.throttle)
+        .layer(layers.breaker)
+        .layer(layers.attempt_timeout)
+        .layer(layers.bulkhead)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_recommended_layers_stacked_by_hand_are_the_preset() {
+    for profile in [Profile::BrownOut, Profile::OverloadCostly] {
+        let preset = run(profile, stack("palisade-recommended"), 5).await;
+        assert_eq!(run(profile, recommended_by_hand, 5).await, preset);
+    }
+}

@@ -387,7 +387,7 @@ impl Seeds {
 }
 
 /// One step of splitmix64, as a function of its input.
-fn splitmix64(x: u64) -> u64 {
+pub(crate) fn splitmix64(x: u64) -> u64 {
     Rng::new(x).next_u64()
 }
 
