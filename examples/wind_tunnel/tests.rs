@@ -429,3 +429,52 @@ async fn the_recommended_layers_stacked_by_hand_are_the_preset() {
         assert_eq!(run(profile, recommended_by_hand, 5).await, preset);
     }
 }
+
+/// A 10 s run: long enough for p99 to be one request in a hundred of
+/// 5000.
+fn ten_seconds() -> RunSettings {
+    RunSettings {
+        duration: Duration::from_secs(10),
+        ..short_run(1)
+    }
+}
+
+/// On the slow tail, where a tenth of calls take 500 ms, a hedge after the
+/// 90th percentile of attempts (under 20 ms) answers the slow requests from
+/// their second attempt, unless it is slow too (1 % of requests, 0.1²).
+/// The unhedged stack's slow requests wait for the 100 ms attempt timeout,
+/// a backoff and a retry, or two if the retry is slow too (1 % again): so
+/// the hedged p99 is at most about the unhedged stack's shorter wait, and
+/// the unhedged p99 at least that. The hedge costs a few more attempts
+/// per request, within its budget of 20 %.
+#[cfg(feature = "hedge")]
+#[tokio::test(start_paused = true)]
+async fn the_hedge_cuts_the_slow_tails_p99_for_a_few_more_attempts() {
+    let plain = run_for(
+        Profile::SlowTail,
+        stack("palisade-recommended"),
+        ten_seconds(),
+    )
+    .await;
+    let hedged = run_for(Profile::SlowTail, stack("palisade-hedged"), ten_seconds()).await;
+    assert!(plain.p99 > Duration::from_millis(200), "{plain:?}");
+    assert!(hedged.p99 < Duration::from_millis(150), "{hedged:?}");
+    assert!(hedged.success_rate >= plain.success_rate, "{hedged:?}");
+    assert!(
+        hedged.amplification <= plain.amplification + 0.1,
+        "{hedged:?} against {plain:?}"
+    );
+}
+
+/// tower's hedge, at the same percentile, lowers the p99 of the `tower`
+/// stack too. By less, or by as much, from one seed to the next: its
+/// first attempt's timeout ends the race at once (the hedge is dropped),
+/// and the `tower` stack retries after a backoff from 10 ms, so both p99s
+/// fall on one side or the other of about 130 ms.
+#[tokio::test(start_paused = true)]
+async fn towers_hedge_lowers_the_slow_tails_p99_too() {
+    let plain = run_for(Profile::SlowTail, stack("tower"), ten_seconds()).await;
+    let hedged = run_for(Profile::SlowTail, stack("tower-hedge"), ten_seconds()).await;
+    assert!(hedged.p99 < plain.p99, "{hedged:?} against {plain:?}");
+    assert!(hedged.amplification > plain.amplification, "{hedged:?}");
+}
