@@ -67,6 +67,10 @@ pub(crate) const STACKS: &[StackEntry] = &[
     // only with the library feature of its layer.
     #[cfg(feature = "hedge")]
     entry("palisade-hedged", Clock::Virtual, palisade_hedged),
+    #[cfg(feature = "adaptive")]
+    entry("palisade-adaptive", Clock::Virtual, palisade_adaptive),
+    #[cfg(feature = "adaptive")]
+    entry("palisade-gradient", Clock::Virtual, palisade_gradient),
     entry("tower-hedge", Clock::Virtual, tower_hedge_stack),
     // Only with --palisade-config FILE (or named with --stack).
     entry("palisade-file", Clock::Virtual, palisade_file),
@@ -103,6 +107,10 @@ pub(crate) const BULKHEAD: usize = 64;
 pub(crate) const HEDGE_PERCENTILE: f64 = 0.9;
 pub(crate) const HEDGE_MIN_SAMPLES: u64 = 10;
 pub(crate) const HEDGE_PERIOD: Duration = Duration::from_millis(100);
+/// `palisade-adaptive`, `palisade-gradient`: the limit they start at (it
+/// moves between 1 and [`BULKHEAD`]).
+#[cfg(feature = "adaptive")]
+pub(crate) const ADAPTIVE_INITIAL: usize = 20;
 
 /// (a) No layers: the upstream as it is.
 fn no_layers(upstream: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
@@ -237,6 +245,60 @@ fn palisade_hedged(upstream: Upstream, settings: &StackSettings) -> Result<Stack
         .layer(hedge)
         .layer(layers.attempt_timeout)
         .layer(layers.bulkhead)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+/// The recommended stack with the fixed bulkhead of 64 replaced by an
+/// AIMD limit between 1 and the same 64 calls (see [`adaptive_stack`]).
+/// AIMD cuts its limit on every drop, and with the default classifier every
+/// upstream error is one: fast on an overload, but it also cuts the limit
+/// for errors that do not come from load (`steady-errors`, `brown-out`).
+#[cfg(feature = "adaptive")]
+fn palisade_adaptive(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    use palisade::adaptive::AdaptiveLayer;
+
+    let limit = AdaptiveLayer::aimd()
+        .limits(ADAPTIVE_INITIAL, 1, BULKHEAD)
+        .build()?;
+    adaptive_stack(upstream, settings, limit)
+}
+
+/// As `palisade-adaptive`, with a Gradient2 limit: it follows the latency
+/// (a drop counts as the slowest call), so errors that come at the usual
+/// speed move it less than they move AIMD, and an overload less quickly.
+#[cfg(feature = "adaptive")]
+fn palisade_gradient(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    use palisade::adaptive::AdaptiveLayer;
+
+    let limit = AdaptiveLayer::gradient()
+        .limits(ADAPTIVE_INITIAL, 1, BULKHEAD)
+        .build()?;
+    adaptive_stack(upstream, settings, limit)
+}
+
+/// The recommended stack with `limit` in the bulkhead's place.
+///
+/// The limit goes where the bulkhead was, inside retry and the breaker (each
+/// attempt takes a slot), but outside the attempt timeout: a timeout below
+/// it answers `Elapsed`, which the limit reads as a drop, where a timeout
+/// above it would drop the call's future, which counts for nothing. The
+/// lowest limit is 1, not the default 20: this upstream serves 5 calls at
+/// once.
+#[cfg(feature = "adaptive")]
+fn adaptive_stack(
+    upstream: Upstream,
+    settings: &StackSettings,
+    limit: palisade::adaptive::AdaptiveLayer,
+) -> Result<Stack, BoxError> {
+    let layers = recommended::RecommendedLayers::new(settings)?;
+    let stack = ServiceBuilder::new()
+        .layer(layers.total_timeout)
+        .layer(layers.retry)
+        .layer(layers.throttle)
+        .layer(layers.breaker)
+        .layer(limit)
+        .layer(layers.attempt_timeout)
         .service(upstream);
     Ok(BoxCloneService::new(stack))
 }

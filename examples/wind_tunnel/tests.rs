@@ -478,3 +478,68 @@ async fn towers_hedge_lowers_the_slow_tails_p99_too() {
     assert!(hedged.p99 < plain.p99, "{hedged:?} against {plain:?}");
     assert!(hedged.amplification > plain.amplification, "{hedged:?}");
 }
+
+/// On an overload whose refusals are free, the adaptive limits serve what
+/// the fixed bulkhead serves (the upstream's capacity); where refusals
+/// cost the upstream capacity, they serve more, with fewer attempts: the
+/// limit falls to what the upstream serves, and the calls past it are
+/// refused here, at no cost to the upstream.
+#[cfg(feature = "adaptive")]
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_limit_serves_at_least_the_fixed_bulkheads_share_of_an_overload() {
+    let fixed = run_for(
+        Profile::Overload,
+        stack("palisade-recommended"),
+        ten_seconds(),
+    )
+    .await;
+    let fixed_costly = run_for(
+        Profile::OverloadCostly,
+        stack("palisade-recommended"),
+        ten_seconds(),
+    )
+    .await;
+    for (name, margin) in [("palisade-adaptive", 0.03), ("palisade-gradient", 0.01)] {
+        let free = run_for(Profile::Overload, stack(name), ten_seconds()).await;
+        assert!(
+            free.success_rate >= fixed.success_rate - 0.005,
+            "{name}: {free:?} against {fixed:?}"
+        );
+        let costly = run_for(Profile::OverloadCostly, stack(name), ten_seconds()).await;
+        assert!(
+            costly.success_rate > fixed_costly.success_rate + margin,
+            "{name}: {costly:?} against {fixed_costly:?}"
+        );
+        assert!(
+            costly.amplification < fixed_costly.amplification,
+            "{name}: {costly:?} against {fixed_costly:?}"
+        );
+        // The fixed bulkhead's 64 slots fill with refused calls waiting
+        // for a worker; the adaptive limit stays well below.
+        assert!(
+            costly.peak_concurrency < stacks::BULKHEAD / 2,
+            "{name}: {costly:?}"
+        );
+    }
+}
+
+/// Why the tunnel keeps both algorithms: with the default classifier every
+/// upstream error is a drop, and AIMD cuts its limit for each, so where
+/// errors do not come from load it refuses calls the upstream would have
+/// served; Gradient2, which reads latency, serves what the fixed bulkhead
+/// serves.
+#[cfg(feature = "adaptive")]
+#[tokio::test(start_paused = true)]
+async fn aimd_reads_errors_that_are_not_load_as_drops_and_gradient_does_not() {
+    let fixed = run(Profile::SteadyErrors, stack("palisade-recommended"), 1).await;
+    let gradient = run(Profile::SteadyErrors, stack("palisade-gradient"), 1).await;
+    let aimd = run(Profile::SteadyErrors, stack("palisade-adaptive"), 1).await;
+    assert!(
+        (gradient.success_rate - fixed.success_rate).abs() < 0.005,
+        "{gradient:?} against {fixed:?}"
+    );
+    assert!(
+        aimd.success_rate < fixed.success_rate - 0.03,
+        "{aimd:?} against {fixed:?}"
+    );
+}
