@@ -71,6 +71,8 @@ pub(crate) const STACKS: &[StackEntry] = &[
     entry("palisade-adaptive", Clock::Virtual, palisade_adaptive),
     #[cfg(feature = "adaptive")]
     entry("palisade-gradient", Clock::Virtual, palisade_gradient),
+    #[cfg(feature = "fallback")]
+    entry("palisade-fallback", Clock::Virtual, palisade_fallback),
     entry("tower-hedge", Clock::Virtual, tower_hedge_stack),
     // Only with --palisade-config FILE (or named with --stack).
     entry("palisade-file", Clock::Virtual, palisade_file),
@@ -299,6 +301,33 @@ fn adaptive_stack(
         .layer(layers.breaker)
         .layer(limit)
         .layer(layers.attempt_timeout)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+/// The recommended stack under a fallback that answers a fixed default,
+/// marked degraded, when the circuit is open and when the upstream fails
+/// (after retry has given up).
+///
+/// The fallback goes outermost, as its docs advise: the breaker inside it
+/// records the upstream's real outcomes (a degraded answer never closes a
+/// circuit), and retry has had its attempts before the fallback answers.
+/// A caller's deadline that passes first is no fallback's to hide.
+#[cfg(feature = "fallback")]
+fn palisade_fallback(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    use palisade::fallback::{FallbackLayer, Reason};
+
+    let fallback = FallbackLayer::builder()
+        .on(Reason::CircuitOpen)
+        .on(Reason::Failure)
+        // The default is the usual answer, marked: what makes it degraded
+        // is that the upstream did not give it.
+        .value(Response::REAL)
+        .mark(|response: &mut Response, _: Reason| response.degraded = true)
+        .build()?;
+    let stack = ServiceBuilder::new()
+        .layer(fallback)
+        .layer(recommended_preset(settings)?)
         .service(upstream);
     Ok(BoxCloneService::new(stack))
 }

@@ -543,3 +543,27 @@ async fn aimd_reads_errors_that_are_not_load_as_drops_and_gradient_does_not() {
         "{aimd:?} against {fixed:?}"
     );
 }
+
+/// Through an outage the fallback answers every request the recommended
+/// stack fails, and counts none of them as a success: the real successes
+/// and the recoveries are the recommended stack's (the breaker inside the
+/// fallback still sees the upstream's real outcomes), and the rest are
+/// degraded.
+#[cfg(feature = "fallback")]
+#[tokio::test(start_paused = true)]
+async fn the_fallbacks_answers_are_counted_as_degraded_not_as_successes() {
+    let plain = run_for(
+        Profile::Outage,
+        stack("palisade-recommended"),
+        ten_seconds(),
+    )
+    .await;
+    let fallback = run_for(Profile::Outage, stack("palisade-fallback"), ten_seconds()).await;
+    assert_eq!(fallback.success_rate, plain.success_rate, "{fallback:?}");
+    assert_eq!(fallback.outage, plain.outage, "{fallback:?}");
+    assert_eq!(plain.degraded_rate, 0.0, "{plain:?}");
+    assert!(
+        (fallback.success_rate + fallback.degraded_rate - 1.0).abs() < 1e-9,
+        "{fallback:?}"
+    );
+}
