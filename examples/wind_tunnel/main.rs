@@ -40,6 +40,11 @@
 //! --palisade-config FILE a palisade stack from a TOML file (needs --features serde)
 //! ```
 //!
+//! The stacks that add an optional layer to the recommended one
+//! (`palisade-hedged`, `palisade-adaptive`, `palisade-gradient`,
+//! `palisade-fallback`) are there only with the library's features for
+//! them: `--features hedge,adaptive,fallback`.
+//!
 //! To measure a stack of your own, add a line to `stacks::STACKS`.
 //!
 //! # Time
