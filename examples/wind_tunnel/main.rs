@@ -283,7 +283,11 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             .map(|name| {
                 STACKS.iter().find(|s| s.name == name).ok_or_else(|| {
                     let names: Vec<&str> = STACKS.iter().map(|s| s.name).collect();
-                    format!("--stack {name}: not one of {}", names.join(", "))
+                    format!(
+                        "--stack {name}: not one of {} (the stacks with an optional layer \
+                         need --features hedge,adaptive,fallback)",
+                        names.join(", ")
+                    )
                 })
             })
             .collect::<Result<_, _>>()?

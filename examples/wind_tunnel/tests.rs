@@ -347,7 +347,10 @@ fn flags_pick_profiles_stacks_and_settings() {
     assert!(parse_args(["--runs", "0"].into_iter().map(String::from)).is_err());
     let default = parse_args(std::iter::empty()).expect("no flags");
     assert_eq!(default.runs, 1);
-    assert!(parse_args(["--stack", "nope"].into_iter().map(String::from)).is_err());
+    assert!(
+        parse_args(["--stack", "nope"].into_iter().map(String::from))
+            .is_err_and(|m| m.contains("--features hedge,adaptive,fallback"))
+    );
     assert!(parse_args(["--rate", "0"].into_iter().map(String::from)).is_err());
     // --help is no error: main prints the usage and exits 0 on an empty message.
     assert!(parse_args(["--help"].into_iter().map(String::from)).is_err_and(|m| m.is_empty()));
