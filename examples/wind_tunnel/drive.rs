@@ -47,7 +47,11 @@ pub(crate) struct Answer {
     pub(crate) sent: Duration,
     /// How long until the caller had an answer (its deadline at most).
     pub(crate) latency: Duration,
+    /// Answered with the upstream's own success before the deadline.
     pub(crate) ok: bool,
+    /// Answered before the deadline with a degraded answer a fallback made
+    /// in the upstream's place: not a success, and not a failure either.
+    pub(crate) degraded: bool,
 }
 
 /// The measurements of one (profile, stack) run.
@@ -55,7 +59,11 @@ pub(crate) struct Answer {
 pub(crate) struct Report {
     pub(crate) requests: usize,
     /// Share of requests answered with a success before their deadline.
+    /// A fallback's degraded answer is not one.
     pub(crate) success_rate: f64,
+    /// Share of requests answered with a fallback's degraded answer before
+    /// their deadline.
+    pub(crate) degraded_rate: f64,
     /// Latency of the callers' answers, failures included.
     pub(crate) p50: Duration,
     pub(crate) p99: Duration,
@@ -93,6 +101,7 @@ impl Report {
         Some(Report {
             requests: median(reports.iter().map(|r| r.requests), Ord::cmp),
             success_rate: median_f64(|r| r.success_rate),
+            degraded_rate: median_f64(|r| r.degraded_rate),
             p50: median_of(|r| r.p50),
             p99: median_of(|r| r.p99),
             amplification: median_f64(|r| r.amplification),
@@ -163,11 +172,16 @@ pub(crate) async fn drive(
         callers.spawn(async move {
             let sent = Instant::now();
             let answer = timeout(run.deadline, stack.oneshot(Request { id })).await;
+            let degraded = match answer {
+                Ok(Ok(response)) => Some(response.degraded),
+                _ => None,
+            };
             Answer {
                 id,
                 sent: sent - started,
                 latency: sent.elapsed().min(run.deadline),
-                ok: matches!(answer, Ok(Ok(_))),
+                ok: degraded == Some(false),
+                degraded: degraded == Some(true),
             }
         });
     }
@@ -182,6 +196,7 @@ pub(crate) async fn drive(
 fn measure(answers: &[Answer], upstream: &Upstream, profile: Profile, run: RunSettings) -> Report {
     let requests = answers.len();
     let successes = answers.iter().filter(|a| a.ok).count();
+    let degraded = answers.iter().filter(|a| a.degraded).count();
     let mut latencies: Vec<Duration> = answers.iter().map(|a| a.latency).collect();
     latencies.sort();
     let attempts: u64 = answers
@@ -191,6 +206,7 @@ fn measure(answers: &[Answer], upstream: &Upstream, profile: Profile, run: RunSe
     Report {
         requests,
         success_rate: ratio(successes as f64, requests),
+        degraded_rate: ratio(degraded as f64, requests),
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
         amplification: ratio(attempts as f64, requests),

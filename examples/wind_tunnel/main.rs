@@ -10,6 +10,9 @@
 //!
 //! - **success**: the share of requests answered with a success before the
 //!   caller's deadline;
+//! - **degr.**: the share answered before the deadline with a degraded
+//!   answer that a fallback made in the upstream's place (never counted as
+//!   a success);
 //! - **p50, p99**: latency of the callers' answers, failures included (a
 //!   caller that gave up counts its deadline);
 //! - **ampl.**: upstream attempts per request (retries cost this);
@@ -36,6 +39,11 @@
 //! --real-time            run every stack in real time, not only those that need it
 //! --palisade-config FILE a palisade stack from a TOML file (needs --features serde)
 //! ```
+//!
+//! The stacks that add an optional layer to the recommended one
+//! (`palisade-hedged`, `palisade-adaptive`, `palisade-gradient`,
+//! `palisade-fallback`) are there only with the library's features for
+//! them: `--features hedge,adaptive,fallback`.
 //!
 //! To measure a stack of your own, add a line to `stacks::STACKS`.
 //!
@@ -275,7 +283,11 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             .map(|name| {
                 STACKS.iter().find(|s| s.name == name).ok_or_else(|| {
                     let names: Vec<&str> = STACKS.iter().map(|s| s.name).collect();
-                    format!("--stack {name}: not one of {}", names.join(", "))
+                    format!(
+                        "--stack {name}: not one of {} (the stacks with an optional layer \
+                         need --features hedge,adaptive,fallback)",
+                        names.join(", ")
+                    )
                 })
             })
             .collect::<Result<_, _>>()?
@@ -297,8 +309,8 @@ fn seconds(value: &str) -> Option<Duration> {
 
 fn print_header(profile: Profile) {
     print!(
-        "{:<21} {:<8} {:>8} {:>8} {:>8} {:>6} {:>5}",
-        "stack", "clock", "success", "p50", "p99", "ampl.", "peak"
+        "{:<21} {:<8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5}",
+        "stack", "clock", "success", "degr.", "p50", "p99", "ampl.", "peak"
     );
     if profile == Profile::Outage {
         print!(
@@ -315,10 +327,11 @@ fn print_row(name: &str, clock: Clock, report: &Report) {
         Clock::Real => "real",
     };
     print!(
-        "{:<21} {:<8} {:>8} {:>8} {:>8} {:>6.2} {:>5}",
+        "{:<21} {:<8} {:>8} {:>8} {:>8} {:>8} {:>6.2} {:>5}",
         name,
         clock,
         percent(report.success_rate),
+        percent(report.degraded_rate),
         ms(report.p50),
         ms(report.p99),
         report.amplification,

@@ -63,6 +63,17 @@ pub(crate) const STACKS: &[StackEntry] = &[
     entry("palisade-defaults", Clock::Virtual, palisade_defaults),
     entry("palisade", Clock::Virtual, palisade_matched),
     entry("palisade-recommended", Clock::Virtual, palisade_recommended),
+    // The recommended stack with one of the optional layers added: each
+    // only with the library feature of its layer.
+    #[cfg(feature = "hedge")]
+    entry("palisade-hedged", Clock::Virtual, palisade_hedged),
+    #[cfg(feature = "adaptive")]
+    entry("palisade-adaptive", Clock::Virtual, palisade_adaptive),
+    #[cfg(feature = "adaptive")]
+    entry("palisade-gradient", Clock::Virtual, palisade_gradient),
+    #[cfg(feature = "fallback")]
+    entry("palisade-fallback", Clock::Virtual, palisade_fallback),
+    entry("tower-hedge", Clock::Virtual, tower_hedge_stack),
     // Only with --palisade-config FILE (or named with --stack).
     entry("palisade-file", Clock::Virtual, palisade_file),
 ];
@@ -87,6 +98,21 @@ pub(crate) const BREAKER_MIN_CALLS: usize = 20;
 pub(crate) const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 /// Calls in flight at most.
 pub(crate) const BULKHEAD: usize = 64;
+/// Hedging: a second attempt goes when the first has taken longer than
+/// this percentile of recent successful attempts, once
+/// [`HEDGE_MIN_SAMPLES`] are known, counted over periods of
+/// [`HEDGE_PERIOD`]. tower's hedge has no fixed delay, so both hedges learn
+/// theirs. The period is short for a real service (palisade's default is
+/// 60 s), as the runs are: tower's hedge reads only the last full period,
+/// so it hedges nothing in a run's first period, which at 100 ms is 0.1 %
+/// of a 10 s run, too few to move its p99.
+pub(crate) const HEDGE_PERCENTILE: f64 = 0.9;
+pub(crate) const HEDGE_MIN_SAMPLES: u64 = 10;
+pub(crate) const HEDGE_PERIOD: Duration = Duration::from_millis(100);
+/// `palisade-adaptive`, `palisade-gradient`: the limit they start at (it
+/// moves between 1 and [`BULKHEAD`]).
+#[cfg(feature = "adaptive")]
+pub(crate) const ADAPTIVE_INITIAL: usize = 20;
 
 /// (a) No layers: the upstream as it is.
 fn no_layers(upstream: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
@@ -115,13 +141,194 @@ fn palisade_defaults(upstream: Upstream, settings: &StackSettings) -> Result<Sta
 /// of half a retry per request, client-side throttling, the breaker, the
 /// attempt timeout and a bulkhead. The total timeout is the callers' default deadline, 1 s.
 fn palisade_recommended(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    let stack = ServiceBuilder::new()
+        .layer(recommended_preset(settings)?)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+/// The preset of `palisade-recommended`, with the tunnel's settings.
+fn recommended_preset(settings: &StackSettings) -> Result<ClientLayer, BoxError> {
     let preset = ClientLayer::builder()
         .total_timeout(Duration::from_secs(1))
         .attempt_timeout(ATTEMPT_TIMEOUT)
         .max_concurrent(BULKHEAD)
         .seed(settings.seed)
         .build()?;
-    let stack = ServiceBuilder::new().layer(preset).service(upstream);
+    Ok(preset)
+}
+
+/// The recommended stack's layers one by one, for the stacks that add a
+/// layer between two of them (and the test that checks they are the
+/// preset).
+#[cfg(any(test, feature = "hedge", feature = "adaptive"))]
+pub(crate) mod recommended {
+    use palisade::BoxError;
+    use palisade::bulkhead::{BulkheadBuilder, BulkheadLayer};
+    use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
+    use palisade::retry::{RetryBuilder, RetryLayer};
+    use palisade::throttle::{ThrottleBuilder, ThrottleLayer};
+    use palisade::timeout::TimeoutLayer;
+
+    use super::{StackSettings, recommended_preset};
+    use crate::upstream::splitmix64;
+
+    /// The recommended stack's layers one by one, so that another can go
+    /// between two of them: the preset's own settings as it checked them, and
+    /// each layer's seed derived as the preset derives it, so that stacked in
+    /// the preset's order they are the preset (a test checks it).
+    pub(crate) struct RecommendedLayers {
+        pub(crate) total_timeout: TimeoutLayer,
+        pub(crate) retry: RetryLayer,
+        pub(crate) throttle: ThrottleLayer,
+        pub(crate) breaker: CircuitBreakerLayer,
+        pub(crate) attempt_timeout: TimeoutLayer,
+        pub(crate) bulkhead: BulkheadLayer,
+    }
+
+    impl RecommendedLayers {
+        pub(crate) fn new(settings: &StackSettings) -> Result<Self, BoxError> {
+            let config = recommended_preset(settings)?.config().clone();
+            let seed = |tag: u64| splitmix64(settings.seed ^ tag);
+            Ok(RecommendedLayers {
+                total_timeout: TimeoutLayer::new(config.total_timeout)?,
+                retry: RetryBuilder::from_config(config.retry)
+                    .jitter_seed(seed(1))
+                    .build()?,
+                throttle: ThrottleBuilder::from_config(config.throttle)
+                    .seed(seed(2))
+                    .build()?,
+                breaker: CircuitBreakerBuilder::from_config(config.circuit_breaker)
+                    .jitter_seed(seed(3))
+                    .build()?,
+                attempt_timeout: TimeoutLayer::new(config.attempt_timeout)?,
+                bulkhead: BulkheadBuilder::from_config(config.bulkhead).build()?,
+            })
+        }
+    }
+}
+
+/// The recommended stack, hedged at the 90th percentile of recent attempts
+/// (see [`HEDGE_PERCENTILE`]), two attempts at most as tower's hedge sends,
+/// and a budget of 20 % of requests plus 10 a second. A hedge after the
+/// 90th percentile goes for a tenth of requests by definition, plus those
+/// whose first attempt fails, so the hedge's default budget (10 % plus 10
+/// a second) would refuse part of them at this rate; 20 % lets through all
+/// of them on the slow tail, and still caps the extra load when every call
+/// is slow.
+///
+/// The hedge goes just outside the attempt timeout, so that each attempt
+/// has a deadline of its own: outside it, one 100 ms timeout would cut the
+/// first attempt and its hedge together. It goes inside retry: a retry is
+/// then a fresh pair of attempts after both failed, the hedge's delay
+/// learns from single attempts (not from attempts plus retries and
+/// backoff), and one request sends at most 2 × 3 attempts. Outside retry,
+/// each hedge would carry retries of its own, and a hedge would go
+/// whenever a first attempt failed and backed off. It goes inside the
+/// breaker and the throttle too: they see one outcome per attempt pair
+/// (a slow attempt that its hedge beat is no failure), and while the
+/// circuit is open or the throttle refuses no hedge is sent at all.
+#[cfg(feature = "hedge")]
+fn palisade_hedged(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    use palisade::hedge::HedgeLayer;
+    use palisade::retry::RetryBudget;
+
+    let layers = recommended::RecommendedLayers::new(settings)?;
+    let hedge = HedgeLayer::at_percentile(HEDGE_PERCENTILE)
+        .min_samples(HEDGE_MIN_SAMPLES)
+        .period(HEDGE_PERIOD)
+        .budget(RetryBudget::windowed(Duration::from_secs(10), 10, 0.2))
+        .build()?;
+    let stack = ServiceBuilder::new()
+        .layer(layers.total_timeout)
+        .layer(layers.retry)
+        .layer(layers.throttle)
+        .layer(layers.breaker)
+        .layer(hedge)
+        .layer(layers.attempt_timeout)
+        .layer(layers.bulkhead)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+/// The recommended stack with the fixed bulkhead of 64 replaced by an
+/// AIMD limit between 1 and the same 64 calls (see [`adaptive_stack`]).
+/// AIMD cuts its limit on every drop, and with the default classifier every
+/// upstream error is one: fast on an overload, but it also cuts the limit
+/// for errors that do not come from load (`steady-errors`, `brown-out`).
+#[cfg(feature = "adaptive")]
+fn palisade_adaptive(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    use palisade::adaptive::AdaptiveLayer;
+
+    let limit = AdaptiveLayer::aimd()
+        .limits(ADAPTIVE_INITIAL, 1, BULKHEAD)
+        .build()?;
+    adaptive_stack(upstream, settings, limit)
+}
+
+/// As `palisade-adaptive`, with a Gradient2 limit: it follows the latency
+/// (a drop counts as the slowest call), so errors that come at the usual
+/// speed move it less than they move AIMD, and an overload less quickly.
+#[cfg(feature = "adaptive")]
+fn palisade_gradient(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    use palisade::adaptive::AdaptiveLayer;
+
+    let limit = AdaptiveLayer::gradient()
+        .limits(ADAPTIVE_INITIAL, 1, BULKHEAD)
+        .build()?;
+    adaptive_stack(upstream, settings, limit)
+}
+
+/// The recommended stack with `limit` in the bulkhead's place.
+///
+/// The limit goes where the bulkhead was, inside retry and the breaker (each
+/// attempt takes a slot), but outside the attempt timeout: a timeout below
+/// it answers `Elapsed`, which the limit reads as a drop, where a timeout
+/// above it would drop the call's future, which counts for nothing. The
+/// lowest limit is 1, not the default 20: this upstream serves 5 calls at
+/// once.
+#[cfg(feature = "adaptive")]
+fn adaptive_stack(
+    upstream: Upstream,
+    settings: &StackSettings,
+    limit: palisade::adaptive::AdaptiveLayer,
+) -> Result<Stack, BoxError> {
+    let layers = recommended::RecommendedLayers::new(settings)?;
+    let stack = ServiceBuilder::new()
+        .layer(layers.total_timeout)
+        .layer(layers.retry)
+        .layer(layers.throttle)
+        .layer(layers.breaker)
+        .layer(limit)
+        .layer(layers.attempt_timeout)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+/// The recommended stack under a fallback that answers a fixed default,
+/// marked degraded, when the circuit is open and when the upstream fails
+/// (after retry has given up).
+///
+/// The fallback goes outermost, as its docs advise: the breaker inside it
+/// records the upstream's real outcomes (a degraded answer never closes a
+/// circuit), and retry has had its attempts before the fallback answers.
+/// A caller's deadline that passes first is no fallback's to hide.
+#[cfg(feature = "fallback")]
+fn palisade_fallback(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    use palisade::fallback::{FallbackLayer, Reason};
+
+    let fallback = FallbackLayer::builder()
+        .on(Reason::CircuitOpen)
+        .on(Reason::Failure)
+        // The default is the usual answer, marked: what makes it degraded
+        // is that the upstream did not give it.
+        .value(Response::REAL)
+        .mark(|response: &mut Response, _: Reason| response.degraded = true)
+        .build()?;
+    let stack = ServiceBuilder::new()
+        .layer(fallback)
+        .layer(recommended_preset(settings)?)
+        .service(upstream);
     Ok(BoxCloneService::new(stack))
 }
 
@@ -242,6 +449,43 @@ fn tower_stack(upstream: Upstream, settings: &StackSettings) -> Result<Stack, Bo
     Ok(BoxCloneService::new(stack))
 }
 
+/// The `tower` stack with tower's own hedge (`tower::hedge::Hedge`)
+/// between retry and the attempt timeout, where `palisade-hedged` has its
+/// hedge and for the same reasons: at the 90th percentile of recent
+/// successful attempts, once 10 are known, over periods of 100 ms (see
+/// [`HEDGE_PERCENTILE`]). tower's hedge has no budget: its policy may
+/// refuse a hedge, but hears of no outcome to budget with, so this one
+/// hedges every request it may. A `Hedge` cannot be cloned, so it is
+/// shared the way tower shares such a service, behind a `Buffer` (a task
+/// that owns it and takes requests over a channel), with room for every
+/// request a run can have waiting, so that only the concurrency limit
+/// limits.
+fn tower_hedge_stack(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    use tower::buffer::Buffer;
+    use tower::hedge::Hedge;
+    use tower_policy::{HedgeAlways, TowerRetry};
+
+    let attempt = ServiceBuilder::new()
+        .timeout(ATTEMPT_TIMEOUT)
+        .concurrency_limit(BULKHEAD)
+        .service(upstream);
+    let hedged = Hedge::new::<Request>(
+        attempt,
+        HedgeAlways,
+        HEDGE_MIN_SAMPLES,
+        HEDGE_PERCENTILE as f32,
+        HEDGE_PERIOD,
+    );
+    let stack = ServiceBuilder::new()
+        .retry(TowerRetry::new(settings.seed)?)
+        .service(Buffer::new(hedged, TOWER_BUFFER));
+    Ok(BoxCloneService::new(stack))
+}
+
+/// `tower-hedge`'s buffer: more than the callers a run at the default
+/// rate and deadline can have waiting at once.
+const TOWER_BUFFER: usize = 4096;
+
 /// tower leaves the retry policy to the user; this is the one its docs
 /// sketch, with the budget and backoff it ships.
 mod tower_policy {
@@ -301,6 +545,21 @@ mod tower_policy {
 
         fn clone_request(&mut self, request: &Request) -> Option<Request> {
             Some(*request)
+        }
+    }
+
+    /// tower's hedge policy: every request may be copied, and every hedge
+    /// may go.
+    #[derive(Clone, Copy)]
+    pub(super) struct HedgeAlways;
+
+    impl tower::hedge::Policy<Request> for HedgeAlways {
+        fn clone_request(&self, request: &Request) -> Option<Request> {
+            Some(*request)
+        }
+
+        fn can_retry(&self, _: &Request) -> bool {
+            true
         }
     }
 

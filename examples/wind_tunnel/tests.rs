@@ -122,6 +122,7 @@ fn recovery_is_measured_to_the_request() {
                 sent,
                 latency: Duration::from_millis(10),
                 ok,
+                degraded: false,
             }
         })
         .collect();
@@ -346,7 +347,10 @@ fn flags_pick_profiles_stacks_and_settings() {
     assert!(parse_args(["--runs", "0"].into_iter().map(String::from)).is_err());
     let default = parse_args(std::iter::empty()).expect("no flags");
     assert_eq!(default.runs, 1);
-    assert!(parse_args(["--stack", "nope"].into_iter().map(String::from)).is_err());
+    assert!(
+        parse_args(["--stack", "nope"].into_iter().map(String::from))
+            .is_err_and(|m| m.contains("--features hedge,adaptive,fallback"))
+    );
     assert!(parse_args(["--rate", "0"].into_iter().map(String::from)).is_err());
     // --help is no error: main prints the usage and exits 0 on an empty message.
     assert!(parse_args(["--help"].into_iter().map(String::from)).is_err_and(|m| m.is_empty()));
@@ -360,6 +364,7 @@ fn the_median_of_runs_is_taken_figure_by_figure() {
     let report = |success, p99, peak, recoveries: [Option<u64>; 3]| Report {
         requests: 1000,
         success_rate: success,
+        degraded_rate: 1.0 - success,
         p50: ms(10),
         p99: ms(p99),
         amplification: success * 2.0,
@@ -382,4 +387,186 @@ fn the_median_of_runs_is_taken_figure_by_figure() {
     );
     assert_eq!(Report::median(&runs[..1]).as_ref(), Some(&runs[0]));
     assert_eq!(Report::median(&[]), None);
+}
+
+/// A stack that answers every request at once with a fallback's degraded
+/// answer.
+fn always_degraded(_: Upstream, _: &StackSettings) -> Result<Stack, BoxError> {
+    let answer = tower::service_fn(|_: upstream::Request| async {
+        Ok::<_, BoxError>(upstream::Response { degraded: true })
+    });
+    Ok(BoxCloneService::new(answer))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_degraded_answer_is_counted_apart_from_a_success() {
+    let report = run(Profile::SteadyErrors, always_degraded, 1).await;
+    assert_eq!(report.success_rate, 0.0, "{report:?}");
+    assert_eq!(report.degraded_rate, 1.0, "{report:?}");
+    let real = run(Profile::SteadyErrors, stack("none"), 1).await;
+    assert_eq!(real.degraded_rate, 0.0, "{real:?}");
+}
+
+/// The recommended stack built layer by layer (as the hedged, adaptive
+/// stacks build it, to put a layer between two of its own) is the preset:
+/// the same run, figure for figure. So the figures of those stacks differ
+/// from the recommended stack's by what their added layer does, and by
+/// nothing else.
+fn recommended_by_hand(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
+    let layers = stacks::recommended::RecommendedLayers::new(settings)?;
+    let stack = tower::ServiceBuilder::new()
+        .layer(layers.total_timeout)
+        .layer(layers.retry)
+        .layer(layers.throttle)
+        .layer(layers.breaker)
+        .layer(layers.attempt_timeout)
+        .layer(layers.bulkhead)
+        .service(upstream);
+    Ok(BoxCloneService::new(stack))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_recommended_layers_stacked_by_hand_are_the_preset() {
+    for profile in [Profile::BrownOut, Profile::OverloadCostly] {
+        let preset = run(profile, stack("palisade-recommended"), 5).await;
+        assert_eq!(run(profile, recommended_by_hand, 5).await, preset);
+    }
+}
+
+/// A 10 s run: long enough for p99 to be one request in a hundred of
+/// 5000.
+fn ten_seconds() -> RunSettings {
+    RunSettings {
+        duration: Duration::from_secs(10),
+        ..short_run(1)
+    }
+}
+
+/// On the slow tail, where a tenth of calls take 500 ms, a hedge after the
+/// 90th percentile of attempts (under 20 ms) answers the slow requests from
+/// their second attempt, unless it is slow too (1 % of requests, 0.1²).
+/// The unhedged stack's slow requests wait for the 100 ms attempt timeout,
+/// a backoff and a retry, or two if the retry is slow too (1 % again): so
+/// the hedged p99 is at most about the unhedged stack's shorter wait, and
+/// the unhedged p99 at least that. The hedge costs a few more attempts
+/// per request, within its budget of 20 %.
+#[cfg(feature = "hedge")]
+#[tokio::test(start_paused = true)]
+async fn the_hedge_cuts_the_slow_tails_p99_for_a_few_more_attempts() {
+    let plain = run_for(
+        Profile::SlowTail,
+        stack("palisade-recommended"),
+        ten_seconds(),
+    )
+    .await;
+    let hedged = run_for(Profile::SlowTail, stack("palisade-hedged"), ten_seconds()).await;
+    assert!(plain.p99 > Duration::from_millis(200), "{plain:?}");
+    assert!(hedged.p99 < Duration::from_millis(150), "{hedged:?}");
+    assert!(hedged.success_rate >= plain.success_rate, "{hedged:?}");
+    assert!(
+        hedged.amplification <= plain.amplification + 0.1,
+        "{hedged:?} against {plain:?}"
+    );
+}
+
+/// tower's hedge, at the same percentile, lowers the p99 of the `tower`
+/// stack too. By less, or by as much, from one seed to the next: its
+/// first attempt's timeout ends the race at once (the hedge is dropped),
+/// and the `tower` stack retries after a backoff from 10 ms, so both p99s
+/// fall on one side or the other of about 130 ms.
+#[tokio::test(start_paused = true)]
+async fn towers_hedge_lowers_the_slow_tails_p99_too() {
+    let plain = run_for(Profile::SlowTail, stack("tower"), ten_seconds()).await;
+    let hedged = run_for(Profile::SlowTail, stack("tower-hedge"), ten_seconds()).await;
+    assert!(hedged.p99 < plain.p99, "{hedged:?} against {plain:?}");
+    assert!(hedged.amplification > plain.amplification, "{hedged:?}");
+}
+
+/// On an overload whose refusals are free, the adaptive limits serve what
+/// the fixed bulkhead serves (the upstream's capacity); where refusals
+/// cost the upstream capacity, they serve more, with fewer attempts: the
+/// limit falls to what the upstream serves, and the calls past it are
+/// refused here, at no cost to the upstream.
+#[cfg(feature = "adaptive")]
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_limit_serves_at_least_the_fixed_bulkheads_share_of_an_overload() {
+    let fixed = run_for(
+        Profile::Overload,
+        stack("palisade-recommended"),
+        ten_seconds(),
+    )
+    .await;
+    let fixed_costly = run_for(
+        Profile::OverloadCostly,
+        stack("palisade-recommended"),
+        ten_seconds(),
+    )
+    .await;
+    for (name, margin) in [("palisade-adaptive", 0.03), ("palisade-gradient", 0.01)] {
+        let free = run_for(Profile::Overload, stack(name), ten_seconds()).await;
+        assert!(
+            free.success_rate >= fixed.success_rate - 0.005,
+            "{name}: {free:?} against {fixed:?}"
+        );
+        let costly = run_for(Profile::OverloadCostly, stack(name), ten_seconds()).await;
+        assert!(
+            costly.success_rate > fixed_costly.success_rate + margin,
+            "{name}: {costly:?} against {fixed_costly:?}"
+        );
+        assert!(
+            costly.amplification < fixed_costly.amplification,
+            "{name}: {costly:?} against {fixed_costly:?}"
+        );
+        // The fixed bulkhead's 64 slots fill with refused calls waiting
+        // for a worker; the adaptive limit stays well below.
+        assert!(
+            costly.peak_concurrency < stacks::BULKHEAD / 2,
+            "{name}: {costly:?}"
+        );
+    }
+}
+
+/// Why the tunnel keeps both algorithms: with the default classifier every
+/// upstream error is a drop, and AIMD cuts its limit for each, so where
+/// errors do not come from load it refuses calls the upstream would have
+/// served; Gradient2, which reads latency, serves what the fixed bulkhead
+/// serves.
+#[cfg(feature = "adaptive")]
+#[tokio::test(start_paused = true)]
+async fn aimd_reads_errors_that_are_not_load_as_drops_and_gradient_does_not() {
+    let fixed = run(Profile::SteadyErrors, stack("palisade-recommended"), 1).await;
+    let gradient = run(Profile::SteadyErrors, stack("palisade-gradient"), 1).await;
+    let aimd = run(Profile::SteadyErrors, stack("palisade-adaptive"), 1).await;
+    assert!(
+        (gradient.success_rate - fixed.success_rate).abs() < 0.005,
+        "{gradient:?} against {fixed:?}"
+    );
+    assert!(
+        aimd.success_rate < fixed.success_rate - 0.03,
+        "{aimd:?} against {fixed:?}"
+    );
+}
+
+/// Through an outage the fallback answers every request the recommended
+/// stack fails, and counts none of them as a success: the real successes
+/// and the recoveries are the recommended stack's (the breaker inside the
+/// fallback still sees the upstream's real outcomes), and the rest are
+/// degraded.
+#[cfg(feature = "fallback")]
+#[tokio::test(start_paused = true)]
+async fn the_fallbacks_answers_are_counted_as_degraded_not_as_successes() {
+    let plain = run_for(
+        Profile::Outage,
+        stack("palisade-recommended"),
+        ten_seconds(),
+    )
+    .await;
+    let fallback = run_for(Profile::Outage, stack("palisade-fallback"), ten_seconds()).await;
+    assert_eq!(fallback.success_rate, plain.success_rate, "{fallback:?}");
+    assert_eq!(fallback.outage, plain.outage, "{fallback:?}");
+    assert_eq!(plain.degraded_rate, 0.0, "{plain:?}");
+    assert!(
+        (fallback.success_rate + fallback.degraded_rate - 1.0).abs() < 1e-9,
+        "{fallback:?}"
+    );
 }

@@ -23,9 +23,18 @@ pub(crate) struct Request {
     pub(crate) id: usize,
 }
 
-/// The upstream's answer; its content does not matter here.
+/// The upstream's answer: its content does not matter here, only whether
+/// it is the upstream's own or a degraded one that a fallback made in its
+/// place (which the driver counts apart from real successes).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Response;
+pub(crate) struct Response {
+    pub(crate) degraded: bool,
+}
+
+impl Response {
+    /// What the upstream answers.
+    pub(crate) const REAL: Response = Response { degraded: false };
+}
 
 /// Why the upstream failed a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,12 +307,12 @@ async fn serve(shared: Arc<Shared>, request: Request) -> Result<Response, Upstre
                 return Err(UpstreamError::Down);
             }
             sleep(draw.latency).await;
-            Ok(Response)
+            Ok(Response::REAL)
         }
         Profile::SlowTail => {
             let slow = draw.chance < SLOW_SHARE;
             sleep(if slow { SLOW_CALL } else { draw.latency }).await;
-            Ok(Response)
+            Ok(Response::REAL)
         }
         Profile::BrownOut => {
             let progress = elapsed.as_secs_f64() / shared.duration.as_secs_f64();
@@ -315,7 +324,7 @@ async fn serve(shared: Arc<Shared>, request: Request) -> Result<Response, Upstre
             // upstream slow.
             let _worker = shared.workers.acquire().await;
             sleep(OVERLOAD_SERVICE_TIME).await;
-            Ok(Response)
+            Ok(Response::REAL)
         }
     }
 }
@@ -324,7 +333,7 @@ fn fail_if(failed: bool) -> Result<Response, UpstreamError> {
     if failed {
         Err(UpstreamError::Failed)
     } else {
-        Ok(Response)
+        Ok(Response::REAL)
     }
 }
 
@@ -378,7 +387,7 @@ impl Seeds {
 }
 
 /// One step of splitmix64, as a function of its input.
-fn splitmix64(x: u64) -> u64 {
+pub(crate) fn splitmix64(x: u64) -> u64 {
     Rng::new(x).next_u64()
 }
 
