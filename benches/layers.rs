@@ -25,6 +25,7 @@ use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
 use palisade::fallback::{FallbackLayer, Reason, Unmarked};
+use palisade::hedge::HedgeLayer;
 use palisade::rate_limit::{RateLimitBuilder, RateLimitLayer};
 use palisade::retry::{RetryBudget, RetryLayer};
 use palisade::timeout::TimeoutLayer;
@@ -120,6 +121,20 @@ impl<E> tower::retry::Policy<u64, u64, E> for TowerPolicy {
 
     fn clone_request(&mut self, request: &u64) -> Option<u64> {
         Some(*request)
+    }
+}
+
+/// tower's hedge policy: every request may be hedged.
+#[derive(Clone)]
+struct HedgeAll;
+
+impl<R: Clone> tower::hedge::Policy<R> for HedgeAll {
+    fn clone_request(&self, request: &R) -> Option<R> {
+        Some(request.clone())
+    }
+
+    fn can_retry(&self, _: &R) -> bool {
+        true
     }
 }
 
@@ -247,6 +262,22 @@ fn layers(c: &mut Criterion) {
             .mark(Unmarked)
             .build()
             .expect("valid fallback")
+            .layer(Noop),
+    );
+
+    // Hedging, the first attempt answering at once: tower's `Hedge` and
+    // palisade's, both at the 90th percentile of latencies after 10.
+    row(
+        c,
+        "hedge/tower",
+        tower::hedge::Hedge::new(Noop, HedgeAll, 10, 0.9, Duration::from_secs(10)),
+    );
+    row(
+        c,
+        "hedge/palisade",
+        HedgeLayer::at_percentile(0.9)
+            .build()
+            .expect("valid hedge")
             .layer(Noop),
     );
 

@@ -210,12 +210,11 @@ pub(crate) mod recommended {
 
 /// The recommended stack, hedged at the 90th percentile of recent attempts
 /// (see [`HEDGE_PERCENTILE`]), two attempts at most as tower's hedge sends,
-/// and a budget of 20 % of requests plus 10 a second. A hedge after the
-/// 90th percentile goes for a tenth of requests by definition, plus those
-/// whose first attempt fails, so the hedge's default budget (10 % plus 10
-/// a second) would refuse part of them at this rate; 20 % lets through all
+/// and the hedge's default budget of 20 % of requests plus 10 a second. A
+/// hedge after the 90th percentile goes for a tenth of requests by
+/// definition, plus those whose first attempt fails: 20 % lets through all
 /// of them on the slow tail, and still caps the extra load when every call
-/// is slow.
+/// is slow (10 % refused part of them at this rate).
 ///
 /// The hedge goes just outside the attempt timeout, so that each attempt
 /// has a deadline of its own: outside it, one 100 ms timeout would cut the
@@ -231,13 +230,11 @@ pub(crate) mod recommended {
 #[cfg(feature = "hedge")]
 fn palisade_hedged(upstream: Upstream, settings: &StackSettings) -> Result<Stack, BoxError> {
     use palisade::hedge::HedgeLayer;
-    use palisade::retry::RetryBudget;
 
     let layers = recommended::RecommendedLayers::new(settings)?;
     let hedge = HedgeLayer::at_percentile(HEDGE_PERCENTILE)
         .min_samples(HEDGE_MIN_SAMPLES)
         .period(HEDGE_PERIOD)
-        .budget(RetryBudget::windowed(Duration::from_secs(10), 10, 0.2))
         .build()?;
     let stack = ServiceBuilder::new()
         .layer(layers.total_timeout)

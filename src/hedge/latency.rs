@@ -97,11 +97,13 @@ impl Latencies {
         }
     }
 
-    /// Records a successful attempt's latency at `now`.
-    pub(crate) fn record(&mut self, latency: Duration, now: Instant) {
+    /// Records a successful attempt's latency at `now`; the latencies the
+    /// current period holds since.
+    pub(crate) fn record(&mut self, latency: Duration, now: Instant) -> u64 {
         self.rotate(now);
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.current.add(micros);
+        self.current.total
     }
 
     /// The `percentile` (in (0, 1)) of the recent latencies: the smallest

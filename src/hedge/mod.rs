@@ -54,7 +54,7 @@
 //!   HTTP, `IdempotentReplay`) makes the copies. A request it refuses has
 //!   one attempt.
 //! - Hedges are paid for from a budget of the retry layer's kind
-//!   ([`RetryBudget`](crate::retry::RetryBudget); by default 10 % of
+//!   ([`RetryBudget`](crate::retry::RetryBudget); by default 20 % of
 //!   requests plus 10 a second): when the dependency is slow for
 //!   everyone, hedging stops adding load instead of doubling it.
 //!
