@@ -58,7 +58,7 @@ impl Learned {
         let now = Instant::now();
         let mut latencies = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
         let recorded = latencies.record(latency, now);
-        if recorded > 256 && recorded % 16 != 0 {
+        if recorded > 256 && !recorded.is_multiple_of(16) {
             return;
         }
         let nanos = latencies
