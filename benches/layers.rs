@@ -16,7 +16,7 @@
 //! followed by `scripts/bench-tables`; a row added here needs its line in
 //! that script's layout too. With the `metrics` feature the bench also
 //! measures what metrics cost each layer; the tables' run leaves it off, as
-//! it adds to every layer's cost.
+//! it adds to the layers' cost even without a recorder.
 
 #[path = "../tests/support/noop.rs"]
 mod noop;
