@@ -6,10 +6,22 @@
 //! current-thread runtime context (timeouts need its timer). Subtract the
 //! `bare` row to get a layer's overhead.
 //!
-//! Run with `cargo bench --bench layers`; later layers add their rows here.
+//! Rows are named `group/library_variant`: `timeout/tower`,
+//! `timeout/tower_resilience`, `timeout/palisade`. Every peer (tower,
+//! tower-resilience, governor) is driven exactly as palisade is, on the same
+//! inner service, so a group's rows compare like for like.
+//!
+//! The README's tables come from one run of
+//! `cargo bench -p palisade --bench layers --features adaptive,chaos,fallback,http`
+//! followed by `scripts/bench-tables`; a row added here needs its line in
+//! that script's layout too. With the `metrics` feature the bench also
+//! measures what metrics cost each layer; the tables' run leaves it off, as
+//! it adds to the layers' cost even without a recorder.
 
 #[path = "../tests/support/noop.rs"]
 mod noop;
+#[path = "../tests/support/peers.rs"]
+mod peers;
 #[cfg(feature = "metrics")]
 #[path = "../tests/support/recorder.rs"]
 mod recorder;
@@ -29,7 +41,7 @@ use palisade::hedge::HedgeLayer;
 use palisade::rate_limit::{RateLimitBuilder, RateLimitLayer};
 use palisade::retry::{RetryBudget, RetryLayer};
 use palisade::timeout::TimeoutLayer;
-use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::budget::TpsBudget;
 use tower::{Layer, Service};
 
 fn row<S>(c: &mut Criterion, name: &str, mut svc: S)
@@ -58,7 +70,7 @@ fn breaker() -> CircuitBreakerBuilder {
 /// One refused call: `poll_ready`, `call`, and the error out of the future.
 fn refuse_once<S>(svc: &mut S) -> bool
 where
-    S: Service<u64, Response = u64, Error = palisade::BoxError>,
+    S: Service<u64, Response = u64>,
 {
     let mut cx = Context::from_waker(Waker::noop());
     assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
@@ -68,7 +80,7 @@ where
 
 fn refusal_row<S>(c: &mut Criterion, name: &str, mut svc: S)
 where
-    S: Service<u64, Response = u64, Error = palisade::BoxError>,
+    S: Service<u64, Response = u64>,
 {
     assert!(refuse_once(&mut svc), "{name} should refuse");
     c.bench_function(name, |b| b.iter(|| refuse_once(&mut svc)));
@@ -99,29 +111,6 @@ where
             start.elapsed() / 2
         })
     });
-}
-
-/// tower's retry policy with its `TpsBudget`, as its docs build one: a
-/// success deposits, a failure withdraws before retrying.
-#[derive(Clone)]
-struct TowerPolicy(std::sync::Arc<TpsBudget>);
-
-impl<E> tower::retry::Policy<u64, u64, E> for TowerPolicy {
-    type Future = std::future::Ready<()>;
-
-    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
-        match result {
-            Ok(_) => {
-                self.0.deposit();
-                None
-            }
-            Err(_) => self.0.withdraw().then(|| std::future::ready(())),
-        }
-    }
-
-    fn clone_request(&mut self, request: &u64) -> Option<u64> {
-        Some(*request)
-    }
 }
 
 /// tower's hedge policy: every request may be hedged.
@@ -162,13 +151,23 @@ fn layers(c: &mut Criterion) {
         "timeout/tower",
         tower::timeout::Timeout::new(Noop, TIMEOUT),
     );
+    row(
+        c,
+        "timeout/tower_resilience",
+        peers::time_limiter(TIMEOUT).layer(Noop),
+    );
     row(c, "timeout/palisade", palisade_timeout().layer(Noop));
-    // The inner call has to wait once, so both must arm a timer.
+    // The inner call has to wait once, so each must arm a timer.
     row(c, "timeout_armed/bare", SecondPoll);
     row(
         c,
         "timeout_armed/tower",
         tower::timeout::Timeout::new(SecondPoll, TIMEOUT),
+    );
+    row(
+        c,
+        "timeout_armed/tower_resilience",
+        peers::time_limiter(TIMEOUT).layer(SecondPoll),
     );
     row(
         c,
@@ -180,6 +179,16 @@ fn layers(c: &mut Criterion) {
         c,
         "bulkhead/tower_concurrency_limit",
         tower::limit::ConcurrencyLimit::new(Noop, LIMIT),
+    );
+    row(
+        c,
+        "bulkhead/tower_resilience_fail_fast",
+        peers::bulkhead_fail_fast(LIMIT).layer(Noop),
+    );
+    row(
+        c,
+        "bulkhead/tower_resilience_waiting",
+        peers::bulkhead_waiting(LIMIT).layer(Noop),
     );
     row(c, "bulkhead/palisade", palisade_bulkhead().layer(Noop));
     // The adaptive limit beside the fixed one: a slot, a clock read, and
@@ -222,6 +231,21 @@ fn layers(c: &mut Criterion) {
     let forced = breaker().build().expect("valid breaker");
     forced.handle().force_open();
     refusal_row(c, "breaker/forced_open_refusal", forced.layer(Noop));
+    // tower-resilience's breaker, Closed, and Open for an hour (forced
+    // open through its handle, as palisade's `open_for` opens it; its
+    // refusal reads the clock to see whether the hour is up).
+    let closed = peers::breaker().build().expect("valid breaker");
+    row(
+        c,
+        "breaker/tower_resilience_closed_count",
+        closed.layer(Noop),
+    );
+    let (open, handle) = peers::breaker()
+        .wait_duration_in_open(Duration::from_secs(3_600))
+        .build_with_handle()
+        .expect("valid breaker");
+    runtime.block_on(handle.force_open());
+    refusal_row(c, "breaker/tower_resilience_open_refusal", open.layer(Noop));
     let shared = breaker().build().expect("valid breaker");
     two_thread_row(
         c,
@@ -286,7 +310,7 @@ fn layers(c: &mut Criterion) {
     row(
         c,
         "retry/tower_tps_budget",
-        tower::retry::Retry::new(TowerPolicy(std::sync::Arc::new(tps)), Noop),
+        tower::retry::Retry::new(peers::TowerPolicy(std::sync::Arc::new(tps)), Noop),
     );
     let retry = |budget| {
         RetryLayer::builder()
@@ -294,6 +318,7 @@ fn layers(c: &mut Criterion) {
             .build()
             .expect("valid retry")
     };
+    row(c, "retry/tower_resilience_token_bucket", peers::retry(Noop));
     row(
         c,
         "retry/palisade_token_budget",
@@ -304,6 +329,44 @@ fn layers(c: &mut Criterion) {
         "retry/palisade_windowed_budget",
         retry(RetryBudget::windowed(Duration::from_secs(10), 10, 0.2)).layer(Noop),
     );
+    // Without a budget (tower-resilience's default).
+    row(
+        c,
+        "retry_unbudgeted/tower_resilience",
+        peers::retry_unbudgeted(Noop),
+    );
+    row(
+        c,
+        "retry_unbudgeted/palisade",
+        retry(RetryBudget::unlimited()).layer(Noop),
+    );
+
+    stacks(c);
+}
+
+/// The usual client stack, each library's four layers (three for tower,
+/// which has no breaker) with the settings of the rows above, budgets
+/// included: palisade's retry → breaker → timeout → bulkhead; tower's
+/// retry → timeout → concurrency limit; tower-resilience's in the order its
+/// composition guide gives for a client (retry → breaker → bulkhead →
+/// time limiter), as the wind tunnel builds it.
+fn stacks(c: &mut Criterion) {
+    let tps = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
+    let tower = tower::retry::Retry::new(
+        peers::TowerPolicy(std::sync::Arc::new(tps)),
+        tower::timeout::Timeout::new(tower::limit::ConcurrencyLimit::new(Noop, LIMIT), TIMEOUT),
+    );
+    row(c, "stack/tower", tower);
+    let breaker_layer = peers::breaker().build().expect("valid breaker");
+    let bulkhead = peers::bulkhead_fail_fast(LIMIT);
+    let resilience =
+        peers::retry(breaker_layer.layer(bulkhead.layer(peers::time_limiter(TIMEOUT).layer(Noop))));
+    row(c, "stack/tower_resilience", resilience);
+    let retry = RetryLayer::builder().build().expect("valid retry");
+    let breaker_layer = breaker().build().expect("valid breaker");
+    let palisade =
+        retry.layer(breaker_layer.layer(palisade_timeout().layer(palisade_bulkhead().layer(Noop))));
+    row(c, "stack/palisade", palisade);
 }
 
 /// Rate limiting, every call admitted: palisade's algorithms through
@@ -356,6 +419,43 @@ fn rate_limits(c: &mut Criterion) {
     c.bench_function("rate_limit/governor_direct_check", |b| {
         b.iter(|| black_box(governor.check()).is_ok())
     });
+    // tower-resilience's limiter, each of its algorithms with the limits
+    // of palisade's counterpart above.
+    use tower_resilience::ratelimiter::WindowType;
+    let peer = |config: tower_resilience::ratelimiter::RateLimiterConfigBuilder| {
+        config.build().expect("valid limit").layer(Noop)
+    };
+    let second = Duration::from_secs(1);
+    row(
+        c,
+        "rate_limit/tower_resilience_sliding_counter",
+        peer(peers::rate_limiter(
+            WindowType::SlidingCounter,
+            most,
+            second,
+        )),
+    );
+    let millisecond = Duration::from_millis(1);
+    row(
+        c,
+        "rate_limit/tower_resilience_sliding_log",
+        peer(peers::rate_limiter(
+            WindowType::SlidingLog,
+            1 << 20,
+            millisecond,
+        )),
+    );
+    // A token bucket of `most` tokens, no burst on top: GCRA's peer.
+    row(
+        c,
+        "rate_limit/tower_resilience_token_bucket",
+        peer(peers::rate_limiter(WindowType::Fixed, most, second).burst_size(0)),
+    );
+    row(
+        c,
+        "rate_limit/tower_resilience_fixed_window",
+        peer(peers::rate_limiter(WindowType::Fixed, most, second)),
+    );
 
     // Chaos with no fault set: one atomic load, against the bare service.
     #[cfg(feature = "chaos")]

@@ -1,20 +1,17 @@
 //! Proves the success paths allocate nothing: a counting global allocator
 //! counts this thread's allocations while a layer handles calls.
 
-// A global allocator must be an `unsafe impl`; the crate itself forbids
-// unsafe code, only this test binary needs it.
-#![allow(unsafe_code)]
-
+#[path = "support/counting.rs"]
+mod counting;
 #[path = "support/noop.rs"]
 mod noop;
 #[cfg(feature = "metrics")]
 #[path = "support/recorder.rs"]
 mod recorder;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
+use counting::allocations;
 use noop::{Noop, SecondPoll, call_once};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::CircuitBreakerLayer;
@@ -24,49 +21,7 @@ use palisade::retry::{RetryBudget, RetryLayer};
 use palisade::timeout::TimeoutLayer;
 use tower::{Layer, Service};
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        }
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        }
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
 const CALLS: u64 = 1_000;
-
-/// Allocations made on this thread while `f` runs.
-fn allocations(f: impl FnOnce()) -> u64 {
-    ALLOCATIONS.with(|n| n.set(0));
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.with(Cell::get)
-}
 
 /// Runs `CALLS` calls inside a tokio runtime (a timeout needs its timer) and
 /// returns the allocations they made, after one warm-up call.
