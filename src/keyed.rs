@@ -188,8 +188,9 @@ impl<K, V, O, S> Store<K, V, O, S> {
         self.shards.iter()
     }
 
-    /// Takes a read lock on a shard. Nothing panics while holding one, so a
-    /// poisoned lock holds nothing half-done.
+    /// Takes a read lock on a shard. This module's code does not panic
+    /// while holding one; the fallback's cache runs a user's `clone` under
+    /// it, and a lock that poisons is used as it is.
     pub(crate) fn read(shard: &RwLock<Shard<K, V, O>>) -> RwLockReadGuard<'_, Shard<K, V, O>> {
         sync::read(shard)
     }

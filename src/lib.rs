@@ -1,5 +1,6 @@
 //! Resilience layers for [tower]: circuit breaker, retry with jittered
-//! backoff, rate limiting, client-side throttling, timeouts and bulkheads.
+//! backoff, hedging, rate limiting, client-side throttling, timeouts,
+//! bulkheads (fixed or adaptive) and fallbacks.
 //!
 //! Every layer composes with `tower::ServiceBuilder` around any
 //! `tower::Service`: a hyper client, a tonic channel, an axum router, a
@@ -12,6 +13,7 @@
 //! | [`bulkhead`] | cap the calls in flight, so one slow dependency cannot take every resource | `bulkhead` |
 //! | `adaptive` | a bulkhead whose limit moves: lowered when the dependency's latency rises or it drops calls, raised when it recovers (AIMD or Gradient2) | `adaptive` |
 //! | [`retry`] | send a failed call again, with jittered backoff, within a shared budget and a deadline | `retry` |
+//! | [`hedge`] | send a slow call again after a delay (fixed, or a learned percentile) and take the first good answer, within a budget | `hedge` |
 //! | [`rate_limit`] | admit calls at a set rate (sliding window, sliding log or GCRA), refusing or queueing the rest; with `redis`, one limit across every replica of a service | `rate-limit` |
 //! | [`throttle`] | refuse locally, at random, the share of calls an overloaded upstream is refusing anyway (the SRE book's client-side throttling) | `throttle` |
 //! | [`fallback`] | answer with a degraded value (a default, a function's, or the last good response for the key), marked as such, while a dependency refuses or fails | `fallback` |

@@ -1497,7 +1497,7 @@ async fn keys_without_room_share_the_overflow_breaker() {
 async fn a_key_never_appears_in_names_events_or_errors() {
     const SECRET: &str = "sk_live_51HqTenantApiKey";
     let tracer = traced::Tracer::default();
-    let _subscriber = tracing::subscriber::set_default(tracer.clone());
+    let _subscriber = tracer.install();
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     let layer = CircuitBreakerLayer::builder()
@@ -1678,6 +1678,22 @@ async fn a_failure_carrying_a_ban_opens_the_breaker_for_its_length() {
     let _ = svc.ready().await.unwrap().call(Upstream::Fails).await;
     assert_eq!(handle.state(), State::Closed);
     assert_eq!(handle.snapshot().failures, 1);
+}
+
+/// `Duration::MAX` as a retry-after is "do not retry this call" (gRPC's
+/// negative pushback reads so), not a ban: it opens nothing by itself.
+#[tokio::test(start_paused = true)]
+async fn a_do_not_retry_hint_is_no_ban() {
+    let (mut svc, handle, _) =
+        banning(CircuitBreakerLayer::builder().open_on_retry_after(hours(1)));
+    let _ = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Upstream::Bans(Duration::ZERO, Duration::MAX))
+        .await;
+    let s = handle.snapshot();
+    assert_eq!((s.state, s.calls, s.failures), (State::Closed, 1, 1));
 }
 
 #[tokio::test(start_paused = true)]

@@ -528,7 +528,12 @@ async fn a_flood_of_keys_stays_within_the_bound() {
                 .is_ok_and(|user| user.ends_with("(degraded: failure)"))
         })
         .count();
-    assert!(served > 0, "new keys found room once the old expired");
+    // 100 new keys over 16 shards of 4 places: nearly every place is taken
+    // again (a shard that drew fewer than 4 of them keeps what it drew).
+    assert!(
+        (40..=64).contains(&served),
+        "new keys found room once the old expired: {served} kept"
+    );
 }
 
 /// Runs a future that is ready at once (the users service answers at

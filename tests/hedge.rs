@@ -456,3 +456,82 @@ async fn readiness_and_its_errors_are_the_inner_services() {
     let err = hedged.ready().await.unwrap_err();
     assert_eq!(err.to_string(), "broken");
 }
+
+/// A hedge that wins counts what the caller waited, from the first
+/// attempt, so hedged requests never pull the learned delay under itself.
+/// The first ten calls answer in 1 ms, so the delay starts at 1 ms; then
+/// one call in five takes 100 ms. Were the winning hedges' own 1 ms
+/// recorded, the delay would stay at 1 ms and every slow call be hedged
+/// after 1 ms; counted from the first attempt, it climbs toward the slow
+/// calls (past 5 ms within a thousand requests).
+#[tokio::test(start_paused = true)]
+async fn hedges_that_win_do_not_pull_the_learned_delay_down() {
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let layer = HedgeLayer::at_percentile(0.9)
+        .budget(RetryBudget::unlimited())
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(move |_: u16| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let slow = n >= 10 && n % 5 == 4;
+            let ms = if slow { 100 } else { 1 };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<u16, BoxError>(200)
+        }
+    }));
+    for _ in 0..10 {
+        svc.clone().oneshot(0).await.unwrap();
+    }
+    assert_eq!(handle.delay(), Some(Duration::from_millis(1)));
+    for _ in 0..1000 {
+        svc.clone().oneshot(0).await.unwrap();
+    }
+    // Recording the hedges' own latency would hold it at exactly 1 ms.
+    let delay = handle.delay().unwrap();
+    assert!(delay >= Duration::from_millis(5), "{delay:?}");
+    assert!(handle.counts().won_by_hedge > 0);
+}
+
+/// An outcome the classifier calls `Ignored` from the first attempt while
+/// a hedge is out is final; no hedge won.
+#[tokio::test(start_paused = true)]
+async fn an_ignored_answer_is_final_and_no_hedge_won() {
+    let hand = Hand::new();
+    let layer = fixed(10, 2).classifier(statuses).build().unwrap();
+    let handle = layer.handle();
+    let reply = send(layer.layer(hand.service()));
+    hand.at(20).await;
+    hand.answer(0, Ok(404));
+    assert_eq!(reply.await.unwrap().unwrap(), 404);
+    assert!(hand.cancelled(1));
+    assert_eq!(handle.counts().won_by_hedge, 0);
+}
+
+/// A refusal that comes after a real failure does not replace it: the
+/// first attempt's 503 opens the breaker below, the hedge it sends at once
+/// is refused by that breaker, and the caller gets the 503, the upstream's
+/// answer.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_does_not_replace_a_real_failure() {
+    let hand = Hand::new();
+    let layer = fixed(10, 2).classifier(statuses).build().unwrap();
+    let breaker = palisade::circuit_breaker::CircuitBreakerLayer::builder()
+        .classifier(statuses)
+        .count_window(1)
+        .minimum_calls(1)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let reply = send(layer.layer(breaker.layer(hand.service())));
+    hand.at(5).await;
+    hand.answer(0, Ok(503));
+    assert_eq!(
+        reply.await.unwrap().unwrap(),
+        503,
+        "the upstream's failure, not a refusal"
+    );
+    assert_eq!(handle.state(), palisade::circuit_breaker::State::Open);
+    assert_eq!(hand.arrivals(), [0], "the hedge never reached the upstream");
+}

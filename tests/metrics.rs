@@ -186,7 +186,7 @@ async fn the_bulkhead_shows_its_slots_in_use_and_counts_refusals() {
 #[tokio::test(start_paused = true)]
 async fn the_adaptive_limit_shows_its_limit_calls_in_flight_and_refusals() {
     let tracer = traced::Tracer::default();
-    let _subscriber = tracing::subscriber::set_default(tracer.clone());
+    let _subscriber = tracer.install();
     let recorded = Recorded::default();
     let layer = metrics::with_local_recorder(&recorded, || {
         palisade::adaptive::AdaptiveLayer::aimd()
@@ -332,7 +332,7 @@ async fn every_attempt_is_reported_once_with_number_handled_and_level() {
     let recorded = Recorded::default();
     let _recorder = metrics::set_default_local_recorder(&recorded);
     let tracer = traced::Tracer::default();
-    let _subscriber = tracing::subscriber::set_default(tracer.clone());
+    let _subscriber = tracer.install();
     let layer = RetryLayer::builder()
         .name("orders")
         .max_attempts(2)
@@ -640,7 +640,7 @@ async fn every_refusal_is_a_debug_event_with_the_layer_name() {
     use tracing::Level;
 
     let tracer = traced::Tracer::default();
-    let _subscriber = tracing::subscriber::set_default(tracer.clone());
+    let _subscriber = tracer.install();
     let failing = || service_fn(|_: u32| async { Err::<u32, BoxError>("down".into()) });
     let breaker = CircuitBreakerLayer::builder()
         .name("products")
@@ -785,4 +785,65 @@ async fn the_chaos_layer_counts_the_faults_it_injects() {
     assert!(injected("error") > 0 && injected("latency") > 0);
     assert_eq!(injected("error"), faults.failed());
     assert_eq!(injected("latency"), faults.delayed());
+}
+
+/// The hedge counts the hedges it sent, those that won, and those its
+/// budget refused, as its handle does.
+#[cfg(feature = "hedge")]
+#[tokio::test(start_paused = true)]
+async fn the_hedge_counts_hedges_sent_won_and_refused() {
+    use palisade::hedge::HedgeLayer;
+    use palisade::retry::RetryBudget;
+    let recorded = Recorded::default();
+    let (paid, broke) = metrics::with_local_recorder(&recorded, || {
+        let layer = |name: &'static str, budget| {
+            HedgeLayer::after(Duration::from_millis(10))
+                .name(name)
+                .budget(budget)
+                .build()
+                .unwrap()
+        };
+        (
+            layer("paid", RetryBudget::unlimited()),
+            layer(
+                "broke",
+                RetryBudget::windowed(Duration::from_secs(10), 0, 0.0),
+            ),
+        )
+    });
+    // With hedges, every first attempt takes 50 ms and every hedge answers
+    // at once.
+    let slow_then_fast = || {
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        service_fn(move |n: u32| {
+            let first = calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2);
+            async move {
+                if first {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok::<_, BoxError>(n)
+            }
+        })
+    };
+    let (paid_handle, broke_handle) = (paid.handle(), broke.handle());
+    let paid = paid.layer(slow_then_fast());
+    // Without hedges, every call is a first attempt: all slow.
+    let broke = broke.layer(service_fn(|n: u32| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok::<_, BoxError>(n)
+    }));
+    for n in 0..3 {
+        paid.clone().oneshot(n).await.unwrap();
+        broke.clone().oneshot(n).await.unwrap();
+    }
+    let count =
+        |series: &str, name: &str| recorded.counter(&format!("{series}{{name=\"{name}\"}}"));
+    assert_eq!(count("palisade_hedge_sent_total", "paid"), 3);
+    assert_eq!(count("palisade_hedge_won_total", "paid"), 3);
+    assert_eq!(count("palisade_hedge_budget_refusals_total", "paid"), 0);
+    assert_eq!(count("palisade_hedge_sent_total", "broke"), 0);
+    assert_eq!(count("palisade_hedge_budget_refusals_total", "broke"), 3);
+    let paid_counts = paid_handle.counts();
+    assert_eq!((paid_counts.hedges, paid_counts.won_by_hedge), (3, 3));
+    assert_eq!(broke_handle.counts().budget_refusals, 3);
 }

@@ -798,7 +798,7 @@ async fn the_token_budget_follows_grpc_retry_throttling() {
 #[tokio::test(start_paused = true)]
 async fn a_request_and_each_attempt_run_in_their_own_spans() {
     let tracer = traced::Tracer::default();
-    let _subscriber = tracing::subscriber::set_default(tracer.clone());
+    let _subscriber = tracer.install();
     let layer = plain(3, Duration::ZERO).name("orders").build().unwrap();
     let attempts = Arc::new(Mutex::new(0));
     let svc = layer.layer(service_fn(move |()| {
@@ -831,4 +831,68 @@ async fn a_request_and_each_attempt_run_in_their_own_spans() {
     }
     let inner: Vec<_> = tracer.events("inner").iter().map(|e| e.span).collect();
     assert_eq!(inner, [Some(2), Some(3)]);
+}
+
+/// A retry decided but never sent, because the deadline passed while the
+/// service was getting ready, ends the request with the last result and
+/// an ERROR event saying why (the attempt before it was reported as
+/// retrying).
+#[tokio::test(start_paused = true)]
+async fn a_retry_abandoned_at_the_deadline_is_an_error_event() {
+    /// Fails its first call; a clone takes 2 s to get ready.
+    struct SlowToReady {
+        calls: Arc<Mutex<u32>>,
+        getting_ready: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+    impl Clone for SlowToReady {
+        fn clone(&self) -> Self {
+            SlowToReady {
+                calls: self.calls.clone(),
+                getting_ready: None,
+            }
+        }
+    }
+    impl Service<()> for SlowToReady {
+        type Response = ();
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<(), BoxError>>;
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            if *self.calls.lock().unwrap() == 0 {
+                return std::task::Poll::Ready(Ok(()));
+            }
+            let sleep = self
+                .getting_ready
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_secs(2))));
+            sleep.as_mut().poll(cx).map(Ok)
+        }
+        fn call(&mut self, (): ()) -> Self::Future {
+            *self.calls.lock().unwrap() += 1;
+            std::future::ready(Err("down".into()))
+        }
+    }
+
+    let tracer = traced::Tracer::default();
+    let _subscriber = tracer.install();
+    let layer = plain(3, Duration::ZERO)
+        .name("orders")
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let svc = layer.layer(SlowToReady {
+        calls: Arc::default(),
+        getting_ready: None,
+    });
+    let err = svc.oneshot(()).await.unwrap_err();
+    assert_eq!(err.to_string(), "down");
+    let abandoned: Vec<_> = tracer
+        .events("palisade::retry")
+        .into_iter()
+        .filter(|e| e.field("message") == Some("retry abandoned; no attempt follows"))
+        .collect();
+    assert_eq!(abandoned.len(), 1, "{abandoned:?}");
+    assert_eq!(abandoned[0].level, tracing::Level::ERROR);
+    assert_eq!(abandoned[0].field("why"), Some("the deadline passed"));
 }

@@ -81,7 +81,8 @@
 //! A call that finds no free slot fails at once: there is no waiting mode.
 //! The limit is the concurrency the dependency serves well, so calls queued
 //! in front of it would only add their wait to the latency the algorithm
-//! reads. A caller that wants to wait can retry.
+//! reads. A caller that must wait for a slot wants the fixed bulkhead's
+//! `max_wait` (palisade's retry never retries a `BulkheadFull`).
 //!
 //! # The tower contract
 //!

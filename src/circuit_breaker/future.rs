@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -84,8 +85,11 @@ impl<C> Recorder<C> {
         if outcome == Outcome::Failure
             && let Some(longest) = ticket.open_on_retry_after()
         {
+            // `Duration::MAX` is "do not retry this call" (gRPC's negative
+            // pushback), advice about one call rather than a time the
+            // upstream asked for: it opens nothing by itself.
             let carried = self.classifier.retry_after(result);
-            if let Some(lasting) = carried.filter(|d| !d.is_zero()) {
+            if let Some(lasting) = carried.filter(|d| !d.is_zero() && *d != Duration::MAX) {
                 return ticket.finish_opening(lasting.min(longest), self.started);
             }
         }

@@ -285,7 +285,9 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Opens the breaker at once when a failed call's result carries a
     /// retry-after ([`Classify::retry_after`]: an upstream's `Retry-After`, a
     /// ban with a length), for that long but at most `longest`. Off by
-    /// default. A hint of zero is no hint. Only Closed and HalfOpen open
+    /// default. A hint of zero is no hint, nor is `Duration::MAX` ("do not
+    /// retry this call", such as gRPC's negative pushback: advice about
+    /// one call, not a time the upstream asked for). Only Closed and HalfOpen open
     /// this way: MetricsOnly never opens, and a forced state holds.
     ///
     /// [`Classify::retry_after`]: crate::classify::Classify::retry_after

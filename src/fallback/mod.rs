@@ -115,7 +115,9 @@
 //!
 //! The cache is bounded: at most `max_entries` keys (rounded up to a
 //! multiple of 16), in 16 shards of equal size. Expired entries are swept
-//! when a new key arrives in their shard. A new key that finds its shard
+//! when a new key arrives in their shard, at most once per quarter of
+//! `max_age`, so an expired entry may hold its place up to 1.25 ×
+//! `max_age`. A new key that finds its shard
 //! full of fresh entries is not kept: so a flood of new keys (an attacker
 //! making up ids) never grows memory past the bound, and cannot flush the
 //! answers already kept for the keys that matter; they age out at

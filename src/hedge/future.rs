@@ -27,7 +27,7 @@ pin_project! {
         #[pin]
         first: Option<S::Future>,
         // Hedges in flight; allocated only when one is sent.
-        hedges: Vec<Attempt<S::Future>>,
+        hedges: Vec<Pin<Box<S::Future>>>,
         // Sends the next hedge when it fires.
         #[pin]
         timer: Option<Sleep>,
@@ -41,12 +41,6 @@ pin_project! {
     }
 }
 
-/// A hedge in flight.
-struct Attempt<F> {
-    future: Pin<Box<F>>,
-    started: Instant,
-}
-
 /// What sending more attempts needs: a clone of the service, the copy of
 /// the request, and where the sending stands.
 pub(crate) struct Hedging<S, Req, R> {
@@ -57,6 +51,9 @@ pub(crate) struct Hedging<S, Req, R> {
     sent: u32,
     /// A hedge is due: the timer fired or an attempt failed.
     due: bool,
+    /// The due hedge is paid for from the budget (it waits for the
+    /// service's readiness).
+    paid: bool,
 }
 
 impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
@@ -106,6 +103,7 @@ where
                 replay,
                 sent: 1,
                 due: false,
+                paid: false,
             }),
             started: Some(started),
             last: None,
@@ -132,18 +130,18 @@ where
                 && let Poll::Ready(result) = first.poll(cx)
             {
                 this.first.set(None);
-                if let Some(done) = this.judge(result, *this.started, false) {
+                if let Some(done) = this.judge(result, false) {
                     return Poll::Ready(this.finish(done));
                 }
             }
             let mut i = 0;
             while i < this.hedges.len() {
-                let Poll::Ready(result) = this.hedges[i].future.as_mut().poll(cx) else {
+                let Poll::Ready(result) = this.hedges[i].as_mut().poll(cx) else {
                     i += 1;
                     continue;
                 };
-                let hedge = this.hedges.swap_remove(i);
-                if let Some(done) = this.judge(result, Some(hedge.started), true) {
+                drop(this.hedges.swap_remove(i));
+                if let Some(done) = this.judge(result, true) {
                     return Poll::Ready(this.finish(done));
                 }
             }
@@ -189,23 +187,29 @@ where
     fn judge(
         &mut self,
         result: Result<S::Response, S::Error>,
-        started: Option<Instant>,
         hedge: bool,
     ) -> Option<Result<S::Response, BoxError>> {
         // A refusal by a layer below (an open circuit, a full bulkhead, a
         // throttle, a rate limit) says nothing about the upstream: it does
         // not end the race while other attempts are out, and would meet the
         // next hedge too, so it sends none at once. With nothing else out,
-        // it is the answer.
+        // it is the answer, unless an attempt failed for real before it.
         if is_refusal(&result) {
-            *self.last = Some(result);
+            if self.last.is_none() {
+                *self.last = Some(result);
+            }
             return None;
         }
         match self.classifier.classify(&result) {
             Outcome::Success => {
                 self.shared.budget.on_success();
-                if let (Delay::Learned(learned), Some(started)) = (&self.shared.delay, started) {
-                    learned.record(started.elapsed());
+                // The request's latency, from its first attempt: a hedge that
+                // won counts what the caller waited, never less than the
+                // delay, so hedged requests cannot pull the delay down.
+                if let (Delay::Learned(learned), Some(started)) =
+                    (&self.shared.delay, *self.started)
+                {
+                    learned.record(started);
                 }
                 if hedge {
                     self.shared.count_won();
@@ -236,15 +240,20 @@ where
         if hedging.sent >= self.shared.max_attempts || hedging.request.is_none() {
             return Poll::Ready(self.stop());
         }
+        // Paid for first, so that a hedge the budget refuses never queues
+        // for the service's readiness.
+        if !hedging.paid {
+            if !self.shared.budget.try_retry() {
+                self.shared.count_budget_refusal();
+                return Poll::Ready(self.stop());
+            }
+            hedging.paid = true;
+        }
         if let Err(err) = ready!(hedging.service.poll_ready(cx)) {
             // The service cannot take more: this is the hedge's failure.
             if self.last.is_none() {
                 *self.last = Some(Err(err));
             }
-            return Poll::Ready(self.stop());
-        }
-        if !self.shared.budget.try_retry() {
-            self.shared.count_budget_refusal();
             return Poll::Ready(self.stop());
         }
         // The last attempt sends the copy itself; earlier ones a copy of it.
@@ -262,11 +271,9 @@ where
         let future = hedging.service.call(request);
         hedging.sent += 1;
         hedging.due = false;
+        hedging.paid = false;
         self.shared.count_sent(hedging.sent - 1);
-        self.hedges.push(Attempt {
-            future: Box::pin(future),
-            started: Instant::now(),
-        });
+        self.hedges.push(Box::pin(future));
         // The next hedge goes one delay after this one, if one may.
         let next = match self.shared.delay() {
             Some(delay) if hedging.sent < self.shared.max_attempts => {

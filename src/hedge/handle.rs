@@ -1,7 +1,7 @@
 //! What every [`Hedge`](super::Hedge) of one layer shares, and the
 //! [`Handle`] that reads it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -10,7 +10,7 @@ use super::latency::Latencies;
 use crate::metrics::Count;
 use crate::name::Name;
 use crate::retry::SharedBudget;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// When hedges go.
 pub(crate) enum Delay {
@@ -50,19 +50,23 @@ impl Learned {
         }
     }
 
-    /// Records a successful attempt's latency, and reads the percentile
-    /// again: after each of the first 256 records of a period, then after
-    /// every 16th (reading it walks the histogram, and one latency more
-    /// among hundreds barely moves it).
-    pub(crate) fn record(&self, latency: Duration) {
+    /// Records the latency of a request that succeeded, whose first
+    /// attempt went at `started`, and reads the percentile again: after
+    /// each of the first 256 records of a period, then after every 16th
+    /// (reading it walks the histogram, and one latency more among hundreds
+    /// barely moves it).
+    pub(crate) fn record(&self, started: Instant) {
         let now = Instant::now();
-        let mut latencies = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
-        let recorded = latencies.record(latency, now);
+        let mut latencies = crate::sync::lock(&self.latencies);
+        let recorded = latencies.record(now.saturating_duration_since(started), now);
         if recorded > 256 && !recorded.is_multiple_of(16) {
             return;
         }
+        // A percentile of zero (answers within a microsecond) would send
+        // every hedge at once: such a service is not hedged.
         let nanos = latencies
             .percentile(self.percentile, self.min_samples, now)
+            .filter(|d| !d.is_zero())
             .map_or(UNKNOWN, |d| {
                 u64::try_from(d.as_nanos()).unwrap_or(UNKNOWN - 1)
             });

@@ -36,7 +36,7 @@
 //!
 //! - The delay is fixed ([`HedgeLayer::after`]) or learned
 //!   ([`HedgeLayer::at_percentile`]): a percentile of the latencies of
-//!   recent successful attempts, so that only the slowest calls are
+//!   recent successful requests, so that only the slowest calls are
 //!   hedged. Until enough latencies are known, requests are not hedged.
 //! - The next hedge goes one delay after the previous attempt was sent,
 //!   up to `max_attempts` in all (default 2).
@@ -63,10 +63,15 @@
 //!
 //! # What it costs
 //!
-//! A request that may be hedged reads the clock once, clones the service
-//! and the request, and arms a timer if its attempt is still out at the
-//! first poll; a hedge sent allocates its future. A learned delay takes a
-//! short lock per successful attempt to record its latency.
+//! A request that may be hedged reads the clock when its first attempt
+//! goes (a windowed budget reads it too), clones the service and the
+//! request, and makes a timer that joins tokio's timer wheel only if the
+//! attempt is still out at the first poll; a hedge sent reads the clock,
+//! allocates its future and re-arms the timer. A learned delay reads the
+//! clock and takes a short lock per successful request to record its
+//! latency, measured from its first attempt (a hedge that won counts what
+//! the caller waited, so hedging cannot pull the delay down). A service
+//! that answers within a microsecond is not hedged.
 //!
 //! [`Replay`]: crate::retry::Replay
 

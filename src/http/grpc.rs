@@ -296,7 +296,8 @@ pub fn default_grpc_outcome(code: GrpcCode) -> Outcome {
 /// [`parse_retry_pushback`]), or a palisade refusal's own. A pushback that
 /// says not to retry reads as [`Duration::MAX`]: a wait longer than any
 /// backoff allows, so retry returns the response without another attempt
-/// (and a breaker built with `open_on_retry_after` opens for its longest).
+/// (a breaker built with `open_on_retry_after` does not open on it: it is
+/// advice about one call, not a time the upstream asked for).
 ///
 /// ```
 /// use http::Response;

@@ -138,6 +138,21 @@ impl AttemptReports {
         self.trace(attempt);
     }
 
+    /// Reports a retry that was decided (its attempt reported as
+    /// retrying) but never sent: the service failed while getting ready,
+    /// or the deadline passed first. An ERROR, as the attempt before it
+    /// ends the request after all.
+    #[cold]
+    pub(crate) fn abandoned(&self, retry: u32, why: &'static str) {
+        tracing::error!(
+            target: "palisade::retry",
+            name = self.name.as_str(),
+            attempt = retry,
+            why,
+            "retry abandoned; no attempt follows"
+        );
+    }
+
     fn trace(&self, a: &Attempt) {
         let name = self.name.as_str();
         let error = a.result.error();

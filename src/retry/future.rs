@@ -209,6 +209,8 @@ where
                 }
                 StateProj::Readying => {
                     if let Err(err) = ready!(this.service.poll_ready(cx)) {
+                        let why = "the service failed while getting ready";
+                        this.shared.attempts.abandoned(*this.attempt, why);
                         this.finish(false);
                         return Poll::Ready(Err(err.into()));
                     }
@@ -225,6 +227,12 @@ where
                     let Some(request) = request else {
                         // No attempt starts after the deadline: the last
                         // result stands.
+                        let why = if past_deadline {
+                            "the deadline passed"
+                        } else {
+                            "the request could not be copied"
+                        };
+                        this.shared.attempts.abandoned(*this.attempt, why);
                         return Poll::Ready(this.give_back_last());
                     };
                     *this.last = None; // released, never returned

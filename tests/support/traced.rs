@@ -1,5 +1,5 @@
-//! A `tracing` subscriber for tests: it keeps every event and span, with
-//! their fields as text, for the test to read.
+//! A `tracing` subscriber for tests: it keeps every event and span of the
+//! test's thread, with their fields as text, for the test to read.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a part of this
 
@@ -51,6 +51,23 @@ struct Kept {
 pub struct Tracer(Arc<Mutex<Kept>>);
 
 impl Tracer {
+    /// This thread's tracer until the guard drops.
+    ///
+    /// One subscriber is installed for the whole test binary, taking every
+    /// event and span and handing them to the tracer of the thread they
+    /// happen on. Thread-local subscribers (`set_default`) race with the
+    /// interest `tracing` caches per call site: a call site another test
+    /// reaches first with no subscriber can stay cached as "never", and its
+    /// events never reach the next test's subscriber.
+    pub fn install(&self) -> Installed {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            tracing::subscriber::set_global_default(Global).expect("no other global subscriber");
+        });
+        CURRENT.with(|current| *current.borrow_mut() = Some(self.clone()));
+        Installed(())
+    }
+
     /// Every event so far whose target starts with `target`.
     pub fn events(&self, target: &str) -> Vec<Traced> {
         let kept = self.0.lock().unwrap();
@@ -64,6 +81,63 @@ impl Tracer {
     /// Every span so far, by id (1 is the first).
     pub fn spans(&self) -> Vec<SpanRecord> {
         self.0.lock().unwrap().spans.clone()
+    }
+}
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Tracer>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While held, this thread's events and spans go to its [`Tracer`].
+pub struct Installed(());
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        CURRENT.with(|current| *current.borrow_mut() = None);
+    }
+}
+
+/// The binary's one subscriber: hands everything to this thread's tracer.
+struct Global;
+
+/// Span ids given while no tracer is installed; nothing is kept for them.
+const UNTRACED: u64 = 1 << 62;
+
+fn with_current<T>(f: impl FnOnce(&Tracer) -> T) -> Option<T> {
+    CURRENT.with(|current| current.borrow().as_ref().map(f))
+}
+
+impl Subscriber for Global {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        with_current(|tracer| tracer.new_span(span)).unwrap_or_else(|| Id::from_u64(UNTRACED))
+    }
+
+    fn record(&self, span: &Id, values: &Record<'_>) {
+        if span.into_u64() != UNTRACED {
+            with_current(|tracer| tracer.record(span, values));
+        }
+    }
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        with_current(|tracer| tracer.event(event));
+    }
+
+    fn enter(&self, span: &Id) {
+        if span.into_u64() != UNTRACED {
+            with_current(|tracer| tracer.enter(span));
+        }
+    }
+
+    fn exit(&self, span: &Id) {
+        if span.into_u64() != UNTRACED {
+            with_current(|tracer| tracer.exit(span));
+        }
     }
 }
 
@@ -103,8 +177,11 @@ impl Subscriber for Tracer {
 
     fn record(&self, span: &Id, values: &Record<'_>) {
         let mut kept = self.0.lock().unwrap();
+        // A span made before this tracer was installed is not kept.
         let index = span.into_u64() as usize - 1;
-        values.record(&mut Fields(&mut kept.spans[index].fields));
+        if let Some(span) = kept.spans.get_mut(index) {
+            values.record(&mut Fields(&mut span.fields));
+        }
     }
 
     fn record_follows_from(&self, _: &Id, _: &Id) {}
