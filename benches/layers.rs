@@ -191,13 +191,23 @@ fn layers(c: &mut Criterion) {
         peers::bulkhead_waiting(LIMIT).layer(Noop),
     );
     row(c, "bulkhead/palisade", palisade_bulkhead().layer(Noop));
-    // The adaptive limit beside the fixed one: a slot, a clock read, and
-    // the algorithm's update per call. (tower-resilience 0.13 has an
-    // adaptive limiter in its own crate, tower-resilience-adaptive, which
-    // is not among the dev-dependencies.)
+    // The adaptive limit beside the fixed one and beside tower-resilience's
+    // (AIMD, the same bounds): a slot, a clock read, and the algorithm's
+    // update per call.
     #[cfg(feature = "adaptive")]
     {
         use palisade::adaptive::AdaptiveLayer;
+        let aimd = tower_resilience::adaptive::Aimd::builder()
+            .initial_limit(LIMIT)
+            .min_limit(1)
+            .max_limit(LIMIT)
+            .build()
+            .expect("valid limit");
+        row(
+            c,
+            "adaptive/tower_resilience_aimd",
+            tower_resilience::adaptive::AdaptiveLimiterLayer::new(aimd).layer(Noop),
+        );
         let aimd = AdaptiveLayer::aimd().limits(LIMIT, 1, LIMIT);
         row(
             c,

@@ -160,6 +160,47 @@ fn open_breakers(rows: &mut Vec<(&'static str, f64)>, runtime: &tokio::runtime::
     rows.push(("breaker/open_refusal", refusal(open.layer(Noop))));
 }
 
+/// The adaptive limits (AIMD, the same bounds) and the hedges (the first
+/// attempt answering at once), where their features are on.
+fn adaptives_and_hedges(rows: &mut Vec<(&'static str, f64)>) {
+    #[cfg(feature = "adaptive")]
+    {
+        let aimd = tower_resilience::adaptive::Aimd::builder()
+            .initial_limit(64)
+            .min_limit(1)
+            .max_limit(64)
+            .build()
+            .expect("valid limit");
+        let peer = tower_resilience::adaptive::AdaptiveLimiterLayer::new(aimd);
+        rows.push(("adaptive/tower_resilience_aimd", success(peer.layer(Noop))));
+        let ours = palisade::adaptive::AdaptiveLayer::aimd()
+            .limits(64, 1, 64)
+            .build()
+            .expect("valid limit");
+        rows.push(("adaptive/palisade_aimd", success(ours.layer(Noop))));
+    }
+    #[cfg(feature = "hedge")]
+    {
+        #[derive(Clone)]
+        struct HedgeAll;
+        impl tower::hedge::Policy<u64> for HedgeAll {
+            fn clone_request(&self, request: &u64) -> Option<u64> {
+                Some(*request)
+            }
+            fn can_retry(&self, _: &u64) -> bool {
+                true
+            }
+        }
+        let peer = tower::hedge::Hedge::new(Noop, HedgeAll, 10, 0.9, Duration::from_secs(10));
+        rows.push(("hedge/tower", success(peer)));
+        let ours = palisade::hedge::HedgeLayer::at_percentile(0.9)
+            .build()
+            .expect("valid hedge");
+        rows.push(("hedge/palisade", success(ours.layer(Noop))));
+    }
+    let _ = rows;
+}
+
 fn fallbacks_and_retries(rows: &mut Vec<(&'static str, f64)>) {
     let value =
         tower_resilience::fallback::FallbackLayer::<u64, u64, std::convert::Infallible>::value(0);
@@ -284,6 +325,7 @@ fn main() {
     bulkheads_and_breakers(&mut rows);
     open_breakers(&mut rows, &runtime);
     fallbacks_and_retries(&mut rows);
+    adaptives_and_hedges(&mut rows);
     stacks(&mut rows);
     rate_limits(&mut rows);
     println!("| row | allocations per call |");
