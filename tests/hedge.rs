@@ -457,13 +457,14 @@ async fn readiness_and_its_errors_are_the_inner_services() {
     assert_eq!(err.to_string(), "broken");
 }
 
-/// A hedge that wins counts what the caller waited, from the first
-/// attempt, so hedged requests never pull the learned delay under itself.
+/// A hedge that wins is recorded with the first attempt it beat, as at
+/// least the time that attempt had run, so hedged requests never pull the
+/// learned delay under itself.
 /// The first ten calls answer in 1 ms, so the delay starts at 1 ms; then
 /// one call in five takes 100 ms. Were the winning hedges' own 1 ms
 /// recorded, the delay would stay at 1 ms and every slow call be hedged
-/// after 1 ms; counted from the first attempt, it climbs toward the slow
-/// calls (past 5 ms within a thousand requests).
+/// after 1 ms; with the beaten first attempts counted too, it climbs
+/// toward the slow calls (past 5 ms within a thousand requests).
 #[tokio::test(start_paused = true)]
 async fn hedges_that_win_do_not_pull_the_learned_delay_down() {
     let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -26,8 +26,9 @@ pin_project! {
     {
         #[pin]
         first: Option<S::Future>,
-        // Hedges in flight; allocated only when one is sent.
-        hedges: Vec<Pin<Box<S::Future>>>,
+        // Hedges in flight, with when each was sent; allocated only when
+        // one is sent.
+        hedges: Vec<(Pin<Box<S::Future>>, Instant)>,
         // Sends the next hedge when it fires.
         #[pin]
         timer: Option<Sleep>,
@@ -130,18 +131,18 @@ where
                 && let Poll::Ready(result) = first.poll(cx)
             {
                 this.first.set(None);
-                if let Some(done) = this.judge(result, false) {
+                if let Some(done) = this.judge(result, None) {
                     return Poll::Ready(this.finish(done));
                 }
             }
             let mut i = 0;
             while i < this.hedges.len() {
-                let Poll::Ready(result) = this.hedges[i].as_mut().poll(cx) else {
+                let Poll::Ready(result) = this.hedges[i].0.as_mut().poll(cx) else {
                     i += 1;
                     continue;
                 };
-                drop(this.hedges.swap_remove(i));
-                if let Some(done) = this.judge(result, true) {
+                let (_, sent) = this.hedges.swap_remove(i);
+                if let Some(done) = this.judge(result, Some(sent)) {
                     return Poll::Ready(this.finish(done));
                 }
             }
@@ -184,10 +185,11 @@ where
     /// Judges an attempt's result: a success or a final outcome ends the
     /// request (the other attempts are dropped with this future); a
     /// failure is kept, and makes the next hedge due at once.
+    /// `hedge` is when the attempt was sent, if it was a hedge.
     fn judge(
         &mut self,
         result: Result<S::Response, S::Error>,
-        hedge: bool,
+        hedge: Option<Instant>,
     ) -> Option<Result<S::Response, BoxError>> {
         // A refusal by a layer below (an open circuit, a full bulkhead, a
         // throttle, a rate limit) says nothing about the upstream: it does
@@ -203,15 +205,17 @@ where
         match self.classifier.classify(&result) {
             Outcome::Success => {
                 self.shared.budget.on_success();
-                // The request's latency, from its first attempt: a hedge that
-                // won counts what the caller waited, never less than the
-                // delay, so hedged requests cannot pull the delay down.
+                // The attempts' latencies: a first attempt that won, as it
+                // took; a hedge that won, as it took, and the first attempt
+                // it beat as at least the time it had run (recording the
+                // hedge alone would let hedged requests pull the delay
+                // down; the request's wait alone, push it up).
                 if let (Delay::Learned(learned), Some(started)) =
                     (&self.shared.delay, *self.started)
                 {
-                    learned.record(started);
+                    learned.record(started, hedge);
                 }
-                if hedge {
+                if hedge.is_some() {
                     self.shared.count_won();
                 }
                 Some(result.map_err(Into::into))
@@ -273,7 +277,7 @@ where
         hedging.due = false;
         hedging.paid = false;
         self.shared.count_sent(hedging.sent - 1);
-        self.hedges.push(Box::pin(future));
+        self.hedges.push((Box::pin(future), Instant::now()));
         // The next hedge goes one delay after this one, if one may.
         let next = match self.shared.delay() {
             Some(delay) if hedging.sent < self.shared.max_attempts => {

@@ -50,16 +50,21 @@ impl Learned {
         }
     }
 
-    /// Records the latency of a request that succeeded, whose first
-    /// attempt went at `started`, and reads the percentile again: after
-    /// each of the first 256 records of a period, then after every 16th
-    /// (reading it walks the histogram, and one latency more among hundreds
-    /// barely moves it).
-    pub(crate) fn record(&self, started: Instant) {
+    /// Records a request that succeeded: its first attempt, sent at
+    /// `first`, as having taken until now (exactly, if it won; at least,
+    /// if a hedge sent at `hedge` won, which is recorded too). Then reads
+    /// the percentile again: after each of the first 256 records of a
+    /// period, then once per 16 (reading it walks the histogram, and one
+    /// latency more among hundreds barely moves it).
+    pub(crate) fn record(&self, first: Instant, hedge: Option<Instant>) {
         let now = Instant::now();
         let mut latencies = crate::sync::lock(&self.latencies);
-        let recorded = latencies.record(now.saturating_duration_since(started), now);
-        if recorded > 256 && !recorded.is_multiple_of(16) {
+        let mut recorded = latencies.record(now.saturating_duration_since(first), now);
+        let before = recorded - 1;
+        if let Some(hedge) = hedge {
+            recorded = latencies.record(now.saturating_duration_since(hedge), now);
+        }
+        if recorded > 256 && before / 16 == recorded / 16 {
             return;
         }
         // A percentile of zero (answers within a microsecond) would send

@@ -69,8 +69,10 @@
 //! attempt is still out at the first poll; a hedge sent reads the clock,
 //! allocates its future and re-arms the timer. A learned delay reads the
 //! clock and takes a short lock per successful request to record its
-//! latency, measured from its first attempt (a hedge that won counts what
-//! the caller waited, so hedging cannot pull the delay down). A service
+//! attempts' latencies: the winner's as it took and, when a hedge won, the
+//! first attempt it beat as at least the time it had run (so hedging
+//! neither pulls the delay down, as recording the fast hedges alone would,
+//! nor pushes it up, as recording the callers' waits would). A service
 //! that answers within a microsecond is not hedged.
 //!
 //! [`Replay`]: crate::retry::Replay
