@@ -361,12 +361,7 @@ fn layers(c: &mut Criterion) {
 /// composition guide gives for a client (retry → breaker → bulkhead →
 /// time limiter), as the wind tunnel builds it.
 fn stacks(c: &mut Criterion) {
-    let tps = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
-    let tower = tower::retry::Retry::new(
-        peers::TowerPolicy(std::sync::Arc::new(tps)),
-        tower::timeout::Timeout::new(tower::limit::ConcurrencyLimit::new(Noop, LIMIT), TIMEOUT),
-    );
-    row(c, "stack/tower", tower);
+    row(c, "stack/tower", tower_stack());
     let breaker_layer = peers::breaker().build().expect("valid breaker");
     let bulkhead = peers::bulkhead_fail_fast(LIMIT);
     let resilience =
@@ -376,7 +371,26 @@ fn stacks(c: &mut Criterion) {
     let breaker_layer = breaker().build().expect("valid breaker");
     let palisade =
         retry.layer(breaker_layer.layer(palisade_timeout().layer(palisade_bulkhead().layer(Noop))));
-    row(c, "stack/palisade", palisade);
+    row(c, "stack/palisade", palisade.clone());
+
+    // The same stacks, two threads calling clones of one (as two workers of
+    // a server do): what they share (budgets, breaker, slots) is contended.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    two_thread_row(c, "stack_two_threads/tower", tower_stack(), &runtime);
+    two_thread_row(c, "stack_two_threads/palisade", palisade, &runtime);
+}
+
+/// tower's client stack: retry (its `TpsBudget`) → timeout → concurrency
+/// limit.
+fn tower_stack() -> impl Service<u64, Response = u64, Error = tower::BoxError> + Clone + Send {
+    let tps = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
+    tower::retry::Retry::new(
+        peers::TowerPolicy(std::sync::Arc::new(tps)),
+        tower::timeout::Timeout::new(tower::limit::ConcurrencyLimit::new(Noop, LIMIT), TIMEOUT),
+    )
 }
 
 /// Rate limiting, every call admitted: palisade's algorithms through
