@@ -1643,6 +1643,16 @@ fn banning(builder: CircuitBreakerBuilder) -> (BanSvc, Handle, Events) {
     )
 }
 
+/// One call that fails at once with a ban of `ban`.
+async fn ban_at_once(svc: &mut BanSvc, ban: Duration) {
+    let _ = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Upstream::Bans(Duration::ZERO, ban))
+        .await;
+}
+
 fn hours(h: u64) -> Duration {
     secs(h * 3600)
 }
@@ -1686,12 +1696,7 @@ async fn a_failure_carrying_a_ban_opens_the_breaker_for_its_length() {
 async fn a_do_not_retry_hint_is_no_ban() {
     let (mut svc, handle, _) =
         banning(CircuitBreakerLayer::builder().open_on_retry_after(hours(1)));
-    let _ = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Upstream::Bans(Duration::ZERO, Duration::MAX))
-        .await;
+    ban_at_once(&mut svc, Duration::MAX).await;
     let s = handle.snapshot();
     assert_eq!((s.state, s.calls, s.failures), (State::Closed, 1, 1));
 }
@@ -1700,20 +1705,10 @@ async fn a_do_not_retry_hint_is_no_ban() {
 async fn a_carried_open_is_capped_and_a_zero_ban_is_no_ban() {
     let (mut svc, handle, _) =
         banning(CircuitBreakerLayer::builder().open_on_retry_after(hours(1)));
-    let _ = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Upstream::Bans(Duration::ZERO, Duration::ZERO))
-        .await;
+    ban_at_once(&mut svc, Duration::ZERO).await;
     let s = handle.snapshot();
     assert_eq!((s.state, s.calls, s.failures), (State::Closed, 1, 1));
-    let _ = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Upstream::Bans(Duration::ZERO, hours(2)))
-        .await;
+    ban_at_once(&mut svc, hours(2)).await;
     let refused = open_error(svc.ready().await.unwrap().call(Upstream::Ok).await);
     assert_eq!(refused.retry_after(), Some(hours(1)), "capped");
 }
@@ -1721,12 +1716,7 @@ async fn a_carried_open_is_capped_and_a_zero_ban_is_no_ban() {
 #[tokio::test(start_paused = true)]
 async fn without_open_on_retry_after_a_ban_is_an_ordinary_failure() {
     let (mut svc, handle, _) = banning(CircuitBreakerLayer::builder());
-    let _ = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Upstream::Bans(Duration::ZERO, hours(2)))
-        .await;
+    ban_at_once(&mut svc, hours(2)).await;
     let s = handle.snapshot();
     assert_eq!((s.state, s.calls, s.failures), (State::Closed, 1, 1));
 }
@@ -1740,12 +1730,7 @@ async fn a_probe_carrying_a_ban_reopens_for_the_ban_not_the_schedule() {
     );
     handle.open();
     advance(secs(5)).await;
-    let _ = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Upstream::Bans(Duration::ZERO, hours(3)))
-        .await;
+    ban_at_once(&mut svc, hours(3)).await;
     assert_eq!(
         events.transitions().last(),
         Some(&(State::HalfOpen, State::Open, Reason::RetryAfter))
@@ -2059,12 +2044,7 @@ async fn a_freed_probe_slot_goes_to_one_waiter_and_the_others_wait_on() {
 async fn the_failure_that_opens_on_its_retry_after_is_counted() {
     let (mut svc, handle, events) =
         banning(CircuitBreakerLayer::builder().open_on_retry_after(hours(24)));
-    let _ = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Upstream::Bans(Duration::ZERO, hours(2)))
-        .await;
+    ban_at_once(&mut svc, hours(2)).await;
     let s = handle.snapshot();
     assert_eq!((s.state, s.calls, s.failures), (State::Open, 1, 1));
     let rate = events.0.lock().unwrap().iter().find_map(|e| match e {

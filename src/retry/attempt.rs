@@ -26,7 +26,6 @@ const LAST_ATTEMPT_LABEL: u32 = 15;
 
 /// The `error` label's values, in the order of the histogram cells; index 0
 /// is "no error label" (the outcome was a response).
-#[cfg(feature = "metrics")]
 const ERRORS: [Option<&str>; 8] = [
     None,
     Some("circuit_open"),
@@ -38,36 +37,32 @@ const ERRORS: [Option<&str>; 8] = [
     Some("other"),
 ];
 
-/// What kind of result an attempt had, for the `error` label.
+/// What kind of result an attempt had, for the `error` label: its index in
+/// [`ERRORS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ResultKind {
-    Response,
-    Error(&'static str),
-}
+pub(crate) struct ResultKind(usize);
 
 impl ResultKind {
     /// The kind of `result`: a response, or an error named by its palisade
     /// kind (`other` for the inner service's own errors).
     pub(crate) fn of<T, E: 'static>(result: &Result<T, E>) -> Self {
         let Err(err) = result else {
-            return ResultKind::Response;
+            return ResultKind(0);
         };
-        ResultKind::Error(match kind_of(err) {
-            Some(ErrorKind::CircuitOpen(_)) => "circuit_open",
-            Some(ErrorKind::RateLimited(_)) => "rate_limited",
-            Some(ErrorKind::BulkheadFull(_)) => "bulkhead_full",
-            Some(ErrorKind::Throttled(_)) => "throttled",
-            Some(ErrorKind::Elapsed(_)) => "timeout",
-            Some(ErrorKind::NotReady(_)) => "not_ready",
-            Some(ErrorKind::Inner(_)) | None => "other",
+        ResultKind(match kind_of(err) {
+            Some(ErrorKind::CircuitOpen(_)) => 1,
+            Some(ErrorKind::RateLimited(_)) => 2,
+            Some(ErrorKind::BulkheadFull(_)) => 3,
+            Some(ErrorKind::Throttled(_)) => 4,
+            Some(ErrorKind::Elapsed(_)) => 5,
+            Some(ErrorKind::NotReady(_)) => 6,
+            Some(ErrorKind::Inner(_)) | None => 7,
         })
     }
 
+    /// The `error` label, `None` for a response.
     fn error(self) -> Option<&'static str> {
-        match self {
-            ResultKind::Response => None,
-            ResultKind::Error(kind) => Some(kind),
-        }
+        ERRORS[self.0]
     }
 }
 
@@ -181,11 +176,7 @@ impl AttemptReports {
         let numbers = self.histograms.len() / (2 * ERRORS.len());
         let number = (attempt.number as usize).min(numbers - 1);
         let error = attempt.result.error();
-        let kind = ERRORS
-            .iter()
-            .position(|e| *e == error)
-            .unwrap_or(ERRORS.len() - 1);
-        let cell = (number * 2 + usize::from(attempt.handled)) * ERRORS.len() + kind;
+        let cell = (number * 2 + usize::from(attempt.handled)) * ERRORS.len() + attempt.result.0;
         self.histograms[cell]
             .get_or_init(|| register(&self.name, attempt.number, attempt.handled, error))
     }
