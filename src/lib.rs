@@ -216,6 +216,8 @@ mod keyed;
 mod metrics;
 mod name;
 // Only the layers' configuration structs read durations from files.
+#[cfg(feature = "rate-limit")]
+mod clock;
 #[cfg(all(
     feature = "serde",
     any(

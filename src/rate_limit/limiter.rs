@@ -1,20 +1,13 @@
 //! The limiter a layer's services share: one of the algorithms, and
 //! the clock they read.
 //!
-//! # The clock
-//!
 //! Every algorithm works in nanoseconds since the limiter was built, read
-//! from `tokio::time::Instant`, so tokio's paused clock drives a limiter in
-//! tests exactly as it drives timeouts. The price is the clock read itself:
-//! 17 to 18 ns per call on the development VM (the same as
-//! `std::time::Instant::now()`, which tokio's clock is outside tests), most
-//! of a check's cost. A TSC clock (governor's default, quanta) costs about
-//! 7 ns there, but runs on while tokio's clock is paused, so a test could
-//! not step a limiter through time; palisade keeps one clock.
+//! from the crate's clock (`crate::clock`): tokio's while it is paused, so
+//! tests step a limiter through time exactly as they step timeouts, and
+//! with the `fast-clock` feature the CPU's counter otherwise, as a clock
+//! read is most of a check's cost.
 
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use super::gcra::Gcra;
 use super::layer::Kind;
@@ -42,10 +35,7 @@ pub(crate) struct Snapshot {
     pub(crate) reset: Duration,
 }
 
-/// `d` in nanoseconds, saturating.
-pub(crate) fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
+pub(crate) use crate::clock::{Clock, nanos};
 
 /// The settings an algorithm starts from: the layer's, or a key's own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,25 +154,6 @@ impl Algorithm {
             }
             _ => false,
         }
-    }
-}
-
-/// Time for the algorithms: nanoseconds since an origin, from tokio's clock.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    origin: Instant,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        Clock {
-            origin: Instant::now(),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn now(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.origin))
     }
 }
 
