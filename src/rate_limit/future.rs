@@ -83,6 +83,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Admitted { inner, report } => {
@@ -92,15 +93,26 @@ where
                 }
                 Poll::Ready(result.map_err(Into::into))
             }
-            KindProj::Refused { shared, wait } => Poll::Ready(Err(shared.rejection(*wait).into())),
-            KindProj::Rejected { error } => Poll::Ready(Err(match error.take() {
-                Some(error) => error.into(),
-                None => "rate limiter: response future polled after it completed".into(),
-            })),
-            KindProj::NotReady { shared } => {
-                let name = shared.name.clone();
-                Poll::Ready(Err(Box::new(NotReady::new(super::layer::LAYER, name))))
-            }
+            refused => Poll::Ready(Err(refusal(refused))),
+        }
+    }
+}
+
+/// The error a future that admitted nothing ends with. Out of line: the
+/// admitted path, inlined into the caller, stays small.
+#[cold]
+#[inline(never)]
+fn refusal<F, R>(kind: KindProj<'_, F, R>) -> BoxError {
+    match kind {
+        KindProj::Admitted { .. } => "rate limiter: refusal asked of an admitted call".into(),
+        KindProj::Refused { shared, wait } => shared.rejection(*wait).into(),
+        KindProj::Rejected { error } => match error.take() {
+            Some(error) => error.into(),
+            None => "rate limiter: response future polled after it completed".into(),
+        },
+        KindProj::NotReady { shared } => {
+            let name = shared.name.clone();
+            Box::new(NotReady::new(super::layer::LAYER, name))
         }
     }
 }
