@@ -82,7 +82,7 @@ impl<C, R, D> ClientLayer<C, R, D> {
     }
 }
 
-impl<S, C: Clone, R: Clone, D: Clone> Layer<S> for ClientLayer<C, R, D> {
+impl<S: Clone, C: Clone, R: Clone, D: Clone> Layer<S> for ClientLayer<C, R, D> {
     type Service = Client<S, C, R, D>;
 
     fn layer(&self, inner: S) -> Self::Service {

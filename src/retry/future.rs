@@ -14,7 +14,7 @@ use tracing::Span;
 
 use super::attempt::{Attempt, ResultKind, attempt_span};
 use super::handle::RetryEvent;
-use super::layer::Shared;
+use super::layer::{Retries, Shared};
 use super::replay::Replay;
 use crate::classify::{Classify, Outcome, kind_of};
 use crate::error::{BoxError, Elapsed, ErrorKind, Why};
@@ -32,8 +32,10 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        // A clone of the service, driven to ready before each retry.
-        service: S,
+        // The service retries go to, driven to ready before each: a clone
+        // made at the first retry, so a request that needs none clones
+        // nothing.
+        service: Option<S>,
         // The copy the next attempt sends; `None` once the request may not
         // be sent again.
         request: Option<Req>,
@@ -42,7 +44,7 @@ pin_project! {
         last: Option<Result<S::Response, S::Error>>,
         classifier: C,
         replay: R,
-        shared: Arc<Shared>,
+        retries: Arc<Retries<S>>,
         // Attempts sent so far.
         attempt: u32,
         // When the deadline passes, if there is one.
@@ -85,23 +87,22 @@ where
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         first: FirstAttempt<S::Future>,
-        service: S,
         request: Option<Req>,
         classifier: C,
         replay: R,
-        shared: Arc<Shared>,
+        retries: Arc<Retries<S>>,
         deadline: Option<Instant>,
     ) -> Self {
         ResponseFuture {
             state: State::Calling {
                 future: first.future,
             },
-            service,
+            service: None,
             request,
             last: None,
             classifier,
             replay,
-            shared,
+            retries,
             attempt: 1,
             deadline,
             rng: None,
@@ -114,15 +115,15 @@ where
 
     /// A call whose deadline passed before its first attempt: it fails with
     /// the deadline error, and the service is not called.
-    pub(crate) fn expired(service: S, classifier: C, replay: R, shared: Arc<Shared>) -> Self {
+    pub(crate) fn expired(classifier: C, replay: R, retries: Arc<Retries<S>>) -> Self {
         ResponseFuture {
             state: State::Expired,
-            service,
+            service: None,
             request: None,
             last: None,
             classifier,
             replay,
-            shared,
+            retries,
             attempt: 0,
             deadline: None,
             rng: None,
@@ -154,7 +155,7 @@ enum Next {
 
 impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError> + 'static,
     C: Classify<S::Response, S::Error>,
     R: Replay<Req>,
@@ -175,7 +176,7 @@ where
                         *this.attempt,
                         this.request.is_some(),
                         this.classifier,
-                        this.shared,
+                        &this.retries.shared,
                         *this.deadline,
                         this.rng,
                         this.previous_delay,
@@ -203,14 +204,15 @@ where
                     this.state.set(State::Readying);
                 }
                 StateProj::Expired => {
-                    let name = this.shared.name.clone();
+                    let name = this.retries.shared.name.clone();
                     let expired = Elapsed::because(name, Duration::ZERO, Why::Expired);
                     return Poll::Ready(Err(expired.into()));
                 }
                 StateProj::Readying => {
-                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
+                    let service = this.service.get_or_insert_with(|| this.retries.service());
+                    if let Err(err) = ready!(service.poll_ready(cx)) {
                         let why = "the service failed while getting ready";
-                        this.shared.attempts.abandoned(*this.attempt, why);
+                        this.retries.shared.attempts.abandoned(*this.attempt, why);
                         this.finish(false);
                         return Poll::Ready(Err(err.into()));
                     }
@@ -219,7 +221,7 @@ where
                     // copy of it.
                     let request = if past_deadline {
                         None
-                    } else if *this.attempt + 1 >= this.shared.max_attempts {
+                    } else if *this.attempt + 1 >= this.retries.shared.max_attempts {
                         this.request.take()
                     } else {
                         this.request.as_ref().and_then(|r| this.replay.replay(r))
@@ -232,16 +234,21 @@ where
                         } else {
                             "the request could not be copied"
                         };
-                        this.shared.attempts.abandoned(*this.attempt, why);
+                        this.retries.shared.attempts.abandoned(*this.attempt, why);
                         return Poll::Ready(this.give_back_last());
                     };
                     *this.last = None; // released, never returned
                     *this.attempt += 1;
                     *this.attempt_span = attempt_span(this.span, *this.attempt - 1);
-                    *this.started = this.shared.attempts.times_attempts().then(Instant::now);
+                    *this.started = this
+                        .retries
+                        .shared
+                        .attempts
+                        .times_attempts()
+                        .then(Instant::now);
                     let future = {
                         let _entered = this.attempt_span.enter();
-                        this.service.call(request)
+                        service.call(request)
                     };
                     this.state.set(State::Calling { future });
                 }
@@ -270,7 +277,11 @@ where
 
     /// Counts the request's end and records it on its span.
     fn finish(&mut self, succeeded: bool) {
-        let outcome = self.shared.counters.finished(succeeded, *self.attempt > 1);
+        let outcome = self
+            .retries
+            .shared
+            .counters
+            .finished(succeeded, *self.attempt > 1);
         self.span.record("attempts", *self.attempt);
         self.span.record("outcome", outcome);
     }
@@ -284,7 +295,7 @@ where
             Next::Return { handled, .. } => (*handled, false),
             Next::Retry(_) => (true, true),
         };
-        self.shared.attempts.finished(&Attempt {
+        self.retries.shared.attempts.finished(&Attempt {
             number: *self.attempt - 1,
             handled,
             retrying,

@@ -18,7 +18,7 @@ use crate::deadline::NoDeadline;
 use crate::error::ConfigError;
 use crate::name::Name;
 use crate::rng::{Rng, splitmix64};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 
 const LAYER: &str = "retry";
 const DEFAULT_NAME: &str = "retry";
@@ -42,6 +42,32 @@ pub(crate) struct Shared {
     seed: u64,
     // Requests that needed a jitter generator so far.
     draws: AtomicU64,
+}
+
+/// What a [`Retry`]'s clones and their response futures share: the
+/// layer's state, and the service retries go to.
+pub(crate) struct Retries<S> {
+    pub(crate) shared: Arc<Shared>,
+    // A clone of the service the layer wrapped, never called itself: a
+    // request's first retry clones it. Cloning the inner service for
+    // every request instead (as tower's retry does) costs a reference
+    // count up and down for each `Arc` in the stack below, on cache lines
+    // every thread shares, and most requests are never retried.
+    service: Mutex<S>,
+}
+
+impl<S: Clone> Retries<S> {
+    pub(crate) fn new(shared: Arc<Shared>, service: &S) -> Self {
+        Retries {
+            shared,
+            service: Mutex::new(service.clone()),
+        }
+    }
+
+    /// A fresh clone of the wrapped service, for one request's retries.
+    pub(crate) fn service(&self) -> S {
+        lock(&self.service).clone()
+    }
 }
 
 impl Shared {
@@ -130,7 +156,7 @@ impl<C, R, D> RetryLayer<C, R, D> {
     }
 }
 
-impl<S, C: Clone, R: Clone, D: Clone> Layer<S> for RetryLayer<C, R, D> {
+impl<S: Clone, C: Clone, R: Clone, D: Clone> Layer<S> for RetryLayer<C, R, D> {
     type Service = Retry<S, C, R, D>;
 
     fn layer(&self, inner: S) -> Self::Service {

@@ -98,9 +98,13 @@
 //! # The tower contract
 //!
 //! `poll_ready` is the inner service's. `call` sends the first attempt on
-//! the service that was driven to ready, and keeps a clone for retries,
-//! which it drives to ready before each one. Dropping the response future
-//! stops retrying at once.
+//! the service that was driven to ready. A request's first retry takes a
+//! clone of the service the layer wrapped (kept aside when the layer was
+//! applied, never called itself), which it drives to ready before each of
+//! its retries. A request that needs no retry clones nothing: cloning a
+//! stack for every request (tower's retry does) moves a reference count up
+//! and down for each `Arc` in it, on cache lines every thread shares.
+//! Dropping the response future stops retrying at once.
 //!
 //! # Where to put it
 //!
@@ -148,33 +152,35 @@ use tower_service::Service;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::deadline::{Deadline, DeadlineSlot, NoDeadline};
 use crate::error::BoxError;
-use layer::Shared;
+use layer::{Retries, Shared};
 
 /// A service that sends a failed request again, within its limits.
 ///
 /// Built by [`RetryLayer`]; see the [module docs](self).
 pub struct Retry<S, C = DefaultClassifier, R = CloneRequest, D = NoDeadline> {
     inner: S,
-    shared: Arc<Shared>,
+    retries: Arc<Retries<S>>,
     classifier: C,
     replay: R,
     slot: D,
 }
 
-impl<S, C, R, D> Retry<S, C, R, D> {
+impl<S: Clone, C, R, D> Retry<S, C, R, D> {
     fn new(inner: S, shared: Arc<Shared>, classifier: C, replay: R, slot: D) -> Self {
         Retry {
+            retries: Arc::new(Retries::new(shared, &inner)),
             inner,
-            shared,
             classifier,
             replay,
             slot,
         }
     }
+}
 
+impl<S, C, R, D> Retry<S, C, R, D> {
     /// A handle on the layer's counters.
     pub fn handle(&self) -> Handle {
-        Handle::new(self.shared.clone())
+        Handle::new(self.retries.shared.clone())
     }
 
     /// The wrapped service.
@@ -194,14 +200,15 @@ impl<S, C, R, D> Retry<S, C, R, D> {
 }
 
 impl<S: Clone, C: Clone, R: Clone, D: Clone> Clone for Retry<S, C, R, D> {
+    /// The clone shares the layer's state and the service retries go to.
     fn clone(&self) -> Self {
-        Retry::new(
-            self.inner.clone(),
-            self.shared.clone(),
-            self.classifier.clone(),
-            self.replay.clone(),
-            self.slot.clone(),
-        )
+        Retry {
+            inner: self.inner.clone(),
+            retries: self.retries.clone(),
+            classifier: self.classifier.clone(),
+            replay: self.replay.clone(),
+            slot: self.slot.clone(),
+        }
     }
 }
 
@@ -222,15 +229,14 @@ where
     }
 
     fn call(&mut self, mut request: Req) -> Self::Future {
-        let shared = &self.shared;
+        let shared = &self.retries.shared;
         let deadline = self.deadline(&mut request);
         if deadline.is_some_and(Deadline::is_expired) {
             // Nobody waits for the answer: not even the first attempt goes.
             return ResponseFuture::expired(
-                self.inner.clone(),
                 self.classifier.clone(),
                 self.replay.clone(),
-                shared.clone(),
+                self.retries.clone(),
             );
         }
         let copy = if shared.max_attempts > 1 {
@@ -243,7 +249,8 @@ where
         let attempt_span = attempt::attempt_span(&span, 0);
         let started = shared.attempts.times_attempts().then(Instant::now);
         // The first attempt goes to the service that was driven to ready;
-        // retries go to a clone, driven to ready first.
+        // retries go to a clone of the service the layer wrapped, driven
+        // to ready first.
         let future = {
             let _entered = attempt_span.enter();
             self.inner.call(request)
@@ -255,11 +262,10 @@ where
                 attempt_span,
                 started,
             },
-            self.inner.clone(),
             copy,
             self.classifier.clone(),
             self.replay.clone(),
-            shared.clone(),
+            self.retries.clone(),
             deadline.map(Deadline::instant),
         )
     }
@@ -275,7 +281,7 @@ impl<S, C, R, D> Retry<S, C, R, D> {
     {
         let inherited = self.slot.deadline(request);
         // The clock is read only for a deadline of this layer's own.
-        match self.shared.deadline.map(Deadline::after) {
+        match self.retries.shared.deadline.map(Deadline::after) {
             Some(own) if inherited.is_none_or(|inherited| own < inherited) => {
                 self.slot.set_deadline(request, own);
                 Some(own)
@@ -289,7 +295,7 @@ impl<S: fmt::Debug, C, R, D> fmt::Debug for Retry<S, C, R, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
-            .field("shared", &self.shared)
+            .field("shared", &self.retries.shared)
             .finish_non_exhaustive()
     }
 }
