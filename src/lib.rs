@@ -216,7 +216,7 @@ mod keyed;
 mod metrics;
 mod name;
 // Only the layers' configuration structs read durations from files.
-#[cfg(feature = "rate-limit")]
+#[cfg(any(feature = "adaptive", feature = "rate-limit"))]
 mod clock;
 #[cfg(all(
     feature = "serde",

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use super::limiter::{Limiter, Permit};
 use crate::classify::Classify;
@@ -53,7 +52,8 @@ pin_project! {
 struct Call<C> {
     permit: Permit,
     classifier: C,
-    started: Instant,
+    /// From [`Permit::now`].
+    started: u64,
 }
 
 impl<F, C> ResponseFuture<F, C> {
@@ -62,9 +62,9 @@ impl<F, C> ResponseFuture<F, C> {
             kind: Kind::Admitted {
                 inner,
                 call: Some(Call {
+                    started: permit.now(),
                     permit,
                     classifier,
-                    started: Instant::now(),
                 }),
             },
         }

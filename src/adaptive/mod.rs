@@ -51,8 +51,9 @@
 //!
 //! # What counts
 //!
-//! A sample is a call's latency (from `call` to its answer, on tokio's
-//! clock), the calls in flight when it was admitted, and whether it was
+//! A sample is a call's latency (from `call` to its answer; with the
+//! `fast-clock` feature, on the CPU's counter unless tokio's clock is
+//! paused when the layer first times a call, as in tests), the calls in flight when it was admitted, and whether it was
 //! dropped. A [`Classify`] implementation,
 //! [`DefaultClassifier`] unless the
 //! builder is given another, decides:
