@@ -536,3 +536,94 @@ async fn a_refusal_does_not_replace_a_real_failure() {
     assert_eq!(handle.state(), palisade::circuit_breaker::State::Open);
     assert_eq!(hand.arrivals(), [0], "the hedge never reached the upstream");
 }
+
+/// The caller's answer, which must have come by now: a request still
+/// waiting fails the test instead of hanging it.
+async fn answered(reply: JoinHandle<Reply>) -> Reply {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(reply.is_finished(), "the caller is still waiting");
+    reply.await.unwrap()
+}
+
+/// A budget of one hedge a second and nothing more: a hedge given back
+/// shows as the next request's hedge being paid for.
+fn one_hedge_a_second() -> RetryBudget {
+    RetryBudget::windowed(Duration::from_secs(1), 1, 0.0)
+}
+
+/// An inner service whose readiness fails while `failing` is set.
+#[derive(Clone)]
+struct Unready<S> {
+    inner: S,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S: Service<u16, Error = BoxError>> Service<u16> for Unready<S> {
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Ready(Err("not ready".into()));
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: u16) -> S::Future {
+        self.inner.call(request)
+    }
+}
+
+/// Scenario HG-3 and the budget: a hedge is paid for when it is due,
+/// before it waits for the service's readiness. One paid for that never
+/// goes is given back: (a) the first attempt wins while it waits (here
+/// for a limit of one call at a time, which the first attempt holds);
+/// (b) the service's readiness fails.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_paid_for_that_never_goes_is_given_back() {
+    // (a)
+    let hand = Hand::new();
+    let layer = fixed(10, 2).budget(one_hedge_a_second()).build().unwrap();
+    let handle = layer.handle();
+    let one_at_a_time = tower::limit::ConcurrencyLimitLayer::new(1);
+    let svc = layer.layer(one_at_a_time.layer(hand.service()));
+    let reply = send(svc.clone());
+    hand.at(20).await; // paid at 10 ms
+    hand.answer(0, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+    let reply = send(svc.clone());
+    hand.at(40).await; // paid at 30 ms, if it was given back
+    assert_eq!(handle.counts().budget_refusals, 0);
+    hand.answer(1, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+    assert_eq!(hand.arrivals(), [0, 20], "no hedge went");
+
+    // (b)
+    let hand = Hand::new();
+    let layer = fixed(10, 2).budget(one_hedge_a_second()).build().unwrap();
+    let handle = layer.handle();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let svc = layer.layer(Unready {
+        inner: hand.service(),
+        failing: failing.clone(),
+    });
+    let reply = send(svc.clone());
+    hand.at(5).await;
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    hand.at(15).await; // paid at 10 ms; the service was not ready
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    hand.answer(0, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+    let reply = send(svc.clone());
+    hand.at(25).await;
+    assert_eq!(hand.arrivals(), [0, 15, 25], "paid with what came back");
+    assert_eq!(handle.counts().budget_refusals, 0);
+    hand.answer(2, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+}

@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::handle::{Delay, Shared};
 use crate::classify::{Classify, Outcome, kind_of};
 use crate::error::{BoxError, ErrorKind};
-use crate::retry::Replay;
+use crate::retry::{Payment, Replay};
 
 pin_project! {
     /// The response future of [`Hedge`](super::Hedge).
@@ -52,9 +52,9 @@ pub(crate) struct Hedging<S, Req, R> {
     sent: u32,
     /// A hedge is due: the timer fired or an attempt failed.
     due: bool,
-    /// The due hedge is paid for from the budget (it waits for the
-    /// service's readiness).
-    paid: bool,
+    /// What the next hedge paid the budget, once it is due (it waits for
+    /// the service's readiness); given back if it never goes.
+    paid: Option<Payment>,
 }
 
 impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
@@ -104,7 +104,7 @@ where
                 replay,
                 sent: 1,
                 due: false,
-                paid: false,
+                paid: None,
             }),
             started: Some(started),
             last: None,
@@ -246,12 +246,12 @@ where
         }
         // Paid for first, so that a hedge the budget refuses never queues
         // for the service's readiness.
-        if !hedging.paid {
-            if !self.shared.budget.try_retry() {
+        if hedging.paid.is_none() {
+            let Some(payment) = self.shared.budget.try_pay() else {
                 self.shared.count_budget_refusal();
                 return Poll::Ready(self.stop());
-            }
-            hedging.paid = true;
+            };
+            hedging.paid = Some(payment);
         }
         if let Err(err) = ready!(hedging.service.poll_ready(cx)) {
             // The service cannot take more: this is the hedge's failure.
@@ -275,7 +275,7 @@ where
         let future = hedging.service.call(request);
         hedging.sent += 1;
         hedging.due = false;
-        hedging.paid = false;
+        hedging.paid = None;
         self.shared.count_sent(hedging.sent - 1);
         self.hedges.push((Box::pin(future), Instant::now()));
         // The next hedge goes one delay after this one, if one may.
@@ -298,9 +298,12 @@ where
         done
     }
 
-    /// No more hedges for this request.
+    /// No more hedges for this request. A hedge paid for but not sent
+    /// gives its payment back: only hedges that go cost the budget.
     fn stop(&mut self) -> bool {
-        *self.hedging = None;
+        if let Some(payment) = self.hedging.take().and_then(|h| h.paid) {
+            self.shared.budget.refund(payment);
+        }
         self.timer.set(None);
         false
     }

@@ -56,7 +56,10 @@
 //! - Hedges are paid for from a budget of the retry layer's kind
 //!   ([`RetryBudget`](crate::retry::RetryBudget); by default 20 % of
 //!   requests plus 10 a second): when the dependency is slow for
-//!   everyone, hedging stops adding load instead of doubling it.
+//!   everyone, hedging stops adding load instead of doubling it. A hedge
+//!   is paid for when it is due, before it waits for the service's
+//!   readiness; one that then never goes (the request ended, or the
+//!   service's readiness failed) is given back.
 //!
 //! Hedge outside the timeout of one attempt and inside a retry layer if
 //! there is one, so that each attempt has its own deadline.
