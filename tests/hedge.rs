@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade::BoxError;
-use palisade::classify::Outcome;
+use palisade::classify::{Classify, Outcome};
 use palisade::hedge::{HedgeBuilder, HedgeLayer};
 use palisade::retry::RetryBudget;
 use tokio::sync::oneshot;
@@ -535,4 +535,324 @@ async fn a_refusal_does_not_replace_a_real_failure() {
     );
     assert_eq!(handle.state(), palisade::circuit_breaker::State::Open);
     assert_eq!(hand.arrivals(), [0], "the hedge never reached the upstream");
+}
+
+/// The caller's answer, which must have come by now: a request still
+/// waiting fails the test instead of hanging it.
+async fn answered(reply: JoinHandle<Reply>) -> Reply {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(reply.is_finished(), "the caller is still waiting");
+    reply.await.unwrap()
+}
+
+/// `statuses`, with a server's pushback on every 503: `Duration::MAX` is
+/// "do not retry", as `Classify::retry_after` reports it; errors carry
+/// none. A closure classifier has no `retry_after`, hence the struct.
+#[derive(Clone, Copy)]
+struct PushedBack(Option<Duration>);
+
+impl Classify<u16, BoxError> for PushedBack {
+    fn classify(&self, result: &Reply) -> Outcome {
+        statuses(result)
+    }
+
+    fn retry_after(&self, result: &Reply) -> Option<Duration> {
+        // The hedge asks only about failures (the pushback may cost more
+        // than the classification); a panic here fails the test.
+        assert_eq!(statuses(result), Outcome::Failure, "asked of {result:?}");
+        match result {
+            Ok(503) => self.0,
+            _ => None,
+        }
+    }
+}
+
+const DO_NOT_RETRY: Option<Duration> = Some(Duration::MAX);
+
+fn pushed_back(delay_ms: u64, attempts: u32, pushback: Option<Duration>) -> HedgeLayer<PushedBack> {
+    fixed(delay_ms, attempts)
+        .classifier(PushedBack(pushback))
+        .build()
+        .unwrap()
+}
+
+/// Scenario HG-3, A6 pushback (a): a failure whose pushback says not to
+/// retry sends no more hedges; the attempts already out run on, and the
+/// first one still wins when it answers. (b) With every attempt out
+/// failed, the caller gets the last failure, at once.
+#[tokio::test(start_paused = true)]
+async fn a_do_not_retry_pushback_stops_hedging_but_not_the_attempts_out() {
+    // (a)
+    let hand = Hand::new();
+    let layer = pushed_back(10, 3, DO_NOT_RETRY);
+    let handle = layer.handle();
+    let reply = send(layer.layer(hand.service()));
+    hand.at(15).await;
+    hand.answer(1, Ok(503)); // the hedge sent at 10 ms
+    // Without the pushback, the third attempt would go at once, at 15 ms;
+    // by the delay alone, at 20 ms.
+    hand.at(500).await;
+    assert_eq!(hand.arrivals(), [0, 10]);
+    assert!(!reply.is_finished(), "the first attempt is still out");
+    hand.answer(0, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+    assert_eq!(handle.counts().hedges, 1);
+
+    // (b)
+    let hand = Hand::new();
+    let reply = send(pushed_back(10, 3, DO_NOT_RETRY).layer(hand.service()));
+    hand.at(15).await;
+    hand.answer(0, Ok(503));
+    hand.at(500).await;
+    assert_eq!(hand.arrivals(), [0, 10]);
+    hand.answer(1, Err("refused".into()));
+    let err = answered(reply).await.unwrap_err();
+    assert_eq!(err.to_string(), "refused", "the last failure");
+    assert_eq!(hand.arrivals(), [0, 10]);
+}
+
+/// Scenario HG-3, A6 pushback: a failure's pushback delay holds the next
+/// hedge until exactly that long after the failure: not at once, and
+/// neither at the hedging delay nor one delay after the last attempt; the
+/// hedge after it goes back to the hedging delay. (a) The pushback is
+/// longer than the delay, and the request waits for it with no attempt
+/// out; (b) it is shorter than what was left of the delay.
+#[tokio::test(start_paused = true)]
+async fn a_pushback_delay_holds_the_next_hedge_then_the_delay_resumes() {
+    // (a)
+    let hand = Hand::new();
+    let layer = pushed_back(100, 4, Some(Duration::from_millis(250)));
+    let reply = send(layer.layer(hand.service()));
+    hand.at(10).await;
+    hand.answer(0, Ok(503));
+    hand.at(259).await;
+    assert_eq!(hand.arrivals(), [0], "not at once, nor at the 100 ms delay");
+    assert!(!reply.is_finished(), "the request waits for its hedge");
+    hand.at(260).await;
+    assert_eq!(hand.arrivals(), [0, 260]);
+    hand.at(359).await;
+    assert_eq!(hand.arrivals(), [0, 260]);
+    hand.at(360).await;
+    assert_eq!(hand.arrivals(), [0, 260, 360], "the delay again");
+    hand.answer(2, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+
+    // (b)
+    let hand = Hand::new();
+    let layer = pushed_back(100, 4, Some(Duration::from_millis(20)));
+    let reply = send(layer.layer(hand.service()));
+    hand.at(110).await;
+    hand.answer(1, Ok(503)); // the hedge sent at 100 ms
+    hand.at(129).await;
+    assert_eq!(hand.arrivals(), [0, 100], "not at once");
+    hand.at(130).await;
+    assert_eq!(hand.arrivals(), [0, 100, 130], "not at 200 ms");
+    hand.at(229).await;
+    assert_eq!(hand.arrivals(), [0, 100, 130]);
+    hand.at(230).await;
+    assert_eq!(hand.arrivals(), [0, 100, 130, 230]);
+    hand.answer(0, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+}
+
+/// Scenario HG-3, A6 pushback: a failure without pushback still sends the
+/// next hedge at once, and the one after a delay later, under a
+/// classifier that reports pushback (here an error, and a 503 carrying
+/// none).
+#[tokio::test(start_paused = true)]
+async fn a_failure_without_pushback_still_sends_the_next_hedge_at_once() {
+    for (layer, failure) in [
+        (pushed_back(500, 3, DO_NOT_RETRY), Err("refused".into())),
+        (pushed_back(500, 3, None), Ok(503)),
+    ] {
+        let hand = Hand::new();
+        let reply = send(layer.layer(hand.service()));
+        hand.at(100).await;
+        hand.answer(0, failure);
+        hand.at(100).await;
+        hand.at(600).await;
+        assert_eq!(hand.arrivals(), [0, 100, 600]);
+        hand.answer(2, Ok(200));
+        assert_eq!(answered(reply).await.unwrap(), 200);
+    }
+}
+
+/// A budget of one hedge a second and nothing more: a hedge given back
+/// shows as the next request's hedge being paid for.
+fn one_hedge_a_second() -> RetryBudget {
+    RetryBudget::windowed(Duration::from_secs(1), 1, 0.0)
+}
+
+/// An inner service whose readiness fails while `failing` is set.
+#[derive(Clone)]
+struct Unready<S> {
+    inner: S,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S: Service<u16, Error = BoxError>> Service<u16> for Unready<S> {
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Ready(Err("not ready".into()));
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: u16) -> S::Future {
+        self.inner.call(request)
+    }
+}
+
+/// Scenario HG-3 and the budget: a hedge is paid for when it is due,
+/// before it waits for the service's readiness. One paid for that never
+/// goes is given back: (a) the first attempt wins while it waits (here
+/// for a limit of one call at a time, which the first attempt holds);
+/// (b) the service's readiness fails.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_paid_for_that_never_goes_is_given_back() {
+    // (a)
+    let hand = Hand::new();
+    let layer = fixed(10, 2).budget(one_hedge_a_second()).build().unwrap();
+    let handle = layer.handle();
+    let one_at_a_time = tower::limit::ConcurrencyLimitLayer::new(1);
+    let svc = layer.layer(one_at_a_time.layer(hand.service()));
+    let reply = send(svc.clone());
+    hand.at(20).await; // paid at 10 ms
+    hand.answer(0, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+    let reply = send(svc.clone());
+    hand.at(40).await; // paid at 30 ms, if it was given back
+    assert_eq!(handle.counts().budget_refusals, 0);
+    hand.answer(1, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+    assert_eq!(hand.arrivals(), [0, 20], "no hedge went");
+
+    // (b)
+    let hand = Hand::new();
+    let layer = fixed(10, 2).budget(one_hedge_a_second()).build().unwrap();
+    let handle = layer.handle();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let svc = layer.layer(Unready {
+        inner: hand.service(),
+        failing: failing.clone(),
+    });
+    let reply = send(svc.clone());
+    hand.at(5).await;
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    hand.at(15).await; // paid at 10 ms; the service was not ready
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    hand.answer(0, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+    let reply = send(svc.clone());
+    hand.at(25).await;
+    assert_eq!(hand.arrivals(), [0, 15, 25], "paid with what came back");
+    assert_eq!(handle.counts().budget_refusals, 0);
+    hand.answer(2, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+}
+
+/// Scenario HG-3, A6 pushback, and the budget: (a) a hedge paid for and
+/// waiting for the service's readiness (a limit of one call at a time,
+/// which the first attempt holds) is given back when a pushback says not
+/// to retry; (b) one a pushback holds keeps its payment and goes without
+/// paying twice, and the budget it spent is then gone.
+#[tokio::test(start_paused = true)]
+async fn a_pushback_gives_back_or_keeps_the_hedges_payment() {
+    let build = |pushback| {
+        fixed(10, 2)
+            .classifier(PushedBack(pushback))
+            .budget(one_hedge_a_second())
+            .build()
+            .unwrap()
+    };
+    let one_at_a_time = tower::limit::ConcurrencyLimitLayer::new(1);
+    // (a)
+    let hand = Hand::new();
+    let layer = build(DO_NOT_RETRY);
+    let handle = layer.handle();
+    let svc = layer.layer(one_at_a_time.layer(hand.service()));
+    let reply = send(svc.clone());
+    hand.at(20).await; // paid at 10 ms
+    hand.answer(0, Ok(503));
+    assert_eq!(answered(reply).await.unwrap(), 503);
+    let reply = send(svc.clone());
+    hand.at(40).await; // paid at 30 ms, if it was given back
+    assert_eq!(handle.counts().budget_refusals, 0);
+    hand.answer(1, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+    assert_eq!(hand.arrivals(), [0, 20], "no hedge went");
+
+    // (b) Paid at 10 ms; the 503 at 20 ms holds it 50 ms.
+    let hand = Hand::new();
+    let layer = build(Some(Duration::from_millis(50)));
+    let handle = layer.handle();
+    let svc = layer.layer(one_at_a_time.layer(hand.service()));
+    let reply = send(svc.clone());
+    hand.at(20).await;
+    hand.answer(0, Ok(503));
+    hand.at(70).await;
+    assert_eq!(hand.arrivals(), [0, 70]);
+    assert_eq!(
+        (handle.counts().hedges, handle.counts().budget_refusals),
+        (1, 0),
+        "sent on its first payment"
+    );
+    hand.answer(1, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+    let reply = send(svc.clone());
+    hand.at(90).await;
+    assert_eq!(handle.counts().budget_refusals, 1, "the hedge spent it");
+    hand.answer(2, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+}
+
+/// Scenario HG-3, A6 pushback, over gRPC: a hedge's `UNAVAILABLE` with
+/// `grpc-retry-pushback-ms: -1` ends hedging for the call; the first
+/// attempt, still out, answers `OK` and wins.
+#[cfg(feature = "http")]
+#[tokio::test(start_paused = true)]
+async fn grpc_pushback_that_says_do_not_retry_stops_hedging() {
+    use http::Response;
+    use palisade::http::GrpcClassifier;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counted = attempts.clone();
+    let layer = HedgeLayer::after(Duration::from_millis(10))
+        .max_attempts(3)
+        .budget(RetryBudget::unlimited())
+        .classifier(GrpcClassifier::new())
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(move |_: u16| {
+        let attempt = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let response = Response::builder();
+            let response = if attempt == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                response.header("grpc-status", "0")
+            } else {
+                response
+                    .header("grpc-status", "14")
+                    .header("grpc-retry-pushback-ms", "-1")
+            };
+            Ok::<_, BoxError>(response.body(()).unwrap())
+        }
+    }));
+    let started = Instant::now();
+    let response = svc.oneshot(0).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "0");
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+    // Without the pushback, the 14 would have sent a third attempt at
+    // once, and that one a fourth... up to three.
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
 }

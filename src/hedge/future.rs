@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -13,7 +14,7 @@ use tower_service::Service;
 use super::handle::{Delay, Shared};
 use crate::classify::{Classify, Outcome, kind_of};
 use crate::error::{BoxError, ErrorKind};
-use crate::retry::Replay;
+use crate::retry::{Payment, Replay};
 
 pin_project! {
     /// The response future of [`Hedge`](super::Hedge).
@@ -52,9 +53,12 @@ pub(crate) struct Hedging<S, Req, R> {
     sent: u32,
     /// A hedge is due: the timer fired or an attempt failed.
     due: bool,
-    /// The due hedge is paid for from the budget (it waits for the
-    /// service's readiness).
-    paid: bool,
+    /// The next hedge waits for the timer a failure's pushback set: the
+    /// request waits for it even with no attempt out.
+    held: bool,
+    /// What the next hedge paid the budget, once it is due (it waits for
+    /// the service's readiness); given back if it never goes.
+    paid: Option<Payment>,
 }
 
 impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
@@ -104,7 +108,8 @@ where
                 replay,
                 sent: 1,
                 due: false,
-                paid: false,
+                held: false,
+                paid: None,
             }),
             started: Some(started),
             last: None,
@@ -152,6 +157,7 @@ where
                 this.timer.set(None);
                 if let Some(hedging) = this.hedging.as_mut() {
                     hedging.due = true;
+                    hedging.held = false;
                 }
             }
             if this.hedging.as_ref().is_some_and(|h| h.due) {
@@ -162,8 +168,9 @@ where
                 }
             }
             let out = this.first.is_some() || !this.hedges.is_empty();
-            let sending = this.hedging.as_ref().is_some_and(|h| h.due);
-            if out || sending {
+            // A hedge due, or held by a pushback, is still to come.
+            let coming = this.hedging.as_ref().is_some_and(|h| h.due || h.held);
+            if out || coming {
                 return Poll::Pending;
             }
             // Every attempt failed, and no more may go.
@@ -184,7 +191,8 @@ where
 {
     /// Judges an attempt's result: a success or a final outcome ends the
     /// request (the other attempts are dropped with this future); a
-    /// failure is kept, and makes the next hedge due at once.
+    /// failure is kept, and sets when the next hedge goes (see
+    /// [`after_failure`](Self::after_failure)).
     /// `hedge` is when the attempt was sent, if it was a hedge.
     fn judge(
         &mut self,
@@ -225,11 +233,53 @@ where
             Outcome::Ignored => Some(result.map_err(Into::into)),
             Outcome::Failure => {
                 self.shared.budget.on_failure();
+                // Read only when it could change something: it may cost
+                // more than the classification.
+                let pushback = if self.may_hedge() {
+                    self.classifier.retry_after(&result)
+                } else {
+                    None
+                };
                 *self.last = Some(result);
-                if let Some(hedging) = self.hedging.as_mut() {
-                    hedging.due = true;
-                }
+                self.after_failure(pushback);
                 None
+            }
+        }
+    }
+
+    /// Whether another hedge may still go for this request.
+    fn may_hedge(&self) -> bool {
+        self.hedging
+            .as_ref()
+            .is_some_and(|h| h.sent < self.shared.max_attempts && h.request.is_some())
+    }
+
+    /// Sets when the next hedge goes after a failure, by the server's
+    /// pushback as gRPC's hedging defines it: without one, at once; after
+    /// a wait, that long from now (the hedges after it go back to the
+    /// delay); asked not to retry ([`Duration::MAX`], as
+    /// [`Classify::retry_after`] reports it), never: the attempts out run
+    /// on and may still win, but no more are sent.
+    fn after_failure(&mut self, pushback: Option<Duration>) {
+        let Some(hedging) = self.hedging.as_mut() else {
+            return;
+        };
+        let Some(wait) = pushback else {
+            hedging.due = true;
+            return;
+        };
+        // A wait past what the clock can hold is as good as never.
+        match Instant::now().checked_add(wait) {
+            Some(at) if wait != Duration::MAX => {
+                // A hedge already paid for keeps its payment for when it
+                // goes.
+                hedging.due = false;
+                hedging.held = true;
+                self.timer.set(Some(tokio::time::sleep_until(at)));
+            }
+            _ => {
+                self.shared.pushback_stopped();
+                self.stop();
             }
         }
     }
@@ -246,12 +296,12 @@ where
         }
         // Paid for first, so that a hedge the budget refuses never queues
         // for the service's readiness.
-        if !hedging.paid {
-            if !self.shared.budget.try_retry() {
+        if hedging.paid.is_none() {
+            let Some(payment) = self.shared.budget.try_pay() else {
                 self.shared.count_budget_refusal();
                 return Poll::Ready(self.stop());
-            }
-            hedging.paid = true;
+            };
+            hedging.paid = Some(payment);
         }
         if let Err(err) = ready!(hedging.service.poll_ready(cx)) {
             // The service cannot take more: this is the hedge's failure.
@@ -275,7 +325,8 @@ where
         let future = hedging.service.call(request);
         hedging.sent += 1;
         hedging.due = false;
-        hedging.paid = false;
+        hedging.held = false;
+        hedging.paid = None;
         self.shared.count_sent(hedging.sent - 1);
         self.hedges.push((Box::pin(future), Instant::now()));
         // The next hedge goes one delay after this one, if one may.
@@ -298,9 +349,12 @@ where
         done
     }
 
-    /// No more hedges for this request.
+    /// No more hedges for this request. A hedge paid for but not sent
+    /// gives its payment back: only hedges that go cost the budget.
     fn stop(&mut self) -> bool {
-        *self.hedging = None;
+        if let Some(payment) = self.hedging.take().and_then(|h| h.paid) {
+            self.shared.budget.refund(payment);
+        }
         self.timer.set(None);
         false
     }

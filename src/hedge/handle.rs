@@ -151,6 +151,13 @@ impl Shared {
         self.refused_count.add();
         tracing::debug!(target: "palisade::hedge", name = self.name.as_str(), "hedge refused by the budget");
     }
+
+    /// A failure's pushback asked for no more attempts: hedging stopped
+    /// for its request.
+    #[cold]
+    pub(crate) fn pushback_stopped(&self) {
+        tracing::debug!(target: "palisade::hedge", name = self.name.as_str(), "hedging stopped by the server's pushback");
+    }
 }
 
 impl std::fmt::Debug for Shared {

@@ -41,10 +41,21 @@
 //! - The next hedge goes one delay after the previous attempt was sent,
 //!   up to `max_attempts` in all (default 2).
 //! - An attempt that fails (the classifier's `Failure`, such as a 503)
-//!   does not end the race: the next hedge goes at once, and the caller
-//!   gets a failure only when every attempt has failed. An outcome the
+//!   does not end the race: the next hedge goes at once (unless the
+//!   failure's pushback says otherwise, below), and the caller gets a
+//!   failure only when every attempt has failed. An outcome the
 //!   classifier calls `Ignored` (such as a 400 or a 404) is final: it is
 //!   returned at once, as another attempt would answer the same.
+//! - A failure's server pushback ([`Classify::retry_after`], asked only of
+//!   failures; gRPC's `grpc-retry-pushback-ms` through `GrpcClassifier`)
+//!   is obeyed as gRPC's hedging defines it. A wait holds the next hedge
+//!   until that long after the failure, not at once nor at the delay, and
+//!   the hedges after it go one delay apart again. The request waits for
+//!   that hedge even with no attempt out, however long the server asked
+//!   for: a timeout outside the hedge bounds it. "Do not retry"
+//!   (`Duration::MAX`) sends no more hedges for the request: the attempts
+//!   out run on and may still win, and if they all fail the caller gets
+//!   the last failure.
 //! - A refusal by a layer below (an open circuit, a full bulkhead, a
 //!   throttle, a rate limit) says nothing about the upstream: it neither
 //!   ends the race nor sends the next hedge at once; with no other attempt
@@ -56,7 +67,11 @@
 //! - Hedges are paid for from a budget of the retry layer's kind
 //!   ([`RetryBudget`](crate::retry::RetryBudget); by default 20 % of
 //!   requests plus 10 a second): when the dependency is slow for
-//!   everyone, hedging stops adding load instead of doubling it.
+//!   everyone, hedging stops adding load instead of doubling it. A hedge
+//!   is paid for when it is due, before it waits for the service's
+//!   readiness; one that then never goes (the request ended, the
+//!   service's readiness failed, or a pushback said not to retry) is
+//!   given back.
 //!
 //! Hedge outside the timeout of one attempt and inside a retry layer if
 //! there is one, so that each attempt has its own deadline.
@@ -76,6 +91,7 @@
 //! that answers within a microsecond is not hedged.
 //!
 //! [`Replay`]: crate::retry::Replay
+//! [`Classify::retry_after`]: crate::classify::Classify::retry_after
 
 mod future;
 mod handle;

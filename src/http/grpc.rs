@@ -67,7 +67,9 @@
 //!   `grpc-status` is `UNKNOWN`. Errors count as for any HTTP client.
 //! - **Pushback** ([`parse_retry_pushback`]): `grpc-retry-pushback-ms`
 //!   beside the status is retry's least wait; a negative or unreadable
-//!   value asks for no retry at all, and retry obeys.
+//!   value asks for no retry at all, and retry obeys. A hedge heeds both:
+//!   after the failure, its next attempt goes when the wait is over, or
+//!   none goes.
 //! - **Trailers** ([`GrpcStatusLayer`]): a unary response's body is read,
 //!   up to a limit (4 MiB by default), to find the status in its trailers;
 //!   a bigger body passes on unread and counts as a success, and streaming
@@ -296,8 +298,9 @@ pub fn default_grpc_outcome(code: GrpcCode) -> Outcome {
 /// [`parse_retry_pushback`]), or a palisade refusal's own. A pushback that
 /// says not to retry reads as [`Duration::MAX`]: a wait longer than any
 /// backoff allows, so retry returns the response without another attempt
-/// (a breaker built with `open_on_retry_after` does not open on it: it is
-/// advice about one call, not a time the upstream asked for).
+/// and a hedge sends no more attempts for the call (a breaker built with
+/// `open_on_retry_after` does not open on it: it is advice about one call,
+/// not a time the upstream asked for).
 ///
 /// ```
 /// use http::Response;

@@ -283,6 +283,28 @@ impl SharedBudget {
     pub fn try_retry(&self) -> bool {
         self.state.try_retry()
     }
+
+    /// Pays for a retry as [`try_retry`](Self::try_retry) does, and gives
+    /// the [`Payment`] to [`refund`](Self::refund) if the retry never goes.
+    #[cfg_attr(not(feature = "hedge"), allow(dead_code))]
+    pub(crate) fn try_pay(&self) -> Option<Payment> {
+        self.state.try_pay()
+    }
+
+    /// Gives back a payment whose retry never went.
+    #[cfg_attr(not(feature = "hedge"), allow(dead_code))]
+    pub(crate) fn refund(&self, payment: Payment) {
+        self.state.refund(payment);
+    }
+}
+
+/// What paying for one retry took from a budget: a windowed budget's
+/// withdrawal counts in the epoch it was made in, and is given back there.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Payment {
+    /// The epoch of a windowed budget's withdrawal; `None` for the other
+    /// kinds, which take nothing for a retry.
+    epoch: Option<u64>,
 }
 
 /// A budget's shared state.
@@ -334,10 +356,26 @@ impl Budget {
 
     /// Whether a retry may go; if so, it is paid for.
     pub(crate) fn try_retry(&self) -> bool {
+        self.try_pay().is_some()
+    }
+
+    /// Pays for a retry if one may go.
+    pub(crate) fn try_pay(&self) -> Option<Payment> {
         match self {
-            Budget::Tokens(t) => t.allows_retry(),
-            Budget::Windowed(w) => w.try_withdraw(Instant::now()),
-            Budget::Unlimited => true,
+            Budget::Tokens(t) => t.allows_retry().then_some(Payment { epoch: None }),
+            Budget::Windowed(w) => w
+                .withdraw(Instant::now())
+                .map(|epoch| Payment { epoch: Some(epoch) }),
+            Budget::Unlimited => Some(Payment { epoch: None }),
+        }
+    }
+
+    /// Gives back `payment`: a token budget's retry cost nothing (its
+    /// failures spend), a windowed one's withdrawal is taken back.
+    #[cfg_attr(not(feature = "hedge"), allow(dead_code))]
+    pub(crate) fn refund(&self, payment: Payment) {
+        if let (Budget::Windowed(w), Some(epoch)) = (self, payment.epoch) {
+            w.refund(epoch);
         }
     }
 }
@@ -458,14 +496,35 @@ impl Windowed {
             + self.reserve
     }
 
-    /// Concurrent retries that each see the last unit may both take it: the
-    /// budget can be overdrawn by up to one retry per racing thread.
+    #[cfg(all(test, not(loom)))]
     fn try_withdraw(&self, now: Instant) -> bool {
+        self.withdraw(now).is_some()
+    }
+
+    /// Withdraws one unit if the balance holds it, and returns the epoch
+    /// the withdrawal counts in. Concurrent retries that each see the last
+    /// unit may both take it: the budget can be overdrawn by up to one
+    /// retry per racing thread.
+    fn withdraw(&self, now: Instant) -> Option<u64> {
         let epoch = self.epoch(now);
         if self.balance(epoch) < UNIT {
-            return false;
+            return None;
         }
-        self.slot(epoch).withdrawals.add(epoch, UNIT as u64)
+        self.slot(epoch)
+            .withdrawals
+            .add(epoch, UNIT as u64)
+            .then_some(epoch)
+    }
+
+    /// Takes back a withdrawal made in `epoch`. Once the epoch's slot has
+    /// moved on, the withdrawal has left the window and there is nothing
+    /// to take back.
+    #[cfg_attr(not(feature = "hedge"), allow(dead_code))]
+    fn refund(&self, epoch: u64) {
+        let _ = self
+            .slot(epoch)
+            .withdrawals
+            .update(epoch, |count| count.checked_sub(UNIT as u64));
     }
 }
 
@@ -538,6 +597,25 @@ mod tests {
         w.deposit(at(&w, 4_004));
         assert!(w.try_withdraw(at(&w, 4_004)), "the two newest pay for it");
         assert!(!w.try_withdraw(at(&w, 4_004)), "and are spent");
+    }
+
+    #[test]
+    fn a_refund_gives_the_unit_back_while_its_withdrawal_counts() {
+        let w = windowed(1_000, 1, 0.0);
+        let epoch = w.withdraw(at(&w, 0)).expect("the reserve pays");
+        assert!(!w.try_withdraw(at(&w, 50)), "the reserve is spent");
+        w.refund(epoch);
+        assert!(w.try_withdraw(at(&w, 50)), "given back");
+        // A withdrawal whose slot has moved on has left the window: there
+        // is nothing to take back, and the newer epoch's count stays.
+        let later = w.withdraw(at(&w, 1_050)).expect("the window moved on");
+        w.refund(epoch);
+        assert!(
+            !w.try_withdraw(at(&w, 1_050)),
+            "the newer withdrawal stands"
+        );
+        w.refund(later);
+        assert!(w.try_withdraw(at(&w, 1_050)));
     }
 
     #[test]

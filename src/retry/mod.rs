@@ -136,6 +136,8 @@ mod layer;
 mod replay;
 
 pub use backoff::{Backoff, Delays, Jitter};
+#[cfg(feature = "hedge")]
+pub(crate) use budget::Payment;
 pub use budget::{RetryBudget, SharedBudget};
 pub use future::ResponseFuture;
 pub use handle::{Counts, Handle, RetryEvent};
