@@ -332,6 +332,27 @@ async fn a_retry_after_sets_the_least_wait() {
     assert_eq!(far.calls(), 1);
 }
 
+/// A result that says "do not retry" (`Duration::MAX`, as a negative gRPC
+/// pushback reads) is not retried even by a backoff with no maximum, where
+/// it used to sleep for good.
+#[tokio::test(start_paused = true)]
+async fn do_not_retry_holds_without_a_maximum_backoff() {
+    let layer = plain(3, ms(10))
+        .classifier(with_retry_after(
+            DefaultClassifier,
+            |r: &Result<&'static str, BoxError>| r.is_err().then_some(Duration::MAX),
+        ))
+        .build()
+        .unwrap();
+    let script = Script::new(&[Reply::Fail("stop"), Reply::Ok("done")]);
+    let mut call = task::spawn(send(&layer, &script, 1));
+    match call.poll() {
+        std::task::Poll::Ready(Err(err)) => assert_eq!(err.to_string(), "stop"),
+        other => panic!("the failure comes back at once, got {other:?}"),
+    }
+    assert_eq!(script.calls(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_zero_delay_retries_without_a_timer() {
     let layer = plain(4, Duration::ZERO).build().unwrap();

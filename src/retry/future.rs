@@ -387,8 +387,10 @@ where
     let delay = match retry_after {
         // Retrying sooner than the upstream asked would most likely fail
         // again; waiting longer than the backoff allows is not wanted
-        // either: give up.
-        Some(asked) if asked > shared.backoff.max => return None,
+        // either: give up. `Duration::MAX` is a result's "do not retry"
+        // (gRPC's negative pushback), even where the backoff has no
+        // maximum.
+        Some(asked) if asked == Duration::MAX || asked > shared.backoff.max => return None,
         Some(asked) => backoff.max(asked),
         None => backoff,
     };

@@ -190,7 +190,8 @@ impl<S, C, R, D> Retry<S, C, R, D> {
         &self.inner
     }
 
-    /// The wrapped service, mutably.
+    /// The wrapped service, mutably. First attempts go to it; retries go
+    /// to clones of the service as the layer wrapped it.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
