@@ -95,20 +95,33 @@ where
 {
     c.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            let start = std::time::Instant::now();
+            // Timed from the moment both threads are ready to call, so the
+            // threads' start-up is not measured and the two run side by
+            // side for the whole sample (a thread started late would call
+            // alone for a while, and contention would go unmeasured).
+            let start = std::sync::Barrier::new(3);
             std::thread::scope(|scope| {
-                for _ in 0..2 {
-                    let mut svc = svc.clone();
-                    let handle = runtime.handle().clone();
-                    scope.spawn(move || {
-                        let _guard = handle.enter();
-                        for i in 0..iters {
-                            call_once(&mut svc, black_box(i));
-                        }
-                    });
+                let workers: Vec<_> = (0..2)
+                    .map(|_| {
+                        let mut svc = svc.clone();
+                        let handle = runtime.handle().clone();
+                        let start = &start;
+                        scope.spawn(move || {
+                            let _guard = handle.enter();
+                            start.wait();
+                            for i in 0..iters {
+                                call_once(&mut svc, black_box(i));
+                            }
+                        })
+                    })
+                    .collect();
+                start.wait();
+                let started = std::time::Instant::now();
+                for worker in workers {
+                    worker.join().expect("a worker panicked");
                 }
-            });
-            start.elapsed() / 2
+                started.elapsed() / 2
+            })
         })
     });
 }

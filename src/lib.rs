@@ -232,6 +232,8 @@ mod clock;
     )
 ))]
 mod serde_duration;
+#[cfg(feature = "retry")]
+mod striped;
 #[cfg(any(
     feature = "adaptive",
     feature = "bulkhead",

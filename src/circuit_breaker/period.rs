@@ -149,6 +149,9 @@ pub(crate) struct Start {
     pub(crate) refusals_before: u64,
 }
 
+// Aligned to cache lines, so that its fields do not share one with the
+// reference count every admitted call moves up and down.
+#[repr(align(128))]
 pub(crate) struct Period {
     pub(crate) start: Start,
     window: Option<Window>,

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, CachePadded, Ordering};
 
 /// One recorded (not ignored) outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,8 +119,9 @@ fn encode(record: Record) -> u8 {
 /// oldest, with running totals adjusted by the difference.
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
-    // Outcomes recorded so far; the next goes to `head % n`.
-    head: AtomicU64,
+    // Outcomes recorded so far; the next goes to `head % n`. Written by
+    // every call: on lines of its own, away from what calls only read.
+    head: CachePadded<AtomicU64>,
     failures: AtomicI64,
     slow: AtomicI64,
 }
@@ -129,7 +130,7 @@ impl CountWindow {
     fn new(n: usize) -> Self {
         CountWindow {
             slots: (0..n.max(1)).map(|_| AtomicU8::new(0)).collect(),
-            head: AtomicU64::new(0),
+            head: CachePadded(AtomicU64::new(0)),
             failures: AtomicI64::new(0),
             slow: AtomicI64::new(0),
         }

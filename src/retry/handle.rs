@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::layer::Shared;
 use crate::metrics::Count;
+use crate::striped::StripedCounts;
 use crate::sync::{AtomicU64, Ordering};
 
 /// A handle on a retry layer's counters, shared by every service it builds.
@@ -45,10 +46,9 @@ const OUTCOMES: [&str; 4] = [
 /// `palisade_retry_budget_refusals_total{name}`.
 #[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) succeeded_without_retry: AtomicU64,
-    pub(crate) succeeded_after_retry: AtomicU64,
-    pub(crate) failed_without_retry: AtomicU64,
-    pub(crate) failed_after_retry: AtomicU64,
+    /// Requests by outcome, in the order of `finished`: counted on every
+    /// request, so striped by thread.
+    outcomes: StripedCounts<4>,
     pub(crate) retries: AtomicU64,
     pub(crate) budget_refusals: AtomicU64,
     /// In the order of `finished`'s outcomes.
@@ -63,10 +63,7 @@ impl Counters {
             Count::labelled("palisade_retry_requests_total", name, "outcome", outcome)
         });
         Counters {
-            succeeded_without_retry: AtomicU64::new(0),
-            succeeded_after_retry: AtomicU64::new(0),
-            failed_without_retry: AtomicU64::new(0),
-            failed_after_retry: AtomicU64::new(0),
+            outcomes: StripedCounts::new(),
             retries: AtomicU64::new(0),
             budget_refusals: AtomicU64::new(0),
             requests,
@@ -78,13 +75,13 @@ impl Counters {
     /// Counts a request's end; returns its outcome's label.
     #[inline]
     pub(crate) fn finished(&self, succeeded: bool, retried: bool) -> &'static str {
-        let (counter, i) = match (succeeded, retried) {
-            (true, false) => (&self.succeeded_without_retry, 0),
-            (true, true) => (&self.succeeded_after_retry, 1),
-            (false, false) => (&self.failed_without_retry, 2),
-            (false, true) => (&self.failed_after_retry, 3),
+        let i = match (succeeded, retried) {
+            (true, false) => 0,
+            (true, true) => 1,
+            (false, false) => 2,
+            (false, true) => 3,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.outcomes.add_one(i);
         self.requests[i].add();
         OUTCOMES[i]
     }
@@ -131,10 +128,10 @@ impl Handle {
         let c = &self.shared.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Counts {
-            succeeded_without_retry: load(&c.succeeded_without_retry),
-            succeeded_after_retry: load(&c.succeeded_after_retry),
-            failed_without_retry: load(&c.failed_without_retry),
-            failed_after_retry: load(&c.failed_after_retry),
+            succeeded_without_retry: c.outcomes.get(0),
+            succeeded_after_retry: c.outcomes.get(1),
+            failed_without_retry: c.outcomes.get(2),
+            failed_after_retry: c.outcomes.get(3),
             retries: load(&c.retries),
             budget_refusals: load(&c.budget_refusals),
         }
