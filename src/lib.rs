@@ -233,6 +233,8 @@ mod clock;
 ))]
 mod serde_duration;
 #[cfg(feature = "retry")]
+mod spare;
+#[cfg(feature = "retry")]
 mod striped;
 #[cfg(any(
     feature = "adaptive",

@@ -856,3 +856,68 @@ async fn grpc_pushback_that_says_do_not_retry_stops_hedging() {
     // once, and that one a fourth... up to three.
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
 }
+
+/// The hand's service, counting how often it is cloned.
+struct Counted<S> {
+    inner: S,
+    clones: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S: Clone> Clone for Counted<S> {
+    fn clone(&self) -> Self {
+        self.clones
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Counted {
+            inner: self.inner.clone(),
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+impl<S: Service<u16>> Service<u16> for Counted<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: u16) -> S::Future {
+        self.inner.call(request)
+    }
+}
+
+/// A request answered before the delay clones nothing below the layer; a
+/// hedged one clones the service once, for all its hedges (a clone moves
+/// the reference count of every `Arc` in the stack below, on cache lines
+/// all threads share).
+#[tokio::test(start_paused = true)]
+async fn only_a_hedged_request_clones_the_service() {
+    let hand = Hand::new();
+    let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Counted {
+        inner: hand.service(),
+        clones: clones.clone(),
+    };
+    let mut svc = fixed(100, 3).build().unwrap().layer(counted);
+    let made = clones.load(std::sync::atomic::Ordering::SeqCst);
+    let count = || clones.load(std::sync::atomic::Ordering::SeqCst) - made;
+
+    let quick = tokio::spawn(svc.ready().await.unwrap().call(0));
+    hand.at(10).await;
+    hand.answer(0, Ok(200));
+    assert_eq!(quick.await.unwrap().unwrap(), 200);
+    assert_eq!(count(), 0, "not hedged, no clone");
+
+    let slow = tokio::spawn(svc.ready().await.unwrap().call(0));
+    hand.at(230).await;
+    // The first request at 0, the second at 10 and its hedges after it.
+    assert_eq!(hand.arrivals(), [0, 10, 110, 210], "two hedges went");
+    hand.answer(3, Ok(200));
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    assert_eq!(count(), 1, "one clone for the request's two hedges");
+}

@@ -15,6 +15,7 @@ use super::handle::{Delay, Shared};
 use crate::classify::{Classify, Outcome, kind_of};
 use crate::error::{BoxError, ErrorKind};
 use crate::retry::{Payment, Replay};
+use crate::spare::WithSpare;
 
 pin_project! {
     /// The response future of [`Hedge`](super::Hedge).
@@ -39,14 +40,16 @@ pin_project! {
         // The last failure, returned if no attempt succeeds.
         last: Option<Result<S::Response, S::Error>>,
         classifier: C,
-        shared: Arc<Shared>,
+        // The layer's state, and the service hedges go to.
+        layer: Arc<WithSpare<Shared, S>>,
     }
 }
 
-/// What sending more attempts needs: a clone of the service, the copy of
-/// the request, and where the sending stands.
+/// What sending more attempts needs: a clone of the service (made when the
+/// first hedge is due), the copy of the request, and where the sending
+/// stands.
 pub(crate) struct Hedging<S, Req, R> {
-    service: S,
+    service: Option<S>,
     request: Option<Req>,
     replay: R,
     /// Attempts sent so far, the first included.
@@ -71,7 +74,7 @@ where
         future: S::Future,
         started: Option<Instant>,
         classifier: C,
-        shared: Arc<Shared>,
+        layer: Arc<WithSpare<Shared, S>>,
     ) -> Self {
         ResponseFuture {
             first: Some(future),
@@ -81,7 +84,7 @@ where
             started,
             last: None,
             classifier,
-            shared,
+            layer,
         }
     }
 
@@ -92,18 +95,17 @@ where
         future: S::Future,
         started: Instant,
         first_hedge_at: Option<Instant>,
-        service: S,
         request: Req,
         replay: R,
         classifier: C,
-        shared: Arc<Shared>,
+        layer: Arc<WithSpare<Shared, S>>,
     ) -> Self {
         ResponseFuture {
             first: Some(future),
             hedges: Vec::new(),
             timer: first_hedge_at.map(tokio::time::sleep_until),
             hedging: Some(Hedging {
-                service,
+                service: None,
                 request: Some(request),
                 replay,
                 sent: 1,
@@ -114,14 +116,14 @@ where
             started: Some(started),
             last: None,
             classifier,
-            shared,
+            layer,
         }
     }
 }
 
 impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError> + 'static,
     C: Classify<S::Response, S::Error>,
     R: Replay<Req>,
@@ -184,7 +186,7 @@ where
 
 impl<S, Req, C, R> ResponseFutureProj<'_, S, Req, C, R>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError> + 'static,
     C: Classify<S::Response, S::Error>,
     R: Replay<Req>,
@@ -212,19 +214,19 @@ where
         }
         match self.classifier.classify(&result) {
             Outcome::Success => {
-                self.shared.budget.on_success();
+                self.layer.shared.budget.on_success();
                 // The attempts' latencies: a first attempt that won, as it
                 // took; a hedge that won, as it took, and the first attempt
                 // it beat as at least the time it had run (recording the
                 // hedge alone would let hedged requests pull the delay
                 // down; the request's wait alone, push it up).
                 if let (Delay::Learned(learned), Some(started)) =
-                    (&self.shared.delay, *self.started)
+                    (&self.layer.shared.delay, *self.started)
                 {
                     learned.record(started, hedge);
                 }
                 if hedge.is_some() {
-                    self.shared.count_won();
+                    self.layer.shared.count_won();
                 }
                 Some(result.map_err(Into::into))
             }
@@ -232,7 +234,7 @@ where
             // attempt would answer the same.
             Outcome::Ignored => Some(result.map_err(Into::into)),
             Outcome::Failure => {
-                self.shared.budget.on_failure();
+                self.layer.shared.budget.on_failure();
                 // Read only when it could change something: it may cost
                 // more than the classification.
                 let pushback = if self.may_hedge() {
@@ -251,7 +253,7 @@ where
     fn may_hedge(&self) -> bool {
         self.hedging
             .as_ref()
-            .is_some_and(|h| h.sent < self.shared.max_attempts && h.request.is_some())
+            .is_some_and(|h| h.sent < self.layer.shared.max_attempts && h.request.is_some())
     }
 
     /// Sets when the next hedge goes after a failure, by the server's
@@ -278,7 +280,7 @@ where
                 self.timer.set(Some(tokio::time::sleep_until(at)));
             }
             _ => {
-                self.shared.pushback_stopped();
+                self.layer.shared.pushback_stopped();
                 self.stop();
             }
         }
@@ -291,19 +293,20 @@ where
         let Some(hedging) = self.hedging.as_mut() else {
             return Poll::Ready(false);
         };
-        if hedging.sent >= self.shared.max_attempts || hedging.request.is_none() {
+        if hedging.sent >= self.layer.shared.max_attempts || hedging.request.is_none() {
             return Poll::Ready(self.stop());
         }
         // Paid for first, so that a hedge the budget refuses never queues
         // for the service's readiness.
         if hedging.paid.is_none() {
-            let Some(payment) = self.shared.budget.try_pay() else {
-                self.shared.count_budget_refusal();
+            let Some(payment) = self.layer.shared.budget.try_pay() else {
+                self.layer.shared.count_budget_refusal();
                 return Poll::Ready(self.stop());
             };
             hedging.paid = Some(payment);
         }
-        if let Err(err) = ready!(hedging.service.poll_ready(cx)) {
+        let service = hedging.service.get_or_insert_with(|| self.layer.service());
+        if let Err(err) = ready!(service.poll_ready(cx)) {
             // The service cannot take more: this is the hedge's failure.
             if self.last.is_none() {
                 *self.last = Some(Err(err));
@@ -311,7 +314,7 @@ where
             return Poll::Ready(self.stop());
         }
         // The last attempt sends the copy itself; earlier ones a copy of it.
-        let request = if hedging.sent + 1 >= self.shared.max_attempts {
+        let request = if hedging.sent + 1 >= self.layer.shared.max_attempts {
             hedging.request.take()
         } else {
             hedging
@@ -322,16 +325,16 @@ where
         let Some(request) = request else {
             return Poll::Ready(self.stop());
         };
-        let future = hedging.service.call(request);
+        let future = service.call(request);
         hedging.sent += 1;
         hedging.due = false;
         hedging.held = false;
         hedging.paid = None;
-        self.shared.count_sent(hedging.sent - 1);
+        self.layer.shared.count_sent(hedging.sent - 1);
         self.hedges.push((Box::pin(future), Instant::now()));
         // The next hedge goes one delay after this one, if one may.
-        let next = match self.shared.delay() {
-            Some(delay) if hedging.sent < self.shared.max_attempts => {
+        let next = match self.layer.shared.delay() {
+            Some(delay) if hedging.sent < self.layer.shared.max_attempts => {
                 Instant::now().checked_add(delay)
             }
             _ => None,
@@ -353,7 +356,7 @@ where
     /// gives its payment back: only hedges that go cost the budget.
     fn stop(&mut self) -> bool {
         if let Some(payment) = self.hedging.take().and_then(|h| h.paid) {
-            self.shared.budget.refund(payment);
+            self.layer.shared.budget.refund(payment);
         }
         self.timer.set(None);
         false

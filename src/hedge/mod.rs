@@ -79,9 +79,11 @@
 //! # What it costs
 //!
 //! A request that may be hedged reads the clock when its first attempt
-//! goes (a windowed budget reads it too), clones the service and the
-//! request, and makes a timer that joins tokio's timer wheel only if the
-//! attempt is still out at the first poll; a hedge sent reads the clock,
+//! goes (a windowed budget reads it too), copies the request, and makes a
+//! timer that joins tokio's timer wheel only if the attempt is still out
+//! at the first poll. Its first hedge clones the service (a spare of the
+//! one the layer wrapped, kept when the layer was applied: a request
+//! answered in time clones nothing); a hedge sent reads the clock,
 //! allocates its future and re-arms the timer. A learned delay reads the
 //! clock and takes a short lock per successful request to record its
 //! attempts' latencies: the winner's as it took and, when a hedge won, the
@@ -108,6 +110,7 @@ use tower_service::Service;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::error::BoxError;
 use crate::retry::{CloneRequest, Replay};
+use crate::spare::WithSpare;
 
 pub use future::ResponseFuture;
 pub use handle::{Counts, Handle};
@@ -119,21 +122,24 @@ use handle::Shared;
 /// [module docs](self).
 pub struct Hedge<S, C = DefaultClassifier, R = CloneRequest> {
     inner: S,
-    shared: Arc<Shared>,
+    // The layer's state, and the service hedges go to.
+    hedges: Arc<WithSpare<Shared, S>>,
     classifier: C,
     replay: R,
 }
 
-impl<S, C, R> Hedge<S, C, R> {
+impl<S: Clone, C, R> Hedge<S, C, R> {
     fn new(inner: S, shared: Arc<Shared>, classifier: C, replay: R) -> Self {
         Hedge {
+            hedges: Arc::new(WithSpare::new(shared, &inner)),
             inner,
-            shared,
             classifier,
             replay,
         }
     }
+}
 
+impl<S, C, R> Hedge<S, C, R> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -146,13 +152,14 @@ impl<S, C, R> Hedge<S, C, R> {
 }
 
 impl<S: Clone, C: Clone, R: Clone> Clone for Hedge<S, C, R> {
+    /// The clone shares the layer's state and the service hedges go to.
     fn clone(&self) -> Self {
-        Hedge::new(
-            self.inner.clone(),
-            self.shared.clone(),
-            self.classifier.clone(),
-            self.replay.clone(),
-        )
+        Hedge {
+            inner: self.inner.clone(),
+            hedges: self.hedges.clone(),
+            classifier: self.classifier.clone(),
+            replay: self.replay.clone(),
+        }
     }
 }
 
@@ -172,7 +179,7 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let shared = &self.shared;
+        let shared = &self.hedges.shared;
         shared.count_request();
         shared.budget.on_request();
         let delay = shared.delay();
@@ -186,7 +193,7 @@ where
                 future,
                 started,
                 self.classifier.clone(),
-                shared.clone(),
+                self.hedges.clone(),
             );
         };
         let started = Instant::now();
@@ -195,11 +202,10 @@ where
             future,
             started,
             started.checked_add(delay),
-            self.inner.clone(),
             copy,
             self.replay.clone(),
             self.classifier.clone(),
-            shared.clone(),
+            self.hedges.clone(),
         )
     }
 }
@@ -208,7 +214,7 @@ impl<S: fmt::Debug, C, R> fmt::Debug for Hedge<S, C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hedge")
             .field("inner", &self.inner)
-            .field("shared", &self.shared)
+            .field("shared", &self.hedges.shared)
             .finish_non_exhaustive()
     }
 }

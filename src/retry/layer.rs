@@ -18,7 +18,8 @@ use crate::deadline::NoDeadline;
 use crate::error::ConfigError;
 use crate::name::Name;
 use crate::rng::{Rng, splitmix64};
-use crate::sync::{AtomicU64, Mutex, Ordering, lock};
+use crate::spare::WithSpare;
+use crate::sync::{AtomicU64, Ordering};
 
 const LAYER: &str = "retry";
 const DEFAULT_NAME: &str = "retry";
@@ -46,29 +47,7 @@ pub(crate) struct Shared {
 
 /// What a [`Retry`]'s clones and their response futures share: the
 /// layer's state, and the service retries go to.
-pub(crate) struct Retries<S> {
-    pub(crate) shared: Arc<Shared>,
-    // A clone of the service the layer wrapped, never called itself: a
-    // request's first retry clones it. Cloning the inner service for
-    // every request instead (as tower's retry does) costs a reference
-    // count up and down for each `Arc` in the stack below, on cache lines
-    // every thread shares, and most requests are never retried.
-    service: Mutex<S>,
-}
-
-impl<S: Clone> Retries<S> {
-    pub(crate) fn new(shared: Arc<Shared>, service: &S) -> Self {
-        Retries {
-            shared,
-            service: Mutex::new(service.clone()),
-        }
-    }
-
-    /// A fresh clone of the wrapped service, for one request's retries.
-    pub(crate) fn service(&self) -> S {
-        lock(&self.service).clone()
-    }
-}
+pub(crate) type Retries<S> = WithSpare<Shared, S>;
 
 impl Shared {
     /// A fresh generator for one request's retries: every request gets its
