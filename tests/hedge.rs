@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cloned::CountsClones;
 use palisade::BoxError;
 use palisade::classify::{Classify, Outcome};
 use palisade::hedge::{HedgeBuilder, HedgeLayer};
@@ -13,6 +14,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
+
+#[path = "support/cloned.rs"]
+mod cloned;
 
 type Reply = Result<u16, BoxError>;
 
@@ -857,40 +861,6 @@ async fn grpc_pushback_that_says_do_not_retry_stops_hedging() {
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
 }
 
-/// The hand's service, counting how often it is cloned.
-struct Counted<S> {
-    inner: S,
-    clones: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl<S: Clone> Clone for Counted<S> {
-    fn clone(&self) -> Self {
-        self.clones
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Counted {
-            inner: self.inner.clone(),
-            clones: self.clones.clone(),
-        }
-    }
-}
-
-impl<S: Service<u16>> Service<u16> for Counted<S> {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: u16) -> S::Future {
-        self.inner.call(request)
-    }
-}
-
 /// A request answered before the delay clones nothing below the layer; a
 /// hedged one clones the service once, for all its hedges (a clone moves
 /// the reference count of every `Arc` in the stack below, on cache lines
@@ -898,14 +868,11 @@ impl<S: Service<u16>> Service<u16> for Counted<S> {
 #[tokio::test(start_paused = true)]
 async fn only_a_hedged_request_clones_the_service() {
     let hand = Hand::new();
-    let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = Counted {
-        inner: hand.service(),
-        clones: clones.clone(),
-    };
+    let counted = CountsClones::new(hand.service());
+    let clones = counted.counter();
     let mut svc = fixed(100, 3).build().unwrap().layer(counted);
-    let made = clones.load(std::sync::atomic::Ordering::SeqCst);
-    let count = || clones.load(std::sync::atomic::Ordering::SeqCst) - made;
+    let made = clones();
+    let count = || clones() - made;
 
     let quick = tokio::spawn(svc.ready().await.unwrap().call(0));
     hand.at(10).await;

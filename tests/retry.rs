@@ -1,6 +1,8 @@
 //! The retry layer, under tokio's paused clock. Scenario ids refer to
 //! `SCENARIOS.md`.
 
+#[path = "support/cloned.rs"]
+mod cloned;
 mod support;
 #[path = "support/traced.rs"]
 mod traced;
@@ -10,6 +12,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cloned::CountsClones;
 use palisade::classify::{DefaultClassifier, Outcome, with_retry_after};
 use palisade::retry::{Backoff, Jitter, RetryBudget, RetryBuilder, RetryLayer};
 use palisade::{BoxError, ErrorKind};
@@ -920,40 +923,6 @@ async fn a_retry_abandoned_at_the_deadline_is_an_error_event() {
 
 // ------------------------------------------------------------------ clones
 
-/// The script's service, counting how often it is cloned.
-struct Counted {
-    inner: BoxCloneService<u32, &'static str, BoxError>,
-    clones: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Clone for Counted {
-    fn clone(&self) -> Self {
-        self.clones
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Counted {
-            inner: self.inner.clone(),
-            clones: self.clones.clone(),
-        }
-    }
-}
-
-impl Service<u32> for Counted {
-    type Response = &'static str;
-    type Error = BoxError;
-    type Future = <BoxCloneService<u32, &'static str, BoxError> as Service<u32>>::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: u32) -> Self::Future {
-        self.inner.call(request)
-    }
-}
-
 /// Requests that succeed at once clone nothing below the layer; a request
 /// that is retried clones the service once, however many retries it
 /// makes (every clone of the inner service costs its `Arc`s a count up and
@@ -967,14 +936,11 @@ async fn only_a_retried_request_clones_the_service() {
         Reply::Fail("y"),
         Reply::Ok("c"),
     ]);
-    let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = Counted {
-        inner: script.service(),
-        clones: clones.clone(),
-    };
+    let counted = CountsClones::new(script.service());
+    let clones = counted.counter();
     let mut svc = plain(3, ms(10)).build().unwrap().layer(counted);
-    let made = clones.load(std::sync::atomic::Ordering::SeqCst);
-    let count = || clones.load(std::sync::atomic::Ordering::SeqCst) - made;
+    let made = clones();
+    let count = || clones() - made;
     assert_eq!(svc.ready().await.unwrap().call(1).await.unwrap(), "a");
     assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), "b");
     assert_eq!(count(), 0, "no retry, no clone");
