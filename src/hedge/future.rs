@@ -19,7 +19,8 @@ use crate::retry::{Payment, Replay};
 pin_project! {
     /// The response future of [`Hedge`](super::Hedge).
     ///
-    /// Dropping it cancels every attempt still out.
+    /// Dropping it cancels every attempt still out, and gives back a hedge
+    /// paid for but not sent.
     #[project = ResponseFutureProj]
     pub struct ResponseFuture<S, Req, C, R>
     where
@@ -40,6 +41,20 @@ pin_project! {
         last: Option<Result<S::Response, S::Error>>,
         classifier: C,
         shared: Arc<Shared>,
+    }
+
+    // A caller that drops the request (a timeout outside the hedge) ends
+    // it too: a hedge paid for but not sent gives its payment back.
+    impl<S, Req, C, R> PinnedDrop for ResponseFuture<S, Req, C, R>
+    where
+        S: Service<Req>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(payment) = this.hedging.take().and_then(|h| h.paid) {
+                this.shared.budget.refund(payment);
+            }
+        }
     }
 }
 
