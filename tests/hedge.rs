@@ -764,6 +764,41 @@ async fn a_hedge_paid_for_that_never_goes_is_given_back() {
     assert_eq!(answered(reply).await.unwrap(), 200);
 }
 
+/// A hedge paid for that never goes because the caller dropped the request
+/// (as a timeout outside the hedge does) is given back too: (a) while it
+/// waits for the service's readiness (a limit of one call at a time, which
+/// the first attempt holds); (b) while a pushback holds it.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_paid_for_is_given_back_when_the_request_is_dropped() {
+    let one_at_a_time = tower::limit::ConcurrencyLimitLayer::new(1);
+    for pushback in [None, Some(Duration::from_millis(500))] {
+        let hand = Hand::new();
+        let layer = fixed(10, 3)
+            .classifier(PushedBack(pushback))
+            .budget(one_hedge_a_second())
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let svc = layer.layer(one_at_a_time.layer(hand.service()));
+        let reply = send(svc.clone());
+        hand.at(20).await; // paid at 10 ms, waiting for the first attempt
+        if pushback.is_some() {
+            // The 503 holds the paid hedge 500 ms.
+            hand.answer(0, Ok(503));
+            hand.at(30).await;
+        }
+        reply.abort();
+        hand.at(40).await;
+        let reply = send(svc.clone());
+        hand.at(60).await; // paid at 50 ms, if it was given back
+        assert_eq!(handle.counts().budget_refusals, 0, "{pushback:?}");
+        let last = hand.arrivals().len() - 1;
+        hand.answer(last, Ok(200));
+        assert_eq!(answered(reply).await.unwrap(), 200);
+        assert_eq!(handle.counts().hedges, 0, "no hedge went");
+    }
+}
+
 /// Scenario HG-3, A6 pushback, and the budget: (a) a hedge paid for and
 /// waiting for the service's readiness (a limit of one call at a time,
 /// which the first attempt holds) is given back when a pushback says not

@@ -948,3 +948,17 @@ async fn only_a_retried_request_clones_the_service() {
     assert_eq!(script.calls(), 5);
     assert_eq!(count(), 1, "one clone for a request's two retries");
 }
+
+/// A retry over a service that is `Send` but not `Sync` (a
+/// `BoxCloneService`) is `Send`, and so is its response future: the copy
+/// of the service kept for retries, shared by every clone, sits behind a
+/// lock, so it asks no more of the service than holding it does.
+#[test]
+fn a_service_that_is_send_but_not_sync_makes_a_send_retry() {
+    fn is_send<T: Send>(_: T) {}
+    let inner: BoxCloneService<u32, &'static str, BoxError> =
+        BoxCloneService::new(service_fn(|_: u32| async { Ok::<_, BoxError>("ok") }));
+    let svc = plain(3, ms(10)).build().unwrap().layer(inner);
+    is_send(svc.clone());
+    is_send(svc.oneshot(1));
+}

@@ -20,7 +20,8 @@ use crate::spare::WithSpare;
 pin_project! {
     /// The response future of [`Hedge`](super::Hedge).
     ///
-    /// Dropping it cancels every attempt still out.
+    /// Dropping it cancels every attempt still out, and gives back a hedge
+    /// paid for but not sent.
     #[project = ResponseFutureProj]
     pub struct ResponseFuture<S, Req, C, R>
     where
@@ -42,6 +43,20 @@ pin_project! {
         classifier: C,
         // The layer's state, and the service hedges go to.
         layer: Arc<WithSpare<Shared, S>>,
+    }
+
+    // A caller that drops the request (a timeout outside the hedge) ends
+    // it too: a hedge paid for but not sent gives its payment back.
+    impl<S, Req, C, R> PinnedDrop for ResponseFuture<S, Req, C, R>
+    where
+        S: Service<Req>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(payment) = this.hedging.take().and_then(|h| h.paid) {
+                this.layer.shared.budget.refund(payment);
+            }
+        }
     }
 }
 

@@ -69,9 +69,9 @@
 //!   requests plus 10 a second): when the dependency is slow for
 //!   everyone, hedging stops adding load instead of doubling it. A hedge
 //!   is paid for when it is due, before it waits for the service's
-//!   readiness; one that then never goes (the request ended, the
-//!   service's readiness failed, or a pushback said not to retry) is
-//!   given back.
+//!   readiness; one that then never goes (the request ended, its caller
+//!   dropped it, the service's readiness failed, or a pushback said not
+//!   to retry) is given back.
 //!
 //! Hedge outside the timeout of one attempt and inside a retry layer if
 //! there is one, so that each attempt has its own deadline.

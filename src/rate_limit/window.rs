@@ -123,7 +123,11 @@ impl WindowCounter {
             return (hint, into);
         }
         let epoch = now / window;
-        self.latest.store(epoch, Ordering::Relaxed);
+        // Never lowered (only a change of window resets it): a caller that
+        // read the clock and was held up past a window must not pull the
+        // hint back, or `ahead` would take the later window's count for a
+        // stale one and restart it.
+        self.latest.fetch_max(epoch, Ordering::Relaxed);
         (epoch, now - epoch * window)
     }
 
@@ -398,6 +402,23 @@ mod tests {
             assert_eq!(w.acquire(later + i, 1), Decision::Admitted, "call {i}");
         }
         assert!(matches!(w.acquire(later + 5, 1), Decision::Refused { wait } if !wait.is_zero()));
+    }
+
+    #[test]
+    fn a_caller_late_by_windows_does_not_restart_the_current_count() {
+        // A caller that read the clock, then was held up while others
+        // moved on two windows, finds its window's count tagged with the
+        // later one. It must be refused (to look at the clock again), not
+        // take the tag for a stale one and restart the count others hold.
+        let w = WindowCounter::new(2, Duration::from_millis(10));
+        assert_eq!(admitted(&w, 25 * MS, 2), 2);
+        assert_eq!(
+            w.acquire(5 * MS, 1),
+            Decision::Refused {
+                wait: Duration::from_nanos(1)
+            }
+        );
+        assert_eq!(admitted(&w, 25 * MS, 1), 0, "the window is still full");
     }
 
     #[test]
