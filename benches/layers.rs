@@ -98,8 +98,10 @@ where
             // Timed from the moment both threads are ready to call, so the
             // threads' start-up is not measured and the two run side by
             // side for the whole sample (a thread started late would call
-            // alone for a while, and contention would go unmeasured).
-            let start = std::sync::Barrier::new(3);
+            // alone for a while, and contention would go unmeasured). Each
+            // worker reads the clock itself: from the first start to the
+            // last end.
+            let start = std::sync::Barrier::new(2);
             std::thread::scope(|scope| {
                 let workers: Vec<_> = (0..2)
                     .map(|_| {
@@ -109,18 +111,21 @@ where
                         scope.spawn(move || {
                             let _guard = handle.enter();
                             start.wait();
+                            let began = std::time::Instant::now();
                             for i in 0..iters {
                                 call_once(&mut svc, black_box(i));
                             }
+                            (began, std::time::Instant::now())
                         })
                     })
                     .collect();
-                start.wait();
-                let started = std::time::Instant::now();
-                for worker in workers {
-                    worker.join().expect("a worker panicked");
-                }
-                started.elapsed() / 2
+                let spans: Vec<_> = workers
+                    .into_iter()
+                    .map(|worker| worker.join().expect("a worker panicked"))
+                    .collect();
+                let began = spans.iter().map(|s| s.0).min().expect("two workers");
+                let ended = spans.iter().map(|s| s.1).max().expect("two workers");
+                (ended - began) / 2
             })
         })
     });

@@ -3,9 +3,10 @@
 //! Two sources, one answer. Tokio's clock (`tokio::time::Instant`) is the
 //! one tests control: paused, it stands still until the test advances it,
 //! and every layer must follow it there exactly as tokio's timers do. But
-//! outside tests it is `std::time::Instant::now()`, a system call through
-//! the vDSO that costs about 20 ns on an AMD EPYC VM, most of what a rate
-//! limiter's check costs. With the `fast-clock` feature (on by default) the
+//! outside tests it is `std::time::Instant::now()`, a read of the system's
+//! monotonic clock (through the vDSO, without a system call) that costs
+//! about 20 ns on an AMD EPYC VM, most of what a rate limiter's check
+//! costs. With the `fast-clock` feature (on by default) the
 //! clock reads the CPU's time-stamp counter through `quanta` instead (about
 //! 8 ns there), unless tokio's clock is paused.
 //!
@@ -20,6 +21,11 @@
 //! at that first moment, so the two agree but for the counter's
 //! calibration error (parts per million).
 //!
+//! The counter is calibrated against the system's clock when the first
+//! clock of the process is built (about half a millisecond, once), so that
+//! no request pays for it; a clock's first reading then spins for a
+//! microsecond to decide its source.
+//!
 //! Where no invariant time-stamp counter is available (or the feature is
 //! off) `quanta` and this module read the system's monotonic clock.
 
@@ -33,14 +39,17 @@ use tokio::time::Instant;
 pub(crate) struct Clock {
     origin: Instant,
     #[cfg(feature = "fast-clock")]
-    counter: std::sync::OnceLock<Option<Counter>>,
+    counter: quanta::Clock,
+    /// Set at the first reading: where the counter's readings start from,
+    /// or `None` to read tokio's clock.
+    #[cfg(feature = "fast-clock")]
+    anchor: std::sync::OnceLock<Option<Anchor>>,
 }
 
 /// The time-stamp counter, anchored to tokio's clock at one instant.
 #[cfg(feature = "fast-clock")]
-#[derive(Debug)]
-struct Counter {
-    clock: quanta::Clock,
+#[derive(Clone, Copy, Debug)]
+struct Anchor {
     /// The counter's raw reading at the anchor.
     raw: u64,
     /// Nanoseconds since the origin at the anchor, on tokio's clock.
@@ -52,7 +61,9 @@ impl Clock {
         Clock {
             origin: Instant::now(),
             #[cfg(feature = "fast-clock")]
-            counter: std::sync::OnceLock::new(),
+            counter: quanta::Clock::new(),
+            #[cfg(feature = "fast-clock")]
+            anchor: std::sync::OnceLock::new(),
         }
     }
 
@@ -60,11 +71,9 @@ impl Clock {
     #[inline]
     pub(crate) fn now(&self) -> u64 {
         #[cfg(feature = "fast-clock")]
-        if let Some(counter) = self.counter.get_or_init(|| self.anchor()) {
-            let since = counter
-                .clock
-                .delta_as_nanos(counter.raw, counter.clock.raw());
-            return counter.at.saturating_add(since);
+        if let Some(anchor) = self.anchor.get_or_init(|| self.anchor()) {
+            let since = self.counter.delta_as_nanos(anchor.raw, self.counter.raw());
+            return anchor.at.saturating_add(since);
         }
         self.tokio_now()
     }
@@ -78,15 +87,12 @@ impl Clock {
     /// The counter, anchored now; `None` while tokio's clock is paused.
     #[cfg(feature = "fast-clock")]
     #[cold]
-    fn anchor(&self) -> Option<Counter> {
+    fn anchor(&self) -> Option<Anchor> {
         if tokio_clock_paused() {
             return None;
         }
-        let clock = quanta::Clock::new();
-        let raw = clock.raw();
-        Some(Counter {
-            clock,
-            raw,
+        Some(Anchor {
+            raw: self.counter.raw(),
             at: self.tokio_now(),
         })
     }

@@ -53,10 +53,10 @@
 //!
 //! A sample is a call's latency (from `call` to its answer; with the
 //! `fast-clock` feature, on the CPU's counter unless tokio's clock is
-//! paused when the layer first times a call, as in tests), the calls in flight when it was admitted, and whether it was
-//! dropped. A [`Classify`] implementation,
-//! [`DefaultClassifier`] unless the
-//! builder is given another, decides:
+//! paused when the layer first times a call, as in tests), the calls in
+//! flight when it was admitted, and whether it was dropped. A [`Classify`]
+//! implementation, [`DefaultClassifier`] unless the builder is given
+//! another, decides:
 //!
 //! - [`Success`](crate::classify::Outcome::Success): a healthy sample.
 //! - [`Failure`](crate::classify::Outcome::Failure): a drop, the signal
