@@ -962,3 +962,27 @@ fn a_service_that_is_send_but_not_sync_makes_a_send_retry() {
     is_send(svc.clone());
     is_send(svc.oneshot(1));
 }
+
+/// A retry paid for from a windowed budget but never sent gives its unit
+/// back: here the caller drops the request during the backoff (a total
+/// timeout outside retry does). The budget holds one retry a second; the
+/// next request's retry goes only if the first one's came back.
+#[tokio::test(start_paused = true)]
+async fn a_retry_dropped_during_its_backoff_is_given_back() {
+    let layer = plain(2, ms(100))
+        .budget(RetryBudget::windowed(Duration::from_secs(1), 1, 0.0))
+        .build()
+        .unwrap();
+    let script = Script::new(&[Reply::Fail("x")]);
+    let first = tokio::time::timeout(ms(50), send(&layer, &script, 1)).await;
+    assert!(first.is_err(), "dropped during the 100 ms backoff");
+    assert_eq!(script.calls(), 1, "the retry never went");
+
+    let again = Script::new(&[Reply::Fail("x"), Reply::Ok("ok")]);
+    assert_eq!(send(&layer, &again, 2).await.unwrap(), "ok");
+    let counts = layer.handle().counts();
+    assert_eq!(
+        counts.budget_refusals, 0,
+        "the first retry's unit came back"
+    );
+}

@@ -372,7 +372,6 @@ impl Budget {
 
     /// Gives back `payment`: a token budget's retry cost nothing (its
     /// failures spend), a windowed one's withdrawal is taken back.
-    #[cfg_attr(not(feature = "hedge"), allow(dead_code))]
     pub(crate) fn refund(&self, payment: Payment) {
         if let (Budget::Windowed(w), Some(epoch)) = (self, payment.epoch) {
             w.refund(epoch);
@@ -519,7 +518,6 @@ impl Windowed {
     /// Takes back a withdrawal made in `epoch`. Once the epoch's slot has
     /// moved on, the withdrawal has left the window and there is nothing
     /// to take back.
-    #[cfg_attr(not(feature = "hedge"), allow(dead_code))]
     fn refund(&self, epoch: u64) {
         let _ = self
             .slot(epoch)

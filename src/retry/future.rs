@@ -13,6 +13,7 @@ use tower_service::Service;
 use tracing::Span;
 
 use super::attempt::{Attempt, ResultKind, attempt_span};
+use super::budget::Payment;
 use super::handle::RetryEvent;
 use super::layer::{Retries, Shared};
 use super::replay::Replay;
@@ -39,6 +40,11 @@ pin_project! {
         // The copy the next attempt sends; `None` once the request may not
         // be sent again.
         request: Option<Req>,
+        // What the retry decided on paid the budget, until it is sent;
+        // given back if it never is (the caller dropped the request during
+        // the backoff, the deadline passed, the service failed to get
+        // ready).
+        paid: Option<Payment>,
         // The last attempt's result, kept until the next attempt is sent, in
         // case waiting for readiness runs past the deadline.
         last: Option<Result<S::Response, S::Error>>,
@@ -59,6 +65,18 @@ pin_project! {
         attempt_span: Span,
         // When the current attempt started, if attempts are timed.
         started: Option<Instant>,
+    }
+
+    impl<S, Req, C, R> PinnedDrop for ResponseFuture<S, Req, C, R>
+    where
+        S: Service<Req>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(payment) = this.paid.take() {
+                this.retries.shared.budget.refund(payment);
+            }
+        }
     }
 }
 
@@ -99,6 +117,7 @@ where
             },
             service: None,
             request,
+            paid: None,
             last: None,
             classifier,
             replay,
@@ -120,6 +139,7 @@ where
             state: State::Expired,
             service: None,
             request: None,
+            paid: None,
             last: None,
             classifier,
             replay,
@@ -149,8 +169,8 @@ enum Next {
     /// The result is final: whether it is a success, and whether the layer
     /// judged it a failure worth retrying (but could not retry).
     Return { succeeded: bool, handled: bool },
-    /// Retry after this long.
-    Retry(Duration),
+    /// Retry after this long, paid for with this.
+    Retry(Duration, Payment),
 }
 
 impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
@@ -187,8 +207,9 @@ where
                             this.finish(succeeded);
                             return Poll::Ready(result.map_err(Into::into));
                         }
-                        Next::Retry(delay) => {
+                        Next::Retry(delay, payment) => {
                             *this.last = Some(result);
+                            *this.paid = Some(payment);
                             if delay.is_zero() {
                                 this.state.set(State::Readying);
                             } else {
@@ -213,6 +234,7 @@ where
                     if let Err(err) = ready!(service.poll_ready(cx)) {
                         let why = "the service failed while getting ready";
                         this.retries.shared.attempts.abandoned(*this.attempt, why);
+                        this.refund();
                         this.finish(false);
                         return Poll::Ready(Err(err.into()));
                     }
@@ -235,8 +257,10 @@ where
                             "the request could not be copied"
                         };
                         this.retries.shared.attempts.abandoned(*this.attempt, why);
+                        this.refund();
                         return Poll::Ready(this.give_back_last());
                     };
+                    *this.paid = None; // spent: the retry goes
                     *this.last = None; // released, never returned
                     *this.attempt += 1;
                     *this.attempt_span = attempt_span(this.span, *this.attempt - 1);
@@ -275,6 +299,13 @@ where
         }
     }
 
+    /// Gives back what a retry that will not go paid the budget.
+    fn refund(&mut self) {
+        if let Some(payment) = self.paid.take() {
+            self.retries.shared.budget.refund(payment);
+        }
+    }
+
     /// Counts the request's end and records it on its span.
     fn finish(&mut self, succeeded: bool) {
         let outcome = self
@@ -293,7 +324,7 @@ where
     {
         let (handled, retrying) = match next {
             Next::Return { handled, .. } => (*handled, false),
-            Next::Retry(_) => (true, true),
+            Next::Retry(..) => (true, true),
         };
         self.retries.shared.attempts.finished(&Attempt {
             number: *self.attempt - 1,
@@ -356,7 +387,7 @@ where
         rng,
         previous_delay,
     ) {
-        Some(delay) => Next::Retry(delay),
+        Some((delay, payment)) => Next::Retry(delay, payment),
         None => Next::Return {
             succeeded: false,
             handled: true,
@@ -377,7 +408,7 @@ fn retry_delay<T, E, C>(
     deadline: Option<Instant>,
     rng: &mut Option<Rng>,
     previous_delay: &mut Option<Duration>,
-) -> Option<Duration>
+) -> Option<(Duration, Payment)>
 where
     C: Classify<T, E>,
 {
@@ -400,10 +431,10 @@ where
             return None;
         }
     }
-    if !shared.budget.try_retry() {
+    let Some(payment) = shared.budget.try_pay() else {
         shared.counters.budget_refusal();
         return None;
-    }
+    };
     *previous_delay = Some(backoff);
     shared.counters.retry();
     shared.on_retry(&RetryEvent {
@@ -412,7 +443,7 @@ where
         delay,
         retry_after,
     });
-    Some(delay)
+    Some((delay, payment))
 }
 
 /// Whether `result` is an error no retry can help: a refusal whose layer

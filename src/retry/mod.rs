@@ -87,7 +87,10 @@
 //! every success earns half of one back, retries go only while more than
 //! half the tokens are left), because
 //! it needs no clock read on the success path; [`RetryBudget::windowed`] is
-//! Finagle's (retries up to a ratio of the last seconds' requests).
+//! Finagle's (retries up to a ratio of the last seconds' requests). A
+//! windowed budget is paid when a retry is decided, before its backoff; a
+//! retry that then never goes (the caller dropped the request, the deadline
+//! passed, the service failed to get ready) gives its unit back.
 //!
 //! # On its own
 //!
