@@ -98,12 +98,6 @@ impl Clock {
     }
 }
 
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::new()
-    }
-}
-
 /// Whether tokio's clock, as this thread sees it, stands still while the
 /// system's moves on by a microsecond: then it is paused. A running clock
 /// moves with the system's; a paused one moves only when a test advances

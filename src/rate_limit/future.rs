@@ -32,20 +32,48 @@ pin_project! {
             // The state to report on the response, when it is reported.
             report: Option<(R, RateLimitState)>,
         },
-        // The error is built when polled, so this rare variant does not make
-        // every response future bigger.
-        Refused {
-            shared: Arc<Shared>,
-            wait: Option<Duration>,
+        // Not admitted: the error comes when polled.
+        Failed {
+            refusal: Refusal,
         },
-        // A keyed limiter's refusal, made in `call`.
-        Rejected {
-            error: Option<RateLimited>,
-        },
-        // `call` without a `poll_ready` that returned `Ready(Ok(()))`.
-        NotReady {
-            shared: Arc<Shared>,
-        },
+    }
+}
+
+/// Why a call was not admitted. The error is built when polled, so these
+/// rare variants do not make every response future bigger.
+#[derive(Debug)]
+enum Refusal {
+    Refused {
+        shared: Arc<Shared>,
+        wait: Option<Duration>,
+    },
+    // A keyed limiter's refusal, made in `call`.
+    Rejected {
+        error: Option<RateLimited>,
+    },
+    // `call` without a `poll_ready` that returned `Ready(Ok(()))`.
+    NotReady {
+        shared: Arc<Shared>,
+    },
+}
+
+impl Refusal {
+    /// The error the call ends with. Out of line: the admitted path,
+    /// inlined into the caller, stays small.
+    #[cold]
+    #[inline(never)]
+    fn error(&mut self) -> BoxError {
+        match self {
+            Refusal::Refused { shared, wait } => shared.rejection(*wait).into(),
+            Refusal::Rejected { error } => match error.take() {
+                Some(error) => error.into(),
+                None => "rate limiter: response future polled after it completed".into(),
+            },
+            Refusal::NotReady { shared } => {
+                let name = shared.name.clone();
+                Box::new(NotReady::new(super::layer::LAYER, name))
+            }
+        }
     }
 }
 
@@ -58,19 +86,25 @@ impl<F, R> ResponseFuture<F, R> {
 
     pub(crate) fn refused(shared: Arc<Shared>, wait: Option<Duration>) -> Self {
         ResponseFuture {
-            kind: Kind::Refused { shared, wait },
+            kind: Kind::Failed {
+                refusal: Refusal::Refused { shared, wait },
+            },
         }
     }
 
     pub(crate) fn rejected(error: RateLimited) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::Failed {
+                refusal: Refusal::Rejected { error: Some(error) },
+            },
         }
     }
 
     pub(crate) fn not_ready(shared: Arc<Shared>) -> Self {
         ResponseFuture {
-            kind: Kind::NotReady { shared },
+            kind: Kind::Failed {
+                refusal: Refusal::NotReady { shared },
+            },
         }
     }
 }
@@ -93,26 +127,7 @@ where
                 }
                 Poll::Ready(result.map_err(Into::into))
             }
-            refused => Poll::Ready(Err(refusal(refused))),
-        }
-    }
-}
-
-/// The error a future that admitted nothing ends with. Out of line: the
-/// admitted path, inlined into the caller, stays small.
-#[cold]
-#[inline(never)]
-fn refusal<F, R>(kind: KindProj<'_, F, R>) -> BoxError {
-    match kind {
-        KindProj::Admitted { .. } => "rate limiter: refusal asked of an admitted call".into(),
-        KindProj::Refused { shared, wait } => shared.rejection(*wait).into(),
-        KindProj::Rejected { error } => match error.take() {
-            Some(error) => error.into(),
-            None => "rate limiter: response future polled after it completed".into(),
-        },
-        KindProj::NotReady { shared } => {
-            let name = shared.name.clone();
-            Box::new(NotReady::new(super::layer::LAYER, name))
+            KindProj::Failed { refusal } => Poll::Ready(Err(refusal.error())),
         }
     }
 }
