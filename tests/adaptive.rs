@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use palisade::adaptive::{Adaptive, AdaptiveLayer, Handle, ResponseFuture};
 use palisade::classify::{DefaultClassifier, Outcome};
-use palisade::error::BulkheadFull;
 use palisade::timeout::TimeoutLayer;
 use palisade::{BoxError, ErrorKind};
-use support::{Answer, Probe, ProbeError, Readiness};
+use support::{Answer, Probe, ProbeError, Readiness, answered, bulkhead_full};
 use tokio::time::{Instant, sleep};
 use tokio_test::task;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -34,21 +33,6 @@ fn aimd(initial: usize, min: usize, max: usize, probe: &Probe) -> (Adaptive<Prob
         .build()
         .unwrap();
     (layer.layer(probe.clone()), layer.handle())
-}
-
-fn full(err: &BoxError) -> &BulkheadFull {
-    match ErrorKind::of(err) {
-        ErrorKind::BulkheadFull(e) => e,
-        other => panic!("expected BulkheadFull, got {other:?}"),
-    }
-}
-
-fn answered(poll: Poll<Result<u64, BoxError>>) -> u64 {
-    match poll {
-        Poll::Ready(Ok(v)) => v,
-        Poll::Ready(Err(e)) => panic!("call failed: {e}"),
-        Poll::Pending => panic!("call still pending"),
-    }
 }
 
 /// Readies `svc` and calls it; the test decides when the response future
@@ -86,7 +70,7 @@ async fn admits_up_to_the_limit_and_refuses_the_rest_at_once() {
 
     let polls = probe.ready_polls();
     let err = svc.ready().await.unwrap().call(3).await.unwrap_err();
-    let rejection = full(&err);
+    let rejection = bulkhead_full(&err);
     assert_eq!(
         (rejection.name(), rejection.max_concurrent()),
         ("db", 2),
@@ -196,7 +180,7 @@ async fn every_service_one_layer_builds_shares_the_limit() {
     let _one = a.ready().await.unwrap().call(1);
     let _two = b.ready().await.unwrap().call(2);
     let err = a.clone().oneshot(3).await.unwrap_err();
-    full(&err);
+    bulkhead_full(&err);
     assert_eq!(layer.handle().in_flight(), 2);
     assert_eq!(b.handle().rejected(), 1);
 }
@@ -215,7 +199,7 @@ async fn a_full_limiter_stays_ready_and_fails_in_the_call() {
     let mut call = task::spawn(other.call(2));
     match call.poll() {
         Poll::Ready(Err(err)) => {
-            full(&err);
+            bulkhead_full(&err);
         }
         other => panic!("expected an immediate BulkheadFull, got {other:?}"),
     }
@@ -273,7 +257,7 @@ async fn ignored_outcomes_are_not_samples() {
         .service(gated.clone());
     let held = tokio::spawn(svc.clone().oneshot(1));
     tokio::task::yield_now().await;
-    full(&svc.clone().oneshot(2).await.unwrap_err());
+    bulkhead_full(&svc.clone().oneshot(2).await.unwrap_err());
     assert_eq!(outer.handle().limit(), 10, "a refusal below is no sample");
     gated.release(1);
     held.await.unwrap().unwrap();
@@ -337,7 +321,7 @@ async fn a_falling_limit_lets_running_calls_finish_and_admits_none_meanwhile() {
     svc.ready().await.unwrap().call(9).await.unwrap_err();
     assert_eq!((handle.limit(), handle.in_flight()), (5, 9));
     probe.set_answer(Answer::Now);
-    full(&svc.ready().await.unwrap().call(10).await.unwrap_err());
+    bulkhead_full(&svc.ready().await.unwrap().call(10).await.unwrap_err());
 
     // Two finish; they were admitted with 1 and 2 in flight, not busy
     // enough to grow the limit: 7 in flight, still over it.
@@ -346,7 +330,7 @@ async fn a_falling_limit_lets_running_calls_finish_and_admits_none_meanwhile() {
         assert_eq!(answered(call.poll()), i as u64);
     }
     assert_eq!((handle.limit(), handle.in_flight()), (5, 7));
-    full(&svc.ready().await.unwrap().call(11).await.unwrap_err());
+    bulkhead_full(&svc.ready().await.unwrap().call(11).await.unwrap_err());
 
     // Two more, admitted with 3 and 4 in flight (busy): the limit grows to
     // 7 with 5 in flight, and calls are admitted again.

@@ -5,10 +5,9 @@ mod support;
 use std::task::Poll;
 use std::time::Duration;
 
+use palisade::ErrorKind;
 use palisade::bulkhead::{Bulkhead, BulkheadLayer, Handle, ResponseFuture};
-use palisade::error::BulkheadFull;
-use palisade::{BoxError, ErrorKind};
-use support::{Answer, Probe, ProbeError, Readiness};
+use support::{Answer, Probe, ProbeError, Readiness, answered, bulkhead_full};
 use tokio::time::Instant;
 use tokio_test::task;
 use tower::{Layer, Service, ServiceExt};
@@ -36,22 +35,6 @@ fn waiting(max: usize, max_wait: Duration, probe: &Probe) -> (Bulkhead<Probe>, H
         .build()
         .unwrap();
     (layer.layer(probe.clone()), layer.handle())
-}
-
-fn full(err: &BoxError) -> &BulkheadFull {
-    match ErrorKind::of(err) {
-        ErrorKind::BulkheadFull(e) => e,
-        other => panic!("expected BulkheadFull, got {other:?}"),
-    }
-}
-
-/// The value of a response that is ready and `Ok`.
-fn answered(poll: Poll<Result<u64, BoxError>>) -> u64 {
-    match poll {
-        Poll::Ready(Ok(v)) => v,
-        Poll::Ready(Err(e)) => panic!("call failed: {e}"),
-        Poll::Pending => panic!("call still pending"),
-    }
 }
 
 /// Readies `svc` and calls it; the response future is wrapped in a mock task
@@ -82,7 +65,7 @@ async fn fail_fast_admits_up_to_the_limit_and_refuses_the_rest() {
 
     let polls = probe.ready_polls();
     let err = svc.ready().await.unwrap().call(3).await.unwrap_err();
-    let rejection = full(&err);
+    let rejection = bulkhead_full(&err);
     assert_eq!(rejection.name(), "db");
     assert_eq!(rejection.max_concurrent(), 2);
     assert_eq!(rejection.waited(), Duration::ZERO);
@@ -155,7 +138,7 @@ async fn a_bounded_wait_fails_at_exactly_max_wait() {
     let err = second.ready().await.unwrap().call(2).await.unwrap_err();
     assert_eq!(start.elapsed(), ms(50));
     assert_eq!(handle.waiting(), 0);
-    assert_eq!(full(&err).waited(), ms(50));
+    assert_eq!(bulkhead_full(&err).waited(), ms(50));
     assert!(
         err.to_string().ends_with("no slot freed up within 50ms"),
         "{err}"
@@ -297,7 +280,7 @@ async fn after_a_rejection_the_next_call_waits_the_full_max_wait_again() {
     for _ in 0..2 {
         let start = Instant::now();
         let err = svc.ready().await.unwrap().call(2).await.unwrap_err();
-        full(&err);
+        bulkhead_full(&err);
         assert_eq!(start.elapsed(), ms(50));
     }
     assert_eq!(handle.rejected(), 2);
@@ -401,7 +384,7 @@ async fn every_service_one_layer_builds_shares_the_slots() {
     let _one = start(&mut a, 1).await;
     let _two = start(&mut b, 2).await;
     let err = a.clone().oneshot(3).await.unwrap_err();
-    full(&err);
+    bulkhead_full(&err);
     assert_eq!(layer.handle().in_flight(), 2);
     assert_eq!(a.handle().rejected(), 1);
 
@@ -445,7 +428,7 @@ async fn a_full_bulkhead_stays_ready_and_fails_in_the_call() {
     let mut call = task::spawn(other.call(2));
     match call.poll() {
         Poll::Ready(Err(err)) => {
-            full(&err);
+            bulkhead_full(&err);
         }
         other => panic!("expected an immediate BulkheadFull, got {other:?}"),
     }
@@ -496,7 +479,7 @@ async fn a_rejection_behind_a_buffer_does_not_poison_it() {
     let held = tokio::spawn(buffer.clone().oneshot(1));
     tokio::task::yield_now().await;
     let err = buffer.clone().oneshot(2).await.unwrap_err();
-    full(&err);
+    bulkhead_full(&err);
     probe.release(1);
     assert_eq!(held.await.unwrap().unwrap(), 1);
     probe.set_answer(Answer::Now);

@@ -373,6 +373,24 @@ impl XorShift {
     }
 }
 
+/// The `BulkheadFull` refusal in `err` (a bulkhead's or an adaptive
+/// limit's); any other error fails the test.
+pub fn bulkhead_full(err: &BoxError) -> &palisade::error::BulkheadFull {
+    match palisade::ErrorKind::of(err) {
+        palisade::ErrorKind::BulkheadFull(e) => e,
+        other => panic!("expected BulkheadFull, got {other:?}"),
+    }
+}
+
+/// The value of a response that is ready and `Ok`.
+pub fn answered(poll: Poll<Result<u64, BoxError>>) -> u64 {
+    match poll {
+        Poll::Ready(Ok(v)) => v,
+        Poll::Ready(Err(e)) => panic!("call failed: {e}"),
+        Poll::Pending => panic!("call still pending"),
+    }
+}
+
 /// Polls `fut` at most `polls` times, then drops it: a cancellation at a
 /// chosen point. `None` when it was cancelled.
 pub async fn cancel_after<F: Future>(polls: u64, fut: F) -> Option<F::Output> {
