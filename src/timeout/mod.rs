@@ -38,7 +38,11 @@
 //! not ready does it arm the timer, with the deadline `timeout` from that
 //! moment. A call that completes at once therefore never reads the clock or
 //! touches tokio's timer wheel, which makes the layer nearly free on cache
-//! hits and other immediate answers. The price, compared with
+//! hits and other immediate answers. A call that waits pays a little for
+//! it: its timer, built in that first poll, is moved into the response
+//! future, which has measured about 10 ns more per call than building it
+//! in `call` (on an x86-64 VM, against a timer path of about 100 ns). The
+//! other price, compared with
 //! `tower::timeout::Timeout` (whose clock starts inside `call`), is that time
 //! before the response future is first polled, and the time spent inside that
 //! first poll, are not counted. Response futures are normally polled as soon
