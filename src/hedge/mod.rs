@@ -181,13 +181,16 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &self.hedges.shared;
         shared.count_request();
-        shared.budget.on_request();
         let delay = shared.delay();
         let copy = delay.and_then(|_| self.replay.replay(&request));
-        let (Some(delay), Some(copy)) = (delay, copy) else {
-            // Not hedged; under a learned delay still timed, since a
-            // request unhedged for want of data is how the data comes.
-            let started = shared.learns().then(Instant::now);
+        // A hedged request is timed (its hedge goes a delay after it
+        // starts), and so is an unhedged one under a learned delay, since a
+        // request unhedged for want of data is how the data comes. The
+        // budget's deposit uses the same reading.
+        let timed = (delay.is_some() && copy.is_some()) || shared.learns();
+        let started = timed.then(Instant::now);
+        shared.budget.on_request_at(started);
+        let (Some(delay), Some(copy), Some(started)) = (delay, copy, started) else {
             let future = self.inner.call(request);
             return ResponseFuture::single(
                 future,
@@ -196,7 +199,6 @@ where
                 self.hedges.clone(),
             );
         };
-        let started = Instant::now();
         let future = self.inner.call(request);
         ResponseFuture::hedged(
             future,

@@ -266,7 +266,14 @@ impl SharedBudget {
     /// A request's first attempt is about to go (the windowed budget
     /// counts it toward what retries may add).
     pub fn on_request(&self) {
-        self.state.on_request();
+        self.state.on_request(None);
+    }
+
+    /// [`on_request`](Self::on_request), at `now` if the caller has read
+    /// the clock already.
+    #[inline]
+    pub(crate) fn on_request_at(&self, now: Option<Instant>) {
+        self.state.on_request(now);
     }
 
     /// An attempt succeeded (the token budget earns a little back).
@@ -331,11 +338,13 @@ impl Budget {
         }
     }
 
-    /// A request's first attempt is about to go.
+    /// A request's first attempt is about to go. `now` is the time when
+    /// the caller has read the clock already (a windowed budget reads it
+    /// otherwise): each reading costs about as much as the deposit.
     #[inline]
-    pub(crate) fn on_request(&self) {
+    pub(crate) fn on_request(&self, now: Option<Instant>) {
         if let Budget::Windowed(w) = self {
-            w.deposit(Instant::now());
+            w.deposit(now.unwrap_or_else(Instant::now));
         }
     }
 

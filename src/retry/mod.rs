@@ -250,10 +250,12 @@ where
         } else {
             None
         };
-        shared.budget.on_request();
+        // One clock reading, if the attempts are timed, serves the
+        // budget's deposit too.
+        let started = shared.attempts.times_attempts().then(Instant::now);
+        shared.budget.on_request(started);
         let span = attempt::request_span(&shared.name);
         let attempt_span = attempt::attempt_span(&span, 0);
-        let started = shared.attempts.times_attempts().then(Instant::now);
         // The first attempt goes to the service that was driven to ready;
         // retries go to a clone of the service the layer wrapped, driven
         // to ready first.
