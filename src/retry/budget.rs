@@ -271,6 +271,7 @@ impl SharedBudget {
 
     /// [`on_request`](Self::on_request), at `now` if the caller has read
     /// the clock already.
+    #[cfg(feature = "hedge")]
     #[inline]
     pub(crate) fn on_request_at(&self, now: Option<Instant>) {
         self.state.on_request(now);
