@@ -181,15 +181,14 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &self.hedges.shared;
         shared.count_request();
+        shared.budget.on_request();
         let delay = shared.delay();
         let copy = delay.and_then(|_| self.replay.replay(&request));
         // A hedged request is timed (its hedge goes a delay after it
         // starts), and so is an unhedged one under a learned delay, since a
-        // request unhedged for want of data is how the data comes. The
-        // budget's deposit uses the same reading.
+        // request unhedged for want of data is how the data comes.
         let timed = (delay.is_some() && copy.is_some()) || shared.learns();
         let started = timed.then(Instant::now);
-        shared.budget.on_request_at(started);
         let (Some(delay), Some(copy), Some(started)) = (delay, copy, started) else {
             let future = self.inner.call(request);
             return ResponseFuture::single(

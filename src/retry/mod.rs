@@ -90,7 +90,13 @@
 //! Finagle's (retries up to a ratio of the last seconds' requests). A
 //! windowed budget is paid when a retry is decided, before its backoff; a
 //! retry that then never goes (the caller dropped the request, the deadline
-//! passed, the service failed to get ready) gives its unit back.
+//! passed, the service failed to get ready) gives its unit back. A windowed
+//! budget reads the clock for every request. With the `fast-clock` feature
+//! (on by default) that is the CPU's time-stamp counter, as for the rate
+//! limiters, unless tokio's clock is paused at the budget's first reading:
+//! then it follows tokio's clock for good. A test that steps a windowed
+//! budget through time must pause the clock before its first request
+//! (`#[tokio::test(start_paused = true)]` does).
 //!
 //! # On its own
 //!
@@ -250,12 +256,10 @@ where
         } else {
             None
         };
-        // One clock reading, if the attempts are timed, serves the
-        // budget's deposit too.
-        let started = shared.attempts.times_attempts().then(Instant::now);
-        shared.budget.on_request(started);
+        shared.budget.on_request();
         let span = attempt::request_span(&shared.name);
         let attempt_span = attempt::attempt_span(&span, 0);
+        let started = shared.attempts.times_attempts().then(Instant::now);
         // The first attempt goes to the service that was driven to ready;
         // retries go to a clone of the service the layer wrapped, driven
         // to ready first.
