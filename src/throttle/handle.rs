@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
 use super::throttler::{Throttler, probability};
 
 /// A handle on a throttle, shared by every service its layer builds: what
@@ -43,7 +41,7 @@ impl Handle {
     /// The window now. Reads the clock and sums the window's buckets.
     pub fn snapshot(&self) -> Snapshot {
         let t = &self.throttler;
-        let counts = t.counts_at(t.epoch(Instant::now()));
+        let counts = t.counts_at(t.epoch_now());
         let settings = t.settings();
         Snapshot {
             requests: counts.requests(),

@@ -206,6 +206,13 @@
 //! probability is above 0. Nothing is allocated, except a refusal's boxed
 //! error.
 //!
+//! The clock is the throttle's own: with the `fast-clock` feature (on by
+//! default) the CPU's time-stamp counter, about 8 ns a reading against
+//! 20 ns for tokio's clock, unless tokio's clock is paused at the
+//! throttle's first reading; then it follows tokio's clock for good. A
+//! test that steps a throttle's window through time must pause the clock
+//! before its first call (`#[tokio::test(start_paused = true)]` does).
+//!
 //! # The tower contract
 //!
 //! A refusal is temporary, so it is never an error from `poll_ready`.
@@ -240,7 +247,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::classify::{Classify, DefaultClassifier};
@@ -301,7 +307,7 @@ impl<S, C> Throttle<S, C> {
     fn decide(&mut self) -> Decision {
         let stands = match self.decision {
             Some(Decision::Admit) => true,
-            Some(Decision::Reject { epoch, .. }) => self.throttler.epoch(Instant::now()) == epoch,
+            Some(Decision::Reject { epoch, .. }) => self.throttler.epoch_now() == epoch,
             None => false,
         };
         match self.decision {

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::Clock;
 
 use crate::classify::Outcome;
 use crate::metrics::Count;
@@ -69,7 +69,9 @@ impl Counts {
 pub(crate) struct Throttler {
     name: Name,
     settings: Settings,
-    origin: Instant,
+    /// The CPU's counter with `fast-clock`, tokio's clock while that is
+    /// paused at the first reading: the epochs go nowhere else.
+    clock: Clock,
     bucket_nanos: u64,
     buckets: Box<[Bucket]>,
     /// The latest epoch in which a miss was recorded, plus one; 0 when there
@@ -96,7 +98,7 @@ impl Throttler {
             refused_count: Count::new("palisade_throttle_refused_total", name.as_str()),
             name,
             settings,
-            origin: Instant::now(),
+            clock: Clock::new(),
             bucket_nanos: (window_nanos / settings.buckets as u64).max(1),
             buckets: (0..settings.buckets).map(|_| Bucket::default()).collect(),
             last_miss: AtomicU64::new(0),
@@ -119,14 +121,15 @@ impl Throttler {
         self.rejected.load(Ordering::Relaxed)
     }
 
-    /// The epoch (bucket number since the origin) `now` falls in.
+    /// The epoch (bucket number since the clock's origin) it is now.
     #[inline]
-    pub(crate) fn epoch(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.origin);
-        let nanos = since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()));
+    pub(crate) fn epoch_now(&self) -> u64 {
+        self.epoch(self.clock.now())
+    }
+
+    /// The epoch `nanos` (since the clock's origin) falls in.
+    #[inline]
+    fn epoch(&self, nanos: u64) -> u64 {
         let hint = self.latest.load(Ordering::Relaxed);
         // The hint is right while its bucket holds `now`: a multiplication
         // checks it, where finding the bucket takes a division.
@@ -159,7 +162,7 @@ impl Throttler {
             // A breaker below is answering: the call goes to it.
             return Decision::Admit;
         }
-        self.decide_at(self.epoch(Instant::now()), || self.rng.unit())
+        self.decide_at(self.epoch_now(), || self.rng.unit())
     }
 
     /// Decides at `epoch`, drawing with `draw` only if the probability is
@@ -227,7 +230,7 @@ impl Throttler {
             if self.breaker_open.load(Ordering::Relaxed) {
                 self.breaker_open.store(false, Ordering::Relaxed);
             }
-            self.record_at(self.epoch(Instant::now()), true)
+            self.record_at(self.epoch_now(), true)
         } else {
             self.record_miss(outcome)
         }
@@ -238,7 +241,7 @@ impl Throttler {
     #[inline(never)]
     fn record_miss(&self, outcome: Outcome) {
         if outcome == Outcome::Failure && !self.breaker_open.load(Ordering::Relaxed) {
-            self.record_at(self.epoch(Instant::now()), false)
+            self.record_at(self.epoch_now(), false)
         }
     }
 
@@ -261,7 +264,7 @@ impl Throttler {
         self.refused_count.add();
         tracing::debug!(target: "palisade::throttle", name = self.name.as_str(), "call throttled");
         if !self.breaker_open.load(Ordering::Relaxed) {
-            self.record_at(self.epoch(Instant::now()), false);
+            self.record_at(self.epoch_now(), false);
         }
     }
 
@@ -495,14 +498,14 @@ mod tests {
     fn each_bucket_in_the_window_counts_exactly_while_buckets_roll_over() {
         use std::collections::HashMap;
         let t = std::sync::Arc::new(throttler(2.0, 1.0, Duration::from_millis(20), 10));
-        let start = t.epoch(Instant::now());
+        let start = t.epoch_now();
         let threads: Vec<_> = (0..4)
             .map(|n| {
                 let t = t.clone();
                 std::thread::spawn(move || {
                     let mut recorded: HashMap<(u64, bool), u64> = HashMap::new();
                     for i in 0..10_000_000u64 {
-                        let epoch = t.epoch(Instant::now());
+                        let epoch = t.epoch_now();
                         let accepted = (i + n) % 3 != 0;
                         t.record_at(epoch, accepted);
                         *recorded.entry((epoch, accepted)).or_default() += 1;
