@@ -716,6 +716,31 @@ impl<S: Service<u16, Error = BoxError>> Service<u16> for Unready<S> {
     }
 }
 
+/// A request's hedge, paid for at 10 ms from a budget of one hedge a
+/// second, waits for the service's readiness (a limit of one call at a
+/// time, which the first attempt holds) until the first attempt answers
+/// `first` at 20 ms. The payment must come back: the next request's hedge
+/// is paid for at 30 ms without a refusal. No hedge reaches the service.
+async fn a_waiting_hedge_is_given_back_when_the_first_answers<C>(layer: HedgeLayer<C>, first: u16)
+where
+    C: Classify<u16, BoxError> + Clone + Send + Sync + 'static,
+{
+    let hand = Hand::new();
+    let handle = layer.handle();
+    let one_at_a_time = tower::limit::ConcurrencyLimitLayer::new(1);
+    let svc = layer.layer(one_at_a_time.layer(hand.service()));
+    let reply = send(svc.clone());
+    hand.at(20).await; // paid at 10 ms
+    hand.answer(0, Ok(first));
+    assert_eq!(answered(reply).await.unwrap(), first);
+    let reply = send(svc.clone());
+    hand.at(40).await; // paid at 30 ms, if it was given back
+    assert_eq!(handle.counts().budget_refusals, 0);
+    hand.answer(1, Ok(200));
+    assert_eq!(answered(reply).await.unwrap(), 200);
+    assert_eq!(hand.arrivals(), [0, 20], "no hedge went");
+}
+
 /// Scenario HG-3 and the budget: a hedge is paid for when it is due,
 /// before it waits for the service's readiness. One paid for that never
 /// goes is given back: (a) the first attempt wins while it waits (here
@@ -724,21 +749,8 @@ impl<S: Service<u16, Error = BoxError>> Service<u16> for Unready<S> {
 #[tokio::test(start_paused = true)]
 async fn a_hedge_paid_for_that_never_goes_is_given_back() {
     // (a)
-    let hand = Hand::new();
     let layer = fixed(10, 2).budget(one_hedge_a_second()).build().unwrap();
-    let handle = layer.handle();
-    let one_at_a_time = tower::limit::ConcurrencyLimitLayer::new(1);
-    let svc = layer.layer(one_at_a_time.layer(hand.service()));
-    let reply = send(svc.clone());
-    hand.at(20).await; // paid at 10 ms
-    hand.answer(0, Ok(200));
-    assert_eq!(answered(reply).await.unwrap(), 200);
-    let reply = send(svc.clone());
-    hand.at(40).await; // paid at 30 ms, if it was given back
-    assert_eq!(handle.counts().budget_refusals, 0);
-    hand.answer(1, Ok(200));
-    assert_eq!(answered(reply).await.unwrap(), 200);
-    assert_eq!(hand.arrivals(), [0, 20], "no hedge went");
+    a_waiting_hedge_is_given_back_when_the_first_answers(layer, 200).await;
 
     // (b)
     let hand = Hand::new();
@@ -815,20 +827,7 @@ async fn a_pushback_gives_back_or_keeps_the_hedges_payment() {
     };
     let one_at_a_time = tower::limit::ConcurrencyLimitLayer::new(1);
     // (a)
-    let hand = Hand::new();
-    let layer = build(DO_NOT_RETRY);
-    let handle = layer.handle();
-    let svc = layer.layer(one_at_a_time.layer(hand.service()));
-    let reply = send(svc.clone());
-    hand.at(20).await; // paid at 10 ms
-    hand.answer(0, Ok(503));
-    assert_eq!(answered(reply).await.unwrap(), 503);
-    let reply = send(svc.clone());
-    hand.at(40).await; // paid at 30 ms, if it was given back
-    assert_eq!(handle.counts().budget_refusals, 0);
-    hand.answer(1, Ok(200));
-    assert_eq!(answered(reply).await.unwrap(), 200);
-    assert_eq!(hand.arrivals(), [0, 20], "no hedge went");
+    a_waiting_hedge_is_given_back_when_the_first_answers(build(DO_NOT_RETRY), 503).await;
 
     // (b) Paid at 10 ms; the 503 at 20 ms holds it 50 ms.
     let hand = Hand::new();

@@ -12,9 +12,8 @@
 
 use std::time::Duration;
 
-use crate::clock::Clock;
-
 use crate::classify::Outcome;
+use crate::clock::Clock;
 use crate::metrics::Count;
 use crate::name::Name;
 use crate::rng::SharedRng;
