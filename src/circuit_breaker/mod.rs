@@ -475,6 +475,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
         let Some(admission) = self.admission.take() else {
             return ResponseFuture::not_ready(self.breaker.name().clone());
