@@ -1,4 +1,7 @@
-//! The clock the layers' hot paths read: nanoseconds since an origin.
+//! The clocks the layers' hot paths read: nanoseconds since an origin
+//! ([`Clock`], for the rate limiters, the adaptive limit, retry's windowed
+//! budget and the throttle), and tokio `Instant`s for timers' deadlines
+//! ([`Instants`], for the timeout).
 //!
 //! Two sources, one answer. Tokio's clock (`tokio::time::Instant`) is the
 //! one tests control: paused, it stands still until the test advances it,
@@ -28,7 +31,30 @@
 //!
 //! Where no invariant time-stamp counter is available (or the feature is
 //! off) `quanta` and this module read the system's monotonic clock.
+//!
+//! A [`Clock`]'s nanoseconds only meet each other, so its counter is
+//! anchored once. An [`Instants`]' readings meet tokio's timer wheel, which
+//! keeps the system's time, so its counter is anchored to the system's
+//! clock again and again (see there).
 
+// A build with the timeout but none of the others uses only `Instants`, and
+// one without the timeout only `Clock`: the full build checks both.
+#![cfg_attr(
+    not(all(
+        feature = "timeout",
+        any(
+            feature = "adaptive",
+            feature = "rate-limit",
+            feature = "retry",
+            feature = "throttle"
+        )
+    )),
+    allow(dead_code)
+)]
+
+use std::sync::OnceLock;
+#[cfg(feature = "fast-clock")]
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -96,6 +122,172 @@ impl Clock {
             at: self.tokio_now(),
         })
     }
+}
+
+/// Where a layer reads `Instant`s from (a timer's deadline, say): tokio's
+/// clock, or (with `fast-clock`) the CPU's counter translated to tokio's
+/// clock. One per layer, shared by its services.
+///
+/// The source is decided at the layer's first reading inside a runtime,
+/// much as a [`Clock`]'s is: the counter, unless tokio's clock is paused
+/// or a test has moved it away from the system's (paused, advanced and
+/// resumed it). Until then (and outside a runtime) readings come from
+/// tokio's clock.
+///
+/// Unlike a [`Clock`]'s nanoseconds, these `Instant`s are compared with
+/// tokio's own (its timer wheel fires on them), so the counter's
+/// translation is anchored to the system's clock again every
+/// [`REANCHOR_EVERY`]: the two may drift apart by hundreds of parts per
+/// million while NTP slews the system's clock, which is at most a few
+/// microseconds between anchors, far below the timer's millisecond.
+#[derive(Debug, Default)]
+pub(crate) struct Instants {
+    decided: OnceLock<Source>,
+}
+
+/// Which clock an [`Instants`] reads, copied into whatever reads it later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `tokio::time::Instant::now()`.
+    Tokio,
+    /// The process's [`Anchored`] counter.
+    #[cfg(feature = "fast-clock")]
+    Counter,
+}
+
+impl Instants {
+    /// Sources for one layer. With `fast-clock` this calibrates the
+    /// process's counter if nothing has yet (about half a millisecond,
+    /// once), so that no request pays for it.
+    pub(crate) fn new() -> Self {
+        #[cfg(feature = "fast-clock")]
+        Anchored::get();
+        Instants::default()
+    }
+
+    /// The source to read, decided now if this is the layer's first
+    /// reading inside a runtime; `None` outside one, before that.
+    pub(crate) fn decided(&self) -> Option<Source> {
+        if let Some(source) = self.decided.get() {
+            return Some(*source);
+        }
+        #[cfg(feature = "fast-clock")]
+        if tokio::runtime::Handle::try_current().is_err() {
+            return None;
+        }
+        Some(*self.decided.get_or_init(|| {
+            #[cfg(feature = "fast-clock")]
+            if tokio_clock_is_the_systems() {
+                return Source::Counter;
+            }
+            Source::Tokio
+        }))
+    }
+}
+
+impl Source {
+    /// Now, on tokio's clock.
+    #[inline]
+    pub(crate) fn now(self) -> Instant {
+        match self {
+            Source::Tokio => Instant::now(),
+            #[cfg(feature = "fast-clock")]
+            Source::Counter => Anchored::get().now(),
+        }
+    }
+}
+
+/// How often the counter's translation to the system's clock is taken
+/// again (see [`Instants`]).
+#[cfg(feature = "fast-clock")]
+const REANCHOR_EVERY: u64 = 10_000_000;
+
+/// The CPU's counter, translated to the system's monotonic clock (which is
+/// tokio's while tokio's is not paused). One per process: any reader may
+/// take the translation again when it is due, and readers that race to do
+/// so each store one that is right to within the counter's calibration.
+#[cfg(feature = "fast-clock")]
+#[derive(Debug)]
+struct Anchored {
+    counter: quanta::Clock,
+    /// The counter's raw reading and the system's clock at the same moment,
+    /// when the process's first layer was built.
+    raw: u64,
+    origin: std::time::Instant,
+    /// Added to the counter's nanoseconds since `raw` to give the system
+    /// clock's nanoseconds since `origin`.
+    offset: AtomicI64,
+    /// The counter's nanoseconds since `raw` at which to anchor again.
+    next: AtomicU64,
+}
+
+#[cfg(feature = "fast-clock")]
+impl Anchored {
+    /// The process's.
+    #[inline]
+    fn get() -> &'static Anchored {
+        static ANCHORED: OnceLock<Anchored> = OnceLock::new();
+        ANCHORED.get_or_init(Anchored::new)
+    }
+
+    fn new() -> Self {
+        let counter = quanta::Clock::new();
+        Anchored {
+            raw: counter.raw(),
+            origin: std::time::Instant::now(),
+            counter,
+            offset: AtomicI64::new(0),
+            next: AtomicU64::new(REANCHOR_EVERY),
+        }
+    }
+
+    #[inline]
+    fn now(&self) -> Instant {
+        let counted = self.counter.delta_as_nanos(self.raw, self.counter.raw());
+        if counted >= self.next.load(Ordering::Relaxed) {
+            return self.anchor(counted);
+        }
+        // Counted nanoseconds fit an `i64` for 292 years; a negative sum
+        // (the counter a little behind right after the origin) is the origin.
+        let since = (counted as i64).saturating_add(self.offset.load(Ordering::Relaxed));
+        match self
+            .origin
+            .checked_add(Duration::from_nanos(since.max(0) as u64))
+        {
+            Some(now) => Instant::from_std(now),
+            None => Instant::now(),
+        }
+    }
+
+    /// Reads the system's clock, and translates the counter by it from now on.
+    #[cold]
+    fn anchor(&self, counted: u64) -> Instant {
+        let now = std::time::Instant::now();
+        let since = nanos(now.saturating_duration_since(self.origin));
+        self.offset
+            .store(since as i64 - counted as i64, Ordering::Relaxed);
+        self.next
+            .store(counted.saturating_add(REANCHOR_EVERY), Ordering::Relaxed);
+        Instant::from_std(now)
+    }
+}
+
+/// Whether tokio's clock, as this thread sees it, reads what the system's
+/// does: it is not paused, and was not moved on by a test that paused it,
+/// advanced it and let it run again (it then keeps the lead).
+#[cfg(feature = "fast-clock")]
+fn tokio_clock_is_the_systems() -> bool {
+    if tokio_clock_paused() {
+        return false;
+    }
+    let tokio = Instant::now().into_std();
+    let system = std::time::Instant::now();
+    // Read in that order, the system's clock is ahead by the reading's
+    // cost; a lead either way beyond this is not that.
+    let apart = system
+        .saturating_duration_since(tokio)
+        .max(tokio.saturating_duration_since(system));
+    apart < Duration::from_micros(100)
 }
 
 /// Whether tokio's clock, as this thread sees it, stands still while the
@@ -203,6 +395,75 @@ mod tests {
             .build()
             .expect("runtime");
         paused.block_on(async { assert!(tokio_clock_paused()) });
+    }
+
+    /// `a` and `b` at most `slack` apart.
+    fn close(a: Instant, b: Instant, slack: Duration) -> bool {
+        a.saturating_duration_since(b) <= slack && b.saturating_duration_since(a) <= slack
+    }
+
+    /// The counter's `Instant`s read as tokio's clock does, while that is
+    /// the system's (here, outside a runtime): between two of its readings.
+    #[cfg(feature = "fast-clock")]
+    #[test]
+    fn counter_instants_read_as_tokios_clock() {
+        for _ in 0..1000 {
+            let before = Instant::now();
+            let counted = Source::Counter.now();
+            let after = Instant::now();
+            let slack = Duration::from_micros(50);
+            assert!(
+                counted + slack >= before && counted <= after + slack,
+                "{counted:?} outside {before:?} ..= {after:?}"
+            );
+        }
+    }
+
+    /// A translation gone wrong (here, set a second off) holds only until
+    /// the next anchoring, which the first reading after it is due takes.
+    #[cfg(feature = "fast-clock")]
+    #[test]
+    fn the_counter_is_anchored_again_when_due() {
+        let anchored = Anchored::new();
+        anchored.next.store(u64::MAX, Ordering::Relaxed);
+        anchored.offset.store(1_000_000_000, Ordering::Relaxed);
+        let slack = Duration::from_millis(1);
+        assert!(!close(anchored.now(), Instant::now(), slack));
+        anchored.next.store(0, Ordering::Relaxed);
+        assert!(close(anchored.now(), Instant::now(), slack));
+        assert!(close(anchored.now(), Instant::now(), slack));
+        assert!(anchored.next.load(Ordering::Relaxed) >= REANCHOR_EVERY);
+    }
+
+    /// A layer's source is left open outside a runtime, then decided at
+    /// its first reading inside one: tokio's clock where that is paused,
+    /// or was paused and moved on; the counter where it runs as the
+    /// system's.
+    #[cfg(feature = "fast-clock")]
+    #[test]
+    fn a_source_is_decided_inside_a_runtime() {
+        let runtime = |paused| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(paused)
+                .build()
+                .expect("runtime")
+        };
+        let instants = Instants::new();
+        assert_eq!(instants.decided(), None);
+        runtime(true).block_on(async { assert_eq!(instants.decided(), Some(Source::Tokio)) });
+        // Decided once: a layer keeps its source.
+        runtime(false).block_on(async { assert_eq!(instants.decided(), Some(Source::Tokio)) });
+
+        let running = Instants::new();
+        runtime(false).block_on(async { assert_eq!(running.decided(), Some(Source::Counter)) });
+
+        let moved_on = Instants::new();
+        runtime(true).block_on(async {
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            tokio::time::resume();
+            assert_eq!(moved_on.decided(), Some(Source::Tokio));
+        });
     }
 
     #[test]

@@ -297,6 +297,24 @@ async fn the_clock_starts_when_the_call_first_waits() {
     assert_eq!(start.elapsed(), secs(2));
 }
 
+/// On a paused clock the timer follows tokio's clock, not the CPU's counter
+/// (which the layer reads on a running one): real time that passes before
+/// the call first waits moves neither the clock nor the deadline.
+#[tokio::test(start_paused = true)]
+async fn a_paused_clock_is_followed_while_real_time_passes() {
+    let probe = Probe::new(Answer::After(secs(10)));
+    let mut svc = timeout(ms(50), probe.clone());
+    let call = svc.ready().await.unwrap().call(1);
+    let real = std::time::Instant::now();
+    while real.elapsed() < ms(3) {
+        std::hint::spin_loop();
+    }
+    let start = Instant::now();
+    let err = call.await.unwrap_err();
+    elapsed(&err);
+    assert_eq!(start.elapsed(), ms(50));
+}
+
 #[tokio::test(start_paused = true)]
 async fn inner_errors_are_not_timeouts() {
     let probe = Probe::new(Answer::Fail);

@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::layer::Settings;
+use crate::clock::Source;
 use crate::error::{BoxError, Elapsed, Why};
 use crate::metrics::Count;
 use crate::name::Name;
@@ -33,9 +34,7 @@ pin_project! {
             #[pin]
             timer: Timer,
             timeout: Duration,
-            // When the timer fires, if the clock was read in `call` (to
-            // hand a deadline on); else `timeout` from the first wait.
-            until: Option<Instant>,
+            due: Due,
             // What firing means: this layer's timeout, or the request's
             // deadline.
             why: Why,
@@ -65,14 +64,34 @@ pin_project! {
     }
 }
 
+/// When the timer fires.
+#[derive(Clone, Copy, Debug)]
+enum Due {
+    /// At a deadline read in `call` (to hand it on).
+    At(Instant),
+    /// `timeout` after the first wait, read from this clock then.
+    AfterFirstWait(Source),
+}
+
+impl Due {
+    /// The deadline, or `None` beyond the clock's range.
+    #[inline]
+    fn instant(self, timeout: Duration) -> Option<Instant> {
+        match self {
+            Due::At(instant) => Some(instant),
+            Due::AfterFirstWait(clock) => clock.now().checked_add(timeout),
+        }
+    }
+}
+
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, timeout: Duration, settings: &Settings) -> Self {
+    pub(crate) fn new(inner: F, timeout: Duration, clock: Source, settings: &Settings) -> Self {
         ResponseFuture {
             kind: Kind::Call {
                 inner,
                 timer: Timer::Unarmed,
                 timeout,
-                until: None,
+                due: Due::AfterFirstWait(clock),
                 why: Why::Timeout,
                 name: settings.name.clone(),
                 elapsed: settings.elapsed.clone(),
@@ -94,7 +113,7 @@ impl<F> ResponseFuture<F> {
                 inner,
                 timer: Timer::Unarmed,
                 timeout,
-                until: Some(until),
+                due: Due::At(until),
                 why,
                 name: settings.name.clone(),
                 elapsed: settings.elapsed.clone(),
@@ -125,7 +144,7 @@ where
                 inner,
                 mut timer,
                 timeout,
-                until,
+                due,
                 why,
                 name,
                 elapsed,
@@ -142,8 +161,9 @@ where
                             break;
                         }
                         TimerProj::Unarmed => timer.set(Timer::Armed {
-                            sleep: match until {
-                                Some(until) => tokio::time::sleep_until(*until),
+                            sleep: match due.instant(*timeout) {
+                                Some(until) => tokio::time::sleep_until(until),
+                                // Beyond the clock's range: tokio's far future.
                                 None => tokio::time::sleep(*timeout),
                             },
                         }),
@@ -167,5 +187,67 @@ where
             error: error.clone(),
         });
         Poll::Ready(Err(error.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::{pending, poll_fn};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use tower::{Layer, Service, ServiceExt, service_fn};
+
+    use super::*;
+    use crate::timeout::TimeoutLayer;
+
+    impl<F> ResponseFuture<F> {
+        /// The armed timer's deadline.
+        fn deadline(&self) -> Option<Instant> {
+            match &self.kind {
+                Kind::Call {
+                    timer: Timer::Armed { sleep },
+                    ..
+                } => Some(sleep.deadline()),
+                _ => None,
+            }
+        }
+    }
+
+    /// The timer is set `timeout` after the first wait, on tokio's clock,
+    /// whichever clock the layer reads: the CPU's counter while tokio's
+    /// clock runs as the system's, tokio's own once a test has paused it
+    /// and moved it on by an hour.
+    #[test]
+    fn the_timer_is_set_on_tokios_clock() {
+        const TIMEOUT: Duration = Duration::from_secs(5);
+        for moved_on in [false, true] {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(moved_on)
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if moved_on {
+                    tokio::time::advance(Duration::from_secs(3600)).await;
+                    tokio::time::resume();
+                }
+                let never = service_fn(|()| pending::<Result<(), Infallible>>());
+                let mut svc = TimeoutLayer::new(TIMEOUT).expect("valid").layer(never);
+                svc.ready().await.expect("ready");
+                let mut call = std::pin::pin!(svc.call(()));
+                let before = Instant::now();
+                let first = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await;
+                let after = Instant::now();
+                assert!(first);
+                let deadline = call.deadline().expect("armed");
+                let slack = Duration::from_millis(1);
+                assert!(
+                    deadline + slack >= before + TIMEOUT && deadline <= after + TIMEOUT + slack,
+                    "moved on: {moved_on}; {deadline:?} outside {before:?} ..= {after:?} + {TIMEOUT:?}"
+                );
+            });
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! [`TimeoutLayer`], its builder and its configuration.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
 use super::Timeout;
+use crate::clock::Instants;
 use crate::deadline::NoDeadline;
 use crate::error::ConfigError;
 use crate::metrics::Count;
@@ -24,6 +26,8 @@ pub(crate) struct Settings {
     pub(crate) elapsed: Count,
     pub(crate) timeout: Duration,
     pub(crate) ready_timeout: Option<Duration>,
+    /// Where the timer's deadline is read from.
+    pub(crate) instants: Arc<Instants>,
 }
 
 /// Applies a [`Timeout`] to a service.
@@ -181,6 +185,7 @@ impl TimeoutBuilder {
                 name: name.into(),
                 timeout: config.timeout,
                 ready_timeout: config.ready_timeout,
+                instants: Arc::new(Instants::new()),
             },
             slot: NoDeadline,
         })
