@@ -299,7 +299,8 @@ async fn the_clock_starts_when_the_call_first_waits() {
 
 /// On a paused clock the timer follows tokio's clock, not the CPU's counter
 /// (which the layer reads on a running one): real time that passes before
-/// the call first waits moves neither the clock nor the deadline.
+/// the call first waits moves neither the clock nor the deadline. Scenario
+/// TO-1, on a paused clock while real time passes.
 #[tokio::test(start_paused = true)]
 async fn a_paused_clock_is_followed_while_real_time_passes() {
     let probe = Probe::new(Answer::After(secs(10)));
