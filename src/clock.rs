@@ -1,7 +1,7 @@
 //! The clocks the layers' hot paths read: nanoseconds since an origin
 //! ([`Clock`], for the rate limiters, the adaptive limit, retry's windowed
-//! budget and the throttle), and tokio `Instant`s for timers' deadlines
-//! ([`Instants`], for the timeout).
+//! budget and the throttle), and tokio `Instant`s that meet tokio's own
+//! ([`Instants`], for the timeout's deadlines and the circuit breaker).
 //!
 //! Two sources, one answer. Tokio's clock (`tokio::time::Instant`) is the
 //! one tests control: paused, it stands still until the test advances it,
@@ -37,11 +37,11 @@
 //! keeps the system's time, so its counter is anchored to the system's
 //! clock again and again (see there).
 
-// A build with the timeout but none of the others uses only `Instants`, and
-// one without the timeout only `Clock`: the full build checks both.
+// A build with the timeout or the breaker but none of the others uses only
+// `Instants`, and one with neither only `Clock`: the full build checks both.
 #![cfg_attr(
     not(all(
-        feature = "timeout",
+        any(feature = "timeout", feature = "circuit-breaker"),
         any(
             feature = "adaptive",
             feature = "rate-limit",
@@ -182,6 +182,15 @@ impl Instants {
             }
             Source::Tokio
         }))
+    }
+}
+
+impl Instants {
+    /// Now, on tokio's clock, from the layer's source (tokio's own until
+    /// that is decided).
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        self.decided().unwrap_or(Source::Tokio).now()
     }
 }
 

@@ -17,6 +17,7 @@ pub(crate) use super::metrics::BreakerMetrics;
 use super::period::{Crossed, Period, ProbeSlot, Start, Thresholds, Ticket};
 use super::probes::Probes;
 use super::window::{Totals, WindowKind};
+use crate::clock::Instants;
 use crate::name::Name;
 use crate::rng::Rng;
 use crate::sync::{AtomicU64, Mutex, Ordering, lock};
@@ -24,14 +25,32 @@ use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 /// A user's callback for the breaker's events.
 pub(crate) type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 
-/// The breaker's clock: tokio's, so paused-clock tests drive it, turned into
-/// nanoseconds since the breaker was built for the time windows.
-#[derive(Clone, Copy, Debug)]
+/// The breaker's clock: `Instant`s on tokio's clock, read from the CPU's
+/// counter with `fast-clock` while tokio's clock runs as the system's, and
+/// from tokio's own where a test has paused it (see `clock::Instants`), so
+/// that paused-clock tests drive the breaker; turned into nanoseconds since
+/// the breaker was built for the time windows.
+#[derive(Clone, Debug)]
 pub(crate) struct Clock {
     origin: Instant,
+    instants: Arc<Instants>,
 }
 
 impl Clock {
+    /// A clock reading `instants`, starting now.
+    pub(crate) fn new(instants: Arc<Instants>) -> Self {
+        Clock {
+            origin: instants.now(),
+            instants,
+        }
+    }
+
+    /// Now.
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        self.instants.now()
+    }
+
     #[inline]
     pub(crate) fn nanos(&self, now: Instant) -> u64 {
         // In u64 arithmetic: `Duration::as_nanos` goes through u128.
@@ -204,9 +223,10 @@ impl Breaker {
         listener: Option<Listener>,
         seed: Option<u64>,
         metrics: BreakerMetrics,
+        instants: Arc<Instants>,
     ) -> Arc<Self> {
-        let now = Instant::now();
-        let clock = Clock { origin: now };
+        let clock = Clock::new(instants);
+        let now = clock.origin;
         // A seed per breaker from std's per-process random keys, so that two
         // breakers that open together do not reopen in lockstep.
         let seed = seed.unwrap_or_else(|| Rng::random_seed(0));
@@ -225,7 +245,7 @@ impl Breaker {
                 current: ArcSwap::from_pointee(Period::new(
                     weak.clone(),
                     &settings,
-                    clock,
+                    clock.clone(),
                     first,
                     metrics.clone(),
                 )),
@@ -312,7 +332,7 @@ impl Breaker {
                     let Some(until) = period.start.open_until else {
                         return Admission::Refused(None);
                     };
-                    let now = Instant::now();
+                    let now = self.clock.now();
                     if now < until {
                         return Admission::Refused(Some(until - now));
                     }
@@ -326,7 +346,10 @@ impl Breaker {
                     if period.probes().is_some_and(Probes::has_free_slot) {
                         return Admission::MayProbe(Guard::into_inner(period));
                     }
-                    let waited = Instant::now().saturating_duration_since(period.start.since);
+                    let waited = self
+                        .clock
+                        .now()
+                        .saturating_duration_since(period.start.since);
                     if waited < self.settings.half_open_max_wait {
                         return Admission::Refused(None);
                     }
@@ -378,7 +401,7 @@ impl Breaker {
                 let Some(until) = period.start.open_until else {
                     return Some(Admission::Refused(None));
                 };
-                let now = Instant::now();
+                let now = period.clock().now();
                 (now < until).then(|| Admission::Refused(Some(until - now)))
             }
             _ => None,
@@ -503,7 +526,7 @@ impl Breaker {
     }
 
     fn transition(self: &Arc<Self>, from: From<'_>, target: Target, reason: Reason) -> bool {
-        let now = Instant::now();
+        let now = self.clock.now();
         let transition = {
             // A listener never runs under this lock, and nothing here can
             // panic half-way, so a poisoned lock holds nothing half-done.
@@ -526,7 +549,7 @@ impl Breaker {
             let next = Period::new(
                 Arc::downgrade(self),
                 &self.settings,
-                self.clock,
+                self.clock.clone(),
                 start,
                 self.metrics.clone(),
             );
@@ -604,7 +627,7 @@ impl Breaker {
 
     /// MetricsOnly: reports thresholds its window reached, once each.
     pub(crate) fn report_exceeded(&self, period: &Period, crossed: Crossed) {
-        let totals = period.totals(Instant::now());
+        let totals = period.totals(self.clock.now());
         for reason in crossed.reasons() {
             self.emit(Event::ThresholdExceeded(ThresholdExceeded::new(
                 self.name.clone(),
@@ -623,7 +646,7 @@ impl Breaker {
 
     pub(crate) fn snapshot(&self) -> Snapshot {
         let period = self.current.load();
-        let now = Instant::now();
+        let now = self.clock.now();
         let refusals = self.refusals.load(Ordering::Relaxed);
         Snapshot::new(&period, period.totals(now), &self.settings, now, refusals)
     }
@@ -682,5 +705,47 @@ mod tests {
         // and the upper half of its band is capped again.
         assert_eq!(s.duration(3, 0.999), Duration::from_millis(3_000));
         assert_eq!(s.duration(3, 0.0), Duration::from_millis(2_250));
+    }
+
+    /// An opening's end is set on tokio's clock, whichever clock the
+    /// breaker reads: the CPU's counter while tokio's clock runs as the
+    /// system's, tokio's own once a test has paused it and moved it on by
+    /// an hour (timers and the refusals' `retry_after` meet there).
+    #[test]
+    fn an_opening_ends_on_tokios_clock() {
+        const OPEN_FOR: Duration = Duration::from_secs(5);
+        for moved_on in [false, true] {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(moved_on)
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if moved_on {
+                    tokio::time::advance(Duration::from_secs(3600)).await;
+                    tokio::time::resume();
+                }
+                let settings = super::super::CircuitBreakerConfig::default()
+                    .settings()
+                    .expect("valid");
+                let breaker = Breaker::new(
+                    Name::Static("clock"),
+                    settings,
+                    None,
+                    Some(1),
+                    BreakerMetrics::new("clock"),
+                    Arc::new(Instants::new()),
+                );
+                let before = Instant::now();
+                assert!(breaker.transition_to(Target::Open(Some(OPEN_FOR)), Reason::Manual));
+                let after = Instant::now();
+                let until = breaker.current().start.open_until.expect("open");
+                let slack = Duration::from_millis(1);
+                assert!(
+                    until + slack >= before + OPEN_FOR && until <= after + OPEN_FOR + slack,
+                    "moved on: {moved_on}; {until:?} outside {before:?} ..= {after:?} + {OPEN_FOR:?}"
+                );
+            });
+        }
     }
 }

@@ -99,7 +99,7 @@ impl<C> Recorder<C> {
 
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn admitted(inner: F, ticket: Ticket, classifier: C) -> Self {
-        let started = ticket.times_calls().then(Instant::now);
+        let started = ticket.start_time();
         ResponseFuture {
             kind: Kind::Admitted {
                 inner,

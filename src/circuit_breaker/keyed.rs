@@ -22,6 +22,7 @@ use super::future::ResponseFuture;
 use super::handle::{Handle, State};
 use super::layer::CircuitBreakerBuilder;
 use crate::classify::{Classify, DefaultClassifier};
+use crate::clock::Instants;
 use crate::error::{BoxError, CircuitOpen, ConfigError};
 use crate::keyed::{Evict, Hashed, NewKey, Store};
 use crate::name::Name;
@@ -114,12 +115,14 @@ impl<C, F> KeyedBuilder<C, F> {
         }
         let (name, listener, seed, classifier) = self.breaker.into_parts();
         let metrics = BreakerMetrics::counts_only(name.as_str());
+        let instants = Arc::new(Instants::new());
         let overflow = Breaker::new(
             name.clone(),
             settings,
             listener.clone(),
             seed,
             metrics.clone(),
+            instants.clone(),
         );
         Ok(KeyedCircuitBreakerLayer {
             shared: Arc::new(Keyed {
@@ -128,6 +131,7 @@ impl<C, F> KeyedBuilder<C, F> {
                 listener,
                 seed,
                 metrics,
+                instants,
                 max_keys: self.max_keys,
                 idle_after: self.idle_after,
                 origin: Instant::now(),
@@ -187,6 +191,8 @@ struct Keyed<K> {
     seed: Option<u64>,
     /// Shared by every key's breaker: counts under the layer's name.
     metrics: BreakerMetrics,
+    /// Shared by every key's breaker: where their clocks read the time.
+    instants: Arc<Instants>,
     max_keys: usize,
     idle_after: Duration,
     /// The store's clock starts here.
@@ -267,6 +273,7 @@ impl<K> NewKey<K, Entry, ()> for Place<'_, K> {
             keyed.listener.clone(),
             keyed.seed,
             keyed.metrics.clone(),
+            keyed.instants.clone(),
         );
         let entry = Entry {
             breaker: breaker.clone(),

@@ -15,6 +15,7 @@ use super::period::{SlowCalls, Thresholds, to_ppm};
 use super::probes::MAX_PROBES;
 use super::window::WindowKind;
 use crate::classify::DefaultClassifier;
+use crate::clock::Instants;
 use crate::error::ConfigError;
 use crate::name::Name;
 
@@ -397,7 +398,14 @@ impl<C> CircuitBreakerBuilder<C> {
         let (name, listener, seed, classifier) = self.into_parts();
         let metrics = BreakerMetrics::new(name.as_str());
         Ok(CircuitBreakerLayer {
-            breaker: Breaker::new(name, settings, listener, seed, metrics),
+            breaker: Breaker::new(
+                name,
+                settings,
+                listener,
+                seed,
+                metrics,
+                Arc::new(Instants::new()),
+            ),
             classifier,
         })
     }

@@ -242,6 +242,12 @@ impl Period {
         self.consecutive.load(Ordering::Relaxed)
     }
 
+    /// The breaker's clock.
+    #[inline]
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Whether calls admitted under this period need their start time read.
     #[inline]
     pub(crate) fn times_calls(&self) -> bool {
@@ -305,7 +311,7 @@ impl Period {
         let window = self.window.as_ref()?;
         // The clock is read only when something needs it: a count window
         // without slow-call detection records without it.
-        let now = (started.is_some() || self.time_window).then(Instant::now);
+        let now = (started.is_some() || self.time_window).then(|| self.clock.now());
         let slow = self.is_slow(started, now);
         let at = now.map_or(0, |now| self.clock.nanos(now));
         window.record_and_judge(Record { failure, slow }, at, self.thresholds.minimum_calls)
@@ -315,7 +321,7 @@ impl Period {
     /// retry-after), without judging it, so the opening's totals include it.
     fn count_opening_failure(&self, started: Option<Instant>) {
         if let Some(probes) = &self.probes {
-            let slow = self.is_slow(started, started.map(|_| Instant::now()));
+            let slow = self.is_slow(started, started.map(|_| self.clock.now()));
             probes.report(true, slow);
         } else {
             self.record_in_window(true, started);
@@ -375,7 +381,7 @@ impl Period {
         let Some(probes) = &self.probes else {
             return;
         };
-        let now = started.map(|_| Instant::now());
+        let now = started.map(|_| self.clock.now());
         let slow = self.is_slow(started, now);
         let (before, after) = probes.report(failure, slow);
         let limit = probes.limit();
@@ -488,9 +494,11 @@ impl Ticket {
         breaker.open_carried(&period, lasting);
     }
 
-    /// Whether the call's start time must be read, for slow-call detection.
-    pub(crate) fn times_calls(&self) -> bool {
-        self.period().is_some_and(Period::times_calls)
+    /// The call's start time, where it is needed (slow-call detection).
+    #[inline]
+    pub(crate) fn start_time(&self) -> Option<Instant> {
+        let period = self.period().filter(|period| period.times_calls())?;
+        Some(period.clock.now())
     }
 
     /// Records the call's outcome against the period that admitted it.
