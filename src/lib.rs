@@ -168,7 +168,7 @@
 //! | `retry` | yes | [`retry`] |
 //! | `rate-limit` | yes | [`rate_limit`] |
 //! | `throttle` | yes | [`throttle`] |
-//! | `fast-clock` | yes | rate limiters, `adaptive`, retry's windowed budget, the throttle, the timeout's deadlines and the circuit breaker read the CPU's time-stamp counter (through `quanta`) instead of the system's clock, unless tokio's clock is paused at their first reading (see "The clock" in [`rate_limit`] "When the clock starts" in [`timeout`] and "Cost" in [`circuit_breaker`]) |
+//! | `fast-clock` | yes | rate limiters, `adaptive`, retry's windowed budget, the throttle, the timeout's deadlines and the circuit breaker read the CPU's time-stamp counter (through `quanta`) instead of the system's clock, unless tokio's clock is paused at their first reading (see "The clock" in [`rate_limit`], "When the clock starts" in [`timeout`] and "Cost" in [`circuit_breaker`]) |
 //! | `fallback` | no | [`fallback`]: a degraded answer in place of chosen refusals and failures |
 //! | `hedge` | no | [`hedge`]: a second attempt when the first is slow (turns on `retry`) |
 //! | `adaptive` | no | `adaptive`: a concurrency limit that follows the dependency's latency and drops |
