@@ -42,6 +42,7 @@ pin_project! {
 }
 
 impl<F, T> ResponseFuture<F, T> {
+    #[inline]
     pub(crate) fn pass(inner: F) -> Self {
         ResponseFuture {
             kind: Kind::Pass { inner },
@@ -73,6 +74,9 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    // Inlined into the layer above, so that a call with no fault set costs
+    // one load; left to itself the compiler has kept it out of line.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Pass { inner } => Poll::Ready(ready!(inner.poll(cx)).map_err(Into::into)),
