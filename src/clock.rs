@@ -323,6 +323,28 @@ pub(crate) fn nanos(d: Duration) -> u64 {
         .saturating_add(u64::from(d.subsec_nanos()))
 }
 
+/// For the tests of the layers that read [`Instants`]: runs `test` on a
+/// runtime whose clock runs as the system's, then on one whose clock was
+/// paused, moved on by an hour and let run again (the two cases a layer's
+/// source tells apart); `test` is told which (`true`: moved on).
+#[cfg(test)]
+pub(crate) fn on_running_and_moved_on_clocks(test: impl AsyncFn(bool)) {
+    for moved_on in [false, true] {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(moved_on)
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            if moved_on {
+                tokio::time::advance(Duration::from_secs(3600)).await;
+                tokio::time::resume();
+            }
+            test(moved_on).await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -714,38 +714,27 @@ mod tests {
     #[test]
     fn an_opening_ends_on_tokios_clock() {
         const OPEN_FOR: Duration = Duration::from_secs(5);
-        for moved_on in [false, true] {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(moved_on)
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if moved_on {
-                    tokio::time::advance(Duration::from_secs(3600)).await;
-                    tokio::time::resume();
-                }
-                let settings = super::super::CircuitBreakerConfig::default()
-                    .settings()
-                    .expect("valid");
-                let breaker = Breaker::new(
-                    Name::Static("clock"),
-                    settings,
-                    None,
-                    Some(1),
-                    BreakerMetrics::new("clock"),
-                    Arc::new(Instants::new()),
-                );
-                let before = Instant::now();
-                assert!(breaker.transition_to(Target::Open(Some(OPEN_FOR)), Reason::Manual));
-                let after = Instant::now();
-                let until = breaker.current().start.open_until.expect("open");
-                let slack = Duration::from_millis(1);
-                assert!(
-                    until + slack >= before + OPEN_FOR && until <= after + OPEN_FOR + slack,
-                    "moved on: {moved_on}; {until:?} outside {before:?} ..= {after:?} + {OPEN_FOR:?}"
-                );
-            });
-        }
+        crate::clock::on_running_and_moved_on_clocks(async |moved_on| {
+            let settings = super::super::CircuitBreakerConfig::default()
+                .settings()
+                .expect("valid");
+            let breaker = Breaker::new(
+                Name::Static("clock"),
+                settings,
+                None,
+                Some(1),
+                BreakerMetrics::new("clock"),
+                Arc::new(Instants::new()),
+            );
+            let before = Instant::now();
+            assert!(breaker.transition_to(Target::Open(Some(OPEN_FOR)), Reason::Manual));
+            let after = Instant::now();
+            let until = breaker.current().start.open_until.expect("open");
+            let slack = Duration::from_millis(1);
+            assert!(
+                until + slack >= before + OPEN_FOR && until <= after + OPEN_FOR + slack,
+                "moved on: {moved_on}; {until:?} outside {before:?} ..= {after:?} + {OPEN_FOR:?}"
+            );
+        });
     }
 }

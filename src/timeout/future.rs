@@ -222,32 +222,21 @@ mod tests {
     #[test]
     fn the_timer_is_set_on_tokios_clock() {
         const TIMEOUT: Duration = Duration::from_secs(5);
-        for moved_on in [false, true] {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(moved_on)
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if moved_on {
-                    tokio::time::advance(Duration::from_secs(3600)).await;
-                    tokio::time::resume();
-                }
-                let never = service_fn(|()| pending::<Result<(), Infallible>>());
-                let mut svc = TimeoutLayer::new(TIMEOUT).expect("valid").layer(never);
-                svc.ready().await.expect("ready");
-                let mut call = std::pin::pin!(svc.call(()));
-                let before = Instant::now();
-                let first = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await;
-                let after = Instant::now();
-                assert!(first);
-                let deadline = call.deadline().expect("armed");
-                let slack = Duration::from_millis(1);
-                assert!(
-                    deadline + slack >= before + TIMEOUT && deadline <= after + TIMEOUT + slack,
-                    "moved on: {moved_on}; {deadline:?} outside {before:?} ..= {after:?} + {TIMEOUT:?}"
-                );
-            });
-        }
+        crate::clock::on_running_and_moved_on_clocks(async |moved_on| {
+            let never = service_fn(|()| pending::<Result<(), Infallible>>());
+            let mut svc = TimeoutLayer::new(TIMEOUT).expect("valid").layer(never);
+            svc.ready().await.expect("ready");
+            let mut call = std::pin::pin!(svc.call(()));
+            let before = Instant::now();
+            let first = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await;
+            let after = Instant::now();
+            assert!(first);
+            let deadline = call.deadline().expect("armed");
+            let slack = Duration::from_millis(1);
+            assert!(
+                deadline + slack >= before + TIMEOUT && deadline <= after + TIMEOUT + slack,
+                "moved on: {moved_on}; {deadline:?} outside {before:?} ..= {after:?} + {TIMEOUT:?}"
+            );
+        });
     }
 }
