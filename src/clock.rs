@@ -183,9 +183,7 @@ impl Instants {
             Source::Tokio
         }))
     }
-}
 
-impl Instants {
     /// Now, on tokio's clock, from the layer's source (tokio's own until
     /// that is decided).
     #[inline]
